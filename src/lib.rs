@@ -1,0 +1,27 @@
+//! upserv: an rsync daemon for school servers.
+//!
+//! Laptops pull OS builds with a stock `rsync` client from `rsync://server/NAME/`.
+//! upserv speaks the daemon side of the rsync protocol (version 29) itself and
+//! fetches builds it does not hold from an HTTP(S) upstream.
+//!
+//! The map, following one pull from the socket inwards:
+//!
+//! - [`config`]: rsyncd.conf-style configuration and sizes.
+//! - [`cli`]: the command line.
+//! - [`daemon`]: the process: listener and worker pool, the session handshake
+//!   (greeting, module, access), signals.
+//! - [`protocol`]: the rsync wire, without policy: integers and multiplexing,
+//!   server arguments, the file list, filters, the sender loop, token streams.
+//! - [`delta`]: the algorithm, without I/O: rolling sum, MD4 sums, block matching.
+//! - [`source`]: what the sender reads: a tree on disk, plus for builds the
+//!   metadata table that overrides owners, modes and device entries.
+//! - [`cache`]: builds on demand: the coordinator thread, the upstream fetch,
+//!   unpacking, the store with its access times and eviction.
+
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod delta;
+pub mod protocol;
+pub mod source;
