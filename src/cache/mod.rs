@@ -1,1 +1,2 @@
-//! cache (work in progress).
+//! Builds on demand (work in progress on the `cache` branch).
+pub mod meta;

@@ -1,0 +1,520 @@
+//! One client connection's byte stream: non-blocking, full duplex, bounded.
+//!
+//! The rsync client keeps sending block checksums for later files while we
+//! send data for earlier ones. A sender that only writes would deadlock once
+//! both socket buffers fill, so, like rsync's io.c, every wait here polls both
+//! directions: while output is pending we also read whatever input arrives into
+//! a fixed-size buffer. Memory per connection is therefore bounded by
+//! [`IN_CAP`] + [`OUT_CAP`], whatever the client does.
+//!
+//! Output is raw during the handshake and multiplexed afterwards: data goes in
+//! `MSG_DATA` frames, log lines in their own message frames (io.c's
+//! `MPLEX_BASE`). Input from a protocol-29 client is never multiplexed.
+//!
+//! Time is bounded too: an optional absolute deadline (the handshake) and an
+//! idle timeout (no byte moved in either direction).
+
+use super::wire::{WireRead, WireWrite};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Input buffered ahead of the sender's needs while it writes (rsync uses 32 KiB).
+pub const IN_CAP: usize = 64 * 1024;
+/// Output gathered before it is written; also the largest data frame.
+pub const OUT_CAP: usize = 32 * 1024;
+/// Added to a message tag in the frame header (rsync's MPLEX_BASE).
+const MPLEX_BASE: u32 = 7;
+/// Protocol-29 clients read log messages into a 1 KiB line buffer.
+pub const MAX_MSG_LEN: usize = 1000;
+
+/// Message tags a protocol-29 client understands (rsync.h `enum msgcode`,
+/// with the protocol-30 error/warning codes mapped down as log.c does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsgTag {
+    Data = 0,
+    Error = 1,
+    Info = 2,
+}
+
+pub struct Conn {
+    rfd: OwnedFd,
+    wfd: OwnedFd,
+    inbuf: Box<[u8]>,
+    in_start: usize,
+    in_end: usize,
+    in_eof: bool,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Offset in `out` of the header of the data frame being filled.
+    open_frame: Option<usize>,
+    multiplexed: bool,
+    deadline: Option<Instant>,
+    idle_timeout: Option<Duration>,
+    keepalive_every: Option<Duration>,
+    last_io: Instant,
+    last_write: Instant,
+    bytes_read: u64,
+    bytes_written: u64,
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; no memory is passed.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what.to_string())
+}
+
+impl Conn {
+    /// Wraps the two directions of a connection (they may share one socket).
+    pub fn new(rfd: OwnedFd, wfd: OwnedFd) -> io::Result<Conn> {
+        set_nonblocking(rfd.as_raw_fd())?;
+        set_nonblocking(wfd.as_raw_fd())?;
+        let now = Instant::now();
+        Ok(Conn {
+            rfd,
+            wfd,
+            inbuf: vec![0u8; IN_CAP].into_boxed_slice(),
+            in_start: 0,
+            in_end: 0,
+            in_eof: false,
+            out: Vec::with_capacity(OUT_CAP + 64),
+            out_pos: 0,
+            open_frame: None,
+            multiplexed: false,
+            deadline: None,
+            idle_timeout: None,
+            keepalive_every: None,
+            last_io: now,
+            last_write: now,
+            bytes_read: 0,
+            bytes_written: 0,
+        })
+    }
+
+    /// An absolute time after which any wait fails (used for the handshake).
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// Fail when no byte moves in either direction for this long. Also sets the
+    /// keep-alive interval to half of it, as rsync's `allowed_lull` does.
+    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
+        self.idle_timeout = timeout;
+        self.keepalive_every = timeout.map(|t| t / 2);
+    }
+
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written + (self.out.len() - self.out_pos) as u64
+    }
+
+    /// Reads one handshake line (without its `\n`, and without a trailing
+    /// `\r`). Lines longer than `max` are an error, so a client cannot make us
+    /// buffer without bound.
+    pub fn read_line(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        let mut line = Vec::new();
+        loop {
+            let b = self.read_u8()?;
+            if b == b'\n' {
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(line);
+            }
+            if line.len() >= max {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("line longer than {max} bytes"),
+                ));
+            }
+            line.push(b);
+        }
+    }
+
+    /// Like `read_line`, but a line may also end with NUL (protected args).
+    pub fn read_arg(&mut self, max: usize, nul_terminated: bool) -> io::Result<Vec<u8>> {
+        if !nul_terminated {
+            return self.read_line(max);
+        }
+        let mut arg = Vec::new();
+        loop {
+            match self.read_u8()? {
+                0 => return Ok(arg),
+                _ if arg.len() >= max => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("argument longer than {max} bytes"),
+                    ))
+                }
+                b => arg.push(b),
+            }
+        }
+    }
+
+    /// From now on output is framed (io_start_multiplex_out).
+    pub fn start_multiplex(&mut self) {
+        self.multiplexed = true;
+    }
+
+    pub fn is_multiplexed(&self) -> bool {
+        self.multiplexed
+    }
+
+    /// Sends a log message to the client (an error, a warning, or info). Long
+    /// text is split so an old client's line buffer is never overrun.
+    pub fn send_msg(&mut self, tag: MsgTag, text: &[u8]) -> io::Result<()> {
+        if !self.multiplexed {
+            return self.write_raw(text);
+        }
+        for chunk in text.chunks(MAX_MSG_LEN) {
+            self.close_frame();
+            self.reserve_out(chunk.len() + 4)?;
+            let header = ((MPLEX_BASE + tag as u32) << 24) | chunk.len() as u32;
+            self.out.extend_from_slice(&header.to_le_bytes());
+            self.out.extend_from_slice(chunk);
+        }
+        Ok(())
+    }
+
+    /// An empty data frame, which rsync clients treat as a keep-alive, when
+    /// nothing has been written for half the idle timeout.
+    pub fn maybe_keepalive(&mut self) -> io::Result<()> {
+        let Some(every) = self.keepalive_every else {
+            return Ok(());
+        };
+        if !self.multiplexed || self.last_write.elapsed() < every {
+            return Ok(());
+        }
+        if self.out.len() == self.out_pos {
+            self.close_frame();
+            self.out.extend_from_slice(&((MPLEX_BASE << 24).to_le_bytes()));
+        }
+        self.flush()
+    }
+
+    /// Writes everything buffered.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.close_frame();
+        self.pump(0)
+    }
+
+    /// Writes bytes outside any frame: the handshake before multiplexing.
+    fn write_raw(&mut self, data: &[u8]) -> io::Result<()> {
+        for chunk in data.chunks(OUT_CAP) {
+            self.reserve_out(chunk.len())?;
+            self.out.extend_from_slice(chunk);
+        }
+        Ok(())
+    }
+
+    /// Makes room for `n` more bytes in the output buffer, writing if needed.
+    fn reserve_out(&mut self, n: usize) -> io::Result<()> {
+        if self.out.len() + n > OUT_CAP + 64 {
+            self.close_frame();
+            self.pump(0)?;
+        }
+        Ok(())
+    }
+
+    fn close_frame(&mut self) {
+        if let Some(at) = self.open_frame.take() {
+            let len = (self.out.len() - at - 4) as u32;
+            if len == 0 {
+                self.out.truncate(at);
+            } else {
+                let header = (MPLEX_BASE << 24) | len;
+                self.out[at..at + 4].copy_from_slice(&header.to_le_bytes());
+            }
+        }
+    }
+
+    fn buffered_input(&self) -> usize {
+        self.in_end - self.in_start
+    }
+
+    fn time_left(&self) -> io::Result<Option<Duration>> {
+        let now = Instant::now();
+        let mut left: Option<Duration> = None;
+        if let Some(d) = self.deadline {
+            if now >= d {
+                return Err(timed_out("handshake took too long"));
+            }
+            left = Some(d - now);
+        }
+        if let Some(idle) = self.idle_timeout {
+            let since = now.duration_since(self.last_io);
+            if since >= idle {
+                return Err(timed_out(&format!(
+                    "no I/O for {} seconds",
+                    idle.as_secs()
+                )));
+            }
+            let rest = idle - since;
+            left = Some(left.map_or(rest, |l| l.min(rest)));
+        }
+        Ok(left)
+    }
+
+    /// Moves bytes until at least `need_input` bytes are buffered for reading
+    /// and, when `need_input` is 0, until all output is written. Reads
+    /// opportunistically while writing and writes while waiting to read.
+    fn pump(&mut self, need_input: usize) -> io::Result<()> {
+        loop {
+            let out_pending = self.out.len() > self.out_pos;
+            if need_input == 0 && !out_pending {
+                self.out.clear();
+                self.out_pos = 0;
+                return Ok(());
+            }
+            if need_input > 0 && self.buffered_input() >= need_input {
+                return Ok(());
+            }
+            if need_input > 0 && self.in_eof {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed by client",
+                ));
+            }
+            if self.in_start > 0 && (self.in_end == self.inbuf.len() || need_input > 0) {
+                self.inbuf.copy_within(self.in_start..self.in_end, 0);
+                self.in_end -= self.in_start;
+                self.in_start = 0;
+            }
+            let want_read = !self.in_eof && self.in_end < self.inbuf.len();
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.rfd.as_raw_fd(),
+                    events: if want_read { libc::POLLIN } else { 0 },
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.wfd.as_raw_fd(),
+                    events: if out_pending { libc::POLLOUT } else { 0 },
+                    revents: 0,
+                },
+            ];
+            if !want_read && !out_pending {
+                // Input buffer full and nothing to write: the caller asked
+                // for more input than we can hold.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "input buffer overflow",
+                ));
+            }
+            let timeout_ms = match self.time_left()? {
+                None => -1,
+                Some(d) => d.as_millis().clamp(1, i32::MAX as u128) as i32,
+            };
+            // SAFETY: fds is a valid array of two pollfd structs.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            if n == 0 {
+                self.time_left()?;
+                continue;
+            }
+            let broken = libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
+            if want_read && fds[0].revents & (libc::POLLIN | broken) != 0 {
+                self.read_some()?;
+            }
+            if out_pending && fds[1].revents & (libc::POLLOUT | broken) != 0 {
+                self.write_some()?;
+            }
+        }
+    }
+
+    fn read_some(&mut self) -> io::Result<()> {
+        let room = &mut self.inbuf[self.in_end..];
+        // SAFETY: reading into the unused tail of our own buffer.
+        let n = unsafe { libc::read(self.rfd.as_raw_fd(), room.as_mut_ptr().cast(), room.len()) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(()),
+                _ => Err(err),
+            };
+        }
+        if n == 0 {
+            self.in_eof = true;
+        } else {
+            self.in_end += n as usize;
+            self.bytes_read += n as u64;
+            self.last_io = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn write_some(&mut self) -> io::Result<()> {
+        let pending = &self.out[self.out_pos..];
+        // SAFETY: writing from our own initialised buffer.
+        let n = unsafe {
+            libc::write(
+                self.wfd.as_raw_fd(),
+                pending.as_ptr().cast(),
+                pending.len(),
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(()),
+                _ => Err(err),
+            };
+        }
+        self.out_pos += n as usize;
+        self.bytes_written += n as u64;
+        let now = Instant::now();
+        self.last_io = now;
+        self.last_write = now;
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+}
+
+impl WireRead for Conn {
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            if self.buffered_input() == 0 {
+                self.pump(1)?;
+            }
+            let n = self.buffered_input().min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&self.inbuf[self.in_start..self.in_start + n]);
+            self.in_start += n;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl WireWrite for Conn {
+    fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        if !self.multiplexed {
+            return self.write_raw(data);
+        }
+        while !data.is_empty() {
+            if self.open_frame.is_none() {
+                self.reserve_out(4 + data.len().min(OUT_CAP))?;
+                self.open_frame = Some(self.out.len());
+                self.out.extend_from_slice(&[0; 4]);
+            }
+            let at = self.open_frame.unwrap_or(0);
+            let room = (OUT_CAP + 4).saturating_sub(self.out.len() - at);
+            let n = room.min(data.len());
+            self.out.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.out.len() - at >= OUT_CAP + 4 {
+                self.close_frame();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    fn shrink_buffers(s: &UnixStream) {
+        let size: libc::c_int = 4096;
+        for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+            // SAFETY: setsockopt with a valid int option value.
+            unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+    }
+
+    fn pair() -> (Conn, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        shrink_buffers(&a);
+        shrink_buffers(&b);
+        let r = a.try_clone().unwrap();
+        (Conn::new(OwnedFd::from(r), OwnedFd::from(a)).unwrap(), b)
+    }
+
+    #[test]
+    fn frames_data_and_messages() {
+        let (mut conn, mut peer) = pair();
+        conn.start_multiplex();
+        conn.write_all(b"hello").unwrap();
+        conn.send_msg(MsgTag::Error, b"oops\n").unwrap();
+        conn.flush().unwrap();
+        let mut got = [0u8; 18];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..4], &[5, 0, 0, 7]);
+        assert_eq!(&got[4..9], b"hello");
+        assert_eq!(&got[9..13], &[5, 0, 0, 8]);
+        assert_eq!(&got[13..], b"oops\n");
+    }
+
+    #[test]
+    fn reads_while_writing_so_neither_side_blocks_forever() {
+        let (mut conn, peer) = pair();
+        conn.start_multiplex();
+        // With tiny socket buffers, the peer writes far more than they hold
+        // before it reads anything: only our reading while writing avoids a
+        // deadlock.
+        let writer = std::thread::spawn(move || {
+            let mut peer = peer;
+            let blob = vec![7u8; 48 * 1024];
+            peer.write_all(&blob).unwrap();
+            let mut sink = Vec::new();
+            peer.read_to_end(&mut sink).unwrap();
+            sink.len()
+        });
+        let big = vec![1u8; 4 * 1024 * 1024];
+        conn.write_all(&big).unwrap();
+        conn.flush().unwrap();
+        let mut got = vec![0u8; 48 * 1024];
+        conn.read_exact(&mut got).unwrap();
+        assert!(got.iter().all(|&b| b == 7));
+        drop(conn);
+        let received = writer.join().unwrap();
+        assert!(received > big.len());
+    }
+
+    #[test]
+    fn idle_timeout_fires() {
+        let (mut conn, _peer) = pair();
+        conn.set_idle_timeout(Some(Duration::from_millis(50)));
+        let err = conn.read_u8().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn overlong_line_is_refused() {
+        let (mut conn, mut peer) = pair();
+        peer.write_all(&[b'a'; 100]).unwrap();
+        peer.write_all(b"\n").unwrap();
+        assert!(conn.read_line(10).is_err());
+    }
+}
