@@ -1,1 +1,162 @@
-//! daemon (work in progress).
+//! The process around the protocol: which modules exist, the listener and
+//! its worker pool, one connection on stdin/stdout for inetd, signals.
+//!
+//! A module is either static (a `[section]` of the configuration) or a
+//! build in the builds directory, possibly fetched on demand through the
+//! cache. A static module shadows a build of the same name.
+
+pub mod access;
+pub mod listener;
+pub mod session;
+pub mod signals;
+
+use crate::cache::{BuildGuard, Cache};
+use crate::protocol::io::Conn;
+use crate::protocol::wire::WireWrite;
+use access::Access;
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A `[section]` of the configuration.
+#[derive(Clone, Debug)]
+pub struct StaticModule {
+    pub name: String,
+    pub path: PathBuf,
+    pub comment: String,
+    pub list: bool,
+    pub access: Access,
+    pub timeout: Option<Duration>,
+}
+
+/// A module chosen by a client, ready to serve.
+pub struct Module {
+    pub name: String,
+    pub root: ModuleRoot,
+    pub access: Access,
+    pub timeout: Option<Duration>,
+}
+
+pub enum ModuleRoot {
+    Static(PathBuf),
+    /// A build, kept from eviction while the guard lives.
+    Build(BuildGuard),
+}
+
+/// What every connection of a daemon shares.
+pub struct Server {
+    pub modules: Vec<StaticModule>,
+    pub motd: Option<Vec<u8>>,
+    pub cache: Option<Cache>,
+    /// Access rules and timeout for build modules (the global settings).
+    pub build_access: Access,
+    pub build_timeout: Option<Duration>,
+}
+
+impl Server {
+    /// Listable modules with their comments, static ones first.
+    pub fn listing(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .modules
+            .iter()
+            .filter(|m| m.list)
+            .map(|m| (m.name.clone(), m.comment.clone()))
+            .collect();
+        if let Some(cache) = &self.cache {
+            for name in cache.list_modules() {
+                if !self.modules.iter().any(|m| m.name == name) {
+                    out.push((name, String::new()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Finds module `name`. A build that must first be fetched sends
+    /// progress lines to the client while it waits. `Ok(Err(text))` is a
+    /// refusal for the client's `@ERROR:` line.
+    pub fn find_module(&self, name: &str, conn: &mut Conn) -> io::Result<Result<Option<Module>, String>> {
+        if let Some(m) = self.modules.iter().find(|m| m.name == name) {
+            return Ok(Ok(Some(Module {
+                name: m.name.clone(),
+                root: ModuleRoot::Static(m.path.clone()),
+                access: m.access.clone(),
+                timeout: m.timeout,
+            })));
+        }
+        let Some(cache) = &self.cache else {
+            return Ok(Ok(None));
+        };
+        let mut write_failed = None;
+        let mut progress = |line: &str| {
+            if write_failed.is_some() {
+                return;
+            }
+            let sent = conn
+                .write_all(line.as_bytes())
+                .and_then(|()| conn.write_all(b"\n"))
+                .and_then(|()| conn.flush());
+            if let Err(e) = sent {
+                write_failed = Some(e);
+            }
+        };
+        let acquired = cache.acquire(name, &mut progress);
+        if let Some(e) = write_failed {
+            return Err(e);
+        }
+        Ok(match acquired {
+            Ok(Some(guard)) => Ok(Some(Module {
+                name: name.to_string(),
+                root: ModuleRoot::Build(guard),
+                access: self.build_access.clone(),
+                timeout: self.build_timeout,
+            })),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        })
+    }
+}
+
+/// Serves one connection on stdin/stdout (inetd, xinetd, systemd with
+/// `Accept=yes`).
+pub fn serve_stdio(server: &Server) -> io::Result<()> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fds 0 and 1 are ours for the life of this process; nothing
+    // else in upserv reads stdin or writes stdout in serve mode.
+    let (rfd, wfd) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(0),
+            std::os::fd::OwnedFd::from_raw_fd(1),
+        )
+    };
+    let peer = peer_of_fd(0);
+    let mut conn = Conn::new(rfd, wfd)?;
+    let started = std::time::Instant::now();
+    let outcome = session::run(server, &mut conn, peer);
+    listener::log_outcome(peer, &outcome, started.elapsed());
+    Ok(())
+}
+
+/// The address of the peer on a socket descriptor, if it is a socket.
+fn peer_of_fd(fd: i32) -> Option<IpAddr> {
+    // SAFETY: getpeername writes at most `len` bytes into `storage`.
+    unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if libc::getpeername(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) != 0 {
+            return None;
+        }
+        match i32::from(storage.ss_family) {
+            libc::AF_INET => {
+                let sin = &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                Some(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()))
+            }
+            libc::AF_INET6 => {
+                let sin6 = &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+            }
+            _ => None,
+        }
+    }
+}

@@ -271,6 +271,9 @@ impl Conn {
     /// and, when `need_input` is 0, until all output is written. Reads
     /// opportunistically while writing and writes while waiting to read.
     fn pump(&mut self, need_input: usize) -> io::Result<()> {
+        // Bytes of a frame still being filled must not leave before its
+        // header is known.
+        self.close_frame();
         loop {
             let out_pending = self.out.len() > self.out_pos;
             if need_input == 0 && !out_pending {
@@ -500,6 +503,23 @@ mod tests {
         drop(conn);
         let received = writer.join().unwrap();
         assert!(received > big.len());
+    }
+
+    #[test]
+    fn a_frame_being_filled_is_closed_before_waiting_for_input() {
+        let (mut conn, mut peer) = pair();
+        conn.start_multiplex();
+        conn.write_all(b"abc").unwrap();
+        peer.write_all(&[1]).unwrap();
+        // Waiting for input writes what is pending; the frame header must
+        // be complete by then.
+        assert_eq!(conn.read_u8().unwrap(), 1);
+        conn.write_all(b"de").unwrap();
+        conn.flush().unwrap();
+        let mut got = [0u8; 13];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..7], &[3, 0, 0, 7, b'a', b'b', b'c']);
+        assert_eq!(&got[7..], &[2, 0, 0, 7, b'd', b'e']);
     }
 
     #[test]

@@ -3,3 +3,8 @@
 
 pub mod io;
 pub mod wire;
+pub mod filter;
+pub mod flist;
+pub mod options;
+pub mod token;
+pub mod sender;

@@ -1,0 +1,82 @@
+//! SIGTERM, SIGINT and SIGHUP turned into bytes on a pipe, so the accept
+//! loop can wait for connections and signals with one poll(2).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Stop,
+    Reload,
+}
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let fd = WAKE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = sig as u8;
+        // SAFETY: write(2) is async-signal-safe; the buffer is a local byte.
+        unsafe {
+            libc::write(fd, (&byte as *const u8).cast(), 1);
+        }
+    }
+}
+
+/// The read end of the signal pipe.
+pub struct Signals {
+    read: OwnedFd,
+    _write: OwnedFd,
+}
+
+impl Signals {
+    /// Installs the handlers. Call once per process.
+    pub fn install() -> io::Result<Signals> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the two-element array we pass.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just created and are owned here.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        WAKE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            // SAFETY: installing a handler that only calls write(2).
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+                action.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut action.sa_mask);
+                if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(Signals { read, _write: write })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    /// The signals that arrived since the last call.
+    pub fn drain(&self) -> Vec<Signal> {
+        let mut buf = [0u8; 16];
+        // SAFETY: reading into a local buffer from our non-blocking pipe.
+        let n = unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return Vec::new();
+        }
+        buf[..n as usize]
+            .iter()
+            .map(|&s| {
+                if i32::from(s) == libc::SIGHUP {
+                    Signal::Reload
+                } else {
+                    Signal::Stop
+                }
+            })
+            .collect()
+    }
+}

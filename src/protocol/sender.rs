@@ -1,0 +1,478 @@
+//! The sending side of one pull, from the checksum seed to the goodbye
+//! (main.c's do_server_sender, sender.c's send_files, match.c's framing).
+//!
+//! The client's generator asks for files by index, each with the block
+//! checksums of its basis; we answer with the index, the checksum head and
+//! a token stream built by [`crate::delta::Matcher`], then the whole-file
+//! sum. Phase markers (-1) are echoed; at protocol 29 there is a second,
+//! "redo" phase for files whose checksum failed. Then the statistics.
+
+use super::filter::Filters;
+use super::flist::{self, Builder, Encoder, FileList, Reporter};
+use super::io::{Conn, MsgTag};
+use super::options::{Compression, Options};
+use super::token::{SimpleTokens, TokenWriter};
+use super::wire::{WireRead, WireWrite};
+use crate::delta::{BlockSums, MatchError, MatchMode, Matcher};
+use crate::source::Source;
+use std::fmt;
+use std::io;
+use std::time::Instant;
+
+/// rsync's OLD_MAX_BLOCK_SIZE: the largest block length below protocol 30.
+pub const MAX_BLOCK_LEN: i32 = 1 << 29;
+/// The most checksum bytes (weak + strong) we hold for one file. Beyond it
+/// the sums are read and dropped and the file goes whole, so a client's
+/// claims never decide how much memory we allocate.
+pub const MAX_SUM_BYTES: usize = 32 * 1024 * 1024;
+/// Longest filter rule a client may send (rsync's BIGPATHBUFLEN).
+pub const MAX_FILTER_RULE_LEN: usize = 5 * 1024;
+
+const NDX_DONE: i32 = -1;
+const ITEM_BASIS_TYPE_FOLLOWS: u16 = 1 << 11;
+const ITEM_XNAME_FOLLOWS: u16 = 1 << 12;
+const ITEM_IS_NEW: u16 = 1 << 13;
+const ITEM_TRANSFER: u16 = 1 << 15;
+const FNAMECMP_FNAME: u8 = 0x80;
+
+/// Why a pull ended early.
+#[derive(Debug)]
+pub enum TransferError {
+    /// The connection failed or timed out.
+    Io(io::Error),
+    /// The client broke the protocol; the text says how.
+    Protocol(String),
+}
+
+impl fmt::Display for TransferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferError::Io(e) => write!(f, "{e}"),
+            TransferError::Protocol(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<io::Error> for TransferError {
+    fn from(e: io::Error) -> Self {
+        TransferError::Io(e)
+    }
+}
+
+fn protocol_error<T>(text: impl Into<String>) -> Result<T, TransferError> {
+    Err(TransferError::Protocol(text.into()))
+}
+
+/// What one pull moved, for the transfer log line.
+#[derive(Debug, Default, Clone)]
+pub struct TransferStats {
+    pub files_listed: usize,
+    pub files_sent: u64,
+    pub literal_bytes: u64,
+    pub matched_bytes: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+/// Everything the sender needs to know about one pull.
+pub struct Pull<'a> {
+    pub opts: &'a Options,
+    pub protocol: u32,
+    pub source: &'a Source,
+    pub module: &'a str,
+    /// Source paths relative to the module root, already sanitised.
+    pub paths: Vec<Vec<u8>>,
+    pub filters: Filters,
+}
+
+impl Reporter for Conn {
+    fn report(&mut self, tag: MsgTag, text: &str) -> io::Result<()> {
+        self.send_msg(tag, text.as_bytes())
+    }
+
+    fn tick(&mut self) -> io::Result<()> {
+        self.maybe_keepalive()
+    }
+}
+
+/// The checksum seed: the client's `--checksum-seed`, or one derived from
+/// the time and process as rsync does.
+fn choose_seed(opts: &Options) -> u32 {
+    opts.checksum_seed.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as u32 ^ d.subsec_nanos());
+        now ^ (std::process::id() << 6)
+    })
+}
+
+/// Tells the client about an option error the way rsyncd does: the protocol
+/// setup is finished so that the message can travel multiplexed.
+pub fn refuse(conn: &mut Conn, message: &str) -> io::Result<()> {
+    conn.write_i32(0)?;
+    conn.start_multiplex();
+    let text = format!("rsync: {message}\nrsync error: syntax or usage error (code 1) at main.c(1) [server]\n");
+    conn.send_msg(MsgTag::Error, text.as_bytes())?;
+    conn.flush()
+}
+
+/// Runs one pull on a connection whose handshake is done.
+pub fn run(conn: &mut Conn, mut pull: Pull) -> Result<TransferStats, TransferError> {
+    let opts = pull.opts;
+    let seed = choose_seed(opts);
+    conn.write_i32(seed as i32)?;
+    conn.start_multiplex();
+    receive_filter_rules(conn, &mut pull.filters, pull.protocol)?;
+
+    let started = Instant::now();
+    let list = Builder::new(
+        opts,
+        pull.protocol,
+        pull.source,
+        &mut pull.filters,
+        conn,
+        pull.module,
+    )
+    .build(&pull.paths)?;
+    let build_ms = started.elapsed().as_millis().max(1) as i64;
+    let started = Instant::now();
+    Encoder::new(opts, pull.protocol).send_list(conn, &list)?;
+    let xfer_ms = started.elapsed().as_millis() as i64;
+    let mut stats = TransferStats {
+        files_listed: list.len(),
+        ..TransferStats::default()
+    };
+    if list.is_empty() {
+        conn.flush()?;
+        return Ok(stats);
+    }
+
+    let mut sender = FileSender {
+        conn,
+        list: &list,
+        pull: &pull,
+        seed,
+        matcher: Matcher::new(),
+        sent: vec![false; list.len()],
+        stats: &mut stats,
+    };
+    sender.send_files()?;
+
+    let total_size = list.total_size() as i64;
+    conn.flush()?;
+    let read = conn.bytes_read() as i64;
+    let written = conn.bytes_written() as i64;
+    conn.write_longint(read)?;
+    conn.write_longint(written)?;
+    conn.write_longint(total_size)?;
+    if pull.protocol >= 29 {
+        conn.write_longint(build_ms)?;
+        conn.write_longint(xfer_ms)?;
+    }
+    conn.flush()?;
+    read_goodbye(conn, pull.protocol)?;
+    stats.bytes_read = conn.bytes_read();
+    stats.bytes_written = conn.bytes_written();
+    Ok(stats)
+}
+
+/// exclude.c recv_filter_list: (length, rule) pairs ended by a zero length.
+fn receive_filter_rules(conn: &mut Conn, filters: &mut Filters, protocol: u32) -> Result<(), TransferError> {
+    let mut rule = Vec::new();
+    loop {
+        let len = conn.read_i32()?;
+        if len == 0 {
+            return Ok(());
+        }
+        if len < 0 || len as usize >= MAX_FILTER_RULE_LEN {
+            return protocol_error(format!("filter rule of {len} bytes is too long"));
+        }
+        rule.resize(len as usize, 0);
+        conn.read_exact(&mut rule)?;
+        if let Err(e) = filters.add_wire_rule(&rule, protocol) {
+            return protocol_error(e.to_string());
+        }
+    }
+}
+
+/// main.c read_final_goodbye: the client's last word is one more -1.
+fn read_goodbye(conn: &mut Conn, protocol: u32) -> Result<(), TransferError> {
+    let ndx = conn.read_i32()?;
+    if protocol >= 29 && ndx != NDX_DONE {
+        conn.read_u16()?;
+    }
+    if ndx != NDX_DONE {
+        return protocol_error(format!("invalid packet at end of run ({ndx})"));
+    }
+    Ok(())
+}
+
+/// One request from the client's generator.
+struct Request {
+    ndx: i32,
+    iflags: u16,
+    basis_type: u8,
+    xname: Option<Vec<u8>>,
+}
+
+struct FileSender<'a, 'p> {
+    conn: &'a mut Conn,
+    list: &'a FileList,
+    pull: &'a Pull<'p>,
+    seed: u32,
+    matcher: Matcher,
+    /// Files already sent once: a second request is a redo.
+    sent: Vec<bool>,
+    stats: &'a mut TransferStats,
+}
+
+impl FileSender<'_, '_> {
+    fn send_files(&mut self) -> Result<(), TransferError> {
+        let max_phase = if self.pull.protocol >= 29 { 2 } else { 1 };
+        let mut phase = 0;
+        loop {
+            let Some(req) = self.read_request()? else {
+                phase += 1;
+                if phase > max_phase {
+                    break;
+                }
+                self.conn.write_i32(NDX_DONE)?;
+                continue;
+            };
+            if req.iflags & ITEM_TRANSFER == 0 {
+                self.echo(&req)?;
+                continue;
+            }
+            if phase == 2 {
+                return protocol_error("got transfer request in phase 2");
+            }
+            if self.pull.opts.dry_run {
+                self.echo(&req)?;
+                continue;
+            }
+            self.send_one(&req)?;
+        }
+        self.conn.write_i32(NDX_DONE)?;
+        Ok(())
+    }
+
+    /// rsync.c read_ndx_and_attrs. `None` is the end-of-phase marker.
+    fn read_request(&mut self) -> Result<Option<Request>, TransferError> {
+        let proto = self.pull.protocol;
+        loop {
+            let ndx = self.conn.read_i32()?;
+            if ndx == NDX_DONE {
+                return Ok(None);
+            }
+            if ndx < 0 {
+                return protocol_error(format!("invalid file index {ndx}"));
+            }
+            let iflags = if proto >= 29 {
+                self.conn.read_u16()?
+            } else {
+                ITEM_TRANSFER
+            };
+            // A protocol-29 generator's keep-alive: the list's length as index.
+            if ndx as usize == self.list.len() && iflags == ITEM_IS_NEW {
+                self.conn.maybe_keepalive()?;
+                continue;
+            }
+            if ndx as usize >= self.list.len() {
+                return protocol_error(format!(
+                    "invalid file index {ndx} (list has {} entries)",
+                    self.list.len()
+                ));
+            }
+            let basis_type = if iflags & ITEM_BASIS_TYPE_FOLLOWS != 0 {
+                self.conn.read_u8()?
+            } else {
+                FNAMECMP_FNAME
+            };
+            let xname = if iflags & ITEM_XNAME_FOLLOWS != 0 {
+                let mut len = self.conn.read_u8()? as usize;
+                if len & 0x80 != 0 {
+                    len = ((len & 0x7f) << 8) | self.conn.read_u8()? as usize;
+                }
+                if len >= flist::MAX_PATH_LEN {
+                    return protocol_error(format!("xname of {len} bytes is too long"));
+                }
+                let mut name = vec![0u8; len];
+                self.conn.read_exact(&mut name)?;
+                Some(name)
+            } else {
+                None
+            };
+            return Ok(Some(Request {
+                ndx,
+                iflags,
+                basis_type,
+                xname,
+            }));
+        }
+    }
+
+    /// sender.c write_ndx_and_attrs.
+    fn echo(&mut self, req: &Request) -> io::Result<()> {
+        self.conn.write_i32(req.ndx)?;
+        if self.pull.protocol < 29 {
+            return Ok(());
+        }
+        self.conn.write_u16(req.iflags)?;
+        if req.iflags & ITEM_BASIS_TYPE_FOLLOWS != 0 {
+            self.conn.write_u8(req.basis_type)?;
+        }
+        if let Some(x) = &req.xname {
+            self.conn.write_vstring(x)?;
+        }
+        Ok(())
+    }
+
+    /// io.c read_sum_head + sender.c receive_sums, with limits: the block
+    /// length is bounded by protocol; the sums themselves are stored only up
+    /// to [`MAX_SUM_BYTES`], and a file whose sums exceed that is sent whole.
+    fn receive_sums(&mut self) -> Result<(BlockSums, i32), TransferError> {
+        let count = self.conn.read_i32()?;
+        let block_len = self.conn.read_i32()?;
+        let strong_len = self.conn.read_i32()?;
+        let remainder = self.conn.read_i32()?;
+        if count < 0 {
+            return protocol_error(format!("invalid checksum count {count}"));
+        }
+        if !(0..=MAX_BLOCK_LEN).contains(&block_len) || (count > 0 && block_len == 0) {
+            return protocol_error(format!("invalid block length {block_len}"));
+        }
+        if !(0..=16).contains(&strong_len) {
+            return protocol_error(format!("invalid checksum length {strong_len}"));
+        }
+        if remainder < 0 || remainder > block_len {
+            return protocol_error(format!("invalid remainder length {remainder}"));
+        }
+        let strong_len = strong_len as usize;
+        let per_block = 4 + strong_len;
+        let keep = (count as usize).saturating_mul(per_block) <= MAX_SUM_BYTES;
+        let kept = if keep { count as usize } else { 0 };
+        let mut sums = BlockSums::new(block_len as u32, remainder as u32, strong_len, kept);
+        let mut strong = [0u8; 16];
+        for _ in 0..count {
+            let weak = self.conn.read_i32()? as u32;
+            self.conn.read_exact(&mut strong[..strong_len])?;
+            if keep {
+                sums.push(weak, &strong[..strong_len]);
+            }
+        }
+        Ok((sums, count))
+    }
+
+    fn send_one(&mut self, req: &Request) -> Result<(), TransferError> {
+        let proto = self.pull.protocol;
+        let opts = self.pull.opts;
+        let idx = req.ndx as usize;
+        let entry = &self.list.get(idx).expect("index checked when read").clone();
+        let (sums, _claimed) = self.receive_sums()?;
+        let path = self.list.module_path(entry);
+        let opened = if opts.copy_links || opts.copy_dirlinks || opts.copy_unsafe_links {
+            self.pull
+                .source
+                .resolve(&path, true)
+                .and_then(|real| self.pull.source.open(&real))
+        } else {
+            self.pull.source.open(&path)
+        };
+        let file = match opened {
+            Ok(f) => f,
+            Err(err) => {
+                let full = format!(
+                    "\"{}\" (in {})",
+                    String::from_utf8_lossy(&path),
+                    self.pull.module
+                );
+                if err.kind() == io::ErrorKind::NotFound {
+                    let tag = if proto < 28 { MsgTag::Error } else { MsgTag::Info };
+                    self.conn
+                        .send_msg(tag, format!("file has vanished: {full}\n").as_bytes())?;
+                } else {
+                    let text = format!(
+                        "rsync: [sender] send_files failed to open {full}: {}\n",
+                        flist::describe_os_error(&err)
+                    );
+                    self.conn.send_msg(MsgTag::Error, text.as_bytes())?;
+                }
+                return Ok(());
+            }
+        };
+        let size = file.metadata().map(|m| m.len())?;
+        let redo = self.sent[idx];
+        let append = if redo { 0 } else { opts.append };
+        if append > 0 && size < entry.size {
+            let text = format!(
+                "skipped diminished file: \"{}\" (in {})\n",
+                String::from_utf8_lossy(&path),
+                self.pull.module
+            );
+            self.conn.send_msg(MsgTag::Info, text.as_bytes())?;
+            return Ok(());
+        }
+        let updating_basis = opts.inplace
+            && if proto >= 29 {
+                req.basis_type == FNAMECMP_FNAME
+            } else {
+                true
+            };
+        let mode = match append {
+            0 if updating_basis => MatchMode::Inplace,
+            0 => MatchMode::Normal,
+            1 => MatchMode::Append { verify: false },
+            _ => MatchMode::Append { verify: true },
+        };
+
+        self.echo(req)?;
+        // The head we echo describes the sums we will use: if we dropped
+        // them as too many, the client must not expect block references.
+        let count = sums.count() as i32;
+        self.conn.write_i32(count)?;
+        self.conn.write_i32(sums.block_len() as i32)?;
+        self.conn.write_i32(sums.strong_len() as i32)?;
+        self.conn.write_i32(sums.remainder() as i32)?;
+
+        if opts.compression != Compression::None {
+            return protocol_error("compression is not available yet");
+        }
+        let mut tokens = SimpleTokens::new(&mut *self.conn);
+        let outcome = self
+            .matcher
+            .send(&file, size, &sums, self.seed, mode, &mut tokens);
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(MatchError::Sink(e)) => return Err(e.into()),
+            Err(MatchError::Read(e)) => {
+                // As match.c does after a read error: end the file's stream
+                // with a checksum the client is sure to reject.
+                tokens.finish()?;
+                self.conn.write_all(&spoiled_sum())?;
+                let text = format!(
+                    "rsync: [sender] read errors mapping \"{}\" (in {}): {}\n",
+                    String::from_utf8_lossy(&path),
+                    self.pull.module,
+                    flist::describe_os_error(&e)
+                );
+                self.conn.send_msg(MsgTag::Error, text.as_bytes())?;
+                return Ok(());
+            }
+        };
+        tokens.finish()?;
+        self.conn.write_all(&outcome.file_sum)?;
+        self.sent[idx] = true;
+        self.stats.files_sent += 1;
+        self.stats.literal_bytes += outcome.literal_bytes;
+        self.stats.matched_bytes += outcome.matched_bytes;
+        Ok(())
+    }
+}
+
+/// A whole-file checksum no correct transfer can have: all zero bits, unless
+/// that happened to be right, which clients cannot tell apart (match.c).
+fn spoiled_sum() -> [u8; 16] {
+    let mut sum = [0u8; 16];
+    sum[15] = 1;
+    sum
+}
