@@ -173,9 +173,10 @@ fn handshake(server: &Server, conn: &mut Conn, peer: Option<IpAddr>) -> io::Resu
         return Ok(Outcome::Refused(why));
     }
     conn.set_deadline(None);
+    conn.reset_counters();
     conn.set_idle_timeout(Some(idle_timeout(module.timeout, opts.timeout)));
 
-    let paths = source_paths(&module.name, &opts.paths);
+    let paths = source_paths(&module.name, &opts.paths, opts.relative);
     let source = Source::new(module.root.path().to_path_buf(), module.root.meta());
     let pull = Pull {
         opts: &opts,
@@ -243,7 +244,7 @@ fn send_listing(server: &Server, conn: &mut Conn) -> io::Result<()> {
 /// name is stripped, so is any leading `/`, and `..` can never climb above
 /// the root. Several paths may arrive in one argument, separated by
 /// ` module/` (old clients' space-splitting).
-pub fn source_paths(module: &str, args: &[Vec<u8>]) -> Vec<Vec<u8>> {
+pub fn source_paths(module: &str, args: &[Vec<u8>], keep_dot_dirs: bool) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let separator = format!(" {module}/").into_bytes();
     for arg in args {
@@ -257,7 +258,7 @@ pub fn source_paths(module: &str, args: &[Vec<u8>]) -> Vec<Vec<u8>> {
                 Some(i) => (&rest[..i], Some(&rest[i + separator.len()..])),
                 None => (rest, None),
             };
-            out.push(sanitize_path(piece));
+            out.push(sanitize_path(piece, keep_dot_dirs));
             match next {
                 Some(n) => rest = n,
                 None => break,
@@ -268,15 +269,17 @@ pub fn source_paths(module: &str, args: &[Vec<u8>]) -> Vec<Vec<u8>> {
 }
 
 /// rsync's sanitize_path with the daemon's settings: drops leading slashes,
-/// `.` components and any `..` that would climb above the root; keeps a
-/// trailing slash; an empty result becomes "" (the module root), which the
-/// file list turns into ".".
-pub fn sanitize_path(path: &[u8]) -> Vec<u8> {
+/// `.` components (kept with `--relative`, where `/./` marks where the
+/// client's path starts) and any `..` that would climb above the root;
+/// keeps a trailing slash; an empty result becomes "" (the module root),
+/// which the file list turns into ".".
+pub fn sanitize_path(path: &[u8], keep_dot_dirs: bool) -> Vec<u8> {
     let trailing = path.ends_with(b"/") && path.iter().any(|&b| b != b'/');
     let mut parts: Vec<&[u8]> = Vec::new();
     for comp in path.split(|&b| b == b'/') {
         match comp {
-            b"" | b"." => {}
+            b"" => {}
+            b"." if !keep_dot_dirs => {}
             b".." => {
                 parts.pop();
             }
@@ -327,7 +330,7 @@ mod tests {
 
     fn paths(module: &str, args: &[&str]) -> Vec<String> {
         let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
-        source_paths(module, &args)
+        source_paths(module, &args, false)
             .into_iter()
             .map(|p| String::from_utf8(p).unwrap())
             .collect()
@@ -341,6 +344,13 @@ mod tests {
         assert_eq!(paths("mod", &["mod/../../etc/passwd"]), ["etc/passwd"]);
         assert_eq!(paths("mod", &["mod//a/./b/../c"]), ["a/c"]);
         assert_eq!(paths("mod", &["mod/a mod/b"]), ["a", "b"]);
+    }
+
+    #[test]
+    fn relative_paths_keep_their_dot_markers() {
+        let args = vec![b"mod/./a/./b".to_vec(), b"mod/x/../../y".to_vec()];
+        let got = source_paths("mod", &args, true);
+        assert_eq!(got, [b"./a/./b".to_vec(), b"y".to_vec()]);
     }
 
     #[test]

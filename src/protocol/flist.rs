@@ -170,7 +170,8 @@ impl FileList {
             .sum()
     }
 
-    fn sort(&mut self) {
+    /// Sorts into the order both sides index files by.
+    pub fn sort(&mut self) {
         let mut entries = std::mem::take(&mut self.entries);
         entries.sort_by(|a, b| self.compare(a, b));
         self.entries = entries;
@@ -347,6 +348,9 @@ pub struct Builder<'a> {
     follow_links: bool,
     /// With -R: the implied directories already sent for the previous argument.
     last_implied: Vec<u8>,
+    /// With -R, a leading `./` in an argument lists the transfer root "."
+    /// itself, once.
+    sent_implied_dot: bool,
 }
 
 impl<'a> Builder<'a> {
@@ -376,6 +380,7 @@ impl<'a> Builder<'a> {
             filesystem_dev: 0,
             follow_links: opts.copy_links || opts.copy_dirlinks || opts.copy_unsafe_links,
             last_implied: Vec::new(),
+            sent_implied_dot: false,
         }
     }
 
@@ -404,12 +409,12 @@ impl<'a> Builder<'a> {
     }
 
     /// Adds every argument (already sanitised module-relative paths) and
-    /// everything below it, then sorts.
+    /// everything below it, in the order rsync walks them. The list is sent
+    /// in that order, then sorted with [`FileList::sort`].
     pub fn build(mut self, paths: &[Vec<u8>]) -> io::Result<FileList> {
         for path in paths {
             self.add_argument(path)?;
         }
-        self.list.sort();
         Ok(self.list)
     }
 
@@ -422,13 +427,14 @@ impl<'a> Builder<'a> {
     }
 
     fn add_argument(&mut self, arg: &[u8]) -> io::Result<()> {
-        let (dir, name, name_type) = if self.opts.relative {
+        let (dir, name, name_type, dot_prefix) = if self.opts.relative {
             match split_relative(arg) {
                 Ok(parts) => parts,
                 Err(text) => return self.error(IOERR_GENERAL, MsgTag::Error, text),
             }
         } else {
-            split_plain(arg)
+            let (d, n, t) = split_plain(arg);
+            (d, n, t, false)
         };
         // The directory the names are relative to must itself stay inside
         // the module; following links on the way there is fine.
@@ -440,6 +446,10 @@ impl<'a> Builder<'a> {
             }
         };
         let root = self.add_root(&real_dir);
+        if dot_prefix && !self.sent_implied_dot {
+            self.sent_implied_dot = true;
+            self.send_file_name(root, b".", None, 0, FilterLevel::All)?;
+        }
         let follow = self.opts.copy_dirlinks || name_type != NameType::Normal;
         let st = match self.stat_arg(root, &name, follow) {
             Ok(st) => st,
@@ -619,9 +629,6 @@ impl<'a> Builder<'a> {
             self.error(IOERR_GENERAL, MsgTag::Error, text)?;
             return Ok(None);
         }
-        if !self.keeps_type(&st) {
-            return Ok(None);
-        }
         if self.list.entries.len() >= MAX_ENTRIES {
             return Err(io::Error::other(format!(
                 "the file list has more than {MAX_ENTRIES} entries"
@@ -641,13 +648,6 @@ impl<'a> Builder<'a> {
         let entry = self.make_entry(root, name, &link, &st, flags, dev_ino, sum);
         self.list.entries.push(entry);
         Ok(Some(self.list.entries.len() - 1))
-    }
-
-    /// Whether the options transfer this kind of file at all. The rsync
-    /// sender lists everything and lets the receiver skip what it was not
-    /// asked for, except symlinks, which without `-l` are skipped here.
-    fn keeps_type(&self, st: &Stat) -> bool {
-        !st.is_symlink() || self.opts.links || self.opts.copy_links
     }
 
     fn stat_failed(&mut self, root: u32, name: &[u8], err: &io::Error) -> io::Result<()> {
@@ -723,7 +723,7 @@ impl<'a> Builder<'a> {
             root,
             flags,
             mode: st.mode,
-            size: if st.is_file() || st.is_symlink() { st.size } else { 0 },
+            size: st.size,
             mtime: st.mtime,
             uid: st.uid,
             gid: st.gid,
@@ -759,13 +759,13 @@ impl<'a> Builder<'a> {
     }
 
     fn send_directory(&mut self, root: u32, dir_name: &[u8], real_dir: &[u8]) -> io::Result<()> {
-        let mut names = match self.source.read_dir(real_dir) {
+        // Directory order, as rsync reads it: the wire order does not change
+        // the result (both sides sort), but it keeps the list's encoded size
+        // the same as rsyncd's.
+        let names = match self.source.read_dir(real_dir) {
             Ok(n) => n,
             Err(err) => return self.os_error("opendir", root, dir_name, &err),
         };
-        // The wire order does not matter (both sides sort), but a stable
-        // order makes runs reproducible.
-        names.sort_unstable();
         let start = self.list.entries.len();
         for n in names {
             if n.is_empty() {
@@ -828,11 +828,17 @@ fn split_plain(arg: &[u8]) -> (Vec<u8>, Vec<u8>, NameType) {
 
 /// Splits a `-R` argument at a `/./` marker: what precedes it is only the
 /// place to start from; what follows is the name the client recreates.
-fn split_relative(arg: &[u8]) -> Result<(Vec<u8>, Vec<u8>, NameType), String> {
-    let (dir, rest) = match find(arg, b"/./") {
+/// The last value says whether the name began with `./` (which lists the
+/// transfer root itself).
+fn split_relative(arg: &[u8]) -> Result<(Vec<u8>, Vec<u8>, NameType, bool), String> {
+    let (dir, mut rest) = match find(arg, b"/./") {
         Some(at) => (arg[..at].to_vec(), &arg[at + 3..]),
         None => (Vec::new(), arg),
     };
+    while rest.first() == Some(&b'/') {
+        rest = &rest[1..];
+    }
+    let dot_prefix = rest.starts_with(b"./") && rest.len() > 2;
     let mut name = clean_name(rest);
     let mut name_type = NameType::Normal;
     if name == b"." {
@@ -851,7 +857,7 @@ fn split_relative(arg: &[u8]) -> Result<(Vec<u8>, Vec<u8>, NameType), String> {
         name = b".".to_vec();
         name_type = NameType::DotDir;
     }
-    Ok((dir, name, name_type))
+    Ok((dir, name, name_type, dot_prefix))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -1306,7 +1312,7 @@ mod tests {
     #[test]
     fn relative_split_rules() {
         let s = |a: &str| {
-            let (d, n, _) = split_relative(a.as_bytes()).unwrap();
+            let (d, n, _, _) = split_relative(a.as_bytes()).unwrap();
             (String::from_utf8(d).unwrap(), String::from_utf8(n).unwrap())
         };
         assert_eq!(s("a/b/c"), ("".into(), "a/b/c".into()));

@@ -112,12 +112,20 @@ impl Conn {
         self.keepalive_every = timeout.map(|t| t / 2);
     }
 
+    /// Starts the byte counts afresh: rsync's statistics leave out the
+    /// daemon handshake.
+    pub fn reset_counters(&mut self) {
+        self.bytes_read = 0;
+        self.bytes_written = 0;
+    }
+
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
     }
 
+    /// Bytes handed to the kernel so far (flush first for an exact count).
     pub fn bytes_written(&self) -> u64 {
-        self.bytes_written + (self.out.len() - self.out_pos) as u64
+        self.bytes_written
     }
 
     /// Reads one handshake line (without its `\n`, and without a trailing
@@ -358,7 +366,6 @@ impl Conn {
             self.in_eof = true;
         } else {
             self.in_end += n as usize;
-            self.bytes_read += n as u64;
             self.last_io = Instant::now();
         }
         Ok(())
@@ -405,6 +412,7 @@ impl WireRead for Conn {
             buf[done..done + n].copy_from_slice(&self.inbuf[self.in_start..self.in_start + n]);
             self.in_start += n;
             done += n;
+            self.bytes_read += n as u64;
         }
         Ok(())
     }

@@ -125,7 +125,7 @@ pub fn run(conn: &mut Conn, mut pull: Pull) -> Result<TransferStats, TransferErr
     receive_filter_rules(conn, &mut pull.filters, pull.protocol)?;
 
     let started = Instant::now();
-    let list = Builder::new(
+    let mut list = Builder::new(
         opts,
         pull.protocol,
         pull.source,
@@ -138,6 +138,7 @@ pub fn run(conn: &mut Conn, mut pull: Pull) -> Result<TransferStats, TransferErr
     let started = Instant::now();
     Encoder::new(opts, pull.protocol).send_list(conn, &list)?;
     let xfer_ms = started.elapsed().as_millis() as i64;
+    list.sort();
     let mut stats = TransferStats {
         files_listed: list.len(),
         ..TransferStats::default()
