@@ -8,7 +8,8 @@
 
 use std::fmt;
 
-use super::params::{global_value, module_value, path_text, GLOBAL_PARAMS, MODULE_PARAMS};
+use super::assign::{global_value, module_value, path_text};
+use super::params::{GLOBAL_PARAMS, MODULE_PARAMS};
 use super::{Module, ModuleParams, Settings};
 
 impl fmt::Display for Settings {

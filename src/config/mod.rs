@@ -15,6 +15,8 @@
 //! `hosts allow`, parsing filter rules and authenticating users are the
 //! daemon's and the protocol's jobs; here those values are only kept.
 
+mod assign;
+mod checks;
 mod display;
 mod error;
 mod lexer;
@@ -29,13 +31,12 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-pub use error::{ConfigError, ConfigWarning, Origin};
-pub(crate) use params::{
+pub(crate) use checks::{
     check_cache_size, check_upstream, check_workers, parse_level, parse_socket_addr,
 };
-pub use values::{
-    format_size, is_build_name, parse_bool, parse_size, parse_whole, ValueError, MAX_BUILD_NAME_LEN,
-};
+pub use error::{ConfigError, ConfigWarning, Origin};
+pub(crate) use values::parse_whole;
+pub use values::{format_size, is_build_name, parse_size, ValueError, MAX_BUILD_NAME_LEN};
 
 /// The configuration file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/upserv.conf";

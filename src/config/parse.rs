@@ -22,18 +22,16 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::assign::{set_global, set_module, GlobalDraft, SetResult};
 use super::error::{ConfigError, ConfigWarning, Origin};
 use super::lexer::{collapse_blanks, lex, Item, Line};
-use super::params::{
-    lookup, name_key, set_global, set_module, underscore_hint, GlobalDraft, GlobalParam,
-    ModuleParam, Param, SetResult,
-};
+use super::params::{lookup, name_key, underscore_hint, GlobalParam, ModuleParam, Param};
 use super::{Module, ModuleParams, Settings};
 
 /// The largest configuration file read, including each included file.
-pub(super) const MAX_CONFIG_BYTES: u64 = 4 << 20;
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
 /// How deep `&include`/`&merge` may nest; deeper is taken for a loop.
-pub(super) const MAX_INCLUDE_DEPTH: usize = 8;
+const MAX_INCLUDE_DEPTH: usize = 8;
 /// The section name that means "back to the global settings".
 const GLOBAL_SECTION: &str = "global";
 

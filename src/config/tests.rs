@@ -646,3 +646,42 @@ fn log_level_order() {
         .to_string()
         .starts_with("RUST_LOG: `x=y` is not a log level"));
 }
+
+#[test]
+fn reads_like_rsyncd() {
+    // The module listing rsync 3.5.0's daemon gives for this file is
+    // "a\tone # two ; three    four" and "b c\tsecond def" (`hidden` is
+    // unlisted), and its log calls `max_connections` an unknown parameter.
+    let text = "\
+max_connections = 3
+[a]
+path = /tmp/m
+comment = one # two ; three \\
+   four
+[ b  c ]
+path = /tmp/m
+comment = bee
+[B C]
+comment = second def
+[global]
+list = no
+[hidden]
+path = /tmp/m
+";
+    let (settings, warnings) = parse(text).unwrap();
+    let listed: Vec<(&str, &str)> = settings
+        .modules
+        .iter()
+        .filter(|m| m.params.list)
+        .map(|m| (m.name.as_str(), m.params.comment.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        [("a", "one # two ; three    four"), ("b c", "second def")]
+    );
+    assert!(settings.module("hidden").is_some());
+    assert!(warnings[0]
+        .to_string()
+        .contains("unknown parameter `max_connections`"));
+    assert_eq!(settings.global.module_defaults.max_connections, 0);
+}
