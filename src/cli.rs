@@ -1,1 +1,665 @@
-//! cli (work in progress).
+//! The command line (SPEC §2): turns upserv's arguments into an
+//! [`Invocation`] (the command to run and the options that override the
+//! configuration file), and holds the `--help` text users read.
+//!
+//! Parsing is hand-written: a few subcommands and a handful of options do
+//! not need a crate. Options may come before or after the command, as
+//! `--opt VALUE` or `--opt=VALUE`; `--` ends the options. `--help`/`-h` and
+//! `--version`/`-V` win wherever they appear before `--`.
+//!
+//! This module must not read files or the environment: loading the
+//! configuration is `config::load_settings`'s job, running the command is
+//! the binary's.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use crate::config::{
+    check_cache_size, check_workers, is_build_name, parse_level, parse_size, parse_socket_addr,
+    parse_whole, Overrides,
+};
+
+/// The data size `upserv bench` uses when `--size` is not given: 256 MiB.
+pub const DEFAULT_BENCH_SIZE: u64 = 256 << 20;
+
+/// What upserv was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Listen for rsync connections.
+    Daemon,
+    /// Serve one connection on stdin/stdout (`serve` and `server`).
+    Serve,
+    /// Put these builds into the cache now; names are valid build names.
+    Fetch(Vec<String>),
+    /// Print the cached builds.
+    List,
+    /// Make a build sticky.
+    Pin(String),
+    /// Make a build evictable again.
+    Unpin(String),
+    /// Evict down to the budget now (or only print what would go).
+    Gc { dry_run: bool },
+    /// Validate the configuration and print the effective settings.
+    CheckConfig,
+    /// Measure the delta engine: on generated data of `size` bytes, or on
+    /// `pair` = (FILE, BASIS) when given.
+    Bench {
+        size: u64,
+        pair: Option<(PathBuf, PathBuf)>,
+    },
+    /// Print [`HELP`].
+    Help,
+    /// Print [`version_text`].
+    Version,
+}
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub command: Command,
+    pub overrides: Overrides,
+}
+
+/// A command line that makes no sense; the binary prints it and exits 2.
+/// Displays as one line naming what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError {
+    message: String,
+}
+
+impl UsageError {
+    fn new(message: impl Into<String>) -> Self {
+        UsageError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The `--version` line.
+pub fn version_text() -> String {
+    format!(
+        "upserv {} (rsync daemon, protocol 29)",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The `--help` text: every command and option.
+pub const HELP: &str = "\
+upserv: an rsync daemon for school servers that fetches OS builds on demand
+
+Laptops pull builds with a stock rsync client from rsync://SERVER/NAME/.
+A build the server does not hold is downloaded from the upstream, unpacked
+into the builds directory and served; the directory is kept under the cache
+size by evicting the builds used least recently (never sticky ones).
+
+USAGE
+  upserv daemon       [OPTIONS]            listen for rsync connections
+  upserv serve        [OPTIONS]            serve one connection on stdin/stdout
+                                           (inetd, xinetd, systemd Accept=yes)
+  upserv server       [OPTIONS]            the same as serve
+                                           (xinetd's `server_args = server`)
+  upserv fetch        [OPTIONS] NAME...    put builds into the cache now,
+                                           showing progress
+  upserv list         [OPTIONS]            cached builds: name, size, last
+                                           access, sticky, in use
+  upserv pin          [OPTIONS] NAME       make a build sticky: never evicted
+  upserv unpin        [OPTIONS] NAME       make a sticky build evictable again
+  upserv gc           [OPTIONS] [--dry-run]
+                                           evict down to the cache size now and
+                                           print what goes
+  upserv check-config [OPTIONS]            check the configuration and print the
+                                           effective settings (a valid config)
+  upserv bench        [--size SIZE] [FILE BASIS]
+                                           delta-engine throughput (MB/s) on
+                                           this machine
+  upserv --help | --version
+
+OPTIONS
+Options go before or after the command, as --opt VALUE or --opt=VALUE; each
+overrides the configuration file. `--` ends the options.
+  --config PATH        configuration file (rsyncd.conf syntax);
+                       default /etc/upserv.conf if it exists, else none
+  --builds DIR         builds directory: one directory per build, served as
+                       module NAME; default ./builds
+  --listen ADDR:PORT   where the daemon listens; repeat for several addresses;
+                       IPv6 in brackets, e.g. [::]:873; default 0.0.0.0:873
+                       (ports below 1024 need privilege: try 0.0.0.0:8730)
+  --upstream URL       URL template of build archives, {name} standing for the
+                       build, e.g. https://host/builds/{name}.tree.tar.xz
+                       (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz or .tar.lzma)
+  --cache-size SIZE    disk budget of the builds directory: bytes, or K, M, G,
+                       T (1024-based), e.g. 500M, 16G, 1T; default 16G
+  --workers N          connections served at once; default 8
+  --log-level LEVEL    error, warn, info, debug or trace (or off);
+                       default RUST_LOG, else the file's `log level`, else info
+  --dry-run            gc only: print what would be evicted, delete nothing
+  --size SIZE          bench only: size of the generated data; default 256M
+  -h, --help           print this help and exit
+  -V, --version        print the version and exit
+
+BENCH
+Without FILE and BASIS, bench generates SIZE bytes of data and a changed copy.
+With them, it measures sending FILE to a client that already holds BASIS.
+
+CONFIGURATION FILE
+rsyncd.conf syntax: `name = value` lines, `[module]` sections, `#` or `;`
+comment lines, `\\` at the end of a line continues it, names ignore case and
+blanks. Global: address, port, listen, motd file, log file, pid file,
+log level, builds dir, upstream, upstream checksum (URL template ending in
+.md5 or .sha256), upstream contents (URL template of olpc manifests),
+layout (plain or olpc), cache size, workers, fetch timeout (seconds).
+Per module (or as defaults in the global part): path, comment, list,
+read only (always yes), hosts allow, hosts deny, max connections, timeout,
+auth users, secrets file, strict modes, auth digest, filter, include,
+include from, exclude, exclude from, refuse options, ignore errors,
+ignore nonreadable, numeric ids, reverse lookup, forward lookup.
+Every directory in the builds directory is a module too; a [module] of the
+same name hides it. Unknown parameters are warned about and ignored.
+
+EXIT STATUS
+  0 success, 1 runtime failure, 2 bad usage or bad configuration
+";
+
+/// An option that takes a value or is a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opt {
+    Config,
+    Builds,
+    Listen,
+    Upstream,
+    CacheSize,
+    Workers,
+    LogLevel,
+    DryRun,
+    Size,
+}
+
+/// Every long option with what it is.
+const OPTIONS: [(&str, Opt); 9] = [
+    ("--config", Opt::Config),
+    ("--builds", Opt::Builds),
+    ("--listen", Opt::Listen),
+    ("--upstream", Opt::Upstream),
+    ("--cache-size", Opt::CacheSize),
+    ("--workers", Opt::Workers),
+    ("--log-level", Opt::LogLevel),
+    ("--dry-run", Opt::DryRun),
+    ("--size", Opt::Size),
+];
+
+/// Every command name, for the "unknown command" message.
+const COMMANDS: &str = "daemon, serve, server, fetch, list, pin, unpin, gc, check-config, bench";
+
+impl Invocation {
+    /// Parses this process's arguments.
+    pub fn from_env() -> Result<Invocation, UsageError> {
+        Invocation::parse(std::env::args_os().skip(1))
+    }
+
+    /// Parses arguments (without the program name).
+    pub fn parse<I, S>(args: I) -> Result<Invocation, UsageError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        if let Some(command) = help_or_version(&args) {
+            return Ok(Invocation {
+                command,
+                overrides: Overrides::default(),
+            });
+        }
+        let mut parsed = Parsed::default();
+        let mut rest = args.into_iter();
+        let mut options_done = false;
+        while let Some(arg) = rest.next() {
+            if !options_done && arg == "--" {
+                options_done = true;
+            } else if !options_done && is_option(&arg) {
+                parsed.option(&arg, &mut rest)?;
+            } else {
+                parsed.operands.push(arg);
+            }
+        }
+        parsed.into_invocation()
+    }
+}
+
+/// `--help` or `--version` if either appears before `--` (help first).
+fn help_or_version(args: &[OsString]) -> Option<Command> {
+    let options = args.iter().take_while(|arg| *arg != "--");
+    let mut version = false;
+    for arg in options {
+        if arg == "--help" || arg == "-h" {
+            return Some(Command::Help);
+        }
+        version |= arg == "--version" || arg == "-V";
+    }
+    version.then_some(Command::Version)
+}
+
+/// True for `-x` and `--xyz`; a lone `-` is an operand, as usual.
+fn is_option(arg: &OsStr) -> bool {
+    let bytes = arg.as_bytes();
+    bytes.len() > 1 && bytes[0] == b'-'
+}
+
+/// The command line as read so far.
+#[derive(Debug, Default)]
+struct Parsed {
+    overrides: Overrides,
+    dry_run: bool,
+    size: Option<u64>,
+    operands: Vec<OsString>,
+}
+
+impl Parsed {
+    /// Reads one option, taking its value from `=` or from the next argument.
+    fn option(
+        &mut self,
+        arg: &OsStr,
+        rest: &mut impl Iterator<Item = OsString>,
+    ) -> Result<(), UsageError> {
+        let bytes = arg.as_bytes();
+        let (name, inline) = match bytes.iter().position(|&b| b == b'=') {
+            Some(at) => (
+                &bytes[..at],
+                Some(OsStr::from_bytes(&bytes[at + 1..]).to_owned()),
+            ),
+            None => (bytes, None),
+        };
+        let name = String::from_utf8_lossy(name);
+        let Some(&(name, opt)) = OPTIONS.iter().find(|(known, _)| *known == name) else {
+            return Err(UsageError::new(format!(
+                "unknown option `{name}` (see upserv --help)"
+            )));
+        };
+        if opt == Opt::DryRun {
+            if inline.is_some() {
+                return Err(UsageError::new(format!("`{name}` takes no value")));
+            }
+            self.dry_run = true;
+            return Ok(());
+        }
+        let value = inline
+            .or_else(|| rest.next())
+            .filter(|value| !value.is_empty())
+            .ok_or_else(|| UsageError::new(format!("`{name}` needs a value")))?;
+        self.value(name, opt, value)
+            .map_err(|message| UsageError::new(format!("{name}: {message}")))
+    }
+
+    /// Stores the value of an option that takes one.
+    fn value(&mut self, name: &str, opt: Opt, value: OsString) -> Result<(), String> {
+        let overrides = &mut self.overrides;
+        match opt {
+            Opt::Config => overrides.config = Some(PathBuf::from(value)),
+            Opt::Builds => overrides.builds_dir = Some(PathBuf::from(value)),
+            _ => {
+                let text = value
+                    .to_str()
+                    .ok_or_else(|| format!("the value of `{name}` is not valid UTF-8"))?;
+                self.text_value(opt, text)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the value of an option whose value is text.
+    fn text_value(&mut self, opt: Opt, text: &str) -> Result<(), String> {
+        let overrides = &mut self.overrides;
+        match opt {
+            Opt::Listen => overrides.listen.push(parse_socket_addr(text)?),
+            Opt::Upstream => overrides.upstream = Some(text.to_owned()),
+            Opt::CacheSize => {
+                let size = parse_size(text).map_err(|e| e.0)?;
+                check_cache_size(size)?;
+                overrides.cache_size = Some(size);
+            }
+            Opt::Workers => {
+                overrides.workers = Some(check_workers(parse_whole(text).map_err(|e| e.0)?)?);
+            }
+            Opt::LogLevel => overrides.log_level = Some(parse_level(text)?),
+            Opt::Size => {
+                let size = parse_size(text).map_err(|e| e.0)?;
+                if size == 0 {
+                    return Err("the bench size must be more than 0".into());
+                }
+                self.size = Some(size);
+            }
+            Opt::Config | Opt::Builds | Opt::DryRun => {}
+        }
+        Ok(())
+    }
+
+    /// The command the operands name, with the options checked against it.
+    fn into_invocation(self) -> Result<Invocation, UsageError> {
+        let mut operands = self.operands.into_iter();
+        let Some(first) = operands.next() else {
+            return Err(UsageError::new("no command given (try upserv --help)"));
+        };
+        let name = first.to_string_lossy().into_owned();
+        let operands: Vec<OsString> = operands.collect();
+        let command = match name.as_str() {
+            "daemon" => no_operands(&name, &operands, Command::Daemon)?,
+            "serve" | "server" => no_operands(&name, &operands, Command::Serve)?,
+            "list" => no_operands(&name, &operands, Command::List)?,
+            "check-config" => no_operands(&name, &operands, Command::CheckConfig)?,
+            "gc" => no_operands(
+                &name,
+                &operands,
+                Command::Gc {
+                    dry_run: self.dry_run,
+                },
+            )?,
+            "help" => no_operands(&name, &operands, Command::Help)?,
+            "fetch" => Command::Fetch(fetch_names(&operands)?),
+            "pin" => Command::Pin(one_entry_name(&name, &operands)?),
+            "unpin" => Command::Unpin(one_entry_name(&name, &operands)?),
+            "bench" => bench(operands, self.size)?,
+            _ => {
+                return Err(UsageError::new(format!(
+                    "unknown command `{name}` (commands: {COMMANDS})"
+                )))
+            }
+        };
+        if self.dry_run && !matches!(command, Command::Gc { .. }) {
+            return Err(UsageError::new("`--dry-run` only applies to gc"));
+        }
+        if self.size.is_some() && !matches!(command, Command::Bench { .. }) {
+            return Err(UsageError::new("`--size` only applies to bench"));
+        }
+        Ok(Invocation {
+            command,
+            overrides: self.overrides,
+        })
+    }
+}
+
+/// `command` when there are no operands.
+fn no_operands(name: &str, operands: &[OsString], command: Command) -> Result<Command, UsageError> {
+    match operands.first() {
+        None => Ok(command),
+        Some(extra) => Err(UsageError::new(format!(
+            "`{name}` takes no arguments, got `{}`",
+            extra.to_string_lossy()
+        ))),
+    }
+}
+
+/// The build names of `fetch`: at least one, each a valid build name.
+fn fetch_names(operands: &[OsString]) -> Result<Vec<String>, UsageError> {
+    if operands.is_empty() {
+        return Err(UsageError::new("`fetch` needs at least one build NAME"));
+    }
+    operands
+        .iter()
+        .map(|operand| {
+            let name = operand.to_string_lossy();
+            if is_build_name(&name) {
+                Ok(name.into_owned())
+            } else {
+                Err(UsageError::new(format!(
+                    "`{name}` is not a build name (a letter or digit, then up to 127 letters, digits, `.`, `_`, `+` or `-`)"
+                )))
+            }
+        })
+        .collect()
+}
+
+/// The one NAME of `pin`/`unpin`: an entry of the builds directory, so not
+/// empty, no `/`, not hidden.
+fn one_entry_name(command: &str, operands: &[OsString]) -> Result<String, UsageError> {
+    let [operand] = operands else {
+        return Err(UsageError::new(format!(
+            "`{command}` takes exactly one build NAME"
+        )));
+    };
+    let name = operand.to_str().unwrap_or_default();
+    if name.is_empty() || name.starts_with('.') || name.contains('/') {
+        return Err(UsageError::new(format!(
+            "`{}` is not a build name (not empty, no `/`, not starting with `.`)",
+            operand.to_string_lossy()
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+/// `bench [--size SIZE] [FILE BASIS]`.
+fn bench(operands: Vec<OsString>, size: Option<u64>) -> Result<Command, UsageError> {
+    let pair = match <[OsString; 2]>::try_from(operands) {
+        Ok([file, basis]) => Some((PathBuf::from(file), PathBuf::from(basis))),
+        Err(operands) if operands.is_empty() => None,
+        Err(_) => {
+            return Err(UsageError::new(
+                "`bench` takes FILE and BASIS together, or neither",
+            ))
+        }
+    };
+    if pair.is_some() && size.is_some() {
+        return Err(UsageError::new(
+            "`--size` does not apply when FILE and BASIS are given",
+        ));
+    }
+    Ok(Command::Bench {
+        size: size.unwrap_or(DEFAULT_BENCH_SIZE),
+        pair,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use log::LevelFilter;
+    use std::net::SocketAddr;
+    use std::os::unix::ffi::OsStringExt;
+
+    fn parse(args: &[&str]) -> Result<Invocation, UsageError> {
+        Invocation::parse(args.iter().copied())
+    }
+
+    fn command(args: &[&str]) -> Command {
+        parse(args).unwrap().command
+    }
+
+    fn error(args: &[&str]) -> String {
+        parse(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_command() {
+        assert_eq!(command(&["daemon"]), Command::Daemon);
+        assert_eq!(command(&["serve"]), Command::Serve);
+        assert_eq!(command(&["server"]), Command::Serve);
+        assert_eq!(command(&["list"]), Command::List);
+        assert_eq!(command(&["check-config"]), Command::CheckConfig);
+        assert_eq!(command(&["gc"]), Command::Gc { dry_run: false });
+        assert_eq!(command(&["gc", "--dry-run"]), Command::Gc { dry_run: true });
+        assert_eq!(command(&["--dry-run", "gc"]), Command::Gc { dry_run: true });
+        assert_eq!(
+            command(&["pin", "build-812"]),
+            Command::Pin("build-812".into())
+        );
+        assert_eq!(command(&["unpin", "b"]), Command::Unpin("b".into()));
+        assert_eq!(
+            command(&["fetch", "a", "os12.1_x+y"]),
+            Command::Fetch(vec!["a".into(), "os12.1_x+y".into()])
+        );
+        assert_eq!(command(&["help"]), Command::Help);
+    }
+
+    #[test]
+    fn bench_forms() {
+        assert_eq!(
+            command(&["bench"]),
+            Command::Bench {
+                size: 268_435_456,
+                pair: None
+            }
+        );
+        assert_eq!(
+            command(&["bench", "--size", "1G"]),
+            Command::Bench {
+                size: 1 << 30,
+                pair: None
+            }
+        );
+        assert_eq!(
+            command(&["bench", "new.img", "old.img"]),
+            Command::Bench {
+                size: 268_435_456,
+                pair: Some(("new.img".into(), "old.img".into()))
+            }
+        );
+        assert!(error(&["bench", "one"]).contains("FILE and BASIS"));
+        assert!(error(&["bench", "a", "b", "c"]).contains("FILE and BASIS"));
+        assert!(error(&["bench", "--size=1M", "a", "b"]).contains("--size"));
+        assert!(error(&["bench", "--size=0"]).contains("more than 0"));
+    }
+
+    #[test]
+    fn options_before_and_after_with_both_spellings() {
+        let inv = parse(&[
+            "--config",
+            "/etc/x.conf",
+            "daemon",
+            "--builds=/srv/builds",
+            "--listen",
+            "0.0.0.0:8730",
+            "--listen=[::1]:873",
+            "--upstream",
+            "https://h/{name}.tar.xz",
+            "--cache-size=500M",
+            "--workers",
+            "3",
+            "--log-level=DEBUG",
+        ])
+        .unwrap();
+        assert_eq!(inv.command, Command::Daemon);
+        let listen: Vec<SocketAddr> = vec![
+            "0.0.0.0:8730".parse().unwrap(),
+            "[::1]:873".parse().unwrap(),
+        ];
+        assert_eq!(
+            inv.overrides,
+            Overrides {
+                config: Some("/etc/x.conf".into()),
+                builds_dir: Some("/srv/builds".into()),
+                listen,
+                upstream: Some("https://h/{name}.tar.xz".into()),
+                cache_size: Some(500 << 20),
+                workers: Some(3),
+                log_level: Some(LevelFilter::Debug),
+            }
+        );
+    }
+
+    #[test]
+    fn the_last_of_a_repeated_option_wins() {
+        let inv = parse(&["list", "--builds", "a", "--builds", "b"]).unwrap();
+        assert_eq!(inv.overrides.builds_dir, Some("b".into()));
+    }
+
+    #[test]
+    fn help_and_version_win_anywhere_before_double_dash() {
+        assert_eq!(command(&["--help"]), Command::Help);
+        assert_eq!(command(&["fetch", "-h"]), Command::Help);
+        assert_eq!(command(&["--bogus", "--help"]), Command::Help);
+        assert_eq!(command(&["-V"]), Command::Version);
+        assert_eq!(command(&["daemon", "--version", "--help"]), Command::Help);
+        assert_eq!(command(&["gc", "--version"]), Command::Version);
+        // After `--`, `-h` is an operand: here not a valid build name.
+        assert!(error(&["fetch", "--", "-h"]).contains("`-h` is not a build name"));
+    }
+
+    #[test]
+    fn double_dash_ends_options() {
+        assert_eq!(command(&["--", "pin", "-x"]), Command::Pin("-x".into()));
+    }
+
+    #[test]
+    fn usage_errors_name_the_problem() {
+        assert!(error(&[]).contains("no command"));
+        assert!(error(&["frob"]).contains("unknown command `frob`"));
+        assert!(error(&["daemon", "--frob"]).contains("unknown option `--frob`"));
+        assert!(error(&["daemon", "-x"]).contains("unknown option `-x`"));
+        assert!(error(&["daemon", "--builds"]).contains("`--builds` needs a value"));
+        assert!(error(&["daemon", "--builds="]).contains("`--builds` needs a value"));
+        assert!(error(&["gc", "--dry-run=yes"]).contains("takes no value"));
+        assert!(error(&["list", "extra"]).contains("`list` takes no arguments, got `extra`"));
+        assert!(error(&["daemon", "--dry-run"]).contains("only applies to gc"));
+        assert!(error(&["list", "--size", "1M"]).contains("only applies to bench"));
+        assert!(error(&["fetch"]).contains("at least one"));
+        assert!(error(&["fetch", "ok", "../etc"]).contains("`../etc` is not a build name"));
+        assert!(error(&["pin"]).contains("exactly one"));
+        assert!(error(&["pin", "a", "b"]).contains("exactly one"));
+        assert!(error(&["pin", "../x"]).contains("not a build name"));
+        assert!(error(&["unpin", ".upserv"]).contains("not a build name"));
+    }
+
+    #[test]
+    fn bad_option_values_name_the_option() {
+        let cases = [
+            (
+                &["daemon", "--listen", "1.2.3.4"][..],
+                "--listen: `1.2.3.4` is not ADDR:PORT",
+            ),
+            (
+                &["daemon", "--listen=::1:873"][..],
+                "--listen: `::1:873` is not ADDR:PORT",
+            ),
+            (
+                &["daemon", "--cache-size", "12Q"][..],
+                "--cache-size: `12Q` is not a size",
+            ),
+            (
+                &["daemon", "--cache-size", "0"][..],
+                "--cache-size: the cache size must be more than 0",
+            ),
+            (&["daemon", "--workers", "0"][..], "--workers: `0` workers"),
+            (
+                &["daemon", "--workers", "-2"][..],
+                "--workers: `-2` is negative",
+            ),
+            (
+                &["daemon", "--log-level", "loud"][..],
+                "--log-level: `loud` is not a log level",
+            ),
+        ];
+        for (args, expected) in cases {
+            let message = error(args);
+            assert!(message.starts_with(expected), "{args:?}: {message}");
+            assert!(!message.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn non_utf8_paths_pass_through() {
+        let odd = OsString::from_vec(b"/srv/b\xffuilds".to_vec());
+        let mut with_equals = OsString::from("--builds=");
+        with_equals.push(&odd);
+        let inv = Invocation::parse([OsString::from("list"), with_equals]).unwrap();
+        assert_eq!(inv.overrides.builds_dir, Some(PathBuf::from(odd)));
+    }
+
+    #[test]
+    fn help_documents_every_command_and_option() {
+        for (option, _) in OPTIONS {
+            assert!(HELP.contains(option), "{option}");
+        }
+        for command in COMMANDS.split(", ") {
+            assert!(HELP.contains(&format!("upserv {command}")), "{command}");
+        }
+        assert!(version_text().starts_with("upserv "));
+    }
+}

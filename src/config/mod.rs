@@ -1,0 +1,397 @@
+//! Configuration: the rsyncd.conf-syntax file (SPEC §3), its defaults and the
+//! command-line overrides (SPEC §2), resolved into one [`Settings`] value.
+//!
+//! The file is read the way rsyncd reads rsyncd.conf, so an administrator's
+//! existing file mostly works: parameters before the first `[section]` or in
+//! a `[global]` section are global; module parameters given there are
+//! defaults for the modules that follow; every other section is a static
+//! module; `&include`/`&merge` pull in other files. Problems that make the
+//! configuration unusable are a [`ConfigError`] naming `FILE:LINE`; things
+//! upserv ignores are [`ConfigWarning`]s returned to the caller to log.
+//!
+//! This module reads files and, in [`load_settings`], the `RUST_LOG`
+//! variable. It must not act on settings: no sockets, no logging, no
+//! touching the builds directory. Checking client addresses against
+//! `hosts allow`, parsing filter rules and authenticating users are the
+//! daemon's and the protocol's jobs; here those values are only kept.
+
+mod assign;
+mod checks;
+mod display;
+mod error;
+mod lexer;
+mod params;
+mod parse;
+mod values;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+pub(crate) use checks::{
+    check_cache_size, check_upstream, check_workers, parse_level, parse_socket_addr,
+};
+pub use error::{ConfigError, ConfigWarning, Origin};
+pub(crate) use values::parse_whole;
+pub use values::{format_size, is_build_name, parse_size, ValueError, MAX_BUILD_NAME_LEN};
+
+/// The configuration file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/upserv.conf";
+/// Where builds live when neither the file nor `--builds` says.
+pub const DEFAULT_BUILDS_DIR: &str = "./builds";
+/// rsyncd's port.
+pub const DEFAULT_PORT: u16 = 873;
+/// The disk budget for cached builds when none is configured: 16 GiB.
+pub const DEFAULT_CACHE_SIZE: u64 = 16 << 30;
+/// Worker threads (connections served at once) when none is configured.
+pub const DEFAULT_WORKERS: usize = 8;
+/// The most worker threads upserv accepts; each serves one connection.
+pub const MAX_WORKERS: usize = 1024;
+/// How long an upstream download may see no data before it is abandoned.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// The log level when neither `--log-level`, `RUST_LOG` nor the file says.
+pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
+
+/// Everything upserv runs with: global settings and the static modules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub global: Global,
+    /// The static modules, in the order the file first defines them.
+    pub modules: Vec<Module>,
+    /// The configuration file read, if any.
+    pub source: Option<PathBuf>,
+}
+
+/// Server-wide settings.
+///
+/// `max connections`, `timeout`, `hosts allow`, `hosts deny` and the other
+/// module parameters given in the global part of the file live in
+/// [`Global::module_defaults`]: as in rsyncd they are defaults for every
+/// module (each static module already has them applied), and they are what
+/// a build module gets (see [`Settings::build_module`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Global {
+    /// Addresses to listen on in `daemon` mode: `--listen`, else the file's
+    /// `listen`, else its `address` and `port`, else `0.0.0.0:873`.
+    pub listen: Vec<SocketAddr>,
+    pub motd_file: Option<PathBuf>,
+    pub log_file: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub builds_dir: PathBuf,
+    /// URL template of build archives; contains `{name}`.
+    pub upstream: Option<String>,
+    /// URL template of the archives' `.md5`/`.sha256` files; contains `{name}`.
+    pub upstream_checksum: Option<String>,
+    /// URL template of the olpc `contents` manifests; contains `{name}`.
+    pub upstream_contents: Option<String>,
+    pub layout: Layout,
+    /// Disk budget of the builds directory in bytes; never 0.
+    pub cache_size: u64,
+    /// Worker threads; 1 to [`MAX_WORKERS`].
+    pub workers: usize,
+    /// Idle-read timeout of upstream downloads; never zero.
+    pub fetch_timeout: Duration,
+    pub log_level: LevelFilter,
+    /// Module parameters as they stand at the end of the global part of the
+    /// file (after every `[global]` section).
+    pub module_defaults: ModuleParams,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            listen: vec![SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                DEFAULT_PORT,
+            )],
+            motd_file: None,
+            log_file: None,
+            pid_file: None,
+            builds_dir: PathBuf::from(DEFAULT_BUILDS_DIR),
+            upstream: None,
+            upstream_checksum: None,
+            upstream_contents: None,
+            layout: Layout::Plain,
+            cache_size: DEFAULT_CACHE_SIZE,
+            workers: DEFAULT_WORKERS,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            log_level: DEFAULT_LOG_LEVEL,
+            module_defaults: ModuleParams::default(),
+        }
+    }
+}
+
+/// A static module: a `[section]` of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    /// The section name, blanks collapsed; never contains `/`.
+    pub name: String,
+    /// The served directory, trailing slashes removed.
+    pub path: PathBuf,
+    pub params: ModuleParams,
+}
+
+/// The parameters of one module (or the defaults for modules). Lists are
+/// already split the way rsyncd splits them; matching them is the daemon's
+/// job. Modules are always read-only, so there is no field for that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleParams {
+    /// Shown next to the name in a module listing.
+    pub comment: String,
+    /// Whether the module appears in `rsync rsync://host/` listings.
+    pub list: bool,
+    /// Address, CIDR, netmask or host-name patterns, split on blanks and commas.
+    pub hosts_allow: Vec<String>,
+    pub hosts_deny: Vec<String>,
+    /// Connections to this module at once; 0 means no limit.
+    pub max_connections: u32,
+    /// I/O idle timeout; `None` (the file's `0`) means none.
+    pub timeout: Option<Duration>,
+    /// Rules such as `joe`, `@group:deny`, split as rsyncd does (the
+    /// leading-comma form allows spaces inside a rule).
+    pub auth_users: Vec<String>,
+    pub secrets_file: Option<PathBuf>,
+    /// Refuse a secrets file that others may read or write.
+    pub strict_modes: bool,
+    /// Weakest challenge-response digest accepted (`md4`, `md5`, `sha1`,
+    /// `sha256`, `sha512`, lower case); `None` accepts any.
+    pub auth_digest: Option<String>,
+    /// The daemon filter chain, in rsyncd's order of priority: `filter`
+    /// (raw rule text), `include from`, `include`, `exclude from`, `exclude`.
+    pub filter: Option<String>,
+    pub include_from: Option<PathBuf>,
+    /// One pattern per item; an item may carry a `+ `/`- ` prefix.
+    pub include: Vec<String>,
+    pub exclude_from: Option<PathBuf>,
+    /// One pattern per item; an item may carry a `+ `/`- ` prefix.
+    pub exclude: Vec<String>,
+    /// Client options to refuse, as written (`delete`, `c`, `delete-*`,
+    /// `!delete-during`).
+    pub refuse_options: Vec<String>,
+    /// Send a clean I/O-error flag even when reading some files failed.
+    pub ignore_errors: bool,
+    /// Leave files the server cannot read out of the file list.
+    pub ignore_nonreadable: bool,
+    /// Send no user and group names, as if the client asked `--numeric-ids`.
+    pub numeric_ids: bool,
+    /// Look up the client's host name (for host-name patterns in hosts lists).
+    pub reverse_lookup: bool,
+    /// Resolve host names in hosts lists to addresses.
+    pub forward_lookup: bool,
+}
+
+impl Default for ModuleParams {
+    fn default() -> Self {
+        ModuleParams {
+            comment: String::new(),
+            list: true,
+            hosts_allow: Vec::new(),
+            hosts_deny: Vec::new(),
+            max_connections: 0,
+            timeout: None,
+            auth_users: Vec::new(),
+            secrets_file: None,
+            strict_modes: true,
+            auth_digest: None,
+            filter: None,
+            include_from: None,
+            include: Vec::new(),
+            exclude_from: None,
+            exclude: Vec::new(),
+            refuse_options: Vec::new(),
+            ignore_errors: false,
+            ignore_nonreadable: false,
+            numeric_ids: false,
+            reverse_lookup: true,
+            forward_lookup: true,
+        }
+    }
+}
+
+/// How an unpacked build is laid out as a module (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// The archive's tree is the module's root.
+    #[default]
+    Plain,
+    /// olpc-update's layout: the tree under `root/`, the manifest as `contents`.
+    Olpc,
+}
+
+impl Layout {
+    /// The name used in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Plain => "plain",
+            Layout::Olpc => "olpc",
+        }
+    }
+}
+
+impl FromStr for Layout {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "plain" => Ok(Layout::Plain),
+            "olpc" => Ok(Layout::Olpc),
+            _ => Err(ValueError(format!(
+                "`{}` is not a layout (expected plain or olpc)",
+                text.trim()
+            ))),
+        }
+    }
+}
+
+impl Settings {
+    /// The static module called exactly `name` (case-sensitive, as rsyncd).
+    pub fn module(&self, name: &str) -> Option<&Module> {
+        self.modules.iter().find(|module| module.name == name)
+    }
+
+    /// The module serving build `name` from the builds directory, with the
+    /// module defaults. The caller checks that `name` is a build (and not
+    /// shadowed by a static module).
+    pub fn build_module(&self, name: &str) -> Module {
+        Module {
+            name: name.to_owned(),
+            path: self.global.builds_dir.join(name),
+            params: self.global.module_defaults.clone(),
+        }
+    }
+}
+
+/// What the command line sets over the configuration file (SPEC §2). Values
+/// are already parsed; [`load_settings`] applies the checks that need the
+/// configuration's rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--config PATH`.
+    pub config: Option<PathBuf>,
+    /// `--builds DIR`.
+    pub builds_dir: Option<PathBuf>,
+    /// `--listen ADDR:PORT`, in order; empty when not given.
+    pub listen: Vec<SocketAddr>,
+    /// `--upstream URL-TEMPLATE`.
+    pub upstream: Option<String>,
+    /// `--cache-size SIZE`, in bytes.
+    pub cache_size: Option<u64>,
+    /// `--workers N`.
+    pub workers: Option<usize>,
+    /// `--log-level LEVEL`.
+    pub log_level: Option<LevelFilter>,
+}
+
+/// Reads a configuration file into settings (defaults where it is silent).
+pub fn parse_config_file(path: &Path) -> Result<(Settings, Vec<ConfigWarning>), ConfigError> {
+    let mut loader = parse::Loader::new();
+    loader.load_main(path)?;
+    loader.finish(Some(path))
+}
+
+/// Reads configuration text as if it were the file `name`; `&include` and
+/// `&merge` in it read real files. For tests and tools.
+pub fn parse_config_str(
+    text: &str,
+    name: &Path,
+) -> Result<(Settings, Vec<ConfigWarning>), ConfigError> {
+    let mut loader = parse::Loader::new();
+    loader.load_text(text, name)?;
+    loader.finish(Some(name))
+}
+
+/// The effective settings for this run: the configuration file (`--config`,
+/// else [`DEFAULT_CONFIG_PATH`] when it exists, else none), then the
+/// command-line overrides. The log level is `--log-level`, else `RUST_LOG`
+/// (a level name), else the file's `log level`, else info.
+pub fn load_settings(overrides: &Overrides) -> Result<(Settings, Vec<ConfigWarning>), ConfigError> {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    load_with(
+        overrides,
+        Path::new(DEFAULT_CONFIG_PATH),
+        rust_log.as_deref(),
+    )
+}
+
+/// [`load_settings`] with the default path and `RUST_LOG` passed in.
+fn load_with(
+    overrides: &Overrides,
+    default_config: &Path,
+    rust_log: Option<&str>,
+) -> Result<(Settings, Vec<ConfigWarning>), ConfigError> {
+    let config = match &overrides.config {
+        Some(path) => Some(path.as_path()),
+        None => default_config.exists().then_some(default_config),
+    };
+    let (mut settings, mut warnings) = match config {
+        Some(path) => parse_config_file(path)?,
+        None => parse::Loader::new().finish(None)?,
+    };
+    apply_overrides(&mut settings.global, overrides)?;
+    if overrides.log_level.is_none() {
+        if let Some(level) = level_from_env(rust_log, &mut warnings) {
+            settings.global.log_level = level;
+        }
+    }
+    Ok((settings, warnings))
+}
+
+/// Puts the command-line values over the file's, checking the ones whose
+/// rules live in the configuration.
+fn apply_overrides(global: &mut Global, overrides: &Overrides) -> Result<(), ConfigError> {
+    let check = |option: &'static str, result: Result<(), String>| {
+        result.map_err(|message| ConfigError::new(Origin::Option(option), message))
+    };
+    if let Some(dir) = &overrides.builds_dir {
+        global.builds_dir = dir.clone();
+    }
+    if !overrides.listen.is_empty() {
+        global.listen = overrides.listen.clone();
+    }
+    if let Some(upstream) = &overrides.upstream {
+        check("--upstream", check_upstream(upstream))?;
+        global.upstream = Some(upstream.clone());
+    }
+    if let Some(size) = overrides.cache_size {
+        check("--cache-size", check_cache_size(size))?;
+        global.cache_size = size;
+    }
+    if let Some(workers) = overrides.workers {
+        global.workers = check_workers(workers as u64)
+            .map_err(|message| ConfigError::new(Origin::Option("--workers"), message))?;
+    }
+    if let Some(level) = overrides.log_level {
+        global.log_level = level;
+    }
+    Ok(())
+}
+
+/// The level `RUST_LOG` names, if it is set to a plain level name; anything
+/// else (such as `upserv=debug`) is reported and ignored.
+fn level_from_env(
+    rust_log: Option<&str>,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Option<LevelFilter> {
+    let text = rust_log?.trim();
+    if text.is_empty() {
+        return None;
+    }
+    match LevelFilter::from_str(text) {
+        Ok(level) => Some(level),
+        Err(_) => {
+            warnings.push(ConfigWarning::new(
+                Origin::Env("RUST_LOG"),
+                format!(
+                    "`{text}` is not a log level (error, warn, info, debug, trace or off); ignored"
+                ),
+            ));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
