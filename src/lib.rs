@@ -7,7 +7,7 @@
 //! The map, following one pull from the socket inwards:
 //!
 //! - [`config`]: rsyncd.conf-style configuration and sizes.
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line; [`logging`]: where log lines go.
 //! - [`daemon`]: the process: listener and worker pool, the session handshake
 //!   (greeting, module, access), signals.
 //! - [`protocol`]: the rsync wire, without policy: integers and multiplexing,
@@ -23,5 +23,6 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod delta;
+pub mod logging;
 pub mod protocol;
 pub mod source;

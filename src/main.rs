@@ -1,76 +1,97 @@
-//! The `upserv` binary: parse the command line and dispatch.
-//! (Temporary front end until the configuration branch lands.)
+//! The `upserv` binary: parse the command line, load the settings, set up
+//! logging, dispatch. Exit status: 0 success, 1 runtime failure, 2 bad
+//! usage or bad configuration.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
-use upserv::daemon::{self, access::Access, listener, signals::Signals, Server, StaticModule};
+use upserv::cli::{self, Command, Invocation};
+use upserv::config::{self, Settings};
+use upserv::daemon::{self, listener, signals::Signals, Server};
+use upserv::logging;
 
-fn load_modules(path: &str) -> Vec<StaticModule> {
-    let text = std::fs::read_to_string(path).expect("config");
-    let mut modules: Vec<StaticModule> = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            modules.push(StaticModule {
-                name: name.trim().to_string(),
-                path: PathBuf::new(),
-                comment: String::new(),
-                list: true,
-                access: Access::default(),
-                timeout: None,
-            });
-        } else if let Some((k, v)) = line.split_once('=') {
-            if let Some(m) = modules.last_mut() {
-                match k.trim() {
-                    "path" => m.path = PathBuf::from(v.trim()),
-                    "comment" => m.comment = v.trim().to_string(),
-                    _ => {}
-                }
-            }
-        }
-    }
-    modules
+fn usage_failure(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("upserv: {message}");
+    ExitCode::from(2)
 }
 
-fn main() {
-    simple_logger::SimpleLogger::new()
-        .with_level(log::LevelFilter::Info)
-        .init()
-        .unwrap();
-    let args: Vec<String> = std::env::args().collect();
-    let mut config = None;
-    let mut listen = Vec::new();
-    let mut i = 2;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--config" => config = Some(args[i + 1].clone()),
-            "--listen" => listen.push(args[i + 1].clone()),
-            _ => {}
+fn runtime_failure(message: impl std::fmt::Display) -> ExitCode {
+    log::error!("{message}");
+    eprintln!("upserv: {message}");
+    ExitCode::from(1)
+}
+
+fn main() -> ExitCode {
+    let inv = match Invocation::from_env() {
+        Ok(inv) => inv,
+        Err(e) => return usage_failure(e),
+    };
+    match &inv.command {
+        Command::Help => {
+            print!("{}", cli::HELP);
+            return ExitCode::SUCCESS;
         }
-        i += 2;
+        Command::Version => {
+            println!("{}", cli::version_text());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
-    let server = Arc::new(Server {
-        modules: config.map(|c| load_modules(&c)).unwrap_or_default(),
-        motd: None,
-        cache: None,
-        build_access: Access::default(),
-        build_timeout: None,
-    });
-    match args.get(1).map(String::as_str) {
-        Some("serve") | Some("server") => {
-            daemon::serve_stdio(&server).unwrap();
+    let (settings, warnings) = match config::load_settings(&inv.overrides) {
+        Ok(loaded) => loaded,
+        Err(e) => return usage_failure(e),
+    };
+    let serving_stdio = inv.command == Command::Serve;
+    if let Err(e) = logging::init(&settings, serving_stdio) {
+        return runtime_failure(format!("cannot set up logging: {e}"));
+    }
+    for w in &warnings {
+        log::warn!("{w}");
+        if !serving_stdio && inv.command == Command::CheckConfig {
+            eprintln!("upserv: warning: {w}");
         }
-        _ => {
-            let signals = Signals::install().unwrap();
-            let listeners: Vec<TcpListener> = listen
-                .iter()
-                .map(|a| TcpListener::bind(a).unwrap())
-                .collect();
-            for l in &listeners {
-                log::info!("listening on {}", l.local_addr().unwrap());
+    }
+    run(&inv, &settings)
+}
+
+fn run(inv: &Invocation, settings: &Settings) -> ExitCode {
+    match &inv.command {
+        Command::CheckConfig => {
+            print!("{settings}");
+            ExitCode::SUCCESS
+        }
+        Command::Daemon => run_daemon(settings),
+        Command::Serve => {
+            let server = Server::new(settings, None);
+            match daemon::serve_stdio(&server) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => runtime_failure(e),
             }
-            listener::run(server, listeners, listener::PoolConfig { workers: 8, max_connections: 0 }, &signals).unwrap();
         }
+        other => runtime_failure(format!("{other:?} is not available yet")),
+    }
+}
+
+fn run_daemon(settings: &Settings) -> ExitCode {
+    let listeners = match daemon::bind_all(&settings.global.listen) {
+        Ok(l) => l,
+        Err(e) => return runtime_failure(e),
+    };
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => return runtime_failure(format!("cannot install signal handlers: {e}")),
+    };
+    let _pid_file = match settings.global.pid_file.as_deref().map(daemon::PidFile::create) {
+        Some(Err(e)) => return runtime_failure(e),
+        Some(Ok(p)) => Some(p),
+        None => None,
+    };
+    let server = Arc::new(Server::new(settings, None));
+    let pool = listener::PoolConfig {
+        workers: settings.global.workers,
+        max_connections: settings.global.module_defaults.max_connections as usize,
+    };
+    match listener::run(server, listeners, pool, &signals) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => runtime_failure(e),
     }
 }

@@ -11,6 +11,7 @@ pub mod session;
 pub mod signals;
 
 use crate::cache::{BuildGuard, Cache};
+use crate::config::{self, Settings};
 use crate::protocol::io::Conn;
 use crate::protocol::wire::WireWrite;
 use access::Access;
@@ -28,6 +29,19 @@ pub struct StaticModule {
     pub list: bool,
     pub access: Access,
     pub timeout: Option<Duration>,
+}
+
+impl StaticModule {
+    fn from_config(m: &config::Module) -> StaticModule {
+        StaticModule {
+            name: m.name.clone(),
+            path: m.path.clone(),
+            comment: m.params.comment.clone(),
+            list: m.params.list,
+            access: Access::new(&m.params.hosts_allow, &m.params.hosts_deny),
+            timeout: m.params.timeout,
+        }
+    }
 }
 
 /// A module chosen by a client, ready to serve.
@@ -55,6 +69,24 @@ pub struct Server {
 }
 
 impl Server {
+    /// The daemon's view of the settings. The MOTD file is read once here:
+    /// an unreadable one is logged and skipped, as rsyncd does.
+    pub fn new(settings: &Settings, cache: Option<Cache>) -> Server {
+        let motd = settings.global.motd_file.as_ref().and_then(|path| {
+            std::fs::read(path)
+                .map_err(|e| log::warn!("motd file {}: {e}", path.display()))
+                .ok()
+        });
+        let defaults = &settings.global.module_defaults;
+        Server {
+            modules: settings.modules.iter().map(StaticModule::from_config).collect(),
+            motd,
+            cache,
+            build_access: Access::new(&defaults.hosts_allow, &defaults.hosts_deny),
+            build_timeout: defaults.timeout,
+        }
+    }
+
     /// Listable modules with their comments, static ones first.
     pub fn listing(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = self
@@ -158,5 +190,46 @@ fn peer_of_fd(fd: i32) -> Option<IpAddr> {
             }
             _ => None,
         }
+    }
+}
+
+/// Binds every listening address, with a message that helps when a port
+/// below 1024 needs privileges we lack.
+pub fn bind_all(addrs: &[std::net::SocketAddr]) -> Result<Vec<std::net::TcpListener>, String> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => {
+                match l.local_addr() {
+                    Ok(bound) => log::info!("listening on {bound}"),
+                    Err(_) => log::info!("listening on {addr}"),
+                }
+                out.push(l);
+            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && addr.port() < 1024 => {
+                return Err(format!(
+                    "cannot listen on {addr}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE); try --listen 0.0.0.0:8730"
+                ))
+            }
+            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+        }
+    }
+    Ok(out)
+}
+
+/// The `pid file`: written at start, removed at exit.
+pub struct PidFile(PathBuf);
+
+impl PidFile {
+    pub fn create(path: &std::path::Path) -> Result<PidFile, String> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
