@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 
+use super::commands::human_size;
 use super::fetch::{self, FetchError, Fetcher, Target, MAX_MANIFEST_BYTES};
 use super::meta::{write_table, MetaTable};
 use super::store::{self, AccessRecord, BusyMark, Candidate, Store};
@@ -865,9 +866,9 @@ fn not_found(name: &str) -> CacheError {
 
 fn too_large(name: &str, size: u64, budget: u64) -> CacheError {
     CacheError::new(format!(
-        "build {name} needs {} MiB, more than the whole cache size of {} MiB",
-        size.div_ceil(MIB),
-        budget / MIB
+        "build {name} needs {}, more than the whole cache size of {}",
+        human_size(size),
+        human_size(budget)
     ))
 }
 

@@ -476,9 +476,14 @@ fn read_header<R: Read>(entry: &mut tar::Entry<R>) -> io::Result<Header> {
         group: owner_name(h.groupname_bytes()),
         // Base-256 negative times arrive wrapped in a u64; the cast undoes that.
         mtime: h.mtime()? as i64,
-        rdev_major: h.device_major()?.unwrap_or(0),
-        rdev_minor: h.device_minor()?.unwrap_or(0),
+        rdev_major: 0,
+        rdev_minor: 0,
     };
+    // Only devices carry numbers; other entries often leave the fields blank.
+    if matches!(h.entry_type(), EntryType::Char | EntryType::Block) {
+        header.rdev_major = h.device_major()?.unwrap_or(0);
+        header.rdev_minor = h.device_minor()?.unwrap_or(0);
+    }
     if let Some(extensions) = entry.pax_extensions()? {
         for extension in extensions {
             let extension = extension?;
