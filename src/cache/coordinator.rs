@@ -711,8 +711,16 @@ fn run_job(
         layout: inner.cfg.layout,
         contents: contents.as_deref(),
     };
-    let unpacked = unpack::unpack(&archive, kind, &scratch, &plan)
-        .map_err(|e| CacheError::new(format!("build {name} could not be unpacked: {e}")))?;
+    let unpacked = unpack::unpack(&archive, kind, &scratch, &plan);
+    if let Some(path) = &contents {
+        let _ = std::fs::remove_file(path);
+    }
+    let unpacked = unpacked.map_err(|e| {
+        // The same bytes would fail the same way: fetch afresh next time.
+        fetch::discard(&archive, &store.partial_info_path(name));
+        log::error!("build {name} could not be unpacked: {e}");
+        CacheError::new(format!("build {name} could not be unpacked: {e}"))
+    })?;
     let table = scratch.join("table");
     let prepared = write_table(&table, &unpacked.records)
         .and_then(|()| store::disk_usage(&unpacked.tree))
@@ -727,9 +735,6 @@ fn run_job(
     match prepared {
         Ok(prepared) => {
             fetch::discard(&store.partial_path(name), &store.partial_info_path(name));
-            if let Some(path) = contents {
-                let _ = std::fs::remove_file(path);
-            }
             log::info!("unpacked {name}: {} entries", unpacked.entries);
             Ok(Some(prepared))
         }
