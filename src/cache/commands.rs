@@ -8,7 +8,8 @@
 use std::io::{self, IsTerminal, Write};
 use std::time::Instant;
 
-use super::coordinator::{Progress, Stage, Startup};
+use super::handle::Startup;
+use super::job::{Progress, Stage};
 use super::store::{self, Store};
 use super::{is_build_name, Cache, CacheConfig, Evicted};
 
@@ -180,7 +181,7 @@ impl ProgressDisplay {
         let interval = if self.terminal {
             BAR_INTERVAL
         } else {
-            super::coordinator::PROGRESS_INTERVAL
+            super::job::PROGRESS_INTERVAL
         };
         let complete = progress.total == Some(progress.done);
         let due = self.last.is_none_or(|t| t.elapsed() >= interval);

@@ -14,8 +14,10 @@
 //! - `fetch`: HTTP(S) downloads with resume, retries and checksum checks.
 //! - `unpack`: archives into a scratch tree plus the metadata records.
 //! - [`meta`]: the metadata table, on disk and in memory.
-//! - `coordinator`: the one thread that downloads, publishes and deletes
-//!   builds, and the [`Cache`] handle that worker threads use.
+//! - `handle`: the [`Cache`] handle that worker threads use, and [`BuildGuard`].
+//! - `coordinator`: the one thread that starts downloads, publishes and
+//!   deletes builds; `job`: the thread of one download; `shared`: the state
+//!   and operations these three have in common.
 //! - [`commands`]: the admin commands (`fetch`, `list`, `pin`, `unpin`, `gc`).
 //!
 //! This module knows nothing of rsync: it must never format protocol messages
@@ -25,7 +27,10 @@
 pub mod commands;
 mod coordinator;
 mod fetch;
+mod handle;
+mod job;
 pub mod meta;
+mod shared;
 mod store;
 mod unpack;
 
@@ -33,7 +38,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use coordinator::{BuildGuard, Cache, Evicted};
+pub use handle::{BuildGuard, Cache, Evicted};
 pub use meta::{EntryMeta, MetaTable};
 
 /// Longest build name, in bytes (SPEC §5: one leading character plus up to 127).
