@@ -61,12 +61,16 @@ fn one_get_for_one_build_and_its_tree() {
     assert_eq!(meta.get(b"bin/tool").unwrap().mode, 0o100755);
     assert_eq!(meta.get(b"").unwrap().mode, 0o040755);
     assert_eq!(meta.get(b"latest").unwrap().mode & 0o170000, 0o120000);
-    drop(guard);
 
     let again = cache
         .acquire("build-1", &mut |_| panic!("no progress for a cached build"))
+        .unwrap()
         .unwrap();
-    assert!(again.is_some());
+    assert!(
+        Arc::ptr_eq(&meta, &again.meta().unwrap()),
+        "one table, shared"
+    );
+    drop((guard, again));
     assert_eq!(up.gets("/b/build-1.tar"), 1);
     assert_eq!(cache.list_modules(), ["build-1"]);
     // Names that can never be builds are unknown modules, not fetched.
@@ -380,4 +384,32 @@ fn bad_upstream_template_is_a_config_error() {
     cfg.upstream = Some("http://h/{name}.zip".into());
     let err = Cache::open(cfg).err().unwrap().to_string();
     assert!(err.contains("does not end in .tar"), "{err}");
+}
+
+#[test]
+fn a_stalled_upstream_times_out_with_a_clear_error() {
+    let dir = scratch_dir("stall");
+    let up = Upstream::start();
+    up.put("/b/stuck.tar", sample_build("stuck", "s"));
+    up.set_behavior(
+        "/b/stuck.tar",
+        Behavior {
+            gate_after: Some(1000),
+            ..Behavior::default()
+        },
+    );
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.fetch_timeout = Duration::from_millis(200);
+    cfg.fetch_attempts = 1;
+    let cache = Cache::open(cfg).unwrap();
+    let err = cache.acquire("stuck", &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        err.starts_with("fetching stuck from upstream failed: download of "),
+        "{err}"
+    );
+    assert!(err.contains("timeout"), "{err}");
+    assert!(cache.list_modules().is_empty());
+    // What arrived is kept for the next attempt to resume.
+    let part = dir.join("builds/.upserv/partial/stuck.part");
+    assert_eq!(std::fs::metadata(part).unwrap().len(), 1000);
 }

@@ -50,8 +50,15 @@ impl Progress {
     pub fn line(&self) -> String {
         let name = &self.name;
         match (self.stage, self.total) {
+            (Stage::Waiting, _) if self.done >= MIB => format!(
+                "upserv: waiting for another download of {name} to finish ({} MiB so far)",
+                self.done / MIB
+            ),
             (Stage::Waiting, _) => {
                 format!("upserv: waiting for another download of {name} to finish")
+            }
+            (Stage::Unpacking, _) if self.done > 0 => {
+                format!("upserv: unpacking {name}: {} entries", self.done)
             }
             (Stage::Unpacking, _) => format!("upserv: unpacking {name}"),
             (Stage::Downloading, Some(total)) if total > 0 => format!(
@@ -107,18 +114,15 @@ pub(super) fn run(
     let url = fetch::expand(template, name);
     let archive = download(inner, name, &url, events)?;
     let contents = fetch_contents(inner, name)?;
-    let _ = events.send(JobEvent::Progress(Progress {
-        name: name.to_string(),
-        stage: Stage::Unpacking,
-        done: 0,
-        total: None,
-    }));
     let scratch = store.unpack_dir(name);
-    let plan = Plan {
+    let mut report = throttled(events, name, Stage::Unpacking);
+    report(0, None);
+    let mut plan = Plan {
         layout: inner.cfg.layout,
         contents: contents.as_deref(),
+        on_entry: &mut |entries| report(entries, None),
     };
-    let unpacked = unpack::unpack(&archive, kind, &scratch, &plan);
+    let unpacked = unpack::unpack(&archive, kind, &scratch, &mut plan);
     if let Some(path) = &contents {
         let _ = std::fs::remove_file(path);
     }
@@ -152,6 +156,28 @@ pub(super) fn run(
     }
 }
 
+/// A progress reporter that sends at most one event per interval, plus the
+/// one that says a known total is reached.
+fn throttled<'a>(
+    events: &'a Sender<JobEvent>,
+    name: &'a str,
+    stage: Stage,
+) -> impl FnMut(u64, Option<u64>) + 'a {
+    let mut last_report: Option<Instant> = None;
+    move |done, total| {
+        let finished = total == Some(done);
+        if finished || last_report.is_none_or(|t| t.elapsed() >= JOB_PROGRESS_INTERVAL) {
+            last_report = Some(Instant::now());
+            let _ = events.send(JobEvent::Progress(Progress {
+                name: name.to_string(),
+                stage,
+                done,
+                total,
+            }));
+        }
+    }
+}
+
 fn download(
     inner: &Shared,
     name: &str,
@@ -172,19 +198,7 @@ fn download(
         info: &info,
         max_bytes: inner.cfg.cache_size,
     };
-    let mut last_report: Option<Instant> = None;
-    let mut report = |done: u64, total: Option<u64>| {
-        let finished = total == Some(done);
-        if finished || last_report.is_none_or(|t| t.elapsed() >= JOB_PROGRESS_INTERVAL) {
-            last_report = Some(Instant::now());
-            let _ = events.send(JobEvent::Progress(Progress {
-                name: name.to_string(),
-                stage: Stage::Downloading,
-                done,
-                total,
-            }));
-        }
-    };
+    let mut report = throttled(events, name, Stage::Downloading);
     match inner.fetcher.download(&target, &mut report) {
         Ok(fetched) => {
             let rate = fetched.transferred as f64 / fetched.seconds.max(0.001) / MIB as f64;
@@ -228,7 +242,7 @@ fn fetch_contents(inner: &Shared, name: &str) -> Result<Option<PathBuf>, CacheEr
 fn fetch_failure(inner: &Shared, name: &str, error: FetchError) -> CacheError {
     match error {
         FetchError::NotFound => {
-            if let Err(e) = inner.store.remember_missing(name) {
+            if let Err(e) = inner.store.remember_missing(name, inner.cfg.not_found_ttl) {
                 log::warn!("cannot remember that {name} is missing upstream: {e}");
             }
             not_found(name)
@@ -249,7 +263,7 @@ fn wait_install_lock(
     events: &Sender<JobEvent>,
 ) -> Result<Option<File>, CacheError> {
     let store = &inner.store;
-    let mut told = false;
+    let mut report = throttled(events, name, Stage::Waiting);
     loop {
         match store.try_lock_install() {
             Ok(Some(lock)) => return Ok(Some(lock)),
@@ -259,15 +273,9 @@ fn wait_install_lock(
         if store.is_build(name) {
             return Ok(None);
         }
-        if !told {
-            told = true;
-            let _ = events.send(JobEvent::Progress(Progress {
-                name: name.to_string(),
-                stage: Stage::Waiting,
-                done: 0,
-                total: None,
-            }));
-        }
+        // The partial file of the other process shows how far it got.
+        let done = std::fs::metadata(store.partial_path(name)).map_or(0, |m| m.len());
+        report(done, None);
         thread::sleep(LOCK_POLL_INTERVAL);
     }
 }

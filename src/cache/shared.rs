@@ -8,7 +8,7 @@
 //! alone deletes and publishes builds.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -29,8 +29,9 @@ pub(super) struct Shared {
     pub(super) fetcher: Fetcher,
     pub(super) kind: Option<ArchiveKind>,
     pub(super) access: Mutex<AccessRecord>,
-    /// Loaded tables by build, with the inode of the tree they belong to.
-    pub(super) tables: Mutex<HashMap<String, (u64, Arc<MetaTable>)>>,
+    /// Tables in use, by build, with the inode of the tree they belong to.
+    /// Weak, so that a table leaves memory with the last connection using it.
+    pub(super) tables: Mutex<HashMap<String, (u64, Weak<MetaTable>)>>,
     /// Disk usage by build, with the inode of the tree it was measured for.
     pub(super) sizes: Mutex<HashMap<String, (u64, u64)>>,
 }
@@ -72,11 +73,12 @@ impl Shared {
         }
     }
 
-    /// The build's table, loaded once and shared; `None` when it has none.
+    /// The build's table, shared by all connections serving the build at
+    /// once; `None` when the build has none.
     pub(super) fn table(&self, name: &str, ino: u64) -> Result<Option<Arc<MetaTable>>, CacheError> {
         if let Some((held, table)) = self.tables.lock().get(name) {
-            if *held == ino {
-                return Ok(Some(Arc::clone(table)));
+            if let Some(table) = table.upgrade().filter(|_| *held == ino) {
+                return Ok(Some(table));
             }
         }
         let path = self.store.meta_path(name);
@@ -92,9 +94,9 @@ impl Shared {
             ))
         })?;
         let table = Arc::new(table);
-        self.tables
-            .lock()
-            .insert(name.to_string(), (ino, Arc::clone(&table)));
+        let mut tables = self.tables.lock();
+        tables.retain(|_, (_, table)| table.strong_count() > 0);
+        tables.insert(name.to_string(), (ino, Arc::downgrade(&table)));
         Ok(Some(table))
     }
 
@@ -200,6 +202,11 @@ impl Shared {
             return Err(too_large(name, prepared.size, budget));
         }
         let fail = |e| local_failure(name, "cannot install it", e);
+        if self.store.build_dir(name).exists() {
+            return Err(CacheError::new(format!(
+                "build {name} cannot be installed: something else appeared at its place"
+            )));
+        }
         std::fs::rename(&prepared.table, self.store.meta_path(name)).map_err(fail)?;
         std::fs::rename(&prepared.tree, self.store.build_dir(name)).map_err(fail)?;
         if let Some(ino) = self.store.build_ino(name) {

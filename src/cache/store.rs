@@ -187,8 +187,21 @@ impl Store {
         remove_tree(&trash)
     }
 
-    /// Remembers that the upstream has no build `name`.
-    pub fn remember_missing(&self, name: &str) -> io::Result<()> {
+    /// Remembers that the upstream has no build `name`, and forgets the
+    /// misses older than `ttl` (so a flood of made-up names leaves no trail).
+    pub fn remember_missing(&self, name: &str, ttl: std::time::Duration) -> io::Result<()> {
+        for entry in fs::read_dir(self.private.join("missing"))? {
+            let entry = entry?;
+            let expired = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age >= ttl);
+            if expired {
+                remove_if_present(&entry.path())?;
+            }
+        }
         File::create(self.missing_path(name)).map(drop)
     }
 

@@ -94,11 +94,13 @@ pub struct Unpacked {
     pub entries: usize,
 }
 
-/// How to arrange the module.
+/// How to arrange the module, and whom to tell how far unpacking got.
 pub struct Plan<'a> {
     pub layout: Layout,
     /// The olpc manifest, copied to `contents` (olpc layout only).
     pub contents: Option<&'a Path>,
+    /// Called after each archive entry with the number of entries so far.
+    pub on_entry: &'a mut dyn FnMut(u64),
 }
 
 /// Unpacks `archive` into `scratch` (created afresh). On error, `scratch` is
@@ -107,7 +109,7 @@ pub fn unpack(
     archive: &Path,
     kind: ArchiveKind,
     scratch: &Path,
-    plan: &Plan,
+    plan: &mut Plan,
 ) -> io::Result<Unpacked> {
     remove_tree(scratch)?;
     let result = unpack_into(archive, kind, scratch, plan);
@@ -123,7 +125,7 @@ fn unpack_into(
     archive: &Path,
     kind: ArchiveKind,
     scratch: &Path,
-    plan: &Plan,
+    plan: &mut Plan,
 ) -> io::Result<Unpacked> {
     DirBuilder::new()
         .recursive(true)
@@ -134,8 +136,9 @@ fn unpack_into(
     let file = File::open(archive)?;
     let mut extractor = Extractor::new(tree.clone());
     let mut reader = tar::Archive::new(kind.reader(file)?);
-    for entry in reader.entries()? {
+    for (count, entry) in (1u64..).zip(reader.entries()?) {
         extractor.extract(&mut entry?)?;
+        (plan.on_entry)(count);
     }
     let entries = extractor.records.len();
     let root = choose_root(&extractor, plan.layout)?;
