@@ -20,6 +20,21 @@
 //!   and operations these three have in common.
 //! - [`commands`]: the admin commands (`fetch`, `list`, `pin`, `unpin`, `gc`).
 //!
+//! Decisions where SPEC §5 leaves room:
+//! - A build without a metadata table (a tree an administrator put into the
+//!   builds directory) is served with what the disk says: `meta()` is `None`.
+//! - A build whose table is damaged is never served: `acquire` answers an
+//!   error. A daemon start deletes such a build so that the next request
+//!   fetches it again; `serve` mode, which skips the startup scan, keeps
+//!   refusing it until then.
+//! - An archive that is refused while unpacking is discarded with its
+//!   partial download; an interrupted download is kept for resuming.
+//! - A download announced larger than the whole budget is refused before it
+//!   starts; an unpacked tree larger than the budget is refused before it is
+//!   published.
+//! - Busy marks are flocks on `.upserv/busy/NAME`, taken by every process, so
+//!   `upserv gc` next to a running daemon never deletes a build being served.
+//!
 //! This module knows nothing of rsync: it must never format protocol messages
 //! or look at client options. Its errors are plain sentences that the rsync
 //! side puts after `@ERROR: `.

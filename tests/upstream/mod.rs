@@ -416,12 +416,28 @@ pub fn digest_file(tool: &str, data: &[u8]) -> Vec<u8> {
     compress(data, &[tool])
 }
 
-/// A fresh, empty directory for one test.
-pub fn scratch_dir(test: &str) -> PathBuf {
+/// A fresh, empty directory for one test, removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn scratch_dir(test: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("upserv-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// A small build tree: a top directory with a few files and a subdirectory.
