@@ -232,6 +232,7 @@ impl Fetcher {
                 target.part.display()
             )))
         };
+        // What an earlier attempt left, if it was for the same URL.
         let previous = PartialInfo::read(target.info).filter(|info| info.url == target.url);
         let have = match &previous {
             Some(_) => fs::metadata(target.part).map_or(0, |m| m.len()),
@@ -243,23 +244,7 @@ impl Fetcher {
             .map(|info| (have, info.validator.as_deref()));
         let response = self.send(target.url, resume)?;
         let status = response.status();
-        let (offset, total) = match status.as_u16() {
-            206 if resume.is_some() => (have, resumed_total(&response, have, target.url)?),
-            200 => (0, response.body().content_length()),
-            416 if previous
-                .as_ref()
-                .is_some_and(|info| info.total == Some(have)) =>
-            {
-                (have, Some(have))
-            }
-            404 | 410 => return Err(Attempt::Fatal(FetchError::NotFound)),
-            code => {
-                if code == 416 {
-                    discard(target.part, target.info);
-                }
-                return Err(status_failure(code, target.url));
-            }
-        };
+        let (offset, total) = where_to_start(target, &response, previous.as_ref(), have)?;
         if let Some(total) = total.filter(|&t| t > target.max_bytes) {
             discard(target.part, target.info);
             return Err(Attempt::Fatal(FetchError::TooLarge(total)));
@@ -298,29 +283,39 @@ impl Fetcher {
             )));
         }
         match (expected, hasher) {
-            (Some(expected), Some(hasher)) => {
-                let actual = hasher.finish();
-                if actual != expected.digest {
-                    discard(target.part, target.info);
-                    let why = format!(
-                        "{} of {} does not match the upstream checksum (expected {}, got {})",
-                        expected.algorithm.name(),
-                        target.url,
-                        to_hex(&expected.digest),
-                        to_hex(&actual)
-                    );
-                    // A stale partial file may be to blame: one more try from zero.
-                    return Err(if offset > 0 {
-                        Attempt::Retry(why)
-                    } else {
-                        Attempt::Fatal(FetchError::Failed(why))
-                    });
-                }
-                Ok((done, Some(expected.algorithm.name())))
-            }
+            (Some(expected), Some(hasher)) => check_digest(target, expected, hasher, offset)
+                .map(|algorithm| (done, Some(algorithm))),
             _ => Ok((done, None)),
         }
     }
+}
+
+/// Compares the digest of the finished file with the upstream's; a mismatch
+/// discards the file. After a resumed download a stale partial file may be
+/// to blame, so that case is worth one more try from zero.
+fn check_digest(
+    target: &Target,
+    expected: &Expected,
+    hasher: Hasher,
+    offset: u64,
+) -> Result<&'static str, Attempt> {
+    let actual = hasher.finish();
+    if actual == expected.digest {
+        return Ok(expected.algorithm.name());
+    }
+    discard(target.part, target.info);
+    let why = format!(
+        "{} of {} does not match the upstream checksum (expected {}, got {})",
+        expected.algorithm.name(),
+        target.url,
+        to_hex(&expected.digest),
+        to_hex(&actual)
+    );
+    Err(if offset > 0 {
+        Attempt::Retry(why)
+    } else {
+        Attempt::Fatal(FetchError::Failed(why))
+    })
 }
 
 /// Expands a URL template: every `{name}` becomes the build name.
@@ -345,6 +340,28 @@ fn status_failure(code: u16, url: &str) -> Attempt {
         Attempt::Retry(why)
     } else {
         Attempt::Fatal(FetchError::Failed(why))
+    }
+}
+
+/// From the response status: the offset to write from and the total length.
+fn where_to_start(
+    target: &Target,
+    response: &Response<Body>,
+    previous: Option<&PartialInfo>,
+    have: u64,
+) -> Result<(u64, Option<u64>), Attempt> {
+    match response.status().as_u16() {
+        206 if have > 0 => Ok((have, resumed_total(response, have, target.url)?)),
+        200 => Ok((0, response.body().content_length())),
+        // The partial file is already whole: an earlier attempt died after the last byte.
+        416 if previous.is_some_and(|info| info.total == Some(have)) => Ok((have, Some(have))),
+        404 | 410 => Err(Attempt::Fatal(FetchError::NotFound)),
+        code => {
+            if code == 416 {
+                discard(target.part, target.info);
+            }
+            Err(status_failure(code, target.url))
+        }
     }
 }
 
