@@ -162,8 +162,18 @@ fn cached_acquire_does_not_wait_for_a_download() {
     let slow = thread::spawn(move || slow_cache.acquire("slow", &mut |_| {}).map(|g| g.is_some()));
     up.wait_at_gate(1);
 
-    let guard = cache.acquire("cached", &mut |_| {}).unwrap().unwrap();
-    assert_eq!(tree_listing(guard.root()), expected_listing());
+    // On a thread, so that a cached acquire stuck behind the download fails
+    // the test instead of hanging it.
+    let (done, result) = std::sync::mpsc::channel();
+    let cached_cache = cache.clone();
+    thread::spawn(move || {
+        let guard = cached_cache.acquire("cached", &mut |_| {});
+        let _ = done.send(guard.map(|g| g.map(|g| tree_listing(g.root()))));
+    });
+    let listing = result
+        .recv_timeout(WAIT_LIMIT)
+        .expect("the cached acquire waited for the download");
+    assert_eq!(listing.unwrap().unwrap(), expected_listing());
     assert!(
         !slow.is_finished(),
         "the slow download finished while its body was held"
