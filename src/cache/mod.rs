@@ -1,48 +1,175 @@
-//! Placeholder with the agreed API (builds on demand are being written on
-//! the `cache` branch).
+//! Builds on demand: the build cache behind every build module.
+//!
+//! The rsync side asks [`Cache::acquire`] for a build by name and gets a
+//! [`BuildGuard`]: a directory to serve plus, for builds that upserv unpacked
+//! itself, the [`MetaTable`] whose owners, modes and device entries override
+//! what the disk says. A build that is not cached is downloaded from the
+//! upstream, verified, unpacked under `DIR/.upserv/` and published by one
+//! rename; the builds directory is kept under its budget by evicting the least
+//! recently used builds.
+//!
+//! The parts, each owning one thing:
+//! - `store`: the layout of the builds directory, disk usage, the last-access
+//!   record, busy marks and locks, and the eviction order.
+//! - `fetch`: HTTP(S) downloads with resume, retries and checksum checks.
+//! - `unpack`: archives into a scratch tree plus the metadata records.
+//! - [`meta`]: the metadata table, on disk and in memory.
+//! - `handle`: the [`Cache`] handle that worker threads use, and [`BuildGuard`].
+//! - `coordinator`: the one thread that starts downloads, publishes and
+//!   deletes builds; `job`: the thread of one download; `shared`: the state
+//!   and operations these three have in common.
+//! - [`commands`]: the admin commands (`fetch`, `list`, `pin`, `unpin`, `gc`).
+//!
+//! Decisions where SPEC §5 leaves room:
+//! - A build without a metadata table (a tree an administrator put into the
+//!   builds directory) is served with what the disk says: `meta()` is `None`.
+//! - A build whose table is damaged is never served: `acquire` answers an
+//!   error. A daemon start deletes such a build so that the next request
+//!   fetches it again; `serve` mode, which skips the startup scan, keeps
+//!   refusing it until then.
+//! - An archive that is refused while unpacking is discarded with its
+//!   partial download; an interrupted download is kept for resuming.
+//! - A download announced larger than the whole budget is refused before it
+//!   starts; an unpacked tree larger than the budget is refused before it is
+//!   published.
+//! - Busy marks are flocks on `.upserv/busy/NAME`, taken by every process, so
+//!   `upserv gc` next to a running daemon never deletes a build being served.
+//!
+//! This module knows nothing of rsync: it must never format protocol messages
+//! or look at client options. Its errors are plain sentences that the rsync
+//! side puts after `@ERROR: `.
+
+pub mod commands;
+mod coordinator;
+mod fetch;
+mod handle;
+mod job;
 pub mod meta;
+mod shared;
+mod store;
+mod unpack;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
 
-#[derive(Clone)]
-pub struct Cache;
+pub use handle::{BuildGuard, Cache, Evicted};
+pub use meta::{EntryMeta, MetaTable};
 
-pub struct BuildGuard {
-    root: PathBuf,
-    name: String,
+/// Longest build name, in bytes (SPEC §5: one leading character plus up to 127).
+pub const MAX_BUILD_NAME_LEN: usize = 128;
+
+/// How a build's archive is laid out as a module (SPEC §5, `layout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// The archive is the module's root; a single top-level directory is stripped.
+    #[default]
+    Plain,
+    /// The module holds `root/` (the tree) and `contents` (the manifest).
+    Olpc,
 }
 
-impl BuildGuard {
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-    pub fn meta(&self) -> Option<Arc<meta::MetaTable>> {
-        None
-    }
-    pub fn name(&self) -> &str {
-        &self.name
+/// Everything the cache needs to know; built by the caller from the settings.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// The builds directory (`builds dir`).
+    pub builds_dir: PathBuf,
+    /// URL template with `{name}` for the build archive (`upstream`).
+    pub upstream: Option<String>,
+    /// URL template for the archive's `.md5` or `.sha256` file (`upstream checksum`).
+    pub upstream_checksum: Option<String>,
+    /// URL template for the olpc manifest (`upstream contents`).
+    pub upstream_contents: Option<String>,
+    /// `layout = plain | olpc`.
+    pub layout: Layout,
+    /// Disk budget for all build trees, in bytes (`cache size`).
+    pub cache_size: u64,
+    /// Connect timeout and per-read idle timeout of upstream requests (`fetch timeout`).
+    pub fetch_timeout: Duration,
+    /// `serve` mode: one process per connection. Startup then skips the full
+    /// scan (table checks and eviction happen at install time instead), so
+    /// that opening the cache for one connection stays cheap.
+    pub cross_process_lock: bool,
+    /// How long a 404 from the upstream is remembered (60 s in production).
+    pub not_found_ttl: Duration,
+    /// Attempts per download before giving up (network errors, 5xx, cut bodies).
+    pub fetch_attempts: u32,
+    /// Pause before the second attempt; doubled for each later one.
+    pub retry_backoff: Duration,
+}
+
+impl CacheConfig {
+    /// Defaults of SPEC §2/§5 for a builds directory: no upstream, plain
+    /// layout, 16 GiB, 60 s fetch timeout, 404s remembered for 60 s.
+    pub fn new(builds_dir: impl Into<PathBuf>) -> CacheConfig {
+        CacheConfig {
+            builds_dir: builds_dir.into(),
+            upstream: None,
+            upstream_checksum: None,
+            upstream_contents: None,
+            layout: Layout::Plain,
+            cache_size: 16 << 30,
+            fetch_timeout: Duration::from_secs(60),
+            cross_process_lock: false,
+            not_found_ttl: Duration::from_secs(60),
+            fetch_attempts: 4,
+            retry_backoff: Duration::from_secs(2),
+        }
     }
 }
 
-#[derive(Debug)]
-pub struct CacheError(pub String);
+/// A failure the client hears about. `Display` is the sentence that follows
+/// `@ERROR: `, e.g. `build-812 not found upstream`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheError {
+    message: String,
+}
 
-impl std::fmt::Display for CacheError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl CacheError {
+    pub(crate) fn new(message: impl Into<String>) -> CacheError {
+        CacheError {
+            message: message.into(),
+        }
     }
 }
 
-impl Cache {
-    pub fn list_modules(&self) -> Vec<String> {
-        Vec::new()
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
     }
-    pub fn acquire(
-        &self,
-        _name: &str,
-        _progress: &mut dyn FnMut(&str),
-    ) -> Result<Option<BuildGuard>, CacheError> {
-        Ok(None)
+}
+
+impl std::error::Error for CacheError {}
+
+/// Whether `name` may be a build module: `[A-Za-z0-9][A-Za-z0-9._+-]{0,127}`.
+/// Names starting with `.` never are, which keeps `.upserv` private.
+pub fn is_build_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    match bytes.first() {
+        Some(first) if first.is_ascii_alphanumeric() => {}
+        _ => return false,
+    }
+    bytes.len() <= MAX_BUILD_NAME_LEN
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_build_name;
+
+    #[test]
+    fn build_names() {
+        assert!(is_build_name("build-812"));
+        assert!(is_build_name("os8.2.1_xo+1"));
+        assert!(is_build_name(&"a".repeat(128)));
+        assert!(!is_build_name(&"a".repeat(129)));
+        assert!(!is_build_name(""));
+        assert!(!is_build_name(".upserv"));
+        assert!(!is_build_name("-x"));
+        assert!(!is_build_name("a/b"));
+        assert!(!is_build_name("a b"));
+        assert!(!is_build_name("é"));
     }
 }

@@ -1,0 +1,301 @@
+//! The admin commands on the build cache: `fetch`, `list`, `pin`, `unpin`, `gc`.
+//!
+//! Each takes the cache configuration, prints its results to stdout and its
+//! errors (one line each) to stderr, and returns the exit code: 0 success,
+//! 1 runtime failure. Argument parsing is main's job; these functions must
+//! not exit the process or read the command line.
+
+use std::io::{self, IsTerminal, Write};
+use std::time::Instant;
+
+use super::handle::Startup;
+use super::job::{Progress, Stage};
+use super::store::{self, Store};
+use super::{is_build_name, Cache, CacheConfig, Evicted};
+
+const EXIT_OK: i32 = 0;
+const EXIT_FAILURE: i32 = 1;
+/// Width of the progress bar, in characters.
+const BAR_WIDTH: u64 = 30;
+/// The bar is redrawn at most this often.
+const BAR_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+const MIB: u64 = 1 << 20;
+
+/// `upserv fetch NAME...`: puts builds into the cache now.
+pub fn fetch(cfg: CacheConfig, names: &[String]) -> i32 {
+    if cfg.upstream.is_none() {
+        eprintln!("upserv fetch: no upstream configured (set `upstream` or --upstream)");
+        return EXIT_FAILURE;
+    }
+    let cache = match Cache::open(cfg) {
+        Ok(cache) => cache,
+        Err(e) => return fail(&e),
+    };
+    let terminal = io::stderr().is_terminal();
+    let mut status = EXIT_OK;
+    for name in names {
+        if !is_build_name(name) {
+            eprintln!("upserv fetch: {name:?} is not a valid build name");
+            status = EXIT_FAILURE;
+            continue;
+        }
+        let mut shown = ProgressDisplay::new(terminal);
+        let result = cache.acquire_with(name, &mut |p| shown.show(p));
+        shown.finish();
+        match result {
+            Ok(Some(guard)) => println!("{}: cached in {}", name, guard.root().display()),
+            Ok(None) => {
+                eprintln!("upserv fetch: {name}: not available");
+                status = EXIT_FAILURE;
+            }
+            Err(e) => {
+                eprintln!("upserv fetch: {e}");
+                status = EXIT_FAILURE;
+            }
+        }
+    }
+    status
+}
+
+/// `upserv list`: name, size, last access, sticky, busy.
+pub fn list(cfg: CacheConfig) -> i32 {
+    let store = match Store::open(&cfg.builds_dir) {
+        Ok(store) => store,
+        Err(e) => return fail(&format!("builds dir {}: {e}", cfg.builds_dir.display())),
+    };
+    let names = match store.list_builds() {
+        Ok(names) => names,
+        Err(e) => return fail(&format!("cannot list {}: {e}", cfg.builds_dir.display())),
+    };
+    let access = store.load_access();
+    let mut out = io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{:<32} {:>10} {:<20} {:<6} {:<4}",
+        "NAME", "SIZE", "LAST ACCESS (UTC)", "STICKY", "BUSY"
+    );
+    for name in names {
+        let size = store::disk_usage(&store.build_dir(&name)).unwrap_or(0);
+        let last = access
+            .get(&name)
+            .unwrap_or_else(|| store.build_mtime(&name));
+        let _ = writeln!(
+            out,
+            "{:<32} {:>10} {:<20} {:<6} {:<4}",
+            name,
+            human_size(size),
+            format_utc(last),
+            yes_no(store.is_sticky(&name)),
+            yes_no(store.is_busy(&name)),
+        );
+    }
+    EXIT_OK
+}
+
+/// `upserv pin NAME`: the build is never evicted.
+pub fn pin(cfg: CacheConfig, name: &str) -> i32 {
+    set_sticky(cfg, name, true)
+}
+
+/// `upserv unpin NAME`: the build may be evicted again.
+pub fn unpin(cfg: CacheConfig, name: &str) -> i32 {
+    set_sticky(cfg, name, false)
+}
+
+fn set_sticky(cfg: CacheConfig, name: &str, sticky: bool) -> i32 {
+    if !is_build_name(name) {
+        return fail(&format!("{name:?} is not a valid build name"));
+    }
+    let result = Store::open(&cfg.builds_dir).and_then(|store| {
+        if !store.is_build(name) {
+            eprintln!("upserv: note: build {name} is not cached (yet)");
+        }
+        store.set_sticky(name, sticky)
+    });
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => fail(&format!("cannot change {name}.sticky: {e}")),
+    }
+}
+
+/// `upserv gc [--dry-run]`: evicts down to the budget, printing what goes.
+pub fn gc(cfg: CacheConfig, dry_run: bool) -> i32 {
+    let cache = match Cache::open_with(cfg, Startup::NoEviction) {
+        Ok(cache) => cache,
+        Err(e) => return fail(&e),
+    };
+    match cache.gc(dry_run) {
+        Ok(evicted) => {
+            print_evicted(&evicted, dry_run);
+            EXIT_OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn print_evicted(evicted: &[Evicted], dry_run: bool) {
+    let verb = if dry_run { "would evict" } else { "evicted" };
+    if evicted.is_empty() {
+        println!("nothing to evict");
+    }
+    for build in evicted {
+        println!(
+            "{verb} {} ({}, last access {})",
+            build.name,
+            human_size(build.size),
+            format_utc(build.last_access)
+        );
+    }
+}
+
+fn fail(message: &dyn std::fmt::Display) -> i32 {
+    eprintln!("upserv: {message}");
+    EXIT_FAILURE
+}
+
+fn yes_no(flag: bool) -> &'static str {
+    if flag {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// Progress on stderr: a redrawn bar on a terminal, else a line every 2 s.
+struct ProgressDisplay {
+    terminal: bool,
+    last: Option<Instant>,
+    drawn: bool,
+}
+
+impl ProgressDisplay {
+    fn new(terminal: bool) -> ProgressDisplay {
+        ProgressDisplay {
+            terminal,
+            last: None,
+            drawn: false,
+        }
+    }
+
+    fn show(&mut self, progress: &Progress) {
+        let interval = if self.terminal {
+            BAR_INTERVAL
+        } else {
+            super::job::PROGRESS_INTERVAL
+        };
+        let complete = progress.total == Some(progress.done);
+        let due = self.last.is_none_or(|t| t.elapsed() >= interval);
+        if !(due || self.terminal && complete) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        if self.terminal {
+            eprint!("\r{}\x1b[K", bar(progress));
+            self.drawn = true;
+        } else {
+            eprintln!("{}", progress.line());
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.drawn {
+            eprintln!();
+        }
+    }
+}
+
+fn bar(progress: &Progress) -> String {
+    match (progress.stage, progress.total) {
+        (Stage::Downloading, Some(total)) if total > 0 => {
+            let done = progress.done.min(total);
+            let filled = (done * BAR_WIDTH / total) as usize;
+            format!(
+                "{} [{}{}] {:>3}% {}/{} MiB",
+                progress.name,
+                "#".repeat(filled),
+                ".".repeat(BAR_WIDTH as usize - filled),
+                done * 100 / total,
+                done / MIB,
+                total.div_ceil(MIB)
+            )
+        }
+        _ => progress.line(),
+    }
+}
+
+/// `1536` → `1.5K`, `3221225472` → `3.0G`: binary units as `du -h` prints.
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub(crate) fn format_utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rest = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// well-known algorithm, written out here).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_dates_and_sizes() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00");
+        // `date -u -d @951782400` → Tue Feb 29 00:00:00 UTC 2000
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00");
+        // `date -u -d @1700000000` → Tue Nov 14 22:13:20 UTC 2023
+        assert_eq!(format_utc(1_700_000_000), "2023-11-14 22:13:20");
+        assert_eq!(format_utc(-1), "1969-12-31 23:59:59");
+        assert_eq!(human_size(512), "512B");
+        assert_eq!(human_size(1536), "1.5K");
+        assert_eq!(human_size(3 << 30), "3.0G");
+    }
+
+    #[test]
+    fn progress_lines() {
+        let p = Progress {
+            name: "build-812".into(),
+            stage: Stage::Downloading,
+            done: 109 << 20,
+            total: Some(266 << 20),
+        };
+        assert_eq!(
+            p.line(),
+            "upserv: fetching build-812 from upstream: 40% (109 of 266 MiB)"
+        );
+        assert!(bar(&p).starts_with("build-812 [############.................."));
+    }
+}

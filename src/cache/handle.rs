@@ -1,0 +1,212 @@
+//! The [`Cache`] handle that worker threads hold, and the [`BuildGuard`] it
+//! hands out.
+//!
+//! A cached build is served without the coordinator: [`Cache::acquire`] takes
+//! a busy mark (a shared flock), checks that the tree is there and returns a
+//! guard, so it never waits behind a download. Only a missing build becomes a
+//! request to the coordinator, and the caller waits for its events.
+//!
+//! This module must not delete or publish builds; that is the coordinator's.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{unbounded, Sender};
+
+use super::coordinator::{Coordinator, Event, Request};
+use super::job::{Progress, PROGRESS_INTERVAL};
+use super::meta::MetaTable;
+use super::shared::{self, local_failure, not_found, stopped, Shared};
+use super::store::BusyMark;
+use super::{is_build_name, CacheConfig, CacheError};
+
+/// Rounds of "not cached → fetched → look again" before giving up: a build
+/// can only vanish between its install and our look by a racing `gc`.
+const MAX_ACQUIRE_ROUNDS: usize = 3;
+
+/// A cheap, shareable handle on the build cache.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Shared>,
+    requests: Sender<Request>,
+}
+
+/// While alive, the build is busy: no process evicts it.
+#[derive(Debug)]
+pub struct BuildGuard {
+    name: String,
+    root: PathBuf,
+    meta: Option<Arc<MetaTable>>,
+    _mark: BusyMark,
+}
+
+impl BuildGuard {
+    /// The directory served as the module.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The metadata table, for builds upserv unpacked; `None` for trees an
+    /// administrator put into the builds directory (serve what the disk says).
+    pub fn meta(&self) -> Option<Arc<MetaTable>> {
+        self.meta.clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// One build that eviction removed (or, in a dry run, would remove).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evicted {
+    pub name: String,
+    pub size: u64,
+    pub last_access: i64,
+}
+
+/// What happens at [`Cache::open`] besides spawning the coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Startup {
+    /// Recovery, table checks and eviction (daemon; serve mode does less).
+    Full,
+    /// Recovery only: admin commands that report before they change anything.
+    NoEviction,
+}
+
+impl Cache {
+    /// Opens the builds directory: startup recovery (unpacking leftovers
+    /// removed, partial downloads kept, access record and metadata tables
+    /// checked), eviction down to the budget, and the coordinator thread.
+    ///
+    /// A build whose metadata table is damaged is deleted at startup, so that
+    /// the next request fetches it afresh (only upserv writes tables, so the
+    /// build came from the upstream). With `cross_process_lock` (serve mode)
+    /// the table check and the eviction are left to install time, to keep
+    /// the start of each connection cheap.
+    pub fn open(cfg: CacheConfig) -> Result<Cache, CacheError> {
+        Cache::open_with(cfg, Startup::Full)
+    }
+
+    pub(crate) fn open_with(cfg: CacheConfig, startup: Startup) -> Result<Cache, CacheError> {
+        let inner = Arc::new(Shared::new(cfg)?);
+        shared::recover(&inner, startup)?;
+        let (requests, receiver) = unbounded();
+        let coordinator = Coordinator::new(Arc::clone(&inner), receiver);
+        thread::Builder::new()
+            .name("cache-coordinator".into())
+            .spawn(move || coordinator.run())
+            .map_err(|e| CacheError::new(format!("cannot start the cache coordinator: {e}")))?;
+        Ok(Cache { inner, requests })
+    }
+
+    /// Cached build names (directories in the builds dir that are valid
+    /// module names), sorted.
+    pub fn list_modules(&self) -> Vec<String> {
+        self.inner.store.list_builds().unwrap_or_else(|e| {
+            log::error!("cannot list {}: {e}", self.inner.cfg.builds_dir.display());
+            Vec::new()
+        })
+    }
+
+    /// Gets a build for serving. `Ok(None)`: not a valid build name, or not
+    /// cached and no upstream configured ("Unknown module"). While a download
+    /// runs, `progress` gets a ready line at most once every 2 s.
+    pub fn acquire(
+        &self,
+        name: &str,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Option<BuildGuard>, CacheError> {
+        let mut last_shown: Option<Instant> = None;
+        self.acquire_with(name, &mut |p: &Progress| {
+            if last_shown.is_none_or(|t| t.elapsed() >= PROGRESS_INTERVAL) {
+                last_shown = Some(Instant::now());
+                progress(&p.line());
+            }
+        })
+    }
+
+    /// Evicts down to the budget now (through the coordinator), or with
+    /// `dry_run` only reports what would go.
+    pub fn gc(&self, dry_run: bool) -> Result<Vec<Evicted>, CacheError> {
+        let (reply, answer) = unbounded();
+        self.requests
+            .send(Request::Gc { dry_run, reply })
+            .map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+
+    pub(crate) fn acquire_with(
+        &self,
+        name: &str,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Option<BuildGuard>, CacheError> {
+        if !is_build_name(name) {
+            return Ok(None);
+        }
+        for _ in 0..MAX_ACQUIRE_ROUNDS {
+            if let Some(guard) = self.acquire_cached(name)? {
+                return Ok(Some(guard));
+            }
+            if self.inner.cfg.upstream.is_none() {
+                return Ok(None);
+            }
+            if self
+                .inner
+                .store
+                .recently_missing(name, self.inner.cfg.not_found_ttl)
+            {
+                return Err(not_found(name));
+            }
+            self.wait_for_fetch(name, progress)?;
+        }
+        Err(CacheError::new(format!(
+            "build {name} was removed right after it was installed; try again"
+        )))
+    }
+
+    fn acquire_cached(&self, name: &str) -> Result<Option<BuildGuard>, CacheError> {
+        let store = &self.inner.store;
+        if !store.is_build(name) {
+            return Ok(None);
+        }
+        let mark = store
+            .mark_busy(name)
+            .map_err(|e| local_failure(name, "cannot mark it busy", e))?;
+        // Checked again under the mark: an eviction may have won the race.
+        let Some(ino) = store.build_ino(name) else {
+            return Ok(None);
+        };
+        self.inner.note_access(name);
+        let meta = self.inner.table(name, ino)?;
+        Ok(Some(BuildGuard {
+            name: name.to_string(),
+            root: store.build_dir(name),
+            meta,
+            _mark: mark,
+        }))
+    }
+
+    fn wait_for_fetch(
+        &self,
+        name: &str,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<(), CacheError> {
+        let (reply, events) = unbounded();
+        self.requests
+            .send(Request::Fetch {
+                name: name.to_string(),
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        loop {
+            match events.recv().map_err(|_| stopped())? {
+                Event::Progress(p) => progress(&p),
+                Event::Installed => return Ok(()),
+                Event::Failed(e) => return Err(e),
+            }
+        }
+    }
+}

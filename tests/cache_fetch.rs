@@ -1,0 +1,425 @@
+//! The build cache against a loopback upstream: one download per build,
+//! shared downloads, cached builds never waiting, resume, 404 memory,
+//! failures, checksums and every archive format.
+
+mod upstream;
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use upserv::cache::{Cache, CacheConfig};
+use upstream::{
+    compress, digest_file, sample_build, scratch_dir, tree_listing, Behavior, Upstream, WAIT_LIMIT,
+};
+
+fn config(dir: &Path, upstream: &Upstream, ending: &str) -> CacheConfig {
+    let mut cfg = CacheConfig::new(dir.join("builds"));
+    cfg.upstream = Some(upstream.url(&format!("/b/{{name}}{ending}")));
+    cfg.fetch_timeout = Duration::from_secs(10);
+    cfg.fetch_attempts = 3;
+    cfg.retry_backoff = Duration::from_millis(10);
+    cfg
+}
+
+fn expected_listing() -> Vec<String> {
+    ["README", "bin/", "bin/tool", "latest"]
+        .map(String::from)
+        .to_vec()
+}
+
+#[test]
+fn one_get_for_one_build_and_its_tree() {
+    let dir = scratch_dir("one-get");
+    let up = Upstream::start();
+    up.put("/b/build-1.tar", sample_build("build-1", "first"));
+    let cache = Cache::open(config(&dir, &up, ".tar")).unwrap();
+
+    let mut lines = Vec::new();
+    let guard = cache
+        .acquire("build-1", &mut |l| lines.push(l.to_string()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(guard.name(), "build-1");
+    assert_eq!(guard.root(), dir.join("builds/build-1"));
+    assert_eq!(tree_listing(guard.root()), expected_listing());
+    assert_eq!(
+        std::fs::read(guard.root().join("README")).unwrap(),
+        b"first"
+    );
+    assert_eq!(
+        std::fs::read_link(guard.root().join("latest")).unwrap(),
+        Path::new("bin/tool")
+    );
+    assert!(
+        lines[0].starts_with("upserv: fetching build-1 from upstream: "),
+        "{lines:?}"
+    );
+
+    let meta = guard.meta().expect("a table for a fetched build");
+    assert_eq!(meta.get(b"bin/tool").unwrap().mode, 0o100755);
+    assert_eq!(meta.get(b"").unwrap().mode, 0o040755);
+    assert_eq!(meta.get(b"latest").unwrap().mode & 0o170000, 0o120000);
+
+    let again = cache
+        .acquire("build-1", &mut |_| panic!("no progress for a cached build"))
+        .unwrap()
+        .unwrap();
+    assert!(
+        Arc::ptr_eq(&meta, &again.meta().unwrap()),
+        "one table, shared"
+    );
+    drop((guard, again));
+    assert_eq!(up.gets("/b/build-1.tar"), 1);
+    assert_eq!(cache.list_modules(), ["build-1"]);
+    // Names that can never be builds are unknown modules, not fetched.
+    assert!(cache.acquire(".upserv", &mut |_| {}).unwrap().is_none());
+    assert!(cache.acquire("../x", &mut |_| {}).unwrap().is_none());
+    assert_eq!(up.gets("/b/.upserv.tar"), 0);
+}
+
+#[test]
+fn without_upstream_a_missing_build_is_unknown() {
+    let dir = scratch_dir("no-upstream");
+    let cache = Cache::open(CacheConfig::new(dir.join("builds"))).unwrap();
+    assert!(cache.acquire("build-1", &mut |_| {}).unwrap().is_none());
+    // A tree an administrator put there is served, with no table.
+    std::fs::create_dir_all(dir.join("builds/manual/etc")).unwrap();
+    let guard = cache.acquire("manual", &mut |_| {}).unwrap().unwrap();
+    assert!(guard.meta().is_none());
+    assert_eq!(cache.list_modules(), ["manual"]);
+}
+
+#[test]
+fn ten_concurrent_acquires_share_one_download() {
+    let dir = scratch_dir("ten");
+    let up = Upstream::start();
+    up.put("/b/build-10.tar", sample_build("build-10", "ten"));
+    up.set_behavior(
+        "/b/build-10.tar",
+        Behavior {
+            gate_after: Some(4096),
+            ..Behavior::default()
+        },
+    );
+    let cache = Cache::open(config(&dir, &up, ".tar")).unwrap();
+
+    let waiting = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let workers: Vec<_> = (0..10)
+        .map(|_| {
+            let cache = cache.clone();
+            let waiting = Arc::clone(&waiting);
+            thread::spawn(move || {
+                let mut counted = false;
+                let guard = cache.acquire("build-10", &mut |_| {
+                    if !counted {
+                        counted = true;
+                        *waiting.0.lock().unwrap() += 1;
+                        waiting.1.notify_all();
+                    }
+                });
+                guard.map(|g| g.map(|g| tree_listing(g.root())))
+            })
+        })
+        .collect();
+    // All ten hear about the download in progress before it may finish.
+    let count = waiting.0.lock().unwrap();
+    let (count, timeout) = waiting
+        .1
+        .wait_timeout_while(count, WAIT_LIMIT, |c| *c < 10)
+        .unwrap();
+    assert!(
+        !timeout.timed_out(),
+        "only {} of 10 acquires were waiting",
+        *count
+    );
+    drop(count);
+    up.open_gate();
+    for worker in workers {
+        assert_eq!(worker.join().unwrap().unwrap().unwrap(), expected_listing());
+    }
+    assert_eq!(up.gets("/b/build-10.tar"), 1);
+}
+
+#[test]
+fn cached_acquire_does_not_wait_for_a_download() {
+    let dir = scratch_dir("no-wait");
+    let up = Upstream::start();
+    up.put("/b/cached.tar", sample_build("cached", "c"));
+    up.put("/b/slow.tar", sample_build("slow", "s"));
+    let cache = Cache::open(config(&dir, &up, ".tar")).unwrap();
+    drop(cache.acquire("cached", &mut |_| {}).unwrap().unwrap());
+
+    up.set_behavior(
+        "/b/slow.tar",
+        Behavior {
+            gate_after: Some(1000),
+            ..Behavior::default()
+        },
+    );
+    let slow_cache = cache.clone();
+    let slow = thread::spawn(move || slow_cache.acquire("slow", &mut |_| {}).map(|g| g.is_some()));
+    up.wait_at_gate(1);
+
+    // On a thread, so that a cached acquire stuck behind the download fails
+    // the test instead of hanging it.
+    let (done, result) = std::sync::mpsc::channel();
+    let cached_cache = cache.clone();
+    thread::spawn(move || {
+        let guard = cached_cache.acquire("cached", &mut |_| {});
+        let _ = done.send(guard.map(|g| g.map(|g| tree_listing(g.root()))));
+    });
+    let listing = result
+        .recv_timeout(WAIT_LIMIT)
+        .expect("the cached acquire waited for the download");
+    assert_eq!(listing.unwrap().unwrap(), expected_listing());
+    assert!(
+        !slow.is_finished(),
+        "the slow download finished while its body was held"
+    );
+    up.open_gate();
+    assert_eq!(slow.join().unwrap(), Ok(true));
+}
+
+#[test]
+fn cut_body_resumes_with_range_and_verifies() {
+    let dir = scratch_dir("resume");
+    let up = Upstream::start();
+    let archive = sample_build("build-r", "resumed");
+    let half = archive.len() / 2;
+    up.put("/b/build-r.tar.md5", digest_file("md5sum", &archive));
+    up.put("/b/build-r.tar", archive);
+    up.set_behavior(
+        "/b/build-r.tar",
+        Behavior {
+            cut: Some((half, 1)),
+            ..Behavior::default()
+        },
+    );
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.upstream_checksum = Some(up.url("/b/{name}.tar.md5"));
+    let cache = Cache::open(cfg).unwrap();
+
+    let guard = cache.acquire("build-r", &mut |_| {}).unwrap().unwrap();
+    assert_eq!(
+        std::fs::read(guard.root().join("README")).unwrap(),
+        b"resumed"
+    );
+    assert_eq!(
+        up.ranges("/b/build-r.tar"),
+        [None, Some(format!("bytes={half}-"))]
+    );
+}
+
+#[test]
+fn ignored_range_restarts_from_zero() {
+    let dir = scratch_dir("restart");
+    let up = Upstream::start();
+    let archive = sample_build("build-i", "restarted");
+    let half = archive.len() / 2;
+    up.put("/b/build-i.tar.sha256", digest_file("sha256sum", &archive));
+    up.put("/b/build-i.tar", archive);
+    up.set_behavior(
+        "/b/build-i.tar",
+        Behavior {
+            cut: Some((half, 1)),
+            ignore_range: true,
+            ..Behavior::default()
+        },
+    );
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.upstream_checksum = Some(up.url("/b/{name}.tar.sha256"));
+    let cache = Cache::open(cfg).unwrap();
+
+    let guard = cache.acquire("build-i", &mut |_| {}).unwrap().unwrap();
+    assert_eq!(
+        std::fs::read(guard.root().join("README")).unwrap(),
+        b"restarted"
+    );
+    assert_eq!(tree_listing(guard.root()), expected_listing());
+    assert_eq!(
+        up.ranges("/b/build-i.tar"),
+        [None, Some(format!("bytes={half}-"))]
+    );
+}
+
+#[test]
+fn not_found_is_remembered_for_the_ttl() {
+    let dir = scratch_dir("404");
+    let up = Upstream::start();
+    let cache = Cache::open(config(&dir, &up, ".tar")).unwrap();
+    for _ in 0..3 {
+        let err = cache.acquire("build-404", &mut |_| {}).unwrap_err();
+        assert_eq!(err.to_string(), "build-404 not found upstream");
+    }
+    assert_eq!(up.gets("/b/build-404.tar"), 1);
+    drop(cache);
+
+    // Once the memory has expired (a zero TTL here), the upstream is asked again.
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.not_found_ttl = Duration::ZERO;
+    let cache = Cache::open(cfg).unwrap();
+    assert!(cache.acquire("build-404", &mut |_| {}).is_err());
+    assert_eq!(up.gets("/b/build-404.tar"), 2);
+}
+
+#[test]
+fn server_errors_are_retried_then_reported() {
+    let dir = scratch_dir("500");
+    let up = Upstream::start();
+    up.put("/b/build-e.tar", sample_build("build-e", "e"));
+    up.set_behavior(
+        "/b/build-e.tar",
+        Behavior {
+            status: Some(500),
+            ..Behavior::default()
+        },
+    );
+    let cache = Cache::open(config(&dir, &up, ".tar")).unwrap();
+    let err = cache
+        .acquire("build-e", &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("fetching build-e from upstream failed: "),
+        "{err}"
+    );
+    assert!(err.contains("HTTP 500"), "{err}");
+    assert_eq!(up.gets("/b/build-e.tar"), 3);
+    assert!(cache.list_modules().is_empty());
+
+    // An unreachable upstream says so too.
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.upstream = Some("http://127.0.0.1:1/b/{name}.tar".into());
+    cfg.fetch_attempts = 1;
+    let err = Cache::open(cfg)
+        .unwrap()
+        .acquire("build-e", &mut |_| {})
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("upstream request for http://127.0.0.1:1/b/build-e.tar failed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_checksum_is_never_served() {
+    let dir = scratch_dir("checksum");
+    let up = Upstream::start();
+    let archive = sample_build("build-c", "checked");
+    up.put(
+        "/b/build-c.tar.md5",
+        b"0123456789abcdef0123456789abcdef  build-c.tar\n".to_vec(),
+    );
+    up.put("/b/build-c.tar", archive.clone());
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.upstream_checksum = Some(up.url("/b/{name}.tar.md5"));
+    let cache = Cache::open(cfg).unwrap();
+
+    let err = cache
+        .acquire("build-c", &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not match the upstream checksum"),
+        "{err}"
+    );
+    assert!(cache.list_modules().is_empty());
+    assert!(!dir.join("builds/build-c").exists());
+    assert!(!dir.join("builds/.upserv/partial/build-c.part").exists());
+
+    up.put("/b/build-c.tar.md5", digest_file("md5sum", &archive));
+    let guard = cache.acquire("build-c", &mut |_| {}).unwrap().unwrap();
+    assert_eq!(
+        std::fs::read(guard.root().join("README")).unwrap(),
+        b"checked"
+    );
+}
+
+#[test]
+fn every_archive_format_unpacks() {
+    let dir = scratch_dir("formats");
+    let up = Upstream::start();
+    let formats: [(&str, &[&str]); 6] = [
+        (".tar", &["cat"]),
+        (".tar.gz", &["gzip", "-c"]),
+        (".tgz", &["gzip", "-c"]),
+        (".tar.bz2", &["bzip2", "-c"]),
+        (".tar.xz", &["xz", "-c"]),
+        (".tar.lzma", &["xz", "--format=lzma", "-c"]),
+    ];
+    for (number, (ending, tool)) in formats.iter().enumerate() {
+        let name = format!("fmt-{number}");
+        let marker = format!("format {ending}");
+        up.put(
+            &format!("/b/{name}{ending}"),
+            compress(&sample_build(&name, &marker), tool),
+        );
+        let cache = Cache::open(config(&dir, &up, ending)).unwrap();
+        let guard = cache
+            .acquire(&name, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{ending}: {e}"))
+            .unwrap();
+        assert_eq!(tree_listing(guard.root()), expected_listing(), "{ending}");
+        assert_eq!(
+            std::fs::read(guard.root().join("README")).unwrap(),
+            marker.as_bytes()
+        );
+        assert_eq!(
+            std::fs::read(guard.root().join("bin/tool")).unwrap(),
+            vec![7u8; 70_000]
+        );
+    }
+}
+
+#[test]
+fn a_build_larger_than_the_cache_is_refused() {
+    let dir = scratch_dir("too-large");
+    let up = Upstream::start();
+    up.put("/b/big.tar", sample_build("big", "big"));
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.cache_size = 16 * 1024;
+    let cache = Cache::open(cfg).unwrap();
+    let err = cache.acquire("big", &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("more than the whole cache size"), "{err}");
+    assert!(cache.list_modules().is_empty());
+}
+
+#[test]
+fn bad_upstream_template_is_a_config_error() {
+    let dir = scratch_dir("template");
+    let mut cfg = CacheConfig::new(dir.join("builds"));
+    cfg.upstream = Some("http://h/{name}.zip".into());
+    let err = Cache::open(cfg).err().unwrap().to_string();
+    assert!(err.contains("does not end in .tar"), "{err}");
+}
+
+#[test]
+fn a_stalled_upstream_times_out_with_a_clear_error() {
+    let dir = scratch_dir("stall");
+    let up = Upstream::start();
+    up.put("/b/stuck.tar", sample_build("stuck", "s"));
+    up.set_behavior(
+        "/b/stuck.tar",
+        Behavior {
+            gate_after: Some(1000),
+            ..Behavior::default()
+        },
+    );
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.fetch_timeout = Duration::from_millis(200);
+    cfg.fetch_attempts = 1;
+    let cache = Cache::open(cfg).unwrap();
+    let err = cache.acquire("stuck", &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        err.starts_with("fetching stuck from upstream failed: download of "),
+        "{err}"
+    );
+    assert!(err.contains("timeout"), "{err}");
+    assert!(cache.list_modules().is_empty());
+    // What arrived is kept for the next attempt to resume.
+    let part = dir.join("builds/.upserv/partial/stuck.part");
+    assert_eq!(std::fs::metadata(part).unwrap().len(), 1000);
+}
