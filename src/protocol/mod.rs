@@ -1,1 +1,4 @@
 //! protocol (work in progress).
+
+pub mod filter;
+pub mod wildmatch;
