@@ -614,3 +614,63 @@ fn daemon_listings_match_rsyncd() {
         }
     }
 }
+
+/// What upserv sends for `--relative` requests of `path` from the module
+/// root: the implied parent directories (subject to the daemon's rules
+/// only, and entered for per-directory merge files), then `path` itself.
+fn upserv_relative_listing(module_root: &Path, path: &str, client: FilterList) -> BTreeSet<String> {
+    let mut filters = Filters::new(module_root, FilterList::new(), client);
+    filters.set_transfer_root(b"");
+    let mut kept = BTreeSet::new();
+    if filters.is_excluded(path.as_bytes(), true) {
+        return kept;
+    }
+    let mut tokens = Vec::new();
+    let mut end = 0;
+    while let Some(slash) = path[end..].find('/') {
+        end += slash;
+        let implied = &path[..end];
+        if !filters.is_daemon_excluded(implied.as_bytes(), true) {
+            kept.insert(implied.to_string());
+        }
+        tokens.push(filters.push_dir(implied.as_bytes()).unwrap());
+        end += 1;
+    }
+    kept.insert(path.to_string());
+    walk(&mut filters, module_root, path, &mut kept).unwrap();
+    while let Some(token) = tokens.pop() {
+        filters.pop_dir(token);
+    }
+    kept
+}
+
+#[test]
+fn relative_daemon_listings_match_rsyncd() {
+    let scratch = Scratch::new("relative");
+    let src = scratch.src();
+    let daemon = Daemon::start(&scratch, "");
+    let cases: &[(&[&str], &str)] = &[
+        (&[": /.rsync-filter"], "dir1/sub"),
+        (&[": /.rsync-filter", "- foo"], "dir3/sub/deeper"),
+        (&["- /dir1/sub"], "dir1/sub"),
+        (&["- /dir1/sub/***"], "dir1/sub"),
+        (&["- *.c", ": .nest"], "dir3/sub"),
+    ];
+    for (rules, path) in cases {
+        let mut cmd = rsync(&scratch.dir);
+        cmd.args(["-r", "-R", "--list-only", "--protocol=29"]);
+        cmd.args(rules.iter().map(|r| format!("--filter={r}")));
+        cmd.arg(format!("rsync://127.0.0.1:{}/m/{path}", daemon.port));
+        let what = format!("{rules:?} on {path}");
+        let expected = run_listing(cmd, &what);
+        let mut client = FilterList::new();
+        for rule in *rules {
+            client.add_wire_rule(rule.as_bytes(), 29).unwrap();
+        }
+        assert_eq!(
+            upserv_relative_listing(&src, path, client),
+            expected,
+            "{what}"
+        );
+    }
+}

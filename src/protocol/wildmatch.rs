@@ -11,8 +11,9 @@
 //!
 //! The search follows rsync's (lib/wildmatch.c): a failed `*` reports whether
 //! later attempts can still succeed, so hopeless branches are cut instead of
-//! retried. On top of that every match has a step budget and patterns have a
-//! limit on star groups, so a hostile pattern costs bounded time and stack.
+//! retried. On top of that matching draws on a step budget the caller gives,
+//! and patterns have a limit on star groups, so a hostile pattern costs
+//! bounded time and stack.
 //!
 //! It must not allocate while matching, and knows nothing of rules, lists or
 //! files: `filter` decides which text and which variant to use.
@@ -22,9 +23,9 @@
 /// real patterns hold a handful.
 pub const MAX_STAR_GROUPS: usize = 256;
 
-/// Most steps (pattern elements compared, star positions tried) one match may
-/// take. Ordinary patterns on paths of a few thousand bytes stay far below it;
-/// a match that runs out counts as no match.
+/// Most steps (pattern elements compared, star positions tried) one call of
+/// [`wildmatch`] may take. Ordinary patterns on paths of a few thousand bytes
+/// stay far below it; a match that runs out counts as no match.
 pub const MATCH_STEP_BUDGET: u32 = 1 << 20;
 
 /// Most parts a joined text may have: a directory prefix, its slash, the name
@@ -47,7 +48,8 @@ pub fn star_groups(pattern: &[u8]) -> usize {
 
 /// Whether `pattern` matches the whole of `text`.
 pub fn wildmatch(pattern: &[u8], text: &[u8]) -> bool {
-    wildmatch_joined(pattern, &Joined::new(&[text]), Anchor::Whole)
+    let mut budget = MATCH_STEP_BUDGET;
+    wildmatch_joined(pattern, &Joined::new(&[text]), Anchor::Whole, &mut budget)
 }
 
 /// Which part of a joined text a pattern is matched against.
@@ -130,9 +132,15 @@ impl<'a> Joined<'a> {
     }
 }
 
-/// Matches `pattern` against the part of `text` that `anchor` selects.
-pub(crate) fn wildmatch_joined(pattern: &[u8], text: &Joined<'_>, anchor: Anchor) -> bool {
-    let mut budget = MATCH_STEP_BUDGET;
+/// Matches `pattern` against the part of `text` that `anchor` selects,
+/// taking its steps from `budget`; when the budget runs out the answer is
+/// no match (and the budget is left at 0).
+pub(crate) fn wildmatch_joined(
+    pattern: &[u8],
+    text: &Joined<'_>,
+    anchor: Anchor,
+    budget: &mut u32,
+) -> bool {
     let start = match anchor {
         Anchor::TrailingElements(0) => return false,
         Anchor::TrailingElements(n) => match text.trailing_elements_start(n) {
@@ -141,7 +149,7 @@ pub(crate) fn wildmatch_joined(pattern: &[u8], text: &Joined<'_>, anchor: Anchor
         },
         Anchor::Whole | Anchor::AnySlash => 0,
     };
-    let mut outcome = match_from(pattern, text, start, &mut budget);
+    let mut outcome = match_from(pattern, text, start, budget);
     if outcome == Outcome::Match || anchor != Anchor::AnySlash || outcome == Outcome::AbortAll {
         return outcome == Outcome::Match;
     }
@@ -151,7 +159,7 @@ pub(crate) fn wildmatch_joined(pattern: &[u8], text: &Joined<'_>, anchor: Anchor
         if text.at(i) != b'/' {
             continue;
         }
-        outcome = match_from(pattern, text, i + 1, &mut budget);
+        outcome = match_from(pattern, text, i + 1, budget);
         if outcome != Outcome::NoMatch && outcome != Outcome::AbortToStarStar {
             break;
         }
@@ -160,8 +168,14 @@ pub(crate) fn wildmatch_joined(pattern: &[u8], text: &Joined<'_>, anchor: Anchor
 }
 
 /// Compares `literal` byte for byte with the part of `text` that `anchor`
-/// selects (`AnySlash` is not used for literals and is taken as `Whole`).
-pub(crate) fn litmatch_joined(literal: &[u8], text: &Joined<'_>, anchor: Anchor) -> bool {
+/// selects (`AnySlash` is not used for literals and is taken as `Whole`),
+/// taking a step from `budget` per byte compared.
+pub(crate) fn litmatch_joined(
+    literal: &[u8],
+    text: &Joined<'_>,
+    anchor: Anchor,
+    budget: &mut u32,
+) -> bool {
     let start = match anchor {
         Anchor::TrailingElements(0) => return false,
         Anchor::TrailingElements(n) => match text.trailing_elements_start(n) {
@@ -170,11 +184,19 @@ pub(crate) fn litmatch_joined(literal: &[u8], text: &Joined<'_>, anchor: Anchor)
         },
         Anchor::Whole | Anchor::AnySlash => 0,
     };
-    text.len() - start == literal.len()
-        && literal
-            .iter()
-            .enumerate()
-            .all(|(k, &b)| text.at(start + k) == b)
+    if text.len() - start != literal.len() {
+        return false;
+    }
+    let cost = u32::try_from(literal.len()).unwrap_or(u32::MAX);
+    if *budget < cost {
+        *budget = 0;
+        return false;
+    }
+    *budget -= cost;
+    literal
+        .iter()
+        .enumerate()
+        .all(|(k, &b)| text.at(start + k) == b)
 }
 
 /// The result of one matching attempt, with rsync's two ways of saying that
@@ -510,39 +532,52 @@ mod tests {
         assert!(wm("\\a", "a"));
     }
 
+    fn joined(pattern: &[u8], text: &Joined<'_>, anchor: Anchor) -> bool {
+        let mut budget = MATCH_STEP_BUDGET;
+        wildmatch_joined(pattern, text, anchor, &mut budget)
+    }
+
+    fn literal(literal: &[u8], text: &Joined<'_>, anchor: Anchor) -> bool {
+        let mut budget = MATCH_STEP_BUDGET;
+        litmatch_joined(literal, text, anchor, &mut budget)
+    }
+
     #[test]
     fn joined_texts_match_as_one_string() {
         let text = Joined::new(&[b"dir/sub", b"/", b"file.c"]);
-        assert!(wildmatch_joined(b"dir/*/file.c", &text, Anchor::Whole));
-        assert!(wildmatch_joined(
-            b"*/file.c",
-            &text,
-            Anchor::TrailingElements(2)
-        ));
-        assert!(!wildmatch_joined(
-            b"dir/*.c",
-            &text,
-            Anchor::TrailingElements(2)
-        ));
-        assert!(wildmatch_joined(b"sub/**", &text, Anchor::AnySlash));
-        assert!(!wildmatch_joined(b"ub/**", &text, Anchor::AnySlash));
-        assert!(!wildmatch_joined(
-            b"a/b/c/d",
-            &text,
-            Anchor::TrailingElements(4)
-        ));
-        assert!(litmatch_joined(
-            b"sub/file.c",
-            &text,
-            Anchor::TrailingElements(2)
-        ));
-        assert!(litmatch_joined(b"dir/sub/file.c", &text, Anchor::Whole));
-        assert!(!litmatch_joined(b"dir/sub/file", &text, Anchor::Whole));
-        assert!(litmatch_joined(
+        assert!(joined(b"dir/*/file.c", &text, Anchor::Whole));
+        assert!(joined(b"*/file.c", &text, Anchor::TrailingElements(2)));
+        assert!(!joined(b"dir/*.c", &text, Anchor::TrailingElements(2)));
+        assert!(joined(b"sub/**", &text, Anchor::AnySlash));
+        assert!(!joined(b"ub/**", &text, Anchor::AnySlash));
+        assert!(!joined(b"a/b/c/d", &text, Anchor::TrailingElements(4)));
+        assert!(literal(b"sub/file.c", &text, Anchor::TrailingElements(2)));
+        assert!(literal(b"dir/sub/file.c", &text, Anchor::Whole));
+        assert!(!literal(b"dir/sub/file", &text, Anchor::Whole));
+        assert!(literal(
             b"dir/sub/file.c",
             &text,
             Anchor::TrailingElements(3)
         ));
+    }
+
+    #[test]
+    fn running_out_of_budget_means_no_match() {
+        let text = Joined::new(&[b"aaaa/bbbb"]);
+        let mut budget = 3;
+        assert!(!wildmatch_joined(b"**b", &text, Anchor::Whole, &mut budget));
+        assert_eq!(budget, 0);
+        let mut budget = 100;
+        assert!(wildmatch_joined(b"**b", &text, Anchor::Whole, &mut budget));
+        assert!(budget > 0);
+        let mut budget = 8;
+        assert!(!litmatch_joined(
+            b"aaaa/bbbb",
+            &text,
+            Anchor::Whole,
+            &mut budget
+        ));
+        assert_eq!(budget, 0);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! It must not decide which names are checked or in which order directories
 //! are visited: the file-list builder drives it through `Filters`.
 
+use std::cell::Cell;
 use std::ffi::OsStr;
 use std::mem;
 use std::os::unix::ffi::OsStrExt;
@@ -38,6 +39,11 @@ pub const MAX_WIRE_RULE_LEN: usize = 5119;
 /// Longest pattern kept; rsync discards (with a warning) patterns that do
 /// not fit in a path buffer.
 pub const MAX_PATTERN_LEN: usize = 4095;
+
+/// Most matching steps spent on one name across all rules of a list. A
+/// real rule set needs a small fraction of it; a hostile one is cut short
+/// here and the name counts as excluded.
+pub const CHECK_STEP_BUDGET: u32 = 1 << 24;
 
 /// Deepest nesting of merge files read from within merge files (rsync's).
 pub const MAX_MERGE_DEPTH: usize = 32;
@@ -204,6 +210,8 @@ pub struct FilterList {
     elide_receiver_only: bool,
     transfer_root: Vec<u8>,
     nul_lines: bool,
+    /// Set once a check ran out of steps, so it is logged once.
+    gave_up: Cell<bool>,
 }
 
 impl Default for FilterList {
@@ -225,6 +233,7 @@ impl FilterList {
             elide_receiver_only: true,
             transfer_root: Vec::new(),
             nul_lines: false,
+            gave_up: Cell::new(false),
         }
     }
 
@@ -316,10 +325,35 @@ impl FilterList {
     }
 
     /// Checks `name` (see `Filters` for the form) against the list: the
-    /// first rule that applies decides.
+    /// first rule that applies decides. A check that needs more than
+    /// [`CHECK_STEP_BUDGET`] steps gives up and answers `Exclude`.
     pub fn check(&self, name: &[u8], is_dir: bool) -> Verdict {
         let name = Name::new(&self.transfer_root, name);
-        self.check_entries(&self.top, &name, is_dir, self.elide_receiver_only)
+        self.check_name(&name, is_dir)
+    }
+
+    fn check_name(&self, name: &Name<'_>, is_dir: bool) -> Verdict {
+        self.check_with_budget(name, is_dir, CHECK_STEP_BUDGET)
+    }
+
+    fn check_with_budget(&self, name: &Name<'_>, is_dir: bool, mut budget: u32) -> Verdict {
+        let verdict = self.check_entries(
+            &self.top,
+            name,
+            is_dir,
+            self.elide_receiver_only,
+            &mut budget,
+        );
+        if budget > 0 {
+            return verdict;
+        }
+        if !self.gave_up.replace(true) {
+            log::warn!(
+                "filter rules too costly to match; excluding {} and any other name they cannot decide",
+                String::from_utf8_lossy(name.path)
+            );
+        }
+        Verdict::Exclude
     }
 
     pub(super) fn set_transfer_root(&mut self, dir: &[u8]) {
@@ -338,21 +372,31 @@ impl FilterList {
             path,
             rooted: true,
         };
-        self.check_entries(&self.top, &name, false, self.elide_receiver_only) == Verdict::Exclude
+        self.check_name(&name, false) == Verdict::Exclude
     }
 
+    /// The first verdict among `entries`; stops early, leaving `budget` at
+    /// 0, when the steps run out.
     fn check_entries(
         &self,
         entries: &[Entry],
         name: &Name<'_>,
         is_dir: bool,
         elide: bool,
+        budget: &mut u32,
     ) -> Verdict {
         for entry in entries {
             let verdict = match entry {
                 Entry::Rule(rule) => {
                     let receiver_only = rule.flags & flag::SIDES == flag::RECEIVER_SIDE;
-                    if (elide && receiver_only) || !rule.matches(name, is_dir) {
+                    if elide && receiver_only {
+                        continue;
+                    }
+                    let applies = rule.matches(name, is_dir, budget);
+                    if *budget == 0 {
+                        return Verdict::NoMatch;
+                    }
+                    if !applies {
                         continue;
                     }
                     if rule.flags & flag::INCLUDE != 0 {
@@ -361,13 +405,13 @@ impl FilterList {
                         Verdict::Exclude
                     }
                 }
-                Entry::DirMerge(id) => self.check_slot(*id, name, is_dir),
+                Entry::DirMerge(id) => self.check_slot(*id, name, is_dir, budget),
                 Entry::Cvs => match &self.cvs {
-                    Some(cvs) => self.check_entries(cvs, name, is_dir, elide),
+                    Some(cvs) => self.check_entries(cvs, name, is_dir, elide, budget),
                     None => Verdict::NoMatch,
                 },
             };
-            if verdict != Verdict::NoMatch {
+            if verdict != Verdict::NoMatch || *budget == 0 {
                 return verdict;
             }
         }
@@ -375,13 +419,13 @@ impl FilterList {
     }
 
     /// The newest directory's rules first, then those it inherits.
-    fn check_slot(&self, id: usize, name: &Name<'_>, is_dir: bool) -> Verdict {
+    fn check_slot(&self, id: usize, name: &Name<'_>, is_dir: bool, budget: &mut u32) -> Verdict {
         let Some(slot) = self.slots.get(id) else {
             return Verdict::NoMatch;
         };
         for frame in slot.frames.iter().rev() {
-            let verdict = self.check_entries(&frame.entries, name, is_dir, false);
-            if verdict != Verdict::NoMatch {
+            let verdict = self.check_entries(&frame.entries, name, is_dir, false, budget);
+            if verdict != Verdict::NoMatch || *budget == 0 {
                 return verdict;
             }
             if !frame.inherits {
@@ -868,4 +912,19 @@ fn read_operator_file(path: &Path, template: u32) -> Result<Vec<u8>, FilterError
             format!("failed to open {kind} file {}: {e}", path.display()),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_that_runs_out_of_steps_excludes() {
+        let mut list = FilterList::new();
+        list.add_wire_rule(b"+ *x*y*z", 29).unwrap();
+        let name = Name::new(b"", b"aaaaaaaaaaaaxyz");
+        assert_eq!(list.check_with_budget(&name, false, 1000), Verdict::Include);
+        assert_eq!(list.check_with_budget(&name, false, 5), Verdict::Exclude);
+        assert!(list.gave_up.get());
+    }
 }

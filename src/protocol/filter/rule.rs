@@ -174,8 +174,9 @@ fn wildcard_flags(pattern: &[u8]) -> u32 {
 impl Rule {
     /// Whether this rule applies to `name`: its pattern matches (or, when
     /// negated, does not). A directory-only rule tested on a non-directory
-    /// counts as not matching, before negation.
-    pub fn matches(&self, name: &Name<'_>, is_dir: bool) -> bool {
+    /// counts as not matching, before negation. Matching takes its steps
+    /// from `budget`; the caller must treat a budget left at 0 as "gave up".
+    pub fn matches(&self, name: &Name<'_>, is_dir: bool, budget: &mut u32) -> bool {
         if name.path.is_empty() || self.flags & flag::XATTR != 0 {
             return false;
         }
@@ -216,9 +217,9 @@ impl Rule {
         };
         let anchor = self.anchor(anchored);
         let matched = if self.flags & flag::WILD != 0 {
-            wildmatch_joined(pattern, &text, anchor)
+            wildmatch_joined(pattern, &text, anchor, budget)
         } else {
-            litmatch_joined(pattern, &text, anchor)
+            litmatch_joined(pattern, &text, anchor, budget)
         };
         if matched {
             hit
@@ -251,7 +252,12 @@ mod tests {
     }
 
     fn hits(r: &Rule, name: &str, is_dir: bool) -> bool {
-        r.matches(&Name::new(b"", name.as_bytes()), is_dir)
+        matches(r, &Name::new(b"", name.as_bytes()), is_dir)
+    }
+
+    fn matches(r: &Rule, name: &Name<'_>, is_dir: bool) -> bool {
+        let mut budget = u32::MAX;
+        r.matches(name, is_dir, &mut budget)
     }
 
     #[test]
@@ -354,10 +360,10 @@ mod tests {
     fn absolute_rules_see_the_transfer_root() {
         let r = rule("/top/sub/x", flag::ABS_PATH);
         let name = Name::new(b"top/sub", b"x");
-        assert!(r.matches(&name, false));
+        assert!(matches(&r, &name, false));
         assert!(!hits(&r, "x", false));
         // A rooted name is already module-relative.
-        assert!(r.matches(&Name::new(b"elsewhere", b"/top/sub/x"), false));
+        assert!(matches(&r, &Name::new(b"elsewhere", b"/top/sub/x"), false));
     }
 
     #[test]
@@ -367,8 +373,8 @@ mod tests {
             .unwrap();
         assert_eq!(&*r.pattern, b"/a/b/x");
         assert!(r.flags & flag::ABS_PATH != 0);
-        assert!(r.matches(&Name::new(b"a", b"b/x"), false));
-        assert!(!r.matches(&Name::new(b"a", b"x"), false));
+        assert!(matches(&r, &Name::new(b"a", b"b/x"), false));
+        assert!(!matches(&r, &Name::new(b"a", b"x"), false));
         // Unanchored per-directory rules stay as they are.
         let r = build(b"x/y", 0, xflag::ANCHORED2ABS, b"a")
             .unwrap()
@@ -386,7 +392,7 @@ mod tests {
         assert!(r.flags & flag::ABS_PATH == 0);
         let r = build(b"a/b", 0, daemon, b"").unwrap().unwrap();
         assert!(r.flags & flag::ABS_PATH != 0);
-        assert!(r.matches(&Name::new(b"a", b"b"), false));
+        assert!(matches(&r, &Name::new(b"a", b"b"), false));
         // Includes keep their directory-only meaning.
         let r = build(b"keep/", flag::INCLUDE, daemon, b"")
             .unwrap()
