@@ -74,44 +74,71 @@ pub(super) fn is_ancestor_or_self(ancestor: &[u8], dir: &[u8]) -> bool {
 
 /// Opens the regular file at the normalised module-relative path `rel`
 /// beneath `root`, refusing symlinks in every component so the name cannot
-/// lead out of the module, and without blocking on a FIFO.
+/// lead out of the module. Anything but a regular file (a FIFO, a device)
+/// is refused before it is opened, so opening has no side effects.
 pub(super) fn open_beneath(root: &Path, rel: &[u8]) -> io::Result<File> {
-    let mut current = File::open(root)?;
-    let mut components = rel
-        .split(|&b| b == b'/')
-        .filter(|c| !c.is_empty())
-        .peekable();
-    if components.peek().is_none() {
+    let mut components = rel.split(|&b| b == b'/').filter(|c| !c.is_empty());
+    let Some(mut component) = components.next() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "empty merge-file name",
         ));
+    };
+    let mut dir = File::open(root)?;
+    for next in components {
+        dir = open_at(&dir, component, libc::O_DIRECTORY)?;
+        component = next;
     }
-    while let Some(component) = components.next() {
-        let last = components.peek().is_none();
-        let mode = if last {
-            libc::O_NONBLOCK
-        } else {
-            libc::O_DIRECTORY
-        };
-        let name = CString::new(component)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in merge-file name"))?;
-        let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | mode;
-        // SAFETY: `current` is an open directory and `name` a valid C string.
-        let fd = unsafe { libc::openat(current.as_raw_fd(), name.as_ptr(), flags) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by openat and is owned by nobody else.
-        current = unsafe { File::from_raw_fd(fd) };
+    let name = c_name(component)?;
+    // SAFETY: an all-zero `stat` is a valid value for fstatat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `dir` is an open directory, `name` a valid C string and `st`
+    // a writable stat buffer.
+    let rc = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
     }
-    if !current.metadata()?.is_file() {
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a regular file",
         ));
     }
-    Ok(current)
+    // Non-blocking in case the file was swapped for a FIFO meanwhile; the
+    // type is checked again on what was opened.
+    let file = open_at(&dir, component, libc::O_NONBLOCK | libc::O_NOCTTY)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+fn c_name(component: &[u8]) -> io::Result<CString> {
+    CString::new(component)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in merge-file name"))
+}
+
+/// Opens `component` in `dir` for reading, never through a symlink.
+fn open_at(dir: &File, component: &[u8], extra: libc::c_int) -> io::Result<File> {
+    let name = c_name(component)?;
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | extra;
+    // SAFETY: `dir` is an open directory and `name` a valid C string.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by openat and is owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 /// Opens a file the operator named in the configuration.
@@ -296,11 +323,17 @@ mod tests {
         std::fs::write(root.join("d/f"), b"- x\n").unwrap();
         std::os::unix::fs::symlink("d", root.join("link")).unwrap();
         std::os::unix::fs::symlink("f", root.join("d/flink")).unwrap();
+        let fifo =
+            std::ffi::CString::new(root.join("d/fifo").into_os_string().into_encoded_bytes())
+                .unwrap();
+        // SAFETY: `fifo` is a valid C string naming a path in our scratch dir.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         let read = |rel: &[u8]| open_beneath(&root, rel).and_then(read_bounded);
         assert_eq!(read(b"d/f").unwrap(), b"- x\n");
         assert!(read(b"link/f").is_err());
         assert!(read(b"d/flink").is_err());
         assert!(read(b"d").is_err());
+        assert!(read(b"d/fifo").is_err());
         assert!(read(b"d/missing").is_err());
         assert!(read(b"").is_err());
         std::fs::remove_dir_all(&root).unwrap();

@@ -92,7 +92,7 @@ const CVS_DEFAULT_IGNORES: &[&str] = &[
 ];
 
 /// One element of a list.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Entry {
     Rule(Rule),
     /// A dir-merge rule: the rules read for it so far, by slot number.
@@ -102,7 +102,7 @@ enum Entry {
 }
 
 /// The rules one directory's merge file contributed to a dir-merge rule.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Frame {
     depth: u32,
     entries: Vec<Entry>,
@@ -111,7 +111,7 @@ struct Frame {
 }
 
 /// A dir-merge rule in effect, with the rules read for it per directory.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Slot {
     /// The file to read in each directory; a path until its first use.
     name: Vec<u8>,
@@ -176,15 +176,11 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn error(&self, kind: FilterErrorKind, what: &str, text: &[u8]) -> FilterError {
         const SHOWN: usize = 200;
+        let shown = String::from_utf8_lossy(&text[..text.len().min(SHOWN)]);
         let message = match self.origin {
-            Origin::Wire => format!(
-                "{what}: {}",
-                String::from_utf8_lossy(&text[..text.len().min(SHOWN)])
-            ),
-            Origin::Config => format!(
-                "{what} in the module's filter configuration: {}",
-                String::from_utf8_lossy(&text[..text.len().min(SHOWN)])
-            ),
+            Origin::Wire if text.is_empty() => format!("{what} from the client"),
+            Origin::Wire => format!("{what}: {shown}"),
+            Origin::Config => format!("{what} in the module's filter configuration: {shown}"),
             Origin::File { path, line } => {
                 let path = String::from_utf8_lossy(path);
                 match line {
@@ -198,7 +194,9 @@ impl Ctx<'_> {
 }
 
 /// An ordered list of filter rules: the client's, or the daemon's own.
-#[derive(Debug)]
+/// Cloning one gives an independent copy (a module's daemon rules can be
+/// parsed once and cloned for each connection).
+#[derive(Debug, Clone)]
 pub struct FilterList {
     top: Vec<Entry>,
     slots: Vec<Slot>,
@@ -305,13 +303,13 @@ impl FilterList {
             list.parse_top(text, flag::WORD_SPLIT, daemon, ctx)?;
         }
         if let Some(path) = rules.include_from {
-            list.parse_top_file(path, flag::INCLUDE, old | xflag::FATAL_ERRORS)?;
+            list.parse_top_file(path, flag::INCLUDE, old)?;
         }
         if let Some(text) = rules.include {
             list.parse_top(text, flag::INCLUDE | flag::WORD_SPLIT, old, ctx)?;
         }
         if let Some(path) = rules.exclude_from {
-            list.parse_top_file(path, 0, old | xflag::FATAL_ERRORS)?;
+            list.parse_top_file(path, 0, old)?;
         }
         if let Some(text) = rules.exclude {
             list.parse_top(text, flag::WORD_SPLIT, old, ctx)?;
@@ -736,7 +734,9 @@ impl FilterList {
             },
             ..ctx
         };
-        self.parse_bytes(out, &bytes, template, xflag::FATAL_ERRORS, inner)
+        // What a merged file holds is taken as written: no anchoring to a
+        // directory, no dropping of rules for either side.
+        self.parse_bytes(out, &bytes, template, 0, inner)
     }
 
     fn init_cvs(&mut self, template: u32, ctx: Ctx<'_>) -> Result<(), FilterError> {

@@ -20,38 +20,48 @@
 //! `mod/a/b/` has transfer root `a/b` and names `x`, `sub`, `sub/y`, … With
 //! `--relative`, the transfer root is the module root (or the part before a
 //! `/./`) and names are the whole remaining path, `a/b`, `a/b/x`, … Names
-//! never start with `./`, never end with `/` and have no empty, `.` or `..`
-//! components. `is_dir` tells whether the entry is sent as a directory.
+//! never start with `/` or `./`, never end with `/` and have no empty, `.`
+//! or `..` components (rsync cleans them the same way). `is_dir` says
+//! whether the entry goes into the list as a directory (a symlink is not
+//! one unless it is followed).
 //!
-//! The order of calls, as flist.c makes them:
-//! - A top-level argument that is not a "dot dir" (`mod/a/b/`, `.`, `..` are
-//!   dot dirs and are never checked) is checked with
-//!   [`Filters::is_daemon_excluded`] first: if excluded it is reported as
-//!   missing. Then with [`Filters::is_excluded`]: if excluded it is skipped
-//!   silently. With `--relative`, each leading directory of the argument
-//!   (`a`, `a/b` for `a/b/c`) is checked with `is_daemon_excluded(dir, true)`
-//!   first and a hit also means "missing"; the implied directories themselves
-//!   are sent subject to the daemon's rules only (`is_daemon_excluded`).
-//! - Before reading a directory's entries, [`Filters::push_dir`] with the
-//!   directory's name (`""` or `"."` for the transfer root itself, as for a
-//!   `mod/a/b/` request); after its whole subtree is done,
-//!   [`Filters::pop_dir`]. With `--relative`, the implied directories are
-//!   pushed too, outermost first, before the argument's own directory.
-//! - Each entry read from a directory is checked with
-//!   [`Filters::is_excluded`]; an excluded directory is not entered.
+//! The order of calls, as flist.c makes them for each top-level argument:
+//! 1. Dot dirs (`mod/a/b/`, `.`, `..`) are never checked. Any other
+//!    argument is checked with [`Filters::is_daemon_excluded`] (a hit means
+//!    "no such file"); with `--relative` so is each leading directory
+//!    (`a`, `a/b` for `a/b/c`, with `is_dir` true). Then with
+//!    [`Filters::is_excluded`]: a hit skips the argument silently, and with
+//!    it any implied directories.
+//! 2. With `--relative`, the implied directories (`a`, `a/b`) are sent
+//!    subject to the daemon's rules only (`is_daemon_excluded`), and each
+//!    is entered with [`Filters::push_dir`], outermost first; they may stay
+//!    entered for a following argument below the same directories.
+//! 3. The argument itself goes into the list unchecked; when it is a
+//!    directory, [`Filters::push_dir`] with its name (`""` or `"."` for a
+//!    dot dir), then every entry read from it is checked with
+//!    [`Filters::is_excluded`] and the kept subdirectories are walked the
+//!    same way, each between its own `push_dir` and [`Filters::pop_dir`].
+//!    An excluded directory is not entered.
+//!
+//! Matching has no allocation; a name costs at most [`CHECK_STEP_BUDGET`]
+//! matching steps per list (some tens of milliseconds), after which it is
+//! treated as excluded, so a hostile rule set cannot stall the sender.
 //!
 //! # Wire
 //!
 //! At protocol 29 the client sends its rules before the file list as items
 //! of an int32 length followed by that many bytes, ended by a zero length;
 //! each item goes to [`FilterList::add_wire_rule`]. An item longer than
-//! [`MAX_WIRE_RULE_LEN`] ends the transfer (rsync's overflow exit). Clients
-//! send `-F` as `: /.rsync-filter` and `-FF` as that plus `- .rsync-filter`;
-//! they never send `protect`/`risk` rules (only the receiver uses them) and
-//! expand their own `merge` files, so a merge rule from the wire is refused.
-//! `-C` is not sent as rules: the client passes `-C` among the server
-//! arguments, and the sender then calls [`FilterList::add_cvs_exclude`]
-//! after the last wire rule.
+//! [`MAX_WIRE_RULE_LEN`] ends the transfer (rsync's overflow exit), and any
+//! error from a rule ends it too (rsync exits with code 1). Clients send
+//! `-F` as `: /.rsync-filter` and `-FF` as that plus `- .rsync-filter`; they
+//! expand their own `merge` files and never send `protect`/`risk` rules
+//! (only the receiver uses them), so a merge rule from the wire is refused
+//! and receiver-only rules are ignored. `-C` is not sent as rules: the
+//! client passes `-C` among the server arguments, and the sender then calls
+//! [`FilterList::add_cvs_exclude`] after the last wire rule. The sender
+//! reads neither `$HOME/.cvsignore` nor `$CVSIGNORE`: a daemon's
+//! environment is no business of the client's.
 
 mod files;
 mod list;

@@ -23,8 +23,6 @@ pub(super) mod xflag {
     pub const ABS_IF_SLASH: u32 = 1 << 2;
     /// An exclude of `dir/` becomes `dir/***` (daemon configuration).
     pub const DIR2WILD3: u32 = 1 << 3;
-    /// A merge file that cannot be opened is an error, not an empty file.
-    pub const FATAL_ERRORS: u32 = 1 << 4;
 }
 
 /// One rule as written: its flags, its pattern and the text after it.
