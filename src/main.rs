@@ -61,7 +61,10 @@ fn run(inv: &Invocation, settings: &Settings) -> ExitCode {
         }
         Command::Daemon => run_daemon(settings),
         Command::Serve => {
-            let server = Server::new(settings, None);
+            let server = match Server::new(settings, None) {
+                Ok(s) => s,
+                Err(e) => return usage_failure(e),
+            };
             match daemon::serve_stdio(&server) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => runtime_failure(e),
@@ -85,7 +88,10 @@ fn run_daemon(settings: &Settings) -> ExitCode {
         Some(Ok(p)) => Some(p),
         None => None,
     };
-    let server = Arc::new(Server::new(settings, None));
+    let server = match Server::new(settings, None) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return usage_failure(e),
+    };
     let pool = listener::PoolConfig {
         workers: settings.global.workers,
         max_connections: settings.global.module_defaults.max_connections as usize,

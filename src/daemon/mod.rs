@@ -11,7 +11,8 @@ pub mod session;
 pub mod signals;
 
 use crate::cache::{BuildGuard, Cache};
-use crate::config::{self, Settings};
+use crate::config::{self, ModuleParams, Settings};
+use crate::protocol::filter::{DaemonRules, FilterList};
 use crate::protocol::io::Conn;
 use crate::protocol::wire::WireWrite;
 use access::Access;
@@ -29,18 +30,35 @@ pub struct StaticModule {
     pub list: bool,
     pub access: Access,
     pub timeout: Option<Duration>,
+    pub filters: FilterList,
+}
+
+/// The module's `filter`, `include from`, `include`, `exclude from` and
+/// `exclude` parameters as one rule list.
+fn daemon_filters(name: &str, p: &ModuleParams) -> Result<FilterList, String> {
+    let include = p.include.join(" ");
+    let exclude = p.exclude.join(" ");
+    let rules = DaemonRules {
+        filter: p.filter.as_deref().map(str::as_bytes),
+        include_from: p.include_from.as_deref(),
+        include: (!include.is_empty()).then_some(include.as_bytes()),
+        exclude_from: p.exclude_from.as_deref(),
+        exclude: (!exclude.is_empty()).then_some(exclude.as_bytes()),
+    };
+    FilterList::from_daemon_rules(&rules).map_err(|e| format!("module [{name}]: {e}"))
 }
 
 impl StaticModule {
-    fn from_config(m: &config::Module) -> StaticModule {
-        StaticModule {
+    fn from_config(m: &config::Module) -> Result<StaticModule, String> {
+        Ok(StaticModule {
             name: m.name.clone(),
             path: m.path.clone(),
             comment: m.params.comment.clone(),
             list: m.params.list,
             access: Access::new(&m.params.hosts_allow, &m.params.hosts_deny),
             timeout: m.params.timeout,
-        }
+            filters: daemon_filters(&m.name, &m.params)?,
+        })
     }
 }
 
@@ -50,6 +68,7 @@ pub struct Module {
     pub root: ModuleRoot,
     pub access: Access,
     pub timeout: Option<Duration>,
+    pub filters: FilterList,
 }
 
 pub enum ModuleRoot {
@@ -63,28 +82,36 @@ pub struct Server {
     pub modules: Vec<StaticModule>,
     pub motd: Option<Vec<u8>>,
     pub cache: Option<Cache>,
-    /// Access rules and timeout for build modules (the global settings).
+    /// Access rules, timeout and filters for build modules (the global
+    /// settings).
     pub build_access: Access,
     pub build_timeout: Option<Duration>,
+    pub build_filters: FilterList,
 }
 
 impl Server {
     /// The daemon's view of the settings. The MOTD file is read once here:
-    /// an unreadable one is logged and skipped, as rsyncd does.
-    pub fn new(settings: &Settings, cache: Option<Cache>) -> Server {
+    /// an unreadable one is logged and skipped, as rsyncd does. A module's
+    /// filter rules that cannot be used are an error.
+    pub fn new(settings: &Settings, cache: Option<Cache>) -> Result<Server, String> {
         let motd = settings.global.motd_file.as_ref().and_then(|path| {
             std::fs::read(path)
                 .map_err(|e| log::warn!("motd file {}: {e}", path.display()))
                 .ok()
         });
         let defaults = &settings.global.module_defaults;
-        Server {
-            modules: settings.modules.iter().map(StaticModule::from_config).collect(),
+        Ok(Server {
+            modules: settings
+                .modules
+                .iter()
+                .map(StaticModule::from_config)
+                .collect::<Result<_, _>>()?,
             motd,
             cache,
             build_access: Access::new(&defaults.hosts_allow, &defaults.hosts_deny),
             build_timeout: defaults.timeout,
-        }
+            build_filters: daemon_filters("global", defaults)?,
+        })
     }
 
     /// Listable modules with their comments, static ones first.
@@ -115,6 +142,7 @@ impl Server {
                 root: ModuleRoot::Static(m.path.clone()),
                 access: m.access.clone(),
                 timeout: m.timeout,
+                filters: m.filters.clone(),
             })));
         }
         let Some(cache) = &self.cache else {
@@ -143,6 +171,7 @@ impl Server {
                 root: ModuleRoot::Build(guard),
                 access: self.build_access.clone(),
                 timeout: self.build_timeout,
+                filters: self.build_filters.clone(),
             })),
             Ok(None) => Ok(None),
             Err(e) => Err(e.to_string()),

@@ -9,7 +9,6 @@
 //! before exiting with code 5.
 
 use super::{Module, ModuleRoot, Server};
-use crate::protocol::filter::Filters;
 use crate::protocol::io::Conn;
 use crate::protocol::options::{self, Options};
 use crate::protocol::sender::{self, Pull, TransferStats};
@@ -184,7 +183,7 @@ fn handshake(server: &Server, conn: &mut Conn, peer: Option<IpAddr>) -> io::Resu
         source: &source,
         module: &module.name,
         paths,
-        filters: Filters::default(),
+        daemon_filters: module.filters.clone(),
     };
     let outcome = match sender::run(conn, pull) {
         Ok(stats) => Outcome::Pulled {

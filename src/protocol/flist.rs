@@ -9,7 +9,7 @@
 //! again with the same comparison, and file indices on the wire are positions
 //! in that sorted order.
 
-use super::filter::{FilterLevel, Filters};
+use super::filter::{DirToken, FilterError, Filters};
 use super::io::MsgTag;
 use super::options::{MissingArgs, Options};
 use super::wire::WireWrite;
@@ -98,6 +98,21 @@ impl Entry {
     fn is_special(&self) -> bool {
         matches!(self.mode & source::S_IFMT, source::S_IFIFO | source::S_IFSOCK)
     }
+}
+
+/// Which filters apply to a name (flist.c's filter levels).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FilterLevel {
+    /// None: names the client gave on the command line.
+    None,
+    /// The module's rules only: directories implied by `--relative`.
+    Daemon,
+    /// The module's rules, then the client's.
+    All,
+}
+
+fn filter_error(e: FilterError) -> io::Error {
+    io::Error::other(e.to_string())
 }
 
 /// Where errors and warnings met while building go, and a chance to send
@@ -351,6 +366,9 @@ pub struct Builder<'a> {
     /// With -R, a leading `./` in an argument lists the transfer root "."
     /// itself, once.
     sent_implied_dot: bool,
+    /// With -R, the implied directories entered for filtering, outermost
+    /// first; they stay entered while following arguments share them.
+    implied_scopes: Vec<(Vec<u8>, DirToken)>,
 }
 
 impl<'a> Builder<'a> {
@@ -381,6 +399,7 @@ impl<'a> Builder<'a> {
             follow_links: opts.copy_links || opts.copy_dirlinks || opts.copy_unsafe_links,
             last_implied: Vec::new(),
             sent_implied_dot: false,
+            implied_scopes: Vec::new(),
         }
     }
 
@@ -415,7 +434,30 @@ impl<'a> Builder<'a> {
         for path in paths {
             self.add_argument(path)?;
         }
+        self.leave_implied_dirs(b"");
         Ok(self.list)
+    }
+
+    fn excluded(&self, name: &[u8], is_dir: bool, level: FilterLevel) -> bool {
+        match level {
+            FilterLevel::None => false,
+            FilterLevel::Daemon => self.filters.is_daemon_excluded(name, is_dir),
+            FilterLevel::All => self.filters.is_excluded(name, is_dir),
+        }
+    }
+
+    /// Leaves the implied directories that `dirs` does not lie under.
+    fn leave_implied_dirs(&mut self, dirs: &[u8]) {
+        while let Some((name, _)) = self.implied_scopes.last() {
+            let inside = dirs.starts_with(name)
+                && (dirs.len() == name.len() || dirs[name.len()] == b'/');
+            if inside && !dirs.is_empty() {
+                break;
+            }
+            if let Some((_, token)) = self.implied_scopes.pop() {
+                self.filters.pop_dir(token);
+            }
+        }
     }
 
     fn add_root(&mut self, dir: &[u8]) -> u32 {
@@ -446,9 +488,14 @@ impl<'a> Builder<'a> {
             }
         };
         let root = self.add_root(&real_dir);
+        self.filters.set_transfer_root(&dir);
         if dot_prefix && !self.sent_implied_dot {
             self.sent_implied_dot = true;
-            self.send_file_name(root, b".", None, 0, FilterLevel::All)?;
+            self.send_file_name(root, b".", None, 0, FilterLevel::None)?;
+        }
+        if name_type != NameType::DotDir && self.daemon_hides(root, &name) {
+            let err = io::Error::from(io::ErrorKind::NotFound);
+            return self.os_error("link_stat", root, &name, &err);
         }
         let follow = self.opts.copy_dirlinks || name_type != NameType::Normal;
         let st = match self.stat_arg(root, &name, follow) {
@@ -461,7 +508,7 @@ impl<'a> Builder<'a> {
                 return self.os_error("link_stat", root, &name, &err);
             }
         };
-        if name_type != NameType::DotDir && self.filters.excluded(&name, st.is_dir(), FilterLevel::All) {
+        if name_type != NameType::DotDir && self.filters.is_excluded(&name, st.is_dir()) {
             return Ok(());
         }
         if st.is_dir() && !self.xfer_dirs() {
@@ -485,6 +532,27 @@ impl<'a> Builder<'a> {
             self.send_file_name(root, &name, Some(st), 0, FilterLevel::None)?;
         }
         Ok(())
+    }
+
+    /// Whether the module's rules hide a command-line name or, with `-R`,
+    /// one of the directories leading to it: such names do not exist for
+    /// the client.
+    fn daemon_hides(&self, root: u32, name: &[u8]) -> bool {
+        if self.opts.relative {
+            let leading = name
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b == b'/')
+                .any(|(i, _)| self.filters.is_daemon_excluded(&name[..i], true));
+            if leading {
+                return true;
+            }
+        }
+        let is_dir = matches!(
+            self.source.lstat(&self.list_path(root, name)),
+            Ok(st) if st.is_dir()
+        );
+        self.filters.is_daemon_excluded(name, is_dir)
     }
 
     /// rsync's link_stat for a command-line name: follows intermediate links
@@ -515,6 +583,7 @@ impl<'a> Builder<'a> {
     /// too (once per run of arguments sharing them), unfiltered, following
     /// links, so the client can create them with the right attributes.
     fn send_implied_dirs(&mut self, root: u32, dirs: &[u8]) -> io::Result<()> {
+        self.leave_implied_dirs(dirs);
         let common = common_dir_prefix(&self.last_implied, dirs);
         let mut end = common;
         while end < dirs.len() {
@@ -531,6 +600,11 @@ impl<'a> Builder<'a> {
                 break;
             }
             self.send_file_name(root, name, Some(st), 0, FilterLevel::Daemon)?;
+            let entered = self.implied_scopes.iter().any(|(n, _)| n == name);
+            if !entered {
+                let token = self.filters.push_dir(name).map_err(filter_error)?;
+                self.implied_scopes.push((name.to_vec(), token));
+            }
         }
         self.last_implied = dirs.to_vec();
         Ok(())
@@ -587,10 +661,7 @@ impl<'a> Builder<'a> {
             _ => match self.readlink_stat(root, name) {
                 Ok(found) => found,
                 Err(err) => {
-                    if level != FilterLevel::None
-                        && (self.filters.excluded(name, false, level)
-                            || self.filters.excluded(name, true, level))
-                    {
+                    if self.excluded(name, false, level) || self.excluded(name, true, level) {
                         return Ok(None);
                     }
                     self.stat_failed(root, name, &err)?;
@@ -617,7 +688,7 @@ impl<'a> Builder<'a> {
             } else {
                 flags &= !FLAG_CONTENT_DIR;
             }
-            if self.filters.excluded(name, st.is_dir(), level) {
+            if self.excluded(name, st.is_dir(), level) {
                 return Ok(None);
             }
         }
@@ -752,9 +823,10 @@ impl<'a> Builder<'a> {
         } else {
             dir_path
         };
-        let scope = self.filters.enter_dir(self.source, &real_dir, &dir_name);
+        let filter_name: &[u8] = if dir_name == b"." { b"" } else { &dir_name };
+        let scope = self.filters.push_dir(filter_name).map_err(filter_error)?;
         let result = self.send_directory(root, &dir_name, &real_dir);
-        self.filters.leave_dir(scope);
+        self.filters.pop_dir(scope);
         result
     }
 

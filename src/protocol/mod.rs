@@ -1,10 +1,18 @@
 //! The rsync wire protocol, sender side, protocols 27 to 29. No policy lives
 //! here: which tree to serve and who may pull it is the daemon's business.
+//!
+//! - [`io`]: the connection's bytes (non-blocking, full duplex, multiplexed
+//!   output); [`wire`]: integer and string encodings.
+//! - [`options`]: the client's arguments.
+//! - [`filter`] and [`wildmatch`]: include/exclude rules.
+//! - [`flist`]: the file list: building, sorting, encoding.
+//! - [`sender`]: the per-file loop; [`token`]: how deltas are encoded.
 
-pub mod io;
-pub mod wire;
 pub mod filter;
 pub mod flist;
+pub mod io;
 pub mod options;
-pub mod token;
 pub mod sender;
+pub mod token;
+pub mod wildmatch;
+pub mod wire;

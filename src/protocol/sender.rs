@@ -7,7 +7,8 @@
 //! sum. Phase markers (-1) are echoed; at protocol 29 there is a second,
 //! "redo" phase for files whose checksum failed. Then the statistics.
 
-use super::filter::Filters;
+use super::filter::{FilterList, Filters};
+use super::filter::MAX_WIRE_RULE_LEN;
 use super::flist::{self, Builder, Encoder, FileList, Reporter};
 use super::io::{Conn, MsgTag};
 use super::options::{Compression, Options};
@@ -25,8 +26,6 @@ pub const MAX_BLOCK_LEN: i32 = 1 << 29;
 /// the sums are read and dropped and the file goes whole, so a client's
 /// claims never decide how much memory we allocate.
 pub const MAX_SUM_BYTES: usize = 32 * 1024 * 1024;
-/// Longest filter rule a client may send (rsync's BIGPATHBUFLEN).
-pub const MAX_FILTER_RULE_LEN: usize = 5 * 1024;
 
 const NDX_DONE: i32 = -1;
 const ITEM_BASIS_TYPE_FOLLOWS: u16 = 1 << 11;
@@ -82,7 +81,8 @@ pub struct Pull<'a> {
     pub module: &'a str,
     /// Source paths relative to the module root, already sanitised.
     pub paths: Vec<Vec<u8>>,
-    pub filters: Filters,
+    /// The module's own filter rules.
+    pub daemon_filters: FilterList,
 }
 
 impl Reporter for Conn {
@@ -117,23 +117,25 @@ pub fn refuse(conn: &mut Conn, message: &str) -> io::Result<()> {
 }
 
 /// Runs one pull on a connection whose handshake is done.
-pub fn run(conn: &mut Conn, mut pull: Pull) -> Result<TransferStats, TransferError> {
+pub fn run(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError> {
     let opts = pull.opts;
     let seed = choose_seed(opts);
     conn.write_i32(seed as i32)?;
     conn.start_multiplex();
-    receive_filter_rules(conn, &mut pull.filters, pull.protocol)?;
+    let client_filters = receive_filter_rules(conn, opts, pull.protocol)?;
+    let mut filters = Filters::new(
+        pull.source.root(),
+        pull.daemon_filters.clone(),
+        client_filters,
+    );
 
     let started = Instant::now();
-    let mut list = Builder::new(
-        opts,
-        pull.protocol,
-        pull.source,
-        &mut pull.filters,
-        conn,
-        pull.module,
-    )
-    .build(&pull.paths)?;
+    let built = Builder::new(opts, pull.protocol, pull.source, &mut filters, conn, pull.module)
+        .build(&pull.paths);
+    let mut list = match built {
+        Ok(list) => list,
+        Err(e) => return fatal(conn, format!("rsync: [sender] {e}")),
+    };
     let build_ms = started.elapsed().as_millis().max(1) as i64;
     let started = Instant::now();
     Encoder::new(opts, pull.protocol).send_list(conn, &list)?;
@@ -177,23 +179,39 @@ pub fn run(conn: &mut Conn, mut pull: Pull) -> Result<TransferStats, TransferErr
     Ok(stats)
 }
 
-/// exclude.c recv_filter_list: (length, rule) pairs ended by a zero length.
-fn receive_filter_rules(conn: &mut Conn, filters: &mut Filters, protocol: u32) -> Result<(), TransferError> {
+/// Ends a pull with an error the client prints (rsync's fatal errors on
+/// the sender: the message, then the connection closes).
+fn fatal<T>(conn: &mut Conn, text: String) -> Result<T, TransferError> {
+    conn.send_msg(MsgTag::Error, format!("{text}\n").as_bytes())?;
+    conn.flush()?;
+    Err(TransferError::Protocol(text))
+}
+
+/// exclude.c recv_filter_list: (length, rule) pairs ended by a zero length,
+/// then the CVS rules when the client asked for `-C`.
+fn receive_filter_rules(conn: &mut Conn, opts: &Options, protocol: u32) -> Result<FilterList, TransferError> {
+    let mut list = FilterList::new();
     let mut rule = Vec::new();
     loop {
         let len = conn.read_i32()?;
         if len == 0 {
-            return Ok(());
+            break;
         }
-        if len < 0 || len as usize >= MAX_FILTER_RULE_LEN {
-            return protocol_error(format!("filter rule of {len} bytes is too long"));
+        if len < 0 || len as usize > MAX_WIRE_RULE_LEN {
+            return fatal(conn, format!("rsync: [sender] filter rule of {len} bytes is too long"));
         }
         rule.resize(len as usize, 0);
         conn.read_exact(&mut rule)?;
-        if let Err(e) = filters.add_wire_rule(&rule, protocol) {
-            return protocol_error(e.to_string());
+        if let Err(e) = list.add_wire_rule(&rule, protocol) {
+            return fatal(conn, format!("rsync: [sender] {e}"));
         }
     }
+    if opts.cvs_exclude {
+        if let Err(e) = list.add_cvs_exclude() {
+            return fatal(conn, format!("rsync: [sender] {e}"));
+        }
+    }
+    Ok(list)
 }
 
 /// main.c read_final_goodbye: the client's last word is one more -1.
