@@ -7,4 +7,5 @@ pub mod filter;
 pub mod flist;
 pub mod options;
 pub mod token;
+pub mod deflate;
 pub mod sender;
