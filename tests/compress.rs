@@ -279,9 +279,15 @@ struct Pull {
     command: String,
 }
 
+/// The client: `rsync`, or the older one named by `UPSERV_TEST_RSYNC_OLD`
+/// (as the shared harness will have it, e.g. Debian's 3.2.7).
+fn client() -> String {
+    std::env::var("UPSERV_TEST_RSYNC_OLD").unwrap_or_else(|_| "rsync".to_string())
+}
+
 /// Runs the real client; a run over [`PULL_TIMEOUT`] is killed and fails.
 fn pull(port: u16, opts: &[String], dest: &Path) -> Pull {
-    let mut cmd = Command::new("rsync");
+    let mut cmd = Command::new(client());
     cmd.arg("-a")
         .args(opts)
         .arg(format!("rsync://127.0.0.1:{port}/m/"))

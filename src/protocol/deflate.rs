@@ -40,7 +40,7 @@ const MAX_REL_DISTANCE: i64 = 0x3f;
 /// A run carries its extra block count in 16 bits.
 const MAX_RUN_EXTRA: u32 = 0xffff;
 /// The largest compressed chunk: its length must fit in 14 bits.
-pub const MAX_DATA_COUNT: usize = 16383;
+const MAX_DATA_COUNT: usize = 16383;
 /// What a sync flush ends with: an empty stored block's length and its
 /// complement. Never sent: the receiver supplies these bytes itself.
 const SYNC_TRAILER: [u8; 4] = [0, 0, 0xff, 0xff];
@@ -54,7 +54,7 @@ const WINDOW_SIZE: usize = 32 * 1024;
 /// shared quirk (fixed at 31), so we must repeat it exactly.
 const HISTORY_PIECE: usize = 0xffff;
 /// rsync's level when the client names none (zlib's Z_DEFAULT_COMPRESSION).
-pub const DEFAULT_LEVEL: u32 = 6;
+const DEFAULT_LEVEL: u32 = 6;
 /// The client's "use the default" level.
 const LEVEL_DEFAULT_REQUEST: i32 = -1;
 /// The levels deflate knows; 0 turns compression off (init_compression_level).
@@ -259,6 +259,10 @@ impl<W: WireWrite> DeflatedTokens<'_, W> {
     /// window since our last literal. Only the window's worth at the end
     /// can be referred to, so that is all we feed; the output is dropped
     /// because the receiver rebuilds this history from its own blocks.
+    /// (rsync compresses every matched byte for this; deferring it to the
+    /// next literal and keeping only the tail spares the CPU on delta pulls
+    /// that are mostly matches.) No literal run is open here: history only
+    /// grows in `matched`, which closes it.
     fn catch_up_history(&mut self) -> io::Result<()> {
         if self.d.history.is_empty() {
             return Ok(());

@@ -7,10 +7,10 @@
 //! sum. Phase markers (-1) are echoed; at protocol 29 there is a second,
 //! "redo" phase for files whose checksum failed. Then the statistics.
 
+use super::deflate::Deflater;
 use super::filter::Filters;
 use super::flist::{self, Builder, Encoder, FileList, Reporter};
 use super::io::{Conn, MsgTag};
-use super::deflate::Deflater;
 use super::options::Options;
 use super::token::{SimpleTokens, TokenWriter, Tokens};
 use super::wire::{WireRead, WireWrite};
