@@ -6,8 +6,10 @@
 //! - [`options`]: the client's arguments.
 //! - [`filter`] and [`wildmatch`]: include/exclude rules.
 //! - [`flist`]: the file list: building, sorting, encoding.
-//! - [`sender`]: the per-file loop; [`token`]: how deltas are encoded.
+//! - [`sender`]: the per-file loop; [`token`] and [`deflate`]: how deltas
+//!   are encoded, plain or compressed.
 
+pub mod deflate;
 pub mod filter;
 pub mod flist;
 pub mod io;

@@ -7,12 +7,12 @@
 //! sum. Phase markers (-1) are echoed; at protocol 29 there is a second,
 //! "redo" phase for files whose checksum failed. Then the statistics.
 
-use super::filter::{FilterList, Filters};
-use super::filter::MAX_WIRE_RULE_LEN;
+use super::deflate::Deflater;
+use super::filter::{FilterList, Filters, MAX_WIRE_RULE_LEN};
 use super::flist::{self, Builder, Encoder, FileList, Reporter};
 use super::io::{Conn, MsgTag};
-use super::options::{Compression, Options};
-use super::token::{SimpleTokens, TokenWriter};
+use super::options::Options;
+use super::token::{SimpleTokens, TokenWriter, Tokens};
 use super::wire::{WireRead, WireWrite};
 use crate::delta::{BlockSums, MatchError, MatchMode, Matcher};
 use crate::source::Source;
@@ -156,6 +156,7 @@ pub fn run(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError> 
         pull: &pull,
         seed,
         matcher: Matcher::new(),
+        deflater: Deflater::for_options(opts.compression, opts.compress_level),
         sent: vec![false; list.len()],
         stats: &mut stats,
     };
@@ -240,6 +241,8 @@ struct FileSender<'a, 'p> {
     pull: &'a Pull<'p>,
     seed: u32,
     matcher: Matcher,
+    /// The connection's compressor when the client asked for `-z`.
+    deflater: Option<Deflater>,
     /// Files already sent once: a second request is a redo.
     sent: Vec<bool>,
     stats: &'a mut TransferStats,
@@ -453,10 +456,10 @@ impl FileSender<'_, '_> {
         self.conn.write_i32(sums.strong_len() as i32)?;
         self.conn.write_i32(sums.remainder() as i32)?;
 
-        if opts.compression != Compression::None {
-            return protocol_error("compression is not available yet");
-        }
-        let mut tokens = SimpleTokens::new(&mut *self.conn);
+        let mut tokens = match self.deflater.as_mut() {
+            None => Tokens::Simple(SimpleTokens::new(&mut *self.conn)),
+            Some(deflater) => Tokens::Deflated(deflater.start_file(&mut *self.conn)),
+        };
         let outcome = self
             .matcher
             .send(&file, size, &sums, self.seed, mode, &mut tokens);

@@ -1,7 +1,9 @@
 //! Token streams: how the delta reaches the client (token.c). The simple
 //! form, used without `-z`: literal runs as a length and the bytes (at most
 //! [`CHUNK_SIZE`] each), a matched block as `-(index + 1)`, and 0 at the end.
+//! The compressed form lives in [`super::deflate`]; [`Tokens`] is either.
 
+use super::deflate::DeflatedTokens;
 use super::wire::WireWrite;
 use crate::delta::TokenSink;
 use std::io;
@@ -42,6 +44,37 @@ impl<W: WireWrite> TokenSink for SimpleTokens<'_, W> {
 impl<W: WireWrite> TokenWriter for SimpleTokens<'_, W> {
     fn finish(&mut self) -> io::Result<()> {
         self.out.write_i32(0)
+    }
+}
+
+/// The token stream of one file, in the form the client asked for.
+pub enum Tokens<'a, W: WireWrite> {
+    Simple(SimpleTokens<'a, W>),
+    Deflated(DeflatedTokens<'a, W>),
+}
+
+impl<W: WireWrite> TokenSink for Tokens<'_, W> {
+    fn literal(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Tokens::Simple(t) => t.literal(data),
+            Tokens::Deflated(t) => t.literal(data),
+        }
+    }
+
+    fn matched(&mut self, block_index: u32, data: &[u8]) -> io::Result<()> {
+        match self {
+            Tokens::Simple(t) => t.matched(block_index, data),
+            Tokens::Deflated(t) => t.matched(block_index, data),
+        }
+    }
+}
+
+impl<W: WireWrite> TokenWriter for Tokens<'_, W> {
+    fn finish(&mut self) -> io::Result<()> {
+        match self {
+            Tokens::Simple(t) => t.finish(),
+            Tokens::Deflated(t) => t.finish(),
+        }
     }
 }
 
