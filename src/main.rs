@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use upserv::cache::{self, Cache, CacheConfig};
 use upserv::cli::{self, Command, Invocation};
 use upserv::config::{self, Settings};
 use upserv::daemon::{self, listener, signals::Signals, Server};
@@ -53,24 +54,62 @@ fn main() -> ExitCode {
     run(&inv, &settings)
 }
 
+/// The cache's part of the settings. In `serve` mode every connection is
+/// its own process, which the cache must coordinate through lock files.
+fn cache_config(settings: &Settings, one_process_per_connection: bool) -> CacheConfig {
+    let g = &settings.global;
+    let mut cfg = CacheConfig::new(&g.builds_dir);
+    cfg.upstream = g.upstream.clone();
+    cfg.upstream_checksum = g.upstream_checksum.clone();
+    cfg.upstream_contents = g.upstream_contents.clone();
+    cfg.layout = g.layout;
+    cfg.cache_size = g.cache_size;
+    cfg.fetch_timeout = g.fetch_timeout;
+    cfg.cross_process_lock = one_process_per_connection;
+    cfg
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
 fn run(inv: &Invocation, settings: &Settings) -> ExitCode {
+    let cfg = || cache_config(settings, false);
     match &inv.command {
         Command::CheckConfig => {
             print!("{settings}");
             ExitCode::SUCCESS
         }
         Command::Daemon => run_daemon(settings),
-        Command::Serve => {
-            let server = match Server::new(settings, None) {
-                Ok(s) => s,
-                Err(e) => return usage_failure(e),
-            };
-            match daemon::serve_stdio(&server) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => runtime_failure(e),
-            }
-        }
+        Command::Serve => run_serve(settings),
+        Command::Fetch(names) => exit_code(cache::commands::fetch(cfg(), names)),
+        Command::List => exit_code(cache::commands::list(cfg())),
+        Command::Pin(name) => exit_code(cache::commands::pin(cfg(), name)),
+        Command::Unpin(name) => exit_code(cache::commands::unpin(cfg(), name)),
+        Command::Gc { dry_run } => exit_code(cache::commands::gc(cfg(), *dry_run)),
         other => runtime_failure(format!("{other:?} is not available yet")),
+    }
+}
+
+/// Builds the shared server state: modules, MOTD and the build cache.
+fn server(settings: &Settings, serve: bool) -> Result<Server, ExitCode> {
+    let cache = Cache::open(cache_config(settings, serve)).map_err(|e| {
+        runtime_failure(format!(
+            "builds dir {}: {e}",
+            settings.global.builds_dir.display()
+        ))
+    })?;
+    Server::new(settings, Some(cache)).map_err(usage_failure)
+}
+
+fn run_serve(settings: &Settings) -> ExitCode {
+    let server = match server(settings, true) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match daemon::serve_stdio(&server) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => runtime_failure(e),
     }
 }
 
@@ -88,9 +127,9 @@ fn run_daemon(settings: &Settings) -> ExitCode {
         Some(Ok(p)) => Some(p),
         None => None,
     };
-    let server = match Server::new(settings, None) {
+    let server = match server(settings, false) {
         Ok(s) => Arc::new(s),
-        Err(e) => return usage_failure(e),
+        Err(code) => return code,
     };
     let pool = listener::PoolConfig {
         workers: settings.global.workers,

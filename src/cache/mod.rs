@@ -56,18 +56,8 @@ use std::time::Duration;
 pub use handle::{BuildGuard, Cache, Evicted};
 pub use meta::{EntryMeta, MetaTable};
 
-/// Longest build name, in bytes (SPEC §5: one leading character plus up to 127).
-pub const MAX_BUILD_NAME_LEN: usize = 128;
-
-/// How a build's archive is laid out as a module (SPEC §5, `layout`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Layout {
-    /// The archive is the module's root; a single top-level directory is stripped.
-    #[default]
-    Plain,
-    /// The module holds `root/` (the tree) and `contents` (the manifest).
-    Olpc,
-}
+/// The layout and the name rule are the configuration's; the cache uses them.
+pub use crate::config::{is_build_name, Layout};
 
 /// Everything the cache needs to know; built by the caller from the settings.
 #[derive(Clone, Debug)]
@@ -141,35 +131,3 @@ impl fmt::Display for CacheError {
 
 impl std::error::Error for CacheError {}
 
-/// Whether `name` may be a build module: `[A-Za-z0-9][A-Za-z0-9._+-]{0,127}`.
-/// Names starting with `.` never are, which keeps `.upserv` private.
-pub fn is_build_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    match bytes.first() {
-        Some(first) if first.is_ascii_alphanumeric() => {}
-        _ => return false,
-    }
-    bytes.len() <= MAX_BUILD_NAME_LEN
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_build_name;
-
-    #[test]
-    fn build_names() {
-        assert!(is_build_name("build-812"));
-        assert!(is_build_name("os8.2.1_xo+1"));
-        assert!(is_build_name(&"a".repeat(128)));
-        assert!(!is_build_name(&"a".repeat(129)));
-        assert!(!is_build_name(""));
-        assert!(!is_build_name(".upserv"));
-        assert!(!is_build_name("-x"));
-        assert!(!is_build_name("a/b"));
-        assert!(!is_build_name("a b"));
-        assert!(!is_build_name("é"));
-    }
-}
