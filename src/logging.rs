@@ -11,7 +11,11 @@ use std::path::PathBuf;
 
 /// The log file in serve mode when none is configured: `DIR/.upserv/upserv.log`.
 pub fn default_serve_log(settings: &Settings) -> PathBuf {
-    settings.global.builds_dir.join(".upserv").join("upserv.log")
+    settings
+        .global
+        .builds_dir
+        .join(".upserv")
+        .join("upserv.log")
 }
 
 /// Points fd 2 at `path` (appending), or at /dev/null when that fails and

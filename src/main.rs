@@ -122,7 +122,12 @@ fn run_daemon(settings: &Settings) -> ExitCode {
         Ok(s) => s,
         Err(e) => return runtime_failure(format!("cannot install signal handlers: {e}")),
     };
-    let _pid_file = match settings.global.pid_file.as_deref().map(daemon::PidFile::create) {
+    let _pid_file = match settings
+        .global
+        .pid_file
+        .as_deref()
+        .map(daemon::PidFile::create)
+    {
         Some(Err(e)) => return runtime_failure(e),
         Some(Ok(p)) => Some(p),
         None => None,

@@ -130,4 +130,3 @@ impl fmt::Display for CacheError {
 }
 
 impl std::error::Error for CacheError {}
-

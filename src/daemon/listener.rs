@@ -14,10 +14,10 @@ use super::Server;
 use crate::protocol::io::Conn;
 use crate::protocol::wire::WireWrite;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use parking_lot::{Condvar, Mutex};
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
-use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,9 +114,13 @@ fn worker(server: Arc<Server>, jobs: Receiver<(Job, InFlight)>, stopping: Arc<At
             continue;
         }
         let peer = job.peer;
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve_one(&server, job)));
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve_one(&server, job)));
         if result.is_err() {
-            log::error!("{}: connection handler panicked; connection dropped", peer.ip());
+            log::error!(
+                "{}: connection handler panicked; connection dropped",
+                peer.ip()
+            );
         }
     }
 }
@@ -152,7 +156,12 @@ fn refuser(refusals: Receiver<(TcpStream, String)>) {
 }
 
 /// Serves until SIGTERM or SIGINT, then lets transfers in flight finish.
-pub fn run(server: Arc<Server>, listeners: Vec<TcpListener>, cfg: PoolConfig, signals: &Signals) -> io::Result<()> {
+pub fn run(
+    server: Arc<Server>,
+    listeners: Vec<TcpListener>,
+    cfg: PoolConfig,
+    signals: &Signals,
+) -> io::Result<()> {
     let workers = cfg.workers.max(1);
     let queue = workers * QUEUE_PER_WORKER;
     let (job_tx, job_rx) = bounded::<(Job, InFlight)>(queue);
@@ -194,7 +203,10 @@ pub fn run(server: Arc<Server>, listeners: Vec<TcpListener>, cfg: PoolConfig, si
             }
         }
     })?;
-    log::info!("stopping: waiting up to {}s for transfers in flight", STOP_GRACE.as_secs());
+    log::info!(
+        "stopping: waiting up to {}s for transfers in flight",
+        STOP_GRACE.as_secs()
+    );
     stopping.store(true, Ordering::SeqCst);
     drop(job_tx);
     let left = tracker.wait_idle(Instant::now() + STOP_GRACE);

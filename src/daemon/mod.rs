@@ -135,7 +135,11 @@ impl Server {
     /// Finds module `name`. A build that must first be fetched sends
     /// progress lines to the client while it waits. `Ok(Err(text))` is a
     /// refusal for the client's `@ERROR:` line.
-    pub fn find_module(&self, name: &str, conn: &mut Conn) -> io::Result<Result<Option<Module>, String>> {
+    pub fn find_module(
+        &self,
+        name: &str,
+        conn: &mut Conn,
+    ) -> io::Result<Result<Option<Module>, String>> {
         if let Some(m) = self.modules.iter().find(|m| m.name == name) {
             return Ok(Ok(Some(Module {
                 name: m.name.clone(),
@@ -205,16 +209,24 @@ fn peer_of_fd(fd: i32) -> Option<IpAddr> {
     unsafe {
         let mut storage: libc::sockaddr_storage = std::mem::zeroed();
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        if libc::getpeername(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) != 0 {
+        if libc::getpeername(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        ) != 0
+        {
             return None;
         }
         match i32::from(storage.ss_family) {
             libc::AF_INET => {
                 let sin = &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
-                Some(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()))
+                Some(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ))
             }
             libc::AF_INET6 => {
-                let sin6 = &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                let sin6 =
+                    &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
                 Some(IpAddr::from(sin6.sin6_addr.s6_addr))
             }
             _ => None,

@@ -35,8 +35,14 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 pub enum Outcome {
     Listed,
     Refused(String),
-    Pulled { module: String, stats: TransferStats },
-    Failed { module: Option<String>, error: String },
+    Pulled {
+        module: String,
+        stats: TransferStats,
+    },
+    Failed {
+        module: Option<String>,
+        error: String,
+    },
 }
 
 impl fmt::Display for Outcome {
@@ -91,7 +97,11 @@ fn refuse(conn: &mut Conn, why: String) -> io::Result<Outcome> {
 /// Parses `@RSYNCD: 31.0 sha512 sha256 ...` into the protocol number.
 fn parse_greeting(line: &[u8]) -> Option<u32> {
     let rest = line.strip_prefix(b"@RSYNCD: ")?;
-    let digits: Vec<u8> = rest.iter().take_while(|b| b.is_ascii_digit()).copied().collect();
+    let digits: Vec<u8> = rest
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
     std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 

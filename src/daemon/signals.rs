@@ -53,7 +53,10 @@ impl Signals {
                 }
             }
         }
-        Ok(Signals { read, _write: write })
+        Ok(Signals {
+            read,
+            _write: write,
+        })
     }
 
     pub fn fd(&self) -> RawFd {

@@ -26,7 +26,13 @@ pub struct BlockSums {
 
 impl BlockSums {
     pub fn new(block_len: u32, remainder: u32, strong_len: usize, count: usize) -> BlockSums {
-        BlockSums { block_len, remainder, strong_len, weak: Vec::with_capacity(count), strong: Vec::with_capacity(count * strong_len) }
+        BlockSums {
+            block_len,
+            remainder,
+            strong_len,
+            weak: Vec::with_capacity(count),
+            strong: Vec::with_capacity(count * strong_len),
+        }
     }
     pub fn push(&mut self, weak: u32, strong: &[u8]) {
         self.weak.push(weak);
@@ -75,9 +81,19 @@ pub struct Matcher {
 
 impl Matcher {
     pub fn new() -> Matcher {
-        Matcher { buf: vec![0u8; 256 * 1024] }
+        Matcher {
+            buf: vec![0u8; 256 * 1024],
+        }
     }
-    pub fn send<R: Read, S: TokenSink>(&mut self, mut source: R, _file_len: u64, _sums: &BlockSums, seed: u32, _mode: MatchMode, sink: &mut S) -> Result<MatchOutcome, MatchError> {
+    pub fn send<R: Read, S: TokenSink>(
+        &mut self,
+        mut source: R,
+        _file_len: u64,
+        _sums: &BlockSums,
+        seed: u32,
+        _mode: MatchMode,
+        sink: &mut S,
+    ) -> Result<MatchOutcome, MatchError> {
         let mut h = Md4::new();
         h.update(seed.to_le_bytes());
         let mut total = 0u64;
@@ -90,6 +106,10 @@ impl Matcher {
             sink.literal(&self.buf[..n]).map_err(MatchError::Sink)?;
             total += n as u64;
         }
-        Ok(MatchOutcome { file_sum: h.finalize().into(), literal_bytes: total, matched_bytes: 0 })
+        Ok(MatchOutcome {
+            file_sum: h.finalize().into(),
+            literal_bytes: total,
+            matched_bytes: 0,
+        })
     }
 }

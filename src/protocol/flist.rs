@@ -93,10 +93,16 @@ impl Entry {
         self.mode & source::S_IFMT == source::S_IFLNK
     }
     fn is_device(&self) -> bool {
-        matches!(self.mode & source::S_IFMT, source::S_IFCHR | source::S_IFBLK)
+        matches!(
+            self.mode & source::S_IFMT,
+            source::S_IFCHR | source::S_IFBLK
+        )
     }
     fn is_special(&self) -> bool {
-        matches!(self.mode & source::S_IFMT, source::S_IFIFO | source::S_IFSOCK)
+        matches!(
+            self.mode & source::S_IFMT,
+            source::S_IFIFO | source::S_IFSOCK
+        )
     }
 }
 
@@ -260,7 +266,11 @@ impl<'a> Cursor<'a> {
 
     /// Moves to the basename; a directory named "." sorts before its contents.
     fn enter_base(&mut self) {
-        self.kind = if self.parts.is_dir { self.path_type } else { CmpType::Item };
+        self.kind = if self.parts.is_dir {
+            self.path_type
+        } else {
+            CmpType::Item
+        };
         self.pos = 0;
         if self.kind == CmpType::Path && self.parts.base == b"." {
             self.kind = CmpType::Item;
@@ -317,7 +327,11 @@ fn type_order(a: CmpType) -> Ordering {
 /// protocol 29 on, a directory compares as if it had a trailing slash, sorts
 /// after every non-directory at the same depth, and "." sorts first.
 pub fn f_name_cmp(a: NameParts, b: NameParts, protocol: u32) -> Ordering {
-    let path_type = if protocol >= 29 { CmpType::Path } else { CmpType::Item };
+    let path_type = if protocol >= 29 {
+        CmpType::Path
+    } else {
+        CmpType::Item
+    };
     let mut c1 = Cursor::new(a, path_type);
     let mut c2 = Cursor::new(b, path_type);
     if c1.kind != c2.kind {
@@ -410,7 +424,11 @@ impl<'a> Builder<'a> {
     /// `"path" (in module)`, as rsync's full_fname names files in messages.
     fn full_name(&self, root: u32, name: &[u8]) -> String {
         let path = source::join(&self.list.roots[root as usize], name);
-        format!("\"{}\" (in {})", String::from_utf8_lossy(&path), self.module)
+        format!(
+            "\"{}\" (in {})",
+            String::from_utf8_lossy(&path),
+            self.module
+        )
     }
 
     fn error(&mut self, bits: i32, tag: MsgTag, text: String) -> io::Result<()> {
@@ -449,8 +467,8 @@ impl<'a> Builder<'a> {
     /// Leaves the implied directories that `dirs` does not lie under.
     fn leave_implied_dirs(&mut self, dirs: &[u8]) {
         while let Some((name, _)) = self.implied_scopes.last() {
-            let inside = dirs.starts_with(name)
-                && (dirs.len() == name.len() || dirs[name.len()] == b'/');
+            let inside =
+                dirs.starts_with(name) && (dirs.len() == name.len() || dirs[name.len()] == b'/');
             if inside && !dirs.is_empty() {
                 break;
             }
@@ -525,7 +543,9 @@ impl<'a> Builder<'a> {
         self.filesystem_dev = st.dev;
         if self.opts.recurse || (self.xfer_dirs() && name_type != NameType::Normal) {
             let flags = FLAG_TOP_DIR | FLAG_CONTENT_DIR;
-            if let Some(idx) = self.send_file_name(root, &name, Some(st), flags, FilterLevel::None)? {
+            if let Some(idx) =
+                self.send_file_name(root, &name, Some(st), flags, FilterLevel::None)?
+            {
                 self.send_if_directory(idx)?;
             }
         } else {
@@ -616,7 +636,10 @@ impl<'a> Builder<'a> {
     fn readlink_stat(&self, root: u32, name: &[u8]) -> io::Result<(Stat, Vec<u8>)> {
         let path = self.list_path(root, name);
         if self.opts.copy_links {
-            return self.source.stat_confined(&path).map(|(_, st)| (st, Vec::new()));
+            return self
+                .source
+                .stat_confined(&path)
+                .map(|(_, st)| (st, Vec::new()));
         }
         let st = self.source.lstat(&path)?;
         if !st.is_symlink() {
@@ -631,7 +654,10 @@ impl<'a> Builder<'a> {
             }
         }
         if self.opts.copy_unsafe_links && unsafe_symlink(&target, name) {
-            return self.source.stat_confined(&path).map(|(_, st)| (st, Vec::new()));
+            return self
+                .source
+                .stat_confined(&path)
+                .map(|(_, st)| (st, Vec::new()));
         }
         Ok((st, target))
     }
@@ -724,8 +750,8 @@ impl<'a> Builder<'a> {
     fn stat_failed(&mut self, root: u32, name: &[u8], err: &io::Error) -> io::Result<()> {
         if err.kind() == io::ErrorKind::NotFound {
             let path = self.list_path(root, name);
-            let dangling = self.follow_links
-                && matches!(self.source.lstat(&path), Ok(st) if st.is_symlink());
+            let dangling =
+                self.follow_links && matches!(self.source.lstat(&path), Ok(st) if st.is_symlink());
             if dangling {
                 let text = format!(
                     "rsync: [sender] symlink has no referent: {}\n",
@@ -733,7 +759,11 @@ impl<'a> Builder<'a> {
                 );
                 return self.error(IOERR_GENERAL, MsgTag::Error, text);
             }
-            let tag = if self.protocol < 28 { MsgTag::Error } else { MsgTag::Info };
+            let tag = if self.protocol < 28 {
+                MsgTag::Error
+            } else {
+                MsgTag::Info
+            };
             let text = format!("file has vanished: {}\n", self.full_name(root, name));
             return self.error(IOERR_VANISHED, tag, text);
         }
@@ -757,9 +787,7 @@ impl<'a> Builder<'a> {
             self.source.open(&path)
         };
         // rsync sends a zero sum for a file it cannot read.
-        Ok(opened
-            .and_then(delta::file_checksum)
-            .unwrap_or([0u8; 16]))
+        Ok(opened.and_then(delta::file_checksum).unwrap_or([0u8; 16]))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -843,7 +871,11 @@ impl<'a> Builder<'a> {
             if n.is_empty() {
                 continue;
             }
-            let child = if dir_name == b"." { n } else { source::join(dir_name, &n) };
+            let child = if dir_name == b"." {
+                n
+            } else {
+                source::join(dir_name, &n)
+            };
             self.send_file_name(root, &child, None, FLAG_CONTENT_DIR, FilterLevel::All)?;
         }
         if self.opts.recurse {
@@ -863,10 +895,9 @@ fn common_dir_prefix(last: &[u8], dirs: &[u8]) -> usize {
     let mut i = 0;
     while i < last.len() && i < dirs.len() && last[i] == dirs[i] {
         i += 1;
-        if i == dirs.len() || dirs[i] == b'/' {
-            if i == last.len() || last[i] == b'/' {
-                common = i;
-            }
+        let at_boundary = |p: &[u8]| i == p.len() || p[i] == b'/';
+        if at_boundary(dirs) && at_boundary(last) {
+            common = i;
         }
     }
     common
@@ -893,7 +924,11 @@ fn split_plain(arg: &[u8]) -> (Vec<u8>, Vec<u8>, NameType) {
         name_type = NameType::Normal;
     }
     match path.iter().rposition(|&b| b == b'/') {
-        Some(slash) => (path[..slash].to_vec(), path[slash + 1..].to_vec(), name_type),
+        Some(slash) => (
+            path[..slash].to_vec(),
+            path[slash + 1..].to_vec(),
+            name_type,
+        ),
         None => (Vec::new(), path, name_type),
     }
 }
@@ -917,7 +952,11 @@ fn split_relative(arg: &[u8]) -> Result<(Vec<u8>, Vec<u8>, NameType, bool), Stri
         name_type = NameType::DotDir;
     } else if name.ends_with(b"/") {
         name.pop();
-        name_type = if name == b"." { NameType::DotDir } else { NameType::SlashEnding };
+        name_type = if name == b"." {
+            NameType::DotDir
+        } else {
+            NameType::SlashEnding
+        };
     }
     if name.split(|&b| b == b'/').any(|c| c == b"..") {
         return Err(format!(
@@ -1059,13 +1098,21 @@ impl<'a> Encoder<'a> {
         buf.write_u8(0)?;
         if !self.opts.numeric_ids {
             if self.opts.owner {
-                write_id_list(&mut buf, list.entries.iter().map(|e| e.uid), |id| names.user(id))?;
+                write_id_list(&mut buf, list.entries.iter().map(|e| e.uid), |id| {
+                    names.user(id)
+                })?;
             }
             if self.opts.group {
-                write_id_list(&mut buf, list.entries.iter().map(|e| e.gid), |id| names.group(id))?;
+                write_id_list(&mut buf, list.entries.iter().map(|e| e.gid), |id| {
+                    names.group(id)
+                })?;
             }
         }
-        buf.write_i32(if self.opts.ignore_errors { 0 } else { list.io_error })?;
+        buf.write_i32(if self.opts.ignore_errors {
+            0
+        } else {
+            list.io_error
+        })?;
         out.write_all(&buf)
     }
 
@@ -1159,7 +1206,11 @@ impl<'a> Encoder<'a> {
             }
         } else {
             if xflags & 0xff == 0 {
-                xflags |= if e.is_dir() { XMIT_LONG_NAME } else { XMIT_TOP_DIR };
+                xflags |= if e.is_dir() {
+                    XMIT_LONG_NAME
+                } else {
+                    XMIT_TOP_DIR
+                };
             }
             out.write_u8(xflags as u8)?;
         }
@@ -1324,7 +1375,11 @@ mod tests {
         v.sort_by(|a, b| {
             let (da, ba) = split(a.0);
             let (db, bb) = split(b.0);
-            f_name_cmp(NameParts::of(da, ba, a.1), NameParts::of(db, bb, b.1), protocol)
+            f_name_cmp(
+                NameParts::of(da, ba, a.1),
+                NameParts::of(db, bb, b.1),
+                protocol,
+            )
         });
         v.iter().map(|(n, _)| n.to_string()).collect()
     }
@@ -1372,7 +1427,11 @@ mod tests {
     fn plain_split_rules() {
         let s = |a: &str| {
             let (d, n, t) = split_plain(a.as_bytes());
-            (String::from_utf8(d).unwrap(), String::from_utf8(n).unwrap(), t == NameType::DotDir)
+            (
+                String::from_utf8(d).unwrap(),
+                String::from_utf8(n).unwrap(),
+                t == NameType::DotDir,
+            )
         };
         assert_eq!(s(""), ("".into(), ".".into(), true));
         assert_eq!(s("dir/"), ("dir".into(), ".".into(), true));

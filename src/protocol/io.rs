@@ -207,7 +207,8 @@ impl Conn {
         }
         if self.out.len() == self.out_pos {
             self.close_frame();
-            self.out.extend_from_slice(&((MPLEX_BASE << 24).to_le_bytes()));
+            self.out
+                .extend_from_slice(&((MPLEX_BASE << 24).to_le_bytes()));
         }
         self.flush()
     }
@@ -264,10 +265,7 @@ impl Conn {
         if let Some(idle) = self.idle_timeout {
             let since = now.duration_since(self.last_io);
             if since >= idle {
-                return Err(timed_out(&format!(
-                    "no I/O for {} seconds",
-                    idle.as_secs()
-                )));
+                return Err(timed_out(&format!("no I/O for {} seconds", idle.as_secs())));
             }
             let rest = idle - since;
             left = Some(left.map_or(rest, |l| l.min(rest)));
@@ -374,13 +372,8 @@ impl Conn {
     fn write_some(&mut self) -> io::Result<()> {
         let pending = &self.out[self.out_pos..];
         // SAFETY: writing from our own initialised buffer.
-        let n = unsafe {
-            libc::write(
-                self.wfd.as_raw_fd(),
-                pending.as_ptr().cast(),
-                pending.len(),
-            )
-        };
+        let n =
+            unsafe { libc::write(self.wfd.as_raw_fd(), pending.as_ptr().cast(), pending.len()) };
         if n < 0 {
             let err = io::Error::last_os_error();
             return match err.kind() {

@@ -106,85 +106,318 @@ enum Arity {
 const LONG: &[(&str, Arity)] = {
     use Arity::{Flag as F, Value as V};
     &[
-        ("help", F), ("version", F), ("verbose", F), ("no-verbose", F), ("no-v", F),
-        ("info", V), ("debug", V), ("stderr", V), ("msgs2stderr", F), ("no-msgs2stderr", F),
-        ("quiet", F), ("motd", F), ("no-motd", F), ("stats", F), ("human-readable", F),
-        ("no-human-readable", F), ("no-h", F), ("dry-run", F), ("archive", F),
-        ("recursive", F), ("no-recursive", F), ("no-r", F), ("inc-recursive", F),
-        ("no-inc-recursive", F), ("i-r", F), ("no-i-r", F), ("dirs", F), ("no-dirs", F),
-        ("no-d", F), ("old-dirs", F), ("old-d", F), ("perms", F), ("no-perms", F),
-        ("no-p", F), ("executability", F), ("acls", F), ("no-acls", F), ("no-A", F),
-        ("xattrs", F), ("no-xattrs", F), ("no-X", F), ("times", F), ("no-times", F),
-        ("no-t", F), ("atimes", F), ("no-atimes", F), ("no-U", F), ("open-noatime", F),
-        ("no-open-noatime", F), ("crtimes", F), ("no-crtimes", F), ("no-N", F),
-        ("omit-dir-times", F), ("no-omit-dir-times", F), ("no-O", F), ("omit-link-times", F),
-        ("no-omit-link-times", F), ("no-J", F), ("modify-window", V), ("super", F),
-        ("no-super", F), ("fake-super", F), ("owner", F), ("no-owner", F), ("no-o", F),
-        ("group", F), ("no-group", F), ("no-g", F), ("no-D", F), ("devices", F),
-        ("no-devices", F), ("copy-devices", F), ("write-devices", F), ("no-write-devices", F),
-        ("specials", F), ("no-specials", F), ("drop-D", F), ("no-drop-D", F),
-        ("confine-root", V), ("links", F), ("no-links", F), ("no-l", F), ("copy-links", F),
-        ("copy-unsafe-links", F), ("safe-links", F), ("insecure-links", F),
-        ("no-insecure-links", F), ("munge-links", F), ("no-munge-links", F),
-        ("copy-dirlinks", F), ("keep-dirlinks", F), ("hard-links", F), ("no-hard-links", F),
-        ("no-H", F), ("relative", F), ("no-relative", F), ("no-R", F), ("implied-dirs", F),
-        ("no-implied-dirs", F), ("i-d", F), ("no-i-d", F), ("chmod", V), ("ignore-times", F),
-        ("size-only", F), ("one-file-system", F), ("no-one-file-system", F), ("no-x", F),
-        ("update", F), ("existing", F), ("ignore-non-existing", F), ("ignore-existing", F),
-        ("max-size", V), ("min-size", V), ("max-alloc", V), ("sparse", F), ("no-sparse", F),
-        ("no-S", F), ("preallocate", F), ("inplace", F), ("no-inplace", F), ("append", F),
-        ("append-verify", F), ("no-append", F), ("del", F), ("delete", F),
-        ("delete-before", F), ("delete-during", F), ("delete-delay", F), ("delete-after", F),
-        ("delete-excluded", F), ("delete-missing-args", F), ("ignore-missing-args", F),
-        ("remove-sent-files", F), ("remove-source-files", F), ("force", F), ("no-force", F),
-        ("ignore-errors", F), ("no-ignore-errors", F), ("max-delete", V), ("filter", V),
-        ("exclude", V), ("include", V), ("exclude-from", V), ("include-from", V),
-        ("cvs-exclude", F), ("whole-file", F), ("no-whole-file", F), ("no-W", F),
-        ("checksum", F), ("no-checksum", F), ("no-c", F), ("checksum-choice", V), ("cc", V),
-        ("block-size", V), ("compare-dest", V), ("copy-dest", V), ("link-dest", V),
-        ("fuzzy", F), ("no-fuzzy", F), ("no-y", F), ("compress", F), ("old-compress", F),
-        ("new-compress", F), ("no-compress", F), ("no-z", F), ("compress-choice", V),
-        ("zc", V), ("skip-compress", V), ("compress-level", V), ("zl", V),
-        ("compress-threads", V), ("zt", V), ("progress", F), ("no-progress", F),
-        ("partial", F), ("no-partial", F), ("partial-dir", V), ("delay-updates", F),
-        ("no-delay-updates", F), ("prune-empty-dirs", F), ("no-prune-empty-dirs", F),
-        ("no-m", F), ("log-file", V), ("log-file-format", V), ("out-format", V),
-        ("log-format", V), ("itemize-changes", F), ("no-itemize-changes", F), ("no-i", F),
-        ("bwlimit", V), ("no-bwlimit", F), ("backup", F), ("no-backup", F),
-        ("backup-dir", V), ("suffix", V), ("list-only", F), ("read-batch", V),
-        ("write-batch", V), ("only-write-batch", V), ("files-from", V), ("from0", F),
-        ("no-from0", F), ("old-args", F), ("no-old-args", F), ("secluded-args", F),
-        ("no-secluded-args", F), ("protect-args", F), ("no-protect-args", F), ("no-s", F),
-        ("trust-sender", F), ("numeric-ids", F), ("no-numeric-ids", F), ("usermap", V),
-        ("groupmap", V), ("chown", V), ("timeout", V), ("no-timeout", F), ("contimeout", V),
-        ("no-contimeout", F), ("fsync", F), ("stop-after", V), ("time-limit", V),
-        ("stop-at", V), ("rsh", V), ("rsync-path", V), ("temp-dir", V), ("iconv", V),
-        ("no-iconv", F), ("ipv4", F), ("ipv6", F), ("8-bit-output", F),
-        ("no-8-bit-output", F), ("no-8", F), ("mkpath", F), ("no-mkpath", F), ("qsort", F),
-        ("use-qsort", F), ("copy-as", V), ("address", V), ("port", V), ("sockopts", V),
-        ("password-file", V), ("early-input", V), ("blocking-io", F), ("no-blocking-io", F),
-        ("outbuf", V), ("remote-option", V), ("protocol", V), ("checksum-seed", V),
-        ("server", F), ("sender", F), ("config", V), ("daemon", F), ("dparam", V),
-        ("detach", F), ("no-detach", F),
+        ("help", F),
+        ("version", F),
+        ("verbose", F),
+        ("no-verbose", F),
+        ("no-v", F),
+        ("info", V),
+        ("debug", V),
+        ("stderr", V),
+        ("msgs2stderr", F),
+        ("no-msgs2stderr", F),
+        ("quiet", F),
+        ("motd", F),
+        ("no-motd", F),
+        ("stats", F),
+        ("human-readable", F),
+        ("no-human-readable", F),
+        ("no-h", F),
+        ("dry-run", F),
+        ("archive", F),
+        ("recursive", F),
+        ("no-recursive", F),
+        ("no-r", F),
+        ("inc-recursive", F),
+        ("no-inc-recursive", F),
+        ("i-r", F),
+        ("no-i-r", F),
+        ("dirs", F),
+        ("no-dirs", F),
+        ("no-d", F),
+        ("old-dirs", F),
+        ("old-d", F),
+        ("perms", F),
+        ("no-perms", F),
+        ("no-p", F),
+        ("executability", F),
+        ("acls", F),
+        ("no-acls", F),
+        ("no-A", F),
+        ("xattrs", F),
+        ("no-xattrs", F),
+        ("no-X", F),
+        ("times", F),
+        ("no-times", F),
+        ("no-t", F),
+        ("atimes", F),
+        ("no-atimes", F),
+        ("no-U", F),
+        ("open-noatime", F),
+        ("no-open-noatime", F),
+        ("crtimes", F),
+        ("no-crtimes", F),
+        ("no-N", F),
+        ("omit-dir-times", F),
+        ("no-omit-dir-times", F),
+        ("no-O", F),
+        ("omit-link-times", F),
+        ("no-omit-link-times", F),
+        ("no-J", F),
+        ("modify-window", V),
+        ("super", F),
+        ("no-super", F),
+        ("fake-super", F),
+        ("owner", F),
+        ("no-owner", F),
+        ("no-o", F),
+        ("group", F),
+        ("no-group", F),
+        ("no-g", F),
+        ("no-D", F),
+        ("devices", F),
+        ("no-devices", F),
+        ("copy-devices", F),
+        ("write-devices", F),
+        ("no-write-devices", F),
+        ("specials", F),
+        ("no-specials", F),
+        ("drop-D", F),
+        ("no-drop-D", F),
+        ("confine-root", V),
+        ("links", F),
+        ("no-links", F),
+        ("no-l", F),
+        ("copy-links", F),
+        ("copy-unsafe-links", F),
+        ("safe-links", F),
+        ("insecure-links", F),
+        ("no-insecure-links", F),
+        ("munge-links", F),
+        ("no-munge-links", F),
+        ("copy-dirlinks", F),
+        ("keep-dirlinks", F),
+        ("hard-links", F),
+        ("no-hard-links", F),
+        ("no-H", F),
+        ("relative", F),
+        ("no-relative", F),
+        ("no-R", F),
+        ("implied-dirs", F),
+        ("no-implied-dirs", F),
+        ("i-d", F),
+        ("no-i-d", F),
+        ("chmod", V),
+        ("ignore-times", F),
+        ("size-only", F),
+        ("one-file-system", F),
+        ("no-one-file-system", F),
+        ("no-x", F),
+        ("update", F),
+        ("existing", F),
+        ("ignore-non-existing", F),
+        ("ignore-existing", F),
+        ("max-size", V),
+        ("min-size", V),
+        ("max-alloc", V),
+        ("sparse", F),
+        ("no-sparse", F),
+        ("no-S", F),
+        ("preallocate", F),
+        ("inplace", F),
+        ("no-inplace", F),
+        ("append", F),
+        ("append-verify", F),
+        ("no-append", F),
+        ("del", F),
+        ("delete", F),
+        ("delete-before", F),
+        ("delete-during", F),
+        ("delete-delay", F),
+        ("delete-after", F),
+        ("delete-excluded", F),
+        ("delete-missing-args", F),
+        ("ignore-missing-args", F),
+        ("remove-sent-files", F),
+        ("remove-source-files", F),
+        ("force", F),
+        ("no-force", F),
+        ("ignore-errors", F),
+        ("no-ignore-errors", F),
+        ("max-delete", V),
+        ("filter", V),
+        ("exclude", V),
+        ("include", V),
+        ("exclude-from", V),
+        ("include-from", V),
+        ("cvs-exclude", F),
+        ("whole-file", F),
+        ("no-whole-file", F),
+        ("no-W", F),
+        ("checksum", F),
+        ("no-checksum", F),
+        ("no-c", F),
+        ("checksum-choice", V),
+        ("cc", V),
+        ("block-size", V),
+        ("compare-dest", V),
+        ("copy-dest", V),
+        ("link-dest", V),
+        ("fuzzy", F),
+        ("no-fuzzy", F),
+        ("no-y", F),
+        ("compress", F),
+        ("old-compress", F),
+        ("new-compress", F),
+        ("no-compress", F),
+        ("no-z", F),
+        ("compress-choice", V),
+        ("zc", V),
+        ("skip-compress", V),
+        ("compress-level", V),
+        ("zl", V),
+        ("compress-threads", V),
+        ("zt", V),
+        ("progress", F),
+        ("no-progress", F),
+        ("partial", F),
+        ("no-partial", F),
+        ("partial-dir", V),
+        ("delay-updates", F),
+        ("no-delay-updates", F),
+        ("prune-empty-dirs", F),
+        ("no-prune-empty-dirs", F),
+        ("no-m", F),
+        ("log-file", V),
+        ("log-file-format", V),
+        ("out-format", V),
+        ("log-format", V),
+        ("itemize-changes", F),
+        ("no-itemize-changes", F),
+        ("no-i", F),
+        ("bwlimit", V),
+        ("no-bwlimit", F),
+        ("backup", F),
+        ("no-backup", F),
+        ("backup-dir", V),
+        ("suffix", V),
+        ("list-only", F),
+        ("read-batch", V),
+        ("write-batch", V),
+        ("only-write-batch", V),
+        ("files-from", V),
+        ("from0", F),
+        ("no-from0", F),
+        ("old-args", F),
+        ("no-old-args", F),
+        ("secluded-args", F),
+        ("no-secluded-args", F),
+        ("protect-args", F),
+        ("no-protect-args", F),
+        ("no-s", F),
+        ("trust-sender", F),
+        ("numeric-ids", F),
+        ("no-numeric-ids", F),
+        ("usermap", V),
+        ("groupmap", V),
+        ("chown", V),
+        ("timeout", V),
+        ("no-timeout", F),
+        ("contimeout", V),
+        ("no-contimeout", F),
+        ("fsync", F),
+        ("stop-after", V),
+        ("time-limit", V),
+        ("stop-at", V),
+        ("rsh", V),
+        ("rsync-path", V),
+        ("temp-dir", V),
+        ("iconv", V),
+        ("no-iconv", F),
+        ("ipv4", F),
+        ("ipv6", F),
+        ("8-bit-output", F),
+        ("no-8-bit-output", F),
+        ("no-8", F),
+        ("mkpath", F),
+        ("no-mkpath", F),
+        ("qsort", F),
+        ("use-qsort", F),
+        ("copy-as", V),
+        ("address", V),
+        ("port", V),
+        ("sockopts", V),
+        ("password-file", V),
+        ("early-input", V),
+        ("blocking-io", F),
+        ("no-blocking-io", F),
+        ("outbuf", V),
+        ("remote-option", V),
+        ("protocol", V),
+        ("checksum-seed", V),
+        ("server", F),
+        ("sender", F),
+        ("config", V),
+        ("daemon", F),
+        ("dparam", V),
+        ("detach", F),
+        ("no-detach", F),
     ]
 };
 
 /// Short options and the long option each stands for.
 const SHORT: &[(u8, &str)] = &[
-    (b'V', "version"), (b'v', "verbose"), (b'q', "quiet"), (b'h', "human-readable"),
-    (b'n', "dry-run"), (b'a', "archive"), (b'r', "recursive"), (b'd', "dirs"),
-    (b'p', "perms"), (b'E', "executability"), (b'A', "acls"), (b'X', "xattrs"),
-    (b't', "times"), (b'U', "atimes"), (b'N', "crtimes"), (b'O', "omit-dir-times"),
-    (b'J', "omit-link-times"), (b'@', "modify-window"), (b'o', "owner"), (b'g', "group"),
-    (b'D', "devices+specials"), (b'l', "links"), (b'L', "copy-links"),
-    (b'k', "copy-dirlinks"), (b'K', "keep-dirlinks"), (b'H', "hard-links"),
-    (b'R', "relative"), (b'I', "ignore-times"), (b'x', "one-file-system"),
-    (b'u', "update"), (b'S', "sparse"), (b'f', "filter"), (b'C', "cvs-exclude"),
-    (b'W', "whole-file"), (b'c', "checksum"), (b'B', "block-size"), (b'y', "fuzzy"),
-    (b'z', "compress"), (b'P', "partial+progress"), (b'm', "prune-empty-dirs"),
-    (b'i', "itemize-changes"), (b'b', "backup"), (b'0', "from0"), (b's', "secluded-args"),
-    (b'e', "rsh"), (b'T', "temp-dir"), (b'4', "ipv4"), (b'6', "ipv6"), (b'8', "8-bit-output"),
-    (b'M', "remote-option"), (b'F', "filter-shortcut"),
+    (b'V', "version"),
+    (b'v', "verbose"),
+    (b'q', "quiet"),
+    (b'h', "human-readable"),
+    (b'n', "dry-run"),
+    (b'a', "archive"),
+    (b'r', "recursive"),
+    (b'd', "dirs"),
+    (b'p', "perms"),
+    (b'E', "executability"),
+    (b'A', "acls"),
+    (b'X', "xattrs"),
+    (b't', "times"),
+    (b'U', "atimes"),
+    (b'N', "crtimes"),
+    (b'O', "omit-dir-times"),
+    (b'J', "omit-link-times"),
+    (b'@', "modify-window"),
+    (b'o', "owner"),
+    (b'g', "group"),
+    (b'D', "devices+specials"),
+    (b'l', "links"),
+    (b'L', "copy-links"),
+    (b'k', "copy-dirlinks"),
+    (b'K', "keep-dirlinks"),
+    (b'H', "hard-links"),
+    (b'R', "relative"),
+    (b'I', "ignore-times"),
+    (b'x', "one-file-system"),
+    (b'u', "update"),
+    (b'S', "sparse"),
+    (b'f', "filter"),
+    (b'C', "cvs-exclude"),
+    (b'W', "whole-file"),
+    (b'c', "checksum"),
+    (b'B', "block-size"),
+    (b'y', "fuzzy"),
+    (b'z', "compress"),
+    (b'P', "partial+progress"),
+    (b'm', "prune-empty-dirs"),
+    (b'i', "itemize-changes"),
+    (b'b', "backup"),
+    (b'0', "from0"),
+    (b's', "secluded-args"),
+    (b'e', "rsh"),
+    (b'T', "temp-dir"),
+    (b'4', "ipv4"),
+    (b'6', "ipv6"),
+    (b'8', "8-bit-output"),
+    (b'M', "remote-option"),
+    (b'F', "filter-shortcut"),
 ];
 
 fn arity(name: &str) -> Option<Arity> {
@@ -202,7 +435,12 @@ fn parse_number<T: std::str::FromStr>(name: &str, value: &[u8]) -> Result<T, Opt
     std::str::from_utf8(value)
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| OptionError(format!("--{name}: invalid numeric value \"{}\"", lossy(value))))
+        .ok_or_else(|| {
+            OptionError(format!(
+                "--{name}: invalid numeric value \"{}\"",
+                lossy(value)
+            ))
+        })
 }
 
 /// rsync's size syntax for --max-size/--min-size: a number with an optional
@@ -221,7 +459,11 @@ fn parse_size_arg(name: &str, value: &[u8]) -> Result<u64, OptionError> {
     let num: f64 = num.parse().map_err(|_| bad())?;
     let lower = suffix.to_ascii_lowercase();
     let (unit, rest) = lower.split_at(lower.len().min(1));
-    let base: f64 = if rest.starts_with('b') && !rest.starts_with("ib") { 1000.0 } else { 1024.0 };
+    let base: f64 = if rest.starts_with('b') && !rest.starts_with("ib") {
+        1000.0
+    } else {
+        1024.0
+    };
     let mult = match unit {
         "" | "b" => 1.0,
         "k" => base,
@@ -260,7 +502,9 @@ impl Options {
                 let value = match (arity(name), inline) {
                     (None, _) => return Err(OptionError(format!("--{name}: unknown option"))),
                     (Some(Arity::Flag), Some(_)) => {
-                        return Err(OptionError(format!("--{name}: option does not take an argument")))
+                        return Err(OptionError(format!(
+                            "--{name}: option does not take an argument"
+                        )))
                     }
                     (Some(Arity::Flag), None) => None,
                     (Some(Arity::Value), Some(v)) => Some(v),
@@ -289,9 +533,9 @@ impl Options {
                             j = arg.len();
                             v
                         } else {
-                            let v = args
-                                .get(i)
-                                .ok_or_else(|| OptionError(format!("-{}: missing argument", c as char)))?;
+                            let v = args.get(i).ok_or_else(|| {
+                                OptionError(format!("-{}: missing argument", c as char))
+                            })?;
                             i += 1;
                             v.as_slice()
                         };
@@ -400,18 +644,18 @@ impl Options {
                 b"none" => self.compression = Compression::None,
                 _ => {
                     return Err(OptionError(format!(
-                        "--compress-choice={}: only zlib, zlibx and none are available at protocol 29",
-                        lossy(v)
-                    )))
+                    "--compress-choice={}: only zlib, zlibx and none are available at protocol 29",
+                    lossy(v)
+                )))
                 }
             },
-            "checksum-choice" | "cc" => {
-                if !v.split(|&b| b == b',').all(|c| c == b"md4" || c == b"auto") {
-                    return Err(OptionError(format!(
-                        "--checksum-choice={}: only md4 is available at protocol 29",
-                        lossy(v)
-                    )));
-                }
+            "checksum-choice" | "cc"
+                if !v.split(|&b| b == b',').all(|c| c == b"md4" || c == b"auto") =>
+            {
+                return Err(OptionError(format!(
+                    "--checksum-choice={}: only md4 is available at protocol 29",
+                    lossy(v)
+                )));
             }
             "block-size" => {
                 let n: u32 = parse_number(name, v)?;
@@ -456,7 +700,9 @@ impl Options {
             | "include-from" | "filter-shortcut" | "usermap" | "groupmap" | "chown"
             | "only-write-batch" | "write-batch" | "read-batch" | "daemon" | "config"
             | "fake-super" | "crtimes" | "atimes" | "chmod" | "early-input" => {
-                return Err(OptionError(format!("--{name}: not supported by this server")))
+                return Err(OptionError(format!(
+                    "--{name}: not supported by this server"
+                )))
             }
             // Options that only concern the receiving side, the client side,
             // or the transport: a sender has nothing to do for them.
@@ -478,7 +724,12 @@ mod tests {
     #[test]
     fn typical_pull_arguments() {
         let o = parse(&[
-            "--server", "--sender", "-vlogDtpre.iLsfxC", "--numeric-ids", ".", "mod/dir/",
+            "--server",
+            "--sender",
+            "-vlogDtpre.iLsfxC",
+            "--numeric-ids",
+            ".",
+            "mod/dir/",
         ])
         .unwrap();
         assert!(o.sender && o.recurse && o.links && o.owner && o.group);
@@ -489,8 +740,17 @@ mod tests {
 
     #[test]
     fn values_inline_attached_and_separate() {
-        let o = parse(&["--server", "--sender", "-B1024", "--timeout=30", "--checksum-seed", "7", ".", "m/"])
-            .unwrap();
+        let o = parse(&[
+            "--server",
+            "--sender",
+            "-B1024",
+            "--timeout=30",
+            "--checksum-seed",
+            "7",
+            ".",
+            "m/",
+        ])
+        .unwrap();
         assert_eq!(o.block_size, Some(1024));
         assert_eq!(o.timeout, Some(30));
         assert_eq!(o.checksum_seed, Some(7));
@@ -504,22 +764,38 @@ mod tests {
 
     #[test]
     fn compression_levels() {
-        assert_eq!(parse(&["--server", "-z", ".", "m"]).unwrap().compression, Compression::Zlib);
-        assert_eq!(parse(&["--server", "-zz", ".", "m"]).unwrap().compression, Compression::ZlibX);
         assert_eq!(
-            parse(&["--server", "-z", "--new-compress", ".", "m"]).unwrap().compression,
+            parse(&["--server", "-z", ".", "m"]).unwrap().compression,
+            Compression::Zlib
+        );
+        assert_eq!(
+            parse(&["--server", "-zz", ".", "m"]).unwrap().compression,
+            Compression::ZlibX
+        );
+        assert_eq!(
+            parse(&["--server", "-z", "--new-compress", ".", "m"])
+                .unwrap()
+                .compression,
             Compression::ZlibX
         );
     }
 
     #[test]
     fn unknown_and_refused_options_name_themselves() {
-        assert!(parse(&["--server", "--bogus", ".", "m"]).unwrap_err().0.contains("--bogus"));
-        assert!(parse(&["--server", "-Q", ".", "m"]).unwrap_err().0.contains("-Q"));
-        assert!(parse(&["--server", "--sender", "--remove-source-files", ".", "m"])
+        assert!(parse(&["--server", "--bogus", ".", "m"])
             .unwrap_err()
             .0
-            .contains("remove-source-files"));
+            .contains("--bogus"));
+        assert!(parse(&["--server", "-Q", ".", "m"])
+            .unwrap_err()
+            .0
+            .contains("-Q"));
+        assert!(
+            parse(&["--server", "--sender", "--remove-source-files", ".", "m"])
+                .unwrap_err()
+                .0
+                .contains("remove-source-files")
+        );
         assert!(parse(&["--server", "--timeout", "abc", ".", "m"]).is_err());
     }
 

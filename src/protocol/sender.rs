@@ -111,7 +111,9 @@ fn choose_seed(opts: &Options) -> u32 {
 pub fn refuse(conn: &mut Conn, message: &str) -> io::Result<()> {
     conn.write_i32(0)?;
     conn.start_multiplex();
-    let text = format!("rsync: {message}\nrsync error: syntax or usage error (code 1) at main.c(1) [server]\n");
+    let text = format!(
+        "rsync: {message}\nrsync error: syntax or usage error (code 1) at main.c(1) [server]\n"
+    );
     conn.send_msg(MsgTag::Error, text.as_bytes())?;
     conn.flush()
 }
@@ -130,8 +132,15 @@ pub fn run(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError> 
     );
 
     let started = Instant::now();
-    let built = Builder::new(opts, pull.protocol, pull.source, &mut filters, conn, pull.module)
-        .build(&pull.paths);
+    let built = Builder::new(
+        opts,
+        pull.protocol,
+        pull.source,
+        &mut filters,
+        conn,
+        pull.module,
+    )
+    .build(&pull.paths);
     let mut list = match built {
         Ok(list) => list,
         Err(e) => return fatal(conn, format!("rsync: [sender] {e}")),
@@ -190,7 +199,11 @@ fn fatal<T>(conn: &mut Conn, text: String) -> Result<T, TransferError> {
 
 /// exclude.c recv_filter_list: (length, rule) pairs ended by a zero length,
 /// then the CVS rules when the client asked for `-C`.
-fn receive_filter_rules(conn: &mut Conn, opts: &Options, protocol: u32) -> Result<FilterList, TransferError> {
+fn receive_filter_rules(
+    conn: &mut Conn,
+    opts: &Options,
+    protocol: u32,
+) -> Result<FilterList, TransferError> {
     let mut list = FilterList::new();
     let mut rule = Vec::new();
     loop {
@@ -199,7 +212,10 @@ fn receive_filter_rules(conn: &mut Conn, opts: &Options, protocol: u32) -> Resul
             break;
         }
         if len < 0 || len as usize > MAX_WIRE_RULE_LEN {
-            return fatal(conn, format!("rsync: [sender] filter rule of {len} bytes is too long"));
+            return fatal(
+                conn,
+                format!("rsync: [sender] filter rule of {len} bytes is too long"),
+            );
         }
         rule.resize(len as usize, 0);
         conn.read_exact(&mut rule)?;
@@ -409,7 +425,11 @@ impl FileSender<'_, '_> {
                     self.pull.module
                 );
                 if err.kind() == io::ErrorKind::NotFound {
-                    let tag = if proto < 28 { MsgTag::Error } else { MsgTag::Info };
+                    let tag = if proto < 28 {
+                        MsgTag::Error
+                    } else {
+                        MsgTag::Info
+                    };
                     self.conn
                         .send_msg(tag, format!("file has vanished: {full}\n").as_bytes())?;
                 } else {

@@ -11,11 +11,11 @@
 //! It must not decide which names are checked or in which order directories
 //! are visited: the file-list builder drives it through `Filters`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::ffi::OsStr;
 use std::mem;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::files::{
     for_each_piece, is_ancestor_or_self, open_beneath, open_operator, read_bounded, resolve,
