@@ -1,1 +1,31 @@
-//! delta (work in progress).
+//! The delta engine: rsync's rolling checksum, seeded MD4 sums and the
+//! sender's block matching for protocols 27..29, with no socket I/O.
+//!
+//! Owns the algorithm only. It must not know about the wire format, token
+//! encoding, compression, files or connections: callers hand it an
+//! `impl Read` and a [`TokenSink`], and get literal runs, matched block
+//! indices, byte counts and the whole-file sum back.
+//!
+//! - [`rolling`]: the weak sum and its O(1) updates (checksum.c get_checksum1).
+//! - [`strong`]: block, whole-file and `-c` MD4 sums and where the seed goes.
+//! - [`sums`]: the receiver's block sums ([`BlockSums`]) and the sizes
+//!   rsync's generator picks; [`generate`] computes them (tests, benchmarks).
+//! - [`matcher`]: [`Matcher::send`], match.c's search over a streamed file.
+//! - [`bench`]: the matcher's throughput on this machine.
+//!
+//! Internals: `index` (weak sum to blocks, bounded candidate walks) and
+//! `window` (the bounded buffer over the file).
+
+pub mod bench;
+mod index;
+pub mod matcher;
+pub mod rolling;
+pub mod strong;
+pub mod sums;
+#[cfg(test)]
+mod tests;
+mod window;
+
+pub use matcher::{MatchError, MatchMode, MatchOutcome, Matcher, TokenSink};
+pub use strong::{block_strong_sum, file_checksum, FileSum, STRONG_SUM_LEN};
+pub use sums::{block_len_for, generate, strong_len_for, BlockSums};
