@@ -10,7 +10,7 @@
 //! same literal and matched byte counts come out as from rsyncd 3.5.0:
 //! - at each offset the weak sum of the next `block_len` bytes (fewer at the
 //!   end of the file) is looked up; candidates are tried in rsync's order and
-//!   bounded as [`index`](super::index) describes; a candidate matches when
+//!   bounded as the `index` module describes; a candidate matches when
 //!   its length and strong sum agree (the strong sum of the offset is
 //!   computed once, on the first candidate of the right length);
 //! - the block after the previous match (`want_i`) is preferred when it
@@ -32,7 +32,7 @@
 //! then send a block that does not match (the whole-file sum catches it).
 //! Here the sums of the current offset are used.
 //!
-//! Memory: the window holds two blocks plus [`READ_AHEAD`] bytes whatever
+//! Memory: the window holds two blocks plus 256 KiB (`READ_AHEAD`) whatever
 //! the file size; literal data goes to the sink as it leaves the window.
 
 use super::index::BlockIndex;

@@ -11,7 +11,7 @@
 //! - [`sums`]: the receiver's block sums ([`BlockSums`]) and the sizes
 //!   rsync's generator picks; [`generate`] computes them (tests, benchmarks).
 //! - [`matcher`]: [`Matcher::send`], match.c's search over a streamed file.
-//! - [`bench`]: the matcher's throughput on this machine.
+//! - [`bench`](mod@bench): the matcher's throughput on this machine.
 //!
 //! Internals: `index` (weak sum to blocks, bounded candidate walks) and
 //! `window` (the bounded buffer over the file).
