@@ -14,6 +14,7 @@ use super::io::{Conn, MsgTag};
 use super::options::Options;
 use super::token::{SimpleTokens, TokenWriter, Tokens};
 use super::wire::{WireRead, WireWrite};
+use crate::delta::strong::spoil_file_sum;
 use crate::delta::{BlockSums, MatchError, MatchMode, Matcher};
 use crate::source::Source;
 use std::fmt;
@@ -22,6 +23,11 @@ use std::time::Instant;
 
 /// rsync's OLD_MAX_BLOCK_SIZE: the largest block length below protocol 30.
 pub const MAX_BLOCK_LEN: i32 = 1 << 29;
+/// The largest block we match against: the matcher holds two blocks in
+/// memory. rsync's generator picks about the square root of the file size,
+/// so this covers files up to 64 TiB; larger blocks (`--block-size`) get
+/// the file whole instead.
+pub const MAX_MATCH_BLOCK_LEN: i32 = 8 << 20;
 /// The most checksum bytes (weak + strong) we hold for one file. Beyond it
 /// the sums are read and dropped and the file goes whole, so a client's
 /// claims never decide how much memory we allocate.
@@ -365,10 +371,13 @@ impl FileSender<'_, '_> {
         Ok(())
     }
 
-    /// io.c read_sum_head + sender.c receive_sums, with limits: the block
-    /// length is bounded by protocol; the sums themselves are stored only up
-    /// to [`MAX_SUM_BYTES`], and a file whose sums exceed that is sent whole.
-    fn receive_sums(&mut self) -> Result<(BlockSums, i32), TransferError> {
+    /// io.c read_sum_head + sender.c receive_sums, with limits. The block
+    /// length is bounded by protocol; the sums are kept only while they fit
+    /// in [`MAX_SUM_BYTES`] and their blocks in [`MAX_MATCH_BLOCK_LEN`],
+    /// otherwise they are read and dropped and the file is sent whole. In
+    /// append mode the client sends the head only. Returns the sums and the
+    /// head to echo back.
+    fn receive_sums(&mut self, append: bool) -> Result<(BlockSums, [i32; 4]), TransferError> {
         let count = self.conn.read_i32()?;
         let block_len = self.conn.read_i32()?;
         let strong_len = self.conn.read_i32()?;
@@ -386,8 +395,21 @@ impl FileSender<'_, '_> {
             return protocol_error(format!("invalid remainder length {remainder}"));
         }
         let strong_len = strong_len as usize;
-        let per_block = 4 + strong_len;
-        let keep = (count as usize).saturating_mul(per_block) <= MAX_SUM_BYTES;
+        let head = [count, block_len, strong_len as i32, remainder];
+        if append {
+            if block_len > MAX_MATCH_BLOCK_LEN {
+                return protocol_error(format!("block length {block_len} too large to append"));
+            }
+            let sums = BlockSums::new(
+                block_len as u32,
+                remainder as u32,
+                strong_len,
+                count as usize,
+            );
+            return Ok((sums, head));
+        }
+        let keep = (count as usize).saturating_mul(4 + strong_len) <= MAX_SUM_BYTES
+            && block_len <= MAX_MATCH_BLOCK_LEN;
         let kept = if keep { count as usize } else { 0 };
         let mut sums = BlockSums::new(block_len as u32, remainder as u32, strong_len, kept);
         let mut strong = [0u8; 16];
@@ -398,7 +420,16 @@ impl FileSender<'_, '_> {
                 sums.push(weak, &strong[..strong_len]);
             }
         }
-        Ok((sums, count))
+        // The head we echo describes the sums we use: without them the
+        // client must not expect block references.
+        Ok((
+            sums,
+            if keep {
+                head
+            } else {
+                [0, block_len, strong_len as i32, remainder]
+            },
+        ))
     }
 
     fn send_one(&mut self, req: &Request) -> Result<(), TransferError> {
@@ -406,7 +437,10 @@ impl FileSender<'_, '_> {
         let opts = self.pull.opts;
         let idx = req.ndx as usize;
         let entry = &self.list.get(idx).expect("index checked when read").clone();
-        let (sums, _claimed) = self.receive_sums()?;
+        // A redo (the second request for a file) is never an append: the
+        // client discarded what it had.
+        let append = opts.append > 0 && !self.sent[idx];
+        let (sums, head) = self.receive_sums(append)?;
         let path = self.list.module_path(entry);
         let opened = if opts.copy_links || opts.copy_dirlinks || opts.copy_unsafe_links {
             self.pull
@@ -443,9 +477,7 @@ impl FileSender<'_, '_> {
             }
         };
         let size = file.metadata().map(|m| m.len())?;
-        let redo = self.sent[idx];
-        let append = if redo { 0 } else { opts.append };
-        if append > 0 && size < entry.size {
+        if append && size < entry.size {
             let text = format!(
                 "skipped diminished file: \"{}\" (in {})\n",
                 String::from_utf8_lossy(&path),
@@ -460,21 +492,19 @@ impl FileSender<'_, '_> {
             } else {
                 true
             };
-        let mode = match append {
-            0 if updating_basis => MatchMode::Inplace,
-            0 => MatchMode::Normal,
-            1 => MatchMode::Append { verify: false },
-            _ => MatchMode::Append { verify: true },
+        // Below protocol 30, --append always verifies (compat.c).
+        let mode = if append {
+            MatchMode::Append { verify: true }
+        } else if updating_basis {
+            MatchMode::Inplace
+        } else {
+            MatchMode::Normal
         };
 
         self.echo(req)?;
-        // The head we echo describes the sums we will use: if we dropped
-        // them as too many, the client must not expect block references.
-        let count = sums.count() as i32;
-        self.conn.write_i32(count)?;
-        self.conn.write_i32(sums.block_len() as i32)?;
-        self.conn.write_i32(sums.strong_len() as i32)?;
-        self.conn.write_i32(sums.remainder() as i32)?;
+        for v in head {
+            self.conn.write_i32(v)?;
+        }
 
         let mut tokens = match self.deflater.as_mut() {
             None => Tokens::Simple(SimpleTokens::new(&mut *self.conn)),
@@ -490,7 +520,9 @@ impl FileSender<'_, '_> {
                 // As match.c does after a read error: end the file's stream
                 // with a checksum the client is sure to reject.
                 tokens.finish()?;
-                self.conn.write_all(&spoiled_sum())?;
+                let mut sum = [0u8; 16];
+                spoil_file_sum(&mut sum);
+                self.conn.write_all(&sum)?;
                 let text = format!(
                     "rsync: [sender] read errors mapping \"{}\" (in {}): {}\n",
                     String::from_utf8_lossy(&path),
@@ -509,12 +541,4 @@ impl FileSender<'_, '_> {
         self.stats.matched_bytes += outcome.matched_bytes;
         Ok(())
     }
-}
-
-/// A whole-file checksum no correct transfer can have: all zero bits, unless
-/// that happened to be right, which clients cannot tell apart (match.c).
-fn spoiled_sum() -> [u8; 16] {
-    let mut sum = [0u8; 16];
-    sum[15] = 1;
-    sum
 }
