@@ -1,0 +1,632 @@
+//! Differential pulls: the same client, options and protocol against the
+//! reference rsyncd and the candidate server, then every observable result
+//! compared: the destination tree, the exit code, the itemized lines, the rest
+//! of stdout (normalised), the error codes, and the `--stats` data counts.
+//!
+//! A mismatch fails with one report naming the case, protocol, client,
+//! servers, command lines, both outputs and both daemons' last log lines.
+//! This module decides what "the same" means; how to run a pull, start a
+//! daemon or build a tree lives in the sibling modules.
+
+use super::client::{comparable_lines, Client, Protocol, ProtocolSet, PullResult, Stats};
+use super::conf::Module;
+use super::rsyncd::{Rsyncd, RsyncdInetd};
+use super::snapshot::{render_differences, Snapshot, Volatile};
+use super::tree::{basis_copy, TestTree};
+use super::upserv::{Upserv, UpservServe};
+use super::Server;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use tempfile::TempDir;
+
+/// Environment variable that picks the default candidate server:
+/// `upserv` (the default), `serve` (inetd-style), `rsyncd` (a second
+/// reference, to check a new test case before upserv can pass it) or
+/// `rsyncd-inetd`.
+pub const CANDIDATE_ENV: &str = "UPSERV_TEST_CANDIDATE";
+/// Lines of each daemon's log shown in a report.
+const LOG_TAIL_LINES: usize = 20;
+/// Lines of each client output shown in a report.
+const OUTPUT_TAIL_LINES: usize = 40;
+/// Short options that take a value, so letters after them are not flags.
+const SHORT_OPTS_WITH_VALUE: &str = "BefMT@";
+
+/// Builds a basis in a destination (second path) from the source tree's
+/// root (first path) before a delta pull, e.g. [`super::tree::basis_edited`].
+pub type BasisFn = fn(&Path, &Path);
+
+/// Which server plays the candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Candidate {
+    /// `upserv daemon`.
+    Upserv,
+    /// `upserv serve`, one process per connection.
+    UpservServe,
+    /// A second reference rsyncd.
+    Rsyncd,
+    /// rsyncd in inetd mode behind the harness's listener: checks the
+    /// plumbing that `UpservServe` relies on.
+    RsyncdInetd,
+}
+
+impl Candidate {
+    /// The candidate chosen by [`CANDIDATE_ENV`], upserv when unset.
+    pub fn from_env() -> Candidate {
+        match std::env::var(CANDIDATE_ENV).as_deref() {
+            Ok("rsyncd") => Candidate::Rsyncd,
+            Ok("serve") => Candidate::UpservServe,
+            Ok("rsyncd-inetd") => Candidate::RsyncdInetd,
+            Ok("upserv") | Err(_) => Candidate::Upserv,
+            Ok(other) => {
+                panic!("{CANDIDATE_ENV}={other}: expected upserv, serve, rsyncd or rsyncd-inetd")
+            }
+        }
+    }
+
+    fn start(self, side: &Side, upserv_args: &[&str]) -> Box<dyn Server> {
+        match self {
+            Candidate::Upserv => Box::new(Upserv::start_with(&side.modules, None, upserv_args)),
+            Candidate::UpservServe => {
+                Box::new(UpservServe::start_with(&side.modules, None, upserv_args))
+            }
+            Candidate::Rsyncd => Box::new(Rsyncd::start(&side.modules)),
+            Candidate::RsyncdInetd => Box::new(RsyncdInetd::start(&side.modules)),
+        }
+    }
+}
+
+/// What one server serves and what the client asks it for.
+#[derive(Clone, Debug)]
+pub struct Side {
+    pub modules: Vec<Module>,
+    /// The part of the URL after `rsync://host:port/`, e.g. `m/` or `m/sub`.
+    pub url_path: String,
+}
+
+/// How far the candidate's literal data may stray from the reference's on
+/// a delta pull: both implement rsync's matching, but a different search
+/// order may pick different (equally valid) blocks.
+#[derive(Clone, Copy, Debug)]
+pub struct StatsPolicy {
+    pub literal_margin_percent: u64,
+    pub literal_margin_bytes: u64,
+}
+
+impl Default for StatsPolicy {
+    fn default() -> StatsPolicy {
+        StatsPolicy {
+            literal_margin_percent: 10,
+            literal_margin_bytes: 4096,
+        }
+    }
+}
+
+/// The results of one protocol's pair of pulls, for extra assertions. The
+/// destination directories (the snapshots' roots) live as long as it does.
+pub struct Pair {
+    pub protocol: Protocol,
+    pub reference: PullResult,
+    pub candidate: PullResult,
+    pub reference_tree: Snapshot,
+    pub candidate_tree: Snapshot,
+    _scratch: Option<Arc<TempDir>>,
+}
+
+/// A differential run over a tree, configured by chained calls.
+pub struct Differential<'t> {
+    tree: &'t TestTree,
+    name: String,
+    reference: Side,
+    candidate_side: Option<Side>,
+    candidate: Candidate,
+    client: Client,
+    basis: Option<BasisFn>,
+    upserv_args: Vec<String>,
+    stats_policy: StatsPolicy,
+    stderr_exact: bool,
+}
+
+/// Pulls `tree` (served as module `m`) from the reference and from upserv
+/// at each protocol and panics with a report on any difference.
+pub fn differential(tree: &TestTree, opts: &[&str], protocols: &ProtocolSet) -> Vec<Pair> {
+    Differential::new(tree).run(opts, protocols)
+}
+
+impl<'t> Differential<'t> {
+    /// Module `m` serving the tree's root, pulled as `m/`, with the
+    /// candidate from [`CANDIDATE_ENV`] and the current client.
+    pub fn new(tree: &'t TestTree) -> Differential<'t> {
+        Differential {
+            tree,
+            name: "unnamed".to_string(),
+            reference: Side {
+                modules: vec![Module::new("m", tree.root())],
+                url_path: "m/".to_string(),
+            },
+            candidate_side: None,
+            candidate: Candidate::from_env(),
+            client: Client::current(),
+            basis: None,
+            upserv_args: Vec::new(),
+            stats_policy: StatsPolicy::default(),
+            stderr_exact: false,
+        }
+    }
+
+    /// The case name shown in reports.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// What to pull (after `rsync://host:port/`) from both servers.
+    pub fn url_path(mut self, path: &str) -> Self {
+        self.reference.url_path = path.to_string();
+        self
+    }
+
+    /// Adds `key = value` to module `m` on both servers.
+    pub fn param(mut self, key: &str, value: &str) -> Self {
+        let m = self.reference.modules.remove(0).param(key, value);
+        self.reference.modules.insert(0, m);
+        self
+    }
+
+    /// Serves another module on both servers.
+    pub fn module(mut self, module: Module) -> Self {
+        self.reference.modules.push(module);
+        self
+    }
+
+    pub fn candidate(mut self, candidate: Candidate) -> Self {
+        self.candidate = candidate;
+        self
+    }
+
+    /// Serves and pulls something else from the candidate, e.g. a build
+    /// module whose metadata table should reproduce the reference tree.
+    pub fn candidate_side(mut self, side: Side) -> Self {
+        self.candidate_side = Some(side);
+        self
+    }
+
+    pub fn client(mut self, client: Client) -> Self {
+        self.client = client;
+        self
+    }
+
+    /// Fills each destination with a basis before its pull.
+    pub fn basis(mut self, basis: BasisFn) -> Self {
+        self.basis = Some(basis);
+        self
+    }
+
+    /// Extra arguments for upserv (`--upstream URL`, `--workers N`, ...).
+    pub fn upserv_args(mut self, args: &[&str]) -> Self {
+        self.upserv_args = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    pub fn stats_policy(mut self, policy: StatsPolicy) -> Self {
+        self.stats_policy = policy;
+        self
+    }
+
+    /// Also requires stderr to match line for line (after normalising),
+    /// not just the error codes it reports.
+    pub fn stderr_exact(mut self) -> Self {
+        self.stderr_exact = true;
+        self
+    }
+
+    /// Runs every protocol of `protocols` the client speaks; panics with
+    /// the report of every mismatching protocol.
+    pub fn run(&self, opts: &[&str], protocols: &ProtocolSet) -> Vec<Pair> {
+        self.run_checked(opts, protocols)
+            .unwrap_or_else(|report| panic!("{report}"))
+    }
+
+    /// As [`Differential::run`], returning the report instead of panicking.
+    pub fn run_checked(&self, opts: &[&str], protocols: &ProtocolSet) -> Result<Vec<Pair>, String> {
+        self.tree.settle();
+        let candidate_side = self.candidate_side.as_ref().unwrap_or(&self.reference);
+        let upserv_args: Vec<&str> = self.upserv_args.iter().map(String::as_str).collect();
+        let servers: [Box<dyn Server>; 2] = [
+            Box::new(Rsyncd::start(&self.reference.modules)),
+            self.candidate.start(candidate_side, &upserv_args),
+        ];
+        let sides = [&self.reference, candidate_side];
+        let scratch = Arc::new(
+            tempfile::Builder::new()
+                .prefix("pulls-")
+                .tempdir()
+                .expect("creating a directory for pull destinations"),
+        );
+        let basis = self.basis.map(|make| {
+            let dir = scratch.path().join("basis");
+            make(self.tree.root(), &dir);
+            dir
+        });
+        let mut pairs = Vec::new();
+        let mut reports = String::new();
+        for &protocol in protocols.0.iter().filter(|&&p| self.client.speaks(p)) {
+            let dir = scratch
+                .path()
+                .join(format!("protocol-{protocol}").replace(' ', "-"));
+            let mut pair = self.pull_pair(&servers, &sides, &dir, basis.as_deref(), opts, protocol);
+            pair._scratch = Some(Arc::clone(&scratch));
+            let mismatches = self.compare(&pair, &sides, opts);
+            if !mismatches.is_empty() {
+                reports.push_str(&self.report(&pair, &servers, &sides, opts, &mismatches));
+            }
+            pairs.push(pair);
+        }
+        if reports.is_empty() {
+            Ok(pairs)
+        } else {
+            Err(reports)
+        }
+    }
+
+    fn pull_pair(
+        &self,
+        servers: &[Box<dyn Server>; 2],
+        sides: &[&Side; 2],
+        dir: &Path,
+        basis: Option<&Path>,
+        opts: &[&str],
+        protocol: Protocol,
+    ) -> Pair {
+        let [reference, candidate] = [0, 1].map(|i| {
+            let dest = dir.join(["reference", "candidate"][i]).join("dest");
+            std::fs::create_dir_all(dest.parent().expect("dest has a parent"))
+                .unwrap_or_else(|e| panic!("creating {dest:?}: {e}"));
+            if let Some(basis) = basis {
+                basis_copy(basis, &dest);
+            }
+            let url = servers[i].url(&sides[i].url_path);
+            (self.client.pull(&url, &dest, opts, protocol), dest)
+        });
+        Pair {
+            protocol,
+            reference_tree: Snapshot::of(&reference.1),
+            candidate_tree: Snapshot::of(&candidate.1),
+            reference: reference.0,
+            candidate: candidate.0,
+            _scratch: None,
+        }
+    }
+
+    /// Every way the candidate's pull differs from the reference's.
+    fn compare(&self, pair: &Pair, sides: &[&Side; 2], opts: &[&str]) -> Vec<String> {
+        let (r, c) = (&pair.reference, &pair.candidate);
+        let mut found = Vec::new();
+        if r.code != c.code {
+            found.push(format!(
+                "exit code: {} (reference) vs {} (candidate)",
+                r.code, c.code
+            ));
+        }
+        let (r_lines, c_lines) = (
+            ItemizedStreams::of(&r.itemized),
+            ItemizedStreams::of(&c.itemized),
+        );
+        for (what, r_stream, c_stream) in [
+            (
+                "itemized lines of the generator",
+                &r_lines.generator,
+                &c_lines.generator,
+            ),
+            (
+                "itemized lines of the receiver",
+                &r_lines.receiver,
+                &c_lines.receiver,
+            ),
+            (
+                "itemized hard-link lines (sorted)",
+                &r_lines.hard_links,
+                &c_lines.hard_links,
+            ),
+        ] {
+            if let Some(d) = first_difference(r_stream, c_stream) {
+                found.push(format!("{what}: {d}"));
+            }
+        }
+        let paths: Vec<&Path> = sides
+            .iter()
+            .flat_map(|s| s.modules.iter().map(|m| m.path.as_path()))
+            .collect();
+        let other_stdout = |p: &PullResult| -> Vec<String> {
+            let rest: String = p
+                .stdout
+                .lines()
+                .filter(|l| !super::client::is_itemized(l))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            comparable_lines(&rest, &paths)
+        };
+        if let Some(d) = first_difference(&other_stdout(r), &other_stdout(c)) {
+            found.push(format!("stdout (besides itemized lines): {d}"));
+        }
+        if r.error_codes() != c.error_codes() {
+            found.push(format!(
+                "error codes on stderr: {:?} (reference) vs {:?} (candidate)",
+                r.error_codes(),
+                c.error_codes()
+            ));
+        }
+        if self.stderr_exact {
+            let (rs, cs) = (
+                comparable_lines(&r.stderr, &paths),
+                comparable_lines(&c.stderr, &paths),
+            );
+            if let Some(d) = first_difference(&rs, &cs) {
+                found.push(format!("stderr: {d}"));
+            }
+        }
+        found.extend(compare_stats(r.stats(), c.stats(), self.stats_policy));
+        let volatile = volatile_mtimes(opts, &sides[0].url_path);
+        let tree =
+            pair.reference_tree
+                .diff(&pair.candidate_tree, volatile, ["reference", "candidate"]);
+        if !tree.is_empty() {
+            found.push(format!(
+                "destination trees differ:\n{}",
+                render_differences(&tree)
+            ));
+        }
+        found
+    }
+
+    fn report(
+        &self,
+        pair: &Pair,
+        servers: &[Box<dyn Server>; 2],
+        sides: &[&Side; 2],
+        opts: &[&str],
+        mismatches: &[String],
+    ) -> String {
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "\n===== differential mismatch: case `{}`, protocol {}, client {} ({:?})",
+            self.name, pair.protocol, self.client.version, self.client.program
+        );
+        let _ = writeln!(text, "options: {opts:?}");
+        for (i, role) in ["reference", "candidate"].iter().enumerate() {
+            let _ = writeln!(
+                text,
+                "{role}: {} serving {}",
+                servers[i].describe(),
+                sides[i].url_path
+            );
+        }
+        let _ = writeln!(text, "differences:");
+        for mismatch in mismatches {
+            let _ = writeln!(text, "  - {mismatch}");
+        }
+        for (role, result) in [
+            ("reference", &pair.reference),
+            ("candidate", &pair.candidate),
+        ] {
+            let _ = writeln!(
+                text,
+                "--- {role} pull (exit {}): {}",
+                result.code, result.command
+            );
+            let _ = writeln!(text, "stdout:\n{}", tail(&result.stdout, OUTPUT_TAIL_LINES));
+            let _ = writeln!(text, "stderr:\n{}", tail(&result.stderr, OUTPUT_TAIL_LINES));
+        }
+        for (i, role) in ["reference", "candidate"].iter().enumerate() {
+            let log = servers[i].log_tail(LOG_TAIL_LINES);
+            let _ = writeln!(
+                text,
+                "--- {role} daemon log (last {LOG_TAIL_LINES} lines):\n{log}"
+            );
+        }
+        text
+    }
+}
+
+/// Itemized lines split by the client process that prints them. The
+/// client's generator and receiver run concurrently, so only the order
+/// within each is fixed: below protocol 29 the receiver itemizes files it
+/// has received (`>f?????????`), and with `-H` a hard link is itemized when
+/// the receiver has finished its group's first file, whenever that is.
+struct ItemizedStreams {
+    generator: Vec<String>,
+    receiver: Vec<String>,
+    hard_links: Vec<String>,
+}
+
+impl ItemizedStreams {
+    fn of(lines: &[String]) -> ItemizedStreams {
+        let mut streams = ItemizedStreams {
+            generator: Vec::new(),
+            receiver: Vec::new(),
+            hard_links: Vec::new(),
+        };
+        for line in lines {
+            let field = line.split(' ').next().unwrap_or_default();
+            let stream = if field.starts_with('h') {
+                &mut streams.hard_links
+            } else if field.contains('?') {
+                &mut streams.receiver
+            } else {
+                &mut streams.generator
+            };
+            stream.push(line.clone());
+        }
+        streams.hard_links.sort();
+        streams
+    }
+}
+
+/// The checks of `--stats` that stdout comparison cannot make: literal and
+/// matched data, which may differ within `policy` once matching is involved.
+pub fn compare_stats(r: Option<Stats>, c: Option<Stats>, policy: StatsPolicy) -> Vec<String> {
+    let (r, c) = match (r, c) {
+        (None, None) => return Vec::new(),
+        (Some(r), Some(c)) => (r, c),
+        (r, c) => {
+            return vec![format!(
+                "--stats: printed by the reference: {}, by the candidate: {}",
+                r.is_some(),
+                c.is_some()
+            )]
+        }
+    };
+    let mut found = Vec::new();
+    if r.matched == 0 && c.matched == 0 {
+        if r.literal != c.literal {
+            found.push(format!(
+                "literal data (no matches on either side): {} (reference) vs {} (candidate)",
+                r.literal, c.literal
+            ));
+        }
+        return found;
+    }
+    if r.matched > 0 && c.matched == 0 {
+        found.push(format!(
+            "matched data: {} (reference) vs 0 (candidate)",
+            r.matched
+        ));
+    }
+    let margin = policy
+        .literal_margin_bytes
+        .max(r.literal * policy.literal_margin_percent / 100);
+    if r.literal.abs_diff(c.literal) > margin {
+        found.push(format!(
+            "literal data: {} (reference) vs {} (candidate), beyond the margin of {margin}",
+            r.literal, c.literal
+        ));
+    }
+    found
+}
+
+/// Which mtimes the options leave to the receiver's clock: file and link
+/// times without `-t` (or `-a`), directory times also with `-O`, link times
+/// also with `-J`, and the destination directory's own when the URL names
+/// the source directory itself (no trailing slash).
+pub fn volatile_mtimes(opts: &[&str], url_path: &str) -> Volatile {
+    let flags = short_flags(opts);
+    let long = |name: &str| opts.contains(&name);
+    let times =
+        (flags.contains('a') || flags.contains('t') || long("--times") || long("--archive"))
+            && !long("--no-times")
+            && !long("--no-t");
+    Volatile {
+        file_mtimes: !times,
+        dir_mtimes: !times || flags.contains('O') || long("--omit-dir-times"),
+        link_mtimes: !times || flags.contains('J') || long("--omit-link-times"),
+        root_mtime: !url_path.ends_with('/'),
+    }
+}
+
+/// The letters of all short-option clusters (`-avz`), stopping at an option
+/// that takes a value and skipping a value given as the next argument.
+fn short_flags(opts: &[&str]) -> String {
+    let mut flags = String::new();
+    let mut skip_next = false;
+    for opt in opts {
+        if std::mem::take(&mut skip_next) || opt.starts_with("--") || !opt.starts_with('-') {
+            continue;
+        }
+        let cluster = &opt[1..];
+        match cluster.find(|c| SHORT_OPTS_WITH_VALUE.contains(c)) {
+            Some(at) => {
+                flags.push_str(&cluster[..at]);
+                skip_next = at + 1 == cluster.len();
+            }
+            None => flags.push_str(cluster),
+        }
+    }
+    flags
+}
+
+/// Where two line sequences first differ, quoting both sides.
+fn first_difference(r: &[String], c: &[String]) -> Option<String> {
+    let at = r.iter().zip(c).position(|(a, b)| a != b);
+    let at = match at {
+        Some(at) => at,
+        None if r.len() == c.len() => return None,
+        None => r.len().min(c.len()),
+    };
+    let show = |lines: &[String]| {
+        lines
+            .get(at)
+            .map_or("(end)".to_string(), |l| format!("{l:?}"))
+    };
+    Some(format!(
+        "first difference at line {}: {} (reference) vs {} (candidate); {} vs {} lines",
+        at + 1,
+        show(r),
+        show(c),
+        r.len(),
+        c.len()
+    ))
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    super::proc::last_lines(text, lines)
+}
+
+/// One line of a case table: a named tree, the options to pull it with, and
+/// an optional basis for delta pulls.
+pub struct Case {
+    pub name: &'static str,
+    pub opts: &'static [&'static str],
+    pub setup: fn(&TestTree),
+    pub basis: Option<BasisFn>,
+}
+
+impl Case {
+    /// Builds the case's tree and runs it with `client` against
+    /// `candidate`; the report on a mismatch, the pairs otherwise.
+    pub fn run_with(
+        &self,
+        client: &Client,
+        protocols: &ProtocolSet,
+        candidate: Candidate,
+    ) -> Result<Vec<Pair>, String> {
+        let tree = TestTree::new();
+        (self.setup)(&tree);
+        let mut differential = Differential::new(&tree)
+            .name(self.name)
+            .client(client.clone())
+            .candidate(candidate);
+        if let Some(basis) = self.basis {
+            differential = differential.basis(basis);
+        }
+        differential.run_checked(self.opts, protocols)
+    }
+}
+
+/// Runs every case against the candidate of [`CANDIDATE_ENV`] (upserv by
+/// default); see [`run_cases_against`].
+pub fn run_cases(cases: &[Case], protocols: &ProtocolSet) {
+    run_cases_against(cases, protocols, Candidate::from_env());
+}
+
+/// Runs every case with every configured client (see [`Client::all`]) and
+/// panics at the end with the reports of all that failed.
+pub fn run_cases_against(cases: &[Case], protocols: &ProtocolSet, candidate: Candidate) {
+    let mut failures = Vec::new();
+    let clients = Client::all();
+    for client in &clients {
+        for case in cases {
+            if let Err(report) = case.run_with(client, protocols, candidate) {
+                failures.push(report);
+            }
+        }
+    }
+    if !failures.is_empty() {
+        panic!(
+            "{} of {} case runs failed:\n{}",
+            failures.len(),
+            cases.len() * clients.len(),
+            failures.concat()
+        );
+    }
+}
