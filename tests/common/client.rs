@@ -254,7 +254,8 @@ pub fn is_itemized(line: &str) -> bool {
             .all(|b| b.is_ascii_alphabetic() || b"+.? ".contains(b))
 }
 
-/// The numbers of `--stats`. Older clients lack the created/deleted lines.
+/// The numbers of `--stats`. Older clients lack the created/deleted lines
+/// and say "written"/"read" for "sent"/"received".
 /// Parsing expects rsync's default number format (no `-h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stats {
@@ -286,8 +287,9 @@ impl Stats {
             literal: field("Literal data:")?,
             matched: field("Matched data:")?,
             file_list_size: field("File list size:")?,
-            bytes_sent: field("Total bytes sent:")?,
-            bytes_received: field("Total bytes received:")?,
+            bytes_sent: field("Total bytes sent:").or_else(|| field("Total bytes written:"))?,
+            bytes_received: field("Total bytes received:")
+                .or_else(|| field("Total bytes read:"))?,
         })
     }
 }
@@ -304,13 +306,16 @@ fn stats_field(stdout: &str, label: &str) -> Option<u64> {
 }
 
 /// Lines of stats output that depend on timing or on how the server framed
-/// its multiplexed stream; the byte counts are checked by a policy instead.
+/// its multiplexed stream; the data counts are checked by a policy instead.
+/// The `sent/wrote ... bytes/sec` summary is dropped for the same reason.
 const UNSTABLE_PREFIXES: &[&str] = &[
     "File list generation time:",
     "File list transfer time:",
     "File list size:",
     "Total bytes sent:",
     "Total bytes received:",
+    "Total bytes written:",
+    "Total bytes read:",
     "Literal data:",
     "Matched data:",
 ];
@@ -325,7 +330,8 @@ pub fn comparable_lines(text: &str, paths: &[&Path]) -> Vec<String> {
         .filter_map(|line| {
             let line = line.rsplit('\r').next().unwrap_or(line);
             if UNSTABLE_PREFIXES.iter().any(|p| line.starts_with(p))
-                || (line.starts_with("sent ") && line.contains("bytes/sec"))
+                || ((line.starts_with("sent ") || line.starts_with("wrote "))
+                    && line.contains("bytes/sec"))
             {
                 return None;
             }

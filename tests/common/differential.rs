@@ -8,9 +8,11 @@
 //! This module decides what "the same" means; how to run a pull, start a
 //! daemon or build a tree lives in the sibling modules.
 
-use super::client::{comparable_lines, Client, Protocol, ProtocolSet, PullResult, Stats};
+use super::client::{
+    comparable_lines, is_itemized, Client, Protocol, ProtocolSet, PullResult, Stats,
+};
 use super::conf::Module;
-use super::rsyncd::{Rsyncd, RsyncdInetd};
+use super::rsyncd::{Rsyncd, RsyncdInetd, UPSERV_PROTOCOL};
 use super::snapshot::{render_differences, Snapshot, Volatile};
 use super::tree::{basis_copy, TestTree};
 use super::upserv::{Upserv, UpservServe};
@@ -29,6 +31,9 @@ pub const CANDIDATE_ENV: &str = "UPSERV_TEST_CANDIDATE";
 const LOG_TAIL_LINES: usize = 20;
 /// Lines of each client output shown in a report.
 const OUTPUT_TAIL_LINES: usize = 40;
+/// From this protocol on the sender echoes every itemized entry, which
+/// makes the client print names in one stream (generator.c: itemize).
+const ORDERED_OUTPUT_PROTOCOL: u32 = 29;
 /// Short options that take a value, so letters after them are not flags.
 const SHORT_OPTS_WITH_VALUE: &str = "BefMT@";
 
@@ -250,7 +255,7 @@ impl<'t> Differential<'t> {
         });
         let mut pairs = Vec::new();
         let mut reports = String::new();
-        for &protocol in protocols.0.iter().filter(|&&p| self.client.speaks(p)) {
+        for protocol in self.protocols_to_run(protocols) {
             let dir = scratch
                 .path()
                 .join(format!("protocol-{protocol}").replace(' ', "-"));
@@ -267,6 +272,31 @@ impl<'t> Differential<'t> {
         } else {
             Err(reports)
         }
+    }
+
+    /// The protocol a pull really ran at: both servers offer at most 29.
+    fn effective_protocol(&self, protocol: Protocol) -> u32 {
+        match protocol {
+            Protocol::V(n) => n,
+            Protocol::Default => self.client.max_protocol.min(UPSERV_PROTOCOL),
+        }
+    }
+
+    /// The set's protocols, with those the client cannot speak replaced by
+    /// its default (so an old client still runs at its own newest).
+    fn protocols_to_run(&self, protocols: &ProtocolSet) -> Vec<Protocol> {
+        let mut chosen: Vec<Protocol> = Vec::new();
+        for &p in protocols.0 {
+            let p = if self.client.speaks(p) {
+                p
+            } else {
+                Protocol::Default
+            };
+            if !chosen.contains(&p) {
+                chosen.push(p);
+            }
+        }
+        chosen
     }
 
     fn pull_pair(
@@ -337,17 +367,26 @@ impl<'t> Differential<'t> {
             .iter()
             .flat_map(|s| s.modules.iter().map(|m| m.path.as_path()))
             .collect();
-        let other_stdout = |p: &PullResult| -> Vec<String> {
-            let rest: String = p
-                .stdout
-                .lines()
-                .filter(|l| !super::client::is_itemized(l))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            comparable_lines(&rest, &paths)
-        };
-        if let Some(d) = first_difference(&other_stdout(r), &other_stdout(c)) {
-            found.push(format!("stdout (besides itemized lines): {d}"));
+        let effective = self.effective_protocol(pair.protocol);
+        let (r_rest, c_rest) = (
+            OtherStdout::of(r, &paths, effective),
+            OtherStdout::of(c, &paths, effective),
+        );
+        for (what, r_lines, c_lines) in [
+            (
+                "stdout besides itemized lines",
+                &r_rest.ordered,
+                &c_rest.ordered,
+            ),
+            (
+                "stdout lines of racing processes (sorted)",
+                &r_rest.unordered,
+                &c_rest.unordered,
+            ),
+        ] {
+            if let Some(d) = first_difference(r_lines, c_lines) {
+                found.push(format!("{what}: {d}"));
+            }
         }
         if r.error_codes() != c.error_codes() {
             found.push(format!(
@@ -460,6 +499,33 @@ impl ItemizedStreams {
         }
         streams.hard_links.sort();
         streams
+    }
+}
+
+/// Stdout without the itemized lines, made comparable, split into what
+/// must come in the same order and what may not. From protocol 29 on, the
+/// client's receiver prints every name in the order the sender echoes them;
+/// below 29 the generator prints directories, links and devices while the
+/// receiver prints files, concurrently. Hard-link lines (`a => b`) come
+/// whenever the receiver finishes a group's first file, at any protocol.
+struct OtherStdout {
+    ordered: Vec<String>,
+    unordered: Vec<String>,
+}
+
+impl OtherStdout {
+    fn of(pull: &PullResult, paths: &[&Path], protocol: u32) -> OtherStdout {
+        let rest: String = pull
+            .stdout
+            .lines()
+            .filter(|l| !is_itemized(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let (mut unordered, ordered): (Vec<String>, Vec<String>) = comparable_lines(&rest, paths)
+            .into_iter()
+            .partition(|l| protocol < ORDERED_OUTPUT_PROTOCOL || l.contains(" => "));
+        unordered.sort();
+        OtherStdout { ordered, unordered }
     }
 }
 

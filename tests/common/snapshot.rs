@@ -73,9 +73,20 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Captures `dir`; panics with the path when it cannot be read.
+    /// Captures `dir`; panics with the path when it cannot be read. A
+    /// missing `dir` gives an empty snapshot: a pull that failed early
+    /// leaves nothing behind, and that compares like anything else.
     pub fn of(dir: &Path) -> Snapshot {
         let mut entries = BTreeMap::new();
+        if dir
+            .symlink_metadata()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            return Snapshot {
+                root: dir.to_path_buf(),
+                entries,
+            };
+        }
         let mut inodes: HashMap<(u64, u64), Vec<Vec<u8>>> = HashMap::new();
         let mut pending = vec![(dir.to_path_buf(), b".".to_vec())];
         while let Some((path, rel)) = pending.pop() {
