@@ -126,7 +126,7 @@ fn a_changed_tree_is_reported_by_path() {
         // Same size and mtime: only the content tells; "hello " is 6 bytes.
         "docs/changed.txt: content differs: size 11 (reference) vs 11 (candidate), first different byte at 6",
         "extra file: only in candidate (File)",
-        "itemized lines of the generator",
+        "itemized lines: first difference",
         ">f+++++++++ extra file",
         "--- reference daemon log",
         "--- candidate daemon log",

@@ -343,15 +343,11 @@ impl<'t> Differential<'t> {
             ItemizedStreams::of(&c.itemized),
         );
         for (what, r_stream, c_stream) in [
+            ("itemized lines", &r_lines.ordered, &c_lines.ordered),
             (
-                "itemized lines of the generator",
-                &r_lines.generator,
-                &c_lines.generator,
-            ),
-            (
-                "itemized lines of the receiver",
-                &r_lines.receiver,
-                &c_lines.receiver,
+                "itemized lines of received files (protocol < 29)",
+                &r_lines.received,
+                &c_lines.received,
             ),
             (
                 "itemized hard-link lines (sorted)",
@@ -468,22 +464,23 @@ impl<'t> Differential<'t> {
     }
 }
 
-/// Itemized lines split by the client process that prints them. The
-/// client's generator and receiver run concurrently, so only the order
-/// within each is fixed: below protocol 29 the receiver itemizes files it
-/// has received (`>f?????????`), and with `-H` a hard link is itemized when
-/// the receiver has finished its group's first file, whenever that is.
+/// Itemized lines split by the order they are bound to. The client's
+/// generator and receiver run concurrently: from protocol 29 on every line
+/// comes in the order the sender echoes entries back, but below 29 the
+/// receiver itemizes the files it receives (`>f?????????`) while the
+/// generator itemizes the rest, and at any protocol a hard link (`-H`) is
+/// itemized whenever the receiver has finished its group's first file.
 struct ItemizedStreams {
-    generator: Vec<String>,
-    receiver: Vec<String>,
+    ordered: Vec<String>,
+    received: Vec<String>,
     hard_links: Vec<String>,
 }
 
 impl ItemizedStreams {
     fn of(lines: &[String]) -> ItemizedStreams {
         let mut streams = ItemizedStreams {
-            generator: Vec::new(),
-            receiver: Vec::new(),
+            ordered: Vec::new(),
+            received: Vec::new(),
             hard_links: Vec::new(),
         };
         for line in lines {
@@ -491,9 +488,9 @@ impl ItemizedStreams {
             let stream = if field.starts_with('h') {
                 &mut streams.hard_links
             } else if field.contains('?') {
-                &mut streams.receiver
+                &mut streams.received
             } else {
-                &mut streams.generator
+                &mut streams.ordered
             };
             stream.push(line.clone());
         }
