@@ -11,12 +11,14 @@ mod common;
 
 use common::client::{comparable_lines, is_itemized, Protocol};
 use common::differential::{compare_stats, run_cases_against, volatile_mtimes, StatsPolicy};
+use common::inetd::Inetd;
 use common::snapshot::{show_path, Kind, Volatile};
 use common::tree::{set_mtime, Device, Rng};
 use common::upserv::listening_port;
 use common::*;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 /// A fixed seed: a failure here must be reproducible.
@@ -248,6 +250,23 @@ fn the_inetd_plumbing_serves_like_a_daemon() {
         .candidate(Candidate::RsyncdInetd)
         .stderr_exact()
         .run(&["-a", "-H", "-i"], &V29_AND_DEFAULT);
+}
+
+#[test]
+fn a_per_connection_server_that_dies_ends_the_pull() {
+    // `true` exits at once: the client must see the socket close rather
+    // than wait on a copy the harness kept open.
+    let inetd = Inetd::start(Command::new("true"), "true", None);
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let outcome = Client::current().pull_within(
+        &inetd.url("m/"),
+        &scratch.path().join("dest"),
+        &["-a"],
+        Protocol::Default,
+        Duration::from_secs(20),
+    );
+    let result = outcome.expect("the pull ends on its own");
+    assert_ne!(result.code, 0, "no server, no success");
 }
 
 #[test]

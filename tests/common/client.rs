@@ -366,7 +366,7 @@ fn mask_line(line: &str, paths: &[&Path]) -> String {
 /// they name the server's build, not what happened.
 fn strip_source_location(line: &str) -> String {
     let mut text = line.to_string();
-    if let Some(at) = text.find(" at ") {
+    if let Some(at) = text.rfind(" at ") {
         let rest = &text[at + 4..];
         if let Some(close) = rest.find(')') {
             if rest[..close].contains(".c(") {

@@ -31,11 +31,21 @@ impl Module {
     }
 }
 
-/// Global settings that make rsyncd behave as upserv is meant to: no chroot
-/// (so symlinks are served verbatim and names map through the host's
-/// passwd/group files), no symlink munging, ids mapped by name, the transfer
-/// running as root so owners and devices come through, and never writable.
-/// `reverse lookup = no` only saves a DNS query per connection.
+/// Global settings (defaults for every module) that make rsyncd behave as
+/// upserv is meant to, per rsyncd.conf(5) of the reference source:
+/// - `use chroot = no`: no chroot, so absolute and outward symlink values
+///   are served as they are and names resolve through the host's files;
+/// - `munge symlinks = no`: its default is on for a module without chroot,
+///   which would strip a `/rsyncd-munged/` prefix from values on the way out;
+/// - `numeric ids = no`: owners travel by name as well (already the default
+///   without chroot);
+/// - `uid = root`, `gid = root`: the default for a root daemon is "nobody",
+///   which could not read 0600 files;
+/// - `read only = yes`: the default, stated because upserv insists on it;
+/// - `reverse lookup = no`: only spares a DNS query per connection.
+///
+/// `insecure links` stays at its default (no): the daemon still follows
+/// in-module symlinks owned by root or the module's uid, root here.
 const RSYNCD_GLOBALS: &[(&str, &str)] = &[
     ("use chroot", "no"),
     ("munge symlinks", "no"),

@@ -18,7 +18,7 @@ use super::tree::{basis_copy, TestTree};
 use super::upserv::{Upserv, UpservServe};
 use super::Server;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tempfile::TempDir;
 
@@ -69,11 +69,13 @@ impl Candidate {
         }
     }
 
-    fn start(self, side: &Side, upserv_args: &[&str]) -> Box<dyn Server> {
+    fn start(self, side: &Side, upserv: &UpservSetup) -> Box<dyn Server> {
+        let builds = upserv.builds.as_deref();
+        let args: Vec<&str> = upserv.args.iter().map(String::as_str).collect();
         match self {
-            Candidate::Upserv => Box::new(Upserv::start_with(&side.modules, None, upserv_args)),
+            Candidate::Upserv => Box::new(Upserv::start_with(&side.modules, builds, &args)),
             Candidate::UpservServe => {
-                Box::new(UpservServe::start_with(&side.modules, None, upserv_args))
+                Box::new(UpservServe::start_with(&side.modules, builds, &args))
             }
             Candidate::Rsyncd => Box::new(Rsyncd::start(&side.modules)),
             Candidate::RsyncdInetd => Box::new(RsyncdInetd::start(&side.modules)),
@@ -127,9 +129,16 @@ pub struct Differential<'t> {
     candidate: Candidate,
     client: Client,
     basis: Option<BasisFn>,
-    upserv_args: Vec<String>,
+    upserv: UpservSetup,
     stats_policy: StatsPolicy,
     stderr_exact: bool,
+}
+
+/// What upserv gets besides the modules, when it is the candidate.
+#[derive(Default)]
+struct UpservSetup {
+    builds: Option<PathBuf>,
+    args: Vec<String>,
 }
 
 /// Pulls `tree` (served as module `m`) from the reference and from upserv
@@ -153,7 +162,7 @@ impl<'t> Differential<'t> {
             candidate: Candidate::from_env(),
             client: Client::current(),
             basis: None,
-            upserv_args: Vec::new(),
+            upserv: UpservSetup::default(),
             stats_policy: StatsPolicy::default(),
             stderr_exact: false,
         }
@@ -171,14 +180,16 @@ impl<'t> Differential<'t> {
         self
     }
 
-    /// Adds `key = value` to module `m` on both servers.
+    /// Adds `key = value` to module `m` on both servers (on the reference
+    /// only once [`Differential::candidate_side`] has replaced the other).
     pub fn param(mut self, key: &str, value: &str) -> Self {
         let m = self.reference.modules.remove(0).param(key, value);
         self.reference.modules.insert(0, m);
         self
     }
 
-    /// Serves another module on both servers.
+    /// Serves another module on both servers (the same proviso as
+    /// [`Differential::param`]).
     pub fn module(mut self, module: Module) -> Self {
         self.reference.modules.push(module);
         self
@@ -209,7 +220,14 @@ impl<'t> Differential<'t> {
 
     /// Extra arguments for upserv (`--upstream URL`, `--workers N`, ...).
     pub fn upserv_args(mut self, args: &[&str]) -> Self {
-        self.upserv_args = args.iter().map(|a| a.to_string()).collect();
+        self.upserv.args = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    /// The builds directory upserv serves build modules from (default: an
+    /// empty one), e.g. to pull a build and compare it with a reference tree.
+    pub fn upserv_builds(mut self, builds: &Path) -> Self {
+        self.upserv.builds = Some(builds.to_path_buf());
         self
     }
 
@@ -236,10 +254,9 @@ impl<'t> Differential<'t> {
     pub fn run_checked(&self, opts: &[&str], protocols: &ProtocolSet) -> Result<Vec<Pair>, String> {
         self.tree.settle();
         let candidate_side = self.candidate_side.as_ref().unwrap_or(&self.reference);
-        let upserv_args: Vec<&str> = self.upserv_args.iter().map(String::as_str).collect();
         let servers: [Box<dyn Server>; 2] = [
             Box::new(Rsyncd::start(&self.reference.modules)),
-            self.candidate.start(candidate_side, &upserv_args),
+            self.candidate.start(candidate_side, &self.upserv),
         ];
         let sides = [&self.reference, candidate_side];
         let scratch = Arc::new(

@@ -116,12 +116,17 @@ fn accept_loop(listener: TcpListener, mut command: Command, shared: &Shared) {
 
 fn spawn_on(command: &mut Command, stream: TcpStream, shared: &Shared) -> std::io::Result<Child> {
     let input = OwnedFd::from(stream.try_clone()?);
-    let mut child = command
+    let spawned = command
         .stdin(Stdio::from(input))
         .stdout(Stdio::from(OwnedFd::from(stream)))
         .stderr(Stdio::piped())
         .process_group(0)
-        .spawn()?;
+        .spawn();
+    // The command keeps its Stdio, and so our copy of the socket, until
+    // replaced: without this a client would wait for an EOF that never
+    // comes once the server process has gone.
+    command.stdin(Stdio::null()).stdout(Stdio::null());
+    let mut child = spawned?;
     if let Some(pipe) = child.stderr.take() {
         drain_lines(pipe, Arc::clone(&shared.stderr), |_| {});
     }

@@ -9,6 +9,7 @@ use super::conf::{upserv_conf, Module};
 use super::inetd::Inetd;
 use super::proc::{exit_code, last_lines, Daemon};
 use super::Server;
+use crossbeam_channel::RecvTimeoutError;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -109,12 +110,15 @@ impl Upserv {
                 setup,
             },
             Err(why) => {
-                let state = match daemon.exited() {
-                    Some(status) => format!("it exited with code {}", exit_code(status)),
-                    None => format!("no `{LISTENING_MARK}PORT` line ({why})"),
+                let state = match (why, daemon.exited()) {
+                    (_, Some(status)) => format!("it exited with code {}", exit_code(status)),
+                    (RecvTimeoutError::Timeout, None) => {
+                        format!("no `{LISTENING_MARK}PORT` line within {LISTEN_TIMEOUT:?}")
+                    }
+                    (RecvTimeoutError::Disconnected, None) => "it closed stderr".to_string(),
                 };
                 panic!(
-                    "upserv daemon did not start listening within {LISTEN_TIMEOUT:?}: {state}\n\
+                    "upserv daemon did not start listening: {state}\n\
                      command: {cmd:?}\nstderr:\n{}",
                     daemon.stderr_text()
                 )
