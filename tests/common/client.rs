@@ -305,6 +305,9 @@ fn stats_field(stdout: &str, label: &str) -> Option<u64> {
     value[..end].replace(',', "").parse().ok()
 }
 
+/// Random characters rsync appends to a temporary file's name (mkstemp).
+const TEMP_SUFFIX_LEN: usize = 6;
+
 /// Lines of stats output that depend on timing or on how the server framed
 /// its multiplexed stream; the data counts are checked by a policy instead.
 /// The `sent/wrote ... bytes/sec` summary is dropped for the same reason.
@@ -322,9 +325,10 @@ const UNSTABLE_PREFIXES: &[&str] = &[
 
 /// Output lines made comparable across two pulls from different servers:
 /// progress redraws collapsed, timing and framing-dependent lines dropped,
-/// rates, durations and pids masked, rsync's source locations and version
-/// tags removed, and each of `paths` (the servers' module directories)
-/// replaced by `<module>`.
+/// rates, durations, pids, ports and loopback addresses masked (with the
+/// padding of progress lines), rsync's source locations and version tags
+/// removed, and each of `paths` (the servers' module directories) replaced
+/// by `<module>`.
 pub fn comparable_lines(text: &str, paths: &[&Path]) -> Vec<String> {
     text.lines()
         .filter_map(|line| {
@@ -346,20 +350,74 @@ fn mask_line(line: &str, paths: &[&Path]) -> String {
     for path in paths {
         text = text.replace(&*path.to_string_lossy(), "<module>");
     }
-    text.split(' ')
-        .map(|word| {
-            if word.ends_with("B/s") {
-                "<rate>"
-            } else if is_duration(word) {
-                "<time>"
-            } else if word.starts_with("pid=") {
-                "pid=<n>"
-            } else {
-                word
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    text = mask_temp_names(&text);
+    let mut previous = String::new();
+    let mut progress = false;
+    let mut words = Vec::new();
+    for word in text.split(' ') {
+        let masked = if word.ends_with("B/s") {
+            progress = true;
+            "<rate>".to_string()
+        } else if is_duration(word) {
+            "<time>".to_string()
+        } else if word.starts_with("pid=") {
+            "pid=<n>".to_string()
+        } else if previous == "port" && is_number(word) {
+            "<port>".to_string()
+        } else {
+            mask_number_after(
+                &mask_number_after(word, "127.0.0.1:", "<address>"),
+                "rsync[",
+                "rsync[<pid>",
+            )
+        };
+        previous = word.to_string();
+        words.push(masked);
+    }
+    if progress {
+        // Progress columns are padded to the width of the rate.
+        words.retain(|w| !w.is_empty());
+    }
+    words.join(" ")
+}
+
+/// Replaces `prefix` and the digits after it by `replacement`.
+fn mask_number_after(word: &str, prefix: &str, replacement: &str) -> String {
+    let Some(at) = word.find(prefix) else {
+        return word.to_string();
+    };
+    let rest = &word[at + prefix.len()..];
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    if digits == 0 {
+        return word.to_string();
+    }
+    format!("{}{replacement}{}", &word[..at], &rest[digits..])
+}
+
+/// Temporary files are named `.NAME.XXXXXX` with six random characters,
+/// which `-vvv` lines show; any `.` and six alphanumerics ending a word
+/// become `.XXXXXX` (on both sides alike, so real names lose nothing).
+fn mask_temp_names(line: &str) -> String {
+    let mut bytes = line.as_bytes().to_vec();
+    let mut i = 0;
+    while i + TEMP_SUFFIX_LEN < bytes.len() {
+        let end = i + 1 + TEMP_SUFFIX_LEN;
+        let suffix_ok = bytes[i + 1..end].iter().all(u8::is_ascii_alphanumeric);
+        let word_ends = end == bytes.len() || !bytes[end].is_ascii_alphanumeric();
+        if bytes[i] == b'.' && suffix_ok && word_ends && bytes[end..].first() != Some(&b'.') {
+            bytes[i + 1..end].fill(b'X');
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn is_number(word: &str) -> bool {
+    !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Removes ` at main.c(1234)` and turns `[sender=3.5.0]` into `[sender]`:

@@ -34,6 +34,8 @@ const OUTPUT_TAIL_LINES: usize = 40;
 /// From this protocol on the sender echoes every itemized entry, which
 /// makes the client print names in one stream (generator.c: itemize).
 const ORDERED_OUTPUT_PROTOCOL: u32 = 29;
+/// From this many `-v`s on, the client's generator prints lines of its own.
+const CHATTY_VERBOSITY: usize = 2;
 /// Short options that take a value, so letters after them are not flags.
 const SHORT_OPTS_WITH_VALUE: &str = "BefMT@";
 
@@ -380,10 +382,11 @@ impl<'t> Differential<'t> {
             .iter()
             .flat_map(|s| s.modules.iter().map(|m| m.path.as_path()))
             .collect();
-        let effective = self.effective_protocol(pair.protocol);
+        let racing = self.effective_protocol(pair.protocol) < ORDERED_OUTPUT_PROTOCOL
+            || generator_chatter(opts);
         let (r_rest, c_rest) = (
-            OtherStdout::of(r, &paths, effective),
-            OtherStdout::of(c, &paths, effective),
+            OtherStdout::of(r, &paths, racing),
+            OtherStdout::of(c, &paths, racing),
         );
         for (what, r_lines, c_lines) in [
             (
@@ -522,13 +525,16 @@ impl ItemizedStreams {
 /// below 29 the generator prints directories, links and devices while the
 /// receiver prints files, concurrently. Hard-link lines (`a => b`) come
 /// whenever the receiver finishes a group's first file, at any protocol.
+/// With `-vv` and more (or `--debug`, `--info`) the generator prints lines
+/// of its own (`NAME is uptodate`, debug output) at the same time.
 struct OtherStdout {
     ordered: Vec<String>,
     unordered: Vec<String>,
 }
 
 impl OtherStdout {
-    fn of(pull: &PullResult, paths: &[&Path], protocol: u32) -> OtherStdout {
+    /// `racing`: all lines may interleave, not only hard-link lines.
+    fn of(pull: &PullResult, paths: &[&Path], racing: bool) -> OtherStdout {
         let rest: String = pull
             .stdout
             .lines()
@@ -537,7 +543,7 @@ impl OtherStdout {
             .collect();
         let (mut unordered, ordered): (Vec<String>, Vec<String>) = comparable_lines(&rest, paths)
             .into_iter()
-            .partition(|l| protocol < ORDERED_OUTPUT_PROTOCOL || l.contains(" => "));
+            .partition(|l| racing || l.contains(" => "));
         unordered.sort();
         OtherStdout { ordered, unordered }
     }
@@ -604,6 +610,17 @@ pub fn volatile_mtimes(opts: &[&str], url_path: &str) -> Volatile {
     }
 }
 
+/// Whether the options make the generator print lines of its own: `-vv`
+/// or more, `--debug`, or `--info`.
+fn generator_chatter(opts: &[&str]) -> bool {
+    let verbosity =
+        short_flags(opts).matches('v').count() + opts.iter().filter(|o| **o == "--verbose").count();
+    verbosity >= CHATTY_VERBOSITY
+        || opts
+            .iter()
+            .any(|o| o.starts_with("--debug") || o.starts_with("--info"))
+}
+
 /// The letters of all short-option clusters (`-avz`), stopping at an option
 /// that takes a value and skipping a value given as the next argument.
 fn short_flags(opts: &[&str]) -> String {
@@ -662,6 +679,21 @@ pub struct Case {
 }
 
 impl Case {
+    /// A case on one line of a table.
+    pub const fn new(
+        name: &'static str,
+        opts: &'static [&'static str],
+        setup: fn(&TestTree),
+        basis: Option<BasisFn>,
+    ) -> Case {
+        Case {
+            name,
+            opts,
+            setup,
+            basis,
+        }
+    }
+
     /// Builds the case's tree and runs it with `client` against
     /// `candidate`; the report on a mismatch, the pairs otherwise.
     pub fn run_with(
