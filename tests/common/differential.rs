@@ -12,6 +12,7 @@ use super::client::{
     comparable_lines, is_itemized, Client, Protocol, ProtocolSet, PullResult, Stats,
 };
 use super::conf::Module;
+use super::proc::last_lines;
 use super::rsyncd::{Rsyncd, RsyncdInetd, UPSERV_PROTOCOL};
 use super::snapshot::{render_differences, Snapshot, Volatile};
 use super::tree::{basis_copy, TestTree};
@@ -29,6 +30,8 @@ use tempfile::TempDir;
 pub const CANDIDATE_ENV: &str = "UPSERV_TEST_CANDIDATE";
 /// Lines of each daemon's log shown in a report.
 const LOG_TAIL_LINES: usize = 20;
+/// The two sides, as reports name them.
+const ROLES: [&str; 2] = ["reference", "candidate"];
 /// Lines of each client output shown in a report.
 const OUTPUT_TAIL_LINES: usize = 40;
 /// From this protocol on the sender echoes every itemized entry, which
@@ -102,11 +105,16 @@ pub struct StatsPolicy {
     pub literal_margin_bytes: u64,
 }
 
+/// Default literal-data margin: this share of the reference's literal data...
+const LITERAL_MARGIN_PERCENT: u64 = 10;
+/// ...but never less than this many bytes (a few blocks' worth).
+const LITERAL_MARGIN_BYTES: u64 = 4096;
+
 impl Default for StatsPolicy {
     fn default() -> StatsPolicy {
         StatsPolicy {
-            literal_margin_percent: 10,
-            literal_margin_bytes: 4096,
+            literal_margin_percent: LITERAL_MARGIN_PERCENT,
+            literal_margin_bytes: LITERAL_MARGIN_BYTES,
         }
     }
 }
@@ -119,7 +127,7 @@ pub struct Pair {
     pub candidate: PullResult,
     pub reference_tree: Snapshot,
     pub candidate_tree: Snapshot,
-    _scratch: Option<Arc<TempDir>>,
+    _scratch: Arc<TempDir>,
 }
 
 /// A differential run over a tree, configured by chained calls.
@@ -255,34 +263,14 @@ impl<'t> Differential<'t> {
     /// As [`Differential::run`], returning the report instead of panicking.
     pub fn run_checked(&self, opts: &[&str], protocols: &ProtocolSet) -> Result<Vec<Pair>, String> {
         self.tree.settle();
-        let candidate_side = self.candidate_side.as_ref().unwrap_or(&self.reference);
-        let servers: [Box<dyn Server>; 2] = [
-            Box::new(Rsyncd::start(&self.reference.modules)),
-            self.candidate.start(candidate_side, &self.upserv),
-        ];
-        let sides = [&self.reference, candidate_side];
-        let scratch = Arc::new(
-            tempfile::Builder::new()
-                .prefix("pulls-")
-                .tempdir()
-                .expect("creating a directory for pull destinations"),
-        );
-        let basis = self.basis.map(|make| {
-            let dir = scratch.path().join("basis");
-            make(self.tree.root(), &dir);
-            dir
-        });
+        let arena = self.arena();
         let mut pairs = Vec::new();
         let mut reports = String::new();
         for protocol in self.protocols_to_run(protocols) {
-            let dir = scratch
-                .path()
-                .join(format!("protocol-{protocol}").replace(' ', "-"));
-            let mut pair = self.pull_pair(&servers, &sides, &dir, basis.as_deref(), opts, protocol);
-            pair._scratch = Some(Arc::clone(&scratch));
-            let mismatches = self.compare(&pair, &sides, opts);
+            let pair = self.pull_pair(&arena, opts, protocol);
+            let mismatches = self.compare(&pair, &arena, opts);
             if !mismatches.is_empty() {
-                reports.push_str(&self.report(&pair, &servers, &sides, opts, &mismatches));
+                reports.push_str(&self.report(&pair, &arena, opts, &mismatches));
             }
             pairs.push(pair);
         }
@@ -290,6 +278,30 @@ impl<'t> Differential<'t> {
             Ok(pairs)
         } else {
             Err(reports)
+        }
+    }
+
+    /// Starts both servers and makes the scratch space (with the basis).
+    fn arena(&self) -> Arena<'_> {
+        let candidate_side = self.candidate_side.as_ref().unwrap_or(&self.reference);
+        let servers: [Box<dyn Server>; 2] = [
+            Box::new(Rsyncd::start(&self.reference.modules)),
+            self.candidate.start(candidate_side, &self.upserv),
+        ];
+        let scratch = tempfile::Builder::new()
+            .prefix("pulls-")
+            .tempdir()
+            .expect("creating a directory for pull destinations");
+        let basis = self.basis.map(|make| {
+            let dir = scratch.path().join("basis");
+            make(self.tree.root(), &dir);
+            dir
+        });
+        Arena {
+            servers,
+            sides: [&self.reference, candidate_side],
+            scratch: Arc::new(scratch),
+            basis,
         }
     }
 
@@ -318,38 +330,38 @@ impl<'t> Differential<'t> {
         chosen
     }
 
-    fn pull_pair(
-        &self,
-        servers: &[Box<dyn Server>; 2],
-        sides: &[&Side; 2],
-        dir: &Path,
-        basis: Option<&Path>,
-        opts: &[&str],
-        protocol: Protocol,
-    ) -> Pair {
+    /// Pulls from both servers into fresh destinations (basis copies when
+    /// there is a basis) and snapshots them.
+    fn pull_pair(&self, arena: &Arena, opts: &[&str], protocol: Protocol) -> Pair {
+        let dir = arena
+            .scratch
+            .path()
+            .join(format!("protocol-{protocol}").replace(' ', "-"));
         let [reference, candidate] = [0, 1].map(|i| {
-            let dest = dir.join(["reference", "candidate"][i]).join("dest");
+            let dest = dir.join(ROLES[i]).join("dest");
             std::fs::create_dir_all(dest.parent().expect("dest has a parent"))
                 .unwrap_or_else(|e| panic!("creating {dest:?}: {e}"));
-            if let Some(basis) = basis {
+            if let Some(basis) = &arena.basis {
                 basis_copy(basis, &dest);
             }
-            let url = servers[i].url(&sides[i].url_path);
-            (self.client.pull(&url, &dest, opts, protocol), dest)
+            let url = arena.servers[i].url(&arena.sides[i].url_path);
+            let result = self.client.pull(&url, &dest, opts, protocol);
+            (result, Snapshot::of(&dest))
         });
         Pair {
             protocol,
-            reference_tree: Snapshot::of(&reference.1),
-            candidate_tree: Snapshot::of(&candidate.1),
             reference: reference.0,
             candidate: candidate.0,
-            _scratch: None,
+            reference_tree: reference.1,
+            candidate_tree: candidate.1,
+            _scratch: Arc::clone(&arena.scratch),
         }
     }
 
     /// Every way the candidate's pull differs from the reference's.
-    fn compare(&self, pair: &Pair, sides: &[&Side; 2], opts: &[&str]) -> Vec<String> {
+    fn compare(&self, pair: &Pair, arena: &Arena, opts: &[&str]) -> Vec<String> {
         let (r, c) = (&pair.reference, &pair.candidate);
+        let paths = arena.module_paths();
         let mut found = Vec::new();
         if r.code != c.code {
             found.push(format!(
@@ -357,53 +369,10 @@ impl<'t> Differential<'t> {
                 r.code, c.code
             ));
         }
-        let (r_lines, c_lines) = (
-            ItemizedStreams::of(&r.itemized),
-            ItemizedStreams::of(&c.itemized),
-        );
-        for (what, r_stream, c_stream) in [
-            ("itemized lines", &r_lines.ordered, &c_lines.ordered),
-            (
-                "itemized lines of received files (protocol < 29)",
-                &r_lines.received,
-                &c_lines.received,
-            ),
-            (
-                "itemized hard-link lines (sorted)",
-                &r_lines.hard_links,
-                &c_lines.hard_links,
-            ),
-        ] {
-            if let Some(d) = first_difference(r_stream, c_stream) {
-                found.push(format!("{what}: {d}"));
-            }
-        }
-        let paths: Vec<&Path> = sides
-            .iter()
-            .flat_map(|s| s.modules.iter().map(|m| m.path.as_path()))
-            .collect();
+        compare_itemized(r, c, &mut found);
         let racing = self.effective_protocol(pair.protocol) < ORDERED_OUTPUT_PROTOCOL
             || generator_chatter(opts);
-        let (r_rest, c_rest) = (
-            OtherStdout::of(r, &paths, racing),
-            OtherStdout::of(c, &paths, racing),
-        );
-        for (what, r_lines, c_lines) in [
-            (
-                "stdout besides itemized lines",
-                &r_rest.ordered,
-                &c_rest.ordered,
-            ),
-            (
-                "stdout lines of racing processes (sorted)",
-                &r_rest.unordered,
-                &c_rest.unordered,
-            ),
-        ] {
-            if let Some(d) = first_difference(r_lines, c_lines) {
-                found.push(format!("{what}: {d}"));
-            }
-        }
+        compare_other_stdout(r, c, &paths, racing, &mut found);
         if r.error_codes() != c.error_codes() {
             found.push(format!(
                 "error codes on stderr: {:?} (reference) vs {:?} (candidate)",
@@ -416,32 +385,23 @@ impl<'t> Differential<'t> {
                 comparable_lines(&r.stderr, &paths),
                 comparable_lines(&c.stderr, &paths),
             );
-            if let Some(d) = first_difference(&rs, &cs) {
-                found.push(format!("stderr: {d}"));
-            }
+            push_difference(&mut found, "stderr", &rs, &cs);
         }
         found.extend(compare_stats(r.stats(), c.stats(), self.stats_policy));
-        let volatile = volatile_mtimes(opts, &sides[0].url_path);
-        let tree =
-            pair.reference_tree
-                .diff(&pair.candidate_tree, volatile, ["reference", "candidate"]);
-        if !tree.is_empty() {
+        let volatile = volatile_mtimes(opts, &arena.sides[0].url_path);
+        let trees = pair
+            .reference_tree
+            .diff(&pair.candidate_tree, volatile, ROLES);
+        if !trees.is_empty() {
             found.push(format!(
                 "destination trees differ:\n{}",
-                render_differences(&tree)
+                render_differences(&trees)
             ));
         }
         found
     }
 
-    fn report(
-        &self,
-        pair: &Pair,
-        servers: &[Box<dyn Server>; 2],
-        sides: &[&Side; 2],
-        opts: &[&str],
-        mismatches: &[String],
-    ) -> String {
+    fn report(&self, pair: &Pair, arena: &Arena, opts: &[&str], mismatches: &[String]) -> String {
         let mut text = String::new();
         let _ = writeln!(
             text,
@@ -449,38 +409,113 @@ impl<'t> Differential<'t> {
             self.name, pair.protocol, self.client.version, self.client.program
         );
         let _ = writeln!(text, "options: {opts:?}");
-        for (i, role) in ["reference", "candidate"].iter().enumerate() {
+        for (i, role) in ROLES.iter().enumerate() {
+            let (server, side) = (&arena.servers[i], arena.sides[i]);
             let _ = writeln!(
                 text,
                 "{role}: {} serving {}",
-                servers[i].describe(),
-                sides[i].url_path
+                server.describe(),
+                side.url_path
             );
         }
         let _ = writeln!(text, "differences:");
         for mismatch in mismatches {
             let _ = writeln!(text, "  - {mismatch}");
         }
-        for (role, result) in [
-            ("reference", &pair.reference),
-            ("candidate", &pair.candidate),
-        ] {
+        for (role, result) in ROLES.iter().zip([&pair.reference, &pair.candidate]) {
             let _ = writeln!(
                 text,
                 "--- {role} pull (exit {}): {}",
                 result.code, result.command
             );
-            let _ = writeln!(text, "stdout:\n{}", tail(&result.stdout, OUTPUT_TAIL_LINES));
-            let _ = writeln!(text, "stderr:\n{}", tail(&result.stderr, OUTPUT_TAIL_LINES));
+            let _ = writeln!(
+                text,
+                "stdout:\n{}",
+                last_lines(&result.stdout, OUTPUT_TAIL_LINES)
+            );
+            let _ = writeln!(
+                text,
+                "stderr:\n{}",
+                last_lines(&result.stderr, OUTPUT_TAIL_LINES)
+            );
         }
-        for (i, role) in ["reference", "candidate"].iter().enumerate() {
-            let log = servers[i].log_tail(LOG_TAIL_LINES);
+        for (role, server) in ROLES.iter().zip(&arena.servers) {
+            let log = server.log_tail(LOG_TAIL_LINES);
             let _ = writeln!(
                 text,
                 "--- {role} daemon log (last {LOG_TAIL_LINES} lines):\n{log}"
             );
         }
         text
+    }
+}
+
+/// The two servers of a run, what each serves, and where pulls land.
+struct Arena<'d> {
+    servers: [Box<dyn Server>; 2],
+    sides: [&'d Side; 2],
+    scratch: Arc<TempDir>,
+    basis: Option<PathBuf>,
+}
+
+impl Arena<'_> {
+    /// Both sides' module directories, which messages may name.
+    fn module_paths(&self) -> Vec<&Path> {
+        self.sides
+            .iter()
+            .flat_map(|s| s.modules.iter().map(|m| m.path.as_path()))
+            .collect()
+    }
+}
+
+fn compare_itemized(r: &PullResult, c: &PullResult, found: &mut Vec<String>) {
+    let (r, c) = (
+        ItemizedStreams::of(&r.itemized),
+        ItemizedStreams::of(&c.itemized),
+    );
+    push_difference(found, "itemized lines", &r.ordered, &c.ordered);
+    push_difference(
+        found,
+        "itemized lines of received files (protocol < 29)",
+        &r.received,
+        &c.received,
+    );
+    push_difference(
+        found,
+        "itemized hard-link lines (sorted)",
+        &r.hard_links,
+        &c.hard_links,
+    );
+}
+
+fn compare_other_stdout(
+    r: &PullResult,
+    c: &PullResult,
+    paths: &[&Path],
+    racing: bool,
+    found: &mut Vec<String>,
+) {
+    let (r, c) = (
+        OtherStdout::of(r, paths, racing),
+        OtherStdout::of(c, paths, racing),
+    );
+    push_difference(
+        found,
+        "stdout besides itemized lines",
+        &r.ordered,
+        &c.ordered,
+    );
+    push_difference(
+        found,
+        "stdout lines of racing processes (sorted)",
+        &r.unordered,
+        &c.unordered,
+    );
+}
+
+fn push_difference(found: &mut Vec<String>, what: &str, r: &[String], c: &[String]) {
+    if let Some(d) = first_difference(r, c) {
+        found.push(format!("{what}: {d}"));
     }
 }
 
@@ -663,10 +698,6 @@ fn first_difference(r: &[String], c: &[String]) -> Option<String> {
         r.len(),
         c.len()
     ))
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    super::proc::last_lines(text, lines)
 }
 
 /// One line of a case table: a named tree, the options to pull it with, and
