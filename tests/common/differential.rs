@@ -13,7 +13,7 @@ use super::client::{
 };
 use super::conf::Module;
 use super::proc::last_lines;
-use super::rsyncd::{Rsyncd, RsyncdInetd, UPSERV_PROTOCOL};
+use super::rsyncd::{rsyncd_inetd, Rsyncd, UPSERV_PROTOCOL};
 use super::snapshot::{render_differences, Snapshot, Volatile};
 use super::tree::{basis_copy, TestTree};
 use super::upserv::{Upserv, UpservServe};
@@ -83,7 +83,7 @@ impl Candidate {
                 Box::new(UpservServe::start_with(&side.modules, builds, &args))
             }
             Candidate::Rsyncd => Box::new(Rsyncd::start(&side.modules)),
-            Candidate::RsyncdInetd => Box::new(RsyncdInetd::start(&side.modules)),
+            Candidate::RsyncdInetd => Box::new(rsyncd_inetd(&side.modules)),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! This module must not kill processes it did not start.
 
 use super::proc::{drain_lines, kill_group, last_lines};
+use super::Server;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
@@ -15,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use tempfile::TempDir;
 
 /// A listener spawning `command` per connection.
 pub struct Inetd {
@@ -23,6 +25,8 @@ pub struct Inetd {
     log_file: Option<PathBuf>,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
+    /// Files the spawned program needs (its config), removed with us.
+    _state: Option<TempDir>,
 }
 
 struct Shared {
@@ -53,7 +57,15 @@ impl Inetd {
             log_file,
             shared,
             acceptor: Some(acceptor),
+            _state: None,
         }
+    }
+
+    /// Keeps `state` (the program's config directory) alive as long as
+    /// this listener.
+    pub fn keeping(mut self, state: TempDir) -> Inetd {
+        self._state = Some(state);
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -65,20 +77,22 @@ impl Inetd {
         let buf = self.shared.stderr.lock().unwrap_or_else(|e| e.into_inner());
         String::from_utf8_lossy(&buf).into_owned()
     }
+}
 
-    pub fn describe(&self) -> String {
+impl Server for Inetd {
+    fn describe(&self) -> String {
         format!(
             "{} (one process per connection) on port {}",
             self.label, self.port
         )
     }
 
-    pub fn url(&self, path: &str) -> String {
+    fn url(&self, path: &str) -> String {
         format!("rsync://127.0.0.1:{}/{path}", self.port)
     }
 
     /// The log file's last lines, then any stderr output.
-    pub fn log_tail(&self, lines: usize) -> String {
+    fn log_tail(&self, lines: usize) -> String {
         let log = self
             .log_file
             .as_ref()

@@ -26,7 +26,7 @@ pub use conf::Module;
 #[allow(unused_imports)]
 pub use differential::{differential, run_cases, Candidate, Case, Differential, Pair, Side};
 #[allow(unused_imports)]
-pub use rsyncd::{Rsyncd, RsyncdInetd};
+pub use rsyncd::{rsyncd_inetd, Rsyncd};
 #[allow(unused_imports)]
 pub use snapshot::{assert_same, Snapshot};
 #[allow(unused_imports)]

@@ -99,35 +99,13 @@ impl Rsyncd {
 /// rsync's daemon in inetd mode, one process per connection, capped at
 /// protocol 29 like [`Rsyncd::start`]: a reference for the inetd plumbing
 /// that `upserv serve` is tested through.
-pub struct RsyncdInetd {
-    inetd: Inetd,
-    _dir: TempDir,
-}
-
-impl RsyncdInetd {
-    pub fn start(modules: &[Module]) -> RsyncdInetd {
-        let (dir, conf, log_file) = write_conf(modules);
-        let mut cmd = Command::new("rsync");
-        cmd.arg("--daemon")
-            .arg(format!("--config={}", conf.display()))
-            .arg(format!("--protocol={UPSERV_PROTOCOL}"));
-        let inetd = Inetd::start(cmd, "rsync --daemon (inetd mode)", Some(log_file));
-        RsyncdInetd { inetd, _dir: dir }
-    }
-}
-
-impl Server for RsyncdInetd {
-    fn describe(&self) -> String {
-        self.inetd.describe()
-    }
-
-    fn url(&self, path: &str) -> String {
-        self.inetd.url(path)
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        self.inetd.log_tail(lines)
-    }
+pub fn rsyncd_inetd(modules: &[Module]) -> Inetd {
+    let (dir, conf, log_file) = write_conf(modules);
+    let mut cmd = Command::new("rsync");
+    cmd.arg("--daemon")
+        .arg(format!("--config={}", conf.display()))
+        .arg(format!("--protocol={UPSERV_PROTOCOL}"));
+    Inetd::start(cmd, "rsync --daemon (inetd mode)", Some(log_file)).keeping(dir)
 }
 
 /// A state directory holding a generated rsyncd.conf; returns it with the
