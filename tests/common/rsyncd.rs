@@ -25,8 +25,8 @@ const READY_POLLS: u32 = 400;
 const READY_POLL_PAUSE: Duration = Duration::from_millis(5);
 /// How long a connected daemon may take to send its greeting.
 const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
-/// The protocol upserv offers; the reference is capped at it by default so
-/// that a client's default negotiation lands where it lands with upserv.
+/// The protocol upserv offers; the reference is capped at it so that a
+/// client's default negotiation lands where it lands with upserv.
 pub const UPSERV_PROTOCOL: u32 = 29;
 
 /// A running `rsync --daemon`.
@@ -34,22 +34,12 @@ pub struct Rsyncd {
     daemon: Daemon,
     port: u16,
     log_file: PathBuf,
-    max_protocol: Option<u32>,
     _dir: TempDir,
 }
 
 impl Rsyncd {
     /// Starts the reference daemon: capped at protocol 29, as upserv is.
     pub fn start(modules: &[Module]) -> Rsyncd {
-        Rsyncd::start_with(modules, Some(UPSERV_PROTOCOL))
-    }
-
-    /// Starts rsyncd speaking its own newest protocol.
-    pub fn start_native(modules: &[Module]) -> Rsyncd {
-        Rsyncd::start_with(modules, None)
-    }
-
-    fn start_with(modules: &[Module], max_protocol: Option<u32>) -> Rsyncd {
         let (dir, conf, log_file) = write_conf(modules);
         let mut failures = String::new();
         for _ in 0..START_ATTEMPTS {
@@ -59,10 +49,8 @@ impl Rsyncd {
                 .arg("--no-detach")
                 .arg(format!("--config={}", conf.display()))
                 .arg(format!("--port={port}"))
-                .arg("--address=127.0.0.1");
-            if let Some(p) = max_protocol {
-                cmd.arg(format!("--protocol={p}"));
-            }
+                .arg("--address=127.0.0.1")
+                .arg(format!("--protocol={UPSERV_PROTOCOL}"));
             let mut daemon = Daemon::spawn(&mut cmd, |_| {}).expect("spawning rsync --daemon");
             match await_greeting(&mut daemon, port) {
                 Ok(()) => {
@@ -70,7 +58,6 @@ impl Rsyncd {
                         daemon,
                         port,
                         log_file,
-                        max_protocol,
                         _dir: dir,
                     }
                 }
@@ -89,10 +76,6 @@ impl Rsyncd {
 
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.daemon.pid()
     }
 }
 
@@ -124,10 +107,10 @@ fn write_conf(modules: &[Module]) -> (TempDir, PathBuf, PathBuf) {
 
 impl Server for Rsyncd {
     fn describe(&self) -> String {
-        match self.max_protocol {
-            Some(p) => format!("rsyncd (--protocol={p}) on port {}", self.port),
-            None => format!("rsyncd on port {}", self.port),
-        }
+        format!(
+            "rsyncd (--protocol={UPSERV_PROTOCOL}) on port {}",
+            self.port
+        )
     }
 
     fn url(&self, path: &str) -> String {
