@@ -1,0 +1,169 @@
+//! The reference server: a real `rsync --daemon` on a loopback port, with a
+//! generated rsyncd.conf, its own log file, and a process group killed on drop.
+//!
+//! rsyncd cannot bind port 0, so a free port is picked, the daemon started on
+//! it, and readiness awaited by connecting until its greeting arrives. This
+//! module must not touch system paths (/etc/rsyncd.conf, /var/run).
+
+use super::conf::{rsyncd_conf, Module};
+use super::inetd::Inetd;
+use super::proc::{last_lines, Daemon};
+use super::Server;
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// Daemons started on a fresh port each, in case another process takes the
+/// port between our probe and rsyncd's bind.
+const START_ATTEMPTS: u32 = 3;
+/// Connection attempts while waiting for a started daemon to listen.
+const READY_POLLS: u32 = 400;
+/// Pause between readiness polls; READY_POLLS of them bound the wait to 2 s.
+const READY_POLL_PAUSE: Duration = Duration::from_millis(5);
+/// How long a connected daemon may take to send its greeting.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
+/// The protocol upserv offers; the reference is capped at it so that a
+/// client's default negotiation lands where it lands with upserv.
+pub const UPSERV_PROTOCOL: u32 = 29;
+
+/// A running `rsync --daemon`.
+pub struct Rsyncd {
+    daemon: Daemon,
+    port: u16,
+    log_file: PathBuf,
+    _dir: TempDir,
+}
+
+impl Rsyncd {
+    /// Starts the reference daemon: capped at protocol 29, as upserv is.
+    pub fn start(modules: &[Module]) -> Rsyncd {
+        let (dir, conf, log_file) = write_conf(modules);
+        let mut failures = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let mut cmd = Command::new("rsync");
+            cmd.arg("--daemon")
+                .arg("--no-detach")
+                .arg(format!("--config={}", conf.display()))
+                .arg(format!("--port={port}"))
+                .arg("--address=127.0.0.1")
+                .arg(format!("--protocol={UPSERV_PROTOCOL}"));
+            let mut daemon = Daemon::spawn(&mut cmd, |_| {}).expect("spawning rsync --daemon");
+            match await_greeting(&mut daemon, port) {
+                Ok(()) => {
+                    return Rsyncd {
+                        daemon,
+                        port,
+                        log_file,
+                        _dir: dir,
+                    }
+                }
+                Err(why) => {
+                    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+                    failures.push_str(&format!(
+                        "port {port}: {why}\nstderr:\n{}\nlog:\n{}\n",
+                        daemon.stderr_text(),
+                        last_lines(&log, 10)
+                    ));
+                }
+            }
+        }
+        panic!("rsync --daemon did not come up after {START_ATTEMPTS} attempts:\n{failures}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// rsync's daemon in inetd mode, one process per connection, capped at
+/// protocol 29 like [`Rsyncd::start`]: a reference for the inetd plumbing
+/// that `upserv serve` is tested through.
+pub fn rsyncd_inetd(modules: &[Module]) -> Inetd {
+    let (dir, conf, log_file) = write_conf(modules);
+    let mut cmd = Command::new("rsync");
+    cmd.arg("--daemon")
+        .arg(format!("--config={}", conf.display()))
+        .arg(format!("--protocol={UPSERV_PROTOCOL}"));
+    Inetd::start(cmd, "rsync --daemon (inetd mode)", Some(log_file)).keeping(dir)
+}
+
+/// A state directory holding a generated rsyncd.conf; returns it with the
+/// config's and the log's paths.
+fn write_conf(modules: &[Module]) -> (TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("rsyncd-")
+        .tempdir()
+        .expect("creating the rsyncd state directory");
+    let conf = dir.path().join("rsyncd.conf");
+    let log_file = dir.path().join("rsyncd.log");
+    let text = rsyncd_conf(modules, &log_file, &dir.path().join("rsyncd.lock"));
+    std::fs::write(&conf, text).expect("writing rsyncd.conf");
+    (dir, conf, log_file)
+}
+
+impl Server for Rsyncd {
+    fn describe(&self) -> String {
+        format!(
+            "rsyncd (--protocol={UPSERV_PROTOCOL}) on port {}",
+            self.port
+        )
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("rsync://127.0.0.1:{}/{path}", self.port)
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        let mut tail = last_lines(&log, lines);
+        let stderr = self.daemon.stderr_text();
+        if !stderr.is_empty() {
+            tail.push_str("\n(stderr)\n");
+            tail.push_str(&last_lines(&stderr, lines));
+        }
+        tail
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("probing for a free loopback port")
+}
+
+/// Polls `port` until the daemon answers with an `@RSYNCD:` greeting, giving
+/// up early when the daemon exits (typically: the port was taken).
+fn await_greeting(daemon: &mut Daemon, port: u16) -> Result<(), String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    for _ in 0..READY_POLLS {
+        if let Some(status) = daemon.exited() {
+            return Err(format!("rsync --daemon exited with {status}"));
+        }
+        if let Ok(stream) = TcpStream::connect(addr) {
+            return read_greeting(stream);
+        }
+        std::thread::sleep(READY_POLL_PAUSE);
+    }
+    Err(format!("nothing listening after {READY_POLLS} polls"))
+}
+
+fn read_greeting(stream: TcpStream) -> Result<(), String> {
+    stream
+        .set_read_timeout(Some(GREETING_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the greeting: {e}"))?;
+    if line.starts_with("@RSYNCD: ") {
+        Ok(())
+    } else {
+        Err(format!("unexpected greeting {line:?}"))
+    }
+}
