@@ -530,7 +530,6 @@ fn upserv_listening_lines_give_the_port() {
 }
 
 #[test]
-#[ignore = "upserv daemon does not serve yet; remove once it does"]
 fn upserv_daemon_serves_like_rsyncd() {
     let tree = TestTree::new();
     tree.random(&RandomSpec::SMALL, TREE_SEED);
@@ -541,7 +540,6 @@ fn upserv_daemon_serves_like_rsyncd() {
 }
 
 #[test]
-#[ignore = "upserv serve does not serve yet; remove once it does"]
 fn upserv_serve_serves_like_rsyncd_and_keeps_stderr_clean() {
     let tree = TestTree::new();
     tree.random(&RandomSpec::SMALL, TREE_SEED);
