@@ -47,13 +47,15 @@ pub enum TransferError {
     Io(io::Error),
     /// The client broke the protocol; the text says how.
     Protocol(String),
+    /// The pull cannot go on (the client was told why).
+    Fatal(String),
 }
 
 impl fmt::Display for TransferError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TransferError::Io(e) => write!(f, "{e}"),
-            TransferError::Protocol(s) => f.write_str(s),
+            TransferError::Protocol(s) | TransferError::Fatal(s) => f.write_str(s),
         }
     }
 }
@@ -124,8 +126,19 @@ pub fn refuse(conn: &mut Conn, message: &str) -> io::Result<()> {
     conn.flush()
 }
 
-/// Runs one pull on a connection whose handshake is done.
+/// Runs one pull on a connection whose handshake is done. A client that
+/// breaks the protocol is told why before the connection closes.
 pub fn run(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError> {
+    let result = transfer(conn, pull);
+    if let Err(TransferError::Protocol(text)) = &result {
+        let line = format!("rsync: [sender] {text}\n");
+        let _ = conn.send_msg(MsgTag::Error, line.as_bytes());
+        let _ = conn.flush();
+    }
+    result
+}
+
+fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError> {
     let opts = pull.opts;
     let seed = choose_seed(opts);
     conn.write_i32(seed as i32)?;
@@ -200,7 +213,7 @@ pub fn run(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError> 
 fn fatal<T>(conn: &mut Conn, text: String) -> Result<T, TransferError> {
     conn.send_msg(MsgTag::Error, format!("{text}\n").as_bytes())?;
     conn.flush()?;
-    Err(TransferError::Protocol(text))
+    Err(TransferError::Fatal(text))
 }
 
 /// exclude.c recv_filter_list: (length, rule) pairs ended by a zero length,
@@ -437,6 +450,9 @@ impl FileSender<'_, '_> {
         let opts = self.pull.opts;
         let idx = req.ndx as usize;
         let entry = &self.list.get(idx).expect("index checked when read").clone();
+        if !entry.is_file() {
+            return protocol_error(format!("refusing to transfer non-file index {idx}"));
+        }
         // A redo (the second request for a file) is never an append: the
         // client discarded what it had.
         let append = opts.append > 0 && !self.sent[idx];

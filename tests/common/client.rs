@@ -157,7 +157,8 @@ impl Client {
         if let Protocol::V(n) = protocol {
             cmd.arg(format!("--protocol={n}"));
         }
-        cmd.arg(url).arg(&name);
+        // Several sources travel as one space-separated string.
+        cmd.args(url.split(' ')).arg(&name);
         // Debug shows the directory and environment changes too, runnable.
         let command = format!("{cmd:?}");
         let finished = run_with_deadline(&mut cmd, timeout)
