@@ -87,7 +87,24 @@ fn run(inv: &Invocation, settings: &Settings) -> ExitCode {
         Command::Pin(name) => exit_code(cache::commands::pin(cfg(), name)),
         Command::Unpin(name) => exit_code(cache::commands::unpin(cfg(), name)),
         Command::Gc { dry_run } => exit_code(cache::commands::gc(cfg(), *dry_run)),
-        other => runtime_failure(format!("{other:?} is not available yet")),
+        Command::Bench { size, pair } => run_bench(*size, pair.as_ref()),
+        Command::Help | Command::Version => ExitCode::SUCCESS,
+    }
+}
+
+/// `upserv bench`: the delta engine's throughput on this machine, so the
+/// owner of a small box can tell how many laptops it can feed.
+fn run_bench(size: u64, pair: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> ExitCode {
+    let pair = pair.map(|(file, basis)| (file.as_path(), basis.as_path()));
+    match upserv::delta::bench::run(size, pair) {
+        Ok(results) => {
+            println!("{}", upserv::delta::bench::BenchResult::HEADER);
+            for r in results {
+                println!("{r}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => runtime_failure(format!("bench: {e}")),
     }
 }
 
