@@ -47,7 +47,7 @@ mod job;
 pub mod meta;
 mod shared;
 mod store;
-mod unpack;
+pub mod unpack;
 
 use std::fmt;
 use std::path::PathBuf;

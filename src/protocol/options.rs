@@ -443,6 +443,9 @@ fn parse_number<T: std::str::FromStr>(name: &str, value: &[u8]) -> Result<T, Opt
         })
 }
 
+/// The largest `--max-size`/`--min-size` accepted (rsync's SIZE_MAX / 2).
+const MAX_SIZE_ARG: f64 = i64::MAX as f64;
+
 /// rsync's size syntax for --max-size/--min-size: a number with an optional
 /// K/M/G/T suffix (1024-based, or 1000-based with "B"), and an optional +1/-1.
 fn parse_size_arg(name: &str, value: &[u8]) -> Result<u64, OptionError> {
@@ -458,22 +461,31 @@ fn parse_size_arg(name: &str, value: &[u8]) -> Result<u64, OptionError> {
     let (num, suffix) = body.split_at(digits_end);
     let num: f64 = num.parse().map_err(|_| bad())?;
     let lower = suffix.to_ascii_lowercase();
-    let (unit, rest) = lower.split_at(lower.len().min(1));
+    // By characters, not bytes: the suffix may start with a multi-byte one.
+    let mut chars = lower.chars();
+    let unit = chars.next();
+    let rest = chars.as_str();
     let base: f64 = if rest.starts_with('b') && !rest.starts_with("ib") {
         1000.0
     } else {
         1024.0
     };
     let mult = match unit {
-        "" | "b" => 1.0,
-        "k" => base,
-        "m" => base * base,
-        "g" => base * base * base,
-        "t" => base.powi(4),
-        "p" => base.powi(5),
+        None | Some('b') => 1.0,
+        Some('k') => base,
+        Some('m') => base * base,
+        Some('g') => base * base * base,
+        Some('t') => base.powi(4),
+        Some('p') => base.powi(5),
         _ => return Err(bad()),
     };
-    let bytes = (num * mult) as i64 + adjust;
+    let scaled = num * mult;
+    // As rsync: a size beyond what the sender could ever count is an error,
+    // not a value clamped to some maximum.
+    if !(0.0..MAX_SIZE_ARG).contains(&scaled) {
+        return Err(bad());
+    }
+    let bytes = (scaled as i64).checked_add(adjust).ok_or_else(bad)?;
     u64::try_from(bytes).map_err(|_| bad())
 }
 
@@ -806,6 +818,14 @@ mod tests {
         assert_eq!(parse_size_arg("max-size", b"1kb").unwrap(), 1000);
         assert_eq!(parse_size_arg("max-size", b"2M").unwrap(), 2 * 1024 * 1024);
         assert_eq!(parse_size_arg("max-size", b"1k-1").unwrap(), 1023);
+        // Found by fuzzing: a multi-byte suffix, and sizes past 2^63.
+        assert!(parse_size_arg("max-size", "1\u{3db}".as_bytes()).is_err());
+        assert!(parse_size_arg("max-size", b"99999999999999999999p+1").is_err());
+        assert!(parse_size_arg("max-size", b"8388608t").is_err());
+        assert_eq!(
+            parse_size_arg("max-size", b"8388607t").unwrap(),
+            8_388_607 << 40
+        );
         assert!(parse_size_arg("max-size", b"1q").is_err());
     }
 

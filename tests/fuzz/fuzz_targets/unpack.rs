@@ -1,0 +1,89 @@
+//! The build cache's unpacker on an archive from the upstream: tar, bare or
+//! compressed. Whatever the archive holds, nothing may appear outside the
+//! scratch directory, a refused archive leaves no scratch behind, and an
+//! accepted one yields clean, loadable metadata records.
+//!
+//! Input: one choice byte (compression and layout), then the archive.
+#![no_main]
+
+use std::fs;
+use std::path::Path;
+
+use libfuzzer_sys::fuzz_target;
+use upserv::cache::meta::MetaTable;
+use upserv::cache::unpack::{clean_path, unpack, ArchiveKind, Plan};
+use upserv::cache::Layout;
+
+/// Mostly bare tar: the compressors are libraries of their own, fuzzed
+/// elsewhere; here they only need to be wired up right.
+const KINDS: [ArchiveKind; 8] = [
+    ArchiveKind::Tar,
+    ArchiveKind::Tar,
+    ArchiveKind::Tar,
+    ArchiveKind::Tar,
+    ArchiveKind::Gzip,
+    ArchiveKind::Bzip2,
+    ArchiveKind::Xz,
+    ArchiveKind::Lzma,
+];
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("list the work directory")
+        .map(|e| {
+            e.expect("read the work directory")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&choice, archive)) = data.split_first() else {
+        return;
+    };
+    let kind = KINDS[usize::from(choice & 7)];
+    let layout = if choice & 8 != 0 {
+        Layout::Olpc
+    } else {
+        Layout::Plain
+    };
+    let work = upserv_fuzz::scratch().join("unpack");
+    let outside = work.join("outside");
+    fs::create_dir_all(&outside).expect("create the canary directory");
+    let archive_path = work.join("archive");
+    fs::write(&archive_path, archive).expect("write the archive");
+    let scratch = work.join("scratch");
+    let mut on_entry = |_: u64| {};
+    let mut plan = Plan {
+        layout,
+        contents: None,
+        on_entry: &mut on_entry,
+    };
+    let result = unpack(&archive_path, kind, &scratch, &mut plan);
+    assert!(
+        names_in(&outside).is_empty(),
+        "something was written outside the scratch directory"
+    );
+    match result {
+        Err(_) => assert_eq!(
+            names_in(&work),
+            ["archive", "outside"],
+            "refused archive left files"
+        ),
+        Ok(unpacked) => {
+            assert!(unpacked.tree.starts_with(&scratch), "tree outside scratch");
+            for record in &unpacked.records {
+                assert_eq!(
+                    clean_path(&record.path).as_deref(),
+                    Ok(record.path.as_slice())
+                );
+            }
+            MetaTable::from_records(&unpacked.records).expect("records make a table");
+            fs::remove_dir_all(&scratch).expect("remove the scratch directory");
+        }
+    }
+});

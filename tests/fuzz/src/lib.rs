@@ -1,0 +1,156 @@
+//! What the fuzz targets share: a connection whose client side is a byte
+//! string, a small module tree and the daemon state that serves it, and a
+//! scratch directory that disappears when the fuzzer exits.
+//!
+//! Everything here is set up once per process and reused by every run of a
+//! target, so a run costs only the code under test. It must not hide
+//! failures: any setup problem panics at once (a fuzzer that cannot start is
+//! a broken build, not a finding), and nothing here catches panics.
+
+use std::fs::{self, File};
+use std::io::{Seek, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use upserv::daemon::access::Access;
+use upserv::daemon::{Server, StaticModule};
+use upserv::protocol::filter::{DaemonRules, FilterList};
+use upserv::protocol::io::Conn;
+
+/// The module every session target asks for.
+pub const MODULE: &str = "m";
+/// The address sessions appear to come from.
+pub const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Length of the tree's larger file: several blocks at any block length a
+/// generator picks, small enough to send in well under a millisecond.
+const BIG_FILE_LEN: usize = 24 * 1024;
+
+static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+extern "C" fn remove_scratch() {
+    if let Some(dir) = SCRATCH.get() {
+        let _ = fs::remove_dir_all(dir);
+    }
+}
+
+/// Where scratch directories go: `UPSERV_FUZZ_TMP`, else memory-backed
+/// `/dev/shm` (the unpack target creates and removes a tree per run, which
+/// on a busy disk costs a hundred times more), else the temp directory.
+fn scratch_base() -> PathBuf {
+    if let Some(dir) = std::env::var_os("UPSERV_FUZZ_TMP") {
+        return PathBuf::from(dir);
+    }
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        return shm.to_path_buf();
+    }
+    std::env::temp_dir()
+}
+
+/// A directory of this process's own, removed when the process exits
+/// normally (libFuzzer ends a timed run with `exit`).
+pub fn scratch() -> &'static Path {
+    SCRATCH.get_or_init(|| {
+        let base = scratch_base();
+        let dir = base.join(format!("upserv-fuzz-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create the fuzz scratch directory");
+        // SAFETY: registering a plain function with no arguments.
+        unsafe { libc::atexit(remove_scratch) };
+        dir
+    })
+}
+
+/// Deterministic bytes that compress a little and match in places, so
+/// delta and deflate paths both see work.
+fn tree_bytes(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_u32;
+    (0..len)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            if i % 512 < 128 {
+                b"upserv "[i % 7]
+            } else {
+                state as u8
+            }
+        })
+        .collect()
+}
+
+/// The module tree, in sorted file-list order: `.`, `big`, `dir`,
+/// `dir/.rsync-filter`, `dir/hide.secret` (excluded by the module),
+/// `dir/x`, `empty`, `link`, `small`.
+fn make_tree(root: &Path) {
+    fs::create_dir_all(root.join("dir")).expect("create the module tree");
+    fs::write(root.join("big"), tree_bytes(BIG_FILE_LEN)).expect("write big");
+    fs::write(root.join("small"), b"a small file\n").expect("write small");
+    fs::write(root.join("empty"), b"").expect("write empty");
+    fs::write(root.join("dir/x"), tree_bytes(3000)).expect("write dir/x");
+    fs::write(root.join("dir/.rsync-filter"), b"- *.o\n+ x\n").expect("write filter");
+    fs::write(root.join("dir/hide.secret"), b"not for clients\n").expect("write secret");
+    std::os::unix::fs::symlink("small", root.join("link")).expect("make link");
+}
+
+/// A daemon with one static module, `m`, over the tree, open to everyone
+/// and without a build cache (fetching from an upstream is not fuzzed here).
+pub fn server() -> &'static Server {
+    SERVER.get_or_init(|| {
+        let root = scratch().join("module");
+        make_tree(&root);
+        Server {
+            modules: vec![StaticModule {
+                name: MODULE.to_string(),
+                path: root,
+                comment: "fuzzed".to_string(),
+                list: true,
+                access: Access::new(&[], &[]),
+                timeout: None,
+                filters: FilterList::from_daemon_rules(&DaemonRules {
+                    filter: Some(b"- *.secret"),
+                    ..DaemonRules::default()
+                })
+                .expect("the module's filter rule"),
+            }],
+            motd: Some(b"welcome".to_vec()),
+            cache: None,
+            build_access: Access::new(&[], &[]),
+            build_timeout: None,
+            build_filters: FilterList::new(),
+        }
+    })
+}
+
+/// The module's directory on disk (where per-directory merge files are).
+pub fn module_root() -> &'static Path {
+    &server().modules[0].path
+}
+
+/// A connection whose client has sent exactly `input` and then closed its
+/// side, and which writes into `/dev/null`. The input sits in a memory file,
+/// so it reads like a socket that delivers everything at once, and no
+/// helper thread is needed.
+pub fn conn_from(input: &[u8]) -> Conn {
+    // SAFETY: memfd_create with a NUL-terminated name; the descriptor is ours.
+    let fd = unsafe { libc::memfd_create(c"upserv-fuzz-input".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a fresh descriptor nothing else owns.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    file.write_all(input).expect("fill the input memfd");
+    file.rewind().expect("rewind the input memfd");
+    let sink = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .expect("open /dev/null");
+    Conn::new(OwnedFd::from(file), OwnedFd::from(sink)).expect("set up the connection")
+}
+
+/// Splits `data` at every `sep`, borrowing (the targets' way to turn one
+/// byte string into a list of arguments, rules or names).
+pub fn split(data: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
+    data.split(move |&b| b == sep)
+}
