@@ -14,9 +14,8 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use upserv::daemon::access::Access;
-use upserv::daemon::{Server, StaticModule};
-use upserv::protocol::filter::{DaemonRules, FilterList};
+use upserv::config::parse_config_str;
+use upserv::daemon::Server;
 use upserv::protocol::io::Conn;
 
 /// The module every session target asks for.
@@ -96,32 +95,24 @@ fn make_tree(root: &Path) {
     std::os::unix::fs::symlink("small", root.join("link")).expect("make link");
 }
 
-/// A daemon with one static module, `m`, over the tree, open to everyone
-/// and without a build cache (fetching from an upstream is not fuzzed here).
+/// A daemon with one static module, `m`, over the tree, open to everyone,
+/// with a MOTD, and without a build cache (fetching from an upstream is not
+/// fuzzed here). Built from configuration text through the public
+/// constructors, as `upserv daemon` builds it.
 pub fn server() -> &'static Server {
     SERVER.get_or_init(|| {
         let root = scratch().join("module");
         make_tree(&root);
-        Server {
-            modules: vec![StaticModule {
-                name: MODULE.to_string(),
-                path: root,
-                comment: "fuzzed".to_string(),
-                list: true,
-                access: Access::new(&[], &[]),
-                timeout: None,
-                filters: FilterList::from_daemon_rules(&DaemonRules {
-                    filter: Some(b"- *.secret"),
-                    ..DaemonRules::default()
-                })
-                .expect("the module's filter rule"),
-            }],
-            motd: Some(b"welcome".to_vec()),
-            cache: None,
-            build_access: Access::new(&[], &[]),
-            build_timeout: None,
-            build_filters: FilterList::new(),
-        }
+        let motd = scratch().join("motd");
+        fs::write(&motd, "welcome\n").expect("write the motd");
+        let text = format!(
+            "motd file = {}\n[{MODULE}]\npath = {}\ncomment = fuzzed\nfilter = - *.secret\n",
+            motd.display(),
+            root.display()
+        );
+        let (settings, _) = parse_config_str(&text, &scratch().join("fuzz.conf"))
+            .expect("the fuzz daemon's configuration");
+        Server::new(&settings, None).expect("the fuzz daemon")
     })
 }
 
