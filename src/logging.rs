@@ -1,7 +1,8 @@
 //! Where log lines go. `log` + `simple_logger` write to stderr with
 //! timestamps; with a `log file`, or in `serve` mode (where stderr is the
 //! client's socket and must carry nothing but the protocol), stderr itself
-//! is pointed at the log file first.
+//! is pointed at the log file first. Panics are logged there too, as error
+//! lines, instead of being printed raw.
 
 use crate::config::Settings;
 use std::fs::OpenOptions;
@@ -56,9 +57,32 @@ pub fn init(settings: &Settings, serving_stdio: bool) -> io::Result<()> {
         .with_level(settings.global.log_level)
         .init()
         .map_err(io::Error::other)?;
+    std::panic::set_hook(Box::new(log_panic));
     // In serve mode a log file we cannot open only costs the log.
     match redirected {
         Err(_) if serving_stdio => Ok(()),
         other => other,
+    }
+}
+
+/// Reports a panic as an error log line, so that it lands where the other
+/// log lines go, timestamped (the log file in serve mode), rather than as
+/// raw text on stderr. A worker that catches the panic logs its own line
+/// about the connection it dropped.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("unnamed");
+    let message = info.payload_as_str().unwrap_or("(no message)");
+    let location = info
+        .location()
+        .map(|l| format!(" at {}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    // Honours RUST_BACKTRACE, as the default hook does.
+    let backtrace = std::backtrace::Backtrace::capture();
+    match backtrace.status() {
+        std::backtrace::BacktraceStatus::Captured => {
+            log::error!("thread {name} panicked{location}: {message}\n{backtrace}")
+        }
+        _ => log::error!("thread {name} panicked{location}: {message}"),
     }
 }

@@ -24,7 +24,7 @@ pub const MODULE: &str = "m";
 pub const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Length of the tree's larger file: several blocks at any block length a
 /// generator picks, small enough to send in well under a millisecond.
-const BIG_FILE_LEN: usize = 24 * 1024;
+const BIG_FILE_LEN: usize = 8 * 1024;
 
 static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
 static SERVER: OnceLock<Server> = OnceLock::new();
@@ -89,7 +89,7 @@ fn make_tree(root: &Path) {
     fs::write(root.join("big"), tree_bytes(BIG_FILE_LEN)).expect("write big");
     fs::write(root.join("small"), b"a small file\n").expect("write small");
     fs::write(root.join("empty"), b"").expect("write empty");
-    fs::write(root.join("dir/x"), tree_bytes(3000)).expect("write dir/x");
+    fs::write(root.join("dir/x"), tree_bytes(1500)).expect("write dir/x");
     fs::write(root.join("dir/.rsync-filter"), b"- *.o\n+ x\n").expect("write filter");
     fs::write(root.join("dir/hide.secret"), b"not for clients\n").expect("write secret");
     std::os::unix::fs::symlink("small", root.join("link")).expect("make link");
