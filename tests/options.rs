@@ -20,8 +20,11 @@ fn standard(tree: &TestTree) {
     tree.file("dir/inner.txt", b"inside a directory\n")
         .mode(0o600)
         .owner(1234, 5678);
-    tree.file("dir/sub/deep.bin", &common::tree::Rng::new(3).bytes(64 * 1024))
-        .mode(0o755);
+    tree.file(
+        "dir/sub/deep.bin",
+        &common::tree::Rng::new(3).bytes(64 * 1024),
+    )
+    .mode(0o755);
     tree.file("big.bin", &common::tree::Rng::new(4).bytes(300 * 1024));
     tree.file("setuid", b"#!/bin/sh\n").mode(0o4755);
     tree.symlink("dir/link-up", "../top.txt");
@@ -58,6 +61,17 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         out.push(path);
     }
     out
+}
+
+/// Where the `--files-from` cases find their list: the option is a static
+/// string, so the list lives at a fixed path the setup writes (the same
+/// content every time).
+const FILES_FROM: &str = "/tmp/upserv-options-files-from.list";
+
+fn with_file_list(tree: &TestTree) {
+    standard(tree);
+    let list = "top.txt\ndir/sub/deep.bin\nempty\n# a comment\nnot-there\nREADME-0\n";
+    std::fs::write(FILES_FROM, list).expect("writing the --files-from list");
 }
 
 const EDITED: Option<BasisFn> = Some(basis_edited);
@@ -105,6 +119,10 @@ const CASES: &[Case] = &[
     Case::new("missing source", &["-a", "-i"], standard, None).at("m/not-there"),
     Case::new("missing and present", &["-a", "-i"], standard, None).at("m/not-there m/top.txt"),
     Case::new("dirs without recursion", &["-dlpt", "-i"], standard, None),
+    Case::new("files from", &["-a", "-i", "--files-from=/tmp/upserv-options-files-from.list"], with_file_list, None),
+    Case::new("files from, recursive", &["-ar", "-i", "--files-from=/tmp/upserv-options-files-from.list"], with_file_list, None),
+    Case::new("files from, not relative", &["-a", "-i", "--no-relative", "--files-from=/tmp/upserv-options-files-from.list"], with_file_list, None),
+    Case::new("files from, NUL-separated", &["-a", "-i", "--from0", "--files-from=/tmp/upserv-options-files-from.list"], with_file_list, None),
 ];
 
 #[test]

@@ -445,12 +445,14 @@ impl<'a> Builder<'a> {
         self.error(IOERR_GENERAL, MsgTag::Error, text)
     }
 
-    /// Adds every argument (already sanitised module-relative paths) and
-    /// everything below it, in the order rsync walks them. The list is sent
-    /// in that order, then sorted with [`FileList::sort`].
-    pub fn build(mut self, paths: &[Vec<u8>]) -> io::Result<FileList> {
+    /// Adds every argument (already sanitised paths, relative to `base`,
+    /// itself relative to the module root) and everything below it, in the
+    /// order rsync walks them. The list is sent in that order, then sorted
+    /// with [`FileList::sort`]. `base` is empty for command-line sources and
+    /// the source directory for `--files-from` names.
+    pub fn build(mut self, base: &[u8], paths: &[Vec<u8>]) -> io::Result<FileList> {
         for path in paths {
-            self.add_argument(path)?;
+            self.add_argument(base, path)?;
         }
         self.leave_implied_dirs(b"");
         Ok(self.list)
@@ -486,7 +488,7 @@ impl<'a> Builder<'a> {
         (self.list.roots.len() - 1) as u32
     }
 
-    fn add_argument(&mut self, arg: &[u8]) -> io::Result<()> {
+    fn add_argument(&mut self, base: &[u8], arg: &[u8]) -> io::Result<()> {
         let (dir, name, name_type, dot_prefix) = if self.opts.relative {
             match split_relative(arg) {
                 Ok(parts) => parts,
@@ -496,6 +498,7 @@ impl<'a> Builder<'a> {
             let (d, n, t) = split_plain(arg);
             (d, n, t, false)
         };
+        let dir = source::join(base, &dir);
         // The directory the names are relative to must itself stay inside
         // the module; following links on the way there is fine.
         let real_dir = match self.source.resolve(&dir, true) {

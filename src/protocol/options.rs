@@ -66,6 +66,8 @@ pub struct Options {
     /// 0, 1 for `--append`, 2 for `--append-verify` (sent as `--append --append`).
     pub append: u8,
     pub protect_args: bool,
+    /// `--files-from`: `-` for names sent over the connection, else a file
+    /// in the module.
     pub files_from: Option<Vec<u8>>,
     pub from0: bool,
     pub missing_args: MissingArgs,
@@ -554,7 +556,9 @@ impl Options {
         if !o.server {
             return Err(OptionError("missing --server".into()));
         }
-        if o.list_only && !o.recurse {
+        // As rsync's parse_arguments: a file list or a listing without
+        // recursion still sends the directories it names.
+        if (o.list_only && !o.recurse) || o.files_from.is_some() {
             o.dirs = true;
         }
         Ok(o)

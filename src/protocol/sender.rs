@@ -23,6 +23,8 @@ use std::time::Instant;
 
 /// rsync's OLD_MAX_BLOCK_SIZE: the largest block length below protocol 30.
 pub const MAX_BLOCK_LEN: i32 = 1 << 29;
+/// The largest `--files-from` file read from a module.
+pub const MAX_FILES_FROM_LEN: u64 = 64 * 1024 * 1024;
 /// The largest block we match against: the matcher holds two blocks in
 /// memory. rsync's generator picks about the square root of the file size,
 /// so this covers files up to 64 TiB; larger blocks (`--block-size`) get
@@ -150,6 +152,20 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
         client_filters,
     );
 
+    let (base, names) = match &opts.files_from {
+        None => (Vec::new(), pull.paths.clone()),
+        Some(from) => {
+            let mut base = pull.paths.first().cloned().unwrap_or_default();
+            while base.last() == Some(&b'/') {
+                base.pop();
+            }
+            let names = match read_files_from(conn, from, opts, pull.source) {
+                Ok(n) => n,
+                Err(e) => return fatal(conn, format!("rsync: [sender] --files-from: {e}")),
+            };
+            (base, names)
+        }
+    };
     let started = Instant::now();
     let built = Builder::new(
         opts,
@@ -159,7 +175,7 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
         conn,
         pull.module,
     )
-    .build(&pull.paths);
+    .build(&base, &names);
     let mut list = match built {
         Ok(list) => list,
         Err(e) => return fatal(conn, format!("rsync: [sender] {e}")),
@@ -248,6 +264,46 @@ fn receive_filter_rules(
         }
     }
     Ok(list)
+}
+
+/// The names of `--files-from`: NUL-terminated over the connection up to
+/// an empty one (`-`), or lines of a file in the module (rsync's read_line
+/// with comments skipped; NULs with `--from0`). Each is sanitised like a
+/// command-line path; their number and length are bounded.
+fn read_files_from(
+    conn: &mut Conn,
+    from: &[u8],
+    opts: &Options,
+    source: &Source,
+) -> io::Result<Vec<Vec<u8>>> {
+    let sanitize = |n: &[u8]| crate::source::sanitize_path(n, opts.relative);
+    let mut names = Vec::new();
+    if from == b"-" {
+        loop {
+            let name = conn.read_arg(flist::MAX_PATH_LEN, true)?;
+            if name.is_empty() {
+                return Ok(names);
+            }
+            if names.len() >= flist::MAX_ENTRIES {
+                return Err(io::Error::other("too many names"));
+            }
+            names.push(sanitize(&name));
+        }
+    }
+    let path = source.resolve(&crate::source::sanitize_path(from, false), true)?;
+    let text = source.read_small_file(&path, MAX_FILES_FROM_LEN)?;
+    let separator = if opts.from0 { b'\0' } else { b'\n' };
+    for line in text.split(|&b| b == separator) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() || (!opts.from0 && matches!(line[0], b'#' | b';')) {
+            continue;
+        }
+        if line.len() >= flist::MAX_PATH_LEN || names.len() >= flist::MAX_ENTRIES {
+            return Err(io::Error::other("name too long or too many names"));
+        }
+        names.push(sanitize(line));
+    }
+    Ok(names)
 }
 
 /// main.c read_final_goodbye: the client's last word is one more -1.

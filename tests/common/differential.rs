@@ -351,7 +351,11 @@ impl<'t> Differential<'t> {
                 .map(|path| arena.servers[i].url(path))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let result = self.client.pull(&url, &dest, opts, protocol);
+            let asked = match (protocol, arena.servers[i].client_protocol()) {
+                (Protocol::Default, Some(p)) => Protocol::V(p.min(self.client.max_protocol)),
+                _ => protocol,
+            };
+            let result = self.client.pull(&url, &dest, opts, asked);
             (result, Snapshot::of(&dest))
         });
         Pair {
@@ -655,7 +659,9 @@ pub fn volatile_mtimes(opts: &[&str], url_path: &str) -> Volatile {
         file_mtimes: !times,
         dir_mtimes: !times || flags.contains('O') || long("--omit-dir-times"),
         link_mtimes: !times || flags.contains('J') || long("--omit-link-times"),
-        root_mtime: !url_path.ends_with('/'),
+        // The destination's root is the source's "." only for a trailing
+        // slash, and never with --files-from (whose names are listed alone).
+        root_mtime: !url_path.ends_with('/') || opts.iter().any(|o| o.starts_with("--files-from")),
     }
 }
 
