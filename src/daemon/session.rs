@@ -168,13 +168,7 @@ fn handshake(server: &Server, conn: &mut Conn, peer: Option<IpAddr>) -> io::Resu
     };
     if opts.protect_args {
         let protected = read_args(conn, true)?;
-        opts = match Options::parse(&protected) {
-            Ok(o) => o,
-            Err(e) => {
-                sender::refuse(conn, &e.0)?;
-                return Ok(Outcome::Refused(e.0));
-            }
-        };
+        opts.set_protected_paths(&protected);
     }
     if !opts.sender {
         let why = "ERROR: module is read only".to_string();

@@ -546,6 +546,12 @@ impl Options {
                         o.apply(name, None)?;
                     }
                 }
+            } else if o.protect_args {
+                // With -s a protocol-29 client prints its argument list
+                // with a NULL in it ("(null)" from printf) and sends the
+                // real paths again, NUL-separated: see
+                // [`Options::set_protected_paths`].
+                break;
             } else {
                 return Err(OptionError(format!(
                     "unexpected argument \"{}\" before the source paths",
@@ -562,6 +568,16 @@ impl Options {
             o.dirs = true;
         }
         Ok(o)
+    }
+
+    /// With `-s` (`--secluded-args`) the paths arrive a second time as
+    /// `rsync`, `.`, then the paths, each ended by a NUL (rsync's
+    /// send_protected_args); they replace whatever the first list held.
+    pub fn set_protected_paths(&mut self, args: &[Vec<u8>]) {
+        self.paths = match args.iter().position(|a| a.as_slice() == b".") {
+            Some(dot) => args[dot + 1..].to_vec(),
+            None => Vec::new(),
+        };
     }
 
     fn apply(&mut self, name: &str, value: Option<&[u8]>) -> Result<(), OptionError> {

@@ -10,6 +10,7 @@
 use super::deflate::Deflater;
 use super::filter::{FilterList, Filters, MAX_WIRE_RULE_LEN};
 use super::flist::{self, Builder, Encoder, FileList, Reporter};
+use super::glob;
 use super::io::{Conn, MsgTag};
 use super::options::Options;
 use super::token::{SimpleTokens, TokenWriter, Tokens};
@@ -153,7 +154,14 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
     );
 
     let (base, names) = match &opts.files_from {
-        None => (Vec::new(), pull.paths.clone()),
+        None => {
+            let expanded = pull
+                .paths
+                .iter()
+                .flat_map(|p| glob::expand(pull.source, &filters, p))
+                .collect();
+            (Vec::new(), expanded)
+        }
         Some(from) => {
             let mut base = pull.paths.first().cloned().unwrap_or_default();
             while base.last() == Some(&b'/') {

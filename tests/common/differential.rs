@@ -722,6 +722,7 @@ fn first_difference(r: &[String], c: &[String]) -> Option<String> {
 
 /// One line of a case table: a named tree, the options to pull it with, and
 /// an optional basis for delta pulls.
+#[derive(Clone)]
 pub struct Case {
     pub name: &'static str,
     pub opts: &'static [&'static str],
@@ -729,6 +730,8 @@ pub struct Case {
     pub basis: Option<BasisFn>,
     /// What to pull; `m/` (the whole module) unless [`Case::at`] says.
     pub url_path: &'static str,
+    /// Parameters of module `m` on both servers ([`Case::with`]).
+    pub params: &'static [(&'static str, &'static str)],
 }
 
 impl Case {
@@ -745,7 +748,14 @@ impl Case {
             setup,
             basis,
             url_path: "m/",
+            params: &[],
         }
+    }
+
+    /// The same case with these module parameters on both servers.
+    pub const fn with(mut self, params: &'static [(&'static str, &'static str)]) -> Case {
+        self.params = params;
+        self
     }
 
     /// The same case pulling `url_path` (space-separated for several sources).
@@ -771,6 +781,9 @@ impl Case {
             .candidate(candidate);
         if let Some(basis) = self.basis {
             differential = differential.basis(basis);
+        }
+        for (key, value) in self.params {
+            differential = differential.param(key, value);
         }
         differential.run_checked(self.opts, protocols)
     }
