@@ -175,6 +175,11 @@ impl FileList {
         &self.arena[e.link_at as usize..(e.link_at + e.link_len) as usize]
     }
 
+    /// The entry's name in messages (see [`full_name`]).
+    pub fn full_name(&self, e: &Entry, module: &str) -> String {
+        full_name(&self.roots[e.root as usize], self.name(e), module)
+    }
+
     /// The entry's path relative to the module root.
     pub fn module_path(&self, e: &Entry) -> Vec<u8> {
         let name = self.name(e);
@@ -423,12 +428,7 @@ impl<'a> Builder<'a> {
 
     /// `"path" (in module)`, as rsync's full_fname names files in messages.
     fn full_name(&self, root: u32, name: &[u8]) -> String {
-        let path = source::join(&self.list.roots[root as usize], name);
-        format!(
-            "\"{}\" (in {})",
-            String::from_utf8_lossy(&path),
-            self.module
-        )
+        full_name(&self.list.roots[root as usize], name, self.module)
     }
 
     fn error(&mut self, bits: i32, tag: MsgTag, text: String) -> io::Result<()> {
@@ -889,6 +889,22 @@ impl<'a> Builder<'a> {
         }
         Ok(())
     }
+}
+
+/// A file's name in messages, as rsync's full_fname writes it: quoted,
+/// relative to the module (with a leading `/` when the transfer root is a
+/// subdirectory), then `(in MODULE)`.
+pub fn full_name(root: &[u8], name: &[u8], module: &str) -> String {
+    let shown = if root.is_empty() {
+        String::from_utf8_lossy(name).into_owned()
+    } else {
+        format!(
+            "/{}/{}",
+            String::from_utf8_lossy(root),
+            String::from_utf8_lossy(name)
+        )
+    };
+    format!("\"{shown}\" (in {module})")
 }
 
 /// How many leading bytes of `dirs` (up to a component boundary) were

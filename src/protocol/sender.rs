@@ -530,14 +530,10 @@ impl FileSender<'_, '_> {
         } else {
             self.pull.source.open(&path)
         };
+        let full = self.list.full_name(entry, self.pull.module);
         let file = match opened {
             Ok(f) => f,
             Err(err) => {
-                let full = format!(
-                    "\"{}\" (in {})",
-                    String::from_utf8_lossy(&path),
-                    self.pull.module
-                );
                 if err.kind() == io::ErrorKind::NotFound {
                     let tag = if proto < 28 {
                         MsgTag::Error
@@ -558,11 +554,7 @@ impl FileSender<'_, '_> {
         };
         let size = file.metadata().map(|m| m.len())?;
         if append && size < entry.size {
-            let text = format!(
-                "skipped diminished file: \"{}\" (in {})\n",
-                String::from_utf8_lossy(&path),
-                self.pull.module
-            );
+            let text = format!("skipped diminished file: {full}\n");
             self.conn.send_msg(MsgTag::Info, text.as_bytes())?;
             return Ok(());
         }
@@ -604,9 +596,7 @@ impl FileSender<'_, '_> {
                 spoil_file_sum(&mut sum);
                 self.conn.write_all(&sum)?;
                 let text = format!(
-                    "rsync: [sender] read errors mapping \"{}\" (in {}): {}\n",
-                    String::from_utf8_lossy(&path),
-                    self.pull.module,
+                    "rsync: [sender] read errors mapping {full}: {}\n",
                     flist::describe_os_error(&e)
                 );
                 self.conn.send_msg(MsgTag::Error, text.as_bytes())?;
@@ -615,6 +605,16 @@ impl FileSender<'_, '_> {
         };
         tokens.finish()?;
         self.conn.write_all(&outcome.file_sum)?;
+        if outcome.source_len < size {
+            // The file shrank while we read it: the matcher sent a checksum
+            // the client rejects (it will ask again), and rsync's map_ptr
+            // reports the short read as ENODATA.
+            let text = format!(
+                "rsync: [sender] read errors mapping {full}: {}\n",
+                flist::describe_os_error(&io::Error::from_raw_os_error(libc::ENODATA))
+            );
+            self.conn.send_msg(MsgTag::Error, text.as_bytes())?;
+        }
         self.sent[idx] = true;
         self.stats.files_sent += 1;
         self.stats.literal_bytes += outcome.literal_bytes;
