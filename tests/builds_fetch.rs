@@ -282,6 +282,33 @@ fn a_cached_build_is_served_while_a_slow_download_waits() {
     assert!(cached.elapsed < Duration::from_secs(10), "{cached:?}");
 }
 
+#[test]
+fn a_second_missing_build_waits_its_turn_and_says_so() {
+    let (tree, archive) = small_tree_and_archive();
+    let dir = scratch_dir("builds-queue");
+    let up = Upstream::start();
+    up.put("/b/first.tar", archive.clone());
+    up.put("/b/second.tar", archive);
+    up.set_behavior(
+        "/b/first.tar",
+        Behavior {
+            gate_after: Some(1000),
+            ..Behavior::default()
+        },
+    );
+    let upserv = upserv_for(&up, "/b/{name}.tar", &dir.join("builds"), &[]);
+    let first = LiveClient::start(&upserv.url("first/"), &dir.join("first"), &["-aH"]);
+    first.wait_for_line("upserv: fetching first from upstream: ");
+    let second = LiveClient::start(&upserv.url("second/"), &dir.join("second"), &["-aH"]);
+    second.wait_for_line("upserv: second waits for another download to finish");
+    assert_eq!(up.gets("/b/second.tar"), 0, "one download at a time");
+    up.open_gate();
+    first.finish().assert_ok();
+    second.finish().assert_ok();
+    assert_pulled_tree(&tree, &dir.join("first"));
+    assert_pulled_tree(&tree, &dir.join("second"));
+}
+
 /// A body cut halfway once, then a pull: `ignore_range` decides whether
 /// the retry resumes (206) or restarts (200). Either way the result is the
 /// tree, and the second request asked for the rest.
@@ -358,23 +385,9 @@ fn a_download_longer_than_the_handshake_timeout_is_served() {
     assert_pulled_tree(&tree, &dir.join("dest"));
 }
 
-/// A pull that upserv refuses: the client prints `@ERROR: {expected}` and
-/// exits with code 5 (rsync's "error starting client-server protocol").
+/// A pull that upserv refuses: the client prints `@ERROR: {expected}`.
 fn assert_refused(server: &dyn Server, name: &str, dest: &Path, expected: &str) {
-    let result = pull(
-        &server.url(&format!("{name}/")),
-        dest,
-        PULL_OPTS,
-        Protocol::Default,
-    );
-    assert_eq!(result.code, 5, "{result:?}");
-    let line = format!("@ERROR: {expected}");
-    assert!(
-        result.stderr.lines().any(|l| l == line),
-        "the client printed no {line:?}:\n{}",
-        result.stderr
-    );
-    assert!(!dest.exists(), "a refused pull left {dest:?}");
+    assert_eq!(refusal(server, name, dest), format!("@ERROR: {expected}"));
 }
 
 #[test]
@@ -401,6 +414,68 @@ fn a_build_missing_upstream_is_reported_and_remembered() {
     assert_eq!(up.gets("/b/.upserv.tar.xz"), 0);
 }
 
+/// The `@ERROR:` line of a pull that upserv refused: the client printed
+/// it and exited with code 5 (error starting the client-server protocol).
+fn refusal(server: &dyn Server, name: &str, dest: &Path) -> String {
+    let result = pull(
+        &server.url(&format!("{name}/")),
+        dest,
+        PULL_OPTS,
+        Protocol::Default,
+    );
+    assert_eq!(result.code, 5, "{result:?}");
+    assert!(!dest.exists(), "a refused pull left {dest:?}");
+    result
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("@ERROR: "))
+        .unwrap_or_else(|| panic!("no @ERROR line:\n{}", result.stderr))
+        .to_string()
+}
+
+#[test]
+fn a_failing_upstream_is_reported() {
+    let dir = scratch_dir("builds-403");
+    let up = Upstream::start();
+    up.put("/b/build-403.tar", b"never sent".to_vec());
+    up.set_behavior(
+        "/b/build-403.tar",
+        Behavior {
+            status: Some(403),
+            ..Behavior::default()
+        },
+    );
+    let upserv = upserv_for(&up, "/b/{name}.tar", &dir.join("builds"), &[]);
+    let error = refusal(&upserv, "build-403", &dir.join("dest"));
+    assert_eq!(
+        error,
+        format!(
+            "@ERROR: fetching build-403 from upstream failed: upstream answered HTTP 403 for {}",
+            up.url("/b/build-403.tar")
+        )
+    );
+}
+
+#[test]
+fn an_unreachable_upstream_is_reported_after_the_retries() {
+    let dir = scratch_dir("builds-unreachable");
+    // A loopback port that was just closed: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let upstream = format!("http://127.0.0.1:{port}/b/{{name}}.tar");
+    let upserv = Upserv::start_with(&[], Some(&dir.join("builds")), &["--upstream", &upstream]);
+    let error = refusal(&upserv, "build-gone", &dir.join("dest"));
+    let url = format!("http://127.0.0.1:{port}/b/build-gone.tar");
+    assert!(
+        error.starts_with(&format!(
+            "@ERROR: fetching build-gone from upstream failed: upstream request for {url} failed: "
+        )) && error.ends_with(&format!("(gave up on {url} after 4 attempts)")),
+        "{error}"
+    );
+}
+
 #[test]
 fn a_download_with_a_wrong_checksum_is_never_served() {
     let (_tree, archive) = small_tree_and_archive();
@@ -423,24 +498,12 @@ fn a_download_with_a_wrong_checksum_is_never_served() {
             ..Launch::default()
         },
     );
-    let result = pull(
-        &upserv.url("build-bad/"),
-        &dir.join("dest"),
-        PULL_OPTS,
-        Protocol::Default,
-    );
-    assert_eq!(result.code, 5, "{result:?}");
-    let error = result
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("@ERROR: "))
-        .unwrap_or_else(|| panic!("no @ERROR line:\n{}", result.stderr));
+    let error = refusal(&upserv, "build-bad", &dir.join("dest"));
     assert!(
         error.starts_with("@ERROR: fetching build-bad from upstream failed: sha256 of ")
             && error.contains("does not match the upstream checksum"),
         "{error}"
     );
-    assert!(!dir.join("dest").exists());
     assert!(!builds.join("build-bad").exists());
     assert_eq!(private_leftovers(&builds), Vec::<String>::new());
     let listing = pull(&upserv.url(""), &dir.join("list"), &[], Protocol::Default);
