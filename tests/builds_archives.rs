@@ -16,7 +16,7 @@ use builds_support::{private_leftovers, tar_tree, untar_as_root, upserv_for};
 use common::snapshot::Kind;
 use common::tree::Device;
 use common::*;
-use upstream::{scratch_dir, tar_of, Entry, Upstream};
+use upstream::{compress, scratch_dir, tar_of, tree_listing, Entry, Upstream};
 
 /// The unprivileged user upserv runs as in the field: nobody/nogroup.
 const NOBODY: (u32, u32) = (65534, 65534);
@@ -261,7 +261,10 @@ fn olpc_layout_serves_root_and_contents_from_the_pristine_tree() {
 
     let dir = scratch_dir("builds-olpc");
     let up = Upstream::start();
-    up.put("/b/build-o.tar.bz2", compress_bz2(&archive_of(&source)));
+    up.put(
+        "/b/build-o.tar.bz2",
+        compress(&archive_of(&source), &["bzip2", "-c"]),
+    );
     up.put("/c/build-o.contents", manifest.clone());
     let upstream = up.url("/b/{name}.tar.bz2");
     let contents = up.url("/c/{name}.contents");
@@ -356,15 +359,6 @@ fn olpc_layout_without_a_pristine_tree_serves_the_archive_as_root() {
     );
 }
 
-fn compress_bz2(archive: &[u8]) -> Vec<u8> {
-    upstream::compress(archive, &["bzip2", "-c"])
-}
-
-/// Every path under `root`, relative, sorted (directories end in `/`).
-fn all_paths(root: &Path) -> Vec<String> {
-    upstream::tree_listing(root)
-}
-
 /// The names directly in `dir`, sorted.
 fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -452,7 +446,11 @@ fn hostile_archives_are_refused_and_leave_nothing_behind() {
         );
         assert!(!dest.exists(), "a refused pull left {dest:?}");
     }
-    assert_eq!(all_paths(&outside), ["target"], "nothing planted outside");
+    assert_eq!(
+        tree_listing(&outside),
+        ["target"],
+        "nothing planted outside"
+    );
     assert_eq!(
         std::fs::read(outside.join("target")).expect("the bait"),
         b"keep me"
