@@ -100,8 +100,18 @@ impl Scene {
         upserv_command(&all)
     }
 
+    /// `upserv serve` per connection, as xinetd runs it.
+    fn serve(&self) -> UpservServe {
+        let upstream = self.up.url("/b/{name}.tar");
+        UpservServe::start_with(
+            &[],
+            Some(&self.builds()),
+            &["--upstream", &upstream, "--cache-size", BUDGET],
+        )
+    }
+
     /// Pulls build `name` (`b1` → tree 0) and checks what arrived.
-    fn pull(&self, server: &Upserv, name: &str, dest: &str) {
+    fn pull(&self, server: &dyn Server, name: &str, dest: &str) {
         let dest = self.dir.join(dest);
         pull(
             &server.url(&format!("{name}/")),
@@ -267,6 +277,39 @@ fn least_recently_pulled_goes_first_never_sticky_or_busy_and_the_order_survives_
         "an evicted build is fetched again"
     );
     assert_eq!(scene.cached(), names(&["b3", "b4", "b5"]));
+}
+
+#[test]
+fn serve_mode_never_evicts_a_build_another_process_serves() {
+    let scene = Scene::new("builds-evict-serve");
+    let serve = scene.serve();
+    for name in ["b1", "b2", "b3"] {
+        scene.pull(&serve, name, &format!("{name}-first"));
+        next_second();
+    }
+    // b1, the oldest, is being pulled by another process.
+    let held = StalledClient::start(
+        &serve.url("b1/"),
+        &scene.dir.join("b1-held"),
+        &["-a", "-i", "--no-motd"],
+    );
+    wait_until("b1 to be in use", || scene.is_busy("b1"));
+    scene.pull(&serve, "b4", "b4-first");
+    assert_eq!(
+        scene.cached(),
+        names(&["b1", "b3", "b4"]),
+        "b2 went: b1 is busy in another process"
+    );
+    assert_eq!(held.release(), 0);
+    assert_same(
+        &Snapshot::of(scene.tree("b1").root()),
+        &Snapshot::of(&scene.dir.join("b1-held")),
+    );
+    assert_eq!(
+        serve.stderr_text(),
+        "",
+        "serve mode writes nothing on stderr"
+    );
 }
 
 #[test]

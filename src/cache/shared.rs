@@ -74,8 +74,14 @@ impl Shared {
     }
 
     /// Writes the access times that are only exact in memory (when the
-    /// last handle goes: a clean stop keeps the order of eviction).
+    /// last handle goes: a clean stop keeps the order of eviction). Not in
+    /// serve mode, where every connection is a process of its own: writing
+    /// at each one's end would break the once-a-minute rule that spares SD
+    /// cards.
     pub(super) fn flush_access(&self) {
+        if self.cfg.cross_process_lock {
+            return;
+        }
         let mut access = self.access.lock();
         if !access.is_dirty() {
             return;
