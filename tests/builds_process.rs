@@ -246,3 +246,56 @@ fn serve_mode_reports_a_build_missing_upstream_once() {
         "serve mode writes nothing on stderr"
     );
 }
+
+#[test]
+fn a_damaged_metadata_table_is_refused_then_fetched_again_after_a_restart() {
+    let (tree, archive) = small_tree_and_archive();
+    let dir = scratch_dir("builds-damaged-table");
+    let builds = dir.join("builds");
+    let up = Upstream::start();
+    up.put("/b/build-d.tar", archive);
+    let upserv = upserv_for(&up, "/b/{name}.tar", &builds, &[]);
+    pull(
+        &upserv.url("build-d/"),
+        &dir.join("first"),
+        PULL_OPTS,
+        Protocol::Default,
+    )
+    .assert_ok();
+    // Damage such as a bad sector or a crash of the disk: the table is
+    // truncated.
+    let table = builds.join(".upserv/meta/build-d");
+    let bytes = std::fs::read(&table).expect("the build's metadata table");
+    std::fs::write(&table, &bytes[..bytes.len() / 2]).expect("truncating the table");
+
+    let result = pull(
+        &upserv.url("build-d/"),
+        &dir.join("second"),
+        PULL_OPTS,
+        Protocol::Default,
+    );
+    assert_eq!(result.code, 5, "{result:?}");
+    assert!(
+        result
+            .stderr
+            .lines()
+            .any(|l| l == "@ERROR: build build-d cannot be served: its metadata table is damaged"),
+        "{}",
+        result.stderr
+    );
+    assert!(
+        !dir.join("second").exists(),
+        "nothing served without its table"
+    );
+
+    drop(upserv);
+    let upserv = upserv_for(&up, "/b/{name}.tar", &builds, &[]);
+    let dest = dir.join("after");
+    pull(&upserv.url("build-d/"), &dest, PULL_OPTS, Protocol::Default).assert_ok();
+    assert_pulled_tree(&tree, &dest);
+    assert_eq!(
+        up.gets("/b/build-d.tar"),
+        2,
+        "the restart dropped the build; it came again"
+    );
+}
