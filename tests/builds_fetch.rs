@@ -35,8 +35,9 @@ const PULL_OPTS: &[&str] = &["-a", "-H", "-i", "--stats", "--no-motd"];
 /// SPEC §5: waiting clients see a progress line at most this often.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// How much sooner than the interval a line may arrive, for scheduling
-/// jitter between upserv's clock and the moment the client prints.
-const PROGRESS_JITTER: Duration = Duration::from_millis(150);
+/// jitter between upserv's clock and the moment the client prints. Well
+/// below the interval: unthrottled, upserv's job would report every 0.5 s.
+const PROGRESS_JITTER: Duration = Duration::from_millis(500);
 /// upserv's handshake deadline (`session::HANDSHAKE_TIMEOUT`); a download
 /// may take longer than that.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
