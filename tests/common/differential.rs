@@ -16,7 +16,7 @@ use super::proc::last_lines;
 use super::rsyncd::{rsyncd_inetd, Rsyncd, UPSERV_PROTOCOL};
 use super::snapshot::{render_differences, Snapshot, Volatile};
 use super::tree::{basis_copy, TestTree};
-use super::upserv::{Upserv, UpservServe};
+use super::upserv::{Launch, Upserv, UpservServe};
 use super::Server;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -75,13 +75,21 @@ impl Candidate {
     }
 
     fn start(self, side: &Side, upserv: &UpservSetup) -> Box<dyn Server> {
-        let builds = upserv.builds.as_deref();
         let args: Vec<&str> = upserv.args.iter().map(String::as_str).collect();
+        let globals: Vec<(&str, &str)> = upserv
+            .globals
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let launch = Launch {
+            builds: upserv.builds.as_deref(),
+            args: &args,
+            globals: &globals,
+            run_as: upserv.run_as,
+        };
         match self {
-            Candidate::Upserv => Box::new(Upserv::start_with(&side.modules, builds, &args)),
-            Candidate::UpservServe => {
-                Box::new(UpservServe::start_with(&side.modules, builds, &args))
-            }
+            Candidate::Upserv => Box::new(Upserv::launch(&side.modules, &launch)),
+            Candidate::UpservServe => Box::new(UpservServe::launch(&side.modules, &launch)),
             Candidate::Rsyncd => Box::new(Rsyncd::start(&side.modules)),
             Candidate::RsyncdInetd => Box::new(rsyncd_inetd(&side.modules)),
         }
@@ -149,6 +157,8 @@ pub struct Differential<'t> {
 struct UpservSetup {
     builds: Option<PathBuf>,
     args: Vec<String>,
+    globals: Vec<(String, String)>,
+    run_as: Option<(u32, u32)>,
 }
 
 /// Pulls `tree` (served as module `m`) from the reference and from upserv
@@ -239,6 +249,22 @@ impl<'t> Differential<'t> {
     /// empty one), e.g. to pull a build and compare it with a reference tree.
     pub fn upserv_builds(mut self, builds: &Path) -> Self {
         self.upserv.builds = Some(builds.to_path_buf());
+        self
+    }
+
+    /// Everything of `launch` for upserv: builds directory, arguments,
+    /// global settings, the user it runs as.
+    pub fn upserv_launch(mut self, launch: &Launch) -> Self {
+        self.upserv = UpservSetup {
+            builds: launch.builds.map(Path::to_path_buf),
+            args: launch.args.iter().map(|a| a.to_string()).collect(),
+            globals: launch
+                .globals
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            run_as: launch.run_as,
+        };
         self
     }
 

@@ -32,7 +32,7 @@ pub use snapshot::{assert_same, Snapshot};
 #[allow(unused_imports)]
 pub use tree::{basis_copy, basis_edited, RandomSpec, TestTree};
 #[allow(unused_imports)]
-pub use upserv::{Upserv, UpservServe};
+pub use upserv::{Launch, Upserv, UpservServe};
 
 /// A running server a client can pull from.
 pub trait Server {
