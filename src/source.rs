@@ -113,6 +113,31 @@ pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
+/// rsync's sanitize_path with the daemon's settings: drops leading slashes,
+/// `.` components (kept with `--relative`, where `/./` marks where the
+/// client's path starts) and any `..` that would climb above the root;
+/// keeps a trailing slash; an empty result becomes "" (the module root),
+/// which the file list turns into ".".
+pub fn sanitize_path(path: &[u8], keep_dot_dirs: bool) -> Vec<u8> {
+    let trailing = path.ends_with(b"/") && path.iter().any(|&b| b != b'/');
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for comp in path.split(|&b| b == b'/') {
+        match comp {
+            b"" => {}
+            b"." if !keep_dot_dirs => {}
+            b".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let mut out = parts.join(&b'/');
+    if trailing && !out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
 /// A module's tree.
 #[derive(Clone)]
 pub struct Source {
@@ -192,6 +217,18 @@ impl Source {
             .into_os_string()
             .as_bytes()
             .to_vec())
+    }
+
+    /// Reads a whole regular file of at most `limit` bytes (`rel` free of
+    /// symlinks), e.g. a `--files-from` list kept in the module.
+    pub fn read_small_file(&self, rel: &[u8], limit: u64) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut data = Vec::new();
+        self.open(rel)?.take(limit + 1).read_to_end(&mut data)?;
+        if data.len() as u64 > limit {
+            return Err(io::Error::other(format!("larger than {limit} bytes")));
+        }
+        Ok(data)
     }
 
     /// Opens a regular file for reading without following a final symlink.

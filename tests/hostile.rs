@@ -26,7 +26,13 @@ fn start(tree: &TestTree) -> Upserv {
 fn assert_still_serves(server: &Upserv, tree: &TestTree) {
     let scratch = tempfile::tempdir().expect("scratch");
     let dest = scratch.path().join("dest");
-    pull(&server.url("m/small.txt"), &dest, &["-a"], Protocol::Default).assert_ok();
+    pull(
+        &server.url("m/small.txt"),
+        &dest,
+        &["-a"],
+        Protocol::Default,
+    )
+    .assert_ok();
     assert_eq!(
         std::fs::read(dest.join("small.txt")).expect("pulled file"),
         std::fs::read(tree.path("small.txt")).expect("source file")
@@ -97,7 +103,11 @@ fn unknown_module_gets_an_error_and_exit_code_5() {
         Protocol::Default,
     );
     assert_eq!(result.code, 5, "{}", result.stderr);
-    assert!(result.stderr.contains("@ERROR: Unknown module 'nosuch'"), "{}", result.stderr);
+    assert!(
+        result.stderr.contains("@ERROR: Unknown module 'nosuch'"),
+        "{}",
+        result.stderr
+    );
     assert_still_serves(&server, &tree);
 }
 
@@ -106,11 +116,15 @@ fn a_garbage_greeting_is_refused() {
     let tree = tree_with_big_file();
     let server = start(&tree);
     let mut s = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write");
     let mut answer = String::new();
     s.read_to_string(&mut answer).expect("read until close");
-    assert!(answer.contains("@ERROR: protocol startup error"), "{answer:?}");
+    assert!(
+        answer.contains("@ERROR: protocol startup error"),
+        "{answer:?}"
+    );
     await_log(&server, "refused: protocol startup error", 1);
     assert_still_serves(&server, &tree);
 }
@@ -120,7 +134,8 @@ fn an_overlong_handshake_line_ends_the_connection() {
     let tree = tree_with_big_file();
     let server = start(&tree);
     let mut s = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     // Far more than the line limit, with no newline.
     let junk = vec![b'x'; 1 << 20];
     let _ = s.write_all(&junk);

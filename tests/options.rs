@@ -14,14 +14,23 @@ use std::path::Path;
 /// A fixed tree with every kind of entry, plus a random one around it.
 fn standard(tree: &TestTree) {
     tree.random(&RandomSpec::SMALL, 7);
+    fixed(tree);
+}
+
+/// Only the fixed entries: the random tree has symlink loops, which make
+/// rsyncd itself recurse without end under `-L`.
+fn fixed(tree: &TestTree) {
     tree.file("top.txt", b"top level file\n")
         .mode(0o644)
         .mtime(1_600_000_000);
     tree.file("dir/inner.txt", b"inside a directory\n")
         .mode(0o600)
         .owner(1234, 5678);
-    tree.file("dir/sub/deep.bin", &common::tree::Rng::new(3).bytes(64 * 1024))
-        .mode(0o755);
+    tree.file(
+        "dir/sub/deep.bin",
+        &common::tree::Rng::new(3).bytes(64 * 1024),
+    )
+    .mode(0o755);
     tree.file("big.bin", &common::tree::Rng::new(4).bytes(300 * 1024));
     tree.file("setuid", b"#!/bin/sh\n").mode(0o4755);
     tree.symlink("dir/link-up", "../top.txt");
@@ -58,6 +67,55 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         out.push(path);
     }
     out
+}
+
+/// Where the `--files-from` cases find their list: the option is a static
+/// string, so the list lives at a fixed path the setup writes (the same
+/// content every time).
+const FILES_FROM: &str = "/tmp/upserv-options-files-from.list";
+
+fn with_file_list(tree: &TestTree) {
+    standard(tree);
+    let list = "top.txt\ndir/sub/deep.bin\nempty\n# a comment\nnot-there\nREADME-0\n";
+    std::fs::write(FILES_FROM, list).expect("writing the --files-from list");
+}
+
+/// `--exclude-from`'s list, at a fixed path for the same reason.
+const EXCLUDE_FROM: &str = "/tmp/upserv-options-exclude-from.list";
+
+fn with_exclude_list(tree: &TestTree) {
+    standard(tree);
+    std::fs::write(EXCLUDE_FROM, "*.bin\n# comment\n- dev/\n+ README-0/\n")
+        .expect("writing the --exclude-from list");
+}
+
+/// Per-directory filter files for `-F` and `-FF`, and `.cvsignore` for `-C`.
+fn with_filter_files(tree: &TestTree) {
+    standard(tree);
+    tree.file(".rsync-filter", b"- *.bin\n+ dir/\n");
+    tree.file("dir/.rsync-filter", b"- inner.txt\n");
+    tree.file("dir/.cvsignore", b"hard\n");
+    tree.file("core", b"a CVS-ignored name\n");
+    tree.file("dir/notes.o", b"object file\n");
+    tree.file("dir/.git/config", b"[core]\n");
+}
+
+/// Symlinks inside the module for the link options: to a file, to a
+/// directory, relative and absolute-within-the-transfer.
+fn with_links(tree: &TestTree) {
+    fixed(tree);
+    tree.symlink("links/to-dir", "../dir");
+    tree.symlink("links/to-file", "../top.txt");
+    tree.symlink("links/up-and-back", "../links/to-file");
+    tree.symlink("links/sub/unsafe", "../../top.txt");
+}
+
+/// Empty directories and directories that become empty under a filter.
+fn with_empty_dirs(tree: &TestTree) {
+    standard(tree);
+    tree.dir("hollow/a/b");
+    tree.file("hollow/c/only.bin", b"filtered away\n");
+    tree.file("hollow/d/kept.txt", b"kept\n");
 }
 
 const EDITED: Option<BasisFn> = Some(basis_edited);
@@ -105,9 +163,85 @@ const CASES: &[Case] = &[
     Case::new("missing source", &["-a", "-i"], standard, None).at("m/not-there"),
     Case::new("missing and present", &["-a", "-i"], standard, None).at("m/not-there m/top.txt"),
     Case::new("dirs without recursion", &["-dlpt", "-i"], standard, None),
+    Case::new("files from", &["-a", "-i", "--files-from=/tmp/upserv-options-files-from.list"], with_file_list, None),
+    Case::new("files from, recursive", &["-ar", "-i", "--files-from=/tmp/upserv-options-files-from.list"], with_file_list, None),
+    Case::new("files from, not relative", &["-a", "-i", "--no-relative", "--files-from=/tmp/upserv-options-files-from.list"], with_file_list, None),
+    Case::new("files from, NUL-separated", &["-a", "-i", "--from0", "--files-from=/tmp/upserv-options-files-from.list"], with_file_list, None),
+    Case::new("files from with -R", &["-a", "-R", "-i", "--files-from=/tmp/upserv-options-files-from.list"], with_file_list, None).at("m/dir/"),
+    Case::new("wildcards", &["-a", "-i"], standard, None).at("m/*.txt m/d*/s*"),
+    Case::new("wildcard matching nothing", &["-a", "-i"], standard, None).at("m/nothing*"),
+    Case::new("secluded args", &["-a", "-s", "-i"], standard, None).at("m/dir/"),
+    // Compression.
+    Case::new("compress", &["-az", "-i", "--stats"], standard, EDITED),
+    Case::new("compress without history", &["-a", "-zz", "-i", "--stats"], standard, EDITED),
+    Case::new("compress level 1", &["-a", "--compress-level=1", "-z", "-i"], standard, EDITED),
+    Case::new("compress level 9", &["-az", "--compress-level=9", "-i"], standard, None),
+    // Filters the client sends.
+    Case::new("exclude", &["-a", "-i", "--exclude=*.bin"], standard, None),
+    Case::new("include then exclude", &["-a", "-i", "--include=dir/***", "--exclude=*"], standard, None),
+    Case::new("anchored and dir-only", &["-a", "-i", "--exclude=/dir/sub/", "--exclude=/empty"], standard, None),
+    Case::new("character class and **", &["-a", "-i", "--exclude=[A-Z]*-0/**/*.img"], standard, None),
+    Case::new("filter rules with modifiers", &["-a", "-i", "--filter=-! */", "--filter=+ *.txt", "--filter=-s *.bin", "--filter=- /dev/"], standard, None),
+    Case::new("filter clear and show/hide", &["-a", "-i", "--filter=- *", "--filter=!", "--filter=H *.bin", "--filter=S big.bin"], standard, None),
+    Case::new("exclude from", &["-a", "-i", "--exclude-from=/tmp/upserv-options-exclude-from.list"], with_exclude_list, None),
+    Case::new("cvs exclude", &["-a", "-C", "-i"], with_filter_files, None),
+    Case::new("per-directory filter files", &["-a", "-F", "-i"], with_filter_files, None),
+    Case::new("filter files hidden too", &["-a", "-FF", "-i"], with_filter_files, None),
+    Case::new("module exclude", &["-a", "-i"], standard, None).with(&[("exclude", "*.bin dev/")]),
+    Case::new("module filter", &["-a", "-i"], standard, None).with(&[("filter", "- top.txt + dir/*** - dir/**")]),
+    Case::new("delete excluded", &["-a", "-i", "--delete", "--delete-excluded", "--exclude=*.bin"], standard, EDITED),
+    // The rest of the file list.
+    Case::new("relative", &["-aR", "-i"], standard, None).at("m/dir/sub"),
+    Case::new("relative with /./", &["-aR", "-i"], standard, None).at("m/dir/./sub/deep.bin"),
+    Case::new("relative from ./", &["-aR", "-i"], standard, None).at("m/./dir/sub m/./top.txt"),
+    Case::new("relative, no implied dirs", &["-aR", "--no-implied-dirs", "-i"], standard, None).at("m/dir/sub/deep.bin"),
+    Case::new("devices and specials", &["-rD", "-i"], standard, None),
+    Case::new("specials only", &["-r", "--specials", "-i"], standard, None),
+    Case::new("one file system", &["-ax", "-i"], standard, None),
+    Case::new("copy links", &["-aL", "-i"], with_links, None),
+    Case::new("copy unsafe links", &["-a", "--copy-unsafe-links", "-i"], with_links, None).at("m/links/"),
+    Case::new("safe links", &["-a", "--safe-links", "-i"], with_links, None).at("m/links/"),
+    Case::new("copy dirlinks", &["-ak", "-i"], with_links, None),
+    Case::new("prune empty dirs", &["-am", "-i", "--exclude=*.bin"], with_empty_dirs, None),
+    Case::new("max size", &["-a", "-i", "--max-size=10K"], standard, None),
+    Case::new("min size", &["-a", "-i", "--min-size=10K"], standard, None),
+    Case::new("ignore errors", &["-a", "-i", "--ignore-errors", "--delete"], standard, EDITED),
+    // Combinations users type.
+    Case::new("avzH delete", &["-avzH", "--delete"], standard, EDITED),
+    Case::new("rlptD -F", &["-rlptD", "-F", "-i"], with_filter_files, EDITED),
+    Case::new("avc exclude-from", &["-avc", "--exclude-from=/tmp/upserv-options-exclude-from.list"], with_exclude_list, EDITED),
 ];
 
+/// The table runs in interleaved shares so the test threads can pull in
+/// parallel (each case starts its own pair of servers).
+const SHARES: usize = 4;
+
+fn run_share(share: usize) {
+    let cases: Vec<Case> = CASES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % SHARES == share)
+        .map(|(_, c)| c.clone())
+        .collect();
+    run_cases(&cases, &ProtocolSet::ALL);
+}
+
 #[test]
-fn every_option_pulls_like_rsyncd() {
-    run_cases(CASES, &ProtocolSet::ALL);
+fn every_option_pulls_like_rsyncd_share_0() {
+    run_share(0);
+}
+
+#[test]
+fn every_option_pulls_like_rsyncd_share_1() {
+    run_share(1);
+}
+
+#[test]
+fn every_option_pulls_like_rsyncd_share_2() {
+    run_share(2);
+}
+
+#[test]
+fn every_option_pulls_like_rsyncd_share_3() {
+    run_share(3);
 }

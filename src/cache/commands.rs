@@ -297,5 +297,15 @@ mod tests {
             "upserv: fetching build-812 from upstream: 40% (109 of 266 MiB)"
         );
         assert!(bar(&p).starts_with("build-812 [############.................."));
+        let queued = Progress {
+            stage: Stage::Queued,
+            done: 0,
+            total: None,
+            ..p
+        };
+        assert_eq!(
+            bar(&queued),
+            "upserv: build-812 waits for another download to finish"
+        );
     }
 }

@@ -18,7 +18,7 @@ use std::thread;
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 
 use super::handle::Evicted;
-use super::job::{self, JobEvent, Prepared, Progress};
+use super::job::{self, JobEvent, Prepared, Progress, Stage};
 use super::shared::Shared;
 use super::store;
 use super::CacheError;
@@ -112,12 +112,18 @@ impl Coordinator {
             return;
         }
         if let Some(job) = self.queue.iter_mut().find(|job| job.name == name) {
+            let _ = reply.send(Event::Progress(queued(&name)));
             job.waiters.push(reply);
             return;
         }
         if self.inner.store.is_build(&name) {
             let _ = reply.send(Event::Installed);
             return;
+        }
+        if self.running.is_some() {
+            // Said at once, or the client would wait without a word for as
+            // long as the other download takes.
+            let _ = reply.send(Event::Progress(queued(&name)));
         }
         self.queue.push_back(Job {
             name,
@@ -200,5 +206,15 @@ impl Coordinator {
             log::error!("eviction after installing {}: {e}", prepared.name);
         }
         Ok(())
+    }
+}
+
+/// What a build waiting behind another download tells its clients.
+fn queued(name: &str) -> Progress {
+    Progress {
+        name: name.to_string(),
+        stage: Stage::Queued,
+        done: 0,
+        total: None,
     }
 }

@@ -31,6 +31,19 @@ const MAX_ACQUIRE_ROUNDS: usize = 3;
 pub struct Cache {
     inner: Arc<Shared>,
     requests: Sender<Request>,
+    _last_handle: Arc<FlushOnDrop>,
+}
+
+/// Shared by all clones of one [`Cache`]: when the last one goes (the
+/// process stops serving), the access times that were exact only in memory
+/// are written, so that a restart evicts in the same order. Only a crash
+/// loses them (at most a minute each, see `store`).
+struct FlushOnDrop(Arc<Shared>);
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        self.0.flush_access();
+    }
 }
 
 /// While alive, the build is busy: no process evicts it.
@@ -99,7 +112,11 @@ impl Cache {
             .name("cache-coordinator".into())
             .spawn(move || coordinator.run())
             .map_err(|e| CacheError::new(format!("cannot start the cache coordinator: {e}")))?;
-        Ok(Cache { inner, requests })
+        Ok(Cache {
+            _last_handle: Arc::new(FlushOnDrop(Arc::clone(&inner))),
+            inner,
+            requests,
+        })
     }
 
     /// Cached build names (directories in the builds dir that are valid

@@ -39,6 +39,8 @@ pub(crate) struct Progress {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stage {
+    /// In this process, behind the download of another build.
+    Queued,
     /// Another process holds the install lock.
     Waiting,
     Downloading,
@@ -50,6 +52,9 @@ impl Progress {
     pub fn line(&self) -> String {
         let name = &self.name;
         match (self.stage, self.total) {
+            (Stage::Queued, _) => {
+                format!("upserv: {name} waits for another download to finish")
+            }
             (Stage::Waiting, _) if self.done >= MIB => format!(
                 "upserv: waiting for another download of {name} to finish ({} MiB so far)",
                 self.done / MIB

@@ -32,6 +32,13 @@
 //! - A download announced larger than the whole budget is refused before it
 //!   starts; an unpacked tree larger than the budget is refused before it is
 //!   published.
+//! - Last-access times are written at most once a minute per build, and
+//!   when the last [`Cache`] handle goes (a clean stop), so a restart evicts
+//!   in the same order; a crash loses at most the last minute of accesses.
+//!   `serve` mode, one process per connection, keeps to the once-a-minute
+//!   rule and so may lose up to a minute per build.
+//! - A client whose build waits behind another build's download is told so
+//!   at once, not left without a word.
 //! - Busy marks are flocks on `.upserv/busy/NAME`, taken by every process, so
 //!   `upserv gc` next to a running daemon never deletes a build being served.
 //!

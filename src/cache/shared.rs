@@ -73,6 +73,24 @@ impl Shared {
         }
     }
 
+    /// Writes the access times that are only exact in memory (when the
+    /// last handle goes: a clean stop keeps the order of eviction). Not in
+    /// serve mode, where every connection is a process of its own: writing
+    /// at each one's end would break the once-a-minute rule that spares SD
+    /// cards.
+    pub(super) fn flush_access(&self) {
+        if self.cfg.cross_process_lock {
+            return;
+        }
+        let mut access = self.access.lock();
+        if !access.is_dirty() {
+            return;
+        }
+        if let Err(e) = access.write(|n| self.store.is_build(n)) {
+            log::warn!("cannot write the access record: {e}");
+        }
+    }
+
     /// The build's table, shared by all connections serving the build at
     /// once; `None` when the build has none.
     pub(super) fn table(&self, name: &str, ino: u64) -> Result<Option<Arc<MetaTable>>, CacheError> {

@@ -393,6 +393,13 @@ impl AccessRecord {
             .is_none_or(|written| now - written >= ACCESS_WRITE_INTERVAL_SECS)
     }
 
+    /// Whether some access is known more exactly here than on disk.
+    pub fn is_dirty(&self) -> bool {
+        self.times
+            .values()
+            .any(|&(exact, written)| written != Some(exact))
+    }
+
     /// Merges with the file on disk and writes it back (temp file + rename),
     /// keeping only names for which `keep` is true.
     pub fn write(&mut self, keep: impl Fn(&str) -> bool) -> io::Result<()> {
@@ -542,9 +549,12 @@ mod tests {
         let path = dir.join("access");
         let mut record = AccessRecord::load(path.clone());
         assert!(record.touch("b1", 1000));
+        assert!(record.is_dirty());
         record.write(|_| true).unwrap();
+        assert!(!record.is_dirty());
         assert!(!record.touch("b1", 1030));
         assert_eq!(record.get("b1"), Some(1030));
+        assert!(record.is_dirty(), "1030 is not on disk yet");
         assert!(record.touch("b1", 1060));
         assert!(record.touch("b2", 1061));
 

@@ -19,7 +19,7 @@ use access::Access;
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A `[section]` of the configuration.
 #[derive(Clone, Debug)]
@@ -152,11 +152,15 @@ impl Server {
         let Some(cache) = &self.cache else {
             return Ok(Ok(None));
         };
+        // A download may outlast the handshake deadline: the wait is not the
+        // client's fault, so each line and the end of the wait renew it.
+        let renew = || Some(Instant::now() + session::HANDSHAKE_TIMEOUT);
         let mut write_failed = None;
         let mut progress = |line: &str| {
             if write_failed.is_some() {
                 return;
             }
+            conn.set_deadline(renew());
             let sent = conn
                 .write_all(line.as_bytes())
                 .and_then(|()| conn.write_all(b"\n"))
@@ -169,6 +173,7 @@ impl Server {
         if let Some(e) = write_failed {
             return Err(e);
         }
+        conn.set_deadline(renew());
         Ok(match acquired {
             Ok(Some(guard)) => Ok(Some(Module {
                 name: name.to_string(),

@@ -168,13 +168,7 @@ fn handshake(server: &Server, conn: &mut Conn, peer: Option<IpAddr>) -> io::Resu
     };
     if opts.protect_args {
         let protected = read_args(conn, true)?;
-        opts = match Options::parse(&protected) {
-            Ok(o) => o,
-            Err(e) => {
-                sender::refuse(conn, &e.0)?;
-                return Ok(Outcome::Refused(e.0));
-            }
-        };
+        opts.set_protected_paths(&protected);
     }
     if !opts.sender {
         let why = "ERROR: module is read only".to_string();
@@ -267,37 +261,12 @@ pub fn source_paths(module: &str, args: &[Vec<u8>], keep_dot_dirs: bool) -> Vec<
                 Some(i) => (&rest[..i], Some(&rest[i + separator.len()..])),
                 None => (rest, None),
             };
-            out.push(sanitize_path(piece, keep_dot_dirs));
+            out.push(crate::source::sanitize_path(piece, keep_dot_dirs));
             match next {
                 Some(n) => rest = n,
                 None => break,
             }
         }
-    }
-    out
-}
-
-/// rsync's sanitize_path with the daemon's settings: drops leading slashes,
-/// `.` components (kept with `--relative`, where `/./` marks where the
-/// client's path starts) and any `..` that would climb above the root;
-/// keeps a trailing slash; an empty result becomes "" (the module root),
-/// which the file list turns into ".".
-pub fn sanitize_path(path: &[u8], keep_dot_dirs: bool) -> Vec<u8> {
-    let trailing = path.ends_with(b"/") && path.iter().any(|&b| b != b'/');
-    let mut parts: Vec<&[u8]> = Vec::new();
-    for comp in path.split(|&b| b == b'/') {
-        match comp {
-            b"" => {}
-            b"." if !keep_dot_dirs => {}
-            b".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    let mut out = parts.join(&b'/');
-    if trailing && !out.is_empty() {
-        out.push(b'/');
     }
     out
 }

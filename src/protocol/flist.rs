@@ -175,6 +175,11 @@ impl FileList {
         &self.arena[e.link_at as usize..(e.link_at + e.link_len) as usize]
     }
 
+    /// The entry's name in messages (see [`full_name`]).
+    pub fn full_name(&self, e: &Entry, module: &str) -> String {
+        full_name(&self.roots[e.root as usize], self.name(e), module)
+    }
+
     /// The entry's path relative to the module root.
     pub fn module_path(&self, e: &Entry) -> Vec<u8> {
         let name = self.name(e);
@@ -423,12 +428,7 @@ impl<'a> Builder<'a> {
 
     /// `"path" (in module)`, as rsync's full_fname names files in messages.
     fn full_name(&self, root: u32, name: &[u8]) -> String {
-        let path = source::join(&self.list.roots[root as usize], name);
-        format!(
-            "\"{}\" (in {})",
-            String::from_utf8_lossy(&path),
-            self.module
-        )
+        full_name(&self.list.roots[root as usize], name, self.module)
     }
 
     fn error(&mut self, bits: i32, tag: MsgTag, text: String) -> io::Result<()> {
@@ -445,12 +445,14 @@ impl<'a> Builder<'a> {
         self.error(IOERR_GENERAL, MsgTag::Error, text)
     }
 
-    /// Adds every argument (already sanitised module-relative paths) and
-    /// everything below it, in the order rsync walks them. The list is sent
-    /// in that order, then sorted with [`FileList::sort`].
-    pub fn build(mut self, paths: &[Vec<u8>]) -> io::Result<FileList> {
+    /// Adds every argument (already sanitised paths, relative to `base`,
+    /// itself relative to the module root) and everything below it, in the
+    /// order rsync walks them. The list is sent in that order, then sorted
+    /// with [`FileList::sort`]. `base` is empty for command-line sources and
+    /// the source directory for `--files-from` names.
+    pub fn build(mut self, base: &[u8], paths: &[Vec<u8>]) -> io::Result<FileList> {
         for path in paths {
-            self.add_argument(path)?;
+            self.add_argument(base, path)?;
         }
         self.leave_implied_dirs(b"");
         Ok(self.list)
@@ -486,7 +488,7 @@ impl<'a> Builder<'a> {
         (self.list.roots.len() - 1) as u32
     }
 
-    fn add_argument(&mut self, arg: &[u8]) -> io::Result<()> {
+    fn add_argument(&mut self, base: &[u8], arg: &[u8]) -> io::Result<()> {
         let (dir, name, name_type, dot_prefix) = if self.opts.relative {
             match split_relative(arg) {
                 Ok(parts) => parts,
@@ -496,6 +498,7 @@ impl<'a> Builder<'a> {
             let (d, n, t) = split_plain(arg);
             (d, n, t, false)
         };
+        let dir = source::join(base, &dir);
         // The directory the names are relative to must itself stay inside
         // the module; following links on the way there is fine.
         let real_dir = match self.source.resolve(&dir, true) {
@@ -886,6 +889,22 @@ impl<'a> Builder<'a> {
         }
         Ok(())
     }
+}
+
+/// A file's name in messages, as rsync's full_fname writes it: quoted,
+/// relative to the module (with a leading `/` when the transfer root is a
+/// subdirectory), then `(in MODULE)`.
+pub fn full_name(root: &[u8], name: &[u8], module: &str) -> String {
+    let shown = if root.is_empty() {
+        String::from_utf8_lossy(name).into_owned()
+    } else {
+        format!(
+            "/{}/{}",
+            String::from_utf8_lossy(root),
+            String::from_utf8_lossy(name)
+        )
+    };
+    format!("\"{shown}\" (in {module})")
 }
 
 /// How many leading bytes of `dirs` (up to a component boundary) were

@@ -3,7 +3,7 @@
 //!
 //! - [`io`]: the connection's bytes (non-blocking, full duplex, multiplexed
 //!   output); [`wire`]: integer and string encodings.
-//! - [`options`]: the client's arguments.
+//! - [`options`]: the client's arguments; [`glob`]: wildcards in them.
 //! - [`filter`] and [`wildmatch`]: include/exclude rules.
 //! - [`flist`]: the file list: building, sorting, encoding.
 //! - [`sender`]: the per-file loop; [`token`] and [`deflate`]: how deltas
@@ -12,6 +12,7 @@
 pub mod deflate;
 pub mod filter;
 pub mod flist;
+pub mod glob;
 pub mod io;
 pub mod options;
 pub mod sender;

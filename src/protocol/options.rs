@@ -66,6 +66,8 @@ pub struct Options {
     /// 0, 1 for `--append`, 2 for `--append-verify` (sent as `--append --append`).
     pub append: u8,
     pub protect_args: bool,
+    /// `--files-from`: `-` for names sent over the connection, else a file
+    /// in the module.
     pub files_from: Option<Vec<u8>>,
     pub from0: bool,
     pub missing_args: MissingArgs,
@@ -556,6 +558,12 @@ impl Options {
                         o.apply(name, None)?;
                     }
                 }
+            } else if o.protect_args {
+                // With -s a protocol-29 client prints its argument list
+                // with a NULL in it ("(null)" from printf) and sends the
+                // real paths again, NUL-separated: see
+                // [`Options::set_protected_paths`].
+                break;
             } else {
                 return Err(OptionError(format!(
                     "unexpected argument \"{}\" before the source paths",
@@ -566,10 +574,22 @@ impl Options {
         if !o.server {
             return Err(OptionError("missing --server".into()));
         }
-        if o.list_only && !o.recurse {
+        // As rsync's parse_arguments: a file list or a listing without
+        // recursion still sends the directories it names.
+        if (o.list_only && !o.recurse) || o.files_from.is_some() {
             o.dirs = true;
         }
         Ok(o)
+    }
+
+    /// With `-s` (`--secluded-args`) the paths arrive a second time as
+    /// `rsync`, `.`, then the paths, each ended by a NUL (rsync's
+    /// send_protected_args); they replace whatever the first list held.
+    pub fn set_protected_paths(&mut self, args: &[Vec<u8>]) {
+        self.paths = match args.iter().position(|a| a.as_slice() == b".") {
+            Some(dot) => args[dot + 1..].to_vec(),
+            None => Vec::new(),
+        };
     }
 
     fn apply(&mut self, name: &str, value: Option<&[u8]>) -> Result<(), OptionError> {

@@ -10,6 +10,7 @@
 use super::deflate::Deflater;
 use super::filter::{FilterList, Filters, MAX_WIRE_RULE_LEN};
 use super::flist::{self, Builder, Encoder, FileList, Reporter};
+use super::glob;
 use super::io::{Conn, MsgTag};
 use super::options::Options;
 use super::token::{SimpleTokens, TokenWriter, Tokens};
@@ -23,6 +24,8 @@ use std::time::Instant;
 
 /// rsync's OLD_MAX_BLOCK_SIZE: the largest block length below protocol 30.
 pub const MAX_BLOCK_LEN: i32 = 1 << 29;
+/// The largest `--files-from` file read from a module.
+pub const MAX_FILES_FROM_LEN: u64 = 64 * 1024 * 1024;
 /// The largest block we match against: the matcher holds two blocks in
 /// memory. rsync's generator picks about the square root of the file size,
 /// so this covers files up to 64 TiB; larger blocks (`--block-size`) get
@@ -150,6 +153,27 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
         client_filters,
     );
 
+    let (base, names) = match &opts.files_from {
+        None => {
+            let expanded = pull
+                .paths
+                .iter()
+                .flat_map(|p| glob::expand(pull.source, &filters, p))
+                .collect();
+            (Vec::new(), expanded)
+        }
+        Some(from) => {
+            let mut base = pull.paths.first().cloned().unwrap_or_default();
+            while base.last() == Some(&b'/') {
+                base.pop();
+            }
+            let names = match read_files_from(conn, from, opts, pull.source) {
+                Ok(n) => n,
+                Err(e) => return fatal(conn, format!("rsync: [sender] --files-from: {e}")),
+            };
+            (base, names)
+        }
+    };
     let started = Instant::now();
     let built = Builder::new(
         opts,
@@ -159,7 +183,7 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
         conn,
         pull.module,
     )
-    .build(&pull.paths);
+    .build(&base, &names);
     let mut list = match built {
         Ok(list) => list,
         Err(e) => return fatal(conn, format!("rsync: [sender] {e}")),
@@ -248,6 +272,46 @@ fn receive_filter_rules(
         }
     }
     Ok(list)
+}
+
+/// The names of `--files-from`: NUL-terminated over the connection up to
+/// an empty one (`-`), or lines of a file in the module (rsync's read_line
+/// with comments skipped; NULs with `--from0`). Each is sanitised like a
+/// command-line path; their number and length are bounded.
+fn read_files_from(
+    conn: &mut Conn,
+    from: &[u8],
+    opts: &Options,
+    source: &Source,
+) -> io::Result<Vec<Vec<u8>>> {
+    let sanitize = |n: &[u8]| crate::source::sanitize_path(n, opts.relative);
+    let mut names = Vec::new();
+    if from == b"-" {
+        loop {
+            let name = conn.read_arg(flist::MAX_PATH_LEN, true)?;
+            if name.is_empty() {
+                return Ok(names);
+            }
+            if names.len() >= flist::MAX_ENTRIES {
+                return Err(io::Error::other("too many names"));
+            }
+            names.push(sanitize(&name));
+        }
+    }
+    let path = source.resolve(&crate::source::sanitize_path(from, false), true)?;
+    let text = source.read_small_file(&path, MAX_FILES_FROM_LEN)?;
+    let separator = if opts.from0 { b'\0' } else { b'\n' };
+    for line in text.split(|&b| b == separator) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() || (!opts.from0 && matches!(line[0], b'#' | b';')) {
+            continue;
+        }
+        if line.len() >= flist::MAX_PATH_LEN || names.len() >= flist::MAX_ENTRIES {
+            return Err(io::Error::other("name too long or too many names"));
+        }
+        names.push(sanitize(line));
+    }
+    Ok(names)
 }
 
 /// main.c read_final_goodbye: the client's last word is one more -1.
@@ -466,14 +530,10 @@ impl FileSender<'_, '_> {
         } else {
             self.pull.source.open(&path)
         };
+        let full = self.list.full_name(entry, self.pull.module);
         let file = match opened {
             Ok(f) => f,
             Err(err) => {
-                let full = format!(
-                    "\"{}\" (in {})",
-                    String::from_utf8_lossy(&path),
-                    self.pull.module
-                );
                 if err.kind() == io::ErrorKind::NotFound {
                     let tag = if proto < 28 {
                         MsgTag::Error
@@ -494,11 +554,7 @@ impl FileSender<'_, '_> {
         };
         let size = file.metadata().map(|m| m.len())?;
         if append && size < entry.size {
-            let text = format!(
-                "skipped diminished file: \"{}\" (in {})\n",
-                String::from_utf8_lossy(&path),
-                self.pull.module
-            );
+            let text = format!("skipped diminished file: {full}\n");
             self.conn.send_msg(MsgTag::Info, text.as_bytes())?;
             return Ok(());
         }
@@ -540,9 +596,7 @@ impl FileSender<'_, '_> {
                 spoil_file_sum(&mut sum);
                 self.conn.write_all(&sum)?;
                 let text = format!(
-                    "rsync: [sender] read errors mapping \"{}\" (in {}): {}\n",
-                    String::from_utf8_lossy(&path),
-                    self.pull.module,
+                    "rsync: [sender] read errors mapping {full}: {}\n",
                     flist::describe_os_error(&e)
                 );
                 self.conn.send_msg(MsgTag::Error, text.as_bytes())?;
@@ -551,6 +605,16 @@ impl FileSender<'_, '_> {
         };
         tokens.finish()?;
         self.conn.write_all(&outcome.file_sum)?;
+        if outcome.source_len < size {
+            // The file shrank while we read it: the matcher sent a checksum
+            // the client rejects (it will ask again), and rsync's map_ptr
+            // reports the short read as ENODATA.
+            let text = format!(
+                "rsync: [sender] read errors mapping {full}: {}\n",
+                flist::describe_os_error(&io::Error::from_raw_os_error(libc::ENODATA))
+            );
+            self.conn.send_msg(MsgTag::Error, text.as_bytes())?;
+        }
         self.sent[idx] = true;
         self.stats.files_sent += 1;
         self.stats.literal_bytes += outcome.literal_bytes;

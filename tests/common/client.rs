@@ -225,15 +225,20 @@ impl PullResult {
     }
 
     /// Exit codes named in `rsync error: ... (code N)` lines, in order.
+    /// The codes of the `rsync error:` lines on stderr, sorted: the
+    /// client's processes may each print one, in either order.
     pub fn error_codes(&self) -> Vec<i32> {
-        self.stderr
+        let mut codes: Vec<i32> = self
+            .stderr
             .lines()
             .filter(|l| l.starts_with("rsync error:"))
             .filter_map(|l| {
                 let rest = &l[l.find("(code ")? + "(code ".len()..];
                 rest[..rest.find(')')?].parse().ok()
             })
-            .collect()
+            .collect();
+        codes.sort_unstable();
+        codes
     }
 }
 

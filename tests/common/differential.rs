@@ -16,7 +16,7 @@ use super::proc::last_lines;
 use super::rsyncd::{rsyncd_inetd, Rsyncd, UPSERV_PROTOCOL};
 use super::snapshot::{render_differences, Snapshot, Volatile};
 use super::tree::{basis_copy, TestTree};
-use super::upserv::{Upserv, UpservServe};
+use super::upserv::{Launch, Upserv, UpservServe};
 use super::Server;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -75,13 +75,21 @@ impl Candidate {
     }
 
     fn start(self, side: &Side, upserv: &UpservSetup) -> Box<dyn Server> {
-        let builds = upserv.builds.as_deref();
         let args: Vec<&str> = upserv.args.iter().map(String::as_str).collect();
+        let globals: Vec<(&str, &str)> = upserv
+            .globals
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let launch = Launch {
+            builds: upserv.builds.as_deref(),
+            args: &args,
+            globals: &globals,
+            run_as: upserv.run_as,
+        };
         match self {
-            Candidate::Upserv => Box::new(Upserv::start_with(&side.modules, builds, &args)),
-            Candidate::UpservServe => {
-                Box::new(UpservServe::start_with(&side.modules, builds, &args))
-            }
+            Candidate::Upserv => Box::new(Upserv::launch(&side.modules, &launch)),
+            Candidate::UpservServe => Box::new(UpservServe::launch(&side.modules, &launch)),
             Candidate::Rsyncd => Box::new(Rsyncd::start(&side.modules)),
             Candidate::RsyncdInetd => Box::new(rsyncd_inetd(&side.modules)),
         }
@@ -149,6 +157,8 @@ pub struct Differential<'t> {
 struct UpservSetup {
     builds: Option<PathBuf>,
     args: Vec<String>,
+    globals: Vec<(String, String)>,
+    run_as: Option<(u32, u32)>,
 }
 
 /// Pulls `tree` (served as module `m`) from the reference and from upserv
@@ -239,6 +249,22 @@ impl<'t> Differential<'t> {
     /// empty one), e.g. to pull a build and compare it with a reference tree.
     pub fn upserv_builds(mut self, builds: &Path) -> Self {
         self.upserv.builds = Some(builds.to_path_buf());
+        self
+    }
+
+    /// Everything of `launch` for upserv: builds directory, arguments,
+    /// global settings, the user it runs as.
+    pub fn upserv_launch(mut self, launch: &Launch) -> Self {
+        self.upserv = UpservSetup {
+            builds: launch.builds.map(Path::to_path_buf),
+            args: launch.args.iter().map(|a| a.to_string()).collect(),
+            globals: launch
+                .globals
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            run_as: launch.run_as,
+        };
         self
     }
 
@@ -351,7 +377,11 @@ impl<'t> Differential<'t> {
                 .map(|path| arena.servers[i].url(path))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let result = self.client.pull(&url, &dest, opts, protocol);
+            let asked = match (protocol, arena.servers[i].client_protocol()) {
+                (Protocol::Default, Some(p)) => Protocol::V(p.min(self.client.max_protocol)),
+                _ => protocol,
+            };
+            let result = self.client.pull(&url, &dest, opts, asked);
             (result, Snapshot::of(&dest))
         });
         Pair {
@@ -655,7 +685,9 @@ pub fn volatile_mtimes(opts: &[&str], url_path: &str) -> Volatile {
         file_mtimes: !times,
         dir_mtimes: !times || flags.contains('O') || long("--omit-dir-times"),
         link_mtimes: !times || flags.contains('J') || long("--omit-link-times"),
-        root_mtime: !url_path.ends_with('/'),
+        // The destination's root is the source's "." only for a trailing
+        // slash, and never with --files-from (whose names are listed alone).
+        root_mtime: !url_path.ends_with('/') || opts.iter().any(|o| o.starts_with("--files-from")),
     }
 }
 
@@ -716,6 +748,7 @@ fn first_difference(r: &[String], c: &[String]) -> Option<String> {
 
 /// One line of a case table: a named tree, the options to pull it with, and
 /// an optional basis for delta pulls.
+#[derive(Clone)]
 pub struct Case {
     pub name: &'static str,
     pub opts: &'static [&'static str],
@@ -723,6 +756,8 @@ pub struct Case {
     pub basis: Option<BasisFn>,
     /// What to pull; `m/` (the whole module) unless [`Case::at`] says.
     pub url_path: &'static str,
+    /// Parameters of module `m` on both servers ([`Case::with`]).
+    pub params: &'static [(&'static str, &'static str)],
 }
 
 impl Case {
@@ -739,7 +774,14 @@ impl Case {
             setup,
             basis,
             url_path: "m/",
+            params: &[],
         }
+    }
+
+    /// The same case with these module parameters on both servers.
+    pub const fn with(mut self, params: &'static [(&'static str, &'static str)]) -> Case {
+        self.params = params;
+        self
     }
 
     /// The same case pulling `url_path` (space-separated for several sources).
@@ -765,6 +807,9 @@ impl Case {
             .candidate(candidate);
         if let Some(basis) = self.basis {
             differential = differential.basis(basis);
+        }
+        for (key, value) in self.params {
+            differential = differential.param(key, value);
         }
         differential.run_checked(self.opts, protocols)
     }

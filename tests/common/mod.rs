@@ -32,7 +32,7 @@ pub use snapshot::{assert_same, Snapshot};
 #[allow(unused_imports)]
 pub use tree::{basis_copy, basis_edited, RandomSpec, TestTree};
 #[allow(unused_imports)]
-pub use upserv::{Upserv, UpservServe};
+pub use upserv::{Launch, Upserv, UpservServe};
 
 /// A running server a client can pull from.
 pub trait Server {
@@ -42,4 +42,11 @@ pub trait Server {
     fn url(&self, path: &str) -> String;
     /// The last `lines` lines of the server's log, for reports.
     fn log_tail(&self, lines: usize) -> String;
+    /// The protocol a client must ask for when the test wants the client's
+    /// default: a server that would otherwise negotiate more than upserv's
+    /// 29 gets `--protocol=29` from its clients, so both sides of a
+    /// comparison speak the same protocol.
+    fn client_protocol(&self) -> Option<u32> {
+        None
+    }
 }

@@ -154,6 +154,25 @@ impl Daemon {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Sends `signal` to the daemon alone (not its group) and waits up to
+    /// `timeout` for it to exit: its exit code (`-signal` when a signal
+    /// ended it), or `None` when it still runs (it is then killed).
+    pub fn stop(&mut self, signal: libc::c_int, timeout: Duration) -> Option<i32> {
+        if let Some(status) = self.exited() {
+            return Some(exit_code(status));
+        }
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: plain syscall on our own unreaped child.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+        match wait_with_deadline(&mut self.child, timeout) {
+            Ok((status, false)) => Some(exit_code(status)),
+            _ => None,
+        }
+    }
+
     /// Everything the daemon wrote on stderr so far.
     pub fn stderr_text(&self) -> String {
         let buf = self.stderr.lock().unwrap_or_else(|e| e.into_inner());

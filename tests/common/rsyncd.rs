@@ -38,7 +38,10 @@ pub struct Rsyncd {
 }
 
 impl Rsyncd {
-    /// Starts the reference daemon: capped at protocol 29, as upserv is.
+    /// Starts the reference daemon. It is not capped at protocol 29 on its
+    /// own command line (a daemon started with `--protocol=29` mishandles
+    /// `--files-from`); instead its clients ask for 29 themselves, see
+    /// [`Server::client_protocol`].
     pub fn start(modules: &[Module]) -> Rsyncd {
         let (dir, conf, log_file) = write_conf(modules);
         let mut failures = String::new();
@@ -49,8 +52,7 @@ impl Rsyncd {
                 .arg("--no-detach")
                 .arg(format!("--config={}", conf.display()))
                 .arg(format!("--port={port}"))
-                .arg("--address=127.0.0.1")
-                .arg(format!("--protocol={UPSERV_PROTOCOL}"));
+                .arg("--address=127.0.0.1");
             let mut daemon = Daemon::spawn(&mut cmd, |_| {}).expect("spawning rsync --daemon");
             match await_greeting(&mut daemon, port) {
                 Ok(()) => {
@@ -108,9 +110,13 @@ fn write_conf(modules: &[Module]) -> (TempDir, PathBuf, PathBuf) {
 impl Server for Rsyncd {
     fn describe(&self) -> String {
         format!(
-            "rsyncd (--protocol={UPSERV_PROTOCOL}) on port {}",
+            "rsyncd (clients ask for protocol {UPSERV_PROTOCOL}) on port {}",
             self.port
         )
+    }
+
+    fn client_protocol(&self) -> Option<u32> {
+        Some(UPSERV_PROTOCOL)
     }
 
     fn url(&self, path: &str) -> String {

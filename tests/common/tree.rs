@@ -178,10 +178,19 @@ impl TestTree {
         Entry { tree: self, path }
     }
 
-    /// Applies the recorded directory times again, deepest first, so that
-    /// entries added after a directory's time was set do not disturb it.
+    /// Gives every directory a time in the past (the one recorded for it,
+    /// or [`SETTLED_DIR_MTIME`]), deepest first, so that entries added after
+    /// a directory's time was set do not disturb it, and so that a pull
+    /// which changes a directory always changes its time, even within the
+    /// second the tree was made.
     pub fn settle(&self) {
-        let mut times = self.dir_times.borrow().clone();
+        let recorded = self.dir_times.borrow().clone();
+        let mut times: Vec<(PathBuf, i64)> = all_dirs(self.root())
+            .into_iter()
+            .filter(|d| !recorded.iter().any(|(p, _)| p == d))
+            .map(|d| (d, SETTLED_DIR_MTIME))
+            .collect();
+        times.extend(recorded);
         times.sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
         for (path, mtime) in times {
             set_mtime(&path, mtime);
@@ -685,4 +694,24 @@ fn regular_files(dir: &Path) -> Vec<PathBuf> {
     }
     found.sort();
     found
+}
+
+/// The time [`TestTree::settle`] gives directories that have none of their own.
+pub const SETTLED_DIR_MTIME: i64 = 1_650_000_000;
+
+/// Every directory under `root` (itself included), not following symlinks.
+fn all_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(entries) = std::fs::read_dir(&out[i]) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
 }

@@ -10,6 +10,7 @@ use super::inetd::Inetd;
 use super::proc::{exit_code, last_lines, Daemon};
 use super::Server;
 use crossbeam_channel::RecvTimeoutError;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -25,6 +26,39 @@ pub fn upserv_bin() -> &'static str {
     env!("CARGO_BIN_EXE_upserv")
 }
 
+/// How to start upserv besides its modules: all optional.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Launch<'a> {
+    /// The builds directory (default: an empty one of its own).
+    pub builds: Option<&'a Path>,
+    /// Extra command-line arguments such as `--upstream URL`.
+    pub args: &'a [&'a str],
+    /// Extra global settings for the config file (`layout = olpc`, ...).
+    pub globals: &'a [(&'a str, &'a str)],
+    /// Run as this (uid, gid) through `setpriv`, without supplementary
+    /// groups: the unprivileged server of the field. The builds directory
+    /// must then be writable by that user.
+    pub run_as: Option<(u32, u32)>,
+}
+
+impl Launch<'_> {
+    /// The upserv command: the binary, or `setpriv ... -- binary`.
+    fn command(&self) -> Command {
+        match self.run_as {
+            None => Command::new(upserv_bin()),
+            Some((uid, gid)) => {
+                let mut cmd = Command::new("setpriv");
+                cmd.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(upserv_bin());
+                cmd
+            }
+        }
+    }
+}
+
 /// Scratch space shared by both ways of running upserv: its config file, its
 /// log file when it logs to one, and a builds directory (the one given, or an
 /// empty one of its own).
@@ -36,25 +70,34 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(modules: &[Module], builds: Option<&Path>, use_log_file: bool) -> Setup {
+    fn new(modules: &[Module], launch: &Launch, use_log_file: bool) -> Setup {
         let dir = tempfile::Builder::new()
             .prefix("upserv-")
             .tempdir()
             .expect("creating the upserv state directory");
+        if launch.run_as.is_some() {
+            // Another user must read the config in this (0700) directory.
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("opening the upserv state directory to its user");
+        }
         let conf = dir.path().join("upserv.conf");
         let log_file = dir.path().join("upserv.log");
         let log_value = log_file.to_string_lossy().into_owned();
-        let globals: &[(&str, &str)] = if use_log_file {
-            &[("log file", &log_value)]
-        } else {
-            &[]
-        };
-        std::fs::write(&conf, upserv_conf(globals, modules)).expect("writing upserv.conf");
+        let mut globals: Vec<(&str, &str)> = launch.globals.to_vec();
+        if use_log_file {
+            globals.push(("log file", &log_value));
+        }
+        std::fs::write(&conf, upserv_conf(&globals, modules)).expect("writing upserv.conf");
+        let builds = launch.builds;
         let builds = match builds {
             Some(b) => b.to_path_buf(),
             None => {
                 let b = dir.path().join("builds");
                 std::fs::create_dir(&b).expect("creating the builds directory");
+                if let Some((uid, gid)) = launch.run_as {
+                    std::os::unix::fs::chown(&b, Some(uid), Some(gid))
+                        .expect("giving the builds directory to upserv's user");
+                }
                 b
             }
         };
@@ -83,8 +126,20 @@ impl Upserv {
     /// Starts upserv with a given builds directory (or an empty one) and
     /// extra command-line arguments such as `--upstream URL`.
     pub fn start_with(modules: &[Module], builds: Option<&Path>, extra_args: &[&str]) -> Upserv {
-        let setup = Setup::new(modules, builds, false);
-        let mut cmd = Command::new(upserv_bin());
+        Upserv::launch(
+            modules,
+            &Launch {
+                builds,
+                args: extra_args,
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// Starts upserv as `launch` says.
+    pub fn launch(modules: &[Module], launch: &Launch) -> Upserv {
+        let setup = Setup::new(modules, launch, false);
+        let mut cmd = launch.command();
         cmd.arg("daemon")
             .arg("--config")
             .arg(&setup.conf)
@@ -92,7 +147,7 @@ impl Upserv {
             .arg("127.0.0.1:0")
             .arg("--builds")
             .arg(&setup.builds)
-            .args(extra_args);
+            .args(launch.args);
         let (tx, rx) = crossbeam_channel::bounded(1);
         let mut tx = Some(tx);
         let mut daemon = Daemon::spawn(&mut cmd, move |line| {
@@ -142,6 +197,18 @@ impl Upserv {
     pub fn log(&self) -> String {
         self.daemon.stderr_text()
     }
+
+    /// Stops upserv the way an init system does (SIGTERM) and returns its
+    /// exit code; panics if it is still running after `timeout`.
+    pub fn terminate(mut self, timeout: Duration) -> i32 {
+        match self.daemon.stop(libc::SIGTERM, timeout) {
+            Some(code) => code,
+            None => panic!(
+                "upserv did not exit within {timeout:?} of SIGTERM\nlog:\n{}",
+                self.log()
+            ),
+        }
+    }
 }
 
 impl Server for Upserv {
@@ -186,14 +253,26 @@ impl UpservServe {
         builds: Option<&Path>,
         extra_args: &[&str],
     ) -> UpservServe {
-        let setup = Setup::new(modules, builds, true);
-        let mut cmd = Command::new(upserv_bin());
+        UpservServe::launch(
+            modules,
+            &Launch {
+                builds,
+                args: extra_args,
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// As [`Upserv::launch`], for the per-connection `serve` command.
+    pub fn launch(modules: &[Module], launch: &Launch) -> UpservServe {
+        let setup = Setup::new(modules, launch, true);
+        let mut cmd = launch.command();
         cmd.arg("serve")
             .arg("--config")
             .arg(&setup.conf)
             .arg("--builds")
             .arg(&setup.builds)
-            .args(extra_args);
+            .args(launch.args);
         let inetd = Inetd::start(cmd, "upserv serve", Some(setup.log_file.clone()));
         UpservServe { inetd, setup }
     }

@@ -42,6 +42,9 @@ pub struct Behavior {
     pub cut: Option<(usize, u32)>,
     /// Send this many body bytes, then wait for [`Upstream::open_gate`].
     pub gate_after: Option<usize>,
+    /// A slow link: the body goes in pieces of this many bytes with this
+    /// pause before each piece after the first.
+    pub pace: Option<(usize, Duration)>,
 }
 
 #[derive(Default)]
@@ -251,7 +254,7 @@ fn serve(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
     }
     let body = &file[start.unwrap_or(0)..];
     let limit = behavior.cut.map_or(body.len(), |(n, _)| n.min(body.len()));
-    send_body(shared, &mut out, &body[..limit], behavior.gate_after)?;
+    send_body(shared, &mut out, &body[..limit], &behavior)?;
     out.flush()
 }
 
@@ -259,11 +262,22 @@ fn send_body(
     shared: &Shared,
     out: &mut TcpStream,
     body: &[u8],
-    gate_after: Option<usize>,
+    behavior: &Behavior,
 ) -> std::io::Result<()> {
+    let gate_after = behavior.gate_after;
     let gate = gate_after.unwrap_or(usize::MAX).min(body.len());
-    for chunk in body[..gate].chunks(CHUNK) {
-        out.write_all(chunk)?;
+    if let Some((piece, pause)) = behavior.pace {
+        for (i, chunk) in body[..gate].chunks(piece.max(1)).enumerate() {
+            if i > 0 {
+                thread::sleep(pause);
+            }
+            out.write_all(chunk)?;
+            out.flush()?;
+        }
+    } else {
+        for chunk in body[..gate].chunks(CHUNK) {
+            out.write_all(chunk)?;
+        }
     }
     if gate_after.is_some() {
         out.flush()?;

@@ -1,0 +1,301 @@
+//! Builds on demand across processes, with real clients: the daemon killed
+//! with SIGKILL while it downloads and while it unpacks, then restarted
+//! (no client ever gets a half build; the download resumes; the build
+//! completes), and `upserv serve` started per connection as xinetd does
+//! (two processes share one download; a missing build's error).
+
+mod builds_support;
+mod common;
+mod upstream;
+
+use std::path::Path;
+
+use builds_support::{private_leftovers, tar_tree, upserv_for, wait_until, LiveClient};
+use common::*;
+use upstream::{compress, scratch_dir, Behavior, Upstream};
+
+/// Files in the tree whose unpacking is interrupted: enough that it takes
+/// a good while longer than the test needs to notice it has begun.
+const MANY_FILES: usize = 3000;
+const PULL_OPTS: &[&str] = &["-aH", "--no-motd"];
+
+/// A small tree and its archive (one top directory).
+fn small_tree_and_archive() -> (TestTree, Vec<u8>) {
+    let tree = TestTree::new();
+    tree.file("README", b"a build\n").mtime(1_600_000_000);
+    tree.file("bin/tool", &[7u8; 70_000])
+        .mode(0o755)
+        .mtime(1_600_000_100);
+    tree.symlink("latest", "bin/tool");
+    tree.dir("bin").mtime(1_600_000_300);
+    tree.dir("").mtime(1_600_000_500);
+    tree.settle();
+    let archive = tar_tree(tree.root().parent().expect("a parent"), "tree");
+    (tree, archive)
+}
+
+/// A tree of [`MANY_FILES`] small files in a few directories, gzipped.
+fn many_files_tree_and_archive() -> (TestTree, Vec<u8>) {
+    let tree = TestTree::new();
+    for i in 0..MANY_FILES {
+        tree.file(
+            format!("d{}/f{i}", i % 30),
+            format!("file {i}\n").as_bytes(),
+        )
+        .mtime(1_600_000_000 + i as i64);
+    }
+    for d in 0..30 {
+        tree.dir(format!("d{d}")).mtime(1_600_100_000);
+    }
+    tree.dir("").mtime(1_600_200_000);
+    tree.settle();
+    let archive = tar_tree(tree.root().parent().expect("a parent"), "tree");
+    (tree, compress(&archive, &["gzip", "-1", "-c"]))
+}
+
+fn assert_pulled_tree(source: &TestTree, dest: &Path) {
+    assert_same(&Snapshot::of(source.root()), &Snapshot::of(dest));
+}
+
+/// A client that was waiting when its server died: it failed, and it
+/// received nothing of the build.
+fn assert_failed_empty_handed(client: LiveClient, dest: &Path) {
+    let finished = client.finish();
+    assert_ne!(finished.code, 0, "{finished:?}");
+    let received = std::fs::read_dir(dest).map_or(0, |entries| entries.count());
+    assert_eq!(
+        received, 0,
+        "a client of a dead server received a partial tree"
+    );
+}
+
+/// The module names a listing of `server` shows.
+fn listed_modules(server: &dyn Server, scratch: &Path) -> Vec<String> {
+    let listing = pull(
+        &server.url(""),
+        &scratch.join("listing"),
+        &[],
+        Protocol::Default,
+    );
+    listing.assert_ok();
+    listing
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn kill_9_during_a_download_then_the_restart_resumes_it() {
+    let (tree, archive) = small_tree_and_archive();
+    let dir = scratch_dir("builds-kill-download");
+    let builds = dir.join("builds");
+    let up = Upstream::start();
+    let half = archive.len() / 2;
+    up.put("/b/build-k.tar", archive);
+    up.set_behavior(
+        "/b/build-k.tar",
+        Behavior {
+            gate_after: Some(half),
+            ..Behavior::default()
+        },
+    );
+    let upserv = upserv_for(&up, "/b/{name}.tar", &builds, &[]);
+    let first = LiveClient::start(&upserv.url("build-k/"), &dir.join("first"), &["-aH"]);
+    first.wait_for_line("upserv: fetching build-k from upstream: ");
+    up.wait_at_gate(1);
+    let part = builds.join(".upserv/partial/build-k.part");
+    wait_until("half the archive on disk", || {
+        std::fs::metadata(&part).is_ok_and(|m| m.len() >= half as u64)
+    });
+    // Another client asking now waits too, and the build is not listed.
+    let second = LiveClient::start(&upserv.url("build-k/"), &dir.join("second"), &["-aH"]);
+    second.wait_for_line("upserv: fetching build-k from upstream: ");
+    assert!(!listed_modules(&upserv, &dir).contains(&"build-k".to_string()));
+
+    drop(upserv); // SIGKILL to the daemon's process group
+    assert_failed_empty_handed(first, &dir.join("first"));
+    assert_failed_empty_handed(second, &dir.join("second"));
+    assert!(
+        !builds.join("build-k").exists(),
+        "a half build was published"
+    );
+    assert!(part.exists(), "the partial download is kept for resuming");
+
+    up.set_behavior("/b/build-k.tar", Behavior::default());
+    up.open_gate();
+    let upserv = upserv_for(&up, "/b/{name}.tar", &builds, &[]);
+    let dest = dir.join("after");
+    pull(&upserv.url("build-k/"), &dest, PULL_OPTS, Protocol::Default).assert_ok();
+    assert_pulled_tree(&tree, &dest);
+    assert_eq!(
+        up.ranges("/b/build-k.tar"),
+        [None, Some(format!("bytes={half}-"))],
+        "the restarted daemon asked only for the rest"
+    );
+    assert_eq!(private_leftovers(&builds), Vec::<String>::new());
+}
+
+#[test]
+fn kill_9_during_unpacking_then_the_restart_completes_the_build() {
+    let (tree, archive) = many_files_tree_and_archive();
+    let dir = scratch_dir("builds-kill-unpack");
+    let builds = dir.join("builds");
+    let up = Upstream::start();
+    let len = archive.len();
+    up.put("/b/build-u.tar.gz", archive);
+    let upserv = upserv_for(&up, "/b/{name}.tar.gz", &builds, &[]);
+    let client = LiveClient::start(&upserv.url("build-u/"), &dir.join("first"), &["-aH"]);
+    let scratch = builds.join(".upserv/unpack/build-u");
+    wait_until("unpacking to begin", || scratch.exists());
+    // Frozen at once, then killed: the state a crash leaves.
+    let pid = libc::pid_t::try_from(upserv.pid()).expect("a pid");
+    // SAFETY: plain syscall on the daemon this test started (not yet reaped).
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    assert!(
+        !builds.join("build-u").exists(),
+        "the build was published before the kill; unpacking {MANY_FILES} files was too quick to catch"
+    );
+    assert!(scratch.exists(), "the kill came during unpacking");
+    drop(upserv);
+    assert_failed_empty_handed(client, &dir.join("first"));
+
+    let upserv = upserv_for(&up, "/b/{name}.tar.gz", &builds, &[]);
+    // A listing answered means the startup recovery is over.
+    assert!(!listed_modules(&upserv, &dir).contains(&"build-u".to_string()));
+    assert!(!scratch.exists(), "startup removes what unpacking left");
+    let dest = dir.join("after");
+    pull(&upserv.url("build-u/"), &dest, PULL_OPTS, Protocol::Default).assert_ok();
+    assert_pulled_tree(&tree, &dest);
+    assert_eq!(
+        up.ranges("/b/build-u.tar.gz"),
+        [None, Some(format!("bytes={len}-"))],
+        "the complete download was kept: nothing fetched again"
+    );
+    assert_eq!(private_leftovers(&builds), Vec::<String>::new());
+}
+
+#[test]
+fn two_serve_processes_share_one_download() {
+    let (tree, archive) = small_tree_and_archive();
+    let dir = scratch_dir("builds-serve-two");
+    let up = Upstream::start();
+    let half = archive.len() / 2;
+    up.put("/b/build-s.tar", archive);
+    up.set_behavior(
+        "/b/build-s.tar",
+        Behavior {
+            gate_after: Some(half),
+            ..Behavior::default()
+        },
+    );
+    let upstream = up.url("/b/{name}.tar");
+    let builds = dir.join("builds");
+    let serve = UpservServe::start_with(&[], Some(&builds), &["--upstream", &upstream]);
+    let first = LiveClient::start(&serve.url("build-s/"), &dir.join("first"), &["-aH"]);
+    first.wait_for_line("upserv: fetching build-s from upstream: ");
+    up.wait_at_gate(1);
+    let second = LiveClient::start(&serve.url("build-s/"), &dir.join("second"), &["-aH"]);
+    second.wait_for_line("upserv: waiting for another download of build-s to finish");
+    up.open_gate();
+    first.finish().assert_ok();
+    second.finish().assert_ok();
+    assert_pulled_tree(&tree, &dir.join("first"));
+    assert_pulled_tree(&tree, &dir.join("second"));
+    assert_eq!(up.gets("/b/build-s.tar"), 1);
+    assert_eq!(
+        serve.stderr_text(),
+        "",
+        "serve mode writes nothing on stderr"
+    );
+}
+
+#[test]
+fn serve_mode_reports_a_build_missing_upstream_once() {
+    let dir = scratch_dir("builds-serve-404");
+    let up = Upstream::start();
+    let upstream = up.url("/b/{name}.tar.xz");
+    let serve = UpservServe::start_with(&[], Some(&dir.join("builds")), &["--upstream", &upstream]);
+    for attempt in 0..2 {
+        let result = pull(
+            &serve.url("build-none/"),
+            &dir.join(format!("dest-{attempt}")),
+            PULL_OPTS,
+            Protocol::Default,
+        );
+        assert_eq!(result.code, 5, "{result:?}");
+        assert!(
+            result
+                .stderr
+                .lines()
+                .any(|l| l == "@ERROR: build-none not found upstream"),
+            "{}",
+            result.stderr
+        );
+    }
+    assert_eq!(
+        up.gets("/b/build-none.tar.xz"),
+        1,
+        "the second process remembered the 404 of the first"
+    );
+    assert_eq!(
+        serve.stderr_text(),
+        "",
+        "serve mode writes nothing on stderr"
+    );
+}
+
+#[test]
+fn a_damaged_metadata_table_is_refused_then_fetched_again_after_a_restart() {
+    let (tree, archive) = small_tree_and_archive();
+    let dir = scratch_dir("builds-damaged-table");
+    let builds = dir.join("builds");
+    let up = Upstream::start();
+    up.put("/b/build-d.tar", archive);
+    let upserv = upserv_for(&up, "/b/{name}.tar", &builds, &[]);
+    pull(
+        &upserv.url("build-d/"),
+        &dir.join("first"),
+        PULL_OPTS,
+        Protocol::Default,
+    )
+    .assert_ok();
+    // Damage such as a bad sector or a crash of the disk: the table is
+    // truncated.
+    let table = builds.join(".upserv/meta/build-d");
+    let bytes = std::fs::read(&table).expect("the build's metadata table");
+    std::fs::write(&table, &bytes[..bytes.len() / 2]).expect("truncating the table");
+
+    let result = pull(
+        &upserv.url("build-d/"),
+        &dir.join("second"),
+        PULL_OPTS,
+        Protocol::Default,
+    );
+    assert_eq!(result.code, 5, "{result:?}");
+    assert!(
+        result
+            .stderr
+            .lines()
+            .any(|l| l == "@ERROR: build build-d cannot be served: its metadata table is damaged"),
+        "{}",
+        result.stderr
+    );
+    assert!(
+        !dir.join("second").exists(),
+        "nothing served without its table"
+    );
+
+    drop(upserv);
+    let upserv = upserv_for(&up, "/b/{name}.tar", &builds, &[]);
+    let dest = dir.join("after");
+    pull(&upserv.url("build-d/"), &dest, PULL_OPTS, Protocol::Default).assert_ok();
+    assert_pulled_tree(&tree, &dest);
+    assert_eq!(
+        up.gets("/b/build-d.tar"),
+        2,
+        "the restart dropped the build; it came again"
+    );
+}

@@ -1,0 +1,136 @@
+//! Errors during a transfer: files that vanish after the file list was
+//! sent, and files that shrink while being sent (which the client repairs
+//! in its redo phase). The same thing is done to a tree served by upserv and
+//! to an identical tree served by rsyncd, at the same moment of the pull;
+//! the two pulls must end alike: same exit code, same messages, same tree.
+
+mod common;
+
+use common::client::comparable_lines;
+use common::snapshot::Volatile;
+use common::tree::Rng;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A first file large enough that a rate-limited client is still busy with
+/// it when the test changes what follows.
+fn tree() -> TestTree {
+    let tree = TestTree::new();
+    let mut rng = Rng::new(5);
+    // Larger than any socket buffer, so the server is still sending it.
+    tree.file("a-first.bin", &rng.bytes(24 << 20))
+        .mtime(1_700_000_000);
+    tree.file("b-second.bin", &rng.bytes(600 << 10))
+        .mtime(1_700_000_001);
+    tree.file("c-third.txt", b"third\n").mtime(1_700_000_002);
+    tree
+}
+
+struct Outcome {
+    code: Option<i32>,
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+    dest: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+/// Pulls with a slow client; once the first file has started arriving,
+/// `meddle` changes the source tree; then the pull runs to its end.
+fn pull_while(server: &dyn Server, source: &Path, meddle: fn(&Path)) -> Outcome {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let dest = scratch.path().join("dest");
+    std::fs::create_dir_all(&dest).expect("dest");
+    let child: Child = Command::new("rsync")
+        .args(["-a", "--bwlimit=8000", "--protocol=29"])
+        .arg(server.url("m/"))
+        .arg(format!("{}/", dest.display()))
+        .env("LC_ALL", "C")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rsync client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started = std::fs::read_dir(&dest)
+            .expect("dest dir")
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().contains("a-first.bin"));
+        if started {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pull never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    meddle(source);
+    let out = child.wait_with_output().expect("rsync finished");
+    let paths = [source];
+    Outcome {
+        code: out.status.code(),
+        stdout: comparable_lines(&String::from_utf8_lossy(&out.stdout), &paths),
+        stderr: comparable_lines(&String::from_utf8_lossy(&out.stderr), &paths),
+        dest,
+        _scratch: scratch,
+    }
+}
+
+fn compare(meddle: fn(&Path)) -> (Outcome, Outcome) {
+    let (ref_tree, cand_tree) = (tree(), tree());
+    let rsyncd = Rsyncd::start(&[Module::new("m", ref_tree.root())]);
+    let upserv = Upserv::start(&[Module::new("m", cand_tree.root())]);
+    let reference = pull_while(&rsyncd, ref_tree.root(), meddle);
+    let candidate = pull_while(&upserv, cand_tree.root(), meddle);
+    assert_eq!(reference.code, candidate.code, "exit codes");
+    assert_eq!(reference.stdout, candidate.stdout, "stdout");
+    assert_eq!(reference.stderr, candidate.stderr, "stderr");
+    let volatile = Volatile {
+        file_mtimes: false,
+        dir_mtimes: false,
+        link_mtimes: false,
+        root_mtime: true,
+    };
+    let diffs = Snapshot::of(&reference.dest).diff(
+        &Snapshot::of(&candidate.dest),
+        volatile,
+        ["rsyncd", "upserv"],
+    );
+    assert!(diffs.is_empty(), "trees differ: {diffs:?}");
+    (reference, candidate)
+}
+
+#[test]
+fn a_file_that_vanishes_after_the_list_is_reported_and_skipped() {
+    let (_, upserv) = compare(|source| {
+        std::fs::remove_file(source.join("b-second.bin")).expect("removing");
+    });
+    assert!(!upserv.dest.join("b-second.bin").exists());
+    assert!(upserv.dest.join("c-third.txt").exists());
+    assert!(
+        upserv
+            .stdout
+            .iter()
+            .chain(&upserv.stderr)
+            .any(|l| l.contains("file has vanished")),
+        "no vanished message: {:?} {:?}",
+        upserv.stdout,
+        upserv.stderr
+    );
+}
+
+#[test]
+fn a_file_that_shrinks_while_sent_is_redone_and_ends_up_right() {
+    let (_, upserv) = compare(|source| {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(source.join("a-first.bin"))
+            .expect("opening the first file");
+        file.set_len(20 << 20).expect("shrinking it");
+    });
+    assert_eq!(
+        std::fs::metadata(upserv.dest.join("a-first.bin"))
+            .expect("pulled")
+            .len(),
+        20 << 20
+    );
+}
