@@ -1,9 +1,19 @@
-//! Inputs the fuzz targets under `tests/fuzz/` found to crash upserv, each
-//! fed to the same public entry point its target uses. Every test here
-//! panicked before its fix; the expected answers come from rsync's
-//! behaviour (options.c, exclude.c), not from what upserv printed.
+//! Inputs the fuzz targets under `tests/fuzz/` found to crash upserv (or,
+//! for the last one, that writing them showed to be unbounded), each fed
+//! to the same public entry point its target uses. Every test here failed
+//! before its fix; the expected answers come from rsync's behaviour
+//! (options.c) or from upserv's documented limits, not from what upserv
+//! printed.
 
+use std::fs::{self, File};
+use std::os::fd::OwnedFd;
+
+use upserv::config::parse_config_str;
+use upserv::daemon::session::{self, Outcome};
+use upserv::daemon::Server;
+use upserv::protocol::io::Conn;
 use upserv::protocol::options::Options;
+use upserv::protocol::sender::MAX_FILES_FROM_LEN;
 
 fn args(list: &[&[u8]]) -> Vec<Vec<u8>> {
     list.iter().map(|a| a.to_vec()).collect()
@@ -40,4 +50,78 @@ fn size_past_two_to_the_63_is_refused() {
     ]))
     .expect("a size below 2^63");
     assert_eq!(largest.max_size, Some(8191 << 50));
+}
+
+/// What `config` checks: the printed settings read back the same.
+fn assert_round_trip(text: &str) {
+    let name = std::path::Path::new("/nonexistent/upserv.conf");
+    let (settings, _) = parse_config_str(text, name).expect("the configuration parses");
+    let printed = settings.to_string();
+    let (again, _) = parse_config_str(&printed, name).expect("the printout parses");
+    assert_eq!(again, settings, "printed:\n{printed}");
+}
+
+/// `config`: a path parameter whose value ends in a blank and a slash lost
+/// the blank when `check-config`'s printout was read back (only `path`
+/// itself was protected). The fuzzer's input, then the readable case.
+#[test]
+fn path_parameters_ending_in_a_blank_survive_the_printout() {
+    // From the fuzzer; not UTF-8, so read as the target reads it.
+    let crash: &[u8] = b"# every= kind\x90\nmotd file =~\x00 /etc/mo file =~\x00 /etc/motun/upserv.p a module \\\n  continued\x0b\x0b\x0b\x0b\x0b\x0b\x0b\x0b\x0b\x01\x00\x00\x00\x00\x00\x00&\xf4\xf4\xf4\xf4\xf4\xf4\xfc\x0b\x0b\x0b\x0b\x0b\x0b /srv\x0b\x0b\x0b/\x0b";
+    assert_round_trip(&String::from_utf8_lossy(crash));
+    let text = "motd file = /srv/motd /\nlog file = /var/log/x\t/\n[m]\npath = /m /\n";
+    assert_round_trip(text);
+    let (settings, _) = parse_config_str(text, std::path::Path::new("/x.conf")).expect("parses");
+    assert_eq!(
+        settings.global.motd_file.as_deref(),
+        Some(std::path::Path::new("/srv/motd "))
+    );
+}
+
+/// A daemon with module `m` over a one-file tree in `dir`.
+fn server_in(dir: &std::path::Path) -> Server {
+    let root = dir.join("module");
+    fs::create_dir_all(&root).expect("module dir");
+    fs::write(root.join("a"), b"a file\n").expect("module file");
+    let text = format!("[m]\npath = {}\n", root.display());
+    let (settings, _) = parse_config_str(&text, &dir.join("t.conf")).expect("config");
+    Server::new(&settings, None).expect("server")
+}
+
+/// One connection whose client sent `input` (from a file, as a socket that
+/// delivers everything at once) and whose output goes nowhere.
+fn serve(server: &Server, dir: &std::path::Path, input: &[u8]) -> Outcome {
+    let path = dir.join("input");
+    fs::write(&path, input).expect("write the input");
+    let rfd = OwnedFd::from(File::open(&path).expect("open the input"));
+    let sink = fs::OpenOptions::new().write(true).open("/dev/null");
+    let wfd = OwnedFd::from(sink.expect("open /dev/null"));
+    let mut conn = Conn::new(rfd, wfd).expect("connection");
+    session::run(server, &mut conn, None)
+}
+
+/// `--files-from=-` names were bounded in number and length but not in
+/// total, so one connection could make the daemon hold gigabytes. Now they
+/// are bounded like a `--files-from` file read from the module.
+#[test]
+fn files_from_names_over_the_connection_are_bounded_in_total() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server_in(dir.path());
+    let mut input =
+        b"@RSYNCD: 29.0\nm\n--server\n--sender\n-r\n--files-from=-\n--from0\n.\nm/\n\n".to_vec();
+    input.extend_from_slice(&0i32.to_le_bytes()); // no filter rules
+    let name = [b'a'; 4000];
+    let names = MAX_FILES_FROM_LEN as usize / (name.len() + 1) + 1;
+    for _ in 0..names {
+        input.extend_from_slice(&name);
+        input.push(0);
+    }
+    input.push(0);
+    match serve(&server, dir.path(), &input) {
+        Outcome::Failed { error, .. } => assert!(
+            error.contains(&format!("names longer than {MAX_FILES_FROM_LEN} bytes")),
+            "{error}"
+        ),
+        other => panic!("expected a failure, got: {other}"),
+    }
 }

@@ -217,10 +217,17 @@ pub(super) fn module_value(param: ModuleParam, params: &ModuleParams) -> Option<
     Some(value)
 }
 
-/// A path as written in the file; empty for none.
+/// A path as written in the file; empty for none. A path that ends in a
+/// blank gets a trailing slash (rsyncd's own advice): reading the line back
+/// trims blanks from the value but strips the slash only after that.
 pub(super) fn path_text(path: Option<&PathBuf>) -> String {
-    path.map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    let mut text = path
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if text.ends_with(char::is_whitespace) {
+        text.push('/');
+    }
+    text
 }
 
 /// A `ValueError` as a plain message.

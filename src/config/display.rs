@@ -46,13 +46,7 @@ fn write_module(
 ) -> fmt::Result {
     writeln!(f)?;
     writeln!(f, "[{}]", module.name)?;
-    let mut path = path_text(Some(&module.path));
-    if path.ends_with(char::is_whitespace) {
-        // rsyncd's own advice: a trailing slash keeps a trailing blank from
-        // being trimmed away when the line is read back.
-        path.push('/');
-    }
-    write_param(f, "path", &path)?;
+    write_param(f, "path", &path_text(Some(&module.path)))?;
     for param in MODULE_PARAMS {
         let value = module_value(param, &module.params);
         if value.is_some() && value != module_value(param, defaults) {

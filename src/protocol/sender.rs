@@ -24,7 +24,8 @@ use std::time::Instant;
 
 /// rsync's OLD_MAX_BLOCK_SIZE: the largest block length below protocol 30.
 pub const MAX_BLOCK_LEN: i32 = 1 << 29;
-/// The largest `--files-from` file read from a module.
+/// The largest `--files-from` file read from a module, and the most name
+/// bytes a client may send for `--files-from=-`.
 pub const MAX_FILES_FROM_LEN: u64 = 64 * 1024 * 1024;
 /// The largest block we match against: the matcher holds two blocks in
 /// memory. rsync's generator picks about the square root of the file size,
@@ -287,10 +288,19 @@ fn read_files_from(
     let sanitize = |n: &[u8]| crate::source::sanitize_path(n, opts.relative);
     let mut names = Vec::new();
     if from == b"-" {
+        // Counted as the file variant is: without it a client could make
+        // us hold millions of names of 4 KiB each.
+        let mut total = 0u64;
         loop {
             let name = conn.read_arg(flist::MAX_PATH_LEN, true)?;
             if name.is_empty() {
                 return Ok(names);
+            }
+            total += name.len() as u64 + 1;
+            if total > MAX_FILES_FROM_LEN {
+                return Err(io::Error::other(format!(
+                    "names longer than {MAX_FILES_FROM_LEN} bytes in all"
+                )));
             }
             if names.len() >= flist::MAX_ENTRIES {
                 return Err(io::Error::other("too many names"));

@@ -1,6 +1,7 @@
 //! The sender after a valid handshake: what the client's generator writes
 //! (filter rules, file requests, checksum heads, block sums, phase ends,
 //! the goodbye), with the handshake itself fixed so every run reaches it.
+//! As for `session`, the connection's heap must stay within its bound.
 //!
 //! The first byte picks the protocol and the options that change how sums
 //! are read and used (`-z`, `--inplace`, `--append`, `--append-verify`,
@@ -48,6 +49,5 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut input = prologue(choice);
     input.extend_from_slice(stream);
-    let mut conn = upserv_fuzz::conn_from(&input);
-    let _ = upserv::daemon::session::run(upserv_fuzz::server(), &mut conn, Some(upserv_fuzz::PEER));
+    upserv_fuzz::serve_bounded(&input);
 });

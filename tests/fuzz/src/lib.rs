@@ -1,17 +1,20 @@
 //! What the fuzz targets share: a connection whose client side is a byte
-//! string, a small module tree and the daemon state that serves it, and a
-//! scratch directory that disappears when the fuzzer exits.
+//! string, a small module tree and the daemon state that serves it, a
+//! scratch directory that disappears when the fuzzer exits, and a counting
+//! allocator that bounds the heap one connection may take.
 //!
 //! Everything here is set up once per process and reused by every run of a
 //! target, so a run costs only the code under test. It must not hide
 //! failures: any setup problem panics at once (a fuzzer that cannot start is
 //! a broken build, not a finding), and nothing here catches panics.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::fs::{self, File};
 use std::io::{Seek, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use upserv::config::parse_config_str;
@@ -26,7 +29,85 @@ pub const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// generator picks, small enough to send in well under a millisecond.
 const BIG_FILE_LEN: usize = 8 * 1024;
 
+/// Most heap one fuzzed connection may hold at once, above what it found
+/// allocated: the connection's buffers, a file's block sums (capped by
+/// `sender::MAX_SUM_BYTES`, 32 MiB) and their index, the matcher's window
+/// of two blocks of at most 8 MiB, the deflater and the file list. Memory
+/// per connection must stay bounded whatever the client sends.
+pub const SESSION_HEAP_LIMIT: usize = 128 << 20;
+
 static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
+
+/// The system allocator, counting the bytes held and their high-water mark
+/// so a target can check how much heap one run took.
+struct Counting;
+
+static HELD: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged; the
+// counters are only arithmetic on the sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = System.alloc(layout);
+        if !ptr.is_null() {
+            count_alloc(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let ptr = System.alloc_zeroed(layout);
+        if !ptr.is_null() {
+            count_alloc(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new = System.realloc(ptr, layout, new_size);
+        if !new.is_null() {
+            HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+            count_alloc(new_size);
+        }
+        new
+    }
+}
+
+fn count_alloc(size: usize) {
+    let held = HELD.fetch_add(size, Ordering::Relaxed) + size;
+    PEAK.fetch_max(held, Ordering::Relaxed);
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f` and returns the most heap it held at once beyond what was held
+/// before. Runs are single-threaded, so nothing else moves the counters.
+pub fn heap_used_by(f: impl FnOnce()) -> usize {
+    let before = HELD.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    f();
+    PEAK.load(Ordering::Relaxed).saturating_sub(before)
+}
+
+/// Serves one connection whose client sent `input`, and fails if it held
+/// more than [`SESSION_HEAP_LIMIT`] of heap at any moment.
+pub fn serve_bounded(input: &[u8]) {
+    let used = heap_used_by(|| {
+        let mut conn = conn_from(input);
+        let _ = upserv::daemon::session::run(server(), &mut conn, Some(PEER));
+    });
+    assert!(
+        used <= SESSION_HEAP_LIMIT,
+        "one connection held {used} bytes of heap (limit {SESSION_HEAP_LIMIT})"
+    );
+}
 static SERVER: OnceLock<Server> = OnceLock::new();
 
 extern "C" fn remove_scratch() {
