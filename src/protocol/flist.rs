@@ -76,10 +76,20 @@ pub struct Entry {
     pub gid: u32,
     pub rdev_major: u32,
     pub rdev_minor: u32,
-    /// Device and inode for hard-link detection (only with `-H`).
-    pub dev_ino: Option<(u64, u64)>,
-    /// The whole-file checksum for `-c`.
-    pub sum: Option<[u8; 16]>,
+    /// Index into [`FileList::extras`] of what only `-H` (device and inode)
+    /// or `-c` (the file's checksum) need, or [`NO_EXTRA`]: kept apart so
+    /// that ordinary pulls do not pay for them in every entry.
+    extra: u32,
+}
+
+/// An entry without extras.
+const NO_EXTRA: u32 = u32::MAX;
+
+/// What some options add to an entry.
+#[derive(Clone, Copy, Debug, Default)]
+struct Extra {
+    dev_ino: Option<(u64, u64)>,
+    sum: Option<[u8; 16]>,
 }
 
 impl Entry {
@@ -131,6 +141,7 @@ pub trait Reporter {
 /// The list as built, then sorted.
 pub struct FileList {
     entries: Vec<Entry>,
+    extras: Vec<Extra>,
     arena: Vec<u8>,
     /// Transfer roots: directories (relative to the module, free of symlinks)
     /// that entry names are relative to.
@@ -169,6 +180,14 @@ impl FileList {
 
     fn basename(&self, e: &Entry) -> &[u8] {
         &self.name(e)[e.base_at as usize..]
+    }
+
+    fn extra(&self, e: &Entry) -> Extra {
+        if e.extra == NO_EXTRA {
+            Extra::default()
+        } else {
+            self.extras[e.extra as usize]
+        }
     }
 
     fn link(&self, e: &Entry) -> &[u8] {
@@ -408,6 +427,7 @@ impl<'a> Builder<'a> {
             module,
             list: FileList {
                 entries: Vec::new(),
+                extras: Vec::new(),
                 arena: Vec::new(),
                 roots: Vec::new(),
                 ids: IdNames::default(),
@@ -744,8 +764,11 @@ impl<'a> Builder<'a> {
         } else {
             st.is_file()
         };
-        let dev_ino = (self.opts.hard_links && hard_link_candidate).then_some((st.dev, st.ino));
-        let entry = self.make_entry(root, name, &link, &st, flags, dev_ino, sum);
+        let extra = Extra {
+            dev_ino: (self.opts.hard_links && hard_link_candidate).then_some((st.dev, st.ino)),
+            sum,
+        };
+        let entry = self.make_entry(root, name, &link, &st, flags, extra);
         self.list.entries.push(entry);
         Ok(Some(self.list.entries.len() - 1))
     }
@@ -793,7 +816,6 @@ impl<'a> Builder<'a> {
         Ok(opened.and_then(delta::file_checksum).unwrap_or([0u8; 16]))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn make_entry(
         &mut self,
         root: u32,
@@ -801,9 +823,14 @@ impl<'a> Builder<'a> {
         link: &[u8],
         st: &Stat,
         flags: u8,
-        dev_ino: Option<(u64, u64)>,
-        sum: Option<[u8; 16]>,
+        extra: Extra,
     ) -> Entry {
+        let extra = if extra.dev_ino.is_none() && extra.sum.is_none() {
+            NO_EXTRA
+        } else {
+            self.list.extras.push(extra);
+            (self.list.extras.len() - 1) as u32
+        };
         let arena = &mut self.list.arena;
         let name_at = arena.len() as u32;
         arena.extend_from_slice(name);
@@ -831,8 +858,7 @@ impl<'a> Builder<'a> {
             gid: st.gid,
             rdev_major: st.rdev_major,
             rdev_minor: st.rdev_minor,
-            dev_ino,
-            sum,
+            extra,
         }
     }
 
@@ -1189,7 +1215,8 @@ impl<'a> Encoder<'a> {
         } else {
             self.mtime = e.mtime;
         }
-        if let Some((dev, _)) = e.dev_ino {
+        let extra = list.extra(e);
+        if let Some((dev, _)) = extra.dev_ino {
             if dev == self.dev {
                 if proto >= 28 {
                     xflags |= XMIT_SAME_DEV_PRE30;
@@ -1278,14 +1305,14 @@ impl<'a> Encoder<'a> {
             out.write_i32(link.len() as i32)?;
             out.write_all(link)?;
         }
-        if let Some((dev, ino)) = e.dev_ino {
+        if let Some((dev, ino)) = extra.dev_ino {
             if xflags & XMIT_SAME_DEV_PRE30 == 0 {
                 out.write_longint(dev.wrapping_add(1) as i64)?;
             }
             out.write_longint(ino as i64)?;
         }
         if self.opts.checksum && (e.is_file() || proto < 28) {
-            out.write_all(&e.sum.unwrap_or([0u8; 16]))?;
+            out.write_all(&extra.sum.unwrap_or([0u8; 16]))?;
         }
         self.last_name.clear();
         self.last_name.extend_from_slice(name);
@@ -1480,6 +1507,17 @@ mod tests {
         assert!(!unsafe_symlink(b"sub/file", b"link"));
         assert!(unsafe_symlink(b"a/../../x", b"d/e/link"));
         assert!(unsafe_symlink(b"", b"link"));
+    }
+
+    #[test]
+    fn entries_stay_small() {
+        // A school server lists trees of ~50,000 entries for many laptops
+        // at once; the options some pulls use live outside the entry.
+        assert!(
+            std::mem::size_of::<Entry>() <= 72,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
     }
 
     #[test]
