@@ -1,22 +1,46 @@
-//! The daemon proper: the listening sockets, a fixed pool of worker threads
-//! fed through a bounded queue, refusals beyond the limits, graceful stop.
+//! The daemon proper: the listening sockets, the gatekeeper that runs every
+//! connection's opening, a fixed pool of workers fed through a bounded
+//! queue, the connection limits, reloads and the graceful stop.
 //!
-//! One thread waits on every listening socket and the signal pipe at once,
-//! accepts, and hands each connection to the pool. A worker serves one
-//! connection at a time; a panic in it is caught and logged and the worker
-//! goes on. Connections beyond `max connections` or beyond the queue get
-//! rsyncd's `@ERROR: max connections (N) reached -- try again later` from a
-//! separate thread, so refusing never delays accepting.
+//! Why a gatekeeper: a worker serves one connection at a time, so a client
+//! that connects and says nothing would hold a worker until its handshake
+//! timed out, and a handful of them would stop the school from updating.
+//! Instead one thread (the caller's) waits with poll(2) on the listeners,
+//! the signal pipe and every connection still in its opening; it sends the
+//! greeting and MOTD, reads the client's greeting and request on
+//! non-blocking sockets, answers module-list requests itself, and commits a
+//! worker only to a connection that has named a module. An opening costs a
+//! socket and a few hundred bytes, and there are at most [`MAX_OPENINGS`];
+//! when they are all taken the oldest is dropped (a real client finishes
+//! its opening within a round trip, so the oldest is almost surely idle).
+//!
+//! Limits, checked in this order:
+//! - `max connections per host` at accept: a client address holding that
+//!   many connections (in their opening, queued or served) is told
+//!   `@ERROR: max connections per host (N) reached -- try again later`
+//!   after its opening; beyond [`REFUSALS_PER_HOST`] more it is just closed.
+//!   Unless configured, loopback clients are not limited.
+//! - `max connections` when a worker is to be committed, and the queue's
+//!   room: `@ERROR: max connections (N) reached -- try again later`, N being
+//!   the configured limit or, without one, what the pool and queue hold.
+//! - each module's own `max connections`, in the worker (see `admit`).
+//!
+//! A worker catches a panic in its connection, logs it and goes on.
+//! SIGHUP swaps in a freshly read configuration for new connections;
+//! SIGTERM/SIGINT stop accepting and wait up to [`STOP_GRACE`] for the
+//! connections being served.
 
-use super::session::{self, Outcome, PROTOCOL_VERSION};
+use super::opening::{self, Ask, Need, Opening, Request, Step, MAX_LINE_LEN};
+use super::session::{self, Outcome};
 use super::signals::{Signal, Signals};
 use super::Server;
 use crate::protocol::io::Conn;
 use crate::protocol::wire::WireWrite;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
-use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,61 +48,28 @@ use std::time::{Duration, Instant};
 
 /// Connections waiting for a worker, per worker.
 pub const QUEUE_PER_WORKER: usize = 4;
-/// Refusals waiting to be written; beyond this a connection is just closed.
-pub const REFUSAL_QUEUE: usize = 64;
-/// How long a refusal may take (it reads the client's greeting first).
+/// Connections in their opening at once; beyond it the oldest is dropped.
+pub const MAX_OPENINGS: usize = 256;
+/// Over-limit connections from one address that still hear why they are
+/// refused; more are closed at once.
+pub const REFUSALS_PER_HOST: usize = 4;
+/// How long a refusal or a module list may take to be written.
 pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a stop waits for transfers in flight.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
+/// Connections accepted per wake-up, so that openings are not starved.
+const ACCEPT_BATCH: usize = 64;
+/// How long accepting pauses when the process is out of descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Connections closed without a word are logged as one line per interval.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 pub struct PoolConfig {
     pub workers: usize,
-    /// 0: no limit beyond the pool and its queue.
-    pub max_connections: usize,
 }
 
-struct Job {
-    stream: TcpStream,
-    peer: SocketAddr,
-}
-
-/// The number of connections accepted and not yet finished.
-#[derive(Default)]
-struct Tracker {
-    count: Mutex<usize>,
-    idle: Condvar,
-}
-
-impl Tracker {
-    fn count(&self) -> usize {
-        *self.count.lock()
-    }
-
-    fn start(self: &Arc<Self>) -> InFlight {
-        *self.count.lock() += 1;
-        InFlight(self.clone())
-    }
-
-    /// Waits until no connection is in flight, or the deadline passes.
-    fn wait_idle(&self, deadline: Instant) -> usize {
-        let mut count = self.count.lock();
-        while *count > 0 && !self.idle.wait_until(&mut count, deadline).timed_out() {}
-        *count
-    }
-}
-
-/// One connection in flight; dropping it counts it as finished.
-struct InFlight(Arc<Tracker>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut count = self.0.count.lock();
-        *count -= 1;
-        if *count == 0 {
-            self.0.idle.notify_all();
-        }
-    }
-}
+/// Reads the configuration again for SIGHUP.
+pub type Reload<'a> = dyn FnMut() -> Result<Arc<Server>, String> + 'a;
 
 pub fn log_outcome(peer: Option<IpAddr>, outcome: &Outcome, took: Duration) {
     let who = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
@@ -89,9 +80,110 @@ pub fn log_outcome(peer: Option<IpAddr>, outcome: &Outcome, took: Duration) {
     }
 }
 
-fn serve_one(server: &Server, job: Job) {
-    let started = Instant::now();
-    let peer = job.peer.ip();
+/// Connections committed to the pool (queued or served).
+#[derive(Default)]
+struct Committed {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl Committed {
+    fn count(&self) -> usize {
+        *self.count.lock()
+    }
+
+    fn start(self: &Arc<Self>) -> CommitTicket {
+        *self.count.lock() += 1;
+        CommitTicket(Arc::clone(self))
+    }
+
+    /// Waits until nothing is committed, or the deadline passes.
+    fn wait_idle(&self, deadline: Instant) -> usize {
+        let mut count = self.count.lock();
+        while *count > 0 && !self.idle.wait_until(&mut count, deadline).timed_out() {}
+        *count
+    }
+}
+
+struct CommitTicket(Arc<Committed>);
+
+impl Drop for CommitTicket {
+    fn drop(&mut self) {
+        let mut count = self.0.count.lock();
+        *count -= 1;
+        if *count == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
+/// Connections per client address, from accept to close.
+#[derive(Default)]
+struct Hosts(Mutex<HashMap<IpAddr, usize>>);
+
+struct HostTicket {
+    hosts: Arc<Hosts>,
+    addr: IpAddr,
+}
+
+impl Hosts {
+    fn count(&self, addr: IpAddr) -> usize {
+        self.0.lock().get(&addr).copied().unwrap_or(0)
+    }
+
+    fn start(self: &Arc<Self>, addr: IpAddr) -> HostTicket {
+        *self.0.lock().entry(addr).or_insert(0) += 1;
+        HostTicket {
+            hosts: Arc::clone(self),
+            addr,
+        }
+    }
+}
+
+impl Drop for HostTicket {
+    fn drop(&mut self) {
+        let mut map = self.hosts.0.lock();
+        if let Some(n) = map.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.addr);
+            }
+        }
+    }
+}
+
+/// The per-host limit for `addr`, `None` for no limit.
+fn host_limit(configured: Option<u64>, addr: IpAddr) -> Option<usize> {
+    let limit = match configured {
+        Some(n) => n,
+        None if addr.is_loopback() || is_mapped_loopback(addr) => 0,
+        None => crate::config::DEFAULT_MAX_CONNECTIONS_PER_HOST,
+    };
+    (limit > 0).then(|| usize::try_from(limit).unwrap_or(usize::MAX))
+}
+
+fn is_mapped_loopback(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V6(a) => a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V4(_) => false,
+    }
+}
+
+/// A connection handed to a worker, its opening done.
+struct Job {
+    stream: TcpStream,
+    peer: IpAddr,
+    request: Request,
+    /// Greeting or MOTD bytes the client had not taken yet.
+    unsent: Vec<u8>,
+    server: Arc<Server>,
+    accepted: Instant,
+    _committed: CommitTicket,
+    _host: HostTicket,
+}
+
+fn serve_job(job: Job) {
+    let peer = job.peer;
     let conn = job
         .stream
         .try_clone()
@@ -103,55 +195,44 @@ fn serve_one(server: &Server, job: Job) {
             return;
         }
     };
-    let outcome = session::run(server, &mut conn, Some(peer));
-    log_outcome(Some(peer), &outcome, started.elapsed());
+    let outcome = match conn.write_all(&job.unsent) {
+        Ok(()) => session::serve(&job.server, &mut conn, Some(peer), job.request),
+        Err(e) => Outcome::Failed {
+            module: None,
+            error: e.to_string(),
+        },
+    };
+    log_outcome(Some(peer), &outcome, job.accepted.elapsed());
 }
 
-fn worker(server: Arc<Server>, jobs: Receiver<(Job, InFlight)>, stopping: Arc<AtomicBool>) {
-    for (job, _in_flight) in jobs {
-        if stopping.load(Ordering::SeqCst) {
-            refuse(job.stream, "the server is shutting down");
-            continue;
-        }
-        let peer = job.peer;
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve_one(&server, job)));
-        if result.is_err() {
-            log::error!(
-                "{}: connection handler panicked; connection dropped",
-                peer.ip()
-            );
-        }
-    }
-}
-
-/// A short handshake that ends in an `@ERROR:` line: the client's rsync
-/// prints it and exits with code 5.
-fn refuse(stream: TcpStream, why: &str) {
-    let _ = stream.set_read_timeout(Some(REFUSAL_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(REFUSAL_TIMEOUT));
-    let Ok(reader) = stream.try_clone() else {
+/// Tells a queued client that the server stops, with a short deadline.
+fn refuse_stopping(job: Job) {
+    let Ok(reader) = job.stream.try_clone() else {
         return;
     };
-    let Ok(mut conn) = Conn::new(OwnedFd::from(reader), OwnedFd::from(stream)) else {
+    let Ok(mut conn) = Conn::new(OwnedFd::from(reader), OwnedFd::from(job.stream)) else {
         return;
     };
     conn.set_deadline(Some(Instant::now() + REFUSAL_TIMEOUT));
-    let _ = (|| -> io::Result<()> {
-        conn.write_all(format!("@RSYNCD: {PROTOCOL_VERSION}.0\n").as_bytes())?;
-        conn.flush()?;
-        // Read the client's greeting and module line before answering, so
-        // closing does not reset the connection before it reads our answer.
-        conn.read_line(session::MAX_LINE_LEN)?;
-        conn.read_line(session::MAX_LINE_LEN)?;
-        conn.write_all(format!("@ERROR: {why}\n").as_bytes())?;
-        conn.flush()
-    })();
+    let why = "the server is shutting down -- try again later".to_string();
+    let _ = conn.write_all(&job.unsent);
+    let outcome = session::refuse(&mut conn, why);
+    if let Ok(outcome) = outcome {
+        log_outcome(Some(job.peer), &outcome, job.accepted.elapsed());
+    }
 }
 
-fn refuser(refusals: Receiver<(TcpStream, String)>) {
-    for (stream, why) in refusals {
-        refuse(stream, &why);
+fn worker(jobs: Receiver<Job>, stopping: Arc<AtomicBool>) {
+    for job in jobs {
+        if stopping.load(Ordering::SeqCst) {
+            refuse_stopping(job);
+            continue;
+        }
+        let peer = job.peer;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve_job(job)));
+        if result.is_err() {
+            log::error!("{peer}: connection handler panicked; connection dropped");
+        }
     }
 }
 
@@ -161,122 +242,669 @@ pub fn run(
     listeners: Vec<TcpListener>,
     cfg: PoolConfig,
     signals: &Signals,
+    reload: &mut Reload,
 ) -> io::Result<()> {
     let workers = cfg.workers.max(1);
     let queue = workers * QUEUE_PER_WORKER;
-    let (job_tx, job_rx) = bounded::<(Job, InFlight)>(queue);
-    let (refusal_tx, refusal_rx) = bounded::<(TcpStream, String)>(REFUSAL_QUEUE);
+    let (job_tx, job_rx) = bounded::<Job>(queue);
     let stopping = Arc::new(AtomicBool::new(false));
-    let tracker = Arc::new(Tracker::default());
     let mut handles = Vec::new();
     for i in 0..workers {
-        let (server, jobs, stopping) = (server.clone(), job_rx.clone(), stopping.clone());
+        let (jobs, stopping) = (job_rx.clone(), stopping.clone());
         handles.push(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || worker(server, jobs, stopping))?,
+                .spawn(move || worker(jobs, stopping))?,
         );
     }
     drop(job_rx);
-    std::thread::Builder::new()
-        .name("refuser".into())
-        .spawn(move || refuser(refusal_rx))?;
     for l in &listeners {
         l.set_nonblocking(true)?;
     }
-    let limit = if cfg.max_connections > 0 {
-        cfg.max_connections
-    } else {
-        workers + queue
-    };
-    accept_loop(&listeners, signals, |stream, peer| {
-        if tracker.count() >= limit {
-            refuse_later(&refusal_tx, stream, limit);
-            return;
-        }
-        let job = (Job { stream, peer }, tracker.start());
-        match job_tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full((job, guard)) | TrySendError::Disconnected((job, guard))) => {
-                drop(guard);
-                refuse_later(&refusal_tx, job.stream, limit);
-            }
-        }
-    })?;
+    let committed = Arc::new(Committed::default());
+    let mut gate = Gatekeeper::new(server, job_tx, Arc::clone(&committed), workers + queue);
+    let served = gate.run(&listeners, signals, reload);
+    drop(listeners);
+    drop(gate);
+    served?;
     log::info!(
         "stopping: waiting up to {}s for transfers in flight",
         STOP_GRACE.as_secs()
     );
     stopping.store(true, Ordering::SeqCst);
-    drop(job_tx);
-    let left = tracker.wait_idle(Instant::now() + STOP_GRACE);
+    let left = committed.wait_idle(Instant::now() + STOP_GRACE);
     if left > 0 {
         log::warn!("stopped with {left} connection(s) still open");
     } else {
         for h in handles {
             let _ = h.join();
         }
+        log::info!("stopped");
     }
     Ok(())
 }
 
-fn refuse_later(refusals: &Sender<(TcpStream, String)>, stream: TcpStream, limit: usize) {
-    let why = format!("max connections ({limit}) reached -- try again later");
-    // When even the refusal queue is full, closing is all we can afford.
-    let _ = refusals.try_send((stream, why));
+/// Bytes waiting to be written to a connection in its opening; the MOTD
+/// is shared, not copied per connection.
+#[derive(Default)]
+struct Outbox {
+    chunks: VecDeque<Arc<[u8]>>,
+    pos: usize,
 }
 
-/// Waits for connections on every listener and for signals.
-fn accept_loop(
-    listeners: &[TcpListener],
-    signals: &Signals,
-    mut on_accept: impl FnMut(TcpStream, SocketAddr),
-) -> io::Result<()> {
-    let mut fds: Vec<libc::pollfd> = listeners
-        .iter()
-        .map(|l| l.as_raw_fd())
-        .chain(std::iter::once(signals.fd()))
-        .map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    loop {
-        // SAFETY: fds is a valid array of pollfd structs.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
+impl Outbox {
+    fn push(&mut self, bytes: Arc<[u8]>) {
+        if !bytes.is_empty() {
+            self.chunks.push_back(bytes);
         }
-        if fds.last().is_some_and(|p| p.revents != 0) {
-            let got = signals.drain();
-            if got.contains(&Signal::Stop) {
-                return Ok(());
-            }
-        }
-        for (i, l) in listeners.iter().enumerate() {
-            if fds[i].revents == 0 {
-                continue;
-            }
-            loop {
-                match l.accept() {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nonblocking(false);
-                        on_accept(stream, peer);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Writes what the socket takes now.
+    fn write_to(&mut self, mut stream: &TcpStream) -> io::Result<()> {
+        while let Some(front) = self.chunks.front() {
+            match stream.write(&front[self.pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.pos += n;
+                    if self.pos == front.len() {
+                        self.chunks.pop_front();
+                        self.pos = 0;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        // EMFILE and friends: log and keep serving.
-                        log::warn!("accept failed: {e}");
-                        break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn into_vec(self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            let from = if i == 0 { self.pos } else { 0 };
+            out.extend_from_slice(&chunk[from..]);
+        }
+        out
+    }
+}
+
+/// A connection in its opening, or finishing a refusal or module list.
+struct Pending {
+    stream: TcpStream,
+    peer: IpAddr,
+    accepted: Instant,
+    deadline: Instant,
+    machine: Opening,
+    line: Vec<u8>,
+    early_left: usize,
+    out: Outbox,
+    /// Set when the opening is over and the connection only writes `out`
+    /// before closing.
+    closing: bool,
+    /// Decided at accept: why this client will be refused after its opening.
+    refusal: Option<String>,
+    host: HostTicket,
+}
+
+/// What to do with a pending connection after an event.
+enum Next {
+    Keep,
+    Close(Option<Outcome>),
+    Commit(Request),
+}
+
+fn fail(error: impl Into<String>) -> Next {
+    Next::Close(Some(Outcome::Failed {
+        module: None,
+        error: error.into(),
+    }))
+}
+
+impl Pending {
+    fn finish_with(&mut self, text: Arc<[u8]>, outcome: Outcome) -> Next {
+        self.out.push(text);
+        self.closing = true;
+        self.deadline = self.deadline.min(Instant::now() + REFUSAL_TIMEOUT);
+        log_outcome(Some(self.peer), &outcome, self.accepted.elapsed());
+        Next::Keep
+    }
+
+    fn refuse(&mut self, why: String) -> Next {
+        let line: Arc<[u8]> = format!("@ERROR: {why}\n").into_bytes().into();
+        self.finish_with(line, Outcome::Refused(why))
+    }
+
+    /// Reads whatever the client sent, stopping at the end of its request
+    /// so that nothing meant for the session is consumed here.
+    fn read(&mut self) -> Next {
+        loop {
+            let got = match self.machine.need() {
+                Need::Line => self.read_line_part(),
+                Need::Bytes(n) => self.read_early_input(n),
+            };
+            match got {
+                Ok(Some(step)) => match step {
+                    Step::Continue => {}
+                    Step::Refuse(why) => return self.refuse(why),
+                    Step::Done(request) => return Next::Commit(request),
+                },
+                Ok(None) => return Next::Keep,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return fail(e.to_string()),
+            }
+        }
+    }
+
+    /// `Ok(None)`: a part of a line was taken, more must come.
+    fn read_line_part(&mut self) -> io::Result<Option<Step>> {
+        let mut buf = [0u8; MAX_LINE_LEN + 1];
+        let seen = self.stream.peek(&mut buf)?;
+        if seen == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by client during the handshake",
+            ));
+        }
+        let end = buf[..seen].iter().position(|&b| b == b'\n');
+        let take = end.map_or(seen, |i| i + 1);
+        (&self.stream).read_exact(&mut buf[..take])?;
+        let body = &buf[..end.unwrap_or(take)];
+        if self.line.len() + body.len() > MAX_LINE_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("line longer than {MAX_LINE_LEN} bytes"),
+            ));
+        }
+        self.line.extend_from_slice(body);
+        if end.is_none() {
+            return Ok(None);
+        }
+        if self.line.last() == Some(&b'\r') {
+            self.line.pop();
+        }
+        let step = self.machine.on_line(&self.line);
+        self.line = Vec::new();
+        Ok(Some(step))
+    }
+
+    fn read_early_input(&mut self, n: usize) -> io::Result<Option<Step>> {
+        if self.early_left == 0 {
+            self.early_left = n;
+        }
+        let mut buf = [0u8; opening::MAX_EARLY_INPUT];
+        let got = (&self.stream).read(&mut buf[..self.early_left])?;
+        if got == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by client during the handshake",
+            ));
+        }
+        self.early_left -= got;
+        Ok((self.early_left == 0).then(|| self.machine.on_early_input()))
+    }
+
+    /// Handles poll's verdict on this connection.
+    fn on_event(&mut self, revents: libc::c_short) -> Next {
+        if revents & libc::POLLNVAL != 0 {
+            return fail("invalid descriptor");
+        }
+        if !self.out.is_empty() && revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
+            if let Err(e) = self.out.write_to(&self.stream) {
+                return if self.closing {
+                    Next::Close(None)
+                } else {
+                    fail(e.to_string())
+                };
+            }
+        }
+        if self.closing {
+            return if self.out.is_empty() {
+                Next::Close(None)
+            } else {
+                Next::Keep
+            };
+        }
+        if revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0 {
+            return self.read();
+        }
+        Next::Keep
+    }
+
+    fn events(&self) -> libc::c_short {
+        let mut events = 0;
+        if !self.closing {
+            events |= libc::POLLIN;
+        }
+        if !self.out.is_empty() {
+            events |= libc::POLLOUT;
+        }
+        events
+    }
+}
+
+/// Counts connections closed without a word, logged once per interval.
+struct DropLog {
+    count: u64,
+    since: Instant,
+}
+
+impl DropLog {
+    fn note(&mut self, addr: IpAddr, why: &str) {
+        self.count += 1;
+        if self.since.elapsed() >= DROP_LOG_INTERVAL {
+            log::warn!(
+                "closed {} connection(s) without a handshake in the last {}s (latest: {addr}, {why})",
+                self.count,
+                self.since.elapsed().as_secs()
+            );
+            self.count = 0;
+            self.since = Instant::now();
+        }
+    }
+}
+
+/// The accept loop and every connection's opening.
+struct Gatekeeper {
+    server: Arc<Server>,
+    greeting: Arc<[u8]>,
+    motd: Option<Arc<[u8]>>,
+    pending: Vec<Pending>,
+    hosts: Arc<Hosts>,
+    committed: Arc<Committed>,
+    jobs: Sender<Job>,
+    /// What the pool and its queue hold.
+    capacity: usize,
+    accept_paused_until: Option<Instant>,
+    drops: DropLog,
+}
+
+fn motd_chunk(server: &Server) -> Option<Arc<[u8]>> {
+    server.motd.as_ref().map(|m| {
+        let mut text = m.clone();
+        text.push(b'\n');
+        text.into()
+    })
+}
+
+impl Gatekeeper {
+    fn new(
+        server: Arc<Server>,
+        jobs: Sender<Job>,
+        committed: Arc<Committed>,
+        capacity: usize,
+    ) -> Gatekeeper {
+        Gatekeeper {
+            motd: motd_chunk(&server),
+            server,
+            greeting: opening::greeting().into_bytes().into(),
+            pending: Vec::new(),
+            hosts: Arc::new(Hosts::default()),
+            committed,
+            jobs,
+            capacity,
+            accept_paused_until: None,
+            drops: DropLog {
+                count: 0,
+                since: Instant::now(),
+            },
+        }
+    }
+
+    /// Runs until a stop signal.
+    fn run(
+        &mut self,
+        listeners: &[TcpListener],
+        signals: &Signals,
+        reload: &mut Reload,
+    ) -> io::Result<()> {
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        loop {
+            let accepting = self.accepting();
+            self.fill_pollfds(&mut fds, listeners, signals, accepting);
+            let timeout = self.poll_timeout();
+            // SAFETY: fds is a valid array of pollfd structs.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            let signal_at = listeners.len();
+            if fds[signal_at].revents != 0 {
+                let got = signals.drain();
+                if got.contains(&Signal::Stop) {
+                    return Ok(());
+                }
+                if got.contains(&Signal::Reload) {
+                    self.reload(reload);
+                }
+            }
+            self.serve_openings(&fds[signal_at + 1..]);
+            self.expire();
+            if accepting {
+                for (i, l) in listeners.iter().enumerate() {
+                    if fds[i].revents != 0 {
+                        self.accept_from(l);
                     }
                 }
             }
         }
+    }
+
+    fn accepting(&mut self) -> bool {
+        match self.accept_paused_until {
+            Some(until) if Instant::now() < until => false,
+            _ => {
+                self.accept_paused_until = None;
+                true
+            }
+        }
+    }
+
+    fn fill_pollfds(
+        &self,
+        fds: &mut Vec<libc::pollfd>,
+        listeners: &[TcpListener],
+        signals: &Signals,
+        accepting: bool,
+    ) {
+        let entry = |fd, events| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        fds.clear();
+        let listen_events = if accepting { libc::POLLIN } else { 0 };
+        fds.extend(
+            listeners
+                .iter()
+                .map(|l| entry(l.as_raw_fd(), listen_events)),
+        );
+        fds.push(entry(signals.fd(), libc::POLLIN));
+        fds.extend(
+            self.pending
+                .iter()
+                .map(|p| entry(p.stream.as_raw_fd(), p.events())),
+        );
+    }
+
+    /// Milliseconds until the next deadline (or a paused accept resumes).
+    fn poll_timeout(&self) -> libc::c_int {
+        let next = self
+            .pending
+            .iter()
+            .map(|p| p.deadline)
+            .chain(self.accept_paused_until)
+            .min();
+        match next {
+            None => -1,
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int
+            }
+        }
+    }
+
+    fn reload(&mut self, reload: &mut Reload) {
+        match reload() {
+            Ok(server) => {
+                self.motd = motd_chunk(&server);
+                self.server = server;
+                log::info!("configuration reloaded; new connections use it");
+            }
+            Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+        }
+    }
+
+    /// Handles the events of the pending connections; `revents` is in the
+    /// same order as `self.pending`.
+    fn serve_openings(&mut self, revents: &[libc::pollfd]) {
+        for i in (0..self.pending.len().min(revents.len())).rev() {
+            let events = revents[i].revents;
+            if events == 0 {
+                continue;
+            }
+            let next = self.pending[i].on_event(events);
+            self.apply(i, next);
+        }
+    }
+
+    fn apply(&mut self, i: usize, next: Next) {
+        match next {
+            Next::Keep => {}
+            Next::Close(outcome) => {
+                let p = self.pending.swap_remove(i);
+                if let Some(outcome) = outcome {
+                    log_outcome(Some(p.peer), &outcome, p.accepted.elapsed());
+                }
+            }
+            Next::Commit(request) => self.commit(i, request),
+        }
+    }
+
+    /// Closes openings past their deadline.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        for i in (0..self.pending.len()).rev() {
+            if self.pending[i].deadline <= now {
+                let p = self.pending.swap_remove(i);
+                if !p.closing {
+                    let outcome = Outcome::Failed {
+                        module: None,
+                        error: "handshake took too long".into(),
+                    };
+                    log_outcome(Some(p.peer), &outcome, p.accepted.elapsed());
+                }
+            }
+        }
+    }
+
+    /// The opening is done: refuse, list, or hand the connection over.
+    fn commit(&mut self, i: usize, request: Request) {
+        let name = match &request.ask {
+            Ask::List => {
+                let text = listing_text(&self.server);
+                self.pending[i].finish_with(text.into(), Outcome::Listed);
+                return;
+            }
+            Ask::Module(name) => name.clone(),
+        };
+        if let Some(why) = self.pending[i].refusal.take() {
+            self.pending[i].refuse(why);
+            return;
+        }
+        let limit = match self.server.limits.total {
+            0 => self.capacity,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        if self.committed.count() >= limit {
+            self.pending[i].refuse(max_connections(limit));
+            return;
+        }
+        let p = self.pending.swap_remove(i);
+        let job = Job {
+            stream: p.stream,
+            peer: p.peer,
+            request,
+            unsent: p.out.into_vec(),
+            server: Arc::clone(&self.server),
+            accepted: p.accepted,
+            _committed: self.committed.start(),
+            _host: p.host,
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => log::debug!("{}: asks for module {name}", p.peer),
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                self.requeue_refused(job, limit);
+            }
+        }
+    }
+
+    /// A job the queue had no room for becomes a refusal again.
+    fn requeue_refused(&mut self, job: Job, limit: usize) {
+        let mut out = Outbox::default();
+        out.push(job.unsent.into());
+        let mut p = Pending {
+            stream: job.stream,
+            peer: job.peer,
+            accepted: job.accepted,
+            deadline: Instant::now() + REFUSAL_TIMEOUT,
+            machine: Opening::new(),
+            line: Vec::new(),
+            early_left: 0,
+            out,
+            closing: false,
+            refusal: None,
+            host: job._host,
+        };
+        p.refuse(max_connections(limit));
+        self.pending.push(p);
+    }
+
+    fn accept_from(&mut self, listener: &TcpListener) {
+        for _ in 0..ACCEPT_BATCH {
+            match listener.accept() {
+                Ok((stream, addr)) => self.admit(stream, addr.ip()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    log::warn!("accept failed: {e}; pausing accepts briefly");
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Starts the opening of a new connection, or closes it at once when
+    /// its address is far over its limit.
+    fn admit(&mut self, stream: TcpStream, addr: IpAddr) {
+        let held = self.hosts.count(addr);
+        let refusal = match host_limit(self.server.limits.per_host, addr) {
+            Some(limit) if held >= limit + REFUSALS_PER_HOST => {
+                self.drops.note(addr, "over its connection limit");
+                return;
+            }
+            Some(limit) if held >= limit => Some(format!(
+                "max connections per host ({limit}) reached -- try again later"
+            )),
+            _ => None,
+        };
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        if self.pending.len() >= MAX_OPENINGS {
+            self.drop_oldest();
+        }
+        let mut out = Outbox::default();
+        out.push(Arc::clone(&self.greeting));
+        if let Some(motd) = &self.motd {
+            out.push(Arc::clone(motd));
+        }
+        let now = Instant::now();
+        let mut p = Pending {
+            stream,
+            peer: addr,
+            accepted: now,
+            deadline: now + session::HANDSHAKE_TIMEOUT,
+            machine: Opening::new(),
+            line: Vec::new(),
+            early_left: 0,
+            out,
+            closing: false,
+            refusal,
+            host: self.hosts.start(addr),
+        };
+        // Most greetings fit the socket buffer at once.
+        if let Err(e) = p.out.write_to(&p.stream) {
+            log_outcome(
+                Some(addr),
+                &Outcome::Failed {
+                    module: None,
+                    error: e.to_string(),
+                },
+                now.elapsed(),
+            );
+            return;
+        }
+        self.pending.push(p);
+    }
+
+    fn drop_oldest(&mut self) {
+        let oldest = self
+            .pending
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, p)| p.accepted)
+            .map(|(i, _)| i);
+        if let Some(i) = oldest {
+            let p = self.pending.swap_remove(i);
+            self.drops.note(p.peer, "too many handshakes in progress");
+        }
+    }
+}
+
+fn max_connections(limit: usize) -> String {
+    format!("max connections ({limit}) reached -- try again later")
+}
+
+/// The module list as rsyncd sends it: `name<TAB>comment` lines, then
+/// `@RSYNCD: EXIT`.
+fn listing_text(server: &Server) -> Vec<u8> {
+    let mut text = String::new();
+    for (name, comment) in server.listing() {
+        text.push_str(&format!("{name:<15}\t{comment}\n"));
+    }
+    text.push_str("@RSYNCD: EXIT\n");
+    text.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_spared_only_by_default() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let lan: IpAddr = "10.1.2.3".parse().unwrap();
+        let default = crate::config::DEFAULT_MAX_CONNECTIONS_PER_HOST as usize;
+        assert_eq!(host_limit(None, lo), None);
+        assert_eq!(host_limit(None, mapped), None);
+        assert_eq!(host_limit(None, lan), Some(default));
+        assert_eq!(host_limit(Some(2), lo), Some(2));
+        assert_eq!(host_limit(Some(0), lan), None);
+    }
+
+    #[test]
+    fn host_tickets_count_and_forget() {
+        let hosts = Arc::new(Hosts::default());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let t1 = hosts.start(a);
+        let t2 = hosts.start(a);
+        assert_eq!(hosts.count(a), 2);
+        drop(t1);
+        drop(t2);
+        assert_eq!(hosts.count(a), 0);
+        assert!(hosts.0.lock().is_empty());
+    }
+
+    #[test]
+    fn an_outbox_hands_over_what_is_left() {
+        let mut out = Outbox::default();
+        out.push(b"abc".to_vec().into());
+        out.push(Vec::new().into());
+        out.push(b"de".to_vec().into());
+        out.pos = 1;
+        assert_eq!(out.into_vec(), b"bcde");
     }
 }
