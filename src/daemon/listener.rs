@@ -61,6 +61,9 @@ pub const STOP_GRACE: Duration = Duration::from_secs(30);
 const ACCEPT_BATCH: usize = 64;
 /// How long accepting pauses when the process is out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// What one event may read and drop from a closing connection.
+const DRAIN_CHUNK: usize = 4096;
+const DRAIN_ROUNDS: usize = 16;
 /// Connections closed without a word are logged as one line per interval.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -346,6 +349,10 @@ struct Pending {
     /// Set when the opening is over and the connection only writes `out`
     /// before closing.
     closing: bool,
+    /// Our side is shut down; the client's leftovers are read and dropped
+    /// until it closes, so that closing never resets the connection before
+    /// the client has read our last line.
+    shut: bool,
     /// Decided at accept: why this client will be refused after its opening.
     refusal: Option<String>,
     host: HostTicket,
@@ -463,22 +470,43 @@ impl Pending {
                 };
             }
         }
-        if self.closing {
-            return if self.out.is_empty() {
-                Next::Close(None)
-            } else {
-                Next::Keep
-            };
+        let readable = revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
+        if !self.closing {
+            return if readable { self.read() } else { Next::Keep };
         }
-        if revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0 {
-            return self.read();
+        if !self.out.is_empty() {
+            return Next::Keep;
+        }
+        if !self.shut {
+            self.shut = true;
+            if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
+                return Next::Close(None);
+            }
+        }
+        if readable {
+            return self.drain();
+        }
+        Next::Keep
+    }
+
+    /// Reads and drops what the client still sends after our last line.
+    fn drain(&mut self) -> Next {
+        let mut buf = [0u8; DRAIN_CHUNK];
+        for _ in 0..DRAIN_ROUNDS {
+            match (&self.stream).read(&mut buf) {
+                Ok(0) => return Next::Close(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Next::Close(None),
+            }
         }
         Next::Keep
     }
 
     fn events(&self) -> libc::c_short {
         let mut events = 0;
-        if !self.closing {
+        if !self.closing || self.shut {
             events |= libc::POLLIN;
         }
         if !self.out.is_empty() {
@@ -762,6 +790,7 @@ impl Gatekeeper {
             early_left: 0,
             out,
             closing: false,
+            shut: false,
             refusal: None,
             host: job._host,
         };
@@ -815,12 +844,13 @@ impl Gatekeeper {
             stream,
             peer: addr,
             accepted: now,
-            deadline: now + session::HANDSHAKE_TIMEOUT,
+            deadline: now + session::handshake_timeout(self.server.build_timeout),
             machine: Opening::new(),
             line: Vec::new(),
             early_left: 0,
             out,
             closing: false,
+            shut: false,
             refusal,
             host: self.hosts.start(addr),
         };

@@ -27,7 +27,14 @@ pub use super::opening::{MAX_LINE_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 /// the opening (up to the module name), and separately, once a worker
 /// serves the connection, the login and the arguments. Waiting for a
 /// build download does not count; the client is sent progress meanwhile.
+/// A shorter `timeout` (global for the opening, the module's after it)
+/// shortens it, as in rsyncd.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The handshake deadline under an I/O `timeout` setting.
+pub fn handshake_timeout(timeout: Option<Duration>) -> Duration {
+    timeout.map_or(HANDSHAKE_TIMEOUT, |t| t.min(HANDSHAKE_TIMEOUT))
+}
 /// Idle limit during a transfer when neither the module nor the client sets one.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -110,7 +117,8 @@ pub fn refuse(conn: &mut Conn, why: String) -> io::Result<Outcome> {
 /// blocking waits (the daemon's gatekeeper drives the same machine on
 /// non-blocking sockets). `Ok(Err(_))`: the client was refused.
 pub fn opening(server: &Server, conn: &mut Conn) -> io::Result<Result<Request, Outcome>> {
-    conn.set_deadline(Some(Instant::now() + HANDSHAKE_TIMEOUT));
+    let limit = handshake_timeout(server.build_timeout);
+    conn.set_deadline(Some(Instant::now() + limit));
     conn.write_all(opening::greeting().as_bytes())?;
     if let Some(motd) = &server.motd {
         conn.write_all(motd)?;
@@ -169,7 +177,7 @@ fn serve_module(
         Ok(m) => m,
         Err(why) => return refuse(conn, why),
     };
-    conn.set_deadline(Some(Instant::now() + HANDSHAKE_TIMEOUT));
+    conn.set_deadline(Some(Instant::now() + handshake_timeout(module.timeout)));
     let digests = request.client_digests.as_deref();
     let admitted = match admit::admit(server, conn, peer, &module, digests)? {
         Ok(a) => a,
@@ -212,7 +220,8 @@ fn pull(conn: &mut Conn, module: Module, admitted: Admitted, protocol: u32) -> i
     conn.reset_counters();
     conn.set_idle_timeout(Some(idle_timeout(module.timeout, opts.timeout)));
 
-    let paths = source_paths(&module.name, &opts.paths, opts.relative);
+    let mut paths = source_paths(&module.name, &opts.paths, opts.relative);
+    drop_repeated(&mut paths);
     let source = Source::new(module.root.path().to_path_buf(), module.root.meta());
     let pull = Pull {
         opts: &opts,
@@ -234,6 +243,15 @@ fn pull(conn: &mut Conn, module: Module, admitted: Admitted, protocol: u32) -> i
         },
     };
     Ok(outcome)
+}
+
+/// Keeps the first of identical source paths. The file list drops the
+/// duplicate entries they make anyway, but only after building them: a
+/// client repeating `m/` thousands of times would otherwise have us list
+/// the module thousands of times over.
+fn drop_repeated(paths: &mut Vec<Vec<u8>>) {
+    let mut seen = std::collections::HashSet::new();
+    paths.retain(|p| seen.insert(p.clone()));
 }
 
 /// The idle timeout: the stricter of the module's and the client's, with a
