@@ -185,27 +185,38 @@ struct Job {
     _host: HostTicket,
 }
 
+/// Serves a job; everything it holds is released before its log line is
+/// written, so that the line means the connection is gone.
 fn serve_job(job: Job) {
-    let peer = job.peer;
-    let conn = job
-        .stream
+    let Job {
+        stream,
+        peer,
+        request,
+        unsent,
+        server,
+        accepted,
+        _committed,
+        _host,
+    } = job;
+    let conn = stream
         .try_clone()
-        .and_then(|r| Conn::new(OwnedFd::from(r), OwnedFd::from(job.stream)));
-    let mut conn = match conn {
-        Ok(c) => c,
-        Err(e) => {
-            log::warn!("{peer}: cannot set up connection: {e}");
-            return;
-        }
-    };
-    let outcome = match conn.write_all(&job.unsent) {
-        Ok(()) => session::serve(&job.server, &mut conn, Some(peer), job.request),
-        Err(e) => Outcome::Failed {
-            module: None,
-            error: e.to_string(),
+        .and_then(|r| Conn::new(OwnedFd::from(r), OwnedFd::from(stream)));
+    let outcome = match conn {
+        Ok(mut conn) => match conn.write_all(&unsent) {
+            Ok(()) => session::serve(&server, &mut conn, Some(peer), request),
+            Err(e) => setup_failed(e),
         },
+        Err(e) => setup_failed(e),
     };
-    log_outcome(Some(peer), &outcome, job.accepted.elapsed());
+    drop((_committed, _host));
+    log_outcome(Some(peer), &outcome, accepted.elapsed());
+}
+
+fn setup_failed(e: io::Error) -> Outcome {
+    Outcome::Failed {
+        module: None,
+        error: format!("cannot set up the connection: {e}"),
+    }
 }
 
 /// Tells a queued client that the server stops, with a short deadline.
@@ -516,24 +527,29 @@ impl Pending {
     }
 }
 
-/// Counts connections closed without a word, logged once per interval.
+/// Counts connections closed without a word: the first is logged, then
+/// at most one line per interval sums up the others.
+#[derive(Default)]
 struct DropLog {
     count: u64,
-    since: Instant,
+    last_line: Option<Instant>,
 }
 
 impl DropLog {
     fn note(&mut self, addr: IpAddr, why: &str) {
         self.count += 1;
-        if self.since.elapsed() >= DROP_LOG_INTERVAL {
-            log::warn!(
-                "closed {} connection(s) without a handshake in the last {}s (latest: {addr}, {why})",
-                self.count,
-                self.since.elapsed().as_secs()
-            );
-            self.count = 0;
-            self.since = Instant::now();
+        if self
+            .last_line
+            .is_some_and(|t| t.elapsed() < DROP_LOG_INTERVAL)
+        {
+            return;
         }
+        log::warn!(
+            "{addr}: closed at once: {why} ({} connection(s) closed so since the last such line)",
+            self.count
+        );
+        self.count = 0;
+        self.last_line = Some(Instant::now());
     }
 }
 
@@ -577,10 +593,7 @@ impl Gatekeeper {
             jobs,
             capacity,
             accept_paused_until: None,
-            drops: DropLog {
-                count: 0,
-                since: Instant::now(),
-            },
+            drops: DropLog::default(),
         }
     }
 
@@ -710,8 +723,10 @@ impl Gatekeeper {
             Next::Keep => {}
             Next::Close(outcome) => {
                 let p = self.pending.swap_remove(i);
+                let (peer, took) = (p.peer, p.accepted.elapsed());
+                drop(p);
                 if let Some(outcome) = outcome {
-                    log_outcome(Some(p.peer), &outcome, p.accepted.elapsed());
+                    log_outcome(Some(peer), &outcome, took);
                 }
             }
             Next::Commit(request) => self.commit(i, request),
@@ -724,12 +739,14 @@ impl Gatekeeper {
         for i in (0..self.pending.len()).rev() {
             if self.pending[i].deadline <= now {
                 let p = self.pending.swap_remove(i);
-                if !p.closing {
+                let (peer, took, closing) = (p.peer, p.accepted.elapsed(), p.closing);
+                drop(p);
+                if !closing {
                     let outcome = Outcome::Failed {
                         module: None,
                         error: "handshake took too long".into(),
                     };
-                    log_outcome(Some(p.peer), &outcome, p.accepted.elapsed());
+                    log_outcome(Some(peer), &outcome, took);
                 }
             }
         }

@@ -145,11 +145,13 @@ pub fn opening(server: &Server, conn: &mut Conn) -> io::Result<Result<Request, O
 
 /// Serves a request whose opening is done.
 pub fn serve(server: &Server, conn: &mut Conn, peer: Option<IpAddr>, request: Request) -> Outcome {
-    let result = match &request.ask {
-        Ask::List => send_listing(server, conn).map(|()| Outcome::Listed),
-        Ask::Module(name) => serve_module(server, conn, peer, name, &request),
-    };
-    result.unwrap_or_else(|e| failed(None, e))
+    match &request.ask {
+        Ask::List => send_listing(server, conn)
+            .map(|()| Outcome::Listed)
+            .unwrap_or_else(|e| failed(None, e)),
+        Ask::Module(name) => serve_module(server, conn, peer, name, &request)
+            .unwrap_or_else(|e| failed(Some(name.clone()), e)),
+    }
 }
 
 /// Finds the module, fetching a build while the client is sent progress;

@@ -228,6 +228,23 @@ pub fn fd_count(pid: u32) -> usize {
         .count()
 }
 
+/// Waits until process `pid` has `want` open descriptors. Closing a
+/// socket leaves no other trace to wait for, so this polls (bounded).
+pub fn await_fd_count(pid: u32, want: usize) {
+    let deadline = Instant::now() + AWAIT_TIMEOUT;
+    loop {
+        let now = fd_count(pid);
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} kept {now} descriptors, expected {want}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Threads of process `pid`.
 pub fn thread_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
