@@ -190,6 +190,8 @@ fn serve_module(
     };
     send_line(conn, "@RSYNCD: OK")?;
     conn.flush()?;
+    let who = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+    log::debug!("{who}: module {name}: admitted");
     pull(conn, module, admitted, request.protocol)
 }
 

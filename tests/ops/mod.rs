@@ -43,6 +43,9 @@ pub struct Daemon {
     child: Child,
     addr: SocketAddr,
     log: Arc<LogLines>,
+    /// The `log file`, when the configuration names one: upserv then
+    /// writes nothing on stderr and the log is read from the file.
+    log_file: Option<PathBuf>,
     dir: TempDir,
 }
 
@@ -69,6 +72,38 @@ impl Daemon {
         Daemon::start_in(dir, args)
     }
 
+    /// Starts upserv with a `log file` in its state directory, on a free
+    /// loopback port; `conf` gets the `log file` line in front.
+    pub fn start_logging_to_file(conf: &str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("upserv-ops-")
+            .tempdir()
+            .expect("state directory");
+        let log_file = dir.path().join("upserv.log");
+        let text = format!("log file = {}\n{conf}", log_file.display());
+        std::fs::write(dir.path().join("upserv.conf"), text).expect("writing upserv.conf");
+        std::fs::create_dir(dir.path().join("builds")).expect("builds directory");
+        let port = crate::common::rsyncd::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(upserv_bin());
+        cmd.arg("daemon")
+            .arg("--config")
+            .arg(dir.path().join("upserv.conf"))
+            .arg("--builds")
+            .arg(dir.path().join("builds"))
+            .args(["--listen", &listen]);
+        let child = Child::spawn(&mut cmd, |_| {}).expect("spawning upserv daemon");
+        let daemon = Daemon {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log: Arc::new(LogLines::default()),
+            log_file: Some(log_file),
+            dir,
+        };
+        daemon.await_log(&format!("listening on {listen}"), 1);
+        daemon
+    }
+
     /// Starts upserv in a prepared state directory (holding `upserv.conf`
     /// and `builds/`).
     pub fn start_in(dir: TempDir, args: &[&str]) -> Daemon {
@@ -86,7 +121,7 @@ impl Daemon {
             sink.grew.notify_all();
         })
         .expect("spawning upserv daemon");
-        let addr = await_line(&log, LISTEN_TIMEOUT, |l| listening_addr(l));
+        let addr = await_line(&log, LISTEN_TIMEOUT, listening_addr);
         let Some(addr) = addr else {
             let state = child.exited().map_or("still running".to_string(), |s| {
                 format!("exit {}", exit_code(s))
@@ -100,12 +135,18 @@ impl Daemon {
             child,
             addr,
             log,
+            log_file: None,
             dir,
         }
     }
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// What upserv wrote on stderr (empty when it logs to a file).
+    pub fn stderr_text(&self) -> String {
+        self.child.stderr_text()
     }
 
     /// Replaces the configuration file (for a reload).
@@ -130,21 +171,36 @@ impl Daemon {
     }
 
     pub fn log_text(&self) -> String {
-        self.log.lines.lock().join("\n")
+        match &self.log_file {
+            Some(path) => std::fs::read_to_string(path).unwrap_or_default(),
+            None => self.log.lines.lock().join("\n"),
+        }
     }
 
     /// Log lines containing `needle`.
     pub fn count_log(&self, needle: &str) -> usize {
-        self.log
-            .lines
-            .lock()
-            .iter()
+        self.log_text()
+            .lines()
             .filter(|l| l.contains(needle))
             .count()
     }
 
     /// Waits until `count` log lines contain `needle`.
     pub fn await_log(&self, needle: &str, count: usize) {
+        if self.log_file.is_some() {
+            // A file gives no notice when it grows: poll it (bounded).
+            let deadline = Instant::now() + AWAIT_TIMEOUT;
+            while self.count_log(needle) < count {
+                assert!(
+                    Instant::now() < deadline,
+                    "the log file never showed {count} line(s) with {needle:?}:\n{}\nstderr:\n{}",
+                    self.log_text(),
+                    self.child.stderr_text()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return;
+        }
         let mut n = 0;
         let found = await_line(&self.log, AWAIT_TIMEOUT, |line| {
             n += usize::from(line.contains(needle));
@@ -171,7 +227,8 @@ impl Daemon {
         let pid = self.pid();
         let (tx, rx) = crossbeam_channel::bounded(1);
         std::thread::spawn(move || {
-            let _ = tx.send(wait_without_reaping(pid));
+            wait_without_reaping(pid);
+            let _ = tx.send(());
         });
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(
@@ -415,4 +472,98 @@ pub fn files_containing(dir: &Path, marker: &[u8]) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// A one-connection TCP relay to a daemon that forwards the first bytes
+/// the daemon sends, then holds the rest until released: a pull that is
+/// certainly in flight for as long as a test needs, without timing.
+pub struct GatedRelay {
+    port: u16,
+    paused: crossbeam_channel::Receiver<()>,
+    release: crossbeam_channel::Sender<()>,
+}
+
+impl GatedRelay {
+    /// Relays one connection to `127.0.0.1:target`, pausing once
+    /// `pause_after` bytes have gone from the daemon to the client.
+    pub fn start(target: u16, pause_after: usize) -> GatedRelay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("relay listener");
+        let port = listener.local_addr().expect("relay address").port();
+        let (paused_tx, paused) = crossbeam_channel::bounded(1);
+        let (release, release_rx) = crossbeam_channel::bounded::<()>(1);
+        std::thread::spawn(move || {
+            let Ok((client, _)) = listener.accept() else {
+                return;
+            };
+            let Ok(daemon) = TcpStream::connect(("127.0.0.1", target)) else {
+                return;
+            };
+            let (mut c_in, mut d_out) = (
+                client.try_clone().expect("clone"),
+                daemon.try_clone().expect("clone"),
+            );
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_in, &mut d_out);
+                let _ = d_out.shutdown(std::net::Shutdown::Write);
+            });
+            relay_gated(daemon, client, pause_after, &paused_tx, &release_rx);
+        });
+        GatedRelay {
+            port,
+            paused,
+            release,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Waits until the relay holds the daemon's data back.
+    pub fn await_paused(&self) {
+        self.paused
+            .recv_timeout(AWAIT_TIMEOUT)
+            .expect("the relay never paused: the pull did not start");
+    }
+
+    /// Lets the rest of the daemon's data through.
+    pub fn release(&self) {
+        let _ = self.release.send(());
+    }
+}
+
+fn relay_gated(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    pause_after: usize,
+    paused: &crossbeam_channel::Sender<()>,
+    release: &crossbeam_channel::Receiver<()>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut sent = 0;
+    let mut gate_open = false;
+    loop {
+        if !gate_open && sent >= pause_after {
+            let _ = paused.send(());
+            if release.recv().is_err() {
+                return;
+            }
+            gate_open = true;
+        }
+        let room = if gate_open {
+            buf.len()
+        } else {
+            buf.len().min(pause_after - sent)
+        };
+        match from.read(&mut buf[..room]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                sent += n;
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
 }
