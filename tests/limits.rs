@@ -475,3 +475,61 @@ fn repeating_a_source_thousands_of_times_costs_no_memory() {
     let grown = peak_rss_kib(server.pid()).saturating_sub(peak);
     assert!(grown < 32 * 1024, "peak memory grew by {grown} KiB");
 }
+
+/// A hand-made request for `m/{file}` with a sum head of `count` blocks
+/// of 700 bytes and 4-byte sums, all of which are then sent.
+fn send_sums(server: &Daemon, file: &str, count: usize) {
+    let mut raw = Raw::connect(server.port());
+    raw.open_module("m");
+    raw.send(format!("--server\n--sender\n.\nm/{file}\n\n").as_bytes());
+    let mut stream = raw.stream;
+    let mut seed = [0u8; 4];
+    stream.read_exact(&mut seed).expect("seed");
+    let mut req = Vec::new();
+    req.extend_from_slice(&0i32.to_le_bytes()); // no filter rules
+    req.extend_from_slice(&0i32.to_le_bytes()); // file index 0
+    req.extend_from_slice(&ITEM_TRANSFER.to_le_bytes());
+    let count_field = i32::try_from(count).expect("count");
+    for v in [count_field, 700, 0, 0] {
+        req.extend_from_slice(&v.to_le_bytes());
+    }
+    stream.write_all(&req).expect("sum head");
+    // The daemon answers while it reads: drain it so it never stalls.
+    let mut reader = stream.try_clone().expect("clone");
+    let drain = std::thread::spawn(move || {
+        let mut sink = [0u8; 64 * 1024];
+        while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let chunk: Vec<u8> = (0..64 * 1024u32).flat_map(|i| i.to_le_bytes()).collect();
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(64 * 1024);
+        stream.write_all(&chunk[..n * 4]).expect("sums");
+        left -= n;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = drain.join();
+}
+
+#[test]
+fn block_sums_a_client_sends_cost_bounded_memory() {
+    let tree = tree();
+    tree.file("onemb", &common::tree::Rng::new(3).bytes(1 << 20));
+    let server = Daemon::start(&conf("", &tree, ""));
+    assert_pull_works(&server);
+    let start = peak_rss_kib(server.pid());
+    // Eight million sums (32 MB) are over the budget: read and dropped.
+    send_sums(&server, "onemb", 8_000_000);
+    server.await_log("module m: failed", 1);
+    let dropped = peak_rss_kib(server.pid()).saturating_sub(start);
+    assert!(
+        dropped < 16 * 1024,
+        "dropped sums grew the peak by {dropped} KiB"
+    );
+    // A million (4 MB) are within it: held while the file is matched.
+    send_sums(&server, "onemb", 1_000_000);
+    server.await_log("module m: failed", 2);
+    let held = peak_rss_kib(server.pid()).saturating_sub(start);
+    assert!(held < 48 * 1024, "held sums grew the peak by {held} KiB");
+    assert_pull_works(&server);
+}
