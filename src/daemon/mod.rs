@@ -9,6 +9,7 @@
 pub mod access;
 pub mod admit;
 pub mod auth;
+pub mod gatekeeper;
 pub mod listener;
 pub mod opening;
 pub mod session;
