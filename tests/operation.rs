@@ -208,3 +208,27 @@ fn sighup_reloads_modules_for_new_connections_only() {
     server.await_log("reload failed, keeping the running configuration", 1);
     pull_result(&server, "new/hello.txt").assert_ok();
 }
+
+#[test]
+fn a_second_stop_signal_ends_the_grace_period() {
+    let tree = tree_with_big_file();
+    let mut server = Daemon::start(&module_conf("m", &tree));
+    let scratch = tempfile::tempdir().expect("scratch");
+    let (relay, pulling) = held_pull(&server, "m", &scratch.path().join("d"));
+    server.signal(libc::SIGTERM);
+    server.await_log("stopping: waiting up to", 1);
+    server.signal(libc::SIGINT);
+    // Well before the 30 s of grace, with the held pull cut off.
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)),
+        0,
+        "{}",
+        server.log_text()
+    );
+    assert!(server.log_text().contains("a second stop signal"));
+    assert!(server
+        .log_text()
+        .contains("stopped with 1 connection(s) still open"));
+    relay.release();
+    assert_ne!(pulling.join().expect("pull thread").code, 0);
+}

@@ -566,6 +566,10 @@ impl Gatekeeper {
 
     /// The opening is done: refuse, list, or hand the connection over.
     fn commit(&mut self, i: usize, request: Request) {
+        if let Some(why) = self.pending[i].refusal.take() {
+            self.pending[i].refuse(why);
+            return;
+        }
         let name = match &request.ask {
             Ask::List => {
                 let text = listing_text(&self.server);
@@ -574,10 +578,6 @@ impl Gatekeeper {
             }
             Ask::Module(name) => name.clone(),
         };
-        if let Some(why) = self.pending[i].refusal.take() {
-            self.pending[i].refuse(why);
-            return;
-        }
         let limit = match self.server.limits.total {
             0 => self.capacity,
             n => usize::try_from(n).unwrap_or(usize::MAX),

@@ -11,7 +11,7 @@
 use super::gatekeeper::{Gatekeeper, HostTicket, REFUSAL_TIMEOUT};
 use super::opening::Request;
 use super::session::{self, Outcome};
-use super::signals::Signals;
+use super::signals::{Signal, Signals};
 use super::Server;
 use crate::protocol::io::Conn;
 use crate::protocol::wire::WireWrite;
@@ -42,6 +42,26 @@ pub fn log_outcome(peer: Option<IpAddr>, outcome: &Outcome, took: Duration) {
     match outcome {
         Outcome::Failed { .. } => log::warn!("{who}: {outcome} ({secs:.1}s)"),
         _ => log::info!("{who}: {outcome} ({secs:.1}s)"),
+    }
+}
+
+/// How often the grace period looks for a second stop signal.
+const STOP_SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
+/// Waits up to [`STOP_GRACE`] for the connections being served; a second
+/// SIGTERM or SIGINT cuts the wait short. Returns how many are left.
+fn wait_for_transfers(committed: &Committed, signals: &Signals) -> usize {
+    let deadline = Instant::now() + STOP_GRACE;
+    loop {
+        let slice = (Instant::now() + STOP_SIGNAL_CHECK).min(deadline);
+        let left = committed.wait_idle(slice);
+        if left == 0 || Instant::now() >= deadline {
+            return left;
+        }
+        if signals.drain().contains(&Signal::Stop) {
+            log::warn!("a second stop signal: not waiting any longer");
+            return left;
+        }
     }
 }
 
@@ -196,7 +216,7 @@ pub fn run(
         STOP_GRACE.as_secs()
     );
     stopping.store(true, Ordering::SeqCst);
-    let left = committed.wait_idle(Instant::now() + STOP_GRACE);
+    let left = wait_for_transfers(&committed, signals);
     if left > 0 {
         log::warn!("stopped with {left} connection(s) still open");
     } else {
