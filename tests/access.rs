@@ -753,3 +753,36 @@ fn the_module_own_etc_passwd_is_what_an_absolute_path_gets() {
         b"the module's own passwd\n"
     );
 }
+
+#[test]
+fn serve_mode_applies_hosts_and_logins_too() {
+    let tree = small_tree();
+    let scratch = tempfile::tempdir().expect("scratch");
+    let mut modules = auth_modules(&tree, scratch.path());
+    modules.push(Module::new("walled", tree.root()).param("hosts allow", "10.0.0.0/8"));
+    let server = UpservServe::start(&modules);
+    let client = Client::current();
+    let good = &LOGINS[0];
+    let bad = &LOGINS[1];
+    assert_eq!(
+        try_login(&client, server.port(), good, Password::Env, scratch.path()).0,
+        0
+    );
+    let refused = try_login(&client, server.port(), bad, Password::Env, scratch.path());
+    assert_eq!(refused.0, 5);
+    assert_eq!(
+        refused.1.as_deref(),
+        Some("@ERROR: auth failed on module priv")
+    );
+    let walled = pull(
+        &server.url("walled/"),
+        &scratch.path().join("w"),
+        &["-a"],
+        Protocol::Default,
+    );
+    assert_eq!(walled.code, 5);
+    assert!(walled
+        .stderr
+        .contains("@ERROR: access denied to walled from UNDETERMINED (127.0.0.1)"));
+    assert!(server.stderr_text().is_empty(), "{}", server.stderr_text());
+}

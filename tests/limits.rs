@@ -329,12 +329,15 @@ fn a_client_that_never_reads_is_timed_out_and_leaves_nothing_behind() {
     );
     assert_pull_works(&server);
     let before = census(&server);
+    let rss = rss_kib(server.pid());
     let stalled = request_and_never_read(server.port());
     // The other worker still serves.
     assert_pull_works(&server);
     server.await_log("module m: failed: no I/O for 2 seconds", 1);
     drop(stalled);
     assert_census(&server, before);
+    let grown = rss_kib(server.pid()).saturating_sub(rss);
+    assert!(grown < RSS_SLACK_KIB, "RSS grew by {grown} KiB");
     assert_pull_works(&server);
 }
 
