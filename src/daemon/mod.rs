@@ -27,7 +27,7 @@ use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A `[section]` of the configuration.
 #[derive(Clone, Debug)]
@@ -197,15 +197,16 @@ impl Server {
         let Some(cache) = &self.cache else {
             return Ok(Ok(None));
         };
-        // A download may outlast the handshake deadline: the wait is not the
-        // client's fault, so each line and the end of the wait renew it.
-        let renew = || Some(Instant::now() + session::HANDSHAKE_TIMEOUT);
+        // A download may outlast any handshake limit: the wait is not the
+        // client's fault, so the idle clock restarts with each progress line
+        // and at the end of the wait; only a client that stops reading the
+        // lines times out.
         let mut write_failed = None;
         let mut progress = |line: &str| {
             if write_failed.is_some() {
                 return;
             }
-            conn.set_deadline(renew());
+            conn.restart_idle_clock();
             let sent = conn
                 .write_all(line.as_bytes())
                 .and_then(|()| conn.write_all(b"\n"))
@@ -218,7 +219,7 @@ impl Server {
         if let Some(e) = write_failed {
             return Err(e);
         }
-        conn.set_deadline(renew());
+        conn.restart_idle_clock();
         Ok(match acquired {
             Ok(Some(guard)) => Ok(Some(Module {
                 name: name.to_string(),
