@@ -374,7 +374,9 @@ def run_clients(port, dests):
 
 def measure(server, is_rsyncd, dests, source_size):
     """One scenario round against one server: wall seconds, server CPU
-    seconds, peak memory per connection in KiB, and any failures."""
+    seconds, peak memory per connection in KiB, the peak resident memory
+    of the whole server (daemon and all its processes) in KiB, and any
+    failures."""
     await_no_children(server)
     pid = server.proc.pid
     own_before, reaped_before = proc_stat(pid)
@@ -395,14 +397,15 @@ def measure(server, is_rsyncd, dests, source_size):
     cpu = (own_after - own_before) + (reaped_after - reaped_before)
     if is_rsyncd:
         per_conn = sampler.peak_child_hwm_kib
+        total = sampler.peak_total_kib
     else:
-        peak = max(sampler.peak_total_kib, status_kib(pid, "VmHWM"))
-        per_conn = max(0, peak - idle_kib) / len(dests)
+        total = max(sampler.peak_total_kib, status_kib(pid, "VmHWM"))
+        per_conn = max(0, total - idle_kib) / len(dests)
     for dest in dests:
         pulled = os.path.join(dest, "big.img")
         if not os.path.exists(pulled) or os.path.getsize(pulled) != source_size:
             failures.append(f"{pulled}: missing or wrong size")
-    return wall, cpu, per_conn, failures
+    return wall, cpu, per_conn, total, failures
 
 
 # ---------------------------------------------------------------- report
@@ -436,6 +439,7 @@ def print_table(results, args, upserv_argv_text):
         ("wall time (s)", 0, "s"),
         ("server CPU (s)", 1, "s"),
         ("peak mem/conn (MiB)", 2, "MiB"),
+        ("peak server RSS (MiB)", 3, "MiB"),
     ]
     for scenario, per_server in results.items():
         for i, (name, index, unit) in enumerate(metrics):
@@ -493,10 +497,10 @@ def run_scenarios(args, workdir, basis, upserv, rsyncd):
                 order.reverse()
             for server, is_rsyncd in order:
                 dests = prepare_dests(workdir, server.name, clients, scenario_basis)
-                wall, cpu, mem, failures = measure(server, is_rsyncd, dests, size)
+                wall, cpu, mem, total, failures = measure(server, is_rsyncd, dests, size)
                 for failure in failures:
                     log(f"WARNING {name}, {server.name}: {failure}")
-                per_server[server.name].append((wall, cpu, mem))
+                per_server[server.name].append((wall, cpu, mem, total))
                 log(
                     f"{name}, round {round_no + 1}, {server.name}: "
                     f"{wall:.2f}s wall, {cpu:.2f}s CPU"

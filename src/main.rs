@@ -80,7 +80,7 @@ fn run(inv: &Invocation, settings: &Settings) -> ExitCode {
             print!("{settings}");
             ExitCode::SUCCESS
         }
-        Command::Daemon => run_daemon(settings),
+        Command::Daemon => run_daemon(inv, settings),
         Command::Serve => run_serve(settings),
         Command::Fetch(names) => exit_code(cache::commands::fetch(cfg(), names)),
         Command::List => exit_code(cache::commands::list(cfg())),
@@ -121,7 +121,9 @@ fn server(settings: &Settings, serve: bool) -> Result<Server, ExitCode> {
 
 fn run_serve(settings: &Settings) -> ExitCode {
     let server = match server(settings, true) {
-        Ok(s) => s,
+        Ok(s) => s.with_slots(daemon::slots::Slots::lock_files(&connection_locks(
+            settings,
+        ))),
         Err(code) => return code,
     };
     match daemon::serve_stdio(&server) {
@@ -130,7 +132,66 @@ fn run_serve(settings: &Settings) -> ExitCode {
     }
 }
 
-fn run_daemon(settings: &Settings) -> ExitCode {
+/// Where `serve` processes count their connections.
+fn connection_locks(settings: &Settings) -> std::path::PathBuf {
+    settings
+        .global
+        .builds_dir
+        .join(".upserv")
+        .join("connections")
+}
+
+/// SIGHUP: the configuration read again, as a server for new connections.
+/// Settings that need a restart (listening addresses, workers, the cache,
+/// logging) keep their running values, with a warning when they changed.
+fn reload_server(
+    inv: &Invocation,
+    running: &Settings,
+    cache: &Option<Cache>,
+    slots: &Arc<daemon::slots::Slots>,
+) -> Result<Arc<Server>, String> {
+    let (fresh, warnings) = config::load_settings(&inv.overrides).map_err(|e| e.to_string())?;
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    for what in needs_restart(running, &fresh) {
+        log::warn!("reload: `{what}` changed; it takes effect at the next restart");
+    }
+    let server = Server::new(&fresh, cache.clone())?;
+    Ok(Arc::new(server.with_slots(Arc::clone(slots))))
+}
+
+/// The settings a reload cannot apply that differ between `a` and `b`.
+fn needs_restart(a: &Settings, b: &Settings) -> Vec<&'static str> {
+    let (a, b) = (&a.global, &b.global);
+    let mut changed = Vec::new();
+    let mut check = |name, differs: bool| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    check("listen", a.listen != b.listen);
+    check("workers", a.workers != b.workers);
+    check("builds dir", a.builds_dir != b.builds_dir);
+    check("upstream", a.upstream != b.upstream);
+    check(
+        "upstream checksum",
+        a.upstream_checksum != b.upstream_checksum,
+    );
+    check(
+        "upstream contents",
+        a.upstream_contents != b.upstream_contents,
+    );
+    check("layout", a.layout != b.layout);
+    check("cache size", a.cache_size != b.cache_size);
+    check("fetch timeout", a.fetch_timeout != b.fetch_timeout);
+    check("log file", a.log_file != b.log_file);
+    check("log level", a.log_level != b.log_level);
+    check("pid file", a.pid_file != b.pid_file);
+    changed
+}
+
+fn run_daemon(inv: &Invocation, settings: &Settings) -> ExitCode {
     let listeners = match daemon::bind_all(&settings.global.listen) {
         Ok(l) => l,
         Err(e) => return runtime_failure(e),
@@ -150,14 +211,15 @@ fn run_daemon(settings: &Settings) -> ExitCode {
         None => None,
     };
     let server = match server(settings, false) {
-        Ok(s) => Arc::new(s),
+        Ok(s) => s,
         Err(code) => return code,
     };
+    let (cache, slots) = (server.cache.clone(), Arc::clone(&server.slots));
+    let mut reload = || reload_server(inv, settings, &cache, &slots);
     let pool = listener::PoolConfig {
         workers: settings.global.workers,
-        max_connections: settings.global.module_defaults.max_connections as usize,
     };
-    match listener::run(server, listeners, pool, &signals) {
+    match listener::run(Arc::new(server), listeners, pool, &signals, &mut reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => runtime_failure(e),
     }

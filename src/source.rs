@@ -23,14 +23,9 @@ use std::sync::Arc;
 /// How many symlinks one resolution may cross (the kernel's MAXSYMLINKS).
 const MAX_SYMLINK_HOPS: usize = 40;
 
-pub const S_IFMT: u32 = 0o170000;
-pub const S_IFDIR: u32 = 0o040000;
-pub const S_IFREG: u32 = 0o100000;
-pub const S_IFLNK: u32 = 0o120000;
-pub const S_IFCHR: u32 = 0o020000;
-pub const S_IFBLK: u32 = 0o060000;
-pub const S_IFIFO: u32 = 0o010000;
-pub const S_IFSOCK: u32 = 0o140000;
+pub use crate::cache::meta::{
+    S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
+};
 
 /// The attributes of one entry, as the file list needs them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -134,3 +134,49 @@ fn a_file_that_shrinks_while_sent_is_redone_and_ends_up_right() {
         20 << 20
     );
 }
+
+const NOBODY: (u32, u32) = (65534, 65534);
+
+#[test]
+fn unreadable_files_and_directories_are_reported_like_rsyncd() {
+    // Both servers run unprivileged here: as root, nothing is unreadable.
+    let tree = TestTree::new();
+    tree.file("readable.txt", b"fine\n").mode(0o644);
+    tree.file("secret.txt", b"no\n").mode(0o000);
+    tree.file("locked/inside.txt", b"unseen\n").mode(0o644);
+    tree.dir("locked").mode(0o000);
+    tree.file("unlistable/known.txt", b"x\n").mode(0o644);
+    tree.dir("unlistable").mode(0o311);
+    tree.dir("sub").mode(0o755);
+    tree.file("sub/ok.txt", b"ok\n").mode(0o644);
+    let mut dir = tree.root().to_path_buf();
+    while dir != Path::new("/") {
+        let mode = std::fs::metadata(&dir).expect("tree dir").permissions();
+        use std::os::unix::fs::PermissionsExt;
+        if mode.mode() & 0o005 != 0o005 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode.mode() | 0o055))
+                .expect("opening the path to the tree");
+        }
+        dir.pop();
+    }
+    let builds = tempfile::tempdir().expect("builds dir");
+    std::os::unix::fs::chown(builds.path(), Some(NOBODY.0), Some(NOBODY.1)).expect("chown");
+    let launch = Launch {
+        builds: Some(builds.path()),
+        run_as: Some(NOBODY),
+        ..Launch::default()
+    };
+    let pairs = Differential::new(&tree)
+        .name("unreadable entries")
+        .param("uid", "65534")
+        .param("gid", "65534")
+        .upserv_launch(&launch)
+        .stderr_exact()
+        .run(&["-a", "-i"], &ProtocolSet::ALL);
+    for pair in &pairs {
+        let c = &pair.candidate;
+        assert_eq!(c.code, 23, "{}", c.stderr);
+        assert!(c.stderr.contains("Permission denied (13)"), "{}", c.stderr);
+        assert!(!pair.candidate_tree.paths().any(|p| p == b"secret.txt"));
+    }
+}

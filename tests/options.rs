@@ -176,6 +176,8 @@ const CASES: &[Case] = &[
     Case::new("compress without history", &["-a", "-zz", "-i", "--stats"], standard, EDITED),
     Case::new("compress level 1", &["-a", "--compress-level=1", "-z", "-i"], standard, EDITED),
     Case::new("compress level 9", &["-az", "--compress-level=9", "-i"], standard, None),
+    Case::new("compress level alone", &["-a", "--compress-level=9", "-i", "--stats"], standard, EDITED),
+    Case::new("compress level 0", &["-az", "--compress-level=0", "-i", "--stats"], standard, EDITED),
     // Filters the client sends.
     Case::new("exclude", &["-a", "-i", "--exclude=*.bin"], standard, None),
     Case::new("include then exclude", &["-a", "-i", "--include=dir/***", "--exclude=*"], standard, None),

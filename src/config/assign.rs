@@ -92,6 +92,13 @@ pub(super) fn set_global(param: GlobalParam, value: &str, draft: &mut GlobalDraf
             }
             global.fetch_timeout = Duration::from_secs(seconds);
         }
+        GlobalParam::MaxConnectionsPerHost => {
+            global.max_connections_per_host = if value.is_empty() {
+                None
+            } else {
+                Some(parse_whole(value).map_err(text)?)
+            };
+        }
     }
     Ok(None)
 }
@@ -182,6 +189,10 @@ pub(super) fn global_value(param: GlobalParam, global: &Global) -> Option<String
         GlobalParam::CacheSize => format_size(global.cache_size),
         GlobalParam::Workers => global.workers.to_string(),
         GlobalParam::FetchTimeout => global.fetch_timeout.as_secs().to_string(),
+        GlobalParam::MaxConnectionsPerHost => global
+            .max_connections_per_host
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
     };
     Some(value)
 }

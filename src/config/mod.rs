@@ -52,6 +52,10 @@ pub const DEFAULT_WORKERS: usize = 8;
 pub const MAX_WORKERS: usize = 1024;
 /// How long an upstream download may see no data before it is abandoned.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections one client address may hold at once when the configuration
+/// does not say: a laptop pulls one build at a time, so a few leave room for
+/// a retry while keeping one host from taking every worker.
+pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: u64 = 4;
 /// The log level when neither `--log-level`, `RUST_LOG` nor the file says.
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 
@@ -94,6 +98,10 @@ pub struct Global {
     pub workers: usize,
     /// Idle-read timeout of upstream downloads; never zero.
     pub fetch_timeout: Duration,
+    /// Connections one client address may hold at once (0: no limit).
+    /// `None`, the default, means [`DEFAULT_MAX_CONNECTIONS_PER_HOST`] for
+    /// every client except loopback ones, which are not limited.
+    pub max_connections_per_host: Option<u64>,
     pub log_level: LevelFilter,
     /// Module parameters as they stand at the end of the global part of the
     /// file (after every `[global]` section).
@@ -118,6 +126,7 @@ impl Default for Global {
             cache_size: DEFAULT_CACHE_SIZE,
             workers: DEFAULT_WORKERS,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            max_connections_per_host: None,
             log_level: DEFAULT_LOG_LEVEL,
             module_defaults: ModuleParams::default(),
         }

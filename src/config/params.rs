@@ -22,10 +22,11 @@ pub(super) enum GlobalParam {
     CacheSize,
     Workers,
     FetchTimeout,
+    MaxConnectionsPerHost,
 }
 
 /// Every global parameter, in the order the effective settings show them.
-pub(super) const GLOBAL_PARAMS: [GlobalParam; 15] = [
+pub(super) const GLOBAL_PARAMS: [GlobalParam; 16] = [
     GlobalParam::Listen,
     GlobalParam::Address,
     GlobalParam::Port,
@@ -41,6 +42,7 @@ pub(super) const GLOBAL_PARAMS: [GlobalParam; 15] = [
     GlobalParam::CacheSize,
     GlobalParam::Workers,
     GlobalParam::FetchTimeout,
+    GlobalParam::MaxConnectionsPerHost,
 ];
 
 impl GlobalParam {
@@ -61,6 +63,7 @@ impl GlobalParam {
             GlobalParam::CacheSize => "cache size",
             GlobalParam::Workers => "workers",
             GlobalParam::FetchTimeout => "fetch timeout",
+            GlobalParam::MaxConnectionsPerHost => "max connections per host",
         }
     }
 }

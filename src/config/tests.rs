@@ -385,6 +385,7 @@ layout = plain
 cache size = 1536M
 workers = 8
 fetch timeout = 60
+max connections per host =
 comment =
 list = yes
 hosts allow = 10.0.0.0/8
@@ -684,4 +685,18 @@ path = /tmp/m
         .to_string()
         .contains("unknown parameter `max_connections`"));
     assert_eq!(settings.global.module_defaults.max_connections, 0);
+}
+
+#[test]
+fn max_connections_per_host_is_unset_a_number_or_refused() {
+    let (settings, _) = parse("max connections per host = 3\n").unwrap();
+    assert_eq!(settings.global.max_connections_per_host, Some(3));
+    let (settings, _) = parse("max connections per host = 0\n").unwrap();
+    assert_eq!(settings.global.max_connections_per_host, Some(0));
+    let (settings, _) = parse("workers = 2\n").unwrap();
+    assert_eq!(settings.global.max_connections_per_host, None);
+    assert!(parse("max connections per host = some\n").is_err());
+    let (settings, _) = parse("max connections per host = 7\n").unwrap();
+    let (again, _) = parse(&settings.to_string()).unwrap();
+    assert_eq!(again.global.max_connections_per_host, Some(7));
 }

@@ -1,25 +1,33 @@
 //! The process around the protocol: which modules exist, the listener and
-//! its worker pool, one connection on stdin/stdout for inetd, signals.
+//! its worker pool, one connection on stdin/stdout for inetd, who may
+//! connect (hosts, logins, connection limits), signals and the pid file.
 //!
 //! A module is either static (a `[section]` of the configuration) or a
 //! build in the builds directory, possibly fetched on demand through the
 //! cache. A static module shadows a build of the same name.
 
 pub mod access;
+pub mod admit;
+pub mod auth;
+pub mod gatekeeper;
 pub mod listener;
+pub mod opening;
 pub mod session;
 pub mod signals;
+pub mod slots;
 
 use crate::cache::{BuildGuard, Cache};
 use crate::config::{self, ModuleParams, Settings};
 use crate::protocol::filter::{DaemonRules, FilterList};
 use crate::protocol::io::Conn;
 use crate::protocol::wire::WireWrite;
-use access::Access;
+use admit::Policy;
+use slots::Slots;
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A `[section]` of the configuration.
 #[derive(Clone, Debug)]
@@ -27,8 +35,7 @@ pub struct StaticModule {
     pub name: String,
     pub path: PathBuf,
     pub comment: String,
-    pub list: bool,
-    pub access: Access,
+    pub policy: Arc<Policy>,
     pub timeout: Option<Duration>,
     pub filters: FilterList,
 }
@@ -54,8 +61,7 @@ impl StaticModule {
             name: m.name.clone(),
             path: m.path.clone(),
             comment: m.params.comment.clone(),
-            list: m.params.list,
-            access: Access::new(&m.params.hosts_allow, &m.params.hosts_deny),
+            policy: Arc::new(Policy::from_params(&m.params)),
             timeout: m.params.timeout,
             filters: daemon_filters(&m.name, &m.params)?,
         })
@@ -66,7 +72,7 @@ impl StaticModule {
 pub struct Module {
     pub name: String,
     pub root: ModuleRoot,
-    pub access: Access,
+    pub policy: Arc<Policy>,
     pub timeout: Option<Duration>,
     pub filters: FilterList,
 }
@@ -82,11 +88,26 @@ pub struct Server {
     pub modules: Vec<StaticModule>,
     pub motd: Option<Vec<u8>>,
     pub cache: Option<Cache>,
-    /// Access rules, timeout and filters for build modules (the global
+    /// Who may use build modules, their timeout and filters (the global
     /// settings).
-    pub build_access: Access,
+    pub build_policy: Arc<Policy>,
     pub build_timeout: Option<Duration>,
     pub build_filters: FilterList,
+    /// Connections per module; shared by the servers a reload replaces, so
+    /// that connections in flight still count.
+    pub slots: Arc<Slots>,
+    /// The whole server's connection limits (daemon mode).
+    pub limits: ConnLimits,
+}
+
+/// `max connections` and `max connections per host` of the global part.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Connections at once; 0: as many as the pool and its queue hold.
+    pub total: u32,
+    /// Connections at once from one address; `None`: the default, which
+    /// spares loopback clients.
+    pub per_host: Option<u64>,
 }
 
 impl Server {
@@ -100,7 +121,7 @@ impl Server {
                 .ok()
         });
         let defaults = &settings.global.module_defaults;
-        Ok(Server {
+        let server = Server {
             modules: settings
                 .modules
                 .iter()
@@ -108,10 +129,34 @@ impl Server {
                 .collect::<Result<_, _>>()?,
             motd,
             cache,
-            build_access: Access::new(&defaults.hosts_allow, &defaults.hosts_deny),
+            build_policy: Arc::new(Policy::from_params(defaults)),
             build_timeout: defaults.timeout,
             build_filters: daemon_filters("global", defaults)?,
-        })
+            slots: Slots::in_process(),
+            limits: ConnLimits {
+                total: defaults.max_connections,
+                per_host: settings.global.max_connections_per_host,
+            },
+        };
+        server.warn_about_rules();
+        Ok(server)
+    }
+
+    /// The same server counting its module connections in `slots`.
+    pub fn with_slots(mut self, slots: Arc<Slots>) -> Server {
+        self.slots = slots;
+        self
+    }
+
+    /// Logs the host rules upserv cannot evaluate as written.
+    fn warn_about_rules(&self) {
+        let modules = self.modules.iter().map(|m| (m.name.as_str(), &m.policy));
+        let builds = std::iter::once(("global", &self.build_policy));
+        for (name, policy) in builds.chain(modules) {
+            for problem in policy.access.problems() {
+                log::warn!("[{name}] {problem}");
+            }
+        }
     }
 
     /// Listable modules with their comments, static ones first.
@@ -119,10 +164,10 @@ impl Server {
         let mut out: Vec<(String, String)> = self
             .modules
             .iter()
-            .filter(|m| m.list)
+            .filter(|m| m.policy.list)
             .map(|m| (m.name.clone(), m.comment.clone()))
             .collect();
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = self.cache.as_ref().filter(|_| self.build_policy.list) {
             for name in cache.list_modules() {
                 if !self.modules.iter().any(|m| m.name == name) {
                     out.push((name, String::new()));
@@ -144,7 +189,7 @@ impl Server {
             return Ok(Ok(Some(Module {
                 name: m.name.clone(),
                 root: ModuleRoot::Static(m.path.clone()),
-                access: m.access.clone(),
+                policy: Arc::clone(&m.policy),
                 timeout: m.timeout,
                 filters: m.filters.clone(),
             })));
@@ -152,15 +197,16 @@ impl Server {
         let Some(cache) = &self.cache else {
             return Ok(Ok(None));
         };
-        // A download may outlast the handshake deadline: the wait is not the
-        // client's fault, so each line and the end of the wait renew it.
-        let renew = || Some(Instant::now() + session::HANDSHAKE_TIMEOUT);
+        // A download may outlast any handshake limit: the wait is not the
+        // client's fault, so the idle clock restarts with each progress line
+        // and at the end of the wait; only a client that stops reading the
+        // lines times out.
         let mut write_failed = None;
         let mut progress = |line: &str| {
             if write_failed.is_some() {
                 return;
             }
-            conn.set_deadline(renew());
+            conn.restart_idle_clock();
             let sent = conn
                 .write_all(line.as_bytes())
                 .and_then(|()| conn.write_all(b"\n"))
@@ -173,12 +219,12 @@ impl Server {
         if let Some(e) = write_failed {
             return Err(e);
         }
-        conn.set_deadline(renew());
+        conn.restart_idle_clock();
         Ok(match acquired {
             Ok(Some(guard)) => Ok(Some(Module {
                 name: name.to_string(),
                 root: ModuleRoot::Build(guard),
-                access: self.build_access.clone(),
+                policy: Arc::clone(&self.build_policy),
                 timeout: self.build_timeout,
                 filters: self.build_filters.clone(),
             })),
@@ -189,7 +235,8 @@ impl Server {
 }
 
 /// Serves one connection on stdin/stdout (inetd, xinetd, systemd with
-/// `Accept=yes`).
+/// `Accept=yes`). Connection limits hold across the processes through the
+/// server's lock-file slots.
 pub fn serve_stdio(server: &Server) -> io::Result<()> {
     use std::os::fd::FromRawFd;
     // SAFETY: fds 0 and 1 are ours for the life of this process; nothing
@@ -203,9 +250,41 @@ pub fn serve_stdio(server: &Server) -> io::Result<()> {
     let peer = peer_of_fd(0);
     let mut conn = Conn::new(rfd, wfd)?;
     let started = std::time::Instant::now();
-    let outcome = session::run(server, &mut conn, peer);
+    let outcome = match session::opening(server, &mut conn) {
+        Ok(Ok(request)) => serve_within_limit(server, &mut conn, peer, request),
+        Ok(Err(outcome)) => outcome,
+        Err(e) => session::Outcome::Failed {
+            module: None,
+            error: e.to_string(),
+        },
+    };
     listener::log_outcome(peer, &outcome, started.elapsed());
     Ok(())
+}
+
+/// Serves `request` if the server-wide `max connections` leaves room.
+fn serve_within_limit(
+    server: &Server,
+    conn: &mut Conn,
+    peer: Option<IpAddr>,
+    request: opening::Request,
+) -> session::Outcome {
+    let max = server.limits.total;
+    let slot = server
+        .slots
+        .claim(slots::SERVER_KEY, max)
+        .unwrap_or_else(|e| {
+            log::warn!("cannot count connections ({e}); serving without the limit");
+            Some(slots::SlotGuard::unlimited())
+        });
+    if slot.is_none() {
+        let why = format!("max connections ({max}) reached -- try again later");
+        return session::refuse(conn, why).unwrap_or_else(|e| session::Outcome::Failed {
+            module: None,
+            error: e.to_string(),
+        });
+    }
+    session::serve(server, conn, peer, request)
 }
 
 /// The address of the peer on a socket descriptor, if it is a socket.
@@ -263,19 +342,46 @@ pub fn bind_all(addrs: &[std::net::SocketAddr]) -> Result<Vec<std::net::TcpListe
     Ok(out)
 }
 
-/// The `pid file`: written at start, removed at exit.
-pub struct PidFile(PathBuf);
+/// The `pid file`: written at start, locked while the daemon runs so that a
+/// second daemon on the same file refuses to start, removed at exit.
+pub struct PidFile {
+    path: PathBuf,
+    _locked: std::fs::File,
+}
 
 impl PidFile {
     pub fn create(path: &std::path::Path) -> Result<PidFile, String> {
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
-        Ok(PidFile(path.to_path_buf()))
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let fail = |e: io::Error| format!("cannot write pid file {}: {e}", path.display());
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(fail)?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let holder = std::fs::read_to_string(path).unwrap_or_default();
+            return Err(format!(
+                "pid file {} is locked: another upserv (pid {}) is running",
+                path.display(),
+                holder.trim()
+            ));
+        }
+        file.set_len(0).map_err(fail)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+            .map_err(fail)?;
+        Ok(PidFile {
+            path: path.to_path_buf(),
+            _locked: file,
+        })
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.path);
     }
 }

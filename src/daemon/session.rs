@@ -8,26 +8,33 @@
 //! empty line. Any refusal is an `@ERROR: ...` line, which the client prints
 //! before exiting with code 5.
 
+use super::admit::{self, Admitted};
+use super::opening::{self, Ask, Need, Opening, Request, Step};
 use super::{Module, ModuleRoot, Server};
 use crate::protocol::io::Conn;
 use crate::protocol::options::{self, Options};
 use crate::protocol::sender::{self, Pull, TransferStats};
+use crate::protocol::wire::{WireRead, WireWrite};
 use crate::source::Source;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-/// The protocol we offer: MD4 checksums, no incremental recursion, no
-/// negotiation of checksums or compression, understood by every client
-/// from rsync 2.6 on.
-pub const PROTOCOL_VERSION: u32 = 29;
-/// The oldest protocol we speak (its MD4 is the standard one).
-pub const MIN_PROTOCOL_VERSION: u32 = 27;
-/// Longest handshake line we accept.
-pub const MAX_LINE_LEN: usize = 4096;
-/// The whole handshake, up to the end of the arguments, must fit in this.
+pub use super::opening::{MAX_LINE_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+
+/// How long each wait for the client may take before the transfer starts:
+/// the opening (up to the module name), and separately, once a worker
+/// serves the connection, the login and the arguments. Waiting for a
+/// build download does not count; the client is sent progress meanwhile.
+/// A shorter `timeout` (global for the opening, the module's after it)
+/// shortens it, as in rsyncd.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The handshake deadline under an I/O `timeout` setting.
+pub fn handshake_timeout(timeout: Option<Duration>) -> Duration {
+    timeout.map_or(HANDSHAKE_TIMEOUT, |t| t.min(HANDSHAKE_TIMEOUT))
+}
 /// Idle limit during a transfer when neither the module nor the client sets one.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -37,6 +44,7 @@ pub enum Outcome {
     Refused(String),
     Pulled {
         module: String,
+        user: Option<String>,
         stats: TransferStats,
     },
     Failed {
@@ -50,15 +58,25 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Listed => write!(f, "module list"),
             Outcome::Refused(why) => write!(f, "refused: {why}"),
-            Outcome::Pulled { module, stats } => write!(
-                f,
-                "module {module}: {} files sent of {} listed, {} bytes sent, {} literal, {} matched",
-                stats.files_sent,
-                stats.files_listed,
-                stats.bytes_written,
-                stats.literal_bytes,
-                stats.matched_bytes
-            ),
+            Outcome::Pulled {
+                module,
+                user,
+                stats,
+            } => {
+                write!(f, "module {module}: ")?;
+                if let Some(user) = user {
+                    write!(f, "user {user}: ")?;
+                }
+                write!(
+                    f,
+                    "{} files sent of {} listed, {} bytes sent, {} literal, {} matched",
+                    stats.files_sent,
+                    stats.files_listed,
+                    stats.bytes_written,
+                    stats.literal_bytes,
+                    stats.matched_bytes
+                )
+            }
             Outcome::Failed { module, error } => match module {
                 Some(m) => write!(f, "module {m}: failed: {error}"),
                 None => write!(f, "failed: {error}"),
@@ -67,97 +85,118 @@ impl fmt::Display for Outcome {
     }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+fn failed(module: Option<String>, e: io::Error) -> Outcome {
+    Outcome::Failed {
+        module,
+        error: e.to_string(),
+    }
 }
 
 /// Runs the whole conversation with one client.
 pub fn run(server: &Server, conn: &mut Conn, peer: Option<IpAddr>) -> Outcome {
-    match handshake(server, conn, peer) {
-        Ok(outcome) => outcome,
-        Err(e) => Outcome::Failed {
-            module: None,
-            error: e.to_string(),
-        },
+    match opening(server, conn) {
+        Ok(Ok(request)) => serve(server, conn, peer, request),
+        Ok(Err(outcome)) => outcome,
+        Err(e) => failed(None, e),
     }
 }
 
 fn send_line(conn: &mut Conn, line: &str) -> io::Result<()> {
-    use crate::protocol::wire::WireWrite;
     conn.write_all(line.as_bytes())?;
     conn.write_all(b"\n")
 }
 
-fn refuse(conn: &mut Conn, why: String) -> io::Result<Outcome> {
+/// Sends `@ERROR: why`, which the client prints before exiting with code 5.
+pub fn refuse(conn: &mut Conn, why: String) -> io::Result<Outcome> {
     send_line(conn, &format!("@ERROR: {why}"))?;
     conn.flush()?;
     Ok(Outcome::Refused(why))
 }
 
-/// Parses `@RSYNCD: 31.0 sha512 sha256 ...` into the protocol number.
-fn parse_greeting(line: &[u8]) -> Option<u32> {
-    let rest = line.strip_prefix(b"@RSYNCD: ")?;
-    let digits: Vec<u8> = rest
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .copied()
-        .collect();
-    std::str::from_utf8(&digits).ok()?.parse().ok()
-}
-
-fn handshake(server: &Server, conn: &mut Conn, peer: Option<IpAddr>) -> io::Result<Outcome> {
-    conn.set_deadline(Some(Instant::now() + HANDSHAKE_TIMEOUT));
-    send_line(conn, &format!("@RSYNCD: {PROTOCOL_VERSION}.0 md5 md4"))?;
+/// Our greeting and MOTD, then the client's side of the opening, read with
+/// blocking waits (the daemon's gatekeeper drives the same machine on
+/// non-blocking sockets). `Ok(Err(_))`: the client was refused.
+pub fn opening(server: &Server, conn: &mut Conn) -> io::Result<Result<Request, Outcome>> {
+    let limit = handshake_timeout(server.build_timeout);
+    conn.set_deadline(Some(Instant::now() + limit));
+    conn.write_all(opening::greeting().as_bytes())?;
     if let Some(motd) = &server.motd {
-        use crate::protocol::wire::WireWrite;
         conn.write_all(motd)?;
         conn.write_all(b"\n")?;
     }
     conn.flush()?;
-    let greeting = conn.read_line(MAX_LINE_LEN)?;
-    let Some(client_protocol) = parse_greeting(&greeting) else {
-        return refuse(conn, "protocol startup error".into());
-    };
-    if client_protocol < MIN_PROTOCOL_VERSION {
-        return refuse(
-            conn,
-            format!(
-                "protocol version mismatch: this server needs protocol {MIN_PROTOCOL_VERSION} or newer (rsync 2.6.0), the client offered {client_protocol}"
-            ),
-        );
-    }
-    let protocol = client_protocol.min(PROTOCOL_VERSION);
-
-    let mut line = conn.read_line(MAX_LINE_LEN)?;
-    if line.starts_with(b"#early_input=") {
-        // rsync 3.2's --early-input: a length, then that many bytes we ignore.
-        let len: usize = text(&line[13..]).trim().parse().unwrap_or(usize::MAX);
-        if len > MAX_LINE_LEN {
-            return refuse(conn, "invalid early_input length".into());
+    let mut machine = Opening::new();
+    loop {
+        let step = match machine.need() {
+            Need::Line => machine.on_line(&conn.read_line(MAX_LINE_LEN)?),
+            Need::Bytes(n) => {
+                let mut skip = [0u8; opening::MAX_EARLY_INPUT];
+                conn.read_exact(&mut skip[..n])?;
+                machine.on_early_input()
+            }
+        };
+        match step {
+            Step::Continue => {}
+            Step::Done(request) => return Ok(Ok(request)),
+            Step::Refuse(why) => return refuse(conn, why).map(Err),
         }
-        let mut skip = vec![0u8; len];
-        crate::protocol::wire::WireRead::read_exact(conn, &mut skip)?;
-        line = conn.read_line(MAX_LINE_LEN)?;
     }
-    if line.is_empty() || line == b"#list" {
-        send_listing(server, conn)?;
-        return Ok(Outcome::Listed);
+}
+
+/// Serves a request whose opening is done.
+pub fn serve(server: &Server, conn: &mut Conn, peer: Option<IpAddr>, request: Request) -> Outcome {
+    match &request.ask {
+        Ask::List => send_listing(server, conn)
+            .map(|()| Outcome::Listed)
+            .unwrap_or_else(|e| failed(None, e)),
+        Ask::Module(name) => serve_module(server, conn, peer, name, &request)
+            .unwrap_or_else(|e| failed(Some(name.clone()), e)),
     }
-    if line.first() == Some(&b'#') {
-        return refuse(conn, format!("Unknown command '{}'", text(&line)));
-    }
-    let name = text(&line);
-    let module = match server.find_module(&name, conn)? {
-        Ok(Some(m)) => m,
-        Ok(None) => return refuse(conn, format!("Unknown module '{name}'")),
+}
+
+/// Finds the module, fetching a build while the client is sent progress;
+/// only a client that stops reading meanwhile is timed out.
+fn find_module(server: &Server, conn: &mut Conn, name: &str) -> io::Result<Result<Module, String>> {
+    conn.set_deadline(None);
+    conn.set_idle_timeout(Some(HANDSHAKE_TIMEOUT));
+    let found = server.find_module(name, conn)?;
+    conn.set_idle_timeout(None);
+    Ok(match found {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err(format!("Unknown module '{name}'")),
+        Err(why) => Err(why),
+    })
+}
+
+fn serve_module(
+    server: &Server,
+    conn: &mut Conn,
+    peer: Option<IpAddr>,
+    name: &str,
+    request: &Request,
+) -> io::Result<Outcome> {
+    let module = match find_module(server, conn, name)? {
+        Ok(m) => m,
         Err(why) => return refuse(conn, why),
     };
-    if let Some(why) = module.access_refusal(peer) {
-        return refuse(conn, why);
-    }
+    conn.set_deadline(Some(Instant::now() + handshake_timeout(module.timeout)));
+    let digests = request.client_digests.as_deref();
+    let admitted = match admit::admit(server, conn, peer, &module, digests)? {
+        Ok(a) => a,
+        Err(refusal) => {
+            refuse(conn, refusal.client)?;
+            return Ok(Outcome::Refused(refusal.log));
+        }
+    };
     send_line(conn, "@RSYNCD: OK")?;
     conn.flush()?;
+    let who = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+    log::debug!("{who}: module {name}: admitted");
+    pull(conn, module, admitted, request.protocol)
+}
 
+/// The arguments, then the transfer.
+fn pull(conn: &mut Conn, module: Module, admitted: Admitted, protocol: u32) -> io::Result<Outcome> {
     let args = read_args(conn, false)?;
     let mut opts = match Options::parse(&args) {
         Ok(o) => o,
@@ -179,7 +218,8 @@ fn handshake(server: &Server, conn: &mut Conn, peer: Option<IpAddr>) -> io::Resu
     conn.reset_counters();
     conn.set_idle_timeout(Some(idle_timeout(module.timeout, opts.timeout)));
 
-    let paths = source_paths(&module.name, &opts.paths, opts.relative);
+    let mut paths = source_paths(&module.name, &opts.paths, opts.relative);
+    drop_repeated(&mut paths);
     let source = Source::new(module.root.path().to_path_buf(), module.root.meta());
     let pull = Pull {
         opts: &opts,
@@ -192,6 +232,7 @@ fn handshake(server: &Server, conn: &mut Conn, peer: Option<IpAddr>) -> io::Resu
     let outcome = match sender::run(conn, pull) {
         Ok(stats) => Outcome::Pulled {
             module: module.name.clone(),
+            user: admitted.user.clone(),
             stats,
         },
         Err(e) => Outcome::Failed {
@@ -200,6 +241,15 @@ fn handshake(server: &Server, conn: &mut Conn, peer: Option<IpAddr>) -> io::Resu
         },
     };
     Ok(outcome)
+}
+
+/// Keeps the first of identical source paths. The file list drops the
+/// duplicate entries they make anyway, but only after building them: a
+/// client repeating `m/` thousands of times would otherwise have us list
+/// the module thousands of times over.
+fn drop_repeated(paths: &mut Vec<Vec<u8>>) {
+    let mut seen = std::collections::HashSet::new();
+    paths.retain(|p| seen.insert(p.clone()));
 }
 
 /// The idle timeout: the stricter of the module's and the client's, with a
@@ -271,21 +321,6 @@ pub fn source_paths(module: &str, args: &[Vec<u8>], keep_dot_dirs: bool) -> Vec<
     out
 }
 
-impl Module {
-    /// Checks `hosts allow` / `hosts deny` for this module.
-    fn access_refusal(&self, peer: Option<IpAddr>) -> Option<String> {
-        let addr = peer?;
-        if self.access.allows(addr) {
-            None
-        } else {
-            Some(format!(
-                "access denied to {} from {addr} ({addr})",
-                self.name
-            ))
-        }
-    }
-}
-
 impl ModuleRoot {
     fn path(&self) -> &std::path::Path {
         match self {
@@ -329,12 +364,5 @@ mod tests {
         let args = vec![b"mod/./a/./b".to_vec(), b"mod/x/../../y".to_vec()];
         let got = source_paths("mod", &args, true);
         assert_eq!(got, [b"./a/./b".to_vec(), b"y".to_vec()]);
-    }
-
-    #[test]
-    fn greeting_versions() {
-        assert_eq!(parse_greeting(b"@RSYNCD: 31.0 sha512 md5"), Some(31));
-        assert_eq!(parse_greeting(b"@RSYNCD: 29"), Some(29));
-        assert_eq!(parse_greeting(b"hello"), None);
     }
 }

@@ -112,6 +112,12 @@ impl Conn {
         self.keepalive_every = timeout.map(|t| t / 2);
     }
 
+    /// Counts the idle time from now: for waits that are not the peer's
+    /// doing, such as a build download.
+    pub fn restart_idle_clock(&mut self) {
+        self.last_io = Instant::now();
+    }
+
     /// Starts the byte counts afresh: rsync's statistics leave out the
     /// daemon handshake.
     pub fn reset_counters(&mut self) {

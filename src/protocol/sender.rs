@@ -34,8 +34,12 @@ pub const MAX_FILES_FROM_LEN: u64 = 64 * 1024 * 1024;
 pub const MAX_MATCH_BLOCK_LEN: i32 = 8 << 20;
 /// The most checksum bytes (weak + strong) we hold for one file. Beyond it
 /// the sums are read and dropped and the file goes whole, so a client's
-/// claims never decide how much memory we allocate.
-pub const MAX_SUM_BYTES: usize = 32 * 1024 * 1024;
+/// claims never decide how much memory we allocate. Held sums and their
+/// index take about six times their wire size, and every worker may hold
+/// a set: 4 MiB keeps a connection near 25 MiB, and still covers the
+/// default block size (the square root of the size) of files up to
+/// about 40 GiB.
+pub const MAX_SUM_BYTES: usize = 4 * 1024 * 1024;
 
 const NDX_DONE: i32 = -1;
 const ITEM_BASIS_TYPE_FOLLOWS: u16 = 1 << 11;

@@ -178,16 +178,23 @@ impl TestTree {
         Entry { tree: self, path }
     }
 
-    /// Gives every directory a time in the past (the one recorded for it,
-    /// or [`SETTLED_DIR_MTIME`]), deepest first, so that entries added after
-    /// a directory's time was set do not disturb it, and so that a pull
-    /// which changes a directory always changes its time, even within the
+    /// Gives directories times in the past, deepest first: the time
+    /// recorded for them, or [`SETTLED_DIR_MTIME`] for those made just now
+    /// (a test's own `tar -x` keeps the archive's times). Entries added
+    /// after a directory's time was set then do not disturb it, and a pull
+    /// that changes a directory always changes its time, even within the
     /// second the tree was made.
     pub fn settle(&self) {
         let recorded = self.dir_times.borrow().clone();
+        let recent = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
         let mut times: Vec<(PathBuf, i64)> = all_dirs(self.root())
             .into_iter()
             .filter(|d| !recorded.iter().any(|(p, _)| p == d))
+            .filter(|d| {
+                std::fs::symlink_metadata(d)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t > recent)
+            })
             .map(|d| (d, SETTLED_DIR_MTIME))
             .collect();
         times.extend(recorded);

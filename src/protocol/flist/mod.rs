@@ -1,0 +1,269 @@
+//! The file list: which entries a pull covers, the order both sides sort
+//! them in, and their encoding on the wire (flist.c, uidlist.c).
+//!
+//! - `build`: which entries a pull covers (the walk, filters, link options).
+//! - `order`: the order both sides sort entries in (`f_name_cmp`).
+//! - `encode`: the entries on the wire.
+//!
+//! Entries are kept compactly: every name and symlink target lives in one
+//! byte arena and what only some options need lives apart, so a list of
+//! 50,000 entries costs a few megabytes. The list is sent in the order the
+//! tree was walked, as rsyncd sends it, then sorted; the client sorts it
+//! the same way, and file indices on the wire are positions in that order.
+
+mod build;
+mod encode;
+mod order;
+
+pub use build::Builder;
+pub use encode::Encoder;
+pub use order::{f_name_cmp, NameParts};
+
+use super::filter::FilterError;
+use super::io::MsgTag;
+use crate::source;
+use encode::IdNames;
+use std::cmp::Ordering;
+use std::io;
+
+/// rsync refuses names this long (MAXPATHLEN).
+pub const MAX_PATH_LEN: usize = 4096;
+/// Entries one file list may hold; beyond it the pull is refused rather than
+/// letting a huge tree exhaust a small server's memory.
+pub const MAX_ENTRIES: usize = 4_000_000;
+
+/// io_error bits (rsync.h IOERR_*), sent after the list at protocol < 30.
+pub const IOERR_GENERAL: i32 = 1 << 0;
+pub const IOERR_VANISHED: i32 = 1 << 1;
+
+/// Entry flags of our own.
+const FLAG_TOP_DIR: u8 = 1 << 0;
+/// A directory whose contents are listed (not a mount point under `-x`).
+const FLAG_CONTENT_DIR: u8 = 1 << 1;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NameType {
+    Normal,
+    DotDir,
+    SlashEnding,
+}
+
+/// One entry of the list.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Offset and length of the full name (`dir/base`) in the arena.
+    name_at: u32,
+    name_len: u32,
+    /// Offset of the basename within the name.
+    base_at: u32,
+    /// Offset and length of the symlink target in the arena.
+    link_at: u32,
+    link_len: u32,
+    /// Which transfer root (index into `FileList::roots`) the name is relative to.
+    root: u32,
+    flags: u8,
+    pub mode: u32,
+    pub size: u64,
+    pub mtime: i64,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+    /// Index into [`FileList::extras`] of what only `-H` (device and inode)
+    /// or `-c` (the file's checksum) need, or [`NO_EXTRA`]: kept apart so
+    /// that ordinary pulls do not pay for them in every entry.
+    extra: u32,
+}
+
+/// An entry without extras.
+const NO_EXTRA: u32 = u32::MAX;
+
+/// What some options add to an entry.
+#[derive(Clone, Copy, Debug, Default)]
+struct Extra {
+    dev_ino: Option<(u64, u64)>,
+    sum: Option<[u8; 16]>,
+}
+
+impl Entry {
+    pub fn is_dir(&self) -> bool {
+        self.mode & source::S_IFMT == source::S_IFDIR
+    }
+    pub fn is_file(&self) -> bool {
+        self.mode & source::S_IFMT == source::S_IFREG
+    }
+    fn is_symlink(&self) -> bool {
+        self.mode & source::S_IFMT == source::S_IFLNK
+    }
+    fn is_device(&self) -> bool {
+        matches!(
+            self.mode & source::S_IFMT,
+            source::S_IFCHR | source::S_IFBLK
+        )
+    }
+    fn is_special(&self) -> bool {
+        matches!(
+            self.mode & source::S_IFMT,
+            source::S_IFIFO | source::S_IFSOCK
+        )
+    }
+}
+
+/// Which filters apply to a name (flist.c's filter levels).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FilterLevel {
+    /// None: names the client gave on the command line.
+    None,
+    /// The module's rules only: directories implied by `--relative`.
+    Daemon,
+    /// The module's rules, then the client's.
+    All,
+}
+
+fn filter_error(e: FilterError) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Where errors and warnings met while building go, and a chance to send
+/// keep-alives during a long walk.
+pub trait Reporter {
+    fn report(&mut self, tag: MsgTag, text: &str) -> io::Result<()>;
+    fn tick(&mut self) -> io::Result<()>;
+}
+
+/// The list as built, then sorted.
+pub struct FileList {
+    entries: Vec<Entry>,
+    extras: Vec<Extra>,
+    arena: Vec<u8>,
+    /// Transfer roots: directories (relative to the module, free of symlinks)
+    /// that entry names are relative to.
+    roots: Vec<Vec<u8>>,
+    ids: IdNames,
+    pub io_error: i32,
+    protocol: u32,
+}
+
+impl FileList {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Entry> {
+        self.entries.get(index)
+    }
+
+    /// The name as the client knows it (relative to its transfer root).
+    pub fn name(&self, e: &Entry) -> &[u8] {
+        &self.arena[e.name_at as usize..(e.name_at + e.name_len) as usize]
+    }
+
+    fn dirname(&self, e: &Entry) -> &[u8] {
+        let name = self.name(e);
+        if e.base_at == 0 {
+            b""
+        } else {
+            &name[..e.base_at as usize - 1]
+        }
+    }
+
+    fn basename(&self, e: &Entry) -> &[u8] {
+        &self.name(e)[e.base_at as usize..]
+    }
+
+    fn extra(&self, e: &Entry) -> Extra {
+        if e.extra == NO_EXTRA {
+            Extra::default()
+        } else {
+            self.extras[e.extra as usize]
+        }
+    }
+
+    fn link(&self, e: &Entry) -> &[u8] {
+        &self.arena[e.link_at as usize..(e.link_at + e.link_len) as usize]
+    }
+
+    /// The entry's name in messages (see [`full_name`]).
+    pub fn full_name(&self, e: &Entry, module: &str) -> String {
+        full_name(&self.roots[e.root as usize], self.name(e), module)
+    }
+
+    /// The entry's path relative to the module root.
+    pub fn module_path(&self, e: &Entry) -> Vec<u8> {
+        let name = self.name(e);
+        let name = if name == b"." { &b""[..] } else { name };
+        source::join(&self.roots[e.root as usize], name)
+    }
+
+    /// Total size of regular files and symlinks (rsync's `stats.total_size`).
+    pub fn total_size(&self) -> u64 {
+        self.entries
+            .iter()
+            .filter(|e| e.is_file() || e.is_symlink())
+            .map(|e| e.size)
+            .sum()
+    }
+
+    /// Sorts into the order both sides index files by.
+    pub fn sort(&mut self) {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_by(|a, b| self.compare(a, b));
+        self.entries = entries;
+    }
+
+    fn compare(&self, a: &Entry, b: &Entry) -> Ordering {
+        f_name_cmp(
+            NameParts::of(self.dirname(a), self.basename(a), a.is_dir()),
+            NameParts::of(self.dirname(b), self.basename(b), b.is_dir()),
+            self.protocol,
+        )
+    }
+}
+
+/// A file's name in messages, as rsync's full_fname writes it: quoted,
+/// relative to the module (with a leading `/` when the transfer root is a
+/// subdirectory), then `(in MODULE)`.
+pub fn full_name(root: &[u8], name: &[u8], module: &str) -> String {
+    let shown = if root.is_empty() {
+        String::from_utf8_lossy(name).into_owned()
+    } else {
+        format!(
+            "/{}/{}",
+            String::from_utf8_lossy(root),
+            String::from_utf8_lossy(name)
+        )
+    };
+    format!("\"{shown}\" (in {module})")
+}
+
+/// strerror-style text with the errno, as rsync prints it.
+pub fn describe_os_error(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(code) => {
+            let text = err.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+            format!("{text} ({code})")
+        }
+        None => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_stay_small() {
+        // A school server lists trees of ~50,000 entries for many laptops
+        // at once; the options some pulls use live outside the entry.
+        assert!(
+            std::mem::size_of::<Entry>() <= 72,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
+    }
+}
