@@ -13,6 +13,7 @@ use std::fs::{self, File};
 use std::io::{Seek, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -23,6 +24,10 @@ use upserv::protocol::io::Conn;
 
 /// The module every session target asks for.
 pub const MODULE: &str = "m";
+/// A module over the same tree that asks for a login.
+pub const AUTH_MODULE: &str = "s";
+/// Its secrets: a user and a group, so both lookups run.
+const SECRETS: &str = "alice:opensesame\n@wheel:grouppass\n";
 /// The address sessions appear to come from.
 pub const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Length of the tree's larger file: several blocks at any block length a
@@ -176,8 +181,8 @@ fn make_tree(root: &Path) {
     std::os::unix::fs::symlink("small", root.join("link")).expect("make link");
 }
 
-/// A daemon with one static module, `m`, over the tree, open to everyone,
-/// with a MOTD, and without a build cache (fetching from an upstream is not
+/// A daemon with two static modules over the tree: `m`, open to everyone,
+/// and `s`, behind a login; with a MOTD, and without a build cache (fetching from an upstream is not
 /// fuzzed here). Built from configuration text through the public
 /// constructors, as `upserv daemon` builds it.
 pub fn server() -> &'static Server {
@@ -186,10 +191,18 @@ pub fn server() -> &'static Server {
         make_tree(&root);
         let motd = scratch().join("motd");
         fs::write(&motd, "welcome\n").expect("write the motd");
+        let secrets = scratch().join("secrets");
+        fs::write(&secrets, SECRETS).expect("write the secrets file");
+        fs::set_permissions(&secrets, fs::Permissions::from_mode(0o600))
+            .expect("make the secrets file private");
         let text = format!(
-            "motd file = {}\n[{MODULE}]\npath = {}\ncomment = fuzzed\nfilter = - *.secret\n",
-            motd.display(),
-            root.display()
+            "motd file = {motd}\n\
+             [{MODULE}]\npath = {root}\ncomment = fuzzed\nfilter = - *.secret\n\
+             [{AUTH_MODULE}]\npath = {root}\nauth users = alice, bob:deny, @wheel:ro\n\
+             secrets file = {secrets}\n",
+            motd = motd.display(),
+            root = root.display(),
+            secrets = secrets.display(),
         );
         let (settings, _) = parse_config_str(&text, &scratch().join("fuzz.conf"))
             .expect("the fuzz daemon's configuration");
