@@ -8,8 +8,10 @@
 //!
 //! - [`config`]: rsyncd.conf-style configuration and sizes.
 //! - [`cli`]: the command line; [`logging`]: where log lines go.
-//! - [`daemon`]: the process: listener and worker pool, the session handshake
-//!   (greeting, module, access), signals.
+//! - [`daemon`]: the process: a gatekeeper thread takes each connection
+//!   through its opening (greeting, module name) and hands it to a fixed
+//!   pool of workers; the session admits it (hosts, limits, login), reads
+//!   the client's arguments and runs the pull; signals, pid file, reload.
 //! - [`protocol`]: the rsync wire, without policy: integers and multiplexing,
 //!   server arguments, the file list, filters, the sender loop, token streams.
 //! - [`delta`]: the algorithm, without I/O: rolling sum, MD4 sums, block matching.

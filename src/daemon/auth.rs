@@ -98,37 +98,25 @@ impl Digest {
 
     /// The response a client sends for `password` and `challenge`.
     pub fn response(self, password: &[u8], challenge: &[u8]) -> String {
-        use sha2::Digest as _;
-        let hash: Vec<u8> = match self {
-            Digest::Sha512 => sha2::Sha512::new()
-                .chain_update(password)
-                .chain_update(challenge)
-                .finalize()
-                .to_vec(),
-            Digest::Sha256 => sha2::Sha256::new()
-                .chain_update(password)
-                .chain_update(challenge)
-                .finalize()
-                .to_vec(),
-            Digest::Md5 => md5::Md5::new()
-                .chain_update(password)
-                .chain_update(challenge)
-                .finalize()
-                .to_vec(),
-            Digest::Md4 => md4::Md4::new()
-                .chain_update(password)
-                .chain_update(challenge)
-                .finalize()
-                .to_vec(),
-            Digest::Md4Old => md4::Md4::new()
-                .chain_update([0u8; 4])
-                .chain_update(password)
-                .chain_update(challenge)
-                .finalize()
-                .to_vec(),
+        let hash = match self {
+            Digest::Sha512 => digest_of::<sha2::Sha512>(&[password, challenge]),
+            Digest::Sha256 => digest_of::<sha2::Sha256>(&[password, challenge]),
+            Digest::Md5 => digest_of::<md5::Md5>(&[password, challenge]),
+            Digest::Md4 => digest_of::<md4::Md4>(&[password, challenge]),
+            // Protocols before 30 without a digest list: four zero bytes first.
+            Digest::Md4Old => digest_of::<md4::Md4>(&[&[0u8; 4], password, challenge]),
         };
         base64_unpadded(&hash)
     }
+}
+
+/// The digest of the concatenated `parts`.
+fn digest_of<D: sha2::Digest>(parts: &[&[u8]]) -> Vec<u8> {
+    let mut hasher = D::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize().to_vec()
 }
 
 /// Standard base64 without `=` padding, as rsync writes digests.
