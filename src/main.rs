@@ -219,6 +219,7 @@ fn run_daemon(inv: &Invocation, settings: &Settings) -> ExitCode {
     let pool = listener::PoolConfig {
         workers: settings.global.workers,
     };
+    daemon::announce(&listeners);
     match listener::run(Arc::new(server), listeners, pool, &signals, &mut reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => runtime_failure(e),

@@ -525,7 +525,12 @@ impl Gatekeeper {
             if events == 0 {
                 continue;
             }
-            let next = self.pending[i].on_event(events);
+            // A panic while reading one opening must not end the daemon:
+            // that connection is closed and the others go on.
+            let pending = &mut self.pending[i];
+            let next =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pending.on_event(events)))
+                    .unwrap_or_else(|_| fail("connection handler panicked; connection dropped"));
             self.apply(i, next);
         }
     }

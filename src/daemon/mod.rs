@@ -250,14 +250,23 @@ pub fn serve_stdio(server: &Server) -> io::Result<()> {
     let peer = peer_of_fd(0);
     let mut conn = Conn::new(rfd, wfd)?;
     let started = std::time::Instant::now();
-    let outcome = match session::opening(server, &mut conn) {
-        Ok(Ok(request)) => serve_within_limit(server, &mut conn, peer, request),
-        Ok(Err(outcome)) => outcome,
-        Err(e) => session::Outcome::Failed {
-            module: None,
-            error: e.to_string(),
-        },
-    };
+    let served =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            match session::opening(server, &mut conn) {
+                Ok(Ok(request)) => serve_within_limit(server, &mut conn, peer, request),
+                Ok(Err(outcome)) => outcome,
+                Err(e) => session::Outcome::Failed {
+                    module: None,
+                    error: e.to_string(),
+                },
+            }
+        }));
+    // The panic itself was logged by the hook; the connection still gets
+    // its one line.
+    let outcome = served.unwrap_or_else(|_| session::Outcome::Failed {
+        module: None,
+        error: "connection handler panicked".into(),
+    });
     listener::log_outcome(peer, &outcome, started.elapsed());
     Ok(())
 }
@@ -319,18 +328,13 @@ fn peer_of_fd(fd: i32) -> Option<IpAddr> {
 }
 
 /// Binds every listening address, with a message that helps when a port
-/// below 1024 needs privileges we lack.
+/// below 1024 needs privileges we lack. Nothing is logged yet: see
+/// [`announce`].
 pub fn bind_all(addrs: &[std::net::SocketAddr]) -> Result<Vec<std::net::TcpListener>, String> {
     let mut out = Vec::new();
     for addr in addrs {
         match std::net::TcpListener::bind(addr) {
-            Ok(l) => {
-                match l.local_addr() {
-                    Ok(bound) => log::info!("listening on {bound}"),
-                    Err(_) => log::info!("listening on {addr}"),
-                }
-                out.push(l);
-            }
+            Ok(l) => out.push(l),
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied && addr.port() < 1024 => {
                 return Err(format!(
                     "cannot listen on {addr}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE); try --listen 0.0.0.0:8730"
@@ -383,5 +387,16 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Logs `listening on ADDR` for each listener: the sign (for operators and
+/// tests alike) that the daemon is ready, so it comes after everything is
+/// set up.
+pub fn announce(listeners: &[std::net::TcpListener]) {
+    for l in listeners {
+        if let Ok(addr) = l.local_addr() {
+            log::info!("listening on {addr}");
+        }
     }
 }

@@ -9,31 +9,34 @@ use super::filter::Filters;
 use super::wildmatch::wildmatch;
 use crate::source::{self, Source};
 
-/// The most names one argument may expand to.
+/// The most names all of a pull's arguments may expand to together.
 pub const MAX_MATCHES: usize = 100_000;
 
 fn has_wildcard(component: &[u8]) -> bool {
     component.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
 }
 
-/// Expands `arg` (a sanitised path relative to the module root).
-pub fn expand(source: &Source, filters: &Filters, arg: &[u8]) -> Vec<Vec<u8>> {
-    let components: Vec<&[u8]> = arg.split(|&b| b == b'/').collect();
-    if !components.iter().any(|c| has_wildcard(c)) {
-        return vec![arg.to_vec()];
-    }
-    let trailing_slash = arg.ends_with(b"/");
-    let mut found = Vec::new();
-    expand_from(source, filters, Vec::new(), &components, &mut found);
-    if found.is_empty() {
-        return vec![arg.to_vec()];
-    }
-    if trailing_slash {
-        for f in &mut found {
-            f.push(b'/');
+/// Expands every argument (sanitised paths relative to the module root).
+/// Matches beyond [`MAX_MATCHES`] in all are dropped.
+pub fn expand_all(source: &Source, filters: &Filters, args: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for arg in args {
+        let components: Vec<&[u8]> = arg.split(|&b| b == b'/').collect();
+        if !components.iter().any(|c| has_wildcard(c)) {
+            out.push(arg.clone());
+            continue;
+        }
+        let before = out.len();
+        expand_from(source, filters, Vec::new(), &components, &mut out);
+        if out.len() == before {
+            out.push(arg.clone());
+        } else if arg.ends_with(b"/") {
+            for f in &mut out[before..] {
+                f.push(b'/');
+            }
         }
     }
-    found
+    out
 }
 
 /// Matches `rest` below the directory `prefix`, appending complete matches.

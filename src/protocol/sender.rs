@@ -159,14 +159,10 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
     );
 
     let (base, names) = match &opts.files_from {
-        None => {
-            let expanded = pull
-                .paths
-                .iter()
-                .flat_map(|p| glob::expand(pull.source, &filters, p))
-                .collect();
-            (Vec::new(), expanded)
-        }
+        None => (
+            Vec::new(),
+            glob::expand_all(pull.source, &filters, &pull.paths),
+        ),
         Some(from) => {
             let mut base = pull.paths.first().cloned().unwrap_or_default();
             while base.last() == Some(&b'/') {
