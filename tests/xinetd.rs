@@ -37,6 +37,9 @@ const TEST_UID: u32 = 65534;
 /// Attributes of the README's entry that the test replaces, and why: the
 /// binary lives in the build tree, the account `upserv` does not exist.
 const REPLACED: [&str; 4] = ["server", "server_args", "user", "group"];
+/// xinetd started on a fresh port each, in case another process takes the
+/// port between our probe and xinetd's bind.
+const START_ATTEMPTS: u32 = 3;
 /// Where the README's entry begins.
 const ENTRY_START: &str = "service rsync";
 /// Connection attempts while xinetd starts up, and the pause between them:
@@ -223,6 +226,8 @@ struct XinetdUpserv {
 }
 
 impl XinetdUpserv {
+    /// Starts xinetd on a free loopback port, trying a fresh port when
+    /// another process took the one probed before xinetd could bind it.
     fn start(xinetd: &Path, modules: &[Module]) -> XinetdUpserv {
         let dir = tempfile::Builder::new()
             .prefix("xinetd-")
@@ -237,47 +242,36 @@ impl XinetdUpserv {
         let builds_text = builds.to_string_lossy();
         std::fs::write(&conf, upserv_conf(&[("builds dir", &builds_text)], modules))
             .expect("writing upserv.conf");
-        let port = free_port();
-        let entry = test_entry(
-            &readme_entry(),
-            &conf,
-            port,
-            &dir.path().join("service.log"),
-        );
-        let xinetd_conf = dir.path().join("xinetd.conf");
-        std::fs::write(&xinetd_conf, &entry).expect("writing xinetd.conf");
-        let mut cmd = Command::new(xinetd);
-        cmd.arg("-dontfork")
-            .arg("-f")
-            .arg(&xinetd_conf)
-            .arg("-filelog")
-            .arg(dir.path().join("xinetd.log"))
-            .arg("-pidfile")
-            .arg(dir.path().join("xinetd.pid"));
-        let daemon = Daemon::spawn(&mut cmd, |_| {}).expect("starting xinetd");
-        let mut served = XinetdUpserv { daemon, port, dir };
-        if let Err(why) = served.await_greeting() {
-            panic!(
-                "xinetd with upserv did not answer: {why}\nconfiguration:\n{entry}\n{}",
-                served.logs()
-            );
-        }
-        served
-    }
-
-    /// Connects until xinetd accepts and upserv greets, giving up early
-    /// when xinetd exits (a bad entry, or the port was taken).
-    fn await_greeting(&mut self) -> Result<(), String> {
-        for _ in 0..READY_POLLS {
-            if let Some(status) = self.daemon.exited() {
-                return Err(format!("xinetd exited with {status}"));
+        let readme = readme_entry();
+        let mut failures = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let entry = test_entry(&readme, &conf, port, &dir.path().join("service.log"));
+            let xinetd_conf = dir.path().join("xinetd.conf");
+            std::fs::write(&xinetd_conf, &entry).expect("writing xinetd.conf");
+            let mut cmd = Command::new(xinetd);
+            cmd.arg("-dontfork")
+                .arg("-f")
+                .arg(&xinetd_conf)
+                .arg("-filelog")
+                .arg(dir.path().join("xinetd.log"))
+                .arg("-pidfile")
+                .arg(dir.path().join("xinetd.pid"));
+            let mut daemon = Daemon::spawn(&mut cmd, |_| {}).expect("starting xinetd");
+            match await_greeting(&mut daemon, port) {
+                Ok(()) => return XinetdUpserv { daemon, port, dir },
+                Err(why) => failures.push_str(&format!(
+                    "port {port}: {why}\nconfiguration:\n{entry}\nstderr:\n{}\n",
+                    daemon.stderr_text()
+                )),
             }
-            if let Ok(stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)) {
-                return read_greeting(stream);
-            }
-            std::thread::sleep(READY_POLL_PAUSE);
         }
-        Err(format!("nothing listening after {READY_POLLS} polls"))
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+        panic!(
+            "xinetd with upserv did not answer:\n{failures}--- xinetd messages\n{}\n--- upserv log\n{}",
+            last_lines(&read("xinetd.log"), LOG_LINES),
+            last_lines(&read("builds/.upserv/upserv.log"), LOG_LINES),
+        )
     }
 
     fn upserv_log(&self) -> String {
@@ -310,6 +304,22 @@ impl Server for XinetdUpserv {
     fn log_tail(&self, _lines: usize) -> String {
         self.logs()
     }
+}
+
+/// Connects until xinetd accepts and upserv greets, giving up early when
+/// xinetd exits (a bad entry) and after [`READY_POLLS`] attempts (with
+/// `-dontfork`, xinetd stays up even when it could not bind the port).
+fn await_greeting(xinetd: &mut Daemon, port: u16) -> Result<(), String> {
+    for _ in 0..READY_POLLS {
+        if let Some(status) = xinetd.exited() {
+            return Err(format!("xinetd exited with {status}"));
+        }
+        if let Ok(stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) {
+            return read_greeting(stream);
+        }
+        std::thread::sleep(READY_POLL_PAUSE);
+    }
+    Err(format!("nothing listening after {READY_POLLS} polls"))
 }
 
 fn read_greeting(stream: TcpStream) -> Result<(), String> {
