@@ -192,10 +192,9 @@ fn needs_restart(a: &Settings, b: &Settings) -> Vec<&'static str> {
 }
 
 fn run_daemon(inv: &Invocation, settings: &Settings) -> ExitCode {
-    let listeners = match daemon::bind_all(&settings.global.listen) {
-        Ok(l) => l,
-        Err(e) => return runtime_failure(e),
-    };
+    // Everything is in place before the daemon announces "listening on":
+    // whoever waits for that line may connect, signal the daemon or read
+    // its pid file at once.
     let signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => return runtime_failure(format!("cannot install signal handlers: {e}")),
@@ -209,6 +208,10 @@ fn run_daemon(inv: &Invocation, settings: &Settings) -> ExitCode {
         Some(Err(e)) => return runtime_failure(e),
         Some(Ok(p)) => Some(p),
         None => None,
+    };
+    let listeners = match daemon::bind_all(&settings.global.listen) {
+        Ok(l) => l,
+        Err(e) => return runtime_failure(e),
     };
     let server = match server(settings, false) {
         Ok(s) => s,

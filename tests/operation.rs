@@ -113,7 +113,7 @@ fn a_second_daemon_on_the_same_pid_file_refuses_to_start() {
         module_conf("m", &tree)
     );
     let first = Daemon::start(&conf);
-    let second = std::process::Command::new(common::upserv::upserv_bin())
+    let second = common::upserv::upserv_command()
         .args(["daemon", "--listen", "127.0.0.1:0", "--config"])
         .arg(first.dir().join("upserv.conf"))
         .arg("--builds")

@@ -419,7 +419,7 @@ fn set_nonblocking(fd: &OwnedFd, on: bool) {
 /// Runs `upserv ARGS` to completion (an admin command next to a daemon):
 /// (exit code, stdout, stderr).
 pub fn upserv_command(args: &[&str]) -> (i32, String, String) {
-    let mut cmd = Command::new(crate::common::upserv::upserv_bin());
+    let mut cmd = crate::common::upserv::upserv_command();
     cmd.args(args);
     let done = run_with_deadline(&mut cmd, WAIT_LIMIT).expect("running upserv");
     assert!(!done.timed_out, "upserv {args:?} ran past {WAIT_LIMIT:?}");

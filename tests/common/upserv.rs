@@ -26,6 +26,28 @@ pub fn upserv_bin() -> &'static str {
     env!("CARGO_BIN_EXE_upserv")
 }
 
+/// A command prefix that runs the upserv binary when the kernel cannot, e.g.
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu` for a cross target without
+/// binfmt_misc. Words are split on blanks; unset or empty means none.
+pub const RUNNER_VAR: &str = "UPSERV_TEST_RUNNER";
+
+/// The words that start upserv: [`RUNNER_VAR`]'s, then the binary.
+pub fn upserv_argv() -> Vec<String> {
+    let runner = std::env::var(RUNNER_VAR).unwrap_or_default();
+    let mut argv: Vec<String> = runner.split_whitespace().map(str::to_owned).collect();
+    argv.push(upserv_bin().to_owned());
+    argv
+}
+
+/// A command that starts upserv, through the runner when one is set; every
+/// test that runs the binary should start it from here.
+pub fn upserv_command() -> Command {
+    let argv = upserv_argv();
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd
+}
+
 /// How to start upserv besides its modules: all optional.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Launch<'a> {
@@ -42,17 +64,17 @@ pub struct Launch<'a> {
 }
 
 impl Launch<'_> {
-    /// The upserv command: the binary, or `setpriv ... -- binary`.
+    /// The upserv command: [`upserv_command`], or `setpriv ... --` before it.
     fn command(&self) -> Command {
         match self.run_as {
-            None => Command::new(upserv_bin()),
+            None => upserv_command(),
             Some((uid, gid)) => {
                 let mut cmd = Command::new("setpriv");
                 cmd.arg(format!("--reuid={uid}"))
                     .arg(format!("--regid={gid}"))
                     .arg("--clear-groups")
                     .arg("--")
-                    .arg(upserv_bin());
+                    .args(upserv_argv());
                 cmd
             }
         }

@@ -12,7 +12,7 @@
 
 use crate::common::client::{Client, PULL_TIMEOUT};
 use crate::common::proc::{exit_code, run_with_deadline, Daemon as Child, Finished};
-use crate::common::upserv::upserv_bin;
+use crate::common::upserv::upserv_command;
 use parking_lot::{Condvar, Mutex};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -85,7 +85,7 @@ impl Daemon {
         std::fs::create_dir(dir.path().join("builds")).expect("builds directory");
         let port = crate::common::rsyncd::free_port();
         let listen = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(upserv_bin());
+        let mut cmd = upserv_command();
         cmd.arg("daemon")
             .arg("--config")
             .arg(dir.path().join("upserv.conf"))
@@ -107,7 +107,7 @@ impl Daemon {
     /// Starts upserv in a prepared state directory (holding `upserv.conf`
     /// and `builds/`).
     pub fn start_in(dir: TempDir, args: &[&str]) -> Daemon {
-        let mut cmd = Command::new(upserv_bin());
+        let mut cmd = upserv_command();
         cmd.arg("daemon")
             .arg("--config")
             .arg(dir.path().join("upserv.conf"))
