@@ -8,6 +8,7 @@
 //! It must not assert anything about speed; it reports.
 
 use super::matcher::{MatchMode, Matcher, TokenSink};
+use super::strong::StrongSum;
 use super::sums::{block_len_for, generate, strong_len_for, BlockSums};
 use std::fmt;
 use std::fs::File;
@@ -131,7 +132,7 @@ fn sums_for(basis: impl Read, len: u64) -> io::Result<BlockSums> {
         len,
         block_len,
         strong_len_for(len, block_len, false),
-        SEED,
+        StrongSum::md4_auto(SEED),
     )
 }
 
@@ -145,7 +146,14 @@ fn measure(name: &str, source: impl Read, len: u64, sums: &BlockSums) -> io::Res
     let started = Instant::now();
     let cpu_started = thread_cpu_seconds();
     let outcome = matcher
-        .send(source, len, sums, SEED, MatchMode::Normal, &mut sink)
+        .send(
+            source,
+            len,
+            sums,
+            StrongSum::md4_auto(SEED),
+            MatchMode::Normal,
+            &mut sink,
+        )
         .map_err(|e| io::Error::other(e.to_string()))?;
     let cpu_seconds = thread_cpu_seconds() - cpu_started;
     let seconds = started.elapsed().as_secs_f64();

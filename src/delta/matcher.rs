@@ -37,7 +37,7 @@
 
 use super::index::BlockIndex;
 use super::rolling::{weak_sum, RollingSum};
-use super::strong::{block_strong_sum, spoil_file_sum, FileSum, STRONG_SUM_LEN};
+use super::strong::{block_strong_sum, spoil_file_sum, FileSum, StrongSum, STRONG_SUM_LEN};
 use super::sums::BlockSums;
 use super::window::{Window, READ_AHEAD};
 use std::fmt;
@@ -150,14 +150,15 @@ impl Matcher {
 
     /// Send `source`, announced as `file_len` bytes, against the receiver's
     /// block `sums`: hand literal data and matched blocks to `sink` in order
-    /// and return the counts and the whole-file sum seeded with `seed`.
+    /// and return the counts and the whole-file sum, both sums computed as
+    /// `strong` says.
     /// Without sums (none sent, block length 0, `-W`) everything is literal.
     pub fn send<R: Read, S: TokenSink>(
         &mut self,
         source: R,
         file_len: u64,
         sums: &BlockSums,
-        seed: u32,
+        strong: StrongSum,
         mode: MatchMode,
         sink: &mut S,
     ) -> Result<MatchOutcome, MatchError> {
@@ -170,7 +171,7 @@ impl Matcher {
         let mut win = Window::new(&mut self.window, source, file_len, span, self.read_ahead);
         let mut out = Emitter {
             sink,
-            sum: FileSum::new(seed),
+            sum: FileSum::new(strong),
             last: 0,
             literal: 0,
             matched: 0,
@@ -191,7 +192,7 @@ impl Matcher {
                 index: &mut self.index,
                 same_offset: &mut self.same_offset,
                 sums,
-                seed,
+                strong,
                 inplace,
                 block_len,
                 last_len: u64::from(sums.last_len()),
@@ -301,7 +302,7 @@ struct Search<'a, 'b, 's, R, S> {
     index: &'a mut BlockIndex,
     same_offset: &'a mut [bool],
     sums: &'a BlockSums,
-    seed: u32,
+    strong: StrongSum,
     inplace: bool,
     block_len: u64,
     last_len: u64,
@@ -440,7 +441,7 @@ impl<R: Read, S: TokenSink> Search<'_, '_, '_, R, S> {
         strong: &mut [u8; STRONG_SUM_LEN],
     ) -> Option<u32> {
         let data = self.win.bytes(off, off + len);
-        let (sums, seed) = (self.sums, self.seed);
+        let (sums, strong_sum) = (self.sums, self.strong);
         let mut computed = false;
         let accept = |block: u32| {
             let block = block as usize;
@@ -448,7 +449,7 @@ impl<R: Read, S: TokenSink> Search<'_, '_, '_, R, S> {
                 return false;
             }
             if !computed {
-                block_strong_sum(data, seed, strong);
+                block_strong_sum(data, strong_sum, strong);
                 computed = true;
             }
             sums.strong(block) == &strong[..sums.strong_len()]
@@ -518,7 +519,7 @@ impl<R: Read, S: TokenSink> Search<'_, '_, '_, R, S> {
             return Ok(false);
         }
         let mut strong = [0u8; STRONG_SUM_LEN];
-        block_strong_sum(data, self.seed, &mut strong);
+        block_strong_sum(data, self.strong, &mut strong);
         Ok(self.sums.strong(block) == &strong[..self.sums.strong_len()])
     }
 

@@ -9,7 +9,7 @@
 //! than reading the basis handed to `generate`.
 
 use super::rolling::weak_sum;
-use super::strong::{block_strong_sum, STRONG_SUM_LEN};
+use super::strong::{block_strong_sum, StrongSum, STRONG_SUM_LEN};
 use std::io::{self, Read};
 
 /// rsync's BLOCK_SIZE: the block length of files up to 700² bytes, and the
@@ -204,7 +204,7 @@ pub fn generate(
     len: u64,
     block_len: u32,
     strong_len: usize,
-    seed: u32,
+    strong_sum: StrongSum,
 ) -> io::Result<BlockSums> {
     if block_len == 0 && len > 0 {
         return Err(io::Error::new(
@@ -231,7 +231,7 @@ pub fn generate(
     while left > 0 {
         let n = u64::from(block_len).min(left) as usize;
         basis.read_exact(&mut block[..n])?;
-        block_strong_sum(&block[..n], seed, &mut strong);
+        block_strong_sum(&block[..n], strong_sum, &mut strong);
         sums.push(weak_sum(&block[..n]), &strong[..sums.strong_len()]);
         left -= n as u64;
     }
@@ -282,27 +282,27 @@ mod tests {
     #[test]
     fn generate_cuts_the_file_into_blocks() {
         let data: Vec<u8> = (0..2500u32).map(|i| (i * 7) as u8).collect();
-        let sums = generate(&data[..], 2500, 1000, 4, 0).unwrap();
+        let sums = generate(&data[..], 2500, 1000, 4, StrongSum::md4_auto(0)).unwrap();
         assert_eq!(sums.count(), 3);
         assert_eq!(sums.remainder(), 500);
         assert_eq!(sums.basis_len(), 2500);
         assert_eq!(sums.len_of(2), 500);
         assert_eq!(sums.weak(1), weak_sum(&data[1000..2000]));
         let mut strong = [0u8; 16];
-        block_strong_sum(&data[2000..], 0, &mut strong);
+        block_strong_sum(&data[2000..], StrongSum::md4_auto(0), &mut strong);
         assert_eq!(sums.strong(2), &strong[..4]);
 
-        let empty = generate(&[][..], 0, 700, 2, 1).unwrap();
+        let empty = generate(&[][..], 0, 700, 2, StrongSum::md4_auto(1)).unwrap();
         assert_eq!(empty.count(), 0);
         assert_eq!(empty.basis_len(), 0);
 
-        let exact = generate(&data[..2000], 2000, 1000, 2, 0).unwrap();
+        let exact = generate(&data[..2000], 2000, 1000, 2, StrongSum::md4_auto(0)).unwrap();
         assert_eq!(
             (exact.count(), exact.remainder(), exact.len_of(1)),
             (2, 0, 1000)
         );
 
-        let short = generate(&data[..10], 20, 8, 2, 0);
+        let short = generate(&data[..10], 20, 8, 2, StrongSum::md4_auto(0));
         assert_eq!(short.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 

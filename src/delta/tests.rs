@@ -359,7 +359,14 @@ fn check_case(
             let count = basis.len().div_ceil(blen);
             BlockSums::new(blen as u32, (basis.len() % blen) as u32, strong_len, count)
         }
-        _ => generate(basis, basis.len() as u64, blen as u32, strong_len, seed).unwrap(),
+        _ => generate(
+            basis,
+            basis.len() as u64,
+            blen as u32,
+            strong_len,
+            StrongSum::md4_auto(seed),
+        )
+        .unwrap(),
     };
     let mut rec = Recorder::default();
     let reader = Awkward {
@@ -368,7 +375,14 @@ fn check_case(
         max_piece: 1 + rng.below(5000),
     };
     let out = matcher_with_read_ahead(read_ahead)
-        .send(reader, target.len() as u64, &sums, seed, mode, &mut rec)
+        .send(
+            reader,
+            target.len() as u64,
+            &sums,
+            StrongSum::md4_auto(seed),
+            mode,
+            &mut rec,
+        )
         .unwrap();
 
     let (expected, summed) = match mode {
@@ -430,7 +444,7 @@ fn generate_agrees_with_the_reference_sums() {
     for blen in [1usize, 7, 700, 5000] {
         let basis = random_basis(&mut rng, 3000);
         let seed = rng.next_u64() as u32;
-        let sums = generate(&basis[..], 3000, blen as u32, 5, seed).unwrap();
+        let sums = generate(&basis[..], 3000, blen as u32, 5, StrongSum::md4_auto(seed)).unwrap();
         let reference_sums = ref_sums(&basis, blen, 5, seed);
         assert_eq!(sums.count(), reference_sums.weak.len());
         for i in 0..sums.count() {
@@ -449,12 +463,26 @@ fn zero_target_against_zero_basis_matches_block_after_block() {
     const BLOCK: usize = 8192;
     const LEN: usize = 64 << 20;
     let zeros = vec![0u8; LEN];
-    let sums = generate(&zeros[..], LEN as u64, BLOCK as u32, 16, 77).unwrap();
+    let sums = generate(
+        &zeros[..],
+        LEN as u64,
+        BLOCK as u32,
+        16,
+        StrongSum::md4_auto(77),
+    )
+    .unwrap();
     for mode in [MatchMode::Normal, MatchMode::Inplace] {
         let mut matcher = Matcher::new();
         let mut rec = Recorder::default();
         let out = matcher
-            .send(&zeros[..], LEN as u64, &sums, 77, mode, &mut rec)
+            .send(
+                &zeros[..],
+                LEN as u64,
+                &sums,
+                StrongSum::md4_auto(77),
+                mode,
+                &mut rec,
+            )
             .unwrap();
         assert_eq!((out.literal_bytes, out.matched_bytes), (0, LEN as u64));
         // want_i makes every match the block after the previous one.
@@ -499,11 +527,25 @@ fn colliding_basis(blocks: usize, blen: usize, rng: &mut Prng) -> (Vec<u8>, Vec<
 fn weak_collisions_with_different_strong_sums_do_not_match() {
     let mut rng = Prng::new(3);
     let (base, basis) = colliding_basis(3, 700, &mut rng);
-    let sums = generate(&basis[..], basis.len() as u64, 700, 16, 0).unwrap();
+    let sums = generate(
+        &basis[..],
+        basis.len() as u64,
+        700,
+        16,
+        StrongSum::md4_auto(0),
+    )
+    .unwrap();
     assert!((0..3).all(|i| sums.weak(i) == ref_weak(&base)));
     let mut rec = Recorder::default();
     let out = Matcher::new()
-        .send(&base[..], 700, &sums, 0, MatchMode::Normal, &mut rec)
+        .send(
+            &base[..],
+            700,
+            &sums,
+            StrongSum::md4_auto(0),
+            MatchMode::Normal,
+            &mut rec,
+        )
         .unwrap();
     assert_eq!((out.literal_bytes, out.matched_bytes), (700, 0));
 }
@@ -525,14 +567,21 @@ fn capped_case() -> (Vec<u8>, Vec<u8>) {
 #[test]
 fn the_candidate_walk_is_bounded_like_rsyncs() {
     let (basis, target) = capped_case();
-    let sums = generate(&basis[..], basis.len() as u64, 700, 16, 9).unwrap();
+    let sums = generate(
+        &basis[..],
+        basis.len() as u64,
+        700,
+        16,
+        StrongSum::md4_auto(9),
+    )
+    .unwrap();
     let mut rec = Recorder::default();
     let out = Matcher::new()
         .send(
             &target[..],
             target.len() as u64,
             &sums,
-            9,
+            StrongSum::md4_auto(9),
             MatchMode::Normal,
             &mut rec,
         )
@@ -561,7 +610,7 @@ fn without_sums_everything_is_literal() {
                 &data[..],
                 data.len() as u64,
                 &sums,
-                1,
+                StrongSum::md4_auto(1),
                 MatchMode::Normal,
                 &mut rec,
             )
@@ -588,7 +637,7 @@ fn odd_sum_heads_do_not_panic() {
     zero_len.push(0, &[0, 0]);
     zero_len.push(0, &[0, 0]);
     heads.extend([long_tail, no_strong, zero_len]);
-    heads.push(generate(&data[..], 5000, 4000, 16, 0).unwrap());
+    heads.push(generate(&data[..], 5000, 4000, 16, StrongSum::md4_auto(0)).unwrap());
     for sums in &heads {
         for mode in [
             MatchMode::Normal,
@@ -598,7 +647,14 @@ fn odd_sum_heads_do_not_panic() {
             for len in [0usize, 1, 99, 5000] {
                 let mut rec = Recorder::default();
                 let out = Matcher::new()
-                    .send(&data[..len], len as u64, sums, 0, mode, &mut rec)
+                    .send(
+                        &data[..len],
+                        len as u64,
+                        sums,
+                        StrongSum::md4_auto(0),
+                        mode,
+                        &mut rec,
+                    )
                     .unwrap();
                 assert_eq!(out.source_len, len as u64);
             }
@@ -609,11 +665,18 @@ fn odd_sum_heads_do_not_panic() {
 #[test]
 fn a_file_that_shrank_is_sent_as_read_with_a_spoiled_sum() {
     let basis = Prng::new(8).bytes(100_000);
-    let sums = generate(&basis[..], 100_000, 1000, 16, 3).unwrap();
+    let sums = generate(&basis[..], 100_000, 1000, 16, StrongSum::md4_auto(3)).unwrap();
     let now = &basis[..60_500];
     let mut rec = Recorder::default();
     let out = matcher_with_read_ahead(2000)
-        .send(now, 100_000, &sums, 3, MatchMode::Normal, &mut rec)
+        .send(
+            now,
+            100_000,
+            &sums,
+            StrongSum::md4_auto(3),
+            MatchMode::Normal,
+            &mut rec,
+        )
         .unwrap();
     assert_eq!(out.source_len, 60_500);
     assert!(out.size_changed);
@@ -626,10 +689,17 @@ fn a_file_that_shrank_is_sent_as_read_with_a_spoiled_sum() {
 #[test]
 fn a_file_that_grew_is_sent_at_its_announced_length() {
     let data = Prng::new(9).bytes(10_000);
-    let sums = generate(&data[..], 10_000, 700, 16, 3).unwrap();
+    let sums = generate(&data[..], 10_000, 700, 16, StrongSum::md4_auto(3)).unwrap();
     let mut rec = Recorder::default();
     let out = Matcher::new()
-        .send(&data[..], 8_000, &sums, 3, MatchMode::Normal, &mut rec)
+        .send(
+            &data[..],
+            8_000,
+            &sums,
+            StrongSum::md4_auto(3),
+            MatchMode::Normal,
+            &mut rec,
+        )
         .unwrap();
     assert_eq!((out.source_len, out.size_changed), (8_000, true));
     assert_eq!(out.literal_bytes + out.matched_bytes, 8_000);
@@ -659,14 +729,28 @@ impl TokenSink for FullSink {
 #[test]
 fn read_and_sink_failures_are_told_apart() {
     let data = vec![1u8; 5000];
-    let sums = generate(&data[..], 5000, 700, 16, 0).unwrap();
+    let sums = generate(&data[..], 5000, 700, 16, StrongSum::md4_auto(0)).unwrap();
     let mut rec = Recorder::default();
     let err = Matcher::new()
-        .send(Failing, 5000, &sums, 0, MatchMode::Normal, &mut rec)
+        .send(
+            Failing,
+            5000,
+            &sums,
+            StrongSum::md4_auto(0),
+            MatchMode::Normal,
+            &mut rec,
+        )
         .unwrap_err();
     assert!(matches!(err, MatchError::Read(_)), "{err}");
     let err = Matcher::new()
-        .send(&data[..], 5000, &sums, 0, MatchMode::Normal, &mut FullSink)
+        .send(
+            &data[..],
+            5000,
+            &sums,
+            StrongSum::md4_auto(0),
+            MatchMode::Normal,
+            &mut FullSink,
+        )
         .unwrap_err();
     assert!(matches!(err, MatchError::Sink(_)), "{err}");
 }
@@ -680,11 +764,25 @@ fn one_matcher_serves_many_files() {
         let len = rng.below(20_000);
         let basis = random_basis(&mut rng, len);
         let target = random_target(&mut rng, &basis);
-        let sums = generate(&basis[..], basis.len() as u64, blen as u32, 16, 1).unwrap();
+        let sums = generate(
+            &basis[..],
+            basis.len() as u64,
+            blen as u32,
+            16,
+            StrongSum::md4_auto(1),
+        )
+        .unwrap();
         let mode = [MatchMode::Normal, MatchMode::Inplace][round % 2];
         let mut rec = Recorder::default();
         matcher
-            .send(&target[..], target.len() as u64, &sums, 1, mode, &mut rec)
+            .send(
+                &target[..],
+                target.len() as u64,
+                &sums,
+                StrongSum::md4_auto(1),
+                mode,
+                &mut rec,
+            )
             .unwrap();
         let expected = reference(
             &target,
@@ -835,10 +933,24 @@ fn compare_with_rsync(name: &str, basis: &[u8], target: &[u8], mode: MatchMode, 
         strong_len_for(len, theirs.block_len, false),
         "{name}"
     );
-    let sums = generate(basis, len, theirs.block_len, theirs.strong_len, seed).unwrap();
+    let sums = generate(
+        basis,
+        len,
+        theirs.block_len,
+        theirs.strong_len,
+        StrongSum::md4_auto(seed),
+    )
+    .unwrap();
     let mut rec = Recorder::default();
     let ours = Matcher::new()
-        .send(target, target.len() as u64, &sums, seed, mode, &mut rec)
+        .send(
+            target,
+            target.len() as u64,
+            &sums,
+            StrongSum::md4_auto(seed),
+            mode,
+            &mut rec,
+        )
         .unwrap();
     assert_eq!(rec.toks, theirs.matches, "{name}: matches");
     assert_eq!(
@@ -935,7 +1047,7 @@ fn same_literal_data_as_rsync_when_appending() {
             &target[..],
             1_000_000,
             &sums,
-            1,
+            StrongSum::md4_auto(1),
             MatchMode::Append { verify: true },
             &mut rec,
         )
@@ -974,14 +1086,24 @@ fn whole_file_sum_equals_rsyncs() {
     let sums = BlockSums::new(0, 0, 16, 0);
     let mut rec = Recorder::default();
     let ours = Matcher::new()
-        .send(&data[..], 5000, &sums, seed, MatchMode::Normal, &mut rec)
+        .send(
+            &data[..],
+            5000,
+            &sums,
+            StrongSum::md4_auto(seed),
+            MatchMode::Normal,
+            &mut rec,
+        )
         .unwrap();
     assert!(
         contains(&written, &ours.file_sum),
         "sum not in rsync's batch"
     );
     // And it is the seeded sum, not the plain MD4 of the data.
-    assert!(!contains(&written, &file_checksum(&data[..]).unwrap()));
+    assert!(!contains(
+        &written,
+        &file_checksum(SumKind::Md4Auto, &data[..]).unwrap()
+    ));
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -7,6 +7,7 @@
 //! refused with a message naming them; options that only concern the
 //! receiving side are accepted and ignored, as rsyncd's sender ignores them.
 
+use crate::delta::SumKind;
 use std::fmt;
 
 /// Most arguments a client may send (rsync's MAX_ARGS * 16 for daemons is far
@@ -62,6 +63,10 @@ pub struct Options {
     pub block_size: Option<u32>,
     pub timeout: Option<u32>,
     pub checksum_seed: Option<u32>,
+    /// `--checksum-choice`: the digest of block and whole-file sums, and
+    /// that of `-c` file checksums (`X,Y` names them apart).
+    pub xfer_sum: SumKind,
+    pub file_sum: SumKind,
     pub inplace: bool,
     /// 0, 1 for `--append`, 2 for `--append-verify` (sent as `--append --append`).
     pub append: u8,
@@ -429,6 +434,19 @@ fn arity(name: &str) -> Option<Arity> {
     }
 }
 
+/// One digest name of `--checksum-choice=VALUE`, as rsync 3.x spells it.
+fn parse_sum_kind(value: &[u8], name: &[u8]) -> Result<SumKind, OptionError> {
+    match name.to_ascii_lowercase().as_slice() {
+        b"auto" => Ok(SumKind::Md4Auto),
+        b"md4" => Ok(SumKind::Md4),
+        b"md5" => Ok(SumKind::Md5),
+        _ => Err(OptionError(format!(
+            "--checksum-choice={}: only auto, md4 and md5 are available at protocol 29",
+            lossy(value)
+        ))),
+    }
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -681,13 +699,13 @@ impl Options {
                 )))
                 }
             },
-            "checksum-choice" | "cc"
-                if !v.split(|&b| b == b',').all(|c| c == b"md4" || c == b"auto") =>
-            {
-                return Err(OptionError(format!(
-                    "--checksum-choice={}: only md4 is available at protocol 29",
-                    lossy(v)
-                )));
+            "checksum-choice" | "cc" => {
+                let (xfer, file) = match v.iter().position(|&b| b == b',') {
+                    Some(comma) => (&v[..comma], &v[comma + 1..]),
+                    None => (v, v),
+                };
+                self.xfer_sum = parse_sum_kind(v, xfer)?;
+                self.file_sum = parse_sum_kind(v, file)?;
             }
             "block-size" => {
                 let n: u32 = parse_number(name, v)?;

@@ -15,7 +15,7 @@ use super::io::{Conn, MsgTag};
 use super::options::Options;
 use super::token::{SimpleTokens, TokenWriter, Tokens};
 use super::wire::{WireRead, WireWrite};
-use crate::delta::strong::spoil_file_sum;
+use crate::delta::strong::{spoil_file_sum, StrongSum};
 use crate::delta::{BlockSums, MatchError, MatchMode, Matcher};
 use crate::source::Source;
 use std::fmt;
@@ -207,7 +207,10 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
         conn,
         list: &list,
         pull: &pull,
-        seed,
+        strong_sum: StrongSum {
+            kind: opts.xfer_sum,
+            seed,
+        },
         matcher: Matcher::new(),
         deflater: Deflater::for_options(opts.compression, opts.compress_level),
         sent: vec![false; list.len()],
@@ -348,7 +351,7 @@ struct FileSender<'a, 'p> {
     conn: &'a mut Conn,
     list: &'a FileList,
     pull: &'a Pull<'p>,
-    seed: u32,
+    strong_sum: StrongSum,
     matcher: Matcher,
     /// The connection's compressor when the client asked for `-z`.
     deflater: Option<Deflater>,
@@ -594,7 +597,7 @@ impl FileSender<'_, '_> {
         };
         let outcome = self
             .matcher
-            .send(&file, size, &sums, self.seed, mode, &mut tokens);
+            .send(&file, size, &sums, self.strong_sum, mode, &mut tokens);
         let outcome = match outcome {
             Ok(o) => o,
             Err(MatchError::Sink(e)) => return Err(e.into()),

@@ -442,7 +442,10 @@ impl<'a> Builder<'a> {
             self.source.open(&path)
         };
         // rsync sends a zero sum for a file it cannot read.
-        Ok(opened.and_then(delta::file_checksum).unwrap_or([0u8; 16]))
+        let kind = self.opts.file_sum;
+        Ok(opened
+            .and_then(|file| delta::file_checksum(kind, file))
+            .unwrap_or([0u8; 16]))
     }
 
     fn make_entry(
