@@ -152,6 +152,10 @@ class Server:
         self.lines = []
         self.listening = threading.Event()
         self.port = port
+        # Resident memory before the first connection, the base of upserv's
+        # per-connection figure (its allocator keeps freed memory, so the
+        # RSS before a later round already holds earlier connections').
+        self.fresh_idle_kib = None
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -346,6 +350,9 @@ def prepare_dests(workdir, label, clients, basis):
             # so the shared basis is never modified.
             os.link(basis, os.path.join(dest, "big.img"))
         dests.append(dest)
+    # Earlier pulls' dirty pages would otherwise be written back while this
+    # one is timed, charging one server for the other's output.
+    os.sync()
     return dests
 
 
@@ -380,7 +387,8 @@ def measure(server, is_rsyncd, dests, source_size):
     await_no_children(server)
     pid = server.proc.pid
     own_before, reaped_before = proc_stat(pid)
-    idle_kib = group_rss_kib(pid)
+    if server.fresh_idle_kib is None:
+        server.fresh_idle_kib = group_rss_kib(pid)
     if not is_rsyncd:
         try:
             with open(f"/proc/{pid}/clear_refs", "w") as f:
@@ -400,7 +408,7 @@ def measure(server, is_rsyncd, dests, source_size):
         total = sampler.peak_total_kib
     else:
         total = max(sampler.peak_total_kib, status_kib(pid, "VmHWM"))
-        per_conn = max(0, total - idle_kib) / len(dests)
+        per_conn = max(0, total - server.fresh_idle_kib) / len(dests)
     for dest in dests:
         pulled = os.path.join(dest, "big.img")
         if not os.path.exists(pulled) or os.path.getsize(pulled) != source_size:

@@ -83,21 +83,27 @@ impl Scene {
 
     /// `upserv COMMAND ARGS --config C --builds B --cache-size 400K --upstream U`.
     fn admin(&self, args: &[&str]) -> (i32, String, String) {
+        let all = self.admin_args(args);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        upserv_command(&all)
+    }
+
+    /// `args` and the options that point an admin command at this scene.
+    fn admin_args(&self, args: &[&str]) -> Vec<String> {
         let conf = self.dir.join("upserv.conf");
         let builds = self.builds();
-        let upstream = self.up.url("/b/{name}.tar");
-        let mut all = args.to_vec();
-        all.extend_from_slice(&[
-            "--config",
-            conf.to_str().expect("a UTF-8 path"),
-            "--builds",
-            builds.to_str().expect("a UTF-8 path"),
-            "--cache-size",
-            BUDGET,
-            "--upstream",
-            &upstream,
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend([
+            "--config".into(),
+            conf.to_str().expect("a UTF-8 path").into(),
+            "--builds".into(),
+            builds.to_str().expect("a UTF-8 path").into(),
+            "--cache-size".into(),
+            BUDGET.into(),
+            "--upstream".into(),
+            self.up.url("/b/{name}.tar"),
         ]);
-        upserv_command(&all)
+        all
     }
 
     /// `upserv serve` per connection, as xinetd runs it.
@@ -464,4 +470,35 @@ fn a_build_larger_than_the_budget_is_refused() {
         "{error}"
     );
     assert!(scene.cached().is_empty());
+}
+
+/// `upserv fetch` on a terminal draws one bar, redrawn in place, instead of
+/// the plain lines it prints elsewhere. `script` (util-linux) provides the
+/// terminal.
+#[test]
+fn fetch_on_a_terminal_draws_a_progress_bar() {
+    let scene = Scene::new("builds-fetch-tty");
+    let mut argv = common::upserv::upserv_argv();
+    argv.extend(scene.admin_args(&["fetch", "b1"]));
+    let line: Vec<String> = argv
+        .iter()
+        .map(|word| format!("'{}'", word.replace('\'', "'\\''")))
+        .collect();
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &line.join(" "), "/dev/null"]);
+    let done = common::proc::run_with_deadline(&mut script, Duration::from_secs(60))
+        .expect("running script(1) from util-linux");
+    let text = String::from_utf8_lossy(&done.stdout);
+    assert_eq!(done.code, 0, "{text}");
+    assert!(
+        text.contains("\rb1 [") && text.contains("] 100% ") && text.contains("\x1b[K"),
+        "a bar redrawn in place: {text:?}"
+    );
+    assert!(
+        !text.contains("upserv: fetching b1 from upstream"),
+        "no plain lines on a terminal: {text:?}"
+    );
+    let cached = format!("b1: cached in {}", scene.builds().join("b1").display());
+    assert!(text.contains(&cached), "{text:?}");
+    assert_eq!(scene.up.gets("/b/b1.tar"), 1);
 }
