@@ -212,6 +212,16 @@ const CASES: &[Case] = &[
     Case::new("max size", &["-a", "-i", "--max-size=10K"], standard, None),
     Case::new("min size", &["-a", "-i", "--min-size=10K"], standard, None),
     Case::new("ignore errors", &["-a", "-i", "--ignore-errors", "--delete"], standard, EDITED),
+    // A module's refuse options: the same refusals, messages and exit codes.
+    Case::new("refused checksum", &["-aci"], standard, None).with(&[("refuse options", "c delete")]),
+    Case::new("refused archive", &["-ai"], standard, None).with(&[("refuse options", "a")]),
+    Case::new("refused -D", &["-ai"], standard, None).with(&[("refuse options", "D")]),
+    Case::new("refused delete, implied", &["-ai", "--delete-after"], standard, EDITED).with(&[("refuse options", "delete")]),
+    Case::new("refused delete modes but one", &["-ai", "--delete-after"], standard, EDITED).with(&[("refuse options", "delete-* !delete-after")]),
+    Case::new("refused partial, implied", &["-ai", "--inplace"], standard, EDITED).with(&[("refuse options", "partial")]),
+    Case::new("refused compression", &["-azi"], standard, None).with(&[("refuse options", "compress")]),
+    Case::new("refused by wildcard", &["-ai", "--numeric-ids"], standard, None).with(&[("refuse options", "numeric*")]),
+    Case::new("iconv without a charset", &["-ai", "--iconv=utf8"], standard, None),
     // Combinations users type.
     Case::new("avzH delete", &["-avzH", "--delete"], standard, EDITED),
     Case::new("rlptD -F", &["-rlptD", "-F", "-i"], with_filter_files, EDITED),

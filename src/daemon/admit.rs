@@ -17,6 +17,7 @@ use super::slots::SlotGuard;
 use super::{Module, Server};
 use crate::config::ModuleParams;
 use crate::protocol::io::Conn;
+use crate::protocol::refuse::Refusals;
 use crate::protocol::wire::WireWrite;
 use std::io;
 use std::net::IpAddr;
@@ -34,6 +35,8 @@ pub struct Policy {
     pub max_connections: u32,
     /// `None`: no login.
     pub auth: Option<AuthRules>,
+    /// `refuse options`.
+    pub refusals: Refusals,
 }
 
 impl Default for Policy {
@@ -49,6 +52,7 @@ impl Policy {
             list: p.list,
             max_connections: p.max_connections,
             auth: AuthRules::from_params(p),
+            refusals: Refusals::new(&p.refuse_options),
         }
     }
 }

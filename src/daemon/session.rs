@@ -198,7 +198,8 @@ fn serve_module(
 /// The arguments, then the transfer.
 fn pull(conn: &mut Conn, module: Module, admitted: Admitted, protocol: u32) -> io::Result<Outcome> {
     let args = read_args(conn, false)?;
-    let mut opts = match Options::parse(&args) {
+    let parsed = Options::parse(&args).and_then(|o| module.policy.refusals.check(&o).map(|()| o));
+    let mut opts = match parsed {
         Ok(o) => o,
         Err(e) => {
             sender::refuse(conn, &e.0)?;

@@ -27,6 +27,9 @@ pub const OUT_CAP: usize = 32 * 1024;
 const MPLEX_BASE: u32 = 7;
 /// Protocol-29 clients read log messages into a 1 KiB line buffer.
 pub const MAX_MSG_LEN: usize = 1000;
+/// How often [`Conn::reset_after_delivery`] looks whether the peer has
+/// acknowledged everything.
+const ACK_POLL: Duration = Duration::from_millis(5);
 
 /// Message tags a protocol-29 client understands (rsync.h `enum msgcode`,
 /// with the protocol-30 error/warning codes mapped down as log.c does).
@@ -223,6 +226,44 @@ impl Conn {
     pub fn flush(&mut self) -> io::Result<()> {
         self.close_frame();
         self.pump(0)
+    }
+
+    /// Flushes, waits up to `limit` for the peer to acknowledge every byte,
+    /// then makes the close a reset (SO_LINGER 0). rsyncd ends a refused
+    /// pull by exiting with the client's next request unread, which resets
+    /// the connection, so the client reports a socket error (exit 10) after
+    /// the message; a plain close would read as a protocol error (exit 12).
+    /// Not a socket (pipes in tests): only the flush.
+    pub fn reset_after_delivery(&mut self, limit: Duration) -> io::Result<()> {
+        self.flush()?;
+        let fd = self.wfd.as_raw_fd();
+        let started = Instant::now();
+        loop {
+            let mut unacked: libc::c_int = 0;
+            // SAFETY: TIOCOUTQ writes one int through a valid pointer.
+            if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut unacked) } < 0 {
+                return Ok(());
+            }
+            if unacked == 0 || started.elapsed() >= limit {
+                break;
+            }
+            std::thread::sleep(ACK_POLL);
+        }
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt with a valid linger struct and its size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        Ok(())
     }
 
     /// Writes bytes outside any frame: the handshake before multiplexing.

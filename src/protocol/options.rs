@@ -67,6 +67,9 @@ pub struct Options {
     /// that of `-c` file checksums (`X,Y` names them apart).
     pub xfer_sum: SumKind,
     pub file_sum: SumKind,
+    /// Every option the client sent, once each, in the order first sent
+    /// (ids of [`catalogue`]): what a module's `refuse options` look at.
+    pub given: Vec<&'static str>,
     pub inplace: bool,
     /// 0, 1 for `--append`, 2 for `--append-verify` (sent as `--append --append`).
     pub append: u8,
@@ -427,11 +430,25 @@ const SHORT: &[(u8, &str)] = &[
     (b'F', "filter-shortcut"),
 ];
 
-fn arity(name: &str) -> Option<Arity> {
-    match name {
-        "devices+specials" | "partial+progress" | "filter-shortcut" => Some(Arity::Flag),
-        _ => LONG.iter().find(|(n, _)| *n == name).map(|(_, a)| *a),
+/// The short-only options: `-D`, `-P` and `-F` have no long name of their
+/// own in rsync, so they go by these internal ones.
+const SHORT_ONLY: [&str; 3] = ["devices+specials", "partial+progress", "filter-shortcut"];
+
+/// The option's name as the tables spell it, and whether it takes a value.
+fn lookup(name: &str) -> Option<(&'static str, Arity)> {
+    if let Some(short_only) = SHORT_ONLY.iter().find(|n| **n == name) {
+        return Some((short_only, Arity::Flag));
     }
+    LONG.iter().find(|(n, _)| *n == name).copied()
+}
+
+/// Every option a client can send, as `(id, long name, short letter)`: the
+/// id is the long name, or for `-D`, `-P` and `-F` the internal name.
+pub fn catalogue() -> impl Iterator<Item = (&'static str, Option<&'static str>, Option<u8>)> {
+    let short_of = |name: &str| SHORT.iter().find(|(_, n)| *n == name).map(|(c, _)| *c);
+    LONG.iter()
+        .map(move |(name, _)| (*name, Some(*name), short_of(name)))
+        .chain(SHORT_ONLY.iter().map(move |id| (*id, None, short_of(id))))
 }
 
 /// One digest name of `--checksum-choice=VALUE`, as rsync 3.x spells it.
@@ -531,16 +548,18 @@ impl Options {
                 };
                 let name = std::str::from_utf8(name)
                     .map_err(|_| OptionError(format!("--{}: unknown option", lossy(name))))?;
-                let value = match (arity(name), inline) {
-                    (None, _) => return Err(OptionError(format!("--{name}: unknown option"))),
-                    (Some(Arity::Flag), Some(_)) => {
+                let Some((name, arity)) = lookup(name) else {
+                    return Err(OptionError(format!("--{name}: unknown option")));
+                };
+                let value = match (arity, inline) {
+                    (Arity::Flag, Some(_)) => {
                         return Err(OptionError(format!(
                             "--{name}: option does not take an argument"
                         )))
                     }
-                    (Some(Arity::Flag), None) => None,
-                    (Some(Arity::Value), Some(v)) => Some(v),
-                    (Some(Arity::Value), None) => {
+                    (Arity::Flag, None) => None,
+                    (Arity::Value, Some(v)) => Some(v),
+                    (Arity::Value, None) => {
                         let v = args
                             .get(i)
                             .ok_or_else(|| OptionError(format!("--{name}: missing argument")))?;
@@ -559,7 +578,7 @@ impl Options {
                         .find(|(s, _)| *s == c)
                         .map(|(_, n)| *n)
                         .ok_or_else(|| OptionError(format!("-{}: unknown option", c as char)))?;
-                    if arity(name) == Some(Arity::Value) {
+                    if lookup(name).map(|(_, a)| a) == Some(Arity::Value) {
                         let value = if j < arg.len() {
                             let v = &arg[j..];
                             j = arg.len();
@@ -610,7 +629,10 @@ impl Options {
         };
     }
 
-    fn apply(&mut self, name: &str, value: Option<&[u8]>) -> Result<(), OptionError> {
+    fn apply(&mut self, name: &'static str, value: Option<&[u8]>) -> Result<(), OptionError> {
+        if !self.given.contains(&name) {
+            self.given.push(name);
+        }
         let v = value.unwrap_or(b"");
         match name {
             "server" => self.server = true,
@@ -746,10 +768,10 @@ impl Options {
                     "--{name} requires protocol 30 or higher (negotiated 29)."
                 )))
             }
-            "iconv" | "copy-devices" | "filter" | "exclude" | "include" | "exclude-from"
-            | "include-from" | "filter-shortcut" | "usermap" | "groupmap" | "chown"
-            | "only-write-batch" | "write-batch" | "read-batch" | "daemon" | "config"
-            | "fake-super" | "crtimes" | "atimes" | "chmod" | "early-input" => {
+            "copy-devices" | "filter" | "exclude" | "include" | "exclude-from" | "include-from"
+            | "filter-shortcut" | "usermap" | "groupmap" | "chown" | "only-write-batch"
+            | "write-batch" | "read-batch" | "daemon" | "config" | "fake-super" | "crtimes"
+            | "atimes" | "chmod" | "early-input" => {
                 return Err(OptionError(format!(
                     "--{name}: not supported by this server"
                 )))

@@ -20,7 +20,7 @@ use crate::delta::{BlockSums, MatchError, MatchMode, Matcher};
 use crate::source::Source;
 use std::fmt;
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// rsync's OLD_MAX_BLOCK_SIZE: the largest block length below protocol 30.
 pub const MAX_BLOCK_LEN: i32 = 1 << 29;
@@ -122,16 +122,18 @@ fn choose_seed(opts: &Options) -> u32 {
     })
 }
 
+/// How long a refused client gets to acknowledge the message before the
+/// connection is reset.
+const REFUSAL_DELIVERY: Duration = Duration::from_secs(2);
+
 /// Tells the client about an option error the way rsyncd does: the protocol
-/// setup is finished so that the message can travel multiplexed.
+/// setup is finished so that the message can travel multiplexed, and the
+/// connection ends in a reset once the client has it.
 pub fn refuse(conn: &mut Conn, message: &str) -> io::Result<()> {
     conn.write_i32(0)?;
     conn.start_multiplex();
-    let text = format!(
-        "rsync: {message}\nrsync error: syntax or usage error (code 1) at main.c(1) [server]\n"
-    );
-    conn.send_msg(MsgTag::Error, text.as_bytes())?;
-    conn.flush()
+    conn.send_msg(MsgTag::Error, format!("rsync: {message}\n").as_bytes())?;
+    conn.reset_after_delivery(REFUSAL_DELIVERY)
 }
 
 /// Runs one pull on a connection whose handshake is done. A client that

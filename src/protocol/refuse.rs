@@ -1,0 +1,258 @@
+//! A module's `refuse options`: which client options it turns away, decided
+//! the way rsyncd decides (rsync's options.c, set_refuse_options and the
+//! implied-option checks of parse_arguments).
+//!
+//! Owns the matching of rules to options and the refusal message. It must not
+//! parse arguments ([`super::options`] does, and records what was given) nor
+//! talk to the client.
+//!
+//! Rules are matched with wildmatch against each option's long name and its
+//! short letter; `!` accepts again what earlier rules refused; `a` and
+//! `archive` stand for `-a` and every option it implies. A rule without
+//! wildcards names one option; a few options (`-e`, `-0`, `-s`, `-n`,
+//! `--iconv`, `--checksum-seed`, ...) only answer to such exact rules.
+//! Options implied by others are refused with them: any `--delete-*` implies
+//! `--delete`, `--append` implies `--inplace`, which implies `--partial`.
+
+use super::options::{catalogue, Compression, MissingArgs, OptionError, Options};
+use super::wildmatch::wildmatch;
+use std::collections::HashSet;
+
+/// Options wildcard rules never reach (rsync marks them exact-match only).
+const EXACT_ONLY: &[&str] = &[
+    "rsh",
+    "from0",
+    "secluded-args",
+    "protect-args",
+    "dry-run",
+    "iconv",
+    "no-iconv",
+    "checksum-seed",
+    "copy-devices",
+    "write-devices",
+    "log-format",
+    "sender",
+    "server",
+];
+
+/// Refused whatever the module says, before its rules (a negated exact rule
+/// accepts them again).
+const REFUSED_FIRST: &[&str] = &["copy-devices", "write-devices"];
+
+/// Refused whatever the module says, after its rules: upserv has no
+/// `charset`, and a client never chooses the daemon's log file.
+const REFUSED_LAST: &[&str] = &["iconv", "log-file*", "insecure-links"];
+
+/// What `-a` and `archive` stand for in a rule.
+const ARCHIVE_RULE: &str = "[ardlptgoD]";
+
+/// The options that say when to delete; each implies `--delete`, as
+/// `--delete-excluded` does.
+const DELETE_WHEN: &[&str] = &[
+    "del",
+    "delete-before",
+    "delete-during",
+    "delete-delay",
+    "delete-after",
+];
+
+/// The options a module refuses, by catalogue id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    refused: HashSet<&'static str>,
+}
+
+impl Refusals {
+    /// The refusals of a module whose `refuse options` are `rules`.
+    pub fn new(rules: &[String]) -> Refusals {
+        let mut refusals = Refusals::default();
+        for rule in REFUSED_FIRST {
+            refusals.apply(rule, false);
+        }
+        for rule in rules {
+            match rule.strip_prefix('!').filter(|r| !r.is_empty()) {
+                Some(accepted) => refusals.apply(accepted, true),
+                None => refusals.apply(rule, false),
+            }
+        }
+        for rule in REFUSED_LAST {
+            refusals.apply(rule, false);
+        }
+        refusals
+    }
+
+    fn apply(&mut self, rule: &str, accept: bool) {
+        let (pattern, wild) = if rule == "a" || rule == "archive" {
+            (ARCHIVE_RULE, true)
+        } else {
+            (rule, rule.contains(['*', '?', '[']))
+        };
+        for (id, long, short) in catalogue() {
+            let named = long.is_some_and(|l| wildmatch(pattern.as_bytes(), l.as_bytes()))
+                || short.is_some_and(|c| wildmatch(pattern.as_bytes(), &[c]));
+            if !named || (wild && EXACT_ONLY.contains(&id)) {
+                continue;
+            }
+            if accept {
+                self.refused.remove(id);
+            } else {
+                self.refused.insert(id);
+            }
+            if !wild {
+                break;
+            }
+        }
+    }
+
+    fn is_refused(&self, id: &str) -> bool {
+        self.refused.contains(id)
+    }
+
+    /// Whether the module takes `opts`; if not, the message rsyncd gives
+    /// for the first refused option, given or implied.
+    pub fn check(&self, opts: &Options) -> Result<(), OptionError> {
+        if let Some(id) = opts.given.iter().find(|id| self.is_refused(id)) {
+            return Err(refusal(id));
+        }
+        let given = |id: &str| opts.given.contains(&id);
+        let when_given = DELETE_WHEN.iter().any(|w| given(w));
+        let deleting = when_given
+            || given("delete")
+            || given("delete-excluded")
+            || opts.missing_args == MissingArgs::Delete;
+        let implied = [
+            ("compress", opts.compression != Compression::None),
+            ("delete", deleting),
+            ("inplace", opts.append > 0),
+            (
+                "partial",
+                opts.inplace || opts.append > 0 || given("partial-dir"),
+            ),
+        ];
+        if let Some((id, _)) = implied
+            .iter()
+            .find(|(id, implied)| *implied && self.is_refused(id))
+        {
+            return Err(refusal(id));
+        }
+        // `--delete` without a when: rsyncd picks before or during, and
+        // complains only when both are refused.
+        if deleting
+            && !when_given
+            && self.is_refused("delete-before")
+            && self.is_refused("delete-during")
+        {
+            return Err(refusal("delete-before"));
+        }
+        Ok(())
+    }
+}
+
+/// rsyncd's words for a refused option: `--name (-c)`; the short-only
+/// options have no long name, which rsync's printf shows as `(null)`.
+fn refusal(id: &str) -> OptionError {
+    let (long, short) = catalogue()
+        .find(|(i, _, _)| *i == id)
+        .map_or((None, None), |(_, long, short)| (long, short));
+    let mut text = format!(
+        "The server is configured to refuse --{}",
+        long.unwrap_or("(null)")
+    );
+    if let Some(c) = short {
+        text.push_str(&format!(" (-{})", c as char));
+    }
+    OptionError(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(args: &[&str]) -> Options {
+        let mut all = vec!["--server", "--sender"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[".", "m/"]);
+        let v: Vec<Vec<u8>> = all.iter().map(|a| a.as_bytes().to_vec()).collect();
+        Options::parse(&v).expect("valid arguments")
+    }
+
+    fn check(rules: &str, args: &[&str]) -> Result<(), String> {
+        let rules: Vec<String> = rules.split_whitespace().map(str::to_owned).collect();
+        Refusals::new(&rules).check(&options(args)).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn no_rules_refuse_nothing_a_pull_sends() {
+        assert_eq!(check("", &["-logDtprcze.iLsfxC", "--delete"]), Ok(()));
+    }
+
+    #[test]
+    fn a_rule_names_an_option_by_long_name_or_letter() {
+        let refused = Err("The server is configured to refuse --checksum (-c)".into());
+        assert_eq!(check("c", &["-rc"]), refused);
+        assert_eq!(check("checksum", &["-rc"]), refused);
+        assert_eq!(check("c", &["-rt"]), Ok(()));
+    }
+
+    #[test]
+    fn wildcards_and_negation_apply_in_order() {
+        assert!(check("delete-*", &["-r", "--delete-after"]).is_err());
+        assert_eq!(
+            check("delete-* !delete-after", &["-r", "--delete-after"]),
+            Ok(())
+        );
+        assert!(check("delete-* !delete-after", &["-r", "--delete-during"]).is_err());
+        // A wildcard never reaches an exact-only option.
+        assert_eq!(check("*", &["-n"]), Ok(()));
+        assert!(check("*", &["-nr"]).is_err());
+    }
+
+    #[test]
+    fn archive_stands_for_the_options_it_implies() {
+        assert_eq!(
+            check("a", &["-logDtpr"]),
+            Err("The server is configured to refuse --links (-l)".into())
+        );
+        assert_eq!(
+            check("D", &["-rD"]),
+            Err("The server is configured to refuse --(null) (-D)".into())
+        );
+    }
+
+    #[test]
+    fn implied_options_are_refused_with_their_implier() {
+        let delete = Err("The server is configured to refuse --delete".to_string());
+        assert_eq!(check("delete", &["-r", "--delete-after"]), delete);
+        assert_eq!(check("delete", &["-r", "--delete-excluded"]), delete);
+        assert_eq!(check("delete", &["-r", "--delete-missing-args"]), delete);
+        assert_eq!(
+            check("compress", &["-r", "--new-compress"]),
+            Err("The server is configured to refuse --compress (-z)".into())
+        );
+        assert_eq!(
+            check("partial", &["-r", "--append"]),
+            Err("The server is configured to refuse --partial".into())
+        );
+        assert_eq!(
+            check("inplace", &["-r", "--append"]),
+            Err("The server is configured to refuse --inplace".into())
+        );
+    }
+
+    #[test]
+    fn delete_without_a_when_needs_before_or_during() {
+        assert_eq!(check("delete-before", &["-r", "--delete"]), Ok(()));
+        assert_eq!(
+            check("delete-before delete-during", &["-r", "--delete"]),
+            Err("The server is configured to refuse --delete-before".into())
+        );
+    }
+
+    #[test]
+    fn iconv_is_refused_even_when_accepted() {
+        assert_eq!(
+            check("!iconv", &["-r", "--iconv=utf8"]),
+            Err("The server is configured to refuse --iconv".into())
+        );
+    }
+}
