@@ -194,6 +194,21 @@ impl Source {
         }
     }
 
+    /// Whether this process may read `rel` (access(2), following a final
+    /// symlink). An entry that exists only in the metadata table counts as
+    /// readable: it is served from the table, not from the disk.
+    pub fn readable(&self, rel: &[u8]) -> bool {
+        let Ok(path) = std::ffi::CString::new(self.disk_path(rel).as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::access(path.as_ptr(), libc::R_OK) } == 0 {
+            return true;
+        }
+        let missing = io::Error::last_os_error().kind() == io::ErrorKind::NotFound;
+        missing && self.meta.as_ref().is_some_and(|m| m.get(rel).is_some())
+    }
+
     /// The names in directory `rel`, without `.` and `..`, including entries
     /// that exist only in the metadata table.
     pub fn read_dir(&self, rel: &[u8]) -> io::Result<Vec<Vec<u8>>> {

@@ -139,7 +139,32 @@ const NOBODY: (u32, u32) = (65534, 65534);
 
 #[test]
 fn unreadable_files_and_directories_are_reported_like_rsyncd() {
-    // Both servers run unprivileged here: as root, nothing is unreadable.
+    let tree = unreadable_tree();
+    for pair in &pull_unreadable(&tree, &[]) {
+        let c = &pair.candidate;
+        assert_eq!(c.code, 23, "{}", c.stderr);
+        assert!(c.stderr.contains("Permission denied (13)"), "{}", c.stderr);
+        assert!(!pair.candidate_tree.paths().any(|p| p == b"secret.txt"));
+    }
+}
+
+#[test]
+fn ignore_nonreadable_leaves_them_out_silently_like_rsyncd() {
+    let tree = unreadable_tree();
+    for pair in &pull_unreadable(&tree, &[("ignore nonreadable", "yes")]) {
+        let c = &pair.candidate;
+        assert_eq!((c.code, c.stderr.as_str()), (0, ""));
+        let pulled: Vec<&[u8]> = pair.candidate_tree.paths().collect();
+        assert!(pulled.contains(&&b"sub/ok.txt"[..]), "{pulled:?}");
+        for unreadable in [&b"secret.txt"[..], b"locked", b"unlistable"] {
+            assert!(!pulled.contains(&unreadable), "{pulled:?}");
+        }
+    }
+}
+
+/// A tree with an unreadable file, an unreadable directory and one that can
+/// be entered but not listed, on a path anyone may walk.
+fn unreadable_tree() -> TestTree {
     let tree = TestTree::new();
     tree.file("readable.txt", b"fine\n").mode(0o644);
     tree.file("secret.txt", b"no\n").mode(0o000);
@@ -159,6 +184,12 @@ fn unreadable_files_and_directories_are_reported_like_rsyncd() {
         }
         dir.pop();
     }
+    tree
+}
+
+/// Pulls `tree` from upserv and rsyncd, both running as nobody (as root,
+/// nothing is unreadable), with these extra module parameters.
+fn pull_unreadable(tree: &TestTree, params: &[(&str, &str)]) -> Vec<Pair> {
     let builds = tempfile::tempdir().expect("builds dir");
     std::os::unix::fs::chown(builds.path(), Some(NOBODY.0), Some(NOBODY.1)).expect("chown");
     let launch = Launch {
@@ -166,17 +197,14 @@ fn unreadable_files_and_directories_are_reported_like_rsyncd() {
         run_as: Some(NOBODY),
         ..Launch::default()
     };
-    let pairs = Differential::new(&tree)
+    let mut differential = Differential::new(tree)
         .name("unreadable entries")
         .param("uid", "65534")
         .param("gid", "65534")
         .upserv_launch(&launch)
-        .stderr_exact()
-        .run(&["-a", "-i"], &ProtocolSet::ALL);
-    for pair in &pairs {
-        let c = &pair.candidate;
-        assert_eq!(c.code, 23, "{}", c.stderr);
-        assert!(c.stderr.contains("Permission denied (13)"), "{}", c.stderr);
-        assert!(!pair.candidate_tree.paths().any(|p| p == b"secret.txt"));
+        .stderr_exact();
+    for (key, value) in params {
+        differential = differential.param(key, value);
     }
+    differential.run(&["-a", "-i"], &ProtocolSet::ALL)
 }

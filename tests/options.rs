@@ -110,6 +110,14 @@ fn with_links(tree: &TestTree) {
     tree.symlink("links/sub/unsafe", "../../top.txt");
 }
 
+/// A file owned by a user and group with names (nobody, nogroup): the
+/// client says how it maps them with `--debug=own2`.
+fn with_named_owner(tree: &TestTree) {
+    fixed(tree);
+    tree.file("nobodys.txt", b"owned by nobody\n")
+        .owner(65534, 65534);
+}
+
 /// Empty directories and directories that become empty under a filter.
 fn with_empty_dirs(tree: &TestTree) {
     standard(tree);
@@ -222,6 +230,11 @@ const CASES: &[Case] = &[
     Case::new("refused compression", &["-azi"], standard, None).with(&[("refuse options", "compress")]),
     Case::new("refused by wildcard", &["-ai", "--numeric-ids"], standard, None).with(&[("refuse options", "numeric*")]),
     Case::new("iconv without a charset", &["-ai", "--iconv=utf8"], standard, None),
+    // What a module imposes on every pull.
+    Case::new("module numeric ids", &["-a", "-i", "--debug=own2"], with_named_owner, None).with(&[("numeric ids", "yes")]),
+    Case::new("names of owners", &["-a", "-i", "--debug=own2"], with_named_owner, None),
+    Case::new("module ignore errors", &["-aL", "-i", "--delete"], with_links, EDITED).with(&[("ignore errors", "yes")]),
+    Case::new("module ignore nonreadable", &["-a", "-i"], standard, None).with(&[("ignore nonreadable", "yes")]),
     // Combinations users type.
     Case::new("avzH delete", &["-avzH", "--delete"], standard, EDITED),
     Case::new("rlptD -F", &["-rlptD", "-F", "-i"], with_filter_files, EDITED),

@@ -17,6 +17,7 @@ use super::slots::SlotGuard;
 use super::{Module, Server};
 use crate::config::ModuleParams;
 use crate::protocol::io::Conn;
+use crate::protocol::options::ModuleImposed;
 use crate::protocol::refuse::Refusals;
 use crate::protocol::wire::WireWrite;
 use std::io;
@@ -37,6 +38,8 @@ pub struct Policy {
     pub auth: Option<AuthRules>,
     /// `refuse options`.
     pub refusals: Refusals,
+    /// `ignore errors`, `numeric ids`, `ignore nonreadable`.
+    pub imposed: ModuleImposed,
 }
 
 impl Default for Policy {
@@ -53,6 +56,11 @@ impl Policy {
             max_connections: p.max_connections,
             auth: AuthRules::from_params(p),
             refusals: Refusals::new(&p.refuse_options),
+            imposed: ModuleImposed {
+                ignore_errors: p.ignore_errors,
+                numeric_ids: p.numeric_ids,
+                ignore_nonreadable: p.ignore_nonreadable,
+            },
         }
     }
 }

@@ -206,6 +206,7 @@ fn pull(conn: &mut Conn, module: Module, admitted: Admitted, protocol: u32) -> i
             return Ok(Outcome::Refused(e.0));
         }
     };
+    opts.impose(module.policy.imposed);
     if opts.protect_args {
         let protected = read_args(conn, true)?;
         opts.set_protected_paths(&protected);

@@ -16,6 +16,15 @@ pub const MAX_ARGS: usize = 4096;
 /// Longest single argument (rsync's BIGPATHBUFLEN is 4096 + 1024).
 pub const MAX_ARG_LEN: usize = 5 * 1024;
 
+/// What a module imposes on every pull, whatever the client asked: rsyncd's
+/// `ignore errors`, `numeric ids` and `ignore nonreadable`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModuleImposed {
+    pub ignore_errors: bool,
+    pub numeric_ids: bool,
+    pub ignore_nonreadable: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Compression {
     #[default]
@@ -67,6 +76,11 @@ pub struct Options {
     /// that of `-c` file checksums (`X,Y` names them apart).
     pub xfer_sum: SumKind,
     pub file_sum: SumKind,
+    /// The module's `numeric ids`: no names in the id lists.
+    pub names_withheld: bool,
+    /// The module's `ignore nonreadable`: what upserv cannot read is left
+    /// out of the file list.
+    pub skip_unreadable: bool,
     /// Every option the client sent, once each, in the order first sent
     /// (ids of [`catalogue`]): what a module's `refuse options` look at.
     pub given: Vec<&'static str>,
@@ -528,6 +542,14 @@ fn parse_size_arg(name: &str, value: &[u8]) -> Result<u64, OptionError> {
 
 impl Options {
     /// Parses the server's argument list (everything the client sent, in order).
+    /// Applies what the module imposes, as rsyncd sets its own options
+    /// after parsing the client's.
+    pub fn impose(&mut self, imposed: ModuleImposed) {
+        self.ignore_errors |= imposed.ignore_errors;
+        self.names_withheld = imposed.numeric_ids;
+        self.skip_unreadable = imposed.ignore_nonreadable;
+    }
+
     pub fn parse(args: &[Vec<u8>]) -> Result<Options, OptionError> {
         let mut o = Options {
             implied_dirs: true,

@@ -370,6 +370,13 @@ impl<'a> Builder<'a> {
                 return Ok(None);
             }
         }
+        // The module's `ignore nonreadable`: left out without a word.
+        if self.opts.skip_unreadable
+            && !st.is_symlink()
+            && !self.source.readable(&self.list_path(root, name))
+        {
+            return Ok(None);
+        }
         if st.is_symlink() && self.opts.links && link.is_empty() {
             let text = format!(
                 "skipping symlink with 0-length value: {}\n",

@@ -68,14 +68,17 @@ impl<'a> Encoder<'a> {
         }
         buf.write_u8(0)?;
         if !self.opts.numeric_ids {
+            // A module's `numeric ids` withholds the names; the client,
+            // not told, still reads the (empty) lists.
+            let withheld = self.opts.names_withheld;
             if self.opts.owner {
                 write_id_list(&mut buf, list.entries.iter().map(|e| e.uid), |id| {
-                    names.user(id)
+                    names.user(id).filter(|_| !withheld)
                 })?;
             }
             if self.opts.group {
                 write_id_list(&mut buf, list.entries.iter().map(|e| e.gid), |id| {
-                    names.group(id)
+                    names.group(id).filter(|_| !withheld)
                 })?;
             }
         }
