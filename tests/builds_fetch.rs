@@ -352,6 +352,54 @@ fn pull_after_a_cut(name: &str, ignore_range: bool) {
     assert_eq!(private_leftovers(&builds), Vec::<String>::new());
 }
 
+/// Download mirrors answer with redirects: followed for the archive and
+/// its checksum, and again when a cut download resumes.
+#[test]
+fn a_redirecting_mirror_is_followed_also_when_resuming() {
+    let (tree, archive) = small_tree_and_archive();
+    let dir = scratch_dir("build-redirect");
+    let up = Upstream::start();
+    let half = archive.len() / 2;
+    up.put("/b/build-redirect.tar.md5", digest_file("md5sum", &archive));
+    up.put("/b/build-redirect.tar", archive);
+    up.set_behavior(
+        "/b/build-redirect.tar",
+        Behavior {
+            cut: Some((half, 1)),
+            ..Behavior::default()
+        },
+    );
+    for ending in [".tar", ".tar.md5"] {
+        up.set_behavior(
+            &format!("/mirror/build-redirect{ending}"),
+            Behavior {
+                redirect: Some(format!("/b/build-redirect{ending}")),
+                ..Behavior::default()
+            },
+        );
+    }
+    let upstream = up.url("/mirror/{name}.tar");
+    let checksum = up.url("/mirror/{name}.tar.md5");
+    let builds = dir.join("builds");
+    let upserv = Upserv::launch(
+        &[],
+        &Launch {
+            builds: Some(&builds),
+            args: &["--upstream", &upstream],
+            globals: &[("upstream checksum", &checksum)],
+            ..Launch::default()
+        },
+    );
+    pull_build(&upserv, "build-redirect", &dir.join("dest"));
+    assert_pulled_tree(&tree, &dir.join("dest"));
+    assert_eq!(
+        up.ranges("/b/build-redirect.tar"),
+        [None, Some(format!("bytes={half}-"))]
+    );
+    assert_eq!(up.gets("/mirror/build-redirect.tar"), 2);
+    assert!(upserv.log().contains("md5 verified"), "{}", upserv.log());
+}
+
 #[test]
 fn a_cut_download_resumes_with_range() {
     pull_after_a_cut("build-cut", false);

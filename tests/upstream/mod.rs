@@ -36,6 +36,8 @@ pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
 pub struct Behavior {
     /// Answer this status with an empty body instead of the file.
     pub status: Option<u16>,
+    /// Answer `302 Found` pointing at this path of the same server.
+    pub redirect: Option<String>,
     /// Answer 200 with the whole file even when asked for a range.
     pub ignore_range: bool,
     /// For this many more requests, close the connection after this many body bytes.
@@ -215,6 +217,13 @@ fn serve(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
         (state.files.get(path).cloned(), behavior)
     };
     let mut out = stream;
+    if let Some(to) = &behavior.redirect {
+        write!(
+            out,
+            "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        return Ok(());
+    }
     let Some(file) = file.filter(|_| behavior.status.is_none()) else {
         let status = behavior.status.unwrap_or(404);
         write!(
