@@ -313,7 +313,16 @@ fn a_second_missing_build_waits_its_turn_and_says_so() {
 /// A body cut halfway once, then a pull: `ignore_range` decides whether
 /// the retry resumes (206) or restarts (200). Either way the result is the
 /// tree, and the second request asked for the rest.
-fn pull_after_a_cut(name: &str, ignore_range: bool) {
+/// Where the upstream template points in [`pull_after_a_cut`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// At the archive itself.
+    Direct,
+    /// At a mirror that redirects to it, as download mirrors do.
+    Mirror,
+}
+
+fn pull_after_a_cut(name: &str, ignore_range: bool, origin: Origin) {
     let (tree, archive) = small_tree_and_archive();
     let dir = scratch_dir(name);
     let up = Upstream::start();
@@ -329,8 +338,23 @@ fn pull_after_a_cut(name: &str, ignore_range: bool) {
             ..Behavior::default()
         },
     );
-    let checksum = up.url("/b/{name}.tar.md5");
-    let upstream = up.url("/b/{name}.tar");
+    let served_from = match origin {
+        Origin::Direct => "/b",
+        Origin::Mirror => "/mirror",
+    };
+    if origin == Origin::Mirror {
+        for ending in [".tar", ".tar.md5"] {
+            up.set_behavior(
+                &format!("/mirror/{name}{ending}"),
+                Behavior {
+                    redirect: Some(format!("/b/{name}{ending}")),
+                    ..Behavior::default()
+                },
+            );
+        }
+    }
+    let checksum = up.url(&format!("{served_from}/{{name}}.tar.md5"));
+    let upstream = up.url(&format!("{served_from}/{{name}}.tar"));
     let builds = dir.join("builds");
     let upserv = Upserv::launch(
         &[],
@@ -344,6 +368,9 @@ fn pull_after_a_cut(name: &str, ignore_range: bool) {
     pull_build(&upserv, name, &dir.join("dest"));
     assert_pulled_tree(&tree, &dir.join("dest"));
     assert_eq!(up.ranges(&path), [None, Some(format!("bytes={half}-"))]);
+    if origin == Origin::Mirror {
+        assert_eq!(up.gets(&format!("/mirror/{name}.tar")), 2);
+    }
     assert!(
         upserv.log().contains("md5 verified"),
         "the log says the checksum was verified:\n{}",
@@ -356,58 +383,17 @@ fn pull_after_a_cut(name: &str, ignore_range: bool) {
 /// its checksum, and again when a cut download resumes.
 #[test]
 fn a_redirecting_mirror_is_followed_also_when_resuming() {
-    let (tree, archive) = small_tree_and_archive();
-    let dir = scratch_dir("build-redirect");
-    let up = Upstream::start();
-    let half = archive.len() / 2;
-    up.put("/b/build-redirect.tar.md5", digest_file("md5sum", &archive));
-    up.put("/b/build-redirect.tar", archive);
-    up.set_behavior(
-        "/b/build-redirect.tar",
-        Behavior {
-            cut: Some((half, 1)),
-            ..Behavior::default()
-        },
-    );
-    for ending in [".tar", ".tar.md5"] {
-        up.set_behavior(
-            &format!("/mirror/build-redirect{ending}"),
-            Behavior {
-                redirect: Some(format!("/b/build-redirect{ending}")),
-                ..Behavior::default()
-            },
-        );
-    }
-    let upstream = up.url("/mirror/{name}.tar");
-    let checksum = up.url("/mirror/{name}.tar.md5");
-    let builds = dir.join("builds");
-    let upserv = Upserv::launch(
-        &[],
-        &Launch {
-            builds: Some(&builds),
-            args: &["--upstream", &upstream],
-            globals: &[("upstream checksum", &checksum)],
-            ..Launch::default()
-        },
-    );
-    pull_build(&upserv, "build-redirect", &dir.join("dest"));
-    assert_pulled_tree(&tree, &dir.join("dest"));
-    assert_eq!(
-        up.ranges("/b/build-redirect.tar"),
-        [None, Some(format!("bytes={half}-"))]
-    );
-    assert_eq!(up.gets("/mirror/build-redirect.tar"), 2);
-    assert!(upserv.log().contains("md5 verified"), "{}", upserv.log());
+    pull_after_a_cut("build-redirect", false, Origin::Mirror);
 }
 
 #[test]
 fn a_cut_download_resumes_with_range() {
-    pull_after_a_cut("build-cut", false);
+    pull_after_a_cut("build-cut", false, Origin::Direct);
 }
 
 #[test]
 fn a_cut_download_restarts_when_range_is_ignored() {
-    pull_after_a_cut("build-norange", true);
+    pull_after_a_cut("build-norange", true, Origin::Direct);
 }
 
 #[test]
