@@ -230,6 +230,7 @@ const CASES: &[Case] = &[
     Case::new("refused compression", &["-azi"], standard, None).with(&[("refuse options", "compress")]),
     Case::new("refused by wildcard", &["-ai", "--numeric-ids"], standard, None).with(&[("refuse options", "numeric*")]),
     Case::new("iconv without a charset", &["-ai", "--iconv=utf8"], standard, None),
+    Case::new("copy devices", &["-ai", "--copy-devices"], standard, None),
     // What a module imposes on every pull.
     Case::new("module numeric ids", &["-a", "-i", "--debug=own2"], with_named_owner, None).with(&[("numeric ids", "yes")]),
     Case::new("names of owners", &["-a", "-i", "--debug=own2"], with_named_owner, None),

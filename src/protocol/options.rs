@@ -790,7 +790,7 @@ impl Options {
                     "--{name} requires protocol 30 or higher (negotiated 29)."
                 )))
             }
-            "copy-devices" | "filter" | "exclude" | "include" | "exclude-from" | "include-from"
+            "filter" | "exclude" | "include" | "exclude-from" | "include-from"
             | "filter-shortcut" | "usermap" | "groupmap" | "chown" | "only-write-batch"
             | "write-batch" | "read-batch" | "daemon" | "config" | "fake-super" | "crtimes"
             | "atimes" | "chmod" | "early-input" => {

@@ -35,13 +35,17 @@ const EXACT_ONLY: &[&str] = &[
     "server",
 ];
 
-/// Refused whatever the module says, before its rules (a negated exact rule
-/// accepts them again).
-const REFUSED_FIRST: &[&str] = &["copy-devices", "write-devices"];
-
 /// Refused whatever the module says, after its rules: upserv has no
-/// `charset`, and a client never chooses the daemon's log file.
-const REFUSED_LAST: &[&str] = &["iconv", "log-file*", "insecure-links"];
+/// `charset`, never sends what a device reads as file contents (rsyncd
+/// refuses that unless a module accepts it), and a client never chooses the
+/// daemon's log file.
+const ALWAYS_REFUSED: &[&str] = &[
+    "iconv",
+    "copy-devices",
+    "write-devices",
+    "log-file*",
+    "insecure-links",
+];
 
 /// What `-a` and `archive` stand for in a rule.
 const ARCHIVE_RULE: &str = "[ardlptgoD]";
@@ -66,16 +70,13 @@ impl Refusals {
     /// The refusals of a module whose `refuse options` are `rules`.
     pub fn new(rules: &[String]) -> Refusals {
         let mut refusals = Refusals::default();
-        for rule in REFUSED_FIRST {
-            refusals.apply(rule, false);
-        }
         for rule in rules {
             match rule.strip_prefix('!').filter(|r| !r.is_empty()) {
                 Some(accepted) => refusals.apply(accepted, true),
                 None => refusals.apply(rule, false),
             }
         }
-        for rule in REFUSED_LAST {
+        for rule in ALWAYS_REFUSED {
             refusals.apply(rule, false);
         }
         refusals
@@ -249,10 +250,14 @@ mod tests {
     }
 
     #[test]
-    fn iconv_is_refused_even_when_accepted() {
+    fn iconv_and_copy_devices_are_refused_even_when_accepted() {
         assert_eq!(
             check("!iconv", &["-r", "--iconv=utf8"]),
             Err("The server is configured to refuse --iconv".into())
+        );
+        assert_eq!(
+            check("!copy-devices", &["-r", "--copy-devices"]),
+            Err("The server is configured to refuse --copy-devices".into())
         );
     }
 }
