@@ -17,13 +17,11 @@ use common::client::{Client, Protocol, PullResult};
 use common::conf::upserv_conf;
 use common::differential::{compare_stats, StatsPolicy};
 use common::proc::{last_lines, Daemon};
-use common::rsyncd::free_port;
+use common::rsyncd::{await_greeting, free_port, Readiness};
 use common::snapshot::{render_differences, Volatile};
 use common::tree::Rng;
 use common::upserv::upserv_argv;
 use common::{Module, Rsyncd, Server, Snapshot, TestTree};
-use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,12 +40,14 @@ const REPLACED: [&str; 4] = ["server", "server_args", "user", "group"];
 const START_ATTEMPTS: u32 = 3;
 /// Where the README's entry begins.
 const ENTRY_START: &str = "service rsync";
-/// Connection attempts while xinetd starts up, and the pause between them:
-/// at most 10 s in all.
-const READY_POLLS: u32 = 200;
-const READY_POLL_PAUSE: Duration = Duration::from_millis(50);
-/// How long upserv may take to greet (it may run under qemu).
-const GREETING_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long xinetd may take to listen (200 polls 50 ms apart: 10 s; with
+/// `-dontfork` it stays up even when it could not bind the port), and upserv
+/// to greet (it may run under qemu).
+const XINETD_READY: Readiness = Readiness {
+    polls: 200,
+    pause: Duration::from_millis(50),
+    greeting_timeout: Duration::from_secs(30),
+};
 /// Lines of logs shown when something fails.
 const LOG_LINES: usize = 30;
 
@@ -258,7 +258,7 @@ impl XinetdUpserv {
                 .arg("-pidfile")
                 .arg(dir.path().join("xinetd.pid"));
             let mut daemon = Daemon::spawn(&mut cmd, |_| {}).expect("starting xinetd");
-            match await_greeting(&mut daemon, port) {
+            match await_greeting(&mut daemon, "xinetd", port, XINETD_READY) {
                 Ok(()) => return XinetdUpserv { daemon, port, dir },
                 Err(why) => failures.push_str(&format!(
                     "port {port}: {why}\nconfiguration:\n{entry}\nstderr:\n{}\n",
@@ -303,37 +303,6 @@ impl Server for XinetdUpserv {
 
     fn log_tail(&self, _lines: usize) -> String {
         self.logs()
-    }
-}
-
-/// Connects until xinetd accepts and upserv greets, giving up early when
-/// xinetd exits (a bad entry) and after [`READY_POLLS`] attempts (with
-/// `-dontfork`, xinetd stays up even when it could not bind the port).
-fn await_greeting(xinetd: &mut Daemon, port: u16) -> Result<(), String> {
-    for _ in 0..READY_POLLS {
-        if let Some(status) = xinetd.exited() {
-            return Err(format!("xinetd exited with {status}"));
-        }
-        if let Ok(stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) {
-            return read_greeting(stream);
-        }
-        std::thread::sleep(READY_POLL_PAUSE);
-    }
-    Err(format!("nothing listening after {READY_POLLS} polls"))
-}
-
-fn read_greeting(stream: TcpStream) -> Result<(), String> {
-    stream
-        .set_read_timeout(Some(GREETING_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .map_err(|e| format!("reading the greeting: {e}"))?;
-    if line.starts_with("@RSYNCD: ") {
-        Ok(())
-    } else {
-        Err(format!("unexpected greeting {line:?}"))
     }
 }
 

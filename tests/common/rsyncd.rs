@@ -19,12 +19,13 @@ use tempfile::TempDir;
 /// Daemons started on a fresh port each, in case another process takes the
 /// port between our probe and rsyncd's bind.
 const START_ATTEMPTS: u32 = 3;
-/// Connection attempts while waiting for a started daemon to listen.
-const READY_POLLS: u32 = 400;
-/// Pause between readiness polls; READY_POLLS of them bound the wait to 2 s.
-const READY_POLL_PAUSE: Duration = Duration::from_millis(5);
-/// How long a connected daemon may take to send its greeting.
-const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long rsyncd may take to listen (400 polls 5 ms apart: 2 s) and
+/// then to greet.
+const RSYNCD_READY: Readiness = Readiness {
+    polls: 400,
+    pause: Duration::from_millis(5),
+    greeting_timeout: Duration::from_secs(5),
+};
 /// The protocol upserv offers; the reference is capped at it so that a
 /// client's default negotiation lands where it lands with upserv.
 pub const UPSERV_PROTOCOL: u32 = 29;
@@ -54,7 +55,7 @@ impl Rsyncd {
                 .arg(format!("--port={port}"))
                 .arg("--address=127.0.0.1");
             let mut daemon = Daemon::spawn(&mut cmd, |_| {}).expect("spawning rsync --daemon");
-            match await_greeting(&mut daemon, port) {
+            match await_greeting(&mut daemon, "rsync --daemon", port, RSYNCD_READY) {
                 Ok(()) => {
                     return Rsyncd {
                         daemon,
@@ -143,25 +144,40 @@ pub fn free_port() -> u16 {
         .expect("probing for a free loopback port")
 }
 
-/// Polls `port` until the daemon answers with an `@RSYNCD:` greeting, giving
-/// up early when the daemon exits (typically: the port was taken).
-fn await_greeting(daemon: &mut Daemon, port: u16) -> Result<(), String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    for _ in 0..READY_POLLS {
-        if let Some(status) = daemon.exited() {
-            return Err(format!("rsync --daemon exited with {status}"));
-        }
-        if let Ok(stream) = TcpStream::connect(addr) {
-            return read_greeting(stream);
-        }
-        std::thread::sleep(READY_POLL_PAUSE);
-    }
-    Err(format!("nothing listening after {READY_POLLS} polls"))
+/// How long [`await_greeting`] waits: connection attempts, the pause
+/// between them, and the time a connected daemon may take to greet.
+#[derive(Clone, Copy, Debug)]
+pub struct Readiness {
+    pub polls: u32,
+    pub pause: Duration,
+    pub greeting_timeout: Duration,
 }
 
-fn read_greeting(stream: TcpStream) -> Result<(), String> {
+/// Polls `port` until the daemon (`what`, for messages) answers with an
+/// `@RSYNCD:` greeting, giving up early when it exits (typically: the port
+/// was taken).
+pub fn await_greeting(
+    daemon: &mut Daemon,
+    what: &str,
+    port: u16,
+    ready: Readiness,
+) -> Result<(), String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    for _ in 0..ready.polls {
+        if let Some(status) = daemon.exited() {
+            return Err(format!("{what} exited with {status}"));
+        }
+        if let Ok(stream) = TcpStream::connect(addr) {
+            return read_greeting(stream, ready.greeting_timeout);
+        }
+        std::thread::sleep(ready.pause);
+    }
+    Err(format!("nothing listening after {} polls", ready.polls))
+}
+
+fn read_greeting(stream: TcpStream, timeout: Duration) -> Result<(), String> {
     stream
-        .set_read_timeout(Some(GREETING_TIMEOUT))
+        .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     let mut line = String::new();
     BufReader::new(stream)
