@@ -210,13 +210,7 @@ fn ten_clients_share_one_download() {
     // The gate must hold back part of the body, or the download completes.
     let gate = body.len() / 2;
     up.put("/b/build-ten.tar.gz", body);
-    up.set_behavior(
-        "/b/build-ten.tar.gz",
-        Behavior {
-            gate_after: Some(gate),
-            ..Behavior::default()
-        },
-    );
+    up.gate_after("/b/build-ten.tar.gz", gate);
     // A worker per client, so that none waits in the queue.
     let upserv = upserv_for(
         &up,
@@ -258,13 +252,7 @@ fn a_cached_build_is_served_while_a_slow_download_waits() {
     let upserv = upserv_for(&up, "/b/{name}.tar", &dir.join("builds"), &[]);
     pull_build(&upserv, "cached", &dir.join("first"));
 
-    up.set_behavior(
-        "/b/slow.tar",
-        Behavior {
-            gate_after: Some(1000),
-            ..Behavior::default()
-        },
-    );
+    up.gate_after("/b/slow.tar", 1000);
     let mut slow = LiveClient::start(&upserv.url("slow/"), &dir.join("slow"), &["-aH"]);
     slow.wait_for_line("upserv: fetching slow from upstream: ");
     let cached = pull_build(&upserv, "cached", &dir.join("second"));
@@ -290,13 +278,7 @@ fn a_second_missing_build_waits_its_turn_and_says_so() {
     let up = Upstream::start();
     up.put("/b/first.tar", archive.clone());
     up.put("/b/second.tar", archive);
-    up.set_behavior(
-        "/b/first.tar",
-        Behavior {
-            gate_after: Some(1000),
-            ..Behavior::default()
-        },
-    );
+    up.gate_after("/b/first.tar", 1000);
     let upserv = upserv_for(&up, "/b/{name}.tar", &dir.join("builds"), &[]);
     let first = LiveClient::start(&upserv.url("first/"), &dir.join("first"), &["-aH"]);
     first.wait_for_line("upserv: fetching first from upstream: ");
@@ -402,13 +384,7 @@ fn a_download_longer_than_the_handshake_timeout_is_served() {
     let dir = scratch_dir("builds-long");
     let up = Upstream::start();
     up.put("/b/build-long.tar", archive);
-    up.set_behavior(
-        "/b/build-long.tar",
-        Behavior {
-            gate_after: Some(1000),
-            ..Behavior::default()
-        },
-    );
+    up.gate_after("/b/build-long.tar", 1000);
     let upserv = upserv_for(&up, "/b/{name}.tar", &dir.join("builds"), &[]);
     let client = LiveClient::start(&upserv.url("build-long/"), &dir.join("dest"), &["-aH"]);
     client.wait_for_line("upserv: fetching build-long from upstream: ");

@@ -93,13 +93,7 @@ fn kill_9_during_a_download_then_the_restart_resumes_it() {
     let up = Upstream::start();
     let half = archive.len() / 2;
     up.put("/b/build-k.tar", archive);
-    up.set_behavior(
-        "/b/build-k.tar",
-        Behavior {
-            gate_after: Some(half),
-            ..Behavior::default()
-        },
-    );
+    up.gate_after("/b/build-k.tar", half);
     let upserv = upserv_for(&up, "/b/{name}.tar", &builds, &[]);
     let first = LiveClient::start(&upserv.url("build-k/"), &dir.join("first"), &["-aH"]);
     first.wait_for_line("upserv: fetching build-k from upstream: ");
@@ -184,13 +178,7 @@ fn two_serve_processes_share_one_download() {
     let up = Upstream::start();
     let half = archive.len() / 2;
     up.put("/b/build-s.tar", archive);
-    up.set_behavior(
-        "/b/build-s.tar",
-        Behavior {
-            gate_after: Some(half),
-            ..Behavior::default()
-        },
-    );
+    up.gate_after("/b/build-s.tar", half);
     let upstream = up.url("/b/{name}.tar");
     let builds = dir.join("builds");
     let serve = UpservServe::start_with(&[], Some(&builds), &["--upstream", &upstream]);

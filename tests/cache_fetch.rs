@@ -96,13 +96,7 @@ fn ten_concurrent_acquires_share_one_download() {
     let dir = scratch_dir("ten");
     let up = Upstream::start();
     up.put("/b/build-10.tar", sample_build("build-10", "ten"));
-    up.set_behavior(
-        "/b/build-10.tar",
-        Behavior {
-            gate_after: Some(4096),
-            ..Behavior::default()
-        },
-    );
+    up.gate_after("/b/build-10.tar", 4096);
     let cache = Cache::open(config(&dir, &up, ".tar")).unwrap();
 
     let waiting = Arc::new((Mutex::new(0usize), Condvar::new()));
@@ -151,13 +145,7 @@ fn cached_acquire_does_not_wait_for_a_download() {
     let cache = Cache::open(config(&dir, &up, ".tar")).unwrap();
     drop(cache.acquire("cached", &mut |_| {}).unwrap().unwrap());
 
-    up.set_behavior(
-        "/b/slow.tar",
-        Behavior {
-            gate_after: Some(1000),
-            ..Behavior::default()
-        },
-    );
+    up.gate_after("/b/slow.tar", 1000);
     let slow_cache = cache.clone();
     let slow = thread::spawn(move || slow_cache.acquire("slow", &mut |_| {}).map(|g| g.is_some()));
     up.wait_at_gate(1);
@@ -401,13 +389,7 @@ fn a_stalled_upstream_times_out_with_a_clear_error() {
     let dir = scratch_dir("stall");
     let up = Upstream::start();
     up.put("/b/stuck.tar", sample_build("stuck", "s"));
-    up.set_behavior(
-        "/b/stuck.tar",
-        Behavior {
-            gate_after: Some(1000),
-            ..Behavior::default()
-        },
-    );
+    up.gate_after("/b/stuck.tar", 1000);
     let mut cfg = config(&dir, &up, ".tar");
     cfg.fetch_timeout = Duration::from_millis(200);
     cfg.fetch_attempts = 1;

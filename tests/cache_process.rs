@@ -110,13 +110,7 @@ fn kill_9_during_download_then_resume() {
     let archive = sample_build("build-k", "survived");
     let half = archive.len() / 2;
     up.put("/b/build-k.tar", archive);
-    up.set_behavior(
-        "/b/build-k.tar",
-        Behavior {
-            gate_after: Some(half),
-            ..Behavior::default()
-        },
-    );
+    up.gate_after("/b/build-k.tar", half);
     let template = up.url("/b/{name}.tar");
     let (tx, _lines) = mpsc::channel();
 
@@ -189,13 +183,7 @@ fn two_serve_processes_download_once() {
     let builds = dir.join("builds");
     let up = Upstream::start();
     up.put("/b/build-s.tar", sample_build("build-s", "shared"));
-    up.set_behavior(
-        "/b/build-s.tar",
-        Behavior {
-            gate_after: Some(1000),
-            ..Behavior::default()
-        },
-    );
+    up.gate_after("/b/build-s.tar", 1000);
     let template = up.url("/b/{name}.tar");
     let (tx, lines) = mpsc::channel();
 

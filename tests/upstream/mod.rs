@@ -120,6 +120,18 @@ impl Upstream {
             .insert(path.to_string(), behavior);
     }
 
+    /// Makes `path` send `bytes` of its body, then hold the rest until
+    /// [`Upstream::open_gate`].
+    pub fn gate_after(&self, path: &str, bytes: usize) {
+        self.set_behavior(
+            path,
+            Behavior {
+                gate_after: Some(bytes),
+                ..Behavior::default()
+            },
+        );
+    }
+
     /// GET requests seen for `path`.
     pub fn gets(&self, path: &str) -> usize {
         *self
