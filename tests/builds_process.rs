@@ -119,15 +119,7 @@ fn kill_9_during_a_download_then_the_restart_resumes_it() {
     up.set_behavior("/b/build-k.tar", Behavior::default());
     up.open_gate();
     let upserv = upserv_for(&up, "/b/{name}.tar", &builds, &[]);
-    let dest = dir.join("after");
-    pull(&upserv.url("build-k/"), &dest, PULL_OPTS, Protocol::Default).assert_ok();
-    assert_pulled_tree(&tree, &dest);
-    assert_eq!(
-        up.ranges("/b/build-k.tar"),
-        [None, Some(format!("bytes={half}-"))],
-        "the restarted daemon asked only for the rest"
-    );
-    assert_eq!(private_leftovers(&builds), Vec::<String>::new());
+    assert_completed_after_restart(&upserv, &up, "/b/build-k.tar", &dir, &tree, half);
 }
 
 #[test]
@@ -160,15 +152,41 @@ fn kill_9_during_unpacking_then_the_restart_completes_the_build() {
     // A listing answered means the startup recovery is over.
     assert!(!listed_modules(&upserv, &dir).contains(&"build-u".to_string()));
     assert!(!scratch.exists(), "startup removes what unpacking left");
+    assert_completed_after_restart(&upserv, &up, "/b/build-u.tar.gz", &dir, &tree, len);
+}
+
+/// After a crash and a restart: the build of archive `path` (at
+/// `/b/NAME.EXT`) pulls whole from `upserv`, the upstream was asked for the
+/// archive once in full and once from `resumed_from` (the length when the
+/// crashed daemon had it all), and upserv's private space holds nothing.
+fn assert_completed_after_restart(
+    upserv: &Upserv,
+    up: &Upstream,
+    path: &str,
+    dir: &Path,
+    tree: &TestTree,
+    resumed_from: usize,
+) {
+    let name = path
+        .trim_start_matches("/b/")
+        .split('.')
+        .next()
+        .expect("a build name");
     let dest = dir.join("after");
-    pull(&upserv.url("build-u/"), &dest, PULL_OPTS, Protocol::Default).assert_ok();
-    assert_pulled_tree(&tree, &dest);
+    pull(
+        &upserv.url(&format!("{name}/")),
+        &dest,
+        PULL_OPTS,
+        Protocol::Default,
+    )
+    .assert_ok();
+    assert_pulled_tree(tree, &dest);
     assert_eq!(
-        up.ranges("/b/build-u.tar.gz"),
-        [None, Some(format!("bytes={len}-"))],
-        "the complete download was kept: nothing fetched again"
+        up.ranges(path),
+        [None, Some(format!("bytes={resumed_from}-"))],
+        "the restarted daemon asked only for what it lacked"
     );
-    assert_eq!(private_leftovers(&builds), Vec::<String>::new());
+    assert_eq!(private_leftovers(&dir.join("builds")), Vec::<String>::new());
 }
 
 #[test]
