@@ -196,6 +196,31 @@ fn fail(error: impl Into<String>) -> Next {
 }
 
 impl Pending {
+    /// A connection whose opening starts with `out` queued for the client.
+    fn new(
+        stream: TcpStream,
+        peer: IpAddr,
+        accepted: Instant,
+        deadline: Instant,
+        out: Outbox,
+        host: HostTicket,
+    ) -> Pending {
+        Pending {
+            stream,
+            peer,
+            accepted,
+            deadline,
+            machine: Opening::new(),
+            line: Vec::new(),
+            early_left: 0,
+            out,
+            closing: false,
+            shut: false,
+            refusal: None,
+            host,
+        }
+    }
+
     fn finish_with(&mut self, text: Arc<[u8]>, outcome: Outcome) -> Next {
         self.out.push(text);
         self.closing = true;
@@ -614,20 +639,14 @@ impl Gatekeeper {
     fn requeue_refused(&mut self, job: Job, limit: usize) {
         let mut out = Outbox::default();
         out.push(job.unsent.into());
-        let mut p = Pending {
-            stream: job.stream,
-            peer: job.peer,
-            accepted: job.accepted,
-            deadline: Instant::now() + REFUSAL_TIMEOUT,
-            machine: Opening::new(),
-            line: Vec::new(),
-            early_left: 0,
+        let mut p = Pending::new(
+            job.stream,
+            job.peer,
+            job.accepted,
+            Instant::now() + REFUSAL_TIMEOUT,
             out,
-            closing: false,
-            shut: false,
-            refusal: None,
-            host: job.host,
-        };
+            job.host,
+        );
         p.refuse(max_connections(limit));
         self.pending.push(p);
     }
@@ -674,20 +693,15 @@ impl Gatekeeper {
             out.push(Arc::clone(motd));
         }
         let now = Instant::now();
-        let mut p = Pending {
+        let mut p = Pending::new(
             stream,
-            peer: addr,
-            accepted: now,
-            deadline: now + session::handshake_timeout(self.server.build_timeout),
-            machine: Opening::new(),
-            line: Vec::new(),
-            early_left: 0,
+            addr,
+            now,
+            now + session::handshake_timeout(self.server.build_timeout),
             out,
-            closing: false,
-            shut: false,
-            refusal,
-            host: self.hosts.start(addr),
-        };
+            self.hosts.start(addr),
+        );
+        p.refusal = refusal;
         // Most greetings fit the socket buffer at once.
         if let Err(e) = p.out.write_to(&p.stream) {
             log_outcome(
