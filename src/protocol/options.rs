@@ -9,6 +9,7 @@
 
 use crate::delta::SumKind;
 use std::fmt;
+use std::sync::OnceLock;
 
 /// Most arguments a client may send (rsync's MAX_ARGS * 16 for daemons is far
 /// more; no stock client sends more than a few dozen options plus its paths).
@@ -84,6 +85,8 @@ pub struct Options {
     /// Every option the client sent, once each, in the order first sent
     /// (ids of [`catalogue`]): what a module's `refuse options` look at.
     pub given: Vec<&'static str>,
+    /// Which [`catalogue`] positions `given` holds, one bit each.
+    given_seen: Vec<u64>,
     pub inplace: bool,
     /// 0, 1 for `--append`, 2 for `--append-verify` (sent as `--append --append`).
     pub append: u8,
@@ -448,12 +451,28 @@ const SHORT: &[(u8, &str)] = &[
 /// own in rsync, so they go by these internal ones.
 const SHORT_ONLY: [&str; 3] = ["devices+specials", "partial+progress", "filter-shortcut"];
 
-/// The option's name as the tables spell it, and whether it takes a value.
-fn lookup(name: &str) -> Option<(&'static str, Arity)> {
-    if let Some(short_only) = SHORT_ONLY.iter().find(|n| **n == name) {
-        return Some((short_only, Arity::Flag));
+/// The option's position in [`catalogue`] order, its name as the tables
+/// spell it, and whether it takes a value.
+fn lookup(name: &str) -> Option<(usize, &'static str, Arity)> {
+    if let Some(at) = LONG.iter().position(|(n, _)| *n == name) {
+        return Some((at, LONG[at].0, LONG[at].1));
     }
-    LONG.iter().find(|(n, _)| *n == name).copied()
+    let at = SHORT_ONLY.iter().position(|n| *n == name)?;
+    Some((LONG.len() + at, SHORT_ONLY[at], Arity::Flag))
+}
+
+/// [`lookup`] of short option `c`, from a table made once: clients may send
+/// megabytes of short options, so each costs an index, not a search.
+fn short_option(c: u8) -> Option<(usize, &'static str, Arity)> {
+    type Entry = Option<(usize, &'static str, Arity)>;
+    static BY_LETTER: OnceLock<[Entry; 256]> = OnceLock::new();
+    BY_LETTER.get_or_init(|| {
+        let mut table: [Entry; 256] = [None; 256];
+        for (letter, name) in SHORT {
+            table[usize::from(*letter)] = lookup(name);
+        }
+        table
+    })[usize::from(c)]
 }
 
 /// Every option a client can send, as `(id, long name, short letter)`: the
@@ -570,9 +589,10 @@ impl Options {
                 };
                 let name = std::str::from_utf8(name)
                     .map_err(|_| OptionError(format!("--{}: unknown option", lossy(name))))?;
-                let Some((name, arity)) = lookup(name) else {
+                let Some((id, name, arity)) = lookup(name) else {
                     return Err(OptionError(format!("--{name}: unknown option")));
                 };
+                o.note_given(id, name);
                 let value = match (arity, inline) {
                     (Arity::Flag, Some(_)) => {
                         return Err(OptionError(format!(
@@ -595,12 +615,10 @@ impl Options {
                 while j < arg.len() {
                     let c = arg[j];
                     j += 1;
-                    let name = SHORT
-                        .iter()
-                        .find(|(s, _)| *s == c)
-                        .map(|(_, n)| *n)
+                    let (id, name, arity) = short_option(c)
                         .ok_or_else(|| OptionError(format!("-{}: unknown option", c as char)))?;
-                    if lookup(name).map(|(_, a)| a) == Some(Arity::Value) {
+                    o.note_given(id, name);
+                    if arity == Arity::Value {
                         let value = if j < arg.len() {
                             let v = &arg[j..];
                             j = arg.len();
@@ -651,10 +669,20 @@ impl Options {
         };
     }
 
-    fn apply(&mut self, name: &'static str, value: Option<&[u8]>) -> Result<(), OptionError> {
-        if !self.given.contains(&name) {
+    /// Records option `id` (its [`catalogue`] position) in `given` the
+    /// first time it comes; a client may repeat options millions of times.
+    fn note_given(&mut self, id: usize, name: &'static str) {
+        let (word, bit) = (id / 64, 1u64 << (id % 64));
+        if self.given_seen.len() <= word {
+            self.given_seen.resize(word + 1, 0);
+        }
+        if self.given_seen[word] & bit == 0 {
+            self.given_seen[word] |= bit;
             self.given.push(name);
         }
+    }
+
+    fn apply(&mut self, name: &'static str, value: Option<&[u8]>) -> Result<(), OptionError> {
         let v = value.unwrap_or(b"");
         match name {
             "server" => self.server = true,
@@ -813,6 +841,14 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Options, OptionError> {
         let v: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
         Options::parse(&v)
+    }
+
+    #[test]
+    fn every_short_option_has_a_table_entry() {
+        for (c, name) in SHORT {
+            assert!(lookup(name).is_some(), "-{} ({name})", *c as char);
+            assert_eq!(short_option(*c).map(|(_, n, _)| n), Some(*name));
+        }
     }
 
     #[test]
