@@ -188,15 +188,33 @@ fn serve_module(
             return Ok(Outcome::Refused(refusal.log));
         }
     };
+    let who = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+    // Held open from here on: every access of the pull goes through it.
+    let source = match Source::new(module.root.path().to_path_buf(), module.root.meta()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!(
+                "{who}: module {name}: chdir {} failed: {e}",
+                module.root.path().display()
+            );
+            refuse(conn, "chdir failed".to_string())?;
+            return Ok(Outcome::Refused(format!("chdir failed: {e}")));
+        }
+    };
     send_line(conn, "@RSYNCD: OK")?;
     conn.flush()?;
-    let who = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
     log::debug!("{who}: module {name}: admitted");
-    pull(conn, module, admitted, request.protocol)
+    pull(conn, module, &source, admitted, request.protocol)
 }
 
 /// The arguments, then the transfer.
-fn pull(conn: &mut Conn, module: Module, admitted: Admitted, protocol: u32) -> io::Result<Outcome> {
+fn pull(
+    conn: &mut Conn,
+    module: Module,
+    source: &Source,
+    admitted: Admitted,
+    protocol: u32,
+) -> io::Result<Outcome> {
     let args = read_args(conn, false)?;
     let parsed = Options::parse(&args).and_then(|o| module.policy.refusals.check(&o).map(|()| o));
     let mut opts = match parsed {
@@ -222,11 +240,10 @@ fn pull(conn: &mut Conn, module: Module, admitted: Admitted, protocol: u32) -> i
 
     let mut paths = source_paths(&module.name, &opts.paths, opts.relative);
     drop_repeated(&mut paths);
-    let source = Source::new(module.root.path().to_path_buf(), module.root.meta());
     let pull = Pull {
         opts: &opts,
         protocol,
-        source: &source,
+        source,
         module: &module.name,
         paths,
         daemon_filters: module.filters.clone(),
