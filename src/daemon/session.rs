@@ -271,14 +271,16 @@ fn drop_repeated(paths: &mut Vec<Vec<u8>>) {
     paths.retain(|p| seen.insert(p.clone()));
 }
 
-/// The idle timeout: the stricter of the module's and the client's, with a
-/// default so that a vanished client never holds a worker forever.
+/// The idle timeout: the daemon's (the module's `timeout`, else
+/// [`DEFAULT_IDLE_TIMEOUT`]), shortened by the client's `--timeout` but
+/// never lengthened by it: a client asking for 136 years must not hold a
+/// worker that long after it stops reading. A client's 0 (none) leaves the
+/// daemon's.
 fn idle_timeout(module: Option<Duration>, client: Option<u32>) -> Duration {
-    let client = client.map(|s| Duration::from_secs(u64::from(s)));
-    match (module, client) {
-        (Some(m), Some(c)) => m.min(c),
-        (Some(t), None) | (None, Some(t)) => t,
-        (None, None) => DEFAULT_IDLE_TIMEOUT,
+    let daemon = module.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+    match client {
+        Some(secs) if secs > 0 => daemon.min(Duration::from_secs(u64::from(secs))),
+        _ => daemon,
     }
 }
 
@@ -376,6 +378,19 @@ mod tests {
         assert_eq!(paths("mod", &["mod/../../etc/passwd"]), ["etc/passwd"]);
         assert_eq!(paths("mod", &["mod//a/./b/../c"]), ["a/c"]);
         assert_eq!(paths("mod", &["mod/a mod/b"]), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_client_timeout_only_shortens_the_daemon_one() {
+        let secs = Duration::from_secs;
+        assert_eq!(idle_timeout(None, Some(u32::MAX)), DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(idle_timeout(None, Some(0)), DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(idle_timeout(None, None), DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(idle_timeout(None, Some(5)), secs(5));
+        assert_eq!(idle_timeout(Some(secs(30)), Some(u32::MAX)), secs(30));
+        assert_eq!(idle_timeout(Some(secs(30)), Some(0)), secs(30));
+        assert_eq!(idle_timeout(Some(secs(30)), Some(7)), secs(7));
+        assert_eq!(idle_timeout(Some(secs(9000)), None), secs(9000));
     }
 
     #[test]
