@@ -108,7 +108,7 @@ fn send_line(conn: &mut Conn, line: &str) -> io::Result<()> {
 
 /// Sends `@ERROR: why`, which the client prints before exiting with code 5.
 pub fn refuse(conn: &mut Conn, why: String) -> io::Result<Outcome> {
-    send_line(conn, &format!("@ERROR: {why}"))?;
+    conn.write_all(opening::error_line(&why).as_bytes())?;
     conn.flush()?;
     Ok(Outcome::Refused(why))
 }
