@@ -10,8 +10,10 @@
 //! `rsync --daemon` and the outcomes compared, with the current client and,
 //! when `UPSERV_TEST_RSYNC_OLD` names it, Debian's 3.2.7.
 
+mod builds_support;
 mod common;
 mod ops;
+mod upstream;
 
 use common::*;
 use ops::{files_containing, rsync, stderr, Daemon, Raw};
@@ -785,4 +787,165 @@ fn serve_mode_applies_hosts_and_logins_too() {
         .stderr
         .contains("@ERROR: access denied to walled from UNDETERMINED (127.0.0.1)"));
     assert!(server.stderr_text().is_empty(), "{}", server.stderr_text());
+}
+
+// ------------------------------------------------------------- link races
+
+/// How long the swap race may run at most, and how many pulls it makes.
+const RACE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+const RACE_PULLS: usize = 48;
+
+/// A thread exchanging two paths with `renameat2(RENAME_EXCHANGE)` as fast
+/// as it can: what a local user with write access to a static module can
+/// do to a directory during pulls.
+struct Swapper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl Swapper {
+    fn start(a: &Path, b: &Path) -> Swapper {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path");
+        let (a, b) = (c(a), c(b));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: two valid C strings naming paths in the test tree.
+                let rc = unsafe {
+                    libc::syscall(
+                        libc::SYS_renameat2,
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        b.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+                assert_eq!(rc, 0, "renameat2: {}", std::io::Error::last_os_error());
+                swaps += 1;
+            }
+            swaps
+        });
+        Swapper { stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("swapper")
+    }
+}
+
+#[test]
+fn a_directory_swapped_for_a_link_out_during_pulls_never_leaks() {
+    let c = confined();
+    // `d` and the outside directory hold the same names, so that whatever
+    // a pull lists while `d` is the real directory, it may open after the
+    // swap through the link.
+    c.tree.file("d/secret", b"inside\n");
+    c.tree.file("d/.rsync-filter", b"- nothing-here\n");
+    for i in 0..20 {
+        c.tree.file(format!("d/f{i}"), b"inside\n");
+        std::fs::write(c._outside.path().join(format!("dir/f{i}")), MARKER).expect("outside");
+    }
+    std::fs::write(c._outside.path().join("dir/.rsync-filter"), b"- secret\n").expect("filter");
+    c.tree.symlink("swap", c._outside.path().join("dir"));
+    let list = c._outside.path().join("files-from");
+    std::fs::write(&list, b"d/secret\nd/f1\nd/\n").expect("files-from");
+    let from = format!("--files-from={}", list.display());
+    // Every way the sender opens something: a file named by the client, a
+    // directory listing, links resolved by -L/-k, -R's implied
+    // directories, --files-from names, per-directory merge files (-F).
+    let cases: [(&[&str], &str); 8] = [
+        (&["-a"], "m/d/secret"),
+        (&["-a"], "m/d/"),
+        (&["-a"], "m/"),
+        (&["-aL"], "m/"),
+        (&["-ak"], "m/d/"),
+        (&["-aR"], "m/d/f3"),
+        (&["-a", "-F"], "m/"),
+        (&["-a", from.as_str()], "m/"),
+    ];
+    let upserv = Upserv::start(&[Module::new("m", c.tree.root())]);
+    let scratch = tempfile::tempdir().expect("scratch");
+    let swapper = Swapper::start(&c.tree.path("d"), &c.tree.path("swap"));
+    let started = std::time::Instant::now();
+    let mut leaks = Vec::new();
+    let mut pulls = 0;
+    while pulls < RACE_PULLS && started.elapsed() < RACE_DEADLINE {
+        let (opts, path) = cases[pulls % cases.len()];
+        let dest = scratch.path().join(format!("d{pulls}"));
+        pull(&upserv.url(path), &dest, opts, Protocol::Default);
+        let leaked = files_containing(&dest, MARKER);
+        if !leaked.is_empty() {
+            leaks.push(format!("{opts:?} {path}: {leaked:?}"));
+        }
+        pulls += 1;
+    }
+    let swaps = swapper.stop();
+    assert!(swaps > 0 && pulls >= 8, "{swaps} swaps, {pulls} pulls");
+    assert!(
+        leaks.is_empty(),
+        "{} of {pulls} pulls leaked:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
+}
+
+// ------------------------------------------------------ stale build tables
+
+/// A build's metadata table overrides owners and modes, never what a path
+/// is on disk: after an admin replaced a directory with a link out of the
+/// build and a device with a plain file, a pull walks through neither.
+#[test]
+fn a_build_table_never_decides_what_the_disk_holds() {
+    use upstream::{tar_of, Entry};
+    let scratch = tempfile::tempdir().expect("scratch");
+    let builds = scratch.path().join("builds");
+    std::fs::create_dir(&builds).expect("builds");
+    let outside = scratch.path().join("outside");
+    std::fs::create_dir(&outside).expect("outside");
+    std::fs::write(outside.join("conf"), MARKER).expect("secret");
+    let up = upstream::Upstream::start();
+    up.put(
+        "/b/build-t.tar",
+        tar_of(&[
+            Entry::dir("t"),
+            Entry::dir("t/etc"),
+            Entry::file("t/etc/conf", b"inside\n"),
+            Entry::dir("t/dev"),
+            Entry::device("t/dev/null", tar::EntryType::Char, 1, 3).mode(0o666),
+        ]),
+    );
+    let upserv = builds_support::upserv_for(&up, "/b/{name}.tar", &builds, &[]);
+    let first = scratch.path().join("first");
+    pull(&upserv.url("build-t/"), &first, &["-a"], Protocol::Default).assert_ok();
+    let null = std::fs::symlink_metadata(first.join("dev/null")).expect("dev/null");
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &null.file_type()
+    ));
+
+    let root = builds.join("build-t");
+    std::fs::remove_dir_all(root.join("etc")).expect("rm etc");
+    std::os::unix::fs::symlink(&outside, root.join("etc")).expect("etc link");
+    std::fs::write(root.join("dev/null"), b"plain\n").expect("dev/null file");
+    let second = scratch.path().join("second");
+    let r = pull(&upserv.url("build-t/"), &second, &["-a"], Protocol::Default);
+    assert_eq!(
+        files_containing(&second, MARKER),
+        Vec::<std::path::PathBuf>::new()
+    );
+    r.assert_ok();
+    let etc = std::fs::symlink_metadata(second.join("etc")).expect("etc");
+    assert!(etc.file_type().is_symlink(), "etc: {etc:?}");
+    assert_eq!(
+        std::fs::read(second.join("dev/null")).expect("dev/null"),
+        b"plain\n"
+    );
+    let listed: Vec<_> = std::fs::read_dir(second.join("dev"))
+        .expect("dev")
+        .collect();
+    assert_eq!(listed.len(), 1);
 }

@@ -520,3 +520,39 @@ fn a_download_with_a_wrong_checksum_is_never_served() {
     let listing = pull(&upserv.url(""), &dir.join("list"), &[], Protocol::Default);
     assert!(!listing.stdout.contains("build-bad"), "{}", listing.stdout);
 }
+
+/// A client that hangs up while it waits for a download frees its worker
+/// at once: with a single worker and the download stuck, a pull of a
+/// static module right after still goes through.
+#[test]
+fn a_waiting_client_that_hangs_up_frees_its_worker() {
+    let dir = scratch_dir("hangup");
+    let builds = dir.join("builds");
+    std::fs::create_dir_all(&builds).unwrap();
+    let up = Upstream::start();
+    up.put("/b/build-h.tar", upstream::sample_build("top", "hung up"));
+    up.gate_after("/b/build-h.tar", 1024);
+    let tree = TestTree::new();
+    tree.file("hello.txt", b"hello\n");
+    let template = up.url("/b/{name}.tar");
+    let upserv = Upserv::start_with(
+        &[Module::new("m", tree.root())],
+        Some(&builds),
+        &["--upstream", &template, "--workers", "1"],
+    );
+    let waiting = LiveClient::start(&upserv.url("build-h/"), &dir.join("w"), &["-a"]);
+    waiting.wait_for_line("upserv: fetching build-h from upstream: ");
+    up.wait_at_gate(1);
+    drop(waiting); // kills the client
+    let after = Client::current().pull_within(
+        &upserv.url("m/"),
+        &dir.join("s"),
+        &["-a"],
+        Protocol::Default,
+        Duration::from_secs(20),
+    );
+    up.open_gate();
+    after
+        .expect("a pull after the waiting client hung up")
+        .assert_ok();
+}

@@ -111,6 +111,33 @@ fn unknown_module_gets_an_error_and_exit_code_5() {
     assert_still_serves(&server, &tree);
 }
 
+/// A module name of bytes that are not UTF-8 grows threefold in the
+/// `@ERROR` line (each shows as U+FFFD): the line is cut to what the client
+/// reads, so the client still shows why, and the log has it whole.
+#[test]
+fn an_error_about_a_huge_module_name_still_reaches_the_client() {
+    use std::os::unix::ffi::OsStrExt;
+    let tree = tree_with_big_file();
+    let server = start(&tree);
+    let scratch = tempfile::tempdir().expect("scratch");
+    let mut url = server.url("").into_bytes();
+    url.extend(std::iter::repeat_n(0xffu8, 3000));
+    url.push(b'/');
+    let out = std::process::Command::new(&Client::current().program)
+        .arg(std::ffi::OsStr::from_bytes(&url))
+        .arg(scratch.path().join("d"))
+        .output()
+        .expect("rsync");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("@ERROR: Unknown module '\u{fffd}"),
+        "{stderr}"
+    );
+    await_log(&server, &format!("{}'", "\u{fffd}".repeat(3000)), 1);
+    assert_still_serves(&server, &tree);
+}
+
 #[test]
 fn a_garbage_greeting_is_refused() {
     let tree = tree_with_big_file();

@@ -100,6 +100,18 @@ fn with_filter_files(tree: &TestTree) {
     tree.file("dir/.git/config", b"[core]\n");
 }
 
+/// A `--files-from` list naming directories, for the case with `-F`.
+const FILES_FROM_DIRS: &str = "/tmp/upserv-options-files-from-dirs.list";
+
+/// Filter files and a `--files-from` list: the client then sends `--from0`
+/// (its names come NUL-separated), and rsyncd reads the per-directory merge
+/// files of the directories it enters NUL-separated too, so their lines do
+/// not split into rules.
+fn with_dir_list_and_filter_files(tree: &TestTree) {
+    with_filter_files(tree);
+    std::fs::write(FILES_FROM_DIRS, "top.txt\ndir/\n").expect("writing the --files-from list");
+}
+
 /// Symlinks inside the module for the link options: to a file, to a
 /// directory, relative and absolute-within-the-transfer.
 fn with_links(tree: &TestTree) {
@@ -239,6 +251,7 @@ const CASES: &[Case] = &[
     // Combinations users type.
     Case::new("avzH delete", &["-avzH", "--delete"], standard, EDITED),
     Case::new("rlptD -F", &["-rlptD", "-F", "-i"], with_filter_files, EDITED),
+    Case::new("files from with -F", &["-a", "-i", "-F", "--files-from=/tmp/upserv-options-files-from-dirs.list"], with_dir_list_and_filter_files, None),
     Case::new("avc exclude-from", &["-avc", "--exclude-from=/tmp/upserv-options-exclude-from.list"], with_exclude_list, EDITED),
 ];
 

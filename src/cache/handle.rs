@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Sender};
+use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
 
 use super::coordinator::{Coordinator, Event, Request};
 use super::job::{Progress, PROGRESS_INTERVAL};
@@ -25,6 +25,10 @@ use super::{is_build_name, CacheConfig, CacheError};
 /// Rounds of "not cached → fetched → look again" before giving up: a build
 /// can only vanish between its install and our look by a racing `gc`.
 const MAX_ACQUIRE_ROUNDS: usize = 3;
+
+/// How often a caller waiting for a download is asked whether its client
+/// is still there (see [`Cache::acquire_unless`]).
+pub const GONE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A cheap, shareable handle on the build cache.
 #[derive(Clone)]
@@ -136,13 +140,27 @@ impl Cache {
         name: &str,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Option<BuildGuard>, CacheError> {
+        self.acquire_unless(name, progress, &mut || false)
+    }
+
+    /// [`Cache::acquire`] for a caller whose client may hang up meanwhile:
+    /// `gone` is asked every [`GONE_CHECK_INTERVAL`] while a download runs,
+    /// and when it says so the wait ends at once with an error (the
+    /// download goes on for the cache and other waiters).
+    pub fn acquire_unless(
+        &self,
+        name: &str,
+        progress: &mut dyn FnMut(&str),
+        gone: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<BuildGuard>, CacheError> {
         let mut last_shown: Option<Instant> = None;
-        self.acquire_with(name, &mut |p: &Progress| {
+        let mut show = |p: &Progress| {
             if last_shown.is_none_or(|t| t.elapsed() >= PROGRESS_INTERVAL) {
                 last_shown = Some(Instant::now());
                 progress(&p.line());
             }
-        })
+        };
+        self.acquire_inner(name, &mut show, gone)
     }
 
     /// Evicts down to the budget now (through the coordinator), or with
@@ -159,6 +177,15 @@ impl Cache {
         &self,
         name: &str,
         progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Option<BuildGuard>, CacheError> {
+        self.acquire_inner(name, progress, &mut || false)
+    }
+
+    fn acquire_inner(
+        &self,
+        name: &str,
+        progress: &mut dyn FnMut(&Progress),
+        gone: &mut dyn FnMut() -> bool,
     ) -> Result<Option<BuildGuard>, CacheError> {
         if !is_build_name(name) {
             return Ok(None);
@@ -177,7 +204,7 @@ impl Cache {
             {
                 return Err(not_found(name));
             }
-            self.wait_for_fetch(name, progress)?;
+            self.wait_for_fetch(name, progress, gone)?;
         }
         Err(CacheError::new(format!(
             "build {name} was removed right after it was installed; try again"
@@ -210,6 +237,7 @@ impl Cache {
         &self,
         name: &str,
         progress: &mut dyn FnMut(&Progress),
+        gone: &mut dyn FnMut() -> bool,
     ) -> Result<(), CacheError> {
         let (reply, events) = unbounded();
         self.requests
@@ -219,10 +247,17 @@ impl Cache {
             })
             .map_err(|_| stopped())?;
         loop {
-            match events.recv().map_err(|_| stopped())? {
-                Event::Progress(p) => progress(&p),
-                Event::Installed => return Ok(()),
-                Event::Failed(e) => return Err(e),
+            match events.recv_timeout(GONE_CHECK_INTERVAL) {
+                Ok(Event::Progress(p)) => progress(&p),
+                Ok(Event::Installed) => return Ok(()),
+                Ok(Event::Failed(e)) => return Err(e),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(stopped()),
+            }
+            if gone() {
+                return Err(CacheError::new(format!(
+                    "the client went away while {name} was being fetched"
+                )));
             }
         }
     }

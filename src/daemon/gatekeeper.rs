@@ -230,7 +230,7 @@ impl Pending {
     }
 
     fn refuse(&mut self, why: String) -> Next {
-        let line: Arc<[u8]> = format!("@ERROR: {why}\n").into_bytes().into();
+        let line: Arc<[u8]> = opening::error_line(&why).into_bytes().into();
         self.finish_with(line, Outcome::Refused(why))
     }
 

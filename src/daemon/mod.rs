@@ -201,11 +201,14 @@ impl Server {
         // client's fault, so the idle clock restarts with each progress line
         // and at the end of the wait; only a client that stops reading the
         // lines times out.
+        // A client that hangs up while it waits frees its worker at once.
+        let conn = std::cell::RefCell::new(conn);
         let mut write_failed = None;
         let mut progress = |line: &str| {
             if write_failed.is_some() {
                 return;
             }
+            let mut conn = conn.borrow_mut();
             conn.restart_idle_clock();
             let sent = conn
                 .write_all(line.as_bytes())
@@ -215,10 +218,22 @@ impl Server {
                 write_failed = Some(e);
             }
         };
-        let acquired = cache.acquire(name, &mut progress);
+        let mut hung_up = false;
+        let mut gone = || {
+            hung_up = hung_up || conn.borrow_mut().peer_gone();
+            hung_up
+        };
+        let acquired = cache.acquire_unless(name, &mut progress, &mut gone);
         if let Some(e) = write_failed {
             return Err(e);
         }
+        if hung_up {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("the client hung up while waiting for {name}"),
+            ));
+        }
+        let conn = conn.into_inner();
         conn.restart_idle_clock();
         Ok(match acquired {
             Ok(Some(guard)) => Ok(Some(Module {

@@ -24,6 +24,30 @@ pub const MAX_LINE_LEN: usize = 4096;
 /// about a page; they are read and dropped).
 pub const MAX_EARLY_INPUT: usize = 4096;
 
+/// The longest `@ERROR` line a client reads, without its newline: rsync
+/// reads the daemon's lines into a buffer of 4096 + 1024 bytes, keeping one
+/// for the NUL and one for the newline, and gives up on a longer line with
+/// "didn't get server startup line", hiding the reason.
+pub const MAX_ERROR_LINE_LEN: usize = 5118;
+
+/// The `@ERROR: why` line for a client, newline included, cut to what a
+/// client reads (on a character boundary, ending in `...`). The log keeps
+/// the whole reason.
+pub fn error_line(why: &str) -> String {
+    const CUT: &str = "...";
+    let mut line = format!("@ERROR: {why}");
+    if line.len() > MAX_ERROR_LINE_LEN {
+        let mut end = MAX_ERROR_LINE_LEN - CUT.len();
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push_str(CUT);
+    }
+    line.push('\n');
+    line
+}
+
 /// Our greeting line: the protocol, then the auth digests we know.
 pub fn greeting() -> String {
     format!("@RSYNCD: {PROTOCOL_VERSION}.0 {}\n", Digest::offered_list())
@@ -209,6 +233,19 @@ mod tests {
             };
         }
         last
+    }
+
+    #[test]
+    fn error_lines_fit_what_a_client_reads() {
+        assert_eq!(error_line("no"), "@ERROR: no\n");
+        // Three-byte characters, so that the cut falls inside one.
+        let long = "\u{fffd}".repeat(3000);
+        let line = error_line(&long);
+        assert!(line.len() <= MAX_ERROR_LINE_LEN + 1, "{}", line.len());
+        assert!(line.len() > MAX_ERROR_LINE_LEN - 6);
+        assert!(line.starts_with("@ERROR: \u{fffd}") && line.ends_with("...\n"));
+        let exact = "x".repeat(MAX_ERROR_LINE_LEN - "@ERROR: ".len());
+        assert_eq!(error_line(&exact), format!("@ERROR: {exact}\n"));
     }
 
     #[test]

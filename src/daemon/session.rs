@@ -108,7 +108,7 @@ fn send_line(conn: &mut Conn, line: &str) -> io::Result<()> {
 
 /// Sends `@ERROR: why`, which the client prints before exiting with code 5.
 pub fn refuse(conn: &mut Conn, why: String) -> io::Result<Outcome> {
-    send_line(conn, &format!("@ERROR: {why}"))?;
+    conn.write_all(opening::error_line(&why).as_bytes())?;
     conn.flush()?;
     Ok(Outcome::Refused(why))
 }
@@ -188,15 +188,33 @@ fn serve_module(
             return Ok(Outcome::Refused(refusal.log));
         }
     };
+    let who = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+    // Held open from here on: every access of the pull goes through it.
+    let source = match Source::new(module.root.path().to_path_buf(), module.root.meta()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!(
+                "{who}: module {name}: chdir {} failed: {e}",
+                module.root.path().display()
+            );
+            refuse(conn, "chdir failed".to_string())?;
+            return Ok(Outcome::Refused(format!("chdir failed: {e}")));
+        }
+    };
     send_line(conn, "@RSYNCD: OK")?;
     conn.flush()?;
-    let who = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
     log::debug!("{who}: module {name}: admitted");
-    pull(conn, module, admitted, request.protocol)
+    pull(conn, module, &source, admitted, request.protocol)
 }
 
 /// The arguments, then the transfer.
-fn pull(conn: &mut Conn, module: Module, admitted: Admitted, protocol: u32) -> io::Result<Outcome> {
+fn pull(
+    conn: &mut Conn,
+    module: Module,
+    source: &Source,
+    admitted: Admitted,
+    protocol: u32,
+) -> io::Result<Outcome> {
     let args = read_args(conn, false)?;
     let parsed = Options::parse(&args).and_then(|o| module.policy.refusals.check(&o).map(|()| o));
     let mut opts = match parsed {
@@ -222,11 +240,10 @@ fn pull(conn: &mut Conn, module: Module, admitted: Admitted, protocol: u32) -> i
 
     let mut paths = source_paths(&module.name, &opts.paths, opts.relative);
     drop_repeated(&mut paths);
-    let source = Source::new(module.root.path().to_path_buf(), module.root.meta());
     let pull = Pull {
         opts: &opts,
         protocol,
-        source: &source,
+        source,
         module: &module.name,
         paths,
         daemon_filters: module.filters.clone(),
@@ -254,14 +271,16 @@ fn drop_repeated(paths: &mut Vec<Vec<u8>>) {
     paths.retain(|p| seen.insert(p.clone()));
 }
 
-/// The idle timeout: the stricter of the module's and the client's, with a
-/// default so that a vanished client never holds a worker forever.
+/// The idle timeout: the daemon's (the module's `timeout`, else
+/// [`DEFAULT_IDLE_TIMEOUT`]), shortened by the client's `--timeout` but
+/// never lengthened by it: a client asking for 136 years must not hold a
+/// worker that long after it stops reading. A client's 0 (none) leaves the
+/// daemon's.
 fn idle_timeout(module: Option<Duration>, client: Option<u32>) -> Duration {
-    let client = client.map(|s| Duration::from_secs(u64::from(s)));
-    match (module, client) {
-        (Some(m), Some(c)) => m.min(c),
-        (Some(t), None) | (None, Some(t)) => t,
-        (None, None) => DEFAULT_IDLE_TIMEOUT,
+    let daemon = module.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+    match client {
+        Some(secs) if secs > 0 => daemon.min(Duration::from_secs(u64::from(secs))),
+        _ => daemon,
     }
 }
 
@@ -359,6 +378,19 @@ mod tests {
         assert_eq!(paths("mod", &["mod/../../etc/passwd"]), ["etc/passwd"]);
         assert_eq!(paths("mod", &["mod//a/./b/../c"]), ["a/c"]);
         assert_eq!(paths("mod", &["mod/a mod/b"]), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_client_timeout_only_shortens_the_daemon_one() {
+        let secs = Duration::from_secs;
+        assert_eq!(idle_timeout(None, Some(u32::MAX)), DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(idle_timeout(None, Some(0)), DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(idle_timeout(None, None), DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(idle_timeout(None, Some(5)), secs(5));
+        assert_eq!(idle_timeout(Some(secs(30)), Some(u32::MAX)), secs(30));
+        assert_eq!(idle_timeout(Some(secs(30)), Some(0)), secs(30));
+        assert_eq!(idle_timeout(Some(secs(30)), Some(7)), secs(7));
+        assert_eq!(idle_timeout(Some(secs(9000)), None), secs(9000));
     }
 
     #[test]

@@ -13,7 +13,18 @@ pub enum Signal {
     Reload,
 }
 
+/// This thread's `errno`.
+fn errno() -> *mut libc::c_int {
+    // SAFETY: __errno_location has no preconditions and is
+    // async-signal-safe; it returns this thread's errno.
+    unsafe { libc::__errno_location() }
+}
+
 extern "C" fn on_signal(sig: libc::c_int) {
+    // The interrupted code may be about to read errno: a failed write here
+    // (a full pipe) must not change what it sees.
+    // SAFETY: errno() points at this thread's errno.
+    let saved = unsafe { *errno() };
     let fd = WAKE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
         let byte = sig as u8;
@@ -22,6 +33,8 @@ extern "C" fn on_signal(sig: libc::c_int) {
             libc::write(fd, (&byte as *const u8).cast(), 1);
         }
     }
+    // SAFETY: as above.
+    unsafe { *errno() = saved };
 }
 
 /// The read end of the signal pipe.
@@ -81,5 +94,24 @@ impl Signals {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handler_leaves_errno_as_it_found_it() {
+        // Read-only: the handler's write fails with EBADF.
+        let file = std::fs::File::open("/dev/null").unwrap();
+        WAKE_FD.store(file.as_raw_fd(), Ordering::Relaxed);
+        // SAFETY: errno() points at this thread's errno.
+        unsafe { *errno() = libc::EINTR };
+        on_signal(libc::SIGHUP);
+        // SAFETY: as above.
+        let after = unsafe { *errno() };
+        WAKE_FD.store(-1, Ordering::Relaxed);
+        assert_eq!(after, libc::EINTR);
     }
 }

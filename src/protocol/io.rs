@@ -396,6 +396,39 @@ impl Conn {
         }
     }
 
+    /// Whether the client has gone (closed its side, or the connection
+    /// broke), looked at without waiting. Input that has arrived is kept
+    /// for later reads.
+    pub fn peer_gone(&mut self) -> bool {
+        if self.in_eof {
+            return true;
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: self.rfd.as_raw_fd(),
+                events: libc::POLLIN | libc::POLLRDHUP,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.wfd.as_raw_fd(),
+                events: 0,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of two pollfd structs.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, 0) } <= 0 {
+            return false;
+        }
+        let broken = libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
+        if fds[1].revents & broken != 0 || fds[0].revents & (broken | libc::POLLRDHUP) != 0 {
+            return true;
+        }
+        if fds[0].revents & libc::POLLIN != 0 && self.in_end < self.inbuf.len() {
+            return self.read_some().is_err() || self.in_eof;
+        }
+        false
+    }
+
     fn read_some(&mut self) -> io::Result<()> {
         let room = &mut self.inbuf[self.in_end..];
         // SAFETY: reading into the unused tail of our own buffer.

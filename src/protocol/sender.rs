@@ -159,6 +159,9 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
         pull.daemon_filters.clone(),
         client_filters,
     );
+    // As rsyncd: `--from0` (which a client sends with every --files-from)
+    // makes the per-directory merge files NUL-separated too.
+    filters.set_nul_separated_merge_files(opts.from0);
 
     let (base, names) = match &opts.files_from {
         None => (

@@ -46,8 +46,14 @@ pub fn star_groups(pattern: &[u8]) -> usize {
     groups
 }
 
-/// Whether `pattern` matches the whole of `text`.
+/// Whether `pattern` matches the whole of `text`. A pattern with more than
+/// [`MAX_STAR_GROUPS`] star groups matches nothing: callers hand in what
+/// clients send (a wildcard argument's components), and the limit is what
+/// bounds the recursion.
 pub fn wildmatch(pattern: &[u8], text: &[u8]) -> bool {
+    if star_groups(pattern) > MAX_STAR_GROUPS {
+        return false;
+    }
     let mut budget = MATCH_STEP_BUDGET;
     wildmatch_joined(pattern, &Joined::new(&[text]), Anchor::Whole, &mut budget)
 }
@@ -412,6 +418,15 @@ mod tests {
 
     fn wm(p: &str, t: &str) -> bool {
         wildmatch(p.as_bytes(), t.as_bytes())
+    }
+
+    #[test]
+    fn patterns_beyond_the_star_group_limit_match_nothing() {
+        let at_limit = "*a".repeat(MAX_STAR_GROUPS);
+        let text = "a".repeat(MAX_STAR_GROUPS);
+        assert!(wm(&at_limit, &text));
+        let beyond = "*a".repeat(MAX_STAR_GROUPS + 1);
+        assert!(!wm(&beyond, &"a".repeat(MAX_STAR_GROUPS + 1)));
     }
 
     #[test]

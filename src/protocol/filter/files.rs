@@ -9,10 +9,8 @@
 //!
 //! It must not interpret rules: the list code does that with each piece.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
 use super::parse::is_c_space;
@@ -74,71 +72,9 @@ pub(super) fn is_ancestor_or_self(ancestor: &[u8], dir: &[u8]) -> bool {
 
 /// Opens the regular file at the normalised module-relative path `rel`
 /// beneath `root`, refusing symlinks in every component so the name cannot
-/// lead out of the module. Anything but a regular file (a FIFO, a device)
-/// is refused before it is opened, so opening has no side effects.
+/// lead out of the module, and anything but a regular file.
 pub(super) fn open_beneath(root: &Path, rel: &[u8]) -> io::Result<File> {
-    let mut components = rel.split(|&b| b == b'/').filter(|c| !c.is_empty());
-    let Some(mut component) = components.next() else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "empty merge-file name",
-        ));
-    };
-    let mut dir = File::open(root)?;
-    for next in components {
-        dir = open_at(&dir, component, libc::O_DIRECTORY)?;
-        component = next;
-    }
-    let name = c_name(component)?;
-    // SAFETY: an all-zero `stat` is a valid value for fstatat to overwrite.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `dir` is an open directory, `name` a valid C string and `st`
-    // a writable stat buffer.
-    let rc = unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    // Non-blocking in case the file was swapped for a FIFO meanwhile; the
-    // type is checked again on what was opened.
-    let file = open_at(&dir, component, libc::O_NONBLOCK | libc::O_NOCTTY)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    Ok(file)
-}
-
-fn c_name(component: &[u8]) -> io::Result<CString> {
-    CString::new(component)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in merge-file name"))
-}
-
-/// Opens `component` in `dir` for reading, never through a symlink.
-fn open_at(dir: &File, component: &[u8], extra: libc::c_int) -> io::Result<File> {
-    let name = c_name(component)?;
-    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | extra;
-    // SAFETY: `dir` is an open directory and `name` a valid C string.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by openat and is owned by nobody else.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    crate::source::open_regular_beneath(root, rel)
 }
 
 /// Opens a file the operator named in the configuration.

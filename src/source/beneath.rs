@@ -1,0 +1,306 @@
+//! Access beneath a module root through descriptors, never following a
+//! symlink at any level.
+//!
+//! Every path is opened relative to the root's directory descriptor, and a
+//! symlink met anywhere along it (a local user may swap a directory for a
+//! link to `/` in the middle of a pull) makes the open fail with `ELOOP` or
+//! `ENOTDIR` instead of leading out. Two ways with the same result:
+//! `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` (Linux 5.6+), and
+//! where the kernel lacks it, a walk component by component with
+//! `O_NOFOLLOW`, holding at most two descriptors at a time. Whatever is
+//! looked at (attributes, link target, directory entries) is read from the
+//! descriptor that was opened, so it is what the walk reached.
+//!
+//! Following links on purpose (`-L`, `-k`, ...) is the caller's business:
+//! it resolves targets itself, component by component, and hands paths
+//! without links to this module.
+
+use std::ffi::{CStr, CString};
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How often `openat2` is retried when it reports a concurrent rename or
+/// mount (`EAGAIN`) before the walk answers instead.
+const MAX_OPENAT2_RETRIES: usize = 4;
+
+/// The longest symlink target read (PATH_MAX); a longer one is an error.
+pub const MAX_LINK_LEN: usize = 4096;
+
+/// Bytes asked of the kernel per `getdents64` call while listing.
+const DIRENT_BUF_LEN: usize = 32 * 1024;
+
+/// How paths are opened beneath the root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// One `openat2` call confined by the kernel.
+    Openat2,
+    /// A walk component by component (kernels before 5.6, or where a
+    /// seccomp filter refuses `openat2`).
+    Walk,
+}
+
+/// Set once `openat2` was found missing: every later open walks.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+/// A module root held open.
+#[derive(Debug)]
+pub struct Root {
+    fd: OwnedFd,
+    strategy: Strategy,
+}
+
+impl Root {
+    /// Opens the directory the operator configured (following links in
+    /// that path is the operator's choice).
+    pub fn at(path: &Path) -> io::Result<Root> {
+        let strategy = if NO_OPENAT2.load(Ordering::Relaxed) {
+            Strategy::Walk
+        } else {
+            Strategy::Openat2
+        };
+        Root::at_with(path, strategy)
+    }
+
+    /// [`Root::at`] with a chosen strategy (tests cover both).
+    pub fn at_with(path: &Path, strategy: Strategy) -> io::Result<Root> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(path)?;
+        Ok(Root {
+            fd: file.into(),
+            strategy,
+        })
+    }
+
+    /// Opens `rel` with `flags` (plus `O_NOFOLLOW | O_CLOEXEC`), with no
+    /// symlink followed at any level. `rel` is relative to the root; empty
+    /// and `.` components are skipped, a `..` is refused.
+    pub fn open(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+        if self.strategy == Strategy::Openat2 && !NO_OPENAT2.load(Ordering::Relaxed) {
+            match self.openat2(rel, flags) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                    NO_OPENAT2.store(true, Ordering::Relaxed);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                done => return done,
+            }
+        }
+        self.walk(rel, flags)
+    }
+
+    fn openat2(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+        check_components(rel)?;
+        let path = if components(rel).next().is_none() {
+            c".".to_owned()
+        } else {
+            c_name(rel)?
+        };
+        // SAFETY: an all-zero open_how is valid; the fields are set below.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+        let mut tries = 0;
+        loop {
+            // SAFETY: the root is an open descriptor, `path` a valid C
+            // string, `how` a valid open_how of the size passed.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    self.fd.as_raw_fd(),
+                    path.as_ptr(),
+                    &how as *const libc::open_how,
+                    std::mem::size_of::<libc::open_how>(),
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: the kernel just returned this descriptor to us.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) });
+            }
+            let err = io::Error::last_os_error();
+            tries += 1;
+            if err.raw_os_error() != Some(libc::EAGAIN) || tries > MAX_OPENAT2_RETRIES {
+                return Err(err);
+            }
+        }
+    }
+
+    /// The fallback: each directory on the way is opened `O_PATH |
+    /// O_DIRECTORY | O_NOFOLLOW` relative to the previous one, so a link
+    /// anywhere fails the walk.
+    pub(super) fn walk(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+        check_components(rel)?;
+        let mut parts = components(rel).peekable();
+        let mut dir: Option<OwnedFd> = None;
+        while let Some(part) = parts.next() {
+            let at = dir.as_ref().map_or(self.fd.as_fd(), |d| d.as_fd());
+            let name = c_name(part)?;
+            if parts.peek().is_none() {
+                return openat(at, &name, flags);
+            }
+            dir = Some(openat(at, &name, libc::O_PATH | libc::O_DIRECTORY)?);
+        }
+        openat(self.fd.as_fd(), c".", flags)
+    }
+
+    /// The attributes of `rel` itself (a final symlink is described).
+    pub fn lstat(&self, rel: &[u8]) -> io::Result<Metadata> {
+        File::from(self.open(rel, libc::O_PATH)?).metadata()
+    }
+
+    /// The target of the symlink `rel`.
+    pub fn read_link(&self, rel: &[u8]) -> io::Result<Vec<u8>> {
+        let fd = self.open(rel, libc::O_PATH)?;
+        let mut buf = vec![0u8; MAX_LINK_LEN + 1];
+        // SAFETY: `fd` is open, the empty path names it (an O_PATH
+        // descriptor of a symlink), and `buf` is writable for its length.
+        let n = unsafe {
+            libc::readlinkat(
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n > MAX_LINK_LEN {
+            return Err(io::Error::other(format!(
+                "symlink target longer than {MAX_LINK_LEN} bytes"
+            )));
+        }
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Whether this process may read `rel` (access(2) on the entry itself,
+    /// never through a final link).
+    pub fn readable(&self, rel: &[u8]) -> io::Result<bool> {
+        let (parent, name) = split_last(rel);
+        let Some(name) = name else {
+            return Ok(true);
+        };
+        let dir = self.open(parent, libc::O_PATH | libc::O_DIRECTORY)?;
+        let name = c_name(name)?;
+        // SAFETY: `dir` is an open directory and `name` a valid C string.
+        let rc = unsafe {
+            libc::faccessat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::R_OK,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::NotFound => Err(err),
+            _ => Ok(false),
+        }
+    }
+
+    /// Calls `each` with every name in directory `rel` but `.` and `..`,
+    /// read from the opened directory with `getdents64`.
+    pub fn list(&self, rel: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<()> {
+        let dir = self.open(rel, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let mut buf = vec![0u8; DIRENT_BUF_LEN];
+        loop {
+            // SAFETY: `dir` is an open directory and `buf` is writable for
+            // its whole length.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_getdents64,
+                    dir.as_raw_fd(),
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            for_each_dirent(&buf[..n as usize], &mut each)?;
+        }
+    }
+}
+
+/// Walks the `linux_dirent64` records the kernel wrote: inode (8 bytes),
+/// offset (8), record length (2), type (1), then the NUL-terminated name.
+fn for_each_dirent(mut records: &[u8], each: &mut impl FnMut(&[u8])) -> io::Result<()> {
+    const NAME_AT: usize = 19;
+    while records.len() >= NAME_AT {
+        let len = usize::from(u16::from_ne_bytes([records[16], records[17]]));
+        if len < NAME_AT || len > records.len() {
+            return Err(io::Error::other("malformed directory entry"));
+        }
+        let field = &records[NAME_AT..len];
+        let name = &field[..field.iter().position(|&b| b == 0).unwrap_or(field.len())];
+        if name != b"." && name != b".." {
+            each(name);
+        }
+        records = &records[len..];
+    }
+    Ok(())
+}
+
+/// The components that name something: empty and `.` ones are skipped.
+fn components(rel: &[u8]) -> impl Iterator<Item = &[u8]> {
+    rel.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+}
+
+/// Paths here are already sanitised; a `..` would be a caller's bug, and is
+/// refused rather than resolved.
+fn check_components(rel: &[u8]) -> io::Result<()> {
+    if components(rel).any(|c| c == b"..") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "`..` in a path beneath the module root",
+        ));
+    }
+    Ok(())
+}
+
+/// Splits off the last naming component; `None` for the root itself.
+pub fn split_last(rel: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let mut end = rel.len();
+    loop {
+        let start = rel[..end]
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map_or(0, |p| p + 1);
+        let part = &rel[start..end];
+        if !part.is_empty() && part != b"." {
+            return (&rel[..start], Some(part));
+        }
+        if start == 0 {
+            return (b"", None);
+        }
+        end = start - 1;
+    }
+}
+
+fn c_name(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
+}
+
+fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `dir` is an open descriptor and `name` a valid C string.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
