@@ -12,6 +12,7 @@ pub mod auth;
 pub mod gatekeeper;
 pub mod listener;
 pub mod opening;
+pub mod proxy_header;
 pub mod session;
 pub mod signals;
 pub mod slots;
