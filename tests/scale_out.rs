@@ -430,7 +430,7 @@ fn proxy_protocol_from_takes_headers_only_from_the_balancers_listed() {
     let (tree, module) = static_tree();
     let dir = scratch_dir("scale-from");
     let elsewhere = proxied_box(
-        &[module.clone()],
+        std::slice::from_ref(&module),
         &dir,
         None,
         &[("proxy protocol from", "127.0.0.9, 10.0.0.0/8")],
