@@ -36,9 +36,9 @@ struct Helper {
 }
 
 impl Helper {
-    /// Writes `config` (with `PORT` and `DIR` filled in) and starts `argv`
-    /// (where `CONF` and `DIR` are filled in), then waits until the port
-    /// takes connections.
+    /// Writes `config` and starts `argv`, `@PORT@`, `@DIR@` and (in `argv`)
+    /// `@CONF@` filled in with a free port, the directory and the file, then
+    /// waits until the port takes connections.
     fn start(what: &str, config: &str, file: &str, argv: &[&str]) -> Helper {
         let dir = tempfile::Builder::new()
             .prefix(&format!("upserv-{what}-"))
@@ -48,13 +48,17 @@ impl Helper {
         let dir_text = dir.path().to_string_lossy().into_owned();
         let conf = dir.path().join(file);
         let text = config
-            .replace("PORT", &port.to_string())
-            .replace("DIR", &dir_text);
+            .replace("@PORT@", &port.to_string())
+            .replace("@DIR@", &dir_text);
         std::fs::write(&conf, text).expect("writing the helper's configuration");
         let conf_text = conf.to_string_lossy().into_owned();
         let args: Vec<String> = argv
             .iter()
-            .map(|a| a.replace("CONF", &conf_text).replace("DIR", &dir_text))
+            .map(|a| {
+                a.replace("@CONF@", &conf_text)
+                    .replace("@DIR@", &dir_text)
+                    .replace("@PORT@", &port.to_string())
+            })
             .collect();
         let mut cmd = Command::new(&args[0]);
         cmd.args(&args[1..]);
@@ -91,7 +95,7 @@ fn haproxy(boxes: &[u16], send: &str) -> Helper {
         "haproxy",
         &config,
         "haproxy.cfg",
-        &["haproxy", "-db", "-f", "CONF"],
+        &["haproxy", "-db", "-f", "@CONF@"],
     )
 }
 
@@ -105,7 +109,7 @@ defaults
     timeout client 1h
     timeout server 1h
 frontend rsync
-    bind 127.0.0.1:PORT
+    bind 127.0.0.1:@PORT@
     default_backend upserv
 backend upserv
     balance roundrobin
@@ -123,7 +127,7 @@ fn nginx(origin: &Upstream) -> Helper {
         ""
     };
     let config = format!(
-        "{user}daemon off;\nworker_processes 1;\npid DIR/nginx.pid;\nerror_log DIR/error.log;\n\
+        "{user}daemon off;\nworker_processes 1;\npid @DIR@/nginx.pid;\nerror_log @DIR@/error.log;\n\
          events {{ worker_connections 256; }}\n{}",
         NGINX_HTTP
             .replace("ORIGIN", &origin.url(""))
@@ -133,7 +137,15 @@ fn nginx(origin: &Upstream) -> Helper {
         "nginx",
         &config,
         "nginx.conf",
-        &["nginx", "-p", "DIR", "-c", "CONF", "-e", "DIR/error.log"],
+        &[
+            "nginx",
+            "-p",
+            "@DIR@",
+            "-c",
+            "@CONF@",
+            "-e",
+            "@DIR@/error.log",
+        ],
     )
 }
 
@@ -141,15 +153,15 @@ fn nginx(origin: &Upstream) -> Helper {
 const NGINX_HTTP: &str = "\
 http {
     log_format ranges '$request \"$http_range\" $status $upstream_cache_status';
-    access_log DIR/access.log ranges;
-    client_body_temp_path DIR/body;
-    proxy_temp_path DIR/proxy;
-    fastcgi_temp_path DIR/fastcgi;
-    uwsgi_temp_path DIR/uwsgi;
-    scgi_temp_path DIR/scgi;
-    proxy_cache_path DIR/cache levels=1:2 keys_zone=builds:10m max_size=10g inactive=30d use_temp_path=off;
+    access_log @DIR@/access.log ranges;
+    client_body_temp_path @DIR@/body;
+    proxy_temp_path @DIR@/proxy;
+    fastcgi_temp_path @DIR@/fastcgi;
+    uwsgi_temp_path @DIR@/uwsgi;
+    scgi_temp_path @DIR@/scgi;
+    proxy_cache_path @DIR@/cache levels=1:2 keys_zone=builds:10m max_size=10g inactive=30d use_temp_path=off;
     server {
-        listen 127.0.0.1:PORT;
+        listen 127.0.0.1:@PORT@;
         location / {
             slice SLICE;
             proxy_cache builds;
@@ -528,4 +540,85 @@ fn serve_mode_reads_the_header_from_its_socket() {
     );
     assert_ne!(direct.code, 0, "{}", direct.stderr);
     assert!(serve.stderr_text().is_empty(), "{}", serve.stderr_text());
+}
+
+/// The reference: rsyncd with `proxy protocol = yes`, trusting headers from
+/// loopback (where HAProxy connects from), over `modules`.
+fn rsyncd_proxied(modules: &[Module]) -> Helper {
+    let conf = common::conf::rsyncd_conf(
+        modules,
+        Path::new("@DIR@/rsyncd.log"),
+        Path::new("@DIR@/rsyncd.lock"),
+    );
+    let config = format!("proxy protocol = yes\nproxy protocol hosts = 127.0.0.1\n{conf}");
+    Helper::start(
+        "rsyncd",
+        &config,
+        "rsyncd.conf",
+        &[
+            "rsync",
+            "--daemon",
+            "--no-detach",
+            "--config=@CONF@",
+            "--address=127.0.0.1",
+            "--port=@PORT@",
+        ],
+    )
+}
+
+/// What a client's refusal comes down to: its exit code and the lines it
+/// printed, without rsync's source locations and version.
+fn refusal(result: &PullResult) -> (i32, Vec<String>) {
+    let lines = result
+        .stderr
+        .lines()
+        .map(|l| l.split(" at ").next().unwrap_or(l).to_string())
+        .collect();
+    (result.code, lines)
+}
+
+#[test]
+fn through_haproxy_upserv_admits_and_refuses_as_rsyncd_does() {
+    let (tree, module) = static_tree();
+    let module = module.param("hosts deny", "127.0.0.3");
+    let dir = scratch_dir("scale-reference");
+    let upserv = proxied_box(std::slice::from_ref(&module), &dir, None, &[]);
+    let rsyncd = rsyncd_proxied(&[module]);
+    let sides = [
+        (
+            "upserv",
+            haproxy(&[upserv.port()], "send-proxy-v2"),
+            upserv.url("m/"),
+        ),
+        (
+            "rsyncd",
+            haproxy(&[rsyncd.port], "send-proxy-v2"),
+            rsyncd.url("m/"),
+        ),
+    ];
+    let mut refusals = Vec::new();
+    for (name, balancer, direct_url) in &sides {
+        let ok = dir.join(format!("{name}-ok"));
+        pull_from("127.0.0.2", &balancer.url("m/"), &ok, &["-a"]).assert_ok();
+        assert_same(&Snapshot::of(tree.root()), &Snapshot::of(&ok));
+        let denied = pull_from(
+            "127.0.0.3",
+            &balancer.url("m/"),
+            &dir.join(format!("{name}-denied")),
+            &["-a"],
+        );
+        let direct = pull(
+            direct_url,
+            &dir.join(format!("{name}-direct")),
+            &["-a"],
+            Protocol::Default,
+        );
+        refusals.push((refusal(&denied), refusal(&direct)));
+    }
+    assert_eq!(
+        refusals[0].0, refusals[1].0,
+        "hosts deny: upserv, then rsyncd"
+    );
+    assert_eq!(refusals[0].1, refusals[1].1, "direct: upserv, then rsyncd");
+    assert!(refusals[0].0 .1.iter().any(|l| l.contains("(127.0.0.3)")));
 }

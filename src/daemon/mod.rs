@@ -159,8 +159,16 @@ impl Server {
 
     /// Logs the host rules upserv cannot evaluate as written.
     fn warn_about_rules(&self) {
-        for problem in self.proxy_peers.iter().flat_map(Access::problems) {
-            log::warn!("{problem}");
+        if let Some(peers) = &self.proxy_peers {
+            if peers.is_open() {
+                log::warn!(
+                    "proxy protocol = yes without proxy protocol from: any peer that reaches \
+                     the port can name any client address; list the balancers there"
+                );
+            }
+            for problem in peers.problems() {
+                log::warn!("{problem}");
+            }
         }
         let modules = self.modules.iter().map(|m| (m.name.as_str(), &m.policy));
         let builds = std::iter::once(("global", &self.build_policy));

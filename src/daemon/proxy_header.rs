@@ -129,10 +129,9 @@ fn v1_addresses<'a>(
     addr(next()?).ok_or_else(|| invalid("bad destination address"))?;
     for _ in 0..2 {
         let port = next()?;
-        let plain = !port.is_empty()
-            && port.bytes().all(|b| b.is_ascii_digit())
-            && (port == "0" || !port.starts_with('0'));
-        if !plain || port.parse::<u16>().is_err() {
+        // Leading zeros pass, as rsyncd lets them.
+        let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+        if !digits || port.parse::<u16>().is_err() {
             return Err(invalid("bad port"));
         }
     }
@@ -221,6 +220,7 @@ mod tests {
         assert_eq!(&line[h.len..], b"@RSYNCD: 31.0\n");
         let h = done(b"PROXY TCP6 2001:db8::7 2001:db8::1 65535 0\r\n");
         assert_eq!(h.client, ip("2001:db8::7"));
+        assert_eq!(done(b"PROXY TCP4 192.0.2.7 192.0.2.1 0873 00\r\n").len, 40);
         assert_eq!(done(b"PROXY UNKNOWN\r\n").client, None);
         assert_eq!(
             done(b"PROXY UNKNOWN ffff:f::1 ffff:f::2 1 2\r\n").client,
@@ -235,7 +235,8 @@ mod tests {
             b"PROXY TCP4 2001:db8::7 192.0.2.1 1 2\r\n",
             b"PROXY TCP6 192.0.2.7 192.0.2.1 1 2\r\n",
             b"PROXY TCP4 192.0.2.7 192.0.2.1 65536 873\r\n",
-            b"PROXY TCP4 192.0.2.7 192.0.2.1 0873 873\r\n",
+            b"PROXY TCP4 192.0.2.7 192.0.2.1 +873 873\r\n",
+            b"PROXY TCP4 192.0.2.7 192.0.2.1  873\r\n",
             b"PROXY TCP4 192.0.2.7 192.0.2.1 1\r\n",
             b"PROXY TCP4 192.0.2.7 192.0.2.1 1 2 3\r\n",
             b"PROXY TCP4  192.0.2.7 192.0.2.1 1 2\r\n",
