@@ -16,7 +16,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 
-use builds_support::{tar_tree, wait_until, LiveClient};
+use builds_support::{small_tree_and_archive, wait_until, LiveClient};
 use common::proc::Daemon;
 use common::rsyncd::free_port;
 use common::*;
@@ -178,26 +178,10 @@ http {
 }
 ";
 
-/// A small tree with owners, links and a bigger file, and its archive made
-/// by GNU tar, gzip-compressed.
+/// builds_support's small tree and its archive, gzip-compressed.
 fn tree_and_archive() -> (TestTree, Vec<u8>) {
-    let tree = TestTree::new();
-    tree.file("README", b"a build\n").mtime(1_600_000_000);
-    tree.file("bin/tool", &[7u8; 300_000])
-        .mode(0o755)
-        .mtime(1_600_000_100);
-    tree.file("etc/owned", b"x")
-        .owner(4242, 4343)
-        .mtime(1_600_000_200);
-    tree.hard_link("bin/tool-again", "bin/tool");
-    tree.symlink("latest", "bin/tool");
-    tree.dir("bin").mtime(1_600_000_300);
-    tree.dir("etc").mtime(1_600_000_400);
-    tree.dir("").mtime(1_600_000_500);
-    tree.settle();
-    let parent = tree.root().parent().expect("a tree root has a parent");
-    let archive = compress(&tar_tree(parent, "tree"), &["gzip", "-c"]);
-    (tree, archive)
+    let (tree, archive) = small_tree_and_archive();
+    (tree, compress(&archive, &["gzip", "-c"]))
 }
 
 /// An upserv box with `proxy protocol = yes` and the given extra globals.
@@ -242,6 +226,13 @@ fn static_tree() -> (TestTree, Module) {
     tree.settle();
     let module = Module::new("m", tree.root());
     (tree, module)
+}
+
+/// The client was refused with `@ERROR: why`.
+fn assert_refused(result: &PullResult, why: &str) {
+    assert_eq!(result.code, 5, "{}", result.stderr);
+    let line = format!("@ERROR: {why}");
+    assert!(result.stderr.contains(&line), "{}", result.stderr);
 }
 
 fn served_lines<'a>(log: &'a str, module: &str) -> Vec<&'a str> {
@@ -348,20 +339,8 @@ fn hosts_deny_and_the_per_host_limit_judge_the_client_behind_haproxy() {
 
     pull_from("127.0.0.2", &balancer.url("m/"), &dir.join("ok"), &["-a"]).assert_ok();
     assert_same(&Snapshot::of(tree.root()), &Snapshot::of(&dir.join("ok")));
-    let denied = pull_from(
-        "127.0.0.3",
-        &balancer.url("m/"),
-        &dir.join("denied"),
-        &["-a"],
-    );
-    assert_eq!(denied.code, 5, "{}", denied.stderr);
-    assert!(
-        denied
-            .stderr
-            .contains("@ERROR: access denied to m from UNDETERMINED (127.0.0.3)"),
-        "{}",
-        denied.stderr
-    );
+    let denied = pull_from("127.0.0.3", &balancer.url("m/"), &dir.join("no"), &["-a"]);
+    assert_refused(&denied, "access denied to m from UNDETERMINED (127.0.0.3)");
     assert!(upserv.log().contains("denied on module m from 127.0.0.3"));
 
     // 127.0.0.2 holds its one connection while a build downloads.
@@ -372,19 +351,10 @@ fn hosts_deny_and_the_per_host_limit_judge_the_client_behind_haproxy() {
     );
     origin.wait_at_gate(1);
     held.wait_for_line("upserv: fetching build-held from upstream: ");
-    let second = pull_from(
-        "127.0.0.2",
-        &balancer.url("m/"),
-        &dir.join("second"),
-        &["-a"],
-    );
-    assert_eq!(second.code, 5, "{}", second.stderr);
-    assert!(
-        second
-            .stderr
-            .contains("@ERROR: max connections per host (1) reached -- try again later"),
-        "{}",
-        second.stderr
+    let second = pull_from("127.0.0.2", &balancer.url("m/"), &dir.join("2nd"), &["-a"]);
+    assert_refused(
+        &second,
+        "max connections per host (1) reached -- try again later",
     );
     // Another client behind the same balancer is not counted with it.
     pull_from(
