@@ -592,3 +592,90 @@ fn through_haproxy_upserv_admits_and_refuses_as_rsyncd_does() {
     assert_eq!(refusals[0].1, refusals[1].1, "direct: upserv, then rsyncd");
     assert!(refusals[0].0 .1.iter().any(|l| l.contains("(127.0.0.3)")));
 }
+
+/// Bytes the kernel holds unread on the box's side of the connection from
+/// loopback port `client_port` to `box_port` (from /proc/net/tcp).
+fn unread_by_box(box_port: u16, client_port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!(":{box_port:04X}");
+    let remote = format!(":{client_port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (l, r, queues) = (fields.get(1)?, fields.get(2)?, fields.get(4)?);
+        if !l.ends_with(&local) || !r.ends_with(&remote) {
+            return None;
+        }
+        u64::from_str_radix(queues.split(':').nth(1)?, 16).ok()
+    })
+}
+
+/// Writes `parts` one by one, each only once the box has taken the one
+/// before, then reads until the box closes.
+fn talk_in_parts(box_port: u16, parts: &[&[u8]]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", box_port)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let client_port = stream.local_addr().unwrap().port();
+    for part in parts {
+        wait_until("the box to take what came before", || {
+            unread_by_box(box_port, client_port) == Some(0)
+        });
+        stream.write_all(part).unwrap();
+    }
+    stream.set_read_timeout(Some(upstream::WAIT_LIMIT)).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    out
+}
+
+const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+
+#[test]
+fn the_gatekeeper_takes_a_header_in_pieces_and_not_a_byte_more() {
+    let (_tree, module) = static_tree();
+    let module = module.param("hosts deny", "10.1.2.3 2001:db8::7");
+    let dir = scratch_dir("scale-pieces");
+    let upserv = proxied_box(&[module], &dir, None, &[]);
+    let mut v2 = V2_SIGNATURE.to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 10, 1, 2, 3, 10, 0, 0, 1, 0xc8, 0x22, 3, 0x69,
+    ]);
+    // The header ends in the same write as the client's first lines.
+    let mut tail = v2[20..].to_vec();
+    tail.extend_from_slice(b"@RSYNCD: 29.0\nm\n");
+    let answer = talk_in_parts(upserv.port(), &[&v2[..5], &v2[5..20], &tail]);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("@RSYNCD: "), "{answer}");
+    assert!(
+        answer.ends_with("@ERROR: access denied to m from UNDETERMINED (10.1.2.3)\n"),
+        "{answer}"
+    );
+    let v1 = b"PROXY TCP6 2001:db8::7 2001:db8::1 51234 873\r\n@RSYNCD: 29.0\nm\n";
+    let answer = talk_in_parts(upserv.port(), &[&v1[..9], &v1[9..30], &v1[30..]]);
+    assert!(
+        String::from_utf8_lossy(&answer)
+            .ends_with("@ERROR: access denied to m from UNDETERMINED (2001:db8::7)\n"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[test]
+fn an_oversized_or_late_header_is_refused_without_a_word() {
+    let (_tree, module) = static_tree();
+    let dir = scratch_dir("scale-oversized");
+    // A module timeout given globally shortens the handshake limit.
+    let upserv = proxied_box(&[module], &dir, None, &[("timeout", "2")]);
+    let long = format!("PROXY UNKNOWN {}", "x".repeat(200));
+    assert!(talk_in_parts(upserv.port(), &[long.as_bytes()]).is_empty());
+    let mut v2 = V2_SIGNATURE.to_vec();
+    v2.extend_from_slice(&[0x21, 0x11, 0x02, 0x01]);
+    assert!(talk_in_parts(upserv.port(), &[&v2]).is_empty());
+    assert!(talk_in_parts(upserv.port(), &[b"PROXY TCP4 10.1"]).is_empty());
+    wait_until("three refusals in the log", || {
+        let log = upserv.log();
+        log.contains("version 1 line longer than 107 bytes")
+            && log.contains("version 2 address block of 513 bytes, more than 512")
+            && log.contains("failed: handshake took too long")
+    });
+}
