@@ -13,8 +13,17 @@
 //! when they are all taken the oldest is dropped (a real client finishes
 //! its opening within a round trip, so the oldest is almost surely idle).
 //!
+//! Behind a load balancer (`proxy protocol = yes`) a connection first owes
+//! its PROXY header (see [`super::proxy_header`]): nothing is sent until it
+//! is whole, it is read from the socket without a byte of what follows, it
+//! must come within the handshake time, and from then on the address it
+//! carries is the connection's for everything, the per-host limit included.
+//! A connection without a valid one, or from a peer `proxy protocol from`
+//! does not list, is closed without a word, as rsyncd does.
+//!
 //! Limits, checked in this order:
-//! - `max connections per host` at accept: a client address holding that
+//! - `max connections per host` at accept (behind a balancer: once the
+//!   header has named the client): a client address holding that
 //!   many connections (in their opening, queued or served) is told
 //!   `@ERROR: max connections per host (N) reached -- try again later`
 //!   after its opening; beyond [`REFUSALS_PER_HOST`] more it is just closed.
