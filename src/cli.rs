@@ -157,7 +157,10 @@ comment lines, `\\` at the end of a line continues it, names ignore case and
 blanks. Global: address, port, listen, motd file, log file, pid file,
 log level, builds dir, upstream, upstream checksum (URL template ending in
 .md5 or .sha256), upstream contents (URL template of olpc manifests),
-layout (plain or olpc), cache size, workers, fetch timeout (seconds).
+layout (plain or olpc), cache size, workers, fetch timeout (seconds),
+max connections per host, proxy protocol (yes: every connection comes
+from a load balancer and starts with a PROXY header naming the client),
+proxy protocol from (the balancers trusted to send one).
 Per module (or as defaults in the global part): path, comment, list,
 read only (always yes), hosts allow, hosts deny, max connections, timeout,
 auth users, secrets file, strict modes, auth digest, filter, include,

@@ -9,7 +9,8 @@
 //! - [`config`]: rsyncd.conf-style configuration and sizes.
 //! - [`cli`]: the command line; [`logging`]: where log lines go.
 //! - [`daemon`]: the process: a gatekeeper thread takes each connection
-//!   through its opening (greeting, module name) and hands it to a fixed
+//!   through its opening (PROXY header behind a load balancer, greeting,
+//!   module name) and hands it to a fixed
 //!   pool of workers; the session admits it (hosts, limits, login), reads
 //!   the client's arguments and runs the pull; signals, pid file, reload.
 //! - [`protocol`]: the rsync wire, without policy: integers and multiplexing,

@@ -17,7 +17,9 @@ mod upstream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use builds_support::{private_leftovers, remove_sockets, tar_tree, upserv_for, LiveClient};
+use builds_support::{
+    private_leftovers, remove_sockets, small_tree_and_archive, tar_tree, upserv_for, LiveClient,
+};
 use common::*;
 use upstream::{compress, digest_file, scratch_dir, Behavior, Upstream};
 
@@ -48,27 +50,6 @@ fn tree_and_archive() -> (TestTree, Vec<u8>) {
     let tree = TestTree::new();
     tree.random(&SPEC, TREE_SEED);
     remove_sockets(tree.root());
-    tree.settle();
-    let parent = tree.root().parent().expect("a tree root has a parent");
-    let archive = tar_tree(parent, "tree");
-    (tree, archive)
-}
-
-/// A small plain tree (files, a subdirectory, links, two owners) and its archive.
-fn small_tree_and_archive() -> (TestTree, Vec<u8>) {
-    let tree = TestTree::new();
-    tree.file("README", b"a build\n").mtime(1_600_000_000);
-    tree.file("bin/tool", &[7u8; 70_000])
-        .mode(0o755)
-        .mtime(1_600_000_100);
-    tree.file("etc/owned", b"x")
-        .owner(4242, 4343)
-        .mtime(1_600_000_200);
-    tree.hard_link("bin/tool-again", "bin/tool");
-    tree.symlink("latest", "bin/tool");
-    tree.dir("bin").mtime(1_600_000_300);
-    tree.dir("etc").mtime(1_600_000_400);
-    tree.dir("").mtime(1_600_000_500);
     tree.settle();
     let parent = tree.root().parent().expect("a tree root has a parent");
     let archive = tar_tree(parent, "tree");

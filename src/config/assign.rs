@@ -99,6 +99,8 @@ pub(super) fn set_global(param: GlobalParam, value: &str, draft: &mut GlobalDraf
                 Some(parse_whole(value).map_err(text)?)
             };
         }
+        GlobalParam::ProxyProtocol => global.proxy_protocol = parse_bool(value).map_err(text)?,
+        GlobalParam::ProxyProtocolFrom => global.proxy_protocol_from = split_hosts(value),
     }
     Ok(None)
 }
@@ -193,6 +195,8 @@ pub(super) fn global_value(param: GlobalParam, global: &Global) -> Option<String
             .max_connections_per_host
             .map(|n| n.to_string())
             .unwrap_or_default(),
+        GlobalParam::ProxyProtocol => format_bool(global.proxy_protocol).to_owned(),
+        GlobalParam::ProxyProtocolFrom => global.proxy_protocol_from.join(", "),
     };
     Some(value)
 }

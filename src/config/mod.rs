@@ -102,6 +102,12 @@ pub struct Global {
     /// `None`, the default, means [`DEFAULT_MAX_CONNECTIONS_PER_HOST`] for
     /// every client except loopback ones, which are not limited.
     pub max_connections_per_host: Option<u64>,
+    /// Every connection starts with a PROXY protocol header naming the
+    /// client (it comes through a load balancer).
+    pub proxy_protocol: bool,
+    /// Peers whose PROXY headers are trusted, in `hosts allow` syntax;
+    /// empty: any peer.
+    pub proxy_protocol_from: Vec<String>,
     pub log_level: LevelFilter,
     /// Module parameters as they stand at the end of the global part of the
     /// file (after every `[global]` section).
@@ -127,6 +133,8 @@ impl Default for Global {
             workers: DEFAULT_WORKERS,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             max_connections_per_host: None,
+            proxy_protocol: false,
+            proxy_protocol_from: Vec::new(),
             log_level: DEFAULT_LOG_LEVEL,
             module_defaults: ModuleParams::default(),
         }

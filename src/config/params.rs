@@ -23,10 +23,12 @@ pub(super) enum GlobalParam {
     Workers,
     FetchTimeout,
     MaxConnectionsPerHost,
+    ProxyProtocol,
+    ProxyProtocolFrom,
 }
 
 /// Every global parameter, in the order the effective settings show them.
-pub(super) const GLOBAL_PARAMS: [GlobalParam; 16] = [
+pub(super) const GLOBAL_PARAMS: [GlobalParam; 18] = [
     GlobalParam::Listen,
     GlobalParam::Address,
     GlobalParam::Port,
@@ -43,6 +45,8 @@ pub(super) const GLOBAL_PARAMS: [GlobalParam; 16] = [
     GlobalParam::Workers,
     GlobalParam::FetchTimeout,
     GlobalParam::MaxConnectionsPerHost,
+    GlobalParam::ProxyProtocol,
+    GlobalParam::ProxyProtocolFrom,
 ];
 
 impl GlobalParam {
@@ -64,6 +68,8 @@ impl GlobalParam {
             GlobalParam::Workers => "workers",
             GlobalParam::FetchTimeout => "fetch timeout",
             GlobalParam::MaxConnectionsPerHost => "max connections per host",
+            GlobalParam::ProxyProtocol => "proxy protocol",
+            GlobalParam::ProxyProtocolFrom => "proxy protocol from",
         }
     }
 }
@@ -156,8 +162,12 @@ impl ModuleParam {
     }
 }
 
+/// rsyncd's names for parameters upserv calls otherwise.
+const ALIASES: [(&str, GlobalParam); 1] =
+    [("proxy protocol hosts", GlobalParam::ProxyProtocolFrom)];
+
 /// rsyncd parameters upserv accepts and ignores, with the reason it gives.
-const IGNORED: [(&str, &str); 26] = [
+const IGNORED: [(&str, &str); 25] = [
     ("use chroot", NO_CHROOT),
     ("daemon chroot", NO_CHROOT),
     ("uid", NO_USER_SWITCH),
@@ -195,10 +205,6 @@ const IGNORED: [(&str, &str); 26] = [
     ("post-xfer exec", "upserv runs no commands around transfers"),
     ("socket options", "upserv uses the system's socket defaults"),
     ("listen backlog", "upserv uses the system's socket defaults"),
-    (
-        "proxy protocol hosts",
-        "upserv does not accept proxy protocol headers",
-    ),
 ];
 const NO_CHROOT: &str = "upserv never chroots; it keeps every path inside its module itself";
 const NO_USER_SWITCH: &str =
@@ -246,6 +252,9 @@ pub(super) fn lookup(name: &str) -> Option<Param> {
     let key = name_key(name);
     let matches = |candidate: &str| name_key(candidate) == key;
     if let Some(&param) = GLOBAL_PARAMS.iter().find(|p| matches(p.name())) {
+        return Some(Param::Global(param));
+    }
+    if let Some(&(_, param)) = ALIASES.iter().find(|(n, _)| matches(n)) {
         return Some(Param::Global(param));
     }
     if let Some(&param) = MODULE_PARAMS.iter().find(|p| matches(p.name())) {

@@ -386,6 +386,8 @@ cache size = 1536M
 workers = 8
 fetch timeout = 60
 max connections per host =
+proxy protocol = no
+proxy protocol from =
 comment =
 list = yes
 hosts allow = 10.0.0.0/8
@@ -699,4 +701,27 @@ fn max_connections_per_host_is_unset_a_number_or_refused() {
     let (settings, _) = parse("max connections per host = 7\n").unwrap();
     let (again, _) = parse(&settings.to_string()).unwrap();
     assert_eq!(again.global.max_connections_per_host, Some(7));
+}
+
+#[test]
+fn proxy_protocol_and_its_trusted_peers() {
+    let (settings, warnings) = parse("workers = 2\n").unwrap();
+    assert!(!settings.global.proxy_protocol);
+    assert!(settings.global.proxy_protocol_from.is_empty());
+    assert!(warnings.is_empty());
+    let text = "proxy protocol = yes\nproxy protocol from = 10.0.0.5, 10.0.1.0/24\n";
+    let (settings, warnings) = parse(text).unwrap();
+    assert!(settings.global.proxy_protocol);
+    assert_eq!(
+        settings.global.proxy_protocol_from,
+        ["10.0.0.5", "10.0.1.0/24"]
+    );
+    assert!(warnings.is_empty());
+    let (again, _) = parse(&settings.to_string()).unwrap();
+    assert_eq!(again.global, settings.global);
+    // rsyncd's name for the list is read, not ignored.
+    let (settings, warnings) = parse("proxy protocol hosts = 10.0.0.5\n").unwrap();
+    assert_eq!(settings.global.proxy_protocol_from, ["10.0.0.5"]);
+    assert!(warnings.is_empty());
+    assert!(parse("proxy protocol = perhaps\n").is_err());
 }

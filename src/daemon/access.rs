@@ -186,6 +186,18 @@ impl Access {
         }
     }
 
+    /// Admits the addresses on `list` only, or everyone when it is empty;
+    /// problems are named after the parameter `what`.
+    pub fn allow_only(list: &[String], what: &str) -> Access {
+        let mut problems = Vec::new();
+        let allow = parse_list(list, what, &mut problems);
+        Access {
+            allow,
+            deny: Vec::new(),
+            problems,
+        }
+    }
+
     /// Entries upserv cannot evaluate as written, for startup warnings.
     pub fn problems(&self) -> &[String] {
         &self.problems

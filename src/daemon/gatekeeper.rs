@@ -13,8 +13,17 @@
 //! when they are all taken the oldest is dropped (a real client finishes
 //! its opening within a round trip, so the oldest is almost surely idle).
 //!
+//! Behind a load balancer (`proxy protocol = yes`) a connection first owes
+//! its PROXY header (see [`super::proxy_header`]): nothing is sent until it
+//! is whole, it is read from the socket without a byte of what follows, it
+//! must come within the handshake time, and from then on the address it
+//! carries is the connection's for everything, the per-host limit included.
+//! A connection without a valid one, or from a peer `proxy protocol from`
+//! does not list, is closed without a word, as rsyncd does.
+//!
 //! Limits, checked in this order:
-//! - `max connections per host` at accept: a client address holding that
+//! - `max connections per host` at accept (behind a balancer: once the
+//!   header has named the client): a client address holding that
 //!   many connections (in their opening, queued or served) is told
 //!   `@ERROR: max connections per host (N) reached -- try again later`
 //!   after its opening; beyond [`REFUSALS_PER_HOST`] more it is just closed.
@@ -29,6 +38,7 @@
 
 use super::listener::{log_outcome, Committed, Job, Reload};
 use super::opening::{self, Ask, Need, Opening, Request, Step, MAX_LINE_LEN};
+use super::proxy_header::{self, Parse, MAX_HEADER_LEN};
 use super::session::{self, Outcome};
 use super::signals::{Signal, Signals};
 use super::Server;
@@ -178,7 +188,12 @@ struct Pending {
     shut: bool,
     /// Decided at accept: why this client will be refused after its opening.
     refusal: Option<String>,
-    host: HostTicket,
+    /// `Some` while the PROXY protocol header is awaited: the part of it
+    /// read so far. Nothing has been sent yet, `peer` is the balancer's
+    /// address and no host ticket is held.
+    proxy_header: Option<Vec<u8>>,
+    /// Counts the connection against its client address.
+    host: Option<HostTicket>,
 }
 
 /// What to do with a pending connection after an event.
@@ -186,6 +201,9 @@ enum Next {
     Keep,
     Close(Option<Outcome>),
     Commit(Request),
+    /// The PROXY header is read: the client's address, or `None` to keep
+    /// the socket's.
+    Proxied(Option<IpAddr>),
 }
 
 fn fail(error: impl Into<String>) -> Next {
@@ -203,7 +221,7 @@ impl Pending {
         accepted: Instant,
         deadline: Instant,
         out: Outbox,
-        host: HostTicket,
+        host: Option<HostTicket>,
     ) -> Pending {
         Pending {
             stream,
@@ -217,6 +235,7 @@ impl Pending {
             closing: false,
             shut: false,
             refusal: None,
+            proxy_header: None,
             host,
         }
     }
@@ -237,6 +256,9 @@ impl Pending {
     /// Reads whatever the client sent, stopping at the end of its request
     /// so that nothing meant for the session is consumed here.
     fn read(&mut self) -> Next {
+        if self.proxy_header.is_some() {
+            return self.read_proxy_header();
+        }
         loop {
             let got = match self.machine.need() {
                 Need::Line => self.read_line_part(),
@@ -254,6 +276,37 @@ impl Pending {
                 Err(e) => return fail(e.to_string()),
             }
         }
+    }
+
+    /// Reads what the client sent of its PROXY header, and not one byte
+    /// more: the rest of the stream is the rsync opening.
+    fn read_proxy_header(&mut self) -> Next {
+        let have = self.proxy_header.as_ref().map_or(0, Vec::len);
+        let mut buf = [0u8; MAX_HEADER_LEN];
+        if let Some(part) = &self.proxy_header {
+            buf[..have].copy_from_slice(part);
+        }
+        let seen = match self.stream.peek(&mut buf[have..]) {
+            Ok(0) => return fail("connection closed before its PROXY protocol header"),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Next::Keep,
+            Err(e) => return fail(e.to_string()),
+        };
+        let (take, next) = match proxy_header::parse(&buf[..have + seen]) {
+            Ok(Parse::Done(header)) => (header.len - have, Next::Proxied(header.client)),
+            Ok(Parse::Incomplete) => (seen, Next::Keep),
+            // Nothing was sent: the connection is closed without a word,
+            // as rsyncd does.
+            Err(e) => return Next::Close(Some(Outcome::Refused(e.to_string()))),
+        };
+        if let Err(e) = (&self.stream).read_exact(&mut buf[have..have + take]) {
+            return fail(e.to_string());
+        }
+        if let (Next::Keep, Some(part)) = (&next, &mut self.proxy_header) {
+            part.extend_from_slice(&buf[have..have + take]);
+        }
+        next
     }
 
     /// `Ok(None)`: a part of a line was taken, more must come.
@@ -572,6 +625,15 @@ impl Gatekeeper {
                 }
             }
             Next::Commit(request) => self.commit(i, request),
+            Next::Proxied(client) => {
+                let mut p = self.pending.swap_remove(i);
+                p.proxy_header = None;
+                if let Some(client) = client {
+                    log::debug!("{}: PROXY protocol header for {client}", p.peer);
+                    p.peer = client;
+                }
+                self.greet(p);
+            }
         }
     }
 
@@ -667,11 +729,44 @@ impl Gatekeeper {
         }
     }
 
-    /// Starts the opening of a new connection, or closes it at once when
-    /// its address is far over its limit.
+    /// Starts the opening of a new connection: behind a balancer with its
+    /// PROXY header, else with the greeting.
     fn admit(&mut self, stream: TcpStream, addr: IpAddr) {
+        let proxied = match &self.server.proxy_peers {
+            None => false,
+            Some(peers) if peers.allows(addr) => true,
+            Some(_) => {
+                let why = "not a trusted PROXY protocol peer (proxy protocol from)";
+                log_outcome(Some(addr), &Outcome::Refused(why.into()), Duration::ZERO);
+                return;
+            }
+        };
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let now = Instant::now();
+        let mut p = Pending::new(
+            stream,
+            addr,
+            now,
+            now + session::handshake_timeout(self.server.build_timeout),
+            Outbox::default(),
+            None,
+        );
+        if proxied {
+            p.proxy_header = Some(Vec::new());
+            self.push(p);
+        } else {
+            self.greet(p);
+        }
+    }
+
+    /// Sends the greeting to a connection whose client address is known,
+    /// or closes it at once when that address is far over its limit.
+    fn greet(&mut self, mut p: Pending) {
+        let addr = p.peer;
         let held = self.hosts.count(addr);
-        let refusal = match host_limit(self.server.limits.per_host, addr) {
+        p.refusal = match host_limit(self.server.limits.per_host, addr) {
             Some(limit) if held >= limit + REFUSALS_PER_HOST => {
                 self.drops.note(addr, "over its connection limit");
                 return;
@@ -681,27 +776,11 @@ impl Gatekeeper {
             )),
             _ => None,
         };
-        if stream.set_nonblocking(true).is_err() {
-            return;
-        }
-        if self.pending.len() >= MAX_OPENINGS {
-            self.drop_oldest();
-        }
-        let mut out = Outbox::default();
-        out.push(Arc::clone(&self.greeting));
+        p.host = Some(self.hosts.start(addr));
+        p.out.push(Arc::clone(&self.greeting));
         if let Some(motd) = &self.motd {
-            out.push(Arc::clone(motd));
+            p.out.push(Arc::clone(motd));
         }
-        let now = Instant::now();
-        let mut p = Pending::new(
-            stream,
-            addr,
-            now,
-            now + session::handshake_timeout(self.server.build_timeout),
-            out,
-            self.hosts.start(addr),
-        );
-        p.refusal = refusal;
         // Most greetings fit the socket buffer at once.
         if let Err(e) = p.out.write_to(&p.stream) {
             log_outcome(
@@ -710,9 +789,16 @@ impl Gatekeeper {
                     module: None,
                     error: e.to_string(),
                 },
-                now.elapsed(),
+                p.accepted.elapsed(),
             );
             return;
+        }
+        self.push(p);
+    }
+
+    fn push(&mut self, p: Pending) {
+        if self.pending.len() >= MAX_OPENINGS {
+            self.drop_oldest();
         }
         self.pending.push(p);
     }

@@ -112,7 +112,7 @@ pub(super) struct Job {
     pub server: Arc<Server>,
     pub accepted: Instant,
     pub committed: CommitTicket,
-    pub host: HostTicket,
+    pub host: Option<HostTicket>,
 }
 
 /// Serves a job; everything it holds is released before its log line is

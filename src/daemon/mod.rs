@@ -1,6 +1,7 @@
 //! The process around the protocol: which modules exist, the listener and
 //! its worker pool, one connection on stdin/stdout for inetd, who may
-//! connect (hosts, logins, connection limits), signals and the pid file.
+//! connect (hosts, logins, connection limits, the PROXY header of a load
+//! balancer), signals and the pid file.
 //!
 //! A module is either static (a `[section]` of the configuration) or a
 //! build in the builds directory, possibly fetched on demand through the
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod gatekeeper;
 pub mod listener;
 pub mod opening;
+pub mod proxy_header;
 pub mod session;
 pub mod signals;
 pub mod slots;
@@ -20,7 +22,8 @@ use crate::cache::{BuildGuard, Cache};
 use crate::config::{self, ModuleParams, Settings};
 use crate::protocol::filter::{DaemonRules, FilterList};
 use crate::protocol::io::Conn;
-use crate::protocol::wire::WireWrite;
+use crate::protocol::wire::{WireRead, WireWrite};
+use access::Access;
 use admit::Policy;
 use slots::Slots;
 use std::io;
@@ -98,6 +101,10 @@ pub struct Server {
     pub slots: Arc<Slots>,
     /// The whole server's connection limits (daemon mode).
     pub limits: ConnLimits,
+    /// `proxy protocol`: when set, every connection starts with a PROXY
+    /// header naming its client, taken only from the peers this admits
+    /// (`proxy protocol from`; empty admits all).
+    pub proxy_peers: Option<Access>,
 }
 
 /// `max connections` and `max connections per host` of the global part.
@@ -137,6 +144,9 @@ impl Server {
                 total: defaults.max_connections,
                 per_host: settings.global.max_connections_per_host,
             },
+            proxy_peers: settings.global.proxy_protocol.then(|| {
+                Access::allow_only(&settings.global.proxy_protocol_from, "proxy protocol from")
+            }),
         };
         server.warn_about_rules();
         Ok(server)
@@ -150,6 +160,17 @@ impl Server {
 
     /// Logs the host rules upserv cannot evaluate as written.
     fn warn_about_rules(&self) {
+        if let Some(peers) = &self.proxy_peers {
+            if peers.is_open() {
+                log::warn!(
+                    "proxy protocol = yes without proxy protocol from: any peer that reaches \
+                     the port can name any client address; list the balancers there"
+                );
+            }
+            for problem in peers.problems() {
+                log::warn!("{problem}");
+            }
+        }
         let modules = self.modules.iter().map(|m| (m.name.as_str(), &m.policy));
         let builds = std::iter::once(("global", &self.build_policy));
         for (name, policy) in builds.chain(modules) {
@@ -262,20 +283,25 @@ pub fn serve_stdio(server: &Server) -> io::Result<()> {
             std::os::fd::OwnedFd::from_raw_fd(1),
         )
     };
-    let peer = peer_of_fd(0);
+    let mut peer = peer_of_fd(0);
     let mut conn = Conn::new(rfd, wfd)?;
     let started = std::time::Instant::now();
-    let served =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            match session::opening(server, &mut conn) {
-                Ok(Ok(request)) => serve_within_limit(server, &mut conn, peer, request),
-                Ok(Err(outcome)) => outcome,
-                Err(e) => session::Outcome::Failed {
-                    module: None,
-                    error: e.to_string(),
-                },
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if let Some(peers) = &server.proxy_peers {
+            match proxied_client(server, peers, peer, &mut conn) {
+                Ok(client) => peer = client.or(peer),
+                Err(outcome) => return outcome,
             }
-        }));
+        }
+        match session::opening(server, &mut conn) {
+            Ok(Ok(request)) => serve_within_limit(server, &mut conn, peer, request),
+            Ok(Err(outcome)) => outcome,
+            Err(e) => session::Outcome::Failed {
+                module: None,
+                error: e.to_string(),
+            },
+        }
+    }));
     // The panic itself was logged by the hook; the connection still gets
     // its one line.
     let outcome = served.unwrap_or_else(|_| session::Outcome::Failed {
@@ -284,6 +310,48 @@ pub fn serve_stdio(server: &Server) -> io::Result<()> {
     });
     listener::log_outcome(peer, &outcome, started.elapsed());
     Ok(())
+}
+
+/// Reads the PROXY header in front of a connection on stdin, as rsyncd
+/// does when inetd starts it; the client's address if it names one. The
+/// header's limits bound the read; nothing is sent before it is whole, and
+/// a connection from an untrusted peer or without a header is closed
+/// without a word.
+fn proxied_client(
+    server: &Server,
+    peers: &Access,
+    peer: Option<IpAddr>,
+    conn: &mut Conn,
+) -> Result<Option<IpAddr>, session::Outcome> {
+    let trusted = match peer {
+        Some(addr) => peers.allows(addr),
+        None => peers.is_open(),
+    };
+    if !trusted {
+        let why = "not a trusted PROXY protocol peer (proxy protocol from)";
+        return Err(session::Outcome::Refused(why.into()));
+    }
+    let limit = session::handshake_timeout(server.build_timeout);
+    conn.set_deadline(Some(std::time::Instant::now() + limit));
+    let mut header = Vec::new();
+    loop {
+        match proxy_header::parse(&header) {
+            Ok(proxy_header::Parse::Done(h)) => return Ok(h.client),
+            Ok(proxy_header::Parse::Incomplete) => {}
+            Err(e) => return Err(session::Outcome::Refused(e.to_string())),
+        }
+        // The connection is buffered, so a byte at a time costs no system
+        // call each; what follows the header stays buffered for the opening.
+        match conn.read_u8() {
+            Ok(b) => header.push(b),
+            Err(e) => {
+                return Err(session::Outcome::Failed {
+                    module: None,
+                    error: format!("reading the PROXY protocol header: {e}"),
+                })
+            }
+        }
+    }
 }
 
 /// Serves `request` if the server-wide `max connections` leaves room.

@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::proc::{exit_code, kill_group, run_with_deadline};
-use crate::common::{Client, Upserv};
+use crate::common::{Client, TestTree, Upserv};
 use crate::upstream::{Upstream, WAIT_LIMIT};
 
 /// Pause between two looks at a condition another process brings about.
@@ -69,6 +69,27 @@ pub fn tar_tree(parent: &Path, top: &str) -> Vec<u8> {
         String::from_utf8_lossy(&done.stderr)
     );
     done.stdout
+}
+
+/// A small plain tree (files, a subdirectory, links, two owners) and its archive.
+pub fn small_tree_and_archive() -> (TestTree, Vec<u8>) {
+    let tree = TestTree::new();
+    tree.file("README", b"a build\n").mtime(1_600_000_000);
+    tree.file("bin/tool", &[7u8; 70_000])
+        .mode(0o755)
+        .mtime(1_600_000_100);
+    tree.file("etc/owned", b"x")
+        .owner(4242, 4343)
+        .mtime(1_600_000_200);
+    tree.hard_link("bin/tool-again", "bin/tool");
+    tree.symlink("latest", "bin/tool");
+    tree.dir("bin").mtime(1_600_000_300);
+    tree.dir("etc").mtime(1_600_000_400);
+    tree.dir("").mtime(1_600_000_500);
+    tree.settle();
+    let parent = tree.root().parent().expect("a tree root has a parent");
+    let archive = tar_tree(parent, "tree");
+    (tree, archive)
 }
 
 /// Unpacks `archive` into `dest` as root does with `tar --same-owner`:

@@ -244,12 +244,17 @@ fn serve(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
         )?;
         return Ok(());
     };
-    let start = range
+    let (start, last) = match range
         .as_deref()
         .filter(|_| !behavior.ignore_range)
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|r| r.parse::<usize>().ok());
+        .and_then(parse_range)
+    {
+        Some((start, last)) => (Some(start), last),
+        None => (None, None),
+    };
+    // A closed range (`bytes=A-B`, what a caching proxy's slices ask for)
+    // ends at B or at the end of the file.
+    let end = last.map_or(file.len(), |b| (b + 1).min(file.len()));
     let etag = format!("\"{:x}\"", file.len());
     match start {
         Some(start) if start >= file.len() => {
@@ -263,9 +268,9 @@ fn serve(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
         Some(start) => write!(
             out,
             "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
-            file.len() - 1,
+            end - 1,
             file.len(),
-            file.len() - start
+            end - start
         )?,
         None => write!(
             out,
@@ -273,10 +278,21 @@ fn serve(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
             file.len()
         )?,
     }
-    let body = &file[start.unwrap_or(0)..];
+    let body = &file[start.unwrap_or(0)..end];
     let limit = behavior.cut.map_or(body.len(), |(n, _)| n.min(body.len()));
     send_body(shared, &mut out, &body[..limit], &behavior)?;
     out.flush()
+}
+
+/// `bytes=A-` or `bytes=A-B`: the first byte and, if given, the last.
+fn parse_range(header: &str) -> Option<(usize, Option<usize>)> {
+    let (first, last) = header.strip_prefix("bytes=")?.split_once('-')?;
+    let first = first.parse().ok()?;
+    if last.is_empty() {
+        return Some((first, None));
+    }
+    let last: usize = last.parse().ok()?;
+    (last >= first).then_some((first, Some(last)))
 }
 
 fn send_body(
