@@ -79,23 +79,6 @@ impl Stat {
     pub fn is_special(&self) -> bool {
         matches!(self.kind(), S_IFIFO | S_IFSOCK)
     }
-
-    fn from_disk(a: &beneath::Attrs) -> Stat {
-        Stat {
-            mode: a.mode,
-            size: a.size,
-            mtime: a.mtime,
-            uid: a.uid,
-            gid: a.gid,
-            rdev_major: a.rdev_major,
-            rdev_minor: a.rdev_minor,
-            dev: a.dev,
-            ino: a.ino,
-            nlink: a.nlink,
-            user: None,
-            group: None,
-        }
-    }
 }
 
 fn escape_error(path: &[u8]) -> io::Error {
@@ -151,7 +134,7 @@ pub fn sanitize_path(path: &[u8], keep_dot_dirs: bool) -> Vec<u8> {
 /// on what was opened, in case it was swapped meanwhile.
 fn open_regular(dir: &Root, rel: &[u8]) -> io::Result<File> {
     let not_regular = || io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-    if dir.lstat(rel)?.kind() != S_IFREG {
+    if !dir.lstat(rel)?.is_file() {
         return Err(not_regular());
     }
     let file = File::from(dir.open_file(rel, libc::O_NONBLOCK | libc::O_NOCTTY)?);
@@ -229,8 +212,7 @@ impl Source {
     pub fn lstat(&self, rel: &[u8]) -> io::Result<Stat> {
         let table = self.meta.as_ref().and_then(|m| m.get(rel));
         match self.through_dirs(rel, |r| self.dir.lstat(r)) {
-            Ok(m) => {
-                let mut st = Stat::from_disk(&m);
+            Ok(mut st) => {
                 if let Some(e) = table.filter(|e| e.mode & S_IFMT == st.kind()) {
                     st.mode = e.mode;
                     st.uid = e.uid;
@@ -359,7 +341,7 @@ impl Source {
             candidate = join(&candidate, &comp);
             let is_last = pending.iter().all(|c| c.is_empty() || c == b".");
             let meta = self.dir.lstat(&candidate);
-            let is_link = matches!(&meta, Ok(m) if m.kind() == S_IFLNK);
+            let is_link = matches!(&meta, Ok(m) if m.is_symlink());
             if is_link && (follow_last || !is_last) {
                 hops += 1;
                 if hops > MAX_SYMLINK_HOPS {

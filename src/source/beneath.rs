@@ -21,6 +21,7 @@
 //! it resolves targets itself, component by component, and hands paths
 //! without links to this module.
 
+use super::Stat;
 use parking_lot::Mutex;
 use std::ffi::{CStr, CString};
 use std::fs::{File, Metadata};
@@ -57,28 +58,9 @@ static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 /// seccomp filter): attributes are then read from an `O_PATH` descriptor.
 static NO_STATX: AtomicBool = AtomicBool::new(false);
 
-/// What the disk says about one entry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Attrs {
-    pub mode: u32,
-    pub size: u64,
-    pub mtime: i64,
-    pub uid: u32,
-    pub gid: u32,
-    pub rdev_major: u32,
-    pub rdev_minor: u32,
-    pub dev: u64,
-    pub ino: u64,
-    pub nlink: u64,
-}
-
-impl Attrs {
-    pub fn kind(&self) -> u32 {
-        self.mode & libc::S_IFMT
-    }
-
-    fn from_statx(x: &libc::statx) -> Attrs {
-        Attrs {
+impl Stat {
+    fn from_statx(x: &libc::statx) -> Stat {
+        Stat {
             mode: u32::from(x.stx_mode),
             size: x.stx_size,
             mtime: x.stx_mtime.tv_sec,
@@ -89,12 +71,14 @@ impl Attrs {
             dev: libc::makedev(x.stx_dev_major, x.stx_dev_minor) as u64,
             ino: x.stx_ino,
             nlink: u64::from(x.stx_nlink),
+            user: None,
+            group: None,
         }
     }
 
-    fn from_metadata(m: &Metadata) -> Attrs {
+    fn from_metadata(m: &Metadata) -> Stat {
         let rdev = m.rdev() as libc::dev_t;
-        Attrs {
+        Stat {
             mode: m.mode(),
             size: m.size(),
             mtime: m.mtime(),
@@ -105,6 +89,8 @@ impl Attrs {
             dev: m.dev(),
             ino: m.ino(),
             nlink: m.nlink(),
+            user: None,
+            group: None,
         }
     }
 }
@@ -146,7 +132,7 @@ impl Root {
     /// Opens `rel` with `flags` (plus `O_NOFOLLOW | O_CLOEXEC`), with no
     /// symlink followed at any level. `rel` is relative to the root; empty
     /// and `.` components are skipped, a `..` is refused.
-    pub fn open(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    fn open(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
         if self.strategy == Strategy::Openat2 && !NO_OPENAT2.load(Ordering::Relaxed) {
             match self.openat2(rel, flags) {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
@@ -198,7 +184,7 @@ impl Root {
     /// The fallback: each directory on the way is opened `O_PATH |
     /// O_DIRECTORY | O_NOFOLLOW` relative to the previous one, so a link
     /// anywhere fails the walk.
-    pub(super) fn walk(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    fn walk(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
         check_components(rel)?;
         let mut parts = components(rel).peekable();
         let mut dir: Option<OwnedFd> = None;
@@ -246,8 +232,9 @@ impl Root {
         self.at_parent(rel, |dir, name| openat(dir, name, libc::O_RDONLY | flags))
     }
 
-    /// The attributes of `rel` itself (a final symlink is described).
-    pub fn lstat(&self, rel: &[u8]) -> io::Result<Attrs> {
+    /// What the disk says about `rel` itself (a final symlink is
+    /// described); no owner names.
+    pub fn lstat(&self, rel: &[u8]) -> io::Result<Stat> {
         self.at_parent(rel, |dir, name| {
             if !NO_STATX.load(Ordering::Relaxed) {
                 // SAFETY: an all-zero statx is a valid buffer to fill.
@@ -264,7 +251,7 @@ impl Root {
                     )
                 };
                 if rc == 0 {
-                    return Ok(Attrs::from_statx(&x));
+                    return Ok(Stat::from_statx(&x));
                 }
                 let err = io::Error::last_os_error();
                 if !matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
@@ -273,7 +260,7 @@ impl Root {
                 NO_STATX.store(true, Ordering::Relaxed);
             }
             let fd = openat(dir, name, libc::O_PATH)?;
-            Ok(Attrs::from_metadata(&File::from(fd).metadata()?))
+            Ok(Stat::from_metadata(&File::from(fd).metadata()?))
         })
     }
 
