@@ -711,3 +711,19 @@ fn unknown_and_local_headers_keep_the_balancers_address_as_in_rsyncd() {
         );
     }
 }
+
+#[test]
+fn haproxy_health_checks_are_not_logged_as_failures() {
+    let (_tree, module) = static_tree();
+    let dir = scratch_dir("scale-checks");
+    let upserv = proxied_box(&[module], &dir, None, &[("log level", "debug")]);
+    let _balancer = haproxy(&[upserv.port()], "send-proxy-v2 check inter 100ms");
+    let mark = "127.0.0.1: health check (a PROXY header without a client, then nothing)";
+    wait_until("three health checks in the log", || {
+        upserv.log().matches(mark).count() >= 3
+    });
+    // The one failure allowed is the test's own readiness probe, which
+    // HAProxy passes on with a header naming 127.0.0.1.
+    let log = upserv.log();
+    assert!(log.matches(": failed: ").count() <= 1, "{log}");
+}
