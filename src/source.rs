@@ -26,9 +26,8 @@ mod beneath;
 use crate::cache::meta::MetaTable;
 use beneath::Root;
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -79,24 +78,6 @@ impl Stat {
     }
     pub fn is_special(&self) -> bool {
         matches!(self.kind(), S_IFIFO | S_IFSOCK)
-    }
-
-    fn from_metadata(m: &fs::Metadata) -> Stat {
-        let rdev = m.rdev();
-        Stat {
-            mode: m.mode(),
-            size: m.size(),
-            mtime: m.mtime(),
-            uid: m.uid(),
-            gid: m.gid(),
-            rdev_major: libc::major(rdev as libc::dev_t) as u32,
-            rdev_minor: libc::minor(rdev as libc::dev_t) as u32,
-            dev: m.dev(),
-            ino: m.ino(),
-            nlink: m.nlink(),
-            user: None,
-            group: None,
-        }
     }
 }
 
@@ -156,7 +137,7 @@ fn open_regular(dir: &Root, rel: &[u8]) -> io::Result<File> {
     if !dir.lstat(rel)?.is_file() {
         return Err(not_regular());
     }
-    let file = File::from(dir.open(rel, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY)?);
+    let file = File::from(dir.open_file(rel, libc::O_NONBLOCK | libc::O_NOCTTY)?);
     if !file.metadata()?.is_file() {
         return Err(not_regular());
     }
@@ -231,8 +212,7 @@ impl Source {
     pub fn lstat(&self, rel: &[u8]) -> io::Result<Stat> {
         let table = self.meta.as_ref().and_then(|m| m.get(rel));
         match self.through_dirs(rel, |r| self.dir.lstat(r)) {
-            Ok(m) => {
-                let mut st = Stat::from_metadata(&m);
+            Ok(mut st) => {
                 if let Some(e) = table.filter(|e| e.mode & S_IFMT == st.kind()) {
                     st.mode = e.mode;
                     st.uid = e.uid;
@@ -329,8 +309,8 @@ impl Source {
     /// Opens `rel` for reading without following a symlink at any level
     /// (links in its directories are resolved inside the module first).
     pub fn open(&self, rel: &[u8]) -> io::Result<File> {
-        let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK;
-        self.through_dirs(rel, |r| self.dir.open(r, flags))
+        let flags = libc::O_NOCTTY | libc::O_NONBLOCK;
+        self.through_dirs(rel, |r| self.dir.open_file(r, flags))
             .map(File::from)
     }
 
@@ -361,7 +341,7 @@ impl Source {
             candidate = join(&candidate, &comp);
             let is_last = pending.iter().all(|c| c.is_empty() || c == b".");
             let meta = self.dir.lstat(&candidate);
-            let is_link = matches!(&meta, Ok(m) if m.file_type().is_symlink());
+            let is_link = matches!(&meta, Ok(m) if m.is_symlink());
             if is_link && (follow_last || !is_last) {
                 hops += 1;
                 if hops > MAX_SYMLINK_HOPS {
@@ -399,6 +379,7 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::symlink;
 
     const STRATEGIES: [Strategy; 2] = [Strategy::Openat2, Strategy::Walk];
@@ -523,6 +504,9 @@ mod tests {
             };
             let (mut inside, mut refused) = (0u32, 0u32);
             for _ in 0..20_000 {
+                // A new one each time: a source keeps the last directory it
+                // looked in open, which would hide the race after a while.
+                let src = Source::with_strategy(root.clone(), None, strategy).unwrap();
                 match src.read_small_file(b"d/secret", 100) {
                     Ok(data) => {
                         assert_eq!(data, b"inside", "{strategy:?}: read the outside file");

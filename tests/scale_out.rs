@@ -679,3 +679,51 @@ fn an_oversized_or_late_header_is_refused_without_a_word() {
             && log.contains("failed: handshake took too long")
     });
 }
+
+#[test]
+fn unknown_and_local_headers_keep_the_balancers_address_as_in_rsyncd() {
+    let (_tree, module) = static_tree();
+    let module = module.param("hosts deny", "127.0.0.1");
+    let dir = scratch_dir("scale-local");
+    let upserv = proxied_box(std::slice::from_ref(&module), &dir, None, &[]);
+    let rsyncd = rsyncd_proxied(&[module]);
+    let mut local = V2_SIGNATURE.to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    for header in [&b"PROXY UNKNOWN\r\n"[..], &local] {
+        let mut bytes = header.to_vec();
+        bytes.extend_from_slice(b"@RSYNCD: 29.0\nm\n");
+        let answers: Vec<String> = [upserv.port(), rsyncd.port]
+            .iter()
+            .map(|&port| {
+                let answer = talk_in_parts(port, &[&bytes]);
+                // The greetings differ (protocol and digests); the rest not.
+                let answer = String::from_utf8_lossy(&answer).into_owned();
+                answer
+                    .split_once('\n')
+                    .map(|(_, rest)| rest.to_string())
+                    .unwrap_or(answer)
+            })
+            .collect();
+        assert_eq!(answers[0], answers[1], "upserv, then rsyncd");
+        assert_eq!(
+            answers[0],
+            "@ERROR: access denied to m from UNDETERMINED (127.0.0.1)\n"
+        );
+    }
+}
+
+#[test]
+fn haproxy_health_checks_are_not_logged_as_failures() {
+    let (_tree, module) = static_tree();
+    let dir = scratch_dir("scale-checks");
+    let upserv = proxied_box(&[module], &dir, None, &[("log level", "debug")]);
+    let _balancer = haproxy(&[upserv.port()], "send-proxy-v2 check inter 100ms");
+    let mark = "127.0.0.1: health check (a PROXY header without a client, then nothing)";
+    wait_until("three health checks in the log", || {
+        upserv.log().matches(mark).count() >= 3
+    });
+    // The one failure allowed is the test's own readiness probe, which
+    // HAProxy passes on with a header naming 127.0.0.1.
+    let log = upserv.log();
+    assert!(log.matches(": failed: ").count() <= 1, "{log}");
+}

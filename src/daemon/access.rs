@@ -313,6 +313,18 @@ mod tests {
     }
 
     #[test]
+    fn an_allow_only_list_admits_its_entries_or_everyone_when_empty() {
+        let peers = Access::allow_only(&["10.0.0.5, 10.0.1.0/24 lb.lan".to_string()], "from");
+        assert!(peers.allows(ip("10.0.0.5")));
+        assert!(peers.allows(ip("::ffff:10.0.1.9")));
+        assert!(!peers.allows(ip("10.0.0.6")));
+        assert_eq!(peers.problems().len(), 1);
+        assert!(peers.problems()[0].starts_with("from: `lb.lan`"));
+        let anyone = Access::allow_only(&[], "from");
+        assert!(anyone.is_open() && anyone.allows(ip("192.0.2.1")));
+    }
+
+    #[test]
     fn a_zero_prefix_matches_the_whole_family() {
         let a = access("", "10.0.0.0/0");
         assert!(!a.allows(ip("192.0.2.1")));

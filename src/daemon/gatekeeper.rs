@@ -192,6 +192,10 @@ struct Pending {
     /// read so far. Nothing has been sent yet, `peer` is the balancer's
     /// address and no host ticket is held.
     proxy_header: Option<Vec<u8>>,
+    /// The PROXY header named no client (as a balancer's health check
+    /// does) and nothing has come since: if it closes now, that is no
+    /// failure worth a warning every few seconds.
+    probe: bool,
     /// Counts the connection against its client address.
     host: Option<HostTicket>,
 }
@@ -236,6 +240,7 @@ impl Pending {
             shut: false,
             refusal: None,
             proxy_header: None,
+            probe: false,
             host,
         }
     }
@@ -264,6 +269,9 @@ impl Pending {
                 Need::Line => self.read_line_part(),
                 Need::Bytes(n) => self.read_early_input(n),
             };
+            if got.is_ok() {
+                self.probe = false;
+            }
             match got {
                 Ok(Some(step)) => match step {
                     Step::Continue => {}
@@ -618,16 +626,17 @@ impl Gatekeeper {
             Next::Keep => {}
             Next::Close(outcome) => {
                 let p = self.pending.swap_remove(i);
-                let (peer, took) = (p.peer, p.accepted.elapsed());
+                let (peer, took, probe) = (p.peer, p.accepted.elapsed(), p.probe);
                 drop(p);
                 if let Some(outcome) = outcome {
-                    log_outcome(Some(peer), &outcome, took);
+                    log_closed(peer, probe, &outcome, took);
                 }
             }
             Next::Commit(request) => self.commit(i, request),
             Next::Proxied(client) => {
                 let mut p = self.pending.swap_remove(i);
                 p.proxy_header = None;
+                p.probe = client.is_none();
                 if let Some(client) = client {
                     log::debug!("{}: PROXY protocol header for {client}", p.peer);
                     p.peer = client;
@@ -783,14 +792,11 @@ impl Gatekeeper {
         }
         // Most greetings fit the socket buffer at once.
         if let Err(e) = p.out.write_to(&p.stream) {
-            log_outcome(
-                Some(addr),
-                &Outcome::Failed {
-                    module: None,
-                    error: e.to_string(),
-                },
-                p.accepted.elapsed(),
-            );
+            let outcome = Outcome::Failed {
+                module: None,
+                error: e.to_string(),
+            };
+            log_closed(addr, p.probe, &outcome, p.accepted.elapsed());
             return;
         }
         self.push(p);
@@ -814,6 +820,16 @@ impl Gatekeeper {
             let p = self.pending.swap_remove(i);
             self.drops.note(p.peer, "too many handshakes in progress");
         }
+    }
+}
+
+/// Logs how a connection in its opening ended; a balancer's health check
+/// (see `Pending::probe`) only at debug level.
+fn log_closed(peer: IpAddr, probe: bool, outcome: &Outcome, took: Duration) {
+    if probe {
+        log::debug!("{peer}: health check (a PROXY header without a client, then nothing)");
+    } else {
+        log_outcome(Some(peer), outcome, took);
     }
 }
 

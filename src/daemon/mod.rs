@@ -149,6 +149,9 @@ impl Server {
             }),
         };
         server.warn_about_rules();
+        if !settings.global.proxy_protocol && !settings.global.proxy_protocol_from.is_empty() {
+            log::warn!("proxy protocol from is set without proxy protocol = yes: it has no effect");
+        }
         Ok(server)
     }
 

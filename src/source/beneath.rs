@@ -8,18 +8,26 @@
 //! `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` (Linux 5.6+), and
 //! where the kernel lacks it, a walk component by component with
 //! `O_NOFOLLOW`, holding at most two descriptors at a time. Whatever is
-//! looked at (attributes, link target, directory entries) is read from the
-//! descriptor that was opened, so it is what the walk reached.
+//! looked at (attributes, link target, directory entries) is read through
+//! the descriptor that was opened, so it is what the walk reached.
+//!
+//! The directory of the last entry looked at stays open (one descriptor):
+//! a file list looks at every entry of a directory in turn, and each then
+//! costs one call relative to it instead of a walk from the root. Once
+//! opened beneath the root it stays what it was, whatever is renamed
+//! later, as a process's working directory does.
 //!
 //! Following links on purpose (`-L`, `-k`, ...) is the caller's business:
 //! it resolves targets itself, component by component, and hands paths
 //! without links to this module.
 
+use super::Stat;
+use parking_lot::Mutex;
 use std::ffi::{CStr, CString};
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -46,11 +54,54 @@ pub enum Strategy {
 /// Set once `openat2` was found missing: every later open walks.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
+/// Set once `statx` was found missing (Linux before 4.11, or refused by a
+/// seccomp filter): attributes are then read from an `O_PATH` descriptor.
+static NO_STATX: AtomicBool = AtomicBool::new(false);
+
+impl Stat {
+    fn from_statx(x: &libc::statx) -> Stat {
+        Stat {
+            mode: u32::from(x.stx_mode),
+            size: x.stx_size,
+            mtime: x.stx_mtime.tv_sec,
+            uid: x.stx_uid,
+            gid: x.stx_gid,
+            rdev_major: x.stx_rdev_major,
+            rdev_minor: x.stx_rdev_minor,
+            dev: libc::makedev(x.stx_dev_major, x.stx_dev_minor) as u64,
+            ino: x.stx_ino,
+            nlink: u64::from(x.stx_nlink),
+            user: None,
+            group: None,
+        }
+    }
+
+    fn from_metadata(m: &Metadata) -> Stat {
+        let rdev = m.rdev() as libc::dev_t;
+        Stat {
+            mode: m.mode(),
+            size: m.size(),
+            mtime: m.mtime(),
+            uid: m.uid(),
+            gid: m.gid(),
+            rdev_major: libc::major(rdev) as u32,
+            rdev_minor: libc::minor(rdev) as u32,
+            dev: m.dev(),
+            ino: m.ino(),
+            nlink: m.nlink(),
+            user: None,
+            group: None,
+        }
+    }
+}
+
 /// A module root held open.
 #[derive(Debug)]
 pub struct Root {
     fd: OwnedFd,
     strategy: Strategy,
+    /// The directory of the last entry looked at, by its path.
+    last_dir: Mutex<Option<(Vec<u8>, OwnedFd)>>,
 }
 
 impl Root {
@@ -74,13 +125,14 @@ impl Root {
         Ok(Root {
             fd: file.into(),
             strategy,
+            last_dir: Mutex::new(None),
         })
     }
 
     /// Opens `rel` with `flags` (plus `O_NOFOLLOW | O_CLOEXEC`), with no
     /// symlink followed at any level. `rel` is relative to the root; empty
     /// and `.` components are skipped, a `..` is refused.
-    pub fn open(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    fn open(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
         if self.strategy == Strategy::Openat2 && !NO_OPENAT2.load(Ordering::Relaxed) {
             match self.openat2(rel, flags) {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
@@ -132,7 +184,7 @@ impl Root {
     /// The fallback: each directory on the way is opened `O_PATH |
     /// O_DIRECTORY | O_NOFOLLOW` relative to the previous one, so a link
     /// anywhere fails the walk.
-    pub(super) fn walk(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    fn walk(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
         check_components(rel)?;
         let mut parts = components(rel).peekable();
         let mut dir: Option<OwnedFd> = None;
@@ -147,64 +199,121 @@ impl Root {
         openat(self.fd.as_fd(), c".", flags)
     }
 
-    /// The attributes of `rel` itself (a final symlink is described).
-    pub fn lstat(&self, rel: &[u8]) -> io::Result<Metadata> {
-        File::from(self.open(rel, libc::O_PATH)?).metadata()
+    /// Runs `op` with the directory holding `rel` and its last component
+    /// (the root and `.` for the root itself), the directory opened with no
+    /// link followed or taken from the one kept open.
+    fn at_parent<T>(
+        &self,
+        rel: &[u8],
+        op: impl FnOnce(BorrowedFd<'_>, &CStr) -> io::Result<T>,
+    ) -> io::Result<T> {
+        check_components(rel)?;
+        let (parent, Some(name)) = split_last(rel) else {
+            return op(self.fd.as_fd(), c".");
+        };
+        let name = c_name(name)?;
+        if components(parent).next().is_none() {
+            return op(self.fd.as_fd(), &name);
+        }
+        let mut last = self.last_dir.lock();
+        match &*last {
+            Some((path, dir)) if path.as_slice() == parent => op(dir.as_fd(), &name),
+            _ => {
+                let dir = self.open(parent, libc::O_PATH | libc::O_DIRECTORY)?;
+                let done = op(dir.as_fd(), &name);
+                *last = Some((parent.to_vec(), dir));
+                done
+            }
+        }
+    }
+
+    /// Opens `rel` for reading (with `flags` added), no link followed.
+    pub fn open_file(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+        self.at_parent(rel, |dir, name| openat(dir, name, libc::O_RDONLY | flags))
+    }
+
+    /// What the disk says about `rel` itself (a final symlink is
+    /// described); no owner names.
+    pub fn lstat(&self, rel: &[u8]) -> io::Result<Stat> {
+        self.at_parent(rel, |dir, name| {
+            if !NO_STATX.load(Ordering::Relaxed) {
+                // SAFETY: an all-zero statx is a valid buffer to fill.
+                let mut x: libc::statx = unsafe { std::mem::zeroed() };
+                // SAFETY: `dir` is open, `name` a valid C string and `x` a
+                // writable statx buffer.
+                let rc = unsafe {
+                    libc::statx(
+                        dir.as_raw_fd(),
+                        name.as_ptr(),
+                        libc::AT_SYMLINK_NOFOLLOW,
+                        libc::STATX_BASIC_STATS,
+                        &mut x,
+                    )
+                };
+                if rc == 0 {
+                    return Ok(Stat::from_statx(&x));
+                }
+                let err = io::Error::last_os_error();
+                if !matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
+                    return Err(err);
+                }
+                NO_STATX.store(true, Ordering::Relaxed);
+            }
+            let fd = openat(dir, name, libc::O_PATH)?;
+            Ok(Stat::from_metadata(&File::from(fd).metadata()?))
+        })
     }
 
     /// The target of the symlink `rel`.
     pub fn read_link(&self, rel: &[u8]) -> io::Result<Vec<u8>> {
-        let fd = self.open(rel, libc::O_PATH)?;
-        let mut buf = vec![0u8; MAX_LINK_LEN + 1];
-        // SAFETY: `fd` is open, the empty path names it (an O_PATH
-        // descriptor of a symlink), and `buf` is writable for its length.
-        let n = unsafe {
-            libc::readlinkat(
-                fd.as_raw_fd(),
-                c"".as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        if n > MAX_LINK_LEN {
-            return Err(io::Error::other(format!(
-                "symlink target longer than {MAX_LINK_LEN} bytes"
-            )));
-        }
-        buf.truncate(n);
-        Ok(buf)
+        self.at_parent(rel, |dir, name| {
+            let mut buf = vec![0u8; MAX_LINK_LEN + 1];
+            // SAFETY: `dir` is open, `name` a valid C string, and `buf` is
+            // writable for its length.
+            let n = unsafe {
+                libc::readlinkat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = n as usize;
+            if n > MAX_LINK_LEN {
+                return Err(io::Error::other(format!(
+                    "symlink target longer than {MAX_LINK_LEN} bytes"
+                )));
+            }
+            buf.truncate(n);
+            Ok(buf)
+        })
     }
 
     /// Whether this process may read `rel` (access(2) on the entry itself,
     /// never through a final link).
     pub fn readable(&self, rel: &[u8]) -> io::Result<bool> {
-        let (parent, name) = split_last(rel);
-        let Some(name) = name else {
-            return Ok(true);
-        };
-        let dir = self.open(parent, libc::O_PATH | libc::O_DIRECTORY)?;
-        let name = c_name(name)?;
-        // SAFETY: `dir` is an open directory and `name` a valid C string.
-        let rc = unsafe {
-            libc::faccessat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::R_OK,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if rc == 0 {
-            return Ok(true);
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::NotFound => Err(err),
-            _ => Ok(false),
-        }
+        self.at_parent(rel, |dir, name| {
+            // SAFETY: `dir` is an open directory and `name` a valid C string.
+            let rc = unsafe {
+                libc::faccessat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::R_OK,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            if rc == 0 {
+                return Ok(true);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::NotFound => Err(err),
+                _ => Ok(false),
+            }
+        })
     }
 
     /// Calls `each` with every name in directory `rel` but `.` and `..`,
