@@ -1,6 +1,7 @@
 //! The process around the protocol: which modules exist, the listener and
 //! its worker pool, one connection on stdin/stdout for inetd, who may
-//! connect (hosts, logins, connection limits), signals and the pid file.
+//! connect (hosts, logins, connection limits), which client options a
+//! module refuses, signals and the pid file.
 //!
 //! A module is either static (a `[section]` of the configuration) or a
 //! build in the builds directory, possibly fetched on demand through the
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod gatekeeper;
 pub mod listener;
 pub mod opening;
+pub mod refuse;
 pub mod session;
 pub mod signals;
 pub mod slots;
