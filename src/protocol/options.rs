@@ -480,6 +480,8 @@ pub static OPTIONS: &[ClientOption] = {
         value("stop-after", Ignore),
         value("time-limit", Ignore),
         value("stop-at", Ignore),
+        // A client's server arguments carry its capability letters here
+        // (`-e.LsfxC`); they matter from protocol 30 on.
         value("rsh", Ignore).short(b'e').exact(),
         value("rsync-path", Ignore),
         value("temp-dir", Ignore).short(b'T'),
