@@ -692,21 +692,25 @@ fn checksum_choice(o: &mut Options, _: &'static str, v: &[u8]) -> Result<(), Opt
     Ok(())
 }
 
-/// 0 leaves the choice to upserv, as no `-B` would.
+/// A number where 0 means none: `-B0` leaves the block size to upserv,
+/// `--timeout=0` is no timeout.
+fn zero_is_none(name: &str, v: &[u8]) -> Result<Option<u32>, OptionError> {
+    let n: u32 = parse_number(name, v)?;
+    Ok((n > 0).then_some(n))
+}
+
 fn block_size(o: &mut Options, name: &'static str, v: &[u8]) -> Result<(), OptionError> {
-    let n: u32 = parse_number(name, v)?;
-    o.block_size = (n > 0).then_some(n);
+    o.block_size = zero_is_none(name, v)?;
     Ok(())
 }
 
-/// 0 is no timeout.
 fn timeout(o: &mut Options, name: &'static str, v: &[u8]) -> Result<(), OptionError> {
-    let n: u32 = parse_number(name, v)?;
-    o.timeout = (n > 0).then_some(n);
+    o.timeout = zero_is_none(name, v)?;
     Ok(())
 }
 
-/// Any `int`; a negative seed is the same 32 bits on the wire.
+/// The seed goes on the wire as 32 bits; a negative one as its two's
+/// complement.
 fn checksum_seed(o: &mut Options, name: &'static str, v: &[u8]) -> Result<(), OptionError> {
     let n: i64 = parse_number(name, v)?;
     o.checksum_seed = Some(n as u32);
