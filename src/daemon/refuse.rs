@@ -140,7 +140,8 @@ impl Refusals {
 }
 
 /// rsyncd's words for a refused option: `--name (-c)`; the letter-only
-/// options have no long name, which rsync's printf shows as `(null)`.
+/// options have no long name, which the printf of rsync: options.c
+/// create_refuse_error shows as `(null)`.
 fn refusal(option: &ClientOption) -> OptionError {
     let mut text = format!(
         "The server is configured to refuse --{}",

@@ -598,8 +598,9 @@ fn parse_number<T: std::str::FromStr>(name: &str, value: &[u8]) -> Result<T, Opt
 /// options.c parse_size_arg).
 const MAX_SIZE_ARG: f64 = i64::MAX as f64;
 
-/// rsync's size syntax for --max-size/--min-size: a number with an optional
-/// K/M/G/T suffix (1024-based, or 1000-based with "B"), and an optional +1/-1.
+/// rsync's size syntax for --max-size/--min-size (rsync: options.c
+/// parse_size_arg): a number with an optional K/M/G/T suffix (1024-based, or
+/// 1000-based with "B"), and an optional +1/-1.
 fn parse_size_arg(name: &str, value: &[u8]) -> Result<u64, OptionError> {
     let text = std::str::from_utf8(value).unwrap_or("");
     let bad = || OptionError(format!("--{name}: invalid size \"{}\"", lossy(value)));
