@@ -13,12 +13,12 @@
 use super::access::Access;
 use super::auth::{self, AuthRules, Digest};
 use super::opening::MAX_LINE_LEN;
+use super::refuse::Refusals;
 use super::slots::SlotGuard;
 use super::{Module, Server};
 use crate::config::ModuleParams;
 use crate::protocol::io::Conn;
 use crate::protocol::options::ModuleImposed;
-use crate::protocol::refuse::Refusals;
 use crate::protocol::wire::WireWrite;
 use std::io;
 use std::net::IpAddr;

@@ -1,7 +1,8 @@
 //! The process around the protocol: which modules exist, the listener and
 //! its worker pool, one connection on stdin/stdout for inetd, who may
 //! connect (hosts, logins, connection limits, the PROXY header of a load
-//! balancer), signals and the pid file.
+//! balancer), which client options a module refuses, signals and the pid
+//! file.
 //!
 //! A module is either static (a `[section]` of the configuration) or a
 //! build in the builds directory, possibly fetched on demand through the
@@ -14,6 +15,7 @@ pub mod gatekeeper;
 pub mod listener;
 pub mod opening;
 pub mod proxy_header;
+pub mod refuse;
 pub mod session;
 pub mod signals;
 pub mod slots;

@@ -15,7 +15,6 @@ pub mod flist;
 pub mod glob;
 pub mod io;
 pub mod options;
-pub mod refuse;
 pub mod sender;
 pub mod token;
 pub mod wildmatch;

@@ -1,20 +1,24 @@
 //! The arguments a client sends after `@RSYNCD: OK`, parsed into the options
-//! that matter to a sender (rsync's options.c, as `server_options()` builds
-//! them on the client and `parse_arguments()` reads them on the server).
+//! that matter to a sender (rsync: options.c server_options builds them on
+//! the client, rsync: options.c parse_arguments reads them on the server).
 //!
-//! Every option rsync knows is recognised, so that a client never gets a
-//! silent difference: options that change what a sender does are applied or
-//! refused with a message naming them; options that only concern the
+//! Every option rsync knows is a row of [`OPTIONS`]: its name, letter,
+//! whether it takes a value, and its [`Effect`], so that a client never gets
+//! a silent difference: options that change what a sender does are applied
+//! or refused with a message naming them; options that only concern the
 //! receiving side are accepted and ignored, as rsyncd's sender ignores them.
+//! The rows also carry what a module's `refuse options` match against; the
+//! daemon decides what it refuses.
 
 use crate::delta::SumKind;
 use std::fmt;
-use std::sync::OnceLock;
 
-/// Most arguments a client may send (rsync's MAX_ARGS * 16 for daemons is far
-/// more; no stock client sends more than a few dozen options plus its paths).
+/// Most arguments a client may send (rsyncd's limit, MAX_ARGS * 16 in
+/// rsync: io.c read_args, is far more; no stock client sends more than a few
+/// dozen options plus its paths).
 pub const MAX_ARGS: usize = 4096;
-/// Longest single argument (rsync's BIGPATHBUFLEN is 4096 + 1024).
+/// Longest single argument (rsync's BIGPATHBUFLEN, the line buffer of
+/// rsync: clientserver.c rsync_module, is 4096 + 1024).
 pub const MAX_ARG_LEN: usize = 5 * 1024;
 
 /// What a module imposes on every pull, whatever the client asked: rsyncd's
@@ -82,10 +86,10 @@ pub struct Options {
     /// The module's `ignore nonreadable`: what upserv cannot read is left
     /// out of the file list.
     pub skip_unreadable: bool,
-    /// Every option the client sent, once each, in the order first sent
-    /// (ids of [`catalogue`]): what a module's `refuse options` look at.
-    pub given: Vec<&'static str>,
-    /// Which [`catalogue`] positions `given` holds, one bit each.
+    /// Every option the client sent, once each, in the order first sent:
+    /// what a module's `refuse options` look at.
+    pub given: Vec<&'static ClientOption>,
+    /// Which rows of [`OPTIONS`] `given` holds, one bit each.
     given_seen: Vec<u64>,
     pub inplace: bool,
     /// 0, 1 for `--append`, 2 for `--append-verify` (sent as `--append --append`).
@@ -122,366 +126,443 @@ impl fmt::Display for OptionError {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Arity {
-    Flag,
-    Value,
+/// How an option takes its value (rsync's popt `argInfo`): none, or one it
+/// requires, given as `--name=VALUE`, `--name VALUE`, `-xVALUE` or
+/// `-x VALUE`. rsync has no option whose value is optional, so neither has
+/// this table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arg {
+    None,
+    Required,
 }
 
-/// Every long option of rsync 3.x with whether it takes a value. Short
-/// aliases are listed in [`SHORT`].
-const LONG: &[(&str, Arity)] = {
-    use Arity::{Flag as F, Value as V};
+/// A `bool` field of [`Options`] that an option sets or clears.
+type Flag = fn(&mut Options) -> &mut bool;
+/// A counter of [`Options`]: repeating the option counts up (`-vv`).
+type Counter = fn(&mut Options) -> &mut u8;
+/// Reads an option's value (the option's name is for the error message).
+type Reader = fn(&mut Options, &'static str, &[u8]) -> Result<(), OptionError>;
+
+/// What an option does to the [`Options`] a sender works from.
+#[derive(Clone, Copy, Debug)]
+enum Effect {
+    /// Nothing: it concerns only the receiving side, the client or the
+    /// transport, and rsyncd's sender ignores it too.
+    Ignore,
+    On(Flag),
+    Off(Flag),
+    /// One more, saturating.
+    Count(Counter),
+    Zero(Counter),
+    /// Changes more than one field, or a field that is not a flag.
+    Run(fn(&mut Options)),
+    Read(Reader),
+    /// An option upserv cannot honour: the client is told why.
+    Reject(Rejected),
+}
+
+/// Why an option is turned away, whatever the module allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rejected {
+    /// It would delete files on the server, and every module is read-only.
+    ReadOnly,
+    /// Its data (ACLs, xattrs) only exist in protocol 30 file lists.
+    NeedsProtocol30,
+    /// upserv does not implement it.
+    Unsupported,
+}
+
+impl Rejected {
+    fn error(self, name: &str) -> OptionError {
+        OptionError(match self {
+            Rejected::ReadOnly => format!("ERROR: --{name} cannot be used with a read-only module"),
+            Rejected::NeedsProtocol30 => {
+                format!("--{name} requires protocol 30 or higher (negotiated 29).")
+            }
+            Rejected::Unsupported => format!("--{name}: not supported by this server"),
+        })
+    }
+}
+
+/// One option a client may send: a row of [`OPTIONS`].
+#[derive(Debug)]
+pub struct ClientOption {
+    /// The long name; for `-D`, `-P` and `-F`, which rsync has only as
+    /// letters, a name of upserv's own (see [`ClientOption::long`]).
+    pub name: &'static str,
+    pub letter: Option<u8>,
+    pub arg: Arg,
+    effect: Effect,
+    /// Wildcard `refuse options` rules pass it by; only a rule naming it
+    /// exactly refuses it (rsync: options.c set_refuse_options marks these
+    /// `a=`).
+    pub exact_only: bool,
+    letter_only: bool,
+}
+
+impl ClientOption {
+    /// The name rsync knows the option by, if it has one besides its letter.
+    pub fn long(&self) -> Option<&'static str> {
+        (!self.letter_only).then_some(self.name)
+    }
+
+    const fn short(mut self, letter: u8) -> ClientOption {
+        self.letter = Some(letter);
+        self
+    }
+
+    const fn exact(mut self) -> ClientOption {
+        self.exact_only = true;
+        self
+    }
+
+    const fn letter_only(mut self) -> ClientOption {
+        self.letter_only = true;
+        self
+    }
+}
+
+/// A row for an option without a value.
+const fn flag(name: &'static str, effect: Effect) -> ClientOption {
+    ClientOption {
+        name,
+        letter: None,
+        arg: Arg::None,
+        effect,
+        exact_only: false,
+        letter_only: false,
+    }
+}
+
+/// A row for an option that requires a value.
+const fn value(name: &'static str, effect: Effect) -> ClientOption {
+    ClientOption {
+        arg: Arg::Required,
+        ..flag(name, effect)
+    }
+}
+
+/// Every option of rsync 3.x, grouped about as rsync's own table (rsync:
+/// options.c long_options) groups them, the letter-only ones last; the
+/// order has no meaning. An option of a later protocol is one more row, or a
+/// row whose effect changes.
+pub static OPTIONS: &[ClientOption] = {
+    use Effect::{Count, Ignore, Off, On, Read, Reject, Run, Zero};
     &[
-        ("help", F),
-        ("version", F),
-        ("verbose", F),
-        ("no-verbose", F),
-        ("no-v", F),
-        ("info", V),
-        ("debug", V),
-        ("stderr", V),
-        ("msgs2stderr", F),
-        ("no-msgs2stderr", F),
-        ("quiet", F),
-        ("motd", F),
-        ("no-motd", F),
-        ("stats", F),
-        ("human-readable", F),
-        ("no-human-readable", F),
-        ("no-h", F),
-        ("dry-run", F),
-        ("archive", F),
-        ("recursive", F),
-        ("no-recursive", F),
-        ("no-r", F),
-        ("inc-recursive", F),
-        ("no-inc-recursive", F),
-        ("i-r", F),
-        ("no-i-r", F),
-        ("dirs", F),
-        ("no-dirs", F),
-        ("no-d", F),
-        ("old-dirs", F),
-        ("old-d", F),
-        ("perms", F),
-        ("no-perms", F),
-        ("no-p", F),
-        ("executability", F),
-        ("acls", F),
-        ("no-acls", F),
-        ("no-A", F),
-        ("xattrs", F),
-        ("no-xattrs", F),
-        ("no-X", F),
-        ("times", F),
-        ("no-times", F),
-        ("no-t", F),
-        ("atimes", F),
-        ("no-atimes", F),
-        ("no-U", F),
-        ("open-noatime", F),
-        ("no-open-noatime", F),
-        ("crtimes", F),
-        ("no-crtimes", F),
-        ("no-N", F),
-        ("omit-dir-times", F),
-        ("no-omit-dir-times", F),
-        ("no-O", F),
-        ("omit-link-times", F),
-        ("no-omit-link-times", F),
-        ("no-J", F),
-        ("modify-window", V),
-        ("super", F),
-        ("no-super", F),
-        ("fake-super", F),
-        ("owner", F),
-        ("no-owner", F),
-        ("no-o", F),
-        ("group", F),
-        ("no-group", F),
-        ("no-g", F),
-        ("no-D", F),
-        ("devices", F),
-        ("no-devices", F),
-        ("copy-devices", F),
-        ("write-devices", F),
-        ("no-write-devices", F),
-        ("specials", F),
-        ("no-specials", F),
-        ("drop-D", F),
-        ("no-drop-D", F),
-        ("confine-root", V),
-        ("links", F),
-        ("no-links", F),
-        ("no-l", F),
-        ("copy-links", F),
-        ("copy-unsafe-links", F),
-        ("safe-links", F),
-        ("insecure-links", F),
-        ("no-insecure-links", F),
-        ("munge-links", F),
-        ("no-munge-links", F),
-        ("copy-dirlinks", F),
-        ("keep-dirlinks", F),
-        ("hard-links", F),
-        ("no-hard-links", F),
-        ("no-H", F),
-        ("relative", F),
-        ("no-relative", F),
-        ("no-R", F),
-        ("implied-dirs", F),
-        ("no-implied-dirs", F),
-        ("i-d", F),
-        ("no-i-d", F),
-        ("chmod", V),
-        ("ignore-times", F),
-        ("size-only", F),
-        ("one-file-system", F),
-        ("no-one-file-system", F),
-        ("no-x", F),
-        ("update", F),
-        ("existing", F),
-        ("ignore-non-existing", F),
-        ("ignore-existing", F),
-        ("max-size", V),
-        ("min-size", V),
-        ("max-alloc", V),
-        ("sparse", F),
-        ("no-sparse", F),
-        ("no-S", F),
-        ("preallocate", F),
-        ("inplace", F),
-        ("no-inplace", F),
-        ("append", F),
-        ("append-verify", F),
-        ("no-append", F),
-        ("del", F),
-        ("delete", F),
-        ("delete-before", F),
-        ("delete-during", F),
-        ("delete-delay", F),
-        ("delete-after", F),
-        ("delete-excluded", F),
-        ("delete-missing-args", F),
-        ("ignore-missing-args", F),
-        ("remove-sent-files", F),
-        ("remove-source-files", F),
-        ("force", F),
-        ("no-force", F),
-        ("ignore-errors", F),
-        ("no-ignore-errors", F),
-        ("max-delete", V),
-        ("filter", V),
-        ("exclude", V),
-        ("include", V),
-        ("exclude-from", V),
-        ("include-from", V),
-        ("cvs-exclude", F),
-        ("whole-file", F),
-        ("no-whole-file", F),
-        ("no-W", F),
-        ("checksum", F),
-        ("no-checksum", F),
-        ("no-c", F),
-        ("checksum-choice", V),
-        ("cc", V),
-        ("block-size", V),
-        ("compare-dest", V),
-        ("copy-dest", V),
-        ("link-dest", V),
-        ("fuzzy", F),
-        ("no-fuzzy", F),
-        ("no-y", F),
-        ("compress", F),
-        ("old-compress", F),
-        ("new-compress", F),
-        ("no-compress", F),
-        ("no-z", F),
-        ("compress-choice", V),
-        ("zc", V),
-        ("skip-compress", V),
-        ("compress-level", V),
-        ("zl", V),
-        ("compress-threads", V),
-        ("zt", V),
-        ("progress", F),
-        ("no-progress", F),
-        ("partial", F),
-        ("no-partial", F),
-        ("partial-dir", V),
-        ("delay-updates", F),
-        ("no-delay-updates", F),
-        ("prune-empty-dirs", F),
-        ("no-prune-empty-dirs", F),
-        ("no-m", F),
-        ("log-file", V),
-        ("log-file-format", V),
-        ("out-format", V),
-        ("log-format", V),
-        ("itemize-changes", F),
-        ("no-itemize-changes", F),
-        ("no-i", F),
-        ("bwlimit", V),
-        ("no-bwlimit", F),
-        ("backup", F),
-        ("no-backup", F),
-        ("backup-dir", V),
-        ("suffix", V),
-        ("list-only", F),
-        ("read-batch", V),
-        ("write-batch", V),
-        ("only-write-batch", V),
-        ("files-from", V),
-        ("from0", F),
-        ("no-from0", F),
-        ("old-args", F),
-        ("no-old-args", F),
-        ("secluded-args", F),
-        ("no-secluded-args", F),
-        ("protect-args", F),
-        ("no-protect-args", F),
-        ("no-s", F),
-        ("trust-sender", F),
-        ("numeric-ids", F),
-        ("no-numeric-ids", F),
-        ("usermap", V),
-        ("groupmap", V),
-        ("chown", V),
-        ("timeout", V),
-        ("no-timeout", F),
-        ("contimeout", V),
-        ("no-contimeout", F),
-        ("fsync", F),
-        ("stop-after", V),
-        ("time-limit", V),
-        ("stop-at", V),
-        ("rsh", V),
-        ("rsync-path", V),
-        ("temp-dir", V),
-        ("iconv", V),
-        ("no-iconv", F),
-        ("ipv4", F),
-        ("ipv6", F),
-        ("8-bit-output", F),
-        ("no-8-bit-output", F),
-        ("no-8", F),
-        ("mkpath", F),
-        ("no-mkpath", F),
-        ("qsort", F),
-        ("use-qsort", F),
-        ("copy-as", V),
-        ("address", V),
-        ("port", V),
-        ("sockopts", V),
-        ("password-file", V),
-        ("early-input", V),
-        ("blocking-io", F),
-        ("no-blocking-io", F),
-        ("outbuf", V),
-        ("remote-option", V),
-        ("protocol", V),
-        ("checksum-seed", V),
-        ("server", F),
-        ("sender", F),
-        ("config", V),
-        ("daemon", F),
-        ("dparam", V),
-        ("detach", F),
-        ("no-detach", F),
+        flag("help", Ignore),
+        flag("version", Ignore).short(b'V'),
+        flag("verbose", Count(|o| &mut o.verbose)).short(b'v'),
+        flag("no-verbose", Zero(|o| &mut o.verbose)),
+        flag("no-v", Zero(|o| &mut o.verbose)),
+        value("info", Ignore),
+        value("debug", Ignore),
+        value("stderr", Ignore),
+        flag("msgs2stderr", Ignore),
+        flag("no-msgs2stderr", Ignore),
+        flag("quiet", Ignore).short(b'q'),
+        flag("motd", Ignore),
+        flag("no-motd", Ignore),
+        flag("stats", Ignore),
+        flag("human-readable", Ignore).short(b'h'),
+        flag("no-human-readable", Ignore),
+        flag("no-h", Ignore),
+        flag("dry-run", On(|o| &mut o.dry_run)).short(b'n').exact(),
+        flag("archive", Run(archive)).short(b'a'),
+        flag("recursive", On(|o| &mut o.recurse)).short(b'r'),
+        flag("no-recursive", Off(|o| &mut o.recurse)),
+        flag("no-r", Off(|o| &mut o.recurse)),
+        flag("inc-recursive", Ignore),
+        flag("no-inc-recursive", Ignore),
+        flag("i-r", Ignore),
+        flag("no-i-r", Ignore),
+        flag("dirs", On(|o| &mut o.dirs)).short(b'd'),
+        flag("no-dirs", Off(|o| &mut o.dirs)),
+        flag("no-d", Off(|o| &mut o.dirs)),
+        flag("old-dirs", On(|o| &mut o.dirs)),
+        flag("old-d", On(|o| &mut o.dirs)),
+        flag("perms", On(|o| &mut o.perms)).short(b'p'),
+        flag("no-perms", Off(|o| &mut o.perms)),
+        flag("no-p", Off(|o| &mut o.perms)),
+        flag("executability", On(|o| &mut o.executability)).short(b'E'),
+        flag("acls", Reject(Rejected::NeedsProtocol30)).short(b'A'),
+        flag("no-acls", Ignore),
+        flag("no-A", Ignore),
+        flag("xattrs", Reject(Rejected::NeedsProtocol30)).short(b'X'),
+        flag("no-xattrs", Ignore),
+        flag("no-X", Ignore),
+        flag("times", On(|o| &mut o.times)).short(b't'),
+        flag("no-times", Off(|o| &mut o.times)),
+        flag("no-t", Off(|o| &mut o.times)),
+        flag("atimes", Reject(Rejected::Unsupported)).short(b'U'),
+        flag("no-atimes", Ignore),
+        flag("no-U", Ignore),
+        flag("open-noatime", Ignore),
+        flag("no-open-noatime", Ignore),
+        flag("crtimes", Reject(Rejected::Unsupported)).short(b'N'),
+        flag("no-crtimes", Ignore),
+        flag("no-N", Ignore),
+        flag("omit-dir-times", Ignore).short(b'O'),
+        flag("no-omit-dir-times", Ignore),
+        flag("no-O", Ignore),
+        flag("omit-link-times", Ignore).short(b'J'),
+        flag("no-omit-link-times", Ignore),
+        flag("no-J", Ignore),
+        value("modify-window", Ignore).short(b'@'),
+        flag("super", Ignore),
+        flag("no-super", Ignore),
+        flag("fake-super", Reject(Rejected::Unsupported)),
+        flag("owner", On(|o| &mut o.owner)).short(b'o'),
+        flag("no-owner", Off(|o| &mut o.owner)),
+        flag("no-o", Off(|o| &mut o.owner)),
+        flag("group", On(|o| &mut o.group)).short(b'g'),
+        flag("no-group", Off(|o| &mut o.group)),
+        flag("no-g", Off(|o| &mut o.group)),
+        flag("no-D", Run(|o| (o.devices, o.specials) = (false, false))),
+        flag("devices", On(|o| &mut o.devices)),
+        flag("no-devices", Off(|o| &mut o.devices)),
+        flag("copy-devices", Ignore).exact(),
+        flag("write-devices", Ignore).exact(),
+        flag("no-write-devices", Ignore),
+        flag("specials", On(|o| &mut o.specials)),
+        flag("no-specials", Off(|o| &mut o.specials)),
+        flag("drop-D", Ignore),
+        flag("no-drop-D", Ignore),
+        value("confine-root", Ignore),
+        flag("links", On(|o| &mut o.links)).short(b'l'),
+        flag("no-links", Off(|o| &mut o.links)),
+        flag("no-l", Off(|o| &mut o.links)),
+        flag("copy-links", On(|o| &mut o.copy_links)).short(b'L'),
+        flag("copy-unsafe-links", On(|o| &mut o.copy_unsafe_links)),
+        flag("safe-links", On(|o| &mut o.safe_links)),
+        flag("insecure-links", Ignore),
+        flag("no-insecure-links", Ignore),
+        flag("munge-links", Ignore),
+        flag("no-munge-links", Ignore),
+        flag("copy-dirlinks", On(|o| &mut o.copy_dirlinks)).short(b'k'),
+        flag("keep-dirlinks", Ignore).short(b'K'),
+        flag("hard-links", On(|o| &mut o.hard_links)).short(b'H'),
+        flag("no-hard-links", Off(|o| &mut o.hard_links)),
+        flag("no-H", Off(|o| &mut o.hard_links)),
+        flag("relative", On(|o| &mut o.relative)).short(b'R'),
+        flag("no-relative", Off(|o| &mut o.relative)),
+        flag("no-R", Off(|o| &mut o.relative)),
+        flag("implied-dirs", On(|o| &mut o.implied_dirs)),
+        flag("no-implied-dirs", Off(|o| &mut o.implied_dirs)),
+        flag("i-d", On(|o| &mut o.implied_dirs)),
+        flag("no-i-d", Off(|o| &mut o.implied_dirs)),
+        value("chmod", Reject(Rejected::Unsupported)),
+        flag("ignore-times", On(|o| &mut o.ignore_times)).short(b'I'),
+        flag("size-only", Ignore),
+        flag("one-file-system", Count(|o| &mut o.one_file_system)).short(b'x'),
+        flag("no-one-file-system", Zero(|o| &mut o.one_file_system)),
+        flag("no-x", Zero(|o| &mut o.one_file_system)),
+        flag("update", Ignore).short(b'u'),
+        flag("existing", Ignore),
+        flag("ignore-non-existing", Ignore),
+        flag("ignore-existing", Ignore),
+        value("max-size", Read(max_size)),
+        value("min-size", Read(min_size)),
+        value("max-alloc", Ignore),
+        flag("sparse", Ignore).short(b'S'),
+        flag("no-sparse", Ignore),
+        flag("no-S", Ignore),
+        flag("preallocate", Ignore),
+        flag("inplace", On(|o| &mut o.inplace)),
+        flag("no-inplace", Off(|o| &mut o.inplace)),
+        flag("append", Run(|o| o.append = (o.append + 1).min(2))),
+        flag("append-verify", Run(|o| o.append = 2)),
+        flag("no-append", Zero(|o| &mut o.append)),
+        flag("del", Ignore),
+        flag("delete", Ignore),
+        flag("delete-before", Ignore),
+        flag("delete-during", Ignore),
+        flag("delete-delay", Ignore),
+        flag("delete-after", Ignore),
+        flag("delete-excluded", Ignore),
+        flag(
+            "delete-missing-args",
+            Run(|o| o.missing_args = MissingArgs::Delete),
+        ),
+        flag(
+            "ignore-missing-args",
+            Run(|o| o.missing_args = MissingArgs::Ignore),
+        ),
+        flag("remove-sent-files", Reject(Rejected::ReadOnly)),
+        flag("remove-source-files", Reject(Rejected::ReadOnly)),
+        flag("force", Ignore),
+        flag("no-force", Ignore),
+        flag("ignore-errors", On(|o| &mut o.ignore_errors)),
+        flag("no-ignore-errors", Off(|o| &mut o.ignore_errors)),
+        value("max-delete", Ignore),
+        value("filter", Reject(Rejected::Unsupported)).short(b'f'),
+        value("exclude", Reject(Rejected::Unsupported)),
+        value("include", Reject(Rejected::Unsupported)),
+        value("exclude-from", Reject(Rejected::Unsupported)),
+        value("include-from", Reject(Rejected::Unsupported)),
+        flag("cvs-exclude", On(|o| &mut o.cvs_exclude)).short(b'C'),
+        flag("whole-file", On(|o| &mut o.whole_file)).short(b'W'),
+        flag("no-whole-file", Off(|o| &mut o.whole_file)),
+        flag("no-W", Off(|o| &mut o.whole_file)),
+        flag("checksum", On(|o| &mut o.checksum)).short(b'c'),
+        flag("no-checksum", Off(|o| &mut o.checksum)),
+        flag("no-c", Off(|o| &mut o.checksum)),
+        value("checksum-choice", Read(checksum_choice)),
+        value("cc", Read(checksum_choice)),
+        value("block-size", Read(block_size)).short(b'B'),
+        value("compare-dest", Ignore),
+        value("copy-dest", Ignore),
+        value("link-dest", Ignore),
+        flag("fuzzy", Ignore).short(b'y'),
+        flag("no-fuzzy", Ignore),
+        flag("no-y", Ignore),
+        flag("compress", Run(compress)).short(b'z'),
+        flag("old-compress", Run(|o| o.compression = Compression::Zlib)),
+        flag("new-compress", Run(|o| o.compression = Compression::ZlibX)),
+        flag("no-compress", Run(|o| o.compression = Compression::None)),
+        flag("no-z", Run(|o| o.compression = Compression::None)),
+        value("compress-choice", Read(compress_choice)),
+        value("zc", Read(compress_choice)),
+        value("skip-compress", Ignore),
+        value("compress-level", Read(compress_level)),
+        value("zl", Read(compress_level)),
+        value("compress-threads", Ignore),
+        value("zt", Ignore),
+        flag("progress", Ignore),
+        flag("no-progress", Ignore),
+        flag("partial", Ignore),
+        flag("no-partial", Ignore),
+        value("partial-dir", Ignore),
+        flag("delay-updates", Ignore),
+        flag("no-delay-updates", Ignore),
+        flag("prune-empty-dirs", On(|o| &mut o.prune_empty_dirs)).short(b'm'),
+        flag("no-prune-empty-dirs", Off(|o| &mut o.prune_empty_dirs)),
+        flag("no-m", Off(|o| &mut o.prune_empty_dirs)),
+        value("log-file", Ignore),
+        value("log-file-format", Ignore),
+        value("out-format", Ignore),
+        value("log-format", Ignore).exact(),
+        flag("itemize-changes", Ignore).short(b'i'),
+        flag("no-itemize-changes", Ignore),
+        flag("no-i", Ignore),
+        value("bwlimit", Ignore),
+        flag("no-bwlimit", Ignore),
+        flag("backup", Ignore).short(b'b'),
+        flag("no-backup", Ignore),
+        value("backup-dir", Ignore),
+        value("suffix", Ignore),
+        flag("list-only", On(|o| &mut o.list_only)),
+        value("read-batch", Reject(Rejected::Unsupported)),
+        value("write-batch", Reject(Rejected::Unsupported)),
+        value("only-write-batch", Reject(Rejected::Unsupported)),
+        value("files-from", Read(files_from)),
+        flag("from0", On(|o| &mut o.from0)).short(b'0').exact(),
+        flag("no-from0", Off(|o| &mut o.from0)),
+        flag("old-args", Ignore),
+        flag("no-old-args", Ignore),
+        flag("secluded-args", On(|o| &mut o.protect_args))
+            .short(b's')
+            .exact(),
+        flag("no-secluded-args", Off(|o| &mut o.protect_args)),
+        flag("protect-args", On(|o| &mut o.protect_args)).exact(),
+        flag("no-protect-args", Off(|o| &mut o.protect_args)),
+        flag("no-s", Off(|o| &mut o.protect_args)),
+        flag("trust-sender", Ignore),
+        flag("numeric-ids", On(|o| &mut o.numeric_ids)),
+        flag("no-numeric-ids", Off(|o| &mut o.numeric_ids)),
+        value("usermap", Reject(Rejected::Unsupported)),
+        value("groupmap", Reject(Rejected::Unsupported)),
+        value("chown", Reject(Rejected::Unsupported)),
+        value("timeout", Read(timeout)),
+        flag("no-timeout", Run(|o| o.timeout = None)),
+        value("contimeout", Ignore),
+        flag("no-contimeout", Ignore),
+        flag("fsync", Ignore),
+        value("stop-after", Ignore),
+        value("time-limit", Ignore),
+        value("stop-at", Ignore),
+        // A client's server arguments carry its capability letters here
+        // (`-e.LsfxC`); they matter from protocol 30 on.
+        value("rsh", Ignore).short(b'e').exact(),
+        value("rsync-path", Ignore),
+        value("temp-dir", Ignore).short(b'T'),
+        value("iconv", Ignore).exact(),
+        flag("no-iconv", Ignore).exact(),
+        flag("ipv4", Ignore).short(b'4'),
+        flag("ipv6", Ignore).short(b'6'),
+        flag("8-bit-output", Ignore).short(b'8'),
+        flag("no-8-bit-output", Ignore),
+        flag("no-8", Ignore),
+        flag("mkpath", Ignore),
+        flag("no-mkpath", Ignore),
+        flag("qsort", Ignore),
+        flag("use-qsort", Ignore),
+        value("copy-as", Ignore),
+        value("address", Ignore),
+        value("port", Ignore),
+        value("sockopts", Ignore),
+        value("password-file", Ignore),
+        value("early-input", Reject(Rejected::Unsupported)),
+        flag("blocking-io", Ignore),
+        flag("no-blocking-io", Ignore),
+        value("outbuf", Ignore),
+        value("remote-option", Ignore).short(b'M'),
+        value("protocol", Ignore),
+        value("checksum-seed", Read(checksum_seed)).exact(),
+        flag("server", On(|o| &mut o.server)).exact(),
+        flag("sender", On(|o| &mut o.sender)).exact(),
+        value("config", Reject(Rejected::Unsupported)),
+        flag("daemon", Reject(Rejected::Unsupported)),
+        value("dparam", Ignore),
+        flag("detach", Ignore),
+        flag("no-detach", Ignore),
+        flag(
+            "devices+specials",
+            Run(|o| (o.devices, o.specials) = (true, true)),
+        )
+        .short(b'D')
+        .letter_only(),
+        flag("partial+progress", Ignore).short(b'P').letter_only(),
+        flag("filter-shortcut", Reject(Rejected::Unsupported))
+            .short(b'F')
+            .letter_only(),
     ]
 };
 
-/// Short options and the long option each stands for.
-const SHORT: &[(u8, &str)] = &[
-    (b'V', "version"),
-    (b'v', "verbose"),
-    (b'q', "quiet"),
-    (b'h', "human-readable"),
-    (b'n', "dry-run"),
-    (b'a', "archive"),
-    (b'r', "recursive"),
-    (b'd', "dirs"),
-    (b'p', "perms"),
-    (b'E', "executability"),
-    (b'A', "acls"),
-    (b'X', "xattrs"),
-    (b't', "times"),
-    (b'U', "atimes"),
-    (b'N', "crtimes"),
-    (b'O', "omit-dir-times"),
-    (b'J', "omit-link-times"),
-    (b'@', "modify-window"),
-    (b'o', "owner"),
-    (b'g', "group"),
-    (b'D', "devices+specials"),
-    (b'l', "links"),
-    (b'L', "copy-links"),
-    (b'k', "copy-dirlinks"),
-    (b'K', "keep-dirlinks"),
-    (b'H', "hard-links"),
-    (b'R', "relative"),
-    (b'I', "ignore-times"),
-    (b'x', "one-file-system"),
-    (b'u', "update"),
-    (b'S', "sparse"),
-    (b'f', "filter"),
-    (b'C', "cvs-exclude"),
-    (b'W', "whole-file"),
-    (b'c', "checksum"),
-    (b'B', "block-size"),
-    (b'y', "fuzzy"),
-    (b'z', "compress"),
-    (b'P', "partial+progress"),
-    (b'm', "prune-empty-dirs"),
-    (b'i', "itemize-changes"),
-    (b'b', "backup"),
-    (b'0', "from0"),
-    (b's', "secluded-args"),
-    (b'e', "rsh"),
-    (b'T', "temp-dir"),
-    (b'4', "ipv4"),
-    (b'6', "ipv6"),
-    (b'8', "8-bit-output"),
-    (b'M', "remote-option"),
-    (b'F', "filter-shortcut"),
-];
+/// The row of each letter, or [`NO_ROW`]: made at compile time, so that each
+/// of the megabytes of short options a client may send costs an index, not
+/// a search.
+static BY_LETTER: [u16; 256] = by_letter();
+const NO_ROW: u16 = u16::MAX;
 
-/// The short-only options: `-D`, `-P` and `-F` have no long name of their
-/// own in rsync, so they go by these internal ones.
-const SHORT_ONLY: [&str; 3] = ["devices+specials", "partial+progress", "filter-shortcut"];
-
-/// The option's position in [`catalogue`] order, its name as the tables
-/// spell it, and whether it takes a value.
-fn lookup(name: &str) -> Option<(usize, &'static str, Arity)> {
-    if let Some(at) = LONG.iter().position(|(n, _)| *n == name) {
-        return Some((at, LONG[at].0, LONG[at].1));
-    }
-    let at = SHORT_ONLY.iter().position(|n| *n == name)?;
-    Some((LONG.len() + at, SHORT_ONLY[at], Arity::Flag))
-}
-
-/// [`lookup`] of short option `c`, from a table made once: clients may send
-/// megabytes of short options, so each costs an index, not a search.
-fn short_option(c: u8) -> Option<(usize, &'static str, Arity)> {
-    type Entry = Option<(usize, &'static str, Arity)>;
-    static BY_LETTER: OnceLock<[Entry; 256]> = OnceLock::new();
-    BY_LETTER.get_or_init(|| {
-        let mut table: [Entry; 256] = [None; 256];
-        for (letter, name) in SHORT {
-            table[usize::from(*letter)] = lookup(name);
+const fn by_letter() -> [u16; 256] {
+    let mut table = [NO_ROW; 256];
+    let mut row = 0;
+    while row < OPTIONS.len() {
+        if let Some(letter) = OPTIONS[row].letter {
+            assert!(
+                table[letter as usize] == NO_ROW,
+                "two options share a letter"
+            );
+            table[letter as usize] = row as u16;
         }
-        table
-    })[usize::from(c)]
+        row += 1;
+    }
+    table
 }
 
-/// Every option a client can send, as `(id, long name, short letter)`: the
-/// id is the long name, or for `-D`, `-P` and `-F` the internal name.
-pub fn catalogue() -> impl Iterator<Item = (&'static str, Option<&'static str>, Option<u8>)> {
-    let short_of = |name: &str| SHORT.iter().find(|(_, n)| *n == name).map(|(c, _)| *c);
-    LONG.iter()
-        .map(move |(name, _)| (*name, Some(*name), short_of(name)))
-        .chain(SHORT_ONLY.iter().map(move |id| (*id, None, short_of(id))))
+/// The row of the option called `name` (as [`ClientOption::name`] spells
+/// it), and its position in [`OPTIONS`].
+pub fn lookup(name: &str) -> Option<(usize, &'static ClientOption)> {
+    OPTIONS
+        .iter()
+        .enumerate()
+        .find(|(_, option)| option.name == name)
+}
+
+/// The row of short option `letter`, and its position in [`OPTIONS`].
+fn by_short(letter: u8) -> Option<(usize, &'static ClientOption)> {
+    let row = usize::from(BY_LETTER[usize::from(letter)]);
+    OPTIONS.get(row).map(|option| (row, option))
 }
 
 /// One digest name of `--checksum-choice=VALUE`, as rsync 3.x spells it.
@@ -513,11 +594,13 @@ fn parse_number<T: std::str::FromStr>(name: &str, value: &[u8]) -> Result<T, Opt
         })
 }
 
-/// The largest `--max-size`/`--min-size` accepted (rsync's SIZE_MAX / 2).
+/// The largest `--max-size`/`--min-size` accepted (SIZE_MAX / 2 in rsync:
+/// options.c parse_size_arg).
 const MAX_SIZE_ARG: f64 = i64::MAX as f64;
 
-/// rsync's size syntax for --max-size/--min-size: a number with an optional
-/// K/M/G/T suffix (1024-based, or 1000-based with "B"), and an optional +1/-1.
+/// rsync's size syntax for --max-size/--min-size (rsync: options.c
+/// parse_size_arg): a number with an optional K/M/G/T suffix (1024-based, or
+/// 1000-based with "B"), and an optional +1/-1.
 fn parse_size_arg(name: &str, value: &[u8]) -> Result<u64, OptionError> {
     let text = std::str::from_utf8(value).unwrap_or("");
     let bad = || OptionError(format!("--{name}: invalid size \"{}\"", lossy(value)));
@@ -559,8 +642,98 @@ fn parse_size_arg(name: &str, value: &[u8]) -> Result<u64, OptionError> {
     u64::try_from(bytes).map_err(|_| bad())
 }
 
+/// `-a`: `-rlptgoD` (rsync: options.c parse_arguments).
+fn archive(o: &mut Options) {
+    o.recurse = true;
+    o.links = true;
+    o.perms = true;
+    o.times = true;
+    o.group = true;
+    o.owner = true;
+    o.devices = true;
+    o.specials = true;
+}
+
+/// `-z` is zlib; `-zz`, or `-z` after another compression option, zlibx.
+fn compress(o: &mut Options) {
+    o.compression = match o.compression {
+        Compression::None => Compression::Zlib,
+        _ => Compression::ZlibX,
+    }
+}
+
+fn compress_level(o: &mut Options, name: &'static str, v: &[u8]) -> Result<(), OptionError> {
+    o.compress_level = Some(parse_number(name, v)?);
+    Ok(())
+}
+
+fn compress_choice(o: &mut Options, _: &'static str, v: &[u8]) -> Result<(), OptionError> {
+    o.compression = match v {
+        b"zlib" => Compression::Zlib,
+        b"zlibx" => Compression::ZlibX,
+        b"none" => Compression::None,
+        _ => {
+            return Err(OptionError(format!(
+                "--compress-choice={}: only zlib, zlibx and none are available at protocol 29",
+                lossy(v)
+            )))
+        }
+    };
+    Ok(())
+}
+
+/// `X` for both digests, or `X,Y` for block sums and file checksums apart.
+fn checksum_choice(o: &mut Options, _: &'static str, v: &[u8]) -> Result<(), OptionError> {
+    let (xfer, file) = match v.iter().position(|&b| b == b',') {
+        Some(comma) => (&v[..comma], &v[comma + 1..]),
+        None => (v, v),
+    };
+    o.xfer_sum = parse_sum_kind(v, xfer)?;
+    o.file_sum = parse_sum_kind(v, file)?;
+    Ok(())
+}
+
+/// A number where 0 means none: `-B0` leaves the block size to upserv,
+/// `--timeout=0` is no timeout.
+fn zero_is_none(name: &str, v: &[u8]) -> Result<Option<u32>, OptionError> {
+    let n: u32 = parse_number(name, v)?;
+    Ok((n > 0).then_some(n))
+}
+
+fn block_size(o: &mut Options, name: &'static str, v: &[u8]) -> Result<(), OptionError> {
+    o.block_size = zero_is_none(name, v)?;
+    Ok(())
+}
+
+fn timeout(o: &mut Options, name: &'static str, v: &[u8]) -> Result<(), OptionError> {
+    o.timeout = zero_is_none(name, v)?;
+    Ok(())
+}
+
+/// The seed goes on the wire as 32 bits; a negative one as its two's
+/// complement.
+fn checksum_seed(o: &mut Options, name: &'static str, v: &[u8]) -> Result<(), OptionError> {
+    let n: i64 = parse_number(name, v)?;
+    o.checksum_seed = Some(n as u32);
+    Ok(())
+}
+
+fn files_from(o: &mut Options, _: &'static str, v: &[u8]) -> Result<(), OptionError> {
+    o.files_from = Some(v.to_vec());
+    Ok(())
+}
+
+fn max_size(o: &mut Options, name: &'static str, v: &[u8]) -> Result<(), OptionError> {
+    o.max_size = Some(parse_size_arg(name, v)?);
+    Ok(())
+}
+
+fn min_size(o: &mut Options, name: &'static str, v: &[u8]) -> Result<(), OptionError> {
+    o.min_size = Some(parse_size_arg(name, v)?);
+    Ok(())
+}
+
 impl Options {
-    /// Parses the server's argument list (everything the client sent, in order).
     /// Applies what the module imposes, as rsyncd sets its own options
     /// after parsing the client's.
     pub fn impose(&mut self, imposed: ModuleImposed) {
@@ -569,72 +742,23 @@ impl Options {
         self.skip_unreadable = imposed.ignore_nonreadable;
     }
 
+    /// Parses the server's argument list (everything the client sent, in
+    /// order), in time linear in its size.
     pub fn parse(args: &[Vec<u8>]) -> Result<Options, OptionError> {
         let mut o = Options {
             implied_dirs: true,
             ..Options::default()
         };
-        let mut i = 0;
-        while i < args.len() {
-            let arg = &args[i];
-            i += 1;
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
             if arg.as_slice() == b"." {
-                o.paths = args[i..].to_vec();
+                o.paths = rest.as_slice().to_vec();
                 break;
             }
             if let Some(long) = arg.strip_prefix(b"--") {
-                let (name, inline) = match long.iter().position(|&b| b == b'=') {
-                    Some(eq) => (&long[..eq], Some(&long[eq + 1..])),
-                    None => (long, None),
-                };
-                let name = std::str::from_utf8(name)
-                    .map_err(|_| OptionError(format!("--{}: unknown option", lossy(name))))?;
-                let Some((id, name, arity)) = lookup(name) else {
-                    return Err(OptionError(format!("--{name}: unknown option")));
-                };
-                o.note_given(id, name);
-                let value = match (arity, inline) {
-                    (Arity::Flag, Some(_)) => {
-                        return Err(OptionError(format!(
-                            "--{name}: option does not take an argument"
-                        )))
-                    }
-                    (Arity::Flag, None) => None,
-                    (Arity::Value, Some(v)) => Some(v),
-                    (Arity::Value, None) => {
-                        let v = args
-                            .get(i)
-                            .ok_or_else(|| OptionError(format!("--{name}: missing argument")))?;
-                        i += 1;
-                        Some(v.as_slice())
-                    }
-                };
-                o.apply(name, value)?;
-            } else if arg.len() > 1 && arg[0] == b'-' {
-                let mut j = 1;
-                while j < arg.len() {
-                    let c = arg[j];
-                    j += 1;
-                    let (id, name, arity) = short_option(c)
-                        .ok_or_else(|| OptionError(format!("-{}: unknown option", c as char)))?;
-                    o.note_given(id, name);
-                    if arity == Arity::Value {
-                        let value = if j < arg.len() {
-                            let v = &arg[j..];
-                            j = arg.len();
-                            v
-                        } else {
-                            let v = args.get(i).ok_or_else(|| {
-                                OptionError(format!("-{}: missing argument", c as char))
-                            })?;
-                            i += 1;
-                            v.as_slice()
-                        };
-                        o.apply(name, Some(value))?;
-                    } else {
-                        o.apply(name, None)?;
-                    }
-                }
+                o.long_option(long, &mut rest)?;
+            } else if let Some(letters) = arg.strip_prefix(b"-").filter(|l| !l.is_empty()) {
+                o.short_options(letters, &mut rest)?;
             } else if o.protect_args {
                 // With -s a protocol-29 client prints its argument list
                 // with a NULL in it ("(null)" from printf) and sends the
@@ -651,186 +775,125 @@ impl Options {
         if !o.server {
             return Err(OptionError("missing --server".into()));
         }
-        // As rsync's parse_arguments: a file list or a listing without
-        // recursion still sends the directories it names.
+        // As rsync: options.c parse_arguments: a file list or a listing
+        // without recursion still sends the directories it names.
         if (o.list_only && !o.recurse) || o.files_from.is_some() {
             o.dirs = true;
         }
         Ok(o)
     }
 
+    /// `--name` or `--name=VALUE` (`text` is what follows the `--`); a
+    /// required value not given inline is the next argument.
+    fn long_option(
+        &mut self,
+        text: &[u8],
+        rest: &mut std::slice::Iter<Vec<u8>>,
+    ) -> Result<(), OptionError> {
+        let (name, inline) = match text.iter().position(|&b| b == b'=') {
+            Some(eq) => (&text[..eq], Some(&text[eq + 1..])),
+            None => (text, None),
+        };
+        let (row, option) = std::str::from_utf8(name)
+            .ok()
+            .and_then(lookup)
+            .ok_or_else(|| OptionError(format!("--{}: unknown option", lossy(name))))?;
+        let name = option.name;
+        let value = match (option.arg, inline) {
+            (Arg::None, None) => None,
+            (Arg::None, Some(_)) => {
+                return Err(OptionError(format!(
+                    "--{name}: option does not take an argument"
+                )))
+            }
+            (Arg::Required, Some(v)) => Some(v),
+            (Arg::Required, None) => Some(
+                rest.next()
+                    .ok_or_else(|| OptionError(format!("--{name}: missing argument")))?
+                    .as_slice(),
+            ),
+        };
+        self.take(row, option, value)
+    }
+
+    /// A group of short options (`letters` is what follows the `-`): the
+    /// first that requires a value takes the rest of the group, or if
+    /// nothing is left, the next argument.
+    fn short_options(
+        &mut self,
+        letters: &[u8],
+        rest: &mut std::slice::Iter<Vec<u8>>,
+    ) -> Result<(), OptionError> {
+        for (at, &letter) in letters.iter().enumerate() {
+            let (row, option) = by_short(letter)
+                .ok_or_else(|| OptionError(format!("-{}: unknown option", letter as char)))?;
+            if option.arg == Arg::None {
+                self.take(row, option, None)?;
+                continue;
+            }
+            let value = match &letters[at + 1..] {
+                [] => rest
+                    .next()
+                    .ok_or_else(|| OptionError(format!("-{}: missing argument", letter as char)))?,
+                attached => attached,
+            };
+            return self.take(row, option, Some(value));
+        }
+        Ok(())
+    }
+
+    /// Records option `option` (row `row` of [`OPTIONS`]) as given and
+    /// applies its effect.
+    fn take(
+        &mut self,
+        row: usize,
+        option: &'static ClientOption,
+        value: Option<&[u8]>,
+    ) -> Result<(), OptionError> {
+        self.note_given(row, option);
+        match option.effect {
+            Effect::Ignore => {}
+            Effect::On(flag) => *flag(self) = true,
+            Effect::Off(flag) => *flag(self) = false,
+            Effect::Count(counter) => {
+                let n = counter(self);
+                *n = n.saturating_add(1);
+            }
+            Effect::Zero(counter) => *counter(self) = 0,
+            Effect::Run(run) => run(self),
+            Effect::Read(read) => read(self, option.name, value.unwrap_or(b""))?,
+            Effect::Reject(why) => return Err(why.error(option.name)),
+        }
+        Ok(())
+    }
+
+    /// Records `option` in `given` the first time it comes: a client may
+    /// repeat options millions of times.
+    fn note_given(&mut self, row: usize, option: &'static ClientOption) {
+        let (word, bit) = (row / 64, 1u64 << (row % 64));
+        if self.given_seen.len() <= word {
+            self.given_seen.resize(word + 1, 0);
+        }
+        if self.given_seen[word] & bit == 0 {
+            self.given_seen[word] |= bit;
+            self.given.push(option);
+        }
+    }
+
+    /// Whether the client sent option `name` (as [`ClientOption::name`]
+    /// spells it).
+    pub fn was_given(&self, name: &str) -> bool {
+        self.given.iter().any(|option| option.name == name)
+    }
+
     /// With `-s` (`--secluded-args`) the paths arrive a second time as
-    /// `rsync`, `.`, then the paths, each ended by a NUL (rsync's
+    /// `rsync`, `.`, then the paths, each ended by a NUL (rsync: rsync.c
     /// send_protected_args); they replace whatever the first list held.
     pub fn set_protected_paths(&mut self, args: &[Vec<u8>]) {
         self.paths = match args.iter().position(|a| a.as_slice() == b".") {
             Some(dot) => args[dot + 1..].to_vec(),
             None => Vec::new(),
         };
-    }
-
-    /// Records option `id` (its [`catalogue`] position) in `given` the
-    /// first time it comes; a client may repeat options millions of times.
-    fn note_given(&mut self, id: usize, name: &'static str) {
-        let (word, bit) = (id / 64, 1u64 << (id % 64));
-        if self.given_seen.len() <= word {
-            self.given_seen.resize(word + 1, 0);
-        }
-        if self.given_seen[word] & bit == 0 {
-            self.given_seen[word] |= bit;
-            self.given.push(name);
-        }
-    }
-
-    fn apply(&mut self, name: &'static str, value: Option<&[u8]>) -> Result<(), OptionError> {
-        let v = value.unwrap_or(b"");
-        match name {
-            "server" => self.server = true,
-            "sender" => self.sender = true,
-            "verbose" => self.verbose = self.verbose.saturating_add(1),
-            "no-verbose" | "no-v" => self.verbose = 0,
-            "dry-run" => self.dry_run = true,
-            "archive" => {
-                self.recurse = true;
-                self.links = true;
-                self.perms = true;
-                self.times = true;
-                self.group = true;
-                self.owner = true;
-                self.devices = true;
-                self.specials = true;
-            }
-            "recursive" => self.recurse = true,
-            "no-recursive" | "no-r" => self.recurse = false,
-            "dirs" | "old-dirs" | "old-d" => self.dirs = true,
-            "no-dirs" | "no-d" => self.dirs = false,
-            "list-only" => self.list_only = true,
-            "links" => self.links = true,
-            "no-links" | "no-l" => self.links = false,
-            "copy-links" => self.copy_links = true,
-            "copy-dirlinks" => self.copy_dirlinks = true,
-            "copy-unsafe-links" => self.copy_unsafe_links = true,
-            "safe-links" => self.safe_links = true,
-            "hard-links" => self.hard_links = true,
-            "no-hard-links" | "no-H" => self.hard_links = false,
-            "perms" => self.perms = true,
-            "no-perms" | "no-p" => self.perms = false,
-            "executability" => self.executability = true,
-            "owner" => self.owner = true,
-            "no-owner" | "no-o" => self.owner = false,
-            "group" => self.group = true,
-            "no-group" | "no-g" => self.group = false,
-            "devices+specials" => {
-                self.devices = true;
-                self.specials = true;
-            }
-            "devices" => self.devices = true,
-            "no-devices" => self.devices = false,
-            "specials" => self.specials = true,
-            "no-specials" => self.specials = false,
-            "no-D" => {
-                self.devices = false;
-                self.specials = false;
-            }
-            "times" => self.times = true,
-            "no-times" | "no-t" => self.times = false,
-            "checksum" => self.checksum = true,
-            "no-checksum" | "no-c" => self.checksum = false,
-            "cvs-exclude" => self.cvs_exclude = true,
-            "ignore-times" => self.ignore_times = true,
-            "relative" => self.relative = true,
-            "no-relative" | "no-R" => self.relative = false,
-            "implied-dirs" | "i-d" => self.implied_dirs = true,
-            "no-implied-dirs" | "no-i-d" => self.implied_dirs = false,
-            "one-file-system" => self.one_file_system = self.one_file_system.saturating_add(1),
-            "no-one-file-system" | "no-x" => self.one_file_system = 0,
-            "whole-file" => self.whole_file = true,
-            "no-whole-file" | "no-W" => self.whole_file = false,
-            "numeric-ids" => self.numeric_ids = true,
-            "no-numeric-ids" => self.numeric_ids = false,
-            "ignore-errors" => self.ignore_errors = true,
-            "no-ignore-errors" => self.ignore_errors = false,
-            "compress" => {
-                self.compression = match self.compression {
-                    Compression::None => Compression::Zlib,
-                    _ => Compression::ZlibX,
-                }
-            }
-            "old-compress" => self.compression = Compression::Zlib,
-            "new-compress" => self.compression = Compression::ZlibX,
-            "no-compress" | "no-z" => self.compression = Compression::None,
-            "compress-level" | "zl" => self.compress_level = Some(parse_number(name, v)?),
-            "compress-choice" | "zc" => match v {
-                b"zlib" => self.compression = Compression::Zlib,
-                b"zlibx" => self.compression = Compression::ZlibX,
-                b"none" => self.compression = Compression::None,
-                _ => {
-                    return Err(OptionError(format!(
-                    "--compress-choice={}: only zlib, zlibx and none are available at protocol 29",
-                    lossy(v)
-                )))
-                }
-            },
-            "checksum-choice" | "cc" => {
-                let (xfer, file) = match v.iter().position(|&b| b == b',') {
-                    Some(comma) => (&v[..comma], &v[comma + 1..]),
-                    None => (v, v),
-                };
-                self.xfer_sum = parse_sum_kind(v, xfer)?;
-                self.file_sum = parse_sum_kind(v, file)?;
-            }
-            "block-size" => {
-                let n: u32 = parse_number(name, v)?;
-                self.block_size = (n > 0).then_some(n);
-            }
-            "timeout" => {
-                let n: u32 = parse_number(name, v)?;
-                self.timeout = (n > 0).then_some(n);
-            }
-            "no-timeout" => self.timeout = None,
-            "checksum-seed" => {
-                let n: i64 = parse_number(name, v)?;
-                self.checksum_seed = Some(n as u32);
-            }
-            "inplace" => self.inplace = true,
-            "no-inplace" => self.inplace = false,
-            "append" => self.append = (self.append + 1).min(2),
-            "append-verify" => self.append = 2,
-            "no-append" => self.append = 0,
-            "secluded-args" | "protect-args" => self.protect_args = true,
-            "no-secluded-args" | "no-protect-args" | "no-s" => self.protect_args = false,
-            "files-from" => self.files_from = Some(v.to_vec()),
-            "from0" => self.from0 = true,
-            "no-from0" => self.from0 = false,
-            "ignore-missing-args" => self.missing_args = MissingArgs::Ignore,
-            "delete-missing-args" => self.missing_args = MissingArgs::Delete,
-            "prune-empty-dirs" => self.prune_empty_dirs = true,
-            "no-prune-empty-dirs" | "no-m" => self.prune_empty_dirs = false,
-            "max-size" => self.max_size = Some(parse_size_arg(name, v)?),
-            "min-size" => self.min_size = Some(parse_size_arg(name, v)?),
-            "remove-source-files" | "remove-sent-files" => {
-                return Err(OptionError(format!(
-                    "ERROR: --{name} cannot be used with a read-only module"
-                )))
-            }
-            "acls" | "xattrs" => {
-                return Err(OptionError(format!(
-                    "--{name} requires protocol 30 or higher (negotiated 29)."
-                )))
-            }
-            "filter" | "exclude" | "include" | "exclude-from" | "include-from"
-            | "filter-shortcut" | "usermap" | "groupmap" | "chown" | "only-write-batch"
-            | "write-batch" | "read-batch" | "daemon" | "config" | "fake-super" | "crtimes"
-            | "atimes" | "chmod" | "early-input" => {
-                return Err(OptionError(format!(
-                    "--{name}: not supported by this server"
-                )))
-            }
-            // Options that only concern the receiving side, the client side,
-            // or the transport: a sender has nothing to do for them.
-            _ => {}
-        }
-        Ok(())
     }
 }
 
@@ -844,11 +907,50 @@ mod tests {
     }
 
     #[test]
-    fn every_short_option_has_a_table_entry() {
-        for (c, name) in SHORT {
-            assert!(lookup(name).is_some(), "-{} ({name})", *c as char);
-            assert_eq!(short_option(*c).map(|(_, n, _)| n), Some(*name));
+    fn every_row_is_found_by_its_name_and_letter() {
+        for (row, option) in OPTIONS.iter().enumerate() {
+            assert_eq!(
+                lookup(option.name).map(|(at, _)| at),
+                Some(row),
+                "{}",
+                option.name
+            );
+            if let Some(c) = option.letter {
+                assert_eq!(by_short(c).map(|(at, _)| at), Some(row), "-{}", c as char);
+            }
+            assert_eq!(
+                option.long().is_none(),
+                option.letter_only,
+                "{}",
+                option.name
+            );
         }
+        let letters = OPTIONS.iter().filter(|o| o.letter.is_some()).count();
+        assert_eq!(
+            (0..=255u8).filter(|&c| by_short(c).is_some()).count(),
+            letters
+        );
+    }
+
+    #[test]
+    fn options_that_read_a_value_require_one() {
+        for option in OPTIONS {
+            if let Effect::Read(_) = option.effect {
+                assert_eq!(option.arg, Arg::Required, "{}", option.name);
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_option_is_given_once() {
+        let mut args = vec![b"--server".to_vec(), vec![b'v'; 100_000]];
+        args[1][0] = b'-';
+        args.extend(std::iter::repeat_n(b"--verbose".to_vec(), 1000));
+        args.extend([b"-v".to_vec(), b".".to_vec(), b"m/".to_vec()]);
+        let o = Options::parse(&args).unwrap();
+        let given: Vec<&str> = o.given.iter().map(|option| option.name).collect();
+        assert_eq!(given, ["server", "verbose"]);
+        assert_eq!(o.verbose, u8::MAX);
     }
 
     #[test]

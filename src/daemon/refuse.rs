@@ -1,39 +1,25 @@
 //! A module's `refuse options`: which client options it turns away, decided
-//! the way rsyncd decides (rsync's options.c, set_refuse_options and the
-//! implied-option checks of parse_arguments).
+//! the way rsyncd decides (rsync: options.c set_refuse_options, and the
+//! implied-option checks of rsync: options.c parse_arguments).
 //!
-//! Owns the matching of rules to options and the refusal message. It must not
-//! parse arguments ([`super::options`] does, and records what was given) nor
-//! talk to the client.
+//! Owns the matching of rules to the rows of the option table and the
+//! refusal message. It must not parse arguments ([`crate::protocol::options`]
+//! does, and records what was given) nor talk to the client.
 //!
 //! Rules are matched with wildmatch against each option's long name and its
 //! short letter; `!` accepts again what earlier rules refused; `a` and
 //! `archive` stand for `-a` and every option it implies. A rule without
 //! wildcards names one option; a few options (`-e`, `-0`, `-s`, `-n`,
-//! `--iconv`, `--checksum-seed`, ...) only answer to such exact rules.
+//! `--iconv`, `--checksum-seed`, ...: the table's exact-only rows) only
+//! answer to such exact rules.
 //! Options implied by others are refused with them: any `--delete-*` implies
 //! `--delete`, `--append` implies `--inplace`, which implies `--partial`.
 
-use super::options::{catalogue, Compression, MissingArgs, OptionError, Options};
-use super::wildmatch::wildmatch;
+use crate::protocol::options::{
+    lookup, ClientOption, Compression, MissingArgs, OptionError, Options, OPTIONS,
+};
+use crate::protocol::wildmatch::wildmatch;
 use std::collections::HashSet;
-
-/// Options wildcard rules never reach (rsync marks them exact-match only).
-const EXACT_ONLY: &[&str] = &[
-    "rsh",
-    "from0",
-    "secluded-args",
-    "protect-args",
-    "dry-run",
-    "iconv",
-    "no-iconv",
-    "checksum-seed",
-    "copy-devices",
-    "write-devices",
-    "log-format",
-    "sender",
-    "server",
-];
 
 /// Refused whatever the module says, after its rules: upserv has no
 /// `charset`, never sends what a device reads as file contents (rsyncd
@@ -60,7 +46,7 @@ const DELETE_WHEN: &[&str] = &[
     "delete-after",
 ];
 
-/// The options a module refuses, by catalogue id.
+/// The options a module refuses, by [`ClientOption::name`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Refusals {
     refused: HashSet<&'static str>,
@@ -88,16 +74,20 @@ impl Refusals {
         } else {
             (rule, rule.contains(['*', '?', '[']))
         };
-        for (id, long, short) in catalogue() {
-            let named = long.is_some_and(|l| wildmatch(pattern.as_bytes(), l.as_bytes()))
-                || short.is_some_and(|c| wildmatch(pattern.as_bytes(), &[c]));
-            if !named || (wild && EXACT_ONLY.contains(&id)) {
+        for option in OPTIONS {
+            let named = option
+                .long()
+                .is_some_and(|l| wildmatch(pattern.as_bytes(), l.as_bytes()))
+                || option
+                    .letter
+                    .is_some_and(|c| wildmatch(pattern.as_bytes(), &[c]));
+            if !named || (wild && option.exact_only) {
                 continue;
             }
             if accept {
-                self.refused.remove(id);
+                self.refused.remove(option.name);
             } else {
-                self.refused.insert(id);
+                self.refused.insert(option.name);
             }
             if !wild {
                 break;
@@ -112,10 +102,10 @@ impl Refusals {
     /// Whether the module takes `opts`; if not, the message rsyncd gives
     /// for the first refused option, given or implied.
     pub fn check(&self, opts: &Options) -> Result<(), OptionError> {
-        if let Some(id) = opts.given.iter().find(|id| self.is_refused(id)) {
-            return Err(refusal(id));
+        if let Some(option) = opts.given.iter().find(|o| self.is_refused(o.name)) {
+            return Err(refusal(option));
         }
-        let given = |id: &str| opts.given.contains(&id);
+        let given = |name: &str| opts.was_given(name);
         let when_given = DELETE_WHEN.iter().any(|w| given(w));
         let deleting = when_given
             || given("delete")
@@ -130,11 +120,11 @@ impl Refusals {
                 opts.inplace || opts.append > 0 || given("partial-dir"),
             ),
         ];
-        if let Some((id, _)) = implied
+        if let Some((name, _)) = implied
             .iter()
-            .find(|(id, implied)| *implied && self.is_refused(id))
+            .find(|(name, implied)| *implied && self.is_refused(name))
         {
-            return Err(refusal(id));
+            return Err(refusal_of(name));
         }
         // `--delete` without a when: rsyncd picks before or during, and
         // complains only when both are refused.
@@ -143,26 +133,32 @@ impl Refusals {
             && self.is_refused("delete-before")
             && self.is_refused("delete-during")
         {
-            return Err(refusal("delete-before"));
+            return Err(refusal_of("delete-before"));
         }
         Ok(())
     }
 }
 
-/// rsyncd's words for a refused option: `--name (-c)`; the short-only
-/// options have no long name, which rsync's printf shows as `(null)`.
-fn refusal(id: &str) -> OptionError {
-    let (long, short) = catalogue()
-        .find(|(i, _, _)| *i == id)
-        .map_or((None, None), |(_, long, short)| (long, short));
+/// rsyncd's words for a refused option: `--name (-c)`; the letter-only
+/// options have no long name, which the printf of rsync: options.c
+/// create_refuse_error shows as `(null)`.
+fn refusal(option: &ClientOption) -> OptionError {
     let mut text = format!(
         "The server is configured to refuse --{}",
-        long.unwrap_or("(null)")
+        option.long().unwrap_or("(null)")
     );
-    if let Some(c) = short {
+    if let Some(c) = option.letter {
         text.push_str(&format!(" (-{})", c as char));
     }
     OptionError(text)
+}
+
+/// [`refusal`] of the option called `name`, one of this module's constants.
+fn refusal_of(name: &str) -> OptionError {
+    match lookup(name) {
+        Some((_, option)) => refusal(option),
+        None => OptionError(format!("The server is configured to refuse --{name}")),
+    }
 }
 
 #[cfg(test)]
