@@ -36,8 +36,9 @@ const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 /// What a complete header says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
-    /// The client's address; `None` keeps the socket's peer (`UNKNOWN`,
-    /// `LOCAL`, or an address family that is not TCP over IP).
+    /// The client's address, an IPv4-mapped IPv6 one as IPv4 (as rsyncd
+    /// reports it); `None` keeps the socket's peer (`UNKNOWN`, `LOCAL`, or
+    /// an address family that is not TCP over IP).
     pub client: Option<IpAddr>,
     /// The header's length in bytes.
     pub len: usize,
@@ -112,7 +113,10 @@ fn parse_v1(bytes: &[u8]) -> Result<Parse, ProxyError> {
         })?),
         _ => return Err(invalid("version 1 protocol is not TCP4, TCP6 or UNKNOWN")),
     };
-    Ok(Parse::Done(Header { client, len }))
+    Ok(Parse::Done(Header {
+        client: client.map(|a| a.to_canonical()),
+        len,
+    }))
 }
 
 /// `SRC DST SPORT DPORT` of a version 1 line; returns the source address.
@@ -174,7 +178,10 @@ fn parse_v2(bytes: &[u8]) -> Result<Parse, ProxyError> {
         (1, _, _) => None,
         _ => return Err(invalid(format!("unknown version 2 command {command}"))),
     };
-    Ok(Parse::Done(Header { client, len }))
+    Ok(Parse::Done(Header {
+        client: client.map(|a| a.to_canonical()),
+        len,
+    }))
 }
 
 /// The source address at the start of an address block of at least
@@ -220,6 +227,8 @@ mod tests {
         assert_eq!(&line[h.len..], b"@RSYNCD: 31.0\n");
         let h = done(b"PROXY TCP6 2001:db8::7 2001:db8::1 65535 0\r\n");
         assert_eq!(h.client, ip("2001:db8::7"));
+        let h = done(b"PROXY TCP6 ::ffff:192.0.2.9 ::1 1 2\r\n");
+        assert_eq!(h.client, ip("192.0.2.9"));
         assert_eq!(done(b"PROXY TCP4 192.0.2.7 192.0.2.1 0873 00\r\n").len, 40);
         assert_eq!(done(b"PROXY UNKNOWN\r\n").client, None);
         assert_eq!(
@@ -275,6 +284,13 @@ mod tests {
         let mut block6 = "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets().to_vec();
         block6.extend_from_slice(&[0; 20]);
         assert_eq!(done(&v2(1, 0x21, &block6)).client, ip("2001:db8::7"));
+        let mut mapped = "::ffff:192.0.2.9"
+            .parse::<Ipv6Addr>()
+            .unwrap()
+            .octets()
+            .to_vec();
+        mapped.extend_from_slice(&[0; 20]);
+        assert_eq!(done(&v2(1, 0x21, &mapped)).client, ip("192.0.2.9"));
         // TLVs after the addresses are skipped.
         block4.extend_from_slice(&[0x04, 0, 1, 0]);
         assert_eq!(done(&v2(1, 0x11, &block4)).len, 32);
