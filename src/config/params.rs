@@ -22,11 +22,12 @@ pub(super) enum GlobalParam {
     CacheSize,
     Workers,
     FetchTimeout,
+    FetchMinRate,
     MaxConnectionsPerHost,
 }
 
 /// Every global parameter, in the order the effective settings show them.
-pub(super) const GLOBAL_PARAMS: [GlobalParam; 16] = [
+pub(super) const GLOBAL_PARAMS: [GlobalParam; 17] = [
     GlobalParam::Listen,
     GlobalParam::Address,
     GlobalParam::Port,
@@ -42,6 +43,7 @@ pub(super) const GLOBAL_PARAMS: [GlobalParam; 16] = [
     GlobalParam::CacheSize,
     GlobalParam::Workers,
     GlobalParam::FetchTimeout,
+    GlobalParam::FetchMinRate,
     GlobalParam::MaxConnectionsPerHost,
 ];
 
@@ -63,6 +65,7 @@ impl GlobalParam {
             GlobalParam::CacheSize => "cache size",
             GlobalParam::Workers => "workers",
             GlobalParam::FetchTimeout => "fetch timeout",
+            GlobalParam::FetchMinRate => "fetch min rate",
             GlobalParam::MaxConnectionsPerHost => "max connections per host",
         }
     }
