@@ -405,3 +405,138 @@ fn a_stalled_upstream_times_out_with_a_clear_error() {
     let part = dir.join("builds/.upserv/partial/stuck.part");
     assert_eq!(std::fs::metadata(part).unwrap().len(), 1000);
 }
+
+/// Runs `acquire` on a thread so that a download that never ends fails
+/// the test instead of hanging it; the error text.
+fn acquire_error(cache: &Cache, name: &str) -> String {
+    let (done, result) = std::sync::mpsc::channel();
+    let cache = cache.clone();
+    let name = name.to_string();
+    thread::spawn(move || {
+        let outcome = cache.acquire(&name, &mut |_| {}).map(|g| g.is_some());
+        let _ = done.send(outcome);
+    });
+    result
+        .recv_timeout(WAIT_LIMIT)
+        .expect("the download did not end")
+        .expect_err("the download succeeded")
+        .to_string()
+}
+
+#[test]
+fn an_endless_body_stops_at_the_budget() {
+    let dir = scratch_dir("endless");
+    let up = Upstream::start();
+    up.put("/b/endless.tar", sample_build("endless", "e"));
+    up.set_behavior(
+        "/b/endless.tar",
+        Behavior {
+            endless: true,
+            ..Behavior::default()
+        },
+    );
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.cache_size = 1 << 20;
+    let cache = Cache::open(cfg).unwrap();
+    let err = acquire_error(&cache, "endless");
+    assert!(
+        err.starts_with("build endless needs ") && err.contains("more than the whole cache size"),
+        "{err}"
+    );
+    // Final: not retried, and what arrived is gone (it can never fit).
+    assert_eq!(up.gets("/b/endless.tar"), 1);
+    assert!(!dir.join("builds/.upserv/partial/endless.part").exists());
+    assert!(cache.list_modules().is_empty());
+}
+
+#[test]
+fn a_redirect_loop_is_a_final_error() {
+    let dir = scratch_dir("redirect-loop");
+    let up = Upstream::start();
+    up.set_behavior(
+        "/b/loop.tar",
+        Behavior {
+            redirect: Some("/b/loop.tar".into()),
+            ..Behavior::default()
+        },
+    );
+    let cache = Cache::open(config(&dir, &up, ".tar")).unwrap();
+    let err = acquire_error(&cache, "loop");
+    assert!(err.contains("too many redirects"), "{err}");
+    // One attempt: the first request and the redirects it followed.
+    assert_eq!(up.gets("/b/loop.tar"), 6);
+}
+
+#[test]
+fn a_trickling_upstream_is_dropped_below_the_minimum_rate() {
+    let dir = scratch_dir("trickle");
+    let up = Upstream::start();
+    up.put("/b/trickle.tar", sample_build("trickle", "t"));
+    // About 1 KB/s, where 8 KiB/s are asked for.
+    up.set_behavior(
+        "/b/trickle.tar",
+        Behavior {
+            pace: Some((100, Duration::from_millis(100))),
+            ..Behavior::default()
+        },
+    );
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.fetch_min_rate = 8 << 10;
+    cfg.min_rate_window = Duration::from_secs(1);
+    cfg.fetch_attempts = 1;
+    let cache = Cache::open(cfg).unwrap();
+    let err = acquire_error(&cache, "trickle");
+    assert!(
+        err.contains("was too slow: ") && err.contains("less than the minimum of 8192 bytes/s"),
+        "{err}"
+    );
+    // What arrived stays for resuming.
+    let part = dir.join("builds/.upserv/partial/trickle.part");
+    assert!(std::fs::metadata(part).unwrap().len() > 0);
+    assert!(cache.list_modules().is_empty());
+}
+
+#[test]
+fn progress_keeps_showing_received_bytes_through_a_stall() {
+    let dir = scratch_dir("stall-progress");
+    let up = Upstream::start();
+    let archive = sample_build("stalled", "s");
+    let (len, half) = (archive.len(), archive.len() / 2);
+    up.put("/b/stalled.tar", archive);
+    up.set_behavior(
+        "/b/stalled.tar",
+        Behavior {
+            cut: Some((half, 1)),
+            ..Behavior::default()
+        },
+    );
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.fetch_attempts = 1;
+    let cache = Cache::open(cfg).unwrap();
+    assert!(cache.acquire("stalled", &mut |_| {}).is_err());
+
+    // The resumed download sends 1000 more bytes, then stalls.
+    up.gate_after("/b/stalled.tar", 1000);
+    let (lines, seen) = std::sync::mpsc::channel();
+    let waiting = cache.clone();
+    let download = thread::spawn(move || {
+        waiting
+            .acquire("stalled", &mut |l| {
+                let _ = lines.send(l.to_string());
+            })
+            .map(|g| g.is_some())
+    });
+    up.wait_at_gate(1);
+    let percent = format!(": {}% ", (half + 1000) * 100 / len);
+    let mut showing = 0;
+    while showing < 2 {
+        let line = seen
+            .recv_timeout(WAIT_LIMIT)
+            .expect("progress lines stopped during the stall");
+        if line.contains(&percent) {
+            showing += 1;
+        }
+    }
+    up.open_gate();
+    assert_eq!(download.join().unwrap(), Ok(true));
+}

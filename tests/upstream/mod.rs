@@ -3,7 +3,8 @@
 //! The server serves files from memory on 127.0.0.1, one thread per
 //! connection, `Connection: close`. Per path it can answer a fixed status
 //! (404, 500), ignore `Range`, cut the body after N bytes for the next K
-//! requests, or hold the body at a gate until the test opens it. It counts
+//! requests, hold the body at a gate until the test opens it, or send a
+//! body without a length that never ends. It counts
 //! GET requests and records the `Range` headers it saw, and lets a test wait
 //! (without sleeping) until a given number of requests has arrived.
 //!
@@ -47,6 +48,9 @@ pub struct Behavior {
     /// A slow link: the body goes in pieces of this many bytes with this
     /// pause before each piece after the first.
     pub pace: Option<(usize, Duration)>,
+    /// Answer 200 without a `Content-Length` and send the file over and
+    /// over until the client hangs up.
+    pub endless: bool,
 }
 
 #[derive(Default)]
@@ -250,6 +254,12 @@ fn serve(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.strip_suffix('-'))
         .and_then(|r| r.parse::<usize>().ok());
+    if behavior.endless {
+        write!(out, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+        loop {
+            out.write_all(&file)?;
+        }
+    }
     let etag = format!("\"{:x}\"", file.len());
     match start {
         Some(start) if start >= file.len() => {
