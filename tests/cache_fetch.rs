@@ -540,3 +540,137 @@ fn progress_keeps_showing_received_bytes_through_a_stall() {
     up.open_gate();
     assert_eq!(download.join().unwrap(), Ok(true));
 }
+
+/// A loopback URL template whose port was just closed: connections are refused.
+fn closed_port_template() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    format!("http://127.0.0.1:{port}/b/{{name}}.tar")
+}
+
+/// A cache whose `upstream` lists these templates, in order.
+fn mirrored(dir: &Path, templates: &[String]) -> Cache {
+    let mut cfg = CacheConfig::new(dir.join("builds"));
+    cfg.upstream = Some(templates.join(" "));
+    cfg.fetch_timeout = Duration::from_secs(10);
+    cfg.fetch_attempts = 2;
+    cfg.retry_backoff = Duration::from_millis(10);
+    Cache::open(cfg).unwrap()
+}
+
+fn readme(cache: &Cache, name: &str) -> Vec<u8> {
+    let guard = cache.acquire(name, &mut |_| {}).unwrap().unwrap();
+    std::fs::read(guard.root().join("README")).unwrap()
+}
+
+#[test]
+fn a_refusing_first_mirror_is_skipped_and_remembered() {
+    let dir = scratch_dir("mirror-closed");
+    let second = Upstream::start();
+    second.put("/b/m1.tar", sample_build("m1", "from the second"));
+    let cache = mirrored(&dir, &[closed_port_template(), second.url("/b/{name}.tar")]);
+    assert_eq!(readme(&cache, "m1"), b"from the second");
+    let states = cache.mirrors();
+    assert!(states[0].down_for.is_some(), "{states:?}");
+    assert_eq!(states[1].down_for, None);
+}
+
+#[test]
+fn a_mirror_answering_503_is_skipped_and_not_asked_again_for_a_while() {
+    let dir = scratch_dir("mirror-503");
+    let (first, second) = (Upstream::start(), Upstream::start());
+    for name in ["m1", "m2"] {
+        let path = format!("/b/{name}.tar");
+        let archive = sample_build(name, "second");
+        first.put(&format!("{path}.md5"), b"nonsense".to_vec());
+        second.put(&format!("{path}.md5"), digest_file("md5sum", &archive));
+        second.put(&path, archive);
+        first.set_behavior(
+            &path,
+            Behavior {
+                status: Some(503),
+                ..Behavior::default()
+            },
+        );
+    }
+    let mut cfg = CacheConfig::new(dir.join("builds"));
+    cfg.upstream = Some(format!(
+        "{} {}",
+        first.url("/b/{name}.tar"),
+        second.url("/b/{name}.tar")
+    ));
+    // Paired by position: each mirror's archive is checked against its own sum.
+    cfg.upstream_checksum = Some(format!(
+        "{} {}",
+        first.url("/b/{name}.tar.md5"),
+        second.url("/b/{name}.tar.md5")
+    ));
+    let cache = Cache::open(cfg).unwrap();
+    assert_eq!(readme(&cache, "m1"), b"second");
+    assert_eq!(first.gets("/b/m1.tar"), 1);
+    assert_eq!(first.gets("/b/m1.tar.md5"), 0);
+    assert_eq!(second.gets("/b/m1.tar.md5"), 1);
+    // The next download goes straight to the second mirror.
+    assert_eq!(readme(&cache, "m2"), b"second");
+    assert_eq!(first.gets("/b/m2.tar"), 0);
+    assert!(cache.mirrors()[0].down_for.unwrap() > Duration::from_secs(60));
+}
+
+#[test]
+fn not_found_at_one_mirror_is_not_final_but_at_all_it_is() {
+    let dir = scratch_dir("mirror-404");
+    let (first, second) = (Upstream::start(), Upstream::start());
+    second.put("/b/only2.tar", sample_build("only2", "only at the second"));
+    let cache = mirrored(
+        &dir,
+        &[first.url("/b/{name}.tar"), second.url("/b/{name}.tar")],
+    );
+    assert_eq!(readme(&cache, "only2"), b"only at the second");
+    // A 404 does not make a mirror count as down.
+    assert!(cache.mirrors().iter().all(|m| m.down_for.is_none()));
+
+    let err = cache.acquire("nowhere", &mut |_| {}).unwrap_err();
+    assert_eq!(err.to_string(), "nowhere not found upstream");
+    // Each mirror was asked once: a 404 is not retried.
+    assert_eq!(first.gets("/b/nowhere.tar"), 1);
+    assert_eq!(second.gets("/b/nowhere.tar"), 1);
+}
+
+#[test]
+fn a_cut_download_resumes_at_the_mirror_that_sent_it() {
+    let dir = scratch_dir("mirror-resume");
+    let (first, second) = (Upstream::start(), Upstream::start());
+    let archive = sample_build("cut", "resumed");
+    let half = archive.len() / 2;
+    first.put("/b/cut.tar", archive.clone());
+    second.put("/b/cut.tar", archive);
+    second.set_behavior(
+        "/b/cut.tar",
+        Behavior {
+            cut: Some((half, 1)),
+            ..Behavior::default()
+        },
+    );
+    // The second mirror alone sends half, then the connection breaks.
+    let mut cfg = CacheConfig::new(dir.join("builds"));
+    cfg.upstream = Some(second.url("/b/{name}.tar"));
+    cfg.fetch_attempts = 1;
+    assert!(Cache::open(cfg)
+        .unwrap()
+        .acquire("cut", &mut |_| {})
+        .is_err());
+
+    // With both mirrors, the rest comes from the second, not afresh from the first.
+    let cache = mirrored(
+        &dir,
+        &[first.url("/b/{name}.tar"), second.url("/b/{name}.tar")],
+    );
+    assert_eq!(readme(&cache, "cut"), b"resumed");
+    assert_eq!(first.gets("/b/cut.tar"), 0);
+    assert_eq!(
+        second.ranges("/b/cut.tar"),
+        [None, Some(format!("bytes={half}-"))]
+    );
+}
