@@ -520,3 +520,51 @@ fn a_download_with_a_wrong_checksum_is_never_served() {
     let listing = pull(&upserv.url(""), &dir.join("list"), &[], Protocol::Default);
     assert!(!listing.stdout.contains("build-bad"), "{}", listing.stdout);
 }
+
+/// `--upstream` with two mirrors: the first refuses connections (its port
+/// was just closed), the second serves. The client gets the tree as rsyncd
+/// serves it, and the log says the first mirror counts as down.
+#[test]
+fn a_refusing_first_mirror_is_skipped_for_the_second() {
+    let (tree, archive) = small_tree_and_archive();
+    let dir = scratch_dir("builds-mirrors");
+    let second = Upstream::start();
+    second.put("/b/build-m.tar", archive);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let first = format!("http://127.0.0.1:{port}/b/{{name}}.tar");
+    let mirrors = format!("{first} {}", second.url("/b/{name}.tar"));
+    let upserv = Upserv::start_with(&[], Some(&dir.join("builds")), &["--upstream", &mirrors]);
+    pull_build(&upserv, "build-m", &dir.join("dest"));
+    assert_pulled_tree(&tree, &dir.join("dest"));
+    let log = upserv.log();
+    assert!(
+        log.contains(&format!(
+            "mirror {first} counts as down for {} s",
+            ::upserv::cache::MIRROR_DOWN_FOR.as_secs()
+        )) && log.contains(&format!("from {}", second.url("/b/build-m.tar"))),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_build_missing_at_every_mirror_is_not_found_upstream() {
+    let dir = scratch_dir("builds-mirrors-404");
+    let (first, second) = (Upstream::start(), Upstream::start());
+    let mirrors = format!(
+        "{} {}",
+        first.url("/b/{name}.tar"),
+        second.url("/b/{name}.tar")
+    );
+    let upserv = Upserv::start_with(&[], Some(&dir.join("builds")), &["--upstream", &mirrors]);
+    assert_refused(
+        &upserv,
+        "build-none",
+        &dir.join("dest"),
+        "build-none not found upstream",
+    );
+    assert_eq!(first.gets("/b/build-none.tar"), 1);
+    assert_eq!(second.gets("/b/build-none.tar"), 1);
+}
