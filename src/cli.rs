@@ -136,7 +136,9 @@ overrides the configuration file. `--` ends the options.
                        (ports below 1024 need privilege: try 0.0.0.0:8730)
   --upstream URL       URL template of build archives, {name} standing for the
                        build, e.g. https://host/builds/{name}.tree.tar.xz
-                       (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz or .tar.lzma)
+                       (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz or .tar.lzma);
+                       several, separated by spaces in one argument, are
+                       mirrors tried in order
   --cache-size SIZE    disk budget of the builds directory: bytes, or K, M, G,
                        T (1024-based), e.g. 500M, 16G, 1T; default 16G
   --workers N          connections served at once; default 8
@@ -155,9 +157,11 @@ CONFIGURATION FILE
 rsyncd.conf syntax: `name = value` lines, `[module]` sections, `#` or `;`
 comment lines, `\\` at the end of a line continues it, names ignore case and
 blanks. Global: address, port, listen, motd file, log file, pid file,
-log level, builds dir, upstream, upstream checksum (URL template ending in
-.md5 or .sha256), upstream contents (URL template of olpc manifests),
-layout (plain or olpc), cache size, workers, fetch timeout (seconds).
+log level, builds dir, upstream (one or more mirrors), upstream checksum
+(URL template ending in .md5 or .sha256; one, or one per mirror), upstream
+contents (URL template of olpc manifests; the same), layout (plain or olpc),
+cache size, workers, fetch timeout (seconds), fetch min rate (bytes per
+second over each minute; default 1K, 0: none).
 Per module (or as defaults in the global part): path, comment, list,
 read only (always yes), hosts allow, hosts deny, max connections, timeout,
 auth users, secrets file, strict modes, auth digest, filter, include,
