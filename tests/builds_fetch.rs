@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use builds_support::{private_leftovers, remove_sockets, tar_tree, upserv_for, LiveClient};
 use common::*;
-use upstream::{compress, digest_file, scratch_dir, Behavior, Upstream};
+use upstream::{compress, digest_file, refused_url, scratch_dir, Behavior, Upstream};
 
 /// Seed of the random source tree: a failure must be reproducible.
 const TREE_SEED: u64 = 20_250_301;
@@ -470,15 +470,10 @@ fn a_failing_upstream_is_reported() {
 #[test]
 fn an_unreachable_upstream_is_reported_after_the_retries() {
     let dir = scratch_dir("builds-unreachable");
-    // A loopback port that was just closed: connections are refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let upstream = format!("http://127.0.0.1:{port}/b/{{name}}.tar");
+    let upstream = refused_url("/b/{name}.tar");
     let upserv = Upserv::start_with(&[], Some(&dir.join("builds")), &["--upstream", &upstream]);
     let error = refusal(&upserv, "build-gone", &dir.join("dest"));
-    let url = format!("http://127.0.0.1:{port}/b/build-gone.tar");
+    let url = upstream.replace("{name}", "build-gone");
     assert!(
         error.starts_with(&format!(
             "@ERROR: fetching build-gone from upstream failed: upstream request for {url} failed: "
@@ -530,11 +525,7 @@ fn a_refusing_first_mirror_is_skipped_for_the_second() {
     let dir = scratch_dir("builds-mirrors");
     let second = Upstream::start();
     second.put("/b/build-m.tar", archive);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let first = format!("http://127.0.0.1:{port}/b/{{name}}.tar");
+    let first = refused_url("/b/{name}.tar");
     let mirrors = format!("{first} {}", second.url("/b/{name}.tar"));
     let upserv = Upserv::start_with(&[], Some(&dir.join("builds")), &["--upstream", &mirrors]);
     pull_build(&upserv, "build-m", &dir.join("dest"));

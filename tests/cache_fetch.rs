@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use upserv::cache::{Cache, CacheConfig};
 use upstream::{
-    compress, digest_file, sample_build, scratch_dir, tree_listing, Behavior, Upstream, WAIT_LIMIT,
+    compress, digest_file, refused_url, sample_build, scratch_dir, tree_listing, Behavior,
+    Upstream, WAIT_LIMIT,
 };
 
 fn config(dir: &Path, upstream: &Upstream, ending: &str) -> CacheConfig {
@@ -541,15 +542,6 @@ fn progress_keeps_showing_received_bytes_through_a_stall() {
     assert_eq!(download.join().unwrap(), Ok(true));
 }
 
-/// A loopback URL template whose port was just closed: connections are refused.
-fn closed_port_template() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    format!("http://127.0.0.1:{port}/b/{{name}}.tar")
-}
-
 /// A cache whose `upstream` lists these templates, in order.
 fn mirrored(dir: &Path, templates: &[String]) -> Cache {
     let mut cfg = CacheConfig::new(dir.join("builds"));
@@ -570,7 +562,10 @@ fn a_refusing_first_mirror_is_skipped_and_remembered() {
     let dir = scratch_dir("mirror-closed");
     let second = Upstream::start();
     second.put("/b/m1.tar", sample_build("m1", "from the second"));
-    let cache = mirrored(&dir, &[closed_port_template(), second.url("/b/{name}.tar")]);
+    let cache = mirrored(
+        &dir,
+        &[refused_url("/b/{name}.tar"), second.url("/b/{name}.tar")],
+    );
     assert_eq!(readme(&cache, "m1"), b"from the second");
     let states = cache.mirrors();
     assert!(states[0].down_for.is_some(), "{states:?}");

@@ -188,6 +188,16 @@ impl Upstream {
     }
 }
 
+/// `http://127.0.0.1:PORT` + `path` for a loopback port that was just
+/// closed: connections to it are refused.
+pub fn refused_url(path: &str) -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    format!("http://127.0.0.1:{port}{path}")
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
