@@ -669,3 +669,34 @@ fn a_cut_download_resumes_at_the_mirror_that_sent_it() {
         [None, Some(format!("bytes={half}-"))]
     );
 }
+
+/// After a cut, the upstream answers each range with only a part of the
+/// rest and no total (`bytes START-END/*`): the length the first answer
+/// announced still decides when the archive is whole.
+#[test]
+fn a_short_body_of_known_length_is_never_complete() {
+    let dir = scratch_dir("short");
+    let up = Upstream::start();
+    let archive = sample_build("short", "whole at last");
+    let (half, quarter) = (archive.len() / 2, archive.len() / 4 + 1);
+    up.put("/b/short.tar", archive);
+    up.set_behavior(
+        "/b/short.tar",
+        Behavior {
+            cut: Some((half, 1)),
+            short_range: Some(quarter),
+            ..Behavior::default()
+        },
+    );
+    let cache = Cache::open(config(&dir, &up, ".tar")).unwrap();
+    assert_eq!(readme(&cache, "short"), b"whole at last");
+    assert_eq!(tree_listing(&dir.join("builds/short")), expected_listing());
+    assert_eq!(
+        up.ranges("/b/short.tar"),
+        [
+            None,
+            Some(format!("bytes={half}-")),
+            Some(format!("bytes={}-", half + quarter))
+        ]
+    );
+}

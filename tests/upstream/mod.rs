@@ -51,6 +51,9 @@ pub struct Behavior {
     /// Answer 200 without a `Content-Length` and send the file over and
     /// over until the client hangs up.
     pub endless: bool,
+    /// Answer a range with at most this many bytes, and with
+    /// `Content-Range: bytes START-END/*` (no total length).
+    pub short_range: Option<usize>,
 }
 
 #[derive(Default)]
@@ -280,13 +283,19 @@ fn serve(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
             )?;
             return Ok(());
         }
-        Some(start) => write!(
-            out,
-            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
-            file.len() - 1,
-            file.len(),
-            file.len() - start
-        )?,
+        Some(start) => {
+            let (end, total) = match behavior.short_range {
+                Some(most) => ((start + most).min(file.len()), "*".to_string()),
+                None => (file.len(), file.len().to_string()),
+            };
+            write!(
+                out,
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{total}\r\nContent-Length: {}\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
+                end - 1,
+                end - start
+            )?;
+            return send_body(shared, &mut out, &file[start..end], &behavior).and_then(|()| out.flush());
+        }
         None => write!(
             out,
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: {etag}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
