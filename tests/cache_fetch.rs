@@ -700,3 +700,25 @@ fn a_short_body_of_known_length_is_never_complete() {
         ]
     );
 }
+
+#[test]
+fn a_stalling_first_mirror_is_left_for_the_second() {
+    let dir = scratch_dir("mirror-stall");
+    let (first, second) = (Upstream::start(), Upstream::start());
+    for up in [&first, &second] {
+        up.put("/b/s.tar", sample_build("s", "whole"));
+    }
+    first.gate_after("/b/s.tar", 1000);
+    let mut cfg = CacheConfig::new(dir.join("builds"));
+    cfg.upstream = Some(format!(
+        "{} {}",
+        first.url("/b/{name}.tar"),
+        second.url("/b/{name}.tar")
+    ));
+    cfg.fetch_timeout = Duration::from_millis(500);
+    cfg.fetch_attempts = 1;
+    let cache = Cache::open(cfg).unwrap();
+    assert_eq!(readme(&cache, "s"), b"whole");
+    assert_eq!(second.ranges("/b/s.tar"), [None]);
+    assert!(cache.mirrors()[0].down_for.is_some());
+}

@@ -180,6 +180,10 @@ impl Fetcher {
             };
             self.stream_body(&mut body, &mut sink, &mut |d| progress(d, total))
                 .map_err(|e| match e {
+                    // A stalled mirror is down; a broken connection may resume.
+                    StreamError::Read(e) if is_timeout(&e) => {
+                        Attempt::Down(format!("download of {} stalled: {e}", target.url))
+                    }
                     StreamError::Read(e) => {
                         Attempt::Cut(format!("download of {} broke off: {e}", target.url))
                     }
@@ -380,6 +384,14 @@ pub fn discard(part: &Path, info: &Path) {
             }
         }
     }
+}
+
+/// Whether a body read failed because the fetch timeout passed.
+fn is_timeout(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+            .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)))
 }
 
 fn status_failure(code: u16, url: &str) -> Attempt {

@@ -245,11 +245,19 @@ fn download<'m>(
     let mut transferred = 0;
     let (stop, stopped) = bounded::<()>(0);
     let result = thread::scope(|scope| {
-        scope.spawn(|| {
-            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(JOB_PROGRESS_INTERVAL) {
-                report.tick();
-            }
-        });
+        // Without the ticker (no thread to be had) only the repeats are lost.
+        let ticker = thread::Builder::new()
+            .name("fetch-progress".into())
+            .spawn_scoped(scope, || {
+                while let Err(RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(JOB_PROGRESS_INTERVAL)
+                {
+                    report.tick();
+                }
+            });
+        if let Err(e) = ticker {
+            log::warn!("no progress ticker for {name}: {e}");
+        }
         let result = mirrors.download(&inner.fetcher, &job, &mut transferred, &mut |d, t| {
             report.update(d, t)
         });
