@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use upserv::cache::{Cache, CacheConfig};
 use upstream::{
-    compress, digest_file, refused_url, sample_build, scratch_dir, tree_listing, Behavior,
-    Upstream, WAIT_LIMIT,
+    compress, digest_file, refused_url, sample_build, scratch_dir, tar_of, tree_listing, Behavior,
+    Entry, Upstream, WAIT_LIMIT,
 };
 
 fn config(dir: &Path, upstream: &Upstream, ending: &str) -> CacheConfig {
@@ -721,4 +721,40 @@ fn a_stalling_first_mirror_is_left_for_the_second() {
     assert_eq!(readme(&cache, "s"), b"whole");
     assert_eq!(second.ranges("/b/s.tar"), [None]);
     assert!(cache.mirrors()[0].down_for.is_some());
+}
+
+/// The archive changed upstream after a cut: the validator the first answer
+/// gave no longer matches, so the mirror sends the new archive whole.
+#[test]
+fn a_changed_archive_starts_over_instead_of_resuming() {
+    let dir = scratch_dir("changed");
+    let up = Upstream::start();
+    let old = sample_build("changed", "old");
+    let half = old.len() / 2;
+    up.put("/b/changed.tar", old);
+    up.set_behavior(
+        "/b/changed.tar",
+        Behavior {
+            cut: Some((half, 1)),
+            ..Behavior::default()
+        },
+    );
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.fetch_attempts = 1;
+    let cache = Cache::open(cfg).unwrap();
+    assert!(cache.acquire("changed", &mut |_| {}).is_err());
+
+    up.put(
+        "/b/changed.tar",
+        tar_of(&[
+            Entry::dir("changed"),
+            Entry::file("changed/README", b"the new one"),
+        ]),
+    );
+    assert_eq!(readme(&cache, "changed"), b"the new one");
+    assert_eq!(tree_listing(&dir.join("builds/changed")), ["README"]);
+    assert_eq!(
+        up.ranges("/b/changed.tar"),
+        [None, Some(format!("bytes={half}-"))]
+    );
 }

@@ -6,7 +6,8 @@
 //! requests, hold the body at a gate until the test opens it, or send a
 //! body without a length that never ends. It counts
 //! GET requests and records the `Range` headers it saw, and lets a test wait
-//! (without sleeping) until a given number of requests has arrived.
+//! (without sleeping) until a given number of requests has arrived. The
+//! ETag of a file is its length, and `If-Range` is honoured with it.
 //!
 //! The builders make tar archives in memory, including hostile ones whose
 //! names the `tar` crate would refuse to write (the raw header bytes are set).
@@ -229,6 +230,7 @@ fn serve(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let range = headers.get("range").cloned();
+    let if_range = headers.get("if-range").cloned();
     let (file, behavior) = {
         let mut state = shared.state.lock().unwrap();
         if method == "GET" {
@@ -261,9 +263,12 @@ fn serve(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
         )?;
         return Ok(());
     };
+    let etag = format!("\"{:x}\"", file.len());
+    // A range is only for the version the client names in `If-Range`.
     let start = range
         .as_deref()
         .filter(|_| !behavior.ignore_range)
+        .filter(|_| if_range.as_ref().is_none_or(|v| *v == etag))
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.strip_suffix('-'))
         .and_then(|r| r.parse::<usize>().ok());
@@ -273,7 +278,6 @@ fn serve(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
             out.write_all(&file)?;
         }
     }
-    let etag = format!("\"{:x}\"", file.len());
     match start {
         Some(start) if start >= file.len() => {
             write!(
