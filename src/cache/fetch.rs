@@ -129,14 +129,7 @@ impl Fetcher {
         transferred: &mut u64,
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> Result<Fetched, Attempt> {
-        let algorithm = match target.checksum_url {
-            Some(url) => Some(Algorithm::from_url(url).ok_or_else(|| {
-                Attempt::Fatal(FetchError::Failed(format!(
-                    "upstream checksum {url} ends neither in .md5 nor in .sha256"
-                )))
-            })?),
-            None => None,
-        };
+        let algorithm = target.checksum_url.map(checksum_algorithm).transpose()?;
         let local = |e: io::Error| {
             Attempt::Fatal(FetchError::Failed(format!(
                 "{}: {e}",
@@ -179,23 +172,7 @@ impl Fetcher {
                 max_bytes: target.max_bytes,
             };
             self.stream_body(&mut body, &mut sink, &mut |d| progress(d, total))
-                .map_err(|e| match e {
-                    // A stalled mirror is down; a broken connection may resume.
-                    StreamError::Read(e) if is_timeout(&e) => {
-                        Attempt::Down(format!("download of {} stalled: {e}", target.url))
-                    }
-                    StreamError::Read(e) => {
-                        Attempt::Cut(format!("download of {} broke off: {e}", target.url))
-                    }
-                    StreamError::TooSlow(why) => {
-                        Attempt::Down(format!("download of {} {why}", target.url))
-                    }
-                    StreamError::TooLarge(size) => {
-                        discard(target.part, target.info);
-                        Attempt::Fatal(FetchError::TooLarge(size))
-                    }
-                    StreamError::Write(e) => local(e),
-                })?;
+                .map_err(|e| stream_failure(target, e))?;
         }
         file.sync_all().map_err(local)?;
         if let Some(total) = total.filter(|&t| t != done) {
@@ -268,11 +245,7 @@ impl Fetcher {
     }
 
     fn expected_digest(&self, url: &str) -> Result<Expected, Attempt> {
-        let algorithm = Algorithm::from_url(url).ok_or_else(|| {
-            Attempt::Fatal(FetchError::Failed(format!(
-                "upstream checksum {url} ends neither in .md5 nor in .sha256"
-            )))
-        })?;
+        let algorithm = checksum_algorithm(url)?;
         let body = match self.get_small(url, MAX_CHECKSUM_FILE) {
             Err(Attempt::Fatal(FetchError::NotFound)) => {
                 return Err(Attempt::Fatal(FetchError::Failed(format!(
@@ -383,6 +356,36 @@ pub fn discard(part: &Path, info: &Path) {
                 log::warn!("cannot remove {}: {e}", path.display());
             }
         }
+    }
+}
+
+/// The digest algorithm a checksum URL names by its ending.
+fn checksum_algorithm(url: &str) -> Result<Algorithm, Attempt> {
+    Algorithm::from_url(url).ok_or_else(|| {
+        Attempt::Fatal(FetchError::Failed(format!(
+            "upstream checksum {url} ends neither in .md5 nor in .sha256"
+        )))
+    })
+}
+
+/// What a body that did not arrive whole means for the next attempt.
+fn stream_failure(target: &Target, error: StreamError) -> Attempt {
+    let url = target.url;
+    match error {
+        // A stalled mirror is down; a broken connection may resume.
+        StreamError::Read(e) if is_timeout(&e) => {
+            Attempt::Down(format!("download of {url} stalled: {e}"))
+        }
+        StreamError::Read(e) => Attempt::Cut(format!("download of {url} broke off: {e}")),
+        StreamError::TooSlow(why) => Attempt::Down(format!("download of {url} {why}")),
+        StreamError::TooLarge(size) => {
+            discard(target.part, target.info);
+            Attempt::Fatal(FetchError::TooLarge(size))
+        }
+        StreamError::Write(e) => Attempt::Fatal(FetchError::Failed(format!(
+            "{}: {e}",
+            target.part.display()
+        ))),
     }
 }
 

@@ -33,7 +33,9 @@
 //!   partial download; an interrupted download is kept for resuming.
 //! - A download announced larger than the whole budget is refused before it
 //!   starts; an unpacked tree larger than the budget is refused before it is
-//!   published.
+//!   published. A body without a length that grows past the budget is
+//!   stopped and discarded (it can never fit); one that is cut, stalls or
+//!   falls below the minimum rate is kept for resuming.
 //! - Last-access times are written at most once a minute per build, and
 //!   when the last [`Cache`] handle goes (a clean stop), so a restart evicts
 //!   in the same order; a crash loses at most the last minute of accesses.
