@@ -449,13 +449,7 @@ fn a_failing_upstream_is_reported() {
     let dir = scratch_dir("builds-403");
     let up = Upstream::start();
     up.put("/b/build-403.tar", b"never sent".to_vec());
-    up.set_behavior(
-        "/b/build-403.tar",
-        Behavior {
-            status: Some(403),
-            ..Behavior::default()
-        },
-    );
+    up.answer_status("/b/build-403.tar", 403);
     let upserv = upserv_for(&up, "/b/{name}.tar", &dir.join("builds"), &[]);
     let error = refusal(&upserv, "build-403", &dir.join("dest"));
     assert_eq!(

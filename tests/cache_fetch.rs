@@ -179,13 +179,7 @@ fn cut_body_resumes_with_range_and_verifies() {
     let half = archive.len() / 2;
     up.put("/b/build-r.tar.md5", digest_file("md5sum", &archive));
     up.put("/b/build-r.tar", archive);
-    up.set_behavior(
-        "/b/build-r.tar",
-        Behavior {
-            cut: Some((half, 1)),
-            ..Behavior::default()
-        },
-    );
+    up.cut_once("/b/build-r.tar", half);
     let mut cfg = config(&dir, &up, ".tar");
     cfg.upstream_checksum = Some(up.url("/b/{name}.tar.md5"));
     let cache = Cache::open(cfg).unwrap();
@@ -258,13 +252,7 @@ fn server_errors_are_retried_then_reported() {
     let dir = scratch_dir("500");
     let up = Upstream::start();
     up.put("/b/build-e.tar", sample_build("build-e", "e"));
-    up.set_behavior(
-        "/b/build-e.tar",
-        Behavior {
-            status: Some(500),
-            ..Behavior::default()
-        },
-    );
+    up.answer_status("/b/build-e.tar", 500);
     let cache = Cache::open(config(&dir, &up, ".tar")).unwrap();
     let err = cache
         .acquire("build-e", &mut |_| {})
@@ -504,13 +492,7 @@ fn progress_keeps_showing_received_bytes_through_a_stall() {
     let archive = sample_build("stalled", "s");
     let (len, half) = (archive.len(), archive.len() / 2);
     up.put("/b/stalled.tar", archive);
-    up.set_behavior(
-        "/b/stalled.tar",
-        Behavior {
-            cut: Some((half, 1)),
-            ..Behavior::default()
-        },
-    );
+    up.cut_once("/b/stalled.tar", half);
     let mut cfg = config(&dir, &up, ".tar");
     cfg.fetch_attempts = 1;
     let cache = Cache::open(cfg).unwrap();
@@ -582,13 +564,7 @@ fn a_mirror_answering_503_is_skipped_and_not_asked_again_for_a_while() {
         first.put(&format!("{path}.md5"), b"nonsense".to_vec());
         second.put(&format!("{path}.md5"), digest_file("md5sum", &archive));
         second.put(&path, archive);
-        first.set_behavior(
-            &path,
-            Behavior {
-                status: Some(503),
-                ..Behavior::default()
-            },
-        );
+        first.answer_status(&path, 503);
     }
     let mut cfg = CacheConfig::new(dir.join("builds"));
     cfg.upstream = Some(format!(
@@ -641,13 +617,7 @@ fn a_cut_download_resumes_at_the_mirror_that_sent_it() {
     let half = archive.len() / 2;
     first.put("/b/cut.tar", archive.clone());
     second.put("/b/cut.tar", archive);
-    second.set_behavior(
-        "/b/cut.tar",
-        Behavior {
-            cut: Some((half, 1)),
-            ..Behavior::default()
-        },
-    );
+    second.cut_once("/b/cut.tar", half);
     // The second mirror alone sends half, then the connection breaks.
     let mut cfg = CacheConfig::new(dir.join("builds"));
     cfg.upstream = Some(second.url("/b/{name}.tar"));
@@ -732,13 +702,7 @@ fn a_changed_archive_starts_over_instead_of_resuming() {
     let old = sample_build("changed", "old");
     let half = old.len() / 2;
     up.put("/b/changed.tar", old);
-    up.set_behavior(
-        "/b/changed.tar",
-        Behavior {
-            cut: Some((half, 1)),
-            ..Behavior::default()
-        },
-    );
+    up.cut_once("/b/changed.tar", half);
     let mut cfg = config(&dir, &up, ".tar");
     cfg.fetch_attempts = 1;
     let cache = Cache::open(cfg).unwrap();

@@ -140,6 +140,28 @@ impl Upstream {
         );
     }
 
+    /// Makes `path` close the connection after `bytes` of its body, once.
+    pub fn cut_once(&self, path: &str, bytes: usize) {
+        self.set_behavior(
+            path,
+            Behavior {
+                cut: Some((bytes, 1)),
+                ..Behavior::default()
+            },
+        );
+    }
+
+    /// Makes `path` answer `status` with an empty body.
+    pub fn answer_status(&self, path: &str, status: u16) {
+        self.set_behavior(
+            path,
+            Behavior {
+                status: Some(status),
+                ..Behavior::default()
+            },
+        );
+    }
+
     /// GET requests seen for `path`.
     pub fn gets(&self, path: &str) -> usize {
         *self
