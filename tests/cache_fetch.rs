@@ -524,14 +524,20 @@ fn progress_keeps_showing_received_bytes_through_a_stall() {
     assert_eq!(download.join().unwrap(), Ok(true));
 }
 
-/// A cache whose `upstream` lists these templates, in order.
-fn mirrored(dir: &Path, templates: &[String]) -> Cache {
+/// The URLs of `path` at each of `mirrors`, separated by spaces.
+fn at_each(mirrors: &[&Upstream], path: &str) -> String {
+    let urls: Vec<String> = mirrors.iter().map(|m| m.url(path)).collect();
+    urls.join(" ")
+}
+
+/// Settings whose `upstream` lists these mirrors' templates, in order.
+fn mirrored(dir: &Path, upstream: &str) -> CacheConfig {
     let mut cfg = CacheConfig::new(dir.join("builds"));
-    cfg.upstream = Some(templates.join(" "));
+    cfg.upstream = Some(upstream.to_string());
     cfg.fetch_timeout = Duration::from_secs(10);
     cfg.fetch_attempts = 2;
     cfg.retry_backoff = Duration::from_millis(10);
-    Cache::open(cfg).unwrap()
+    cfg
 }
 
 fn readme(cache: &Cache, name: &str) -> Vec<u8> {
@@ -544,10 +550,12 @@ fn a_refusing_first_mirror_is_skipped_and_remembered() {
     let dir = scratch_dir("mirror-closed");
     let second = Upstream::start();
     second.put("/b/m1.tar", sample_build("m1", "from the second"));
-    let cache = mirrored(
-        &dir,
-        &[refused_url("/b/{name}.tar"), second.url("/b/{name}.tar")],
+    let upstream = format!(
+        "{} {}",
+        refused_url("/b/{name}.tar"),
+        second.url("/b/{name}.tar")
     );
+    let cache = Cache::open(mirrored(&dir, &upstream)).unwrap();
     assert_eq!(readme(&cache, "m1"), b"from the second");
     let states = cache.mirrors();
     assert!(states[0].down_for.is_some(), "{states:?}");
@@ -566,18 +574,9 @@ fn a_mirror_answering_503_is_skipped_and_not_asked_again_for_a_while() {
         second.put(&path, archive);
         first.answer_status(&path, 503);
     }
-    let mut cfg = CacheConfig::new(dir.join("builds"));
-    cfg.upstream = Some(format!(
-        "{} {}",
-        first.url("/b/{name}.tar"),
-        second.url("/b/{name}.tar")
-    ));
+    let mut cfg = mirrored(&dir, &at_each(&[&first, &second], "/b/{name}.tar"));
     // Paired by position: each mirror's archive is checked against its own sum.
-    cfg.upstream_checksum = Some(format!(
-        "{} {}",
-        first.url("/b/{name}.tar.md5"),
-        second.url("/b/{name}.tar.md5")
-    ));
+    cfg.upstream_checksum = Some(at_each(&[&first, &second], "/b/{name}.tar.md5"));
     let cache = Cache::open(cfg).unwrap();
     assert_eq!(readme(&cache, "m1"), b"second");
     assert_eq!(first.gets("/b/m1.tar"), 1);
@@ -594,10 +593,11 @@ fn not_found_at_one_mirror_is_not_final_but_at_all_it_is() {
     let dir = scratch_dir("mirror-404");
     let (first, second) = (Upstream::start(), Upstream::start());
     second.put("/b/only2.tar", sample_build("only2", "only at the second"));
-    let cache = mirrored(
+    let cache = Cache::open(mirrored(
         &dir,
-        &[first.url("/b/{name}.tar"), second.url("/b/{name}.tar")],
-    );
+        &at_each(&[&first, &second], "/b/{name}.tar"),
+    ))
+    .unwrap();
     assert_eq!(readme(&cache, "only2"), b"only at the second");
     // A 404 does not make a mirror count as down.
     assert!(cache.mirrors().iter().all(|m| m.down_for.is_none()));
@@ -619,8 +619,7 @@ fn a_cut_download_resumes_at_the_mirror_that_sent_it() {
     second.put("/b/cut.tar", archive);
     second.cut_once("/b/cut.tar", half);
     // The second mirror alone sends half, then the connection breaks.
-    let mut cfg = CacheConfig::new(dir.join("builds"));
-    cfg.upstream = Some(second.url("/b/{name}.tar"));
+    let mut cfg = mirrored(&dir, &second.url("/b/{name}.tar"));
     cfg.fetch_attempts = 1;
     assert!(Cache::open(cfg)
         .unwrap()
@@ -628,10 +627,11 @@ fn a_cut_download_resumes_at_the_mirror_that_sent_it() {
         .is_err());
 
     // With both mirrors, the rest comes from the second, not afresh from the first.
-    let cache = mirrored(
+    let cache = Cache::open(mirrored(
         &dir,
-        &[first.url("/b/{name}.tar"), second.url("/b/{name}.tar")],
-    );
+        &at_each(&[&first, &second], "/b/{name}.tar"),
+    ))
+    .unwrap();
     assert_eq!(readme(&cache, "cut"), b"resumed");
     assert_eq!(first.gets("/b/cut.tar"), 0);
     assert_eq!(
@@ -679,12 +679,7 @@ fn a_stalling_first_mirror_is_left_for_the_second() {
         up.put("/b/s.tar", sample_build("s", "whole"));
     }
     first.gate_after("/b/s.tar", 1000);
-    let mut cfg = CacheConfig::new(dir.join("builds"));
-    cfg.upstream = Some(format!(
-        "{} {}",
-        first.url("/b/{name}.tar"),
-        second.url("/b/{name}.tar")
-    ));
+    let mut cfg = mirrored(&dir, &at_each(&[&first, &second], "/b/{name}.tar"));
     cfg.fetch_timeout = Duration::from_millis(500);
     cfg.fetch_attempts = 1;
     let cache = Cache::open(cfg).unwrap();
