@@ -171,8 +171,20 @@ impl Fetcher {
                 transferred,
                 max_bytes: target.max_bytes,
             };
-            self.stream_body(&mut body, &mut sink, &mut |d| progress(d, total))
-                .map_err(|e| stream_failure(target, e))?;
+            self.read_body(&mut body, &mut |piece| {
+                sink.write(piece)?;
+                progress(*sink.done, total);
+                Ok(())
+            })
+            .map_err(|e| match e {
+                StreamError::Write(e) => local(e),
+                StreamError::TooLarge(size) => {
+                    // It can never fit: nothing to resume.
+                    discard(target.part, target.info);
+                    Attempt::Fatal(FetchError::TooLarge(size))
+                }
+                e => stream_failure(target.url, e),
+            })?;
         }
         file.sync_all().map_err(local)?;
         if let Some(total) = total.filter(|&t| t != done) {
@@ -204,17 +216,20 @@ impl Fetcher {
             code => return Err(status_failure(code, url)),
         }
         let mut body = Vec::new();
-        response
-            .into_body()
-            .into_reader()
-            .take(limit + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| Attempt::Cut(format!("reading {url} failed: {e}")))?;
-        if body.len() as u64 > limit {
-            return Err(Attempt::Fatal(FetchError::Failed(format!(
+        self.read_body(&mut response.into_body().into_reader(), &mut |piece| {
+            let size = (body.len() + piece.len()) as u64;
+            if size > limit {
+                return Err(StreamError::TooLarge(size));
+            }
+            body.extend_from_slice(piece);
+            Ok(())
+        })
+        .map_err(|e| match e {
+            StreamError::TooLarge(_) => Attempt::Fatal(FetchError::Failed(format!(
                 "{url} is larger than {limit} bytes"
-            ))));
-        }
+            ))),
+            e => stream_failure(url, e),
+        })?;
         Ok(body)
     }
 
@@ -269,13 +284,12 @@ impl Fetcher {
         Ok(Expected { algorithm, digest })
     }
 
-    /// Copies `body` into the sink until it ends, enforcing the budget and
-    /// the minimum rate over each window.
-    fn stream_body(
+    /// Reads `body` to its end, handing each piece to `each`, and stops it
+    /// when less than the minimum rate arrived over a window.
+    fn read_body(
         &self,
         body: &mut impl Read,
-        sink: &mut Sink,
-        progress: &mut dyn FnMut(u64),
+        each: &mut dyn FnMut(&[u8]) -> Result<(), StreamError>,
     ) -> Result<(), StreamError> {
         let Limits {
             min_rate,
@@ -284,7 +298,7 @@ impl Fetcher {
         } = self.limits;
         let needed = min_rate.saturating_mul(window.as_secs().max(1));
         let mut window_start = Instant::now();
-        let mut at_window_start = *sink.done;
+        let mut in_window = 0u64;
         let mut buffer = vec![0u8; CHUNK];
         loop {
             let n = match body.read(&mut buffer) {
@@ -293,18 +307,17 @@ impl Fetcher {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(StreamError::Read(e)),
             };
-            sink.write(&buffer[..n])?;
-            progress(*sink.done);
+            each(&buffer[..n])?;
+            in_window += n as u64;
             if min_rate > 0 && window_start.elapsed() >= window {
-                let got = *sink.done - at_window_start;
-                if got < needed {
+                if in_window < needed {
                     return Err(StreamError::TooSlow(format!(
-                        "was too slow: {got} bytes in {} s, less than the minimum of {min_rate} bytes/s",
+                        "was too slow: {in_window} bytes in {} s, less than the minimum of {min_rate} bytes/s",
                         window_start.elapsed().as_secs()
                     )));
                 }
                 window_start = Instant::now();
-                at_window_start = *sink.done;
+                in_window = 0;
             }
         }
     }
@@ -368,9 +381,8 @@ fn checksum_algorithm(url: &str) -> Result<Algorithm, Attempt> {
     })
 }
 
-/// What a body that did not arrive whole means for the next attempt.
-fn stream_failure(target: &Target, error: StreamError) -> Attempt {
-    let url = target.url;
+/// What a body from `url` that did not arrive whole means for the next attempt.
+fn stream_failure(url: &str, error: StreamError) -> Attempt {
     match error {
         // A stalled mirror is down; a broken connection may resume.
         StreamError::Read(e) if is_timeout(&e) => {
@@ -378,13 +390,9 @@ fn stream_failure(target: &Target, error: StreamError) -> Attempt {
         }
         StreamError::Read(e) => Attempt::Cut(format!("download of {url} broke off: {e}")),
         StreamError::TooSlow(why) => Attempt::Down(format!("download of {url} {why}")),
-        StreamError::TooLarge(size) => {
-            discard(target.part, target.info);
-            Attempt::Fatal(FetchError::TooLarge(size))
-        }
+        StreamError::TooLarge(size) => Attempt::Fatal(FetchError::TooLarge(size)),
         StreamError::Write(e) => Attempt::Fatal(FetchError::Failed(format!(
-            "{}: {e}",
-            target.part.display()
+            "cannot store what {url} sent: {e}"
         ))),
     }
 }
