@@ -172,8 +172,14 @@ struct Reporter<'a> {
     events: &'a Sender<JobEvent>,
     name: &'a str,
     stage: Stage,
-    /// The latest `(done, total)` and when an event was last sent.
-    latest: Mutex<(u64, Option<u64>, Option<Instant>)>,
+    latest: Mutex<Latest>,
+}
+
+/// The latest value a [`Reporter`] was given, and when it last sent one.
+struct Latest {
+    done: u64,
+    total: Option<u64>,
+    sent: Option<Instant>,
 }
 
 impl<'a> Reporter<'a> {
@@ -182,7 +188,11 @@ impl<'a> Reporter<'a> {
             events,
             name,
             stage,
-            latest: Mutex::new((0, None, None)),
+            latest: Mutex::new(Latest {
+                done: 0,
+                total: None,
+                sent: None,
+            }),
         }
     }
 
@@ -190,9 +200,9 @@ impl<'a> Reporter<'a> {
         let mut latest = self.latest.lock();
         let due = total == Some(done)
             || latest
-                .2
+                .sent
                 .is_none_or(|t| t.elapsed() >= JOB_PROGRESS_INTERVAL);
-        *latest = (done, total, latest.2);
+        (latest.done, latest.total) = (done, total);
         if due {
             self.send(&mut latest);
         }
@@ -203,20 +213,20 @@ impl<'a> Reporter<'a> {
     fn tick(&self) {
         let mut latest = self.latest.lock();
         if latest
-            .2
+            .sent
             .is_some_and(|t| t.elapsed() >= JOB_PROGRESS_INTERVAL)
         {
             self.send(&mut latest);
         }
     }
 
-    fn send(&self, latest: &mut (u64, Option<u64>, Option<Instant>)) {
-        latest.2 = Some(Instant::now());
+    fn send(&self, latest: &mut Latest) {
+        latest.sent = Some(Instant::now());
         let _ = self.events.send(JobEvent::Progress(Progress {
             name: self.name.to_string(),
             stage: self.stage,
-            done: latest.0,
-            total: latest.1,
+            done: latest.done,
+            total: latest.total,
         }));
     }
 }
