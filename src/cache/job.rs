@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use super::fetch::{self, Attempt, FetchError, MAX_MANIFEST_BYTES};
+use super::fetch::{self, FetchError, MAX_MANIFEST_BYTES};
 use super::meta::write_table;
-use super::mirrors::{Download, Mirror, Mirrors};
+use super::mirrors::{get_with_retries, Download, Mirror, Mirrors};
 use super::shared::{local_failure, not_found, too_large, Shared};
 use super::store;
 use super::unpack::{self, Plan};
@@ -305,7 +305,14 @@ fn fetch_contents(
         _ => return Ok(None),
     };
     let url = fetch::expand(template, name);
-    let body = get_with_retries(inner, &url, MAX_MANIFEST_BYTES).map_err(|e| match e {
+    let body = get_with_retries(
+        &inner.fetcher,
+        &url,
+        MAX_MANIFEST_BYTES,
+        inner.cfg.fetch_attempts,
+        inner.cfg.retry_backoff,
+    )
+    .map_err(|e| match e {
         FetchError::NotFound => CacheError::new(format!(
             "the contents manifest of {name} was not found upstream"
         )),
@@ -314,30 +321,6 @@ fn fetch_contents(
     let path = inner.store.partial_path(name).with_extension("contents");
     std::fs::write(&path, body).map_err(|e| local_failure(name, "cannot store its manifest", e))?;
     Ok(Some(path))
-}
-
-/// A small body from `url`, tried as often as a download.
-fn get_with_retries(inner: &Shared, url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
-    let attempts = inner.cfg.fetch_attempts.max(1);
-    let mut pause = inner.cfg.retry_backoff;
-    let mut number = 1;
-    loop {
-        match inner.fetcher.get_small(url, limit) {
-            Ok(body) => return Ok(body),
-            Err(Attempt::Fatal(e)) => return Err(e),
-            Err(Attempt::Down(why) | Attempt::Cut(why)) => {
-                if number == attempts {
-                    return Err(FetchError::Failed(format!(
-                        "{why} (gave up on {url} after {attempts} attempts)"
-                    )));
-                }
-                log::warn!("attempt {number} of {attempts}: {why}");
-            }
-        }
-        thread::sleep(pause);
-        pause = pause.saturating_mul(2);
-        number += 1;
-    }
 }
 
 fn fetch_failure(inner: &Shared, name: &str, error: FetchError) -> CacheError {

@@ -12,6 +12,9 @@
 //! continues at the mirror that sent the part (its validator decides
 //! whether the rest can be resumed), after a pause that doubles each round.
 //!
+//! Manifests (`upstream contents`) come from the mirror that sent the
+//! archive, with the same number of attempts.
+//!
 //! This module must not unpack or publish: it hands the finished archive,
 //! and which mirror sent it, to the job thread.
 
@@ -219,6 +222,37 @@ impl Mirrors {
         order.extend((0..self.list.len()).filter(|&i| !is_down(i) && Some(i) != first));
         order.extend((0..self.list.len()).filter(|&i| is_down(i)));
         order
+    }
+}
+
+/// A small body (a manifest) from `url`, tried `attempts` times with
+/// pauses that double.
+pub(super) fn get_with_retries(
+    fetcher: &Fetcher,
+    url: &str,
+    limit: u64,
+    attempts: u32,
+    backoff: Duration,
+) -> Result<Vec<u8>, FetchError> {
+    let attempts = attempts.max(1);
+    let mut pause = backoff;
+    let mut number = 1;
+    loop {
+        match fetcher.get_small(url, limit) {
+            Ok(body) => return Ok(body),
+            Err(Attempt::Fatal(e)) => return Err(e),
+            Err(Attempt::Down(why) | Attempt::Cut(why)) => {
+                if number == attempts {
+                    return Err(FetchError::Failed(format!(
+                        "{why} (gave up on {url} after {attempts} attempts)"
+                    )));
+                }
+                log::warn!("attempt {number} of {attempts}: {why}");
+            }
+        }
+        thread::sleep(pause);
+        pause = pause.saturating_mul(2);
+        number += 1;
     }
 }
 
