@@ -17,7 +17,9 @@ mod upstream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use builds_support::{private_leftovers, remove_sockets, tar_tree, upserv_for, LiveClient};
+use builds_support::{
+    private_leftovers, remove_sockets, tar_tree, upserv_for, wait_until, LiveClient,
+};
 use common::*;
 use upstream::{compress, digest_file, refused_url, scratch_dir, Behavior, Upstream};
 
@@ -552,4 +554,37 @@ fn a_build_missing_at_every_mirror_is_not_found_upstream() {
     );
     assert_eq!(first.gets("/b/build-none.tar"), 1);
     assert_eq!(second.gets("/b/build-none.tar"), 1);
+}
+
+/// Half the archive arrives, then the upstream stalls: the client keeps
+/// getting lines that show the half, not 0% and not silence.
+#[test]
+fn progress_lines_show_the_bytes_received_through_a_stall() {
+    let (tree, archive) = small_tree_and_archive();
+    let dir = scratch_dir("builds-stall-progress");
+    let up = Upstream::start();
+    let half = archive.len() / 2;
+    let percent = format!(
+        "upserv: fetching build-st from upstream: {}% ",
+        half * 100 / archive.len()
+    );
+    up.put("/b/build-st.tar", archive);
+    up.gate_after("/b/build-st.tar", half);
+    let upserv = upserv_for(&up, "/b/{name}.tar", &dir.join("builds"), &[]);
+    let client = LiveClient::start(&upserv.url("build-st/"), &dir.join("dest"), &["-aH"]);
+    up.wait_at_gate(1);
+    wait_until(
+        "two progress lines showing the half during the stall",
+        || {
+            let lines = client.lines();
+            lines
+                .iter()
+                .filter(|(_, l)| l.starts_with(&percent))
+                .count()
+                >= 2
+        },
+    );
+    up.open_gate();
+    client.finish().assert_ok();
+    assert_pulled_tree(&tree, &dir.join("dest"));
 }
