@@ -132,7 +132,8 @@ pub(crate) fn check_paired(
     mirrors: usize,
 ) -> Result<(), String> {
     let count = templates.map_or(0, |t| t.split_whitespace().count());
-    if count <= 1 || count == mirrors {
+    // Without an upstream the templates are not used.
+    if count <= 1 || count == mirrors || mirrors == 0 {
         return Ok(());
     }
     Err(format!(
