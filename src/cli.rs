@@ -137,8 +137,8 @@ overrides the configuration file. `--` ends the options.
   --upstream URL       URL template of build archives, {name} standing for the
                        build, e.g. https://host/builds/{name}.tree.tar.xz
                        (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz or .tar.lzma);
-                       several, separated by spaces in one argument, are
-                       mirrors tried in order
+                       several (repeat the option, or separate them by
+                       spaces) are mirrors tried in order
   --cache-size SIZE    disk budget of the builds directory: bytes, or K, M, G,
                        T (1024-based), e.g. 500M, 16G, 1T; default 16G
   --workers N          connections served at once; default 8
@@ -324,7 +324,14 @@ impl Parsed {
         let overrides = &mut self.overrides;
         match opt {
             Opt::Listen => overrides.listen.push(parse_socket_addr(text)?),
-            Opt::Upstream => overrides.upstream = Some(text.to_owned()),
+            Opt::Upstream => {
+                // Repeated, each adds mirrors after the ones before.
+                let upstream = overrides.upstream.get_or_insert_with(String::new);
+                if !upstream.is_empty() {
+                    upstream.push(' ');
+                }
+                upstream.push_str(text);
+            }
             Opt::CacheSize => {
                 let size = parse_size(text).map_err(|e| e.0)?;
                 check_cache_size(size)?;
@@ -529,6 +536,21 @@ mod tests {
         assert!(error(&["bench", "a", "b", "c"]).contains("FILE and BASIS"));
         assert!(error(&["bench", "--size=1M", "a", "b"]).contains("--size"));
         assert!(error(&["bench", "--size=0"]).contains("more than 0"));
+    }
+
+    #[test]
+    fn repeated_upstreams_add_mirrors() {
+        let inv = parse(&[
+            "daemon",
+            "--upstream",
+            "https://a/{name}.tar",
+            "--upstream=https://b/{name}.tar https://c/{name}.tar",
+        ])
+        .unwrap();
+        assert_eq!(
+            inv.overrides.upstream.as_deref(),
+            Some("https://a/{name}.tar https://b/{name}.tar https://c/{name}.tar")
+        );
     }
 
     #[test]
