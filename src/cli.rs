@@ -136,7 +136,9 @@ overrides the configuration file. `--` ends the options.
                        (ports below 1024 need privilege: try 0.0.0.0:8730)
   --upstream URL       URL template of build archives, {name} standing for the
                        build, e.g. https://host/builds/{name}.tree.tar.xz
-                       (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz or .tar.lzma)
+                       (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz or .tar.lzma);
+                       several (repeat the option, or separate them by
+                       spaces) are mirrors tried in order
   --cache-size SIZE    disk budget of the builds directory: bytes, or K, M, G,
                        T (1024-based), e.g. 500M, 16G, 1T; default 16G
   --workers N          connections served at once; default 8
@@ -155,12 +157,14 @@ CONFIGURATION FILE
 rsyncd.conf syntax: `name = value` lines, `[module]` sections, `#` or `;`
 comment lines, `\\` at the end of a line continues it, names ignore case and
 blanks. Global: address, port, listen, motd file, log file, pid file,
-log level, builds dir, upstream, upstream checksum (URL template ending in
-.md5 or .sha256), upstream contents (URL template of olpc manifests),
-layout (plain or olpc), cache size, workers, fetch timeout (seconds),
-max connections per host, proxy protocol (yes: every connection comes
-from a load balancer and starts with a PROXY header naming the client),
-proxy protocol from (the balancers trusted to send one).
+log level, builds dir, upstream (one or more mirrors), upstream checksum
+(URL template ending in .md5 or .sha256; one, or one per mirror), upstream
+contents (URL template of olpc manifests; the same), layout (plain or olpc),
+cache size, workers, fetch timeout (seconds), fetch min rate (bytes per
+second over each minute; default 1K, 0: none), max connections per host,
+proxy protocol (yes: every connection comes from a load balancer and starts
+with a PROXY header naming the client), proxy protocol from (the balancers
+trusted to send one).
 Per module (or as defaults in the global part): path, comment, list,
 read only (always yes), hosts allow, hosts deny, max connections, timeout,
 auth users, secrets file, strict modes, auth digest, filter, include,
@@ -323,7 +327,14 @@ impl Parsed {
         let overrides = &mut self.overrides;
         match opt {
             Opt::Listen => overrides.listen.push(parse_socket_addr(text)?),
-            Opt::Upstream => overrides.upstream = Some(text.to_owned()),
+            Opt::Upstream => {
+                // Repeated, each adds mirrors after the ones before.
+                let upstream = overrides.upstream.get_or_insert_with(String::new);
+                if !upstream.is_empty() {
+                    upstream.push(' ');
+                }
+                upstream.push_str(text);
+            }
             Opt::CacheSize => {
                 let size = parse_size(text).map_err(|e| e.0)?;
                 check_cache_size(size)?;
@@ -528,6 +539,21 @@ mod tests {
         assert!(error(&["bench", "a", "b", "c"]).contains("FILE and BASIS"));
         assert!(error(&["bench", "--size=1M", "a", "b"]).contains("--size"));
         assert!(error(&["bench", "--size=0"]).contains("more than 0"));
+    }
+
+    #[test]
+    fn repeated_upstreams_add_mirrors() {
+        let inv = parse(&[
+            "daemon",
+            "--upstream",
+            "https://a/{name}.tar",
+            "--upstream=https://b/{name}.tar https://c/{name}.tar",
+        ])
+        .unwrap();
+        assert_eq!(
+            inv.overrides.upstream.as_deref(),
+            Some("https://a/{name}.tar https://b/{name}.tar https://c/{name}.tar")
+        );
     }
 
     #[test]

@@ -65,6 +65,7 @@ fn cache_config(settings: &Settings, one_process_per_connection: bool) -> CacheC
     cfg.layout = g.layout;
     cfg.cache_size = g.cache_size;
     cfg.fetch_timeout = g.fetch_timeout;
+    cfg.fetch_min_rate = g.fetch_min_rate;
     cfg.cross_process_lock = one_process_per_connection;
     cfg
 }
@@ -185,6 +186,7 @@ fn needs_restart(a: &Settings, b: &Settings) -> Vec<&'static str> {
     check("layout", a.layout != b.layout);
     check("cache size", a.cache_size != b.cache_size);
     check("fetch timeout", a.fetch_timeout != b.fetch_timeout);
+    check("fetch min rate", a.fetch_min_rate != b.fetch_min_rate);
     check("log file", a.log_file != b.log_file);
     check("log level", a.log_level != b.log_level);
     check("pid file", a.pid_file != b.pid_file);

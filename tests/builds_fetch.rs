@@ -18,10 +18,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use builds_support::{
-    private_leftovers, remove_sockets, small_tree_and_archive, tar_tree, upserv_for, LiveClient,
+    private_leftovers, remove_sockets, small_tree_and_archive, tar_tree, upserv_for, wait_until,
+    LiveClient,
 };
 use common::*;
-use upstream::{compress, digest_file, scratch_dir, Behavior, Upstream};
+use upstream::{compress, digest_file, refused_url, scratch_dir, Behavior, Upstream};
 
 /// Seed of the random source tree: a failure must be reproducible.
 const TREE_SEED: u64 = 20_250_301;
@@ -430,13 +431,7 @@ fn a_failing_upstream_is_reported() {
     let dir = scratch_dir("builds-403");
     let up = Upstream::start();
     up.put("/b/build-403.tar", b"never sent".to_vec());
-    up.set_behavior(
-        "/b/build-403.tar",
-        Behavior {
-            status: Some(403),
-            ..Behavior::default()
-        },
-    );
+    up.answer_status("/b/build-403.tar", 403);
     let upserv = upserv_for(&up, "/b/{name}.tar", &dir.join("builds"), &[]);
     let error = refusal(&upserv, "build-403", &dir.join("dest"));
     assert_eq!(
@@ -451,15 +446,10 @@ fn a_failing_upstream_is_reported() {
 #[test]
 fn an_unreachable_upstream_is_reported_after_the_retries() {
     let dir = scratch_dir("builds-unreachable");
-    // A loopback port that was just closed: connections are refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let upstream = format!("http://127.0.0.1:{port}/b/{{name}}.tar");
+    let upstream = refused_url("/b/{name}.tar");
     let upserv = Upserv::start_with(&[], Some(&dir.join("builds")), &["--upstream", &upstream]);
     let error = refusal(&upserv, "build-gone", &dir.join("dest"));
-    let url = format!("http://127.0.0.1:{port}/b/build-gone.tar");
+    let url = upstream.replace("{name}", "build-gone");
     assert!(
         error.starts_with(&format!(
             "@ERROR: fetching build-gone from upstream failed: upstream request for {url} failed: "
@@ -536,4 +526,81 @@ fn a_waiting_client_that_hangs_up_frees_its_worker() {
     after
         .expect("a pull after the waiting client hung up")
         .assert_ok();
+}
+
+/// `--upstream` with two mirrors: the first refuses connections (its port
+/// was just closed), the second serves. The client gets the tree as rsyncd
+/// serves it, and the log says the first mirror counts as down.
+#[test]
+fn a_refusing_first_mirror_is_skipped_for_the_second() {
+    let (tree, archive) = small_tree_and_archive();
+    let dir = scratch_dir("builds-mirrors");
+    let second = Upstream::start();
+    second.put("/b/build-m.tar", archive);
+    let first = refused_url("/b/{name}.tar");
+    let mirrors = format!("{first} {}", second.url("/b/{name}.tar"));
+    let upserv = Upserv::start_with(&[], Some(&dir.join("builds")), &["--upstream", &mirrors]);
+    pull_build(&upserv, "build-m", &dir.join("dest"));
+    assert_pulled_tree(&tree, &dir.join("dest"));
+    let log = upserv.log();
+    assert!(
+        log.contains(&format!(
+            "mirror {first} counts as down for {} s",
+            ::upserv::cache::MIRROR_DOWN_FOR.as_secs()
+        )) && log.contains(&format!("from {}", second.url("/b/build-m.tar"))),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_build_missing_at_every_mirror_is_not_found_upstream() {
+    let dir = scratch_dir("builds-mirrors-404");
+    let (first, second) = (Upstream::start(), Upstream::start());
+    let mirrors = format!(
+        "{} {}",
+        first.url("/b/{name}.tar"),
+        second.url("/b/{name}.tar")
+    );
+    let upserv = Upserv::start_with(&[], Some(&dir.join("builds")), &["--upstream", &mirrors]);
+    assert_refused(
+        &upserv,
+        "build-none",
+        &dir.join("dest"),
+        "build-none not found upstream",
+    );
+    assert_eq!(first.gets("/b/build-none.tar"), 1);
+    assert_eq!(second.gets("/b/build-none.tar"), 1);
+}
+
+/// Half the archive arrives, then the upstream stalls: the client keeps
+/// getting lines that show the half, not 0% and not silence.
+#[test]
+fn progress_lines_show_the_bytes_received_through_a_stall() {
+    let (tree, archive) = small_tree_and_archive();
+    let dir = scratch_dir("builds-stall-progress");
+    let up = Upstream::start();
+    let half = archive.len() / 2;
+    let percent = format!(
+        "upserv: fetching build-st from upstream: {}% ",
+        half * 100 / archive.len()
+    );
+    up.put("/b/build-st.tar", archive);
+    up.gate_after("/b/build-st.tar", half);
+    let upserv = upserv_for(&up, "/b/{name}.tar", &dir.join("builds"), &[]);
+    let client = LiveClient::start(&upserv.url("build-st/"), &dir.join("dest"), &["-aH"]);
+    up.wait_at_gate(1);
+    wait_until(
+        "two progress lines showing the half during the stall",
+        || {
+            let lines = client.lines();
+            lines
+                .iter()
+                .filter(|(_, l)| l.starts_with(&percent))
+                .count()
+                >= 2
+        },
+    );
+    up.open_gate();
+    client.finish().assert_ok();
+    assert_pulled_tree(&tree, &dir.join("dest"));
 }

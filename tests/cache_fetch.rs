@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use upserv::cache::{Cache, CacheConfig};
 use upstream::{
-    compress, digest_file, sample_build, scratch_dir, tree_listing, Behavior, Upstream, WAIT_LIMIT,
+    compress, digest_file, refused_url, sample_build, scratch_dir, tar_of, tree_listing, Behavior,
+    Entry, Upstream, WAIT_LIMIT,
 };
 
 fn config(dir: &Path, upstream: &Upstream, ending: &str) -> CacheConfig {
@@ -178,13 +179,7 @@ fn cut_body_resumes_with_range_and_verifies() {
     let half = archive.len() / 2;
     up.put("/b/build-r.tar.md5", digest_file("md5sum", &archive));
     up.put("/b/build-r.tar", archive);
-    up.set_behavior(
-        "/b/build-r.tar",
-        Behavior {
-            cut: Some((half, 1)),
-            ..Behavior::default()
-        },
-    );
+    up.cut_once("/b/build-r.tar", half);
     let mut cfg = config(&dir, &up, ".tar");
     cfg.upstream_checksum = Some(up.url("/b/{name}.tar.md5"));
     let cache = Cache::open(cfg).unwrap();
@@ -257,13 +252,7 @@ fn server_errors_are_retried_then_reported() {
     let dir = scratch_dir("500");
     let up = Upstream::start();
     up.put("/b/build-e.tar", sample_build("build-e", "e"));
-    up.set_behavior(
-        "/b/build-e.tar",
-        Behavior {
-            status: Some(500),
-            ..Behavior::default()
-        },
-    );
+    up.answer_status("/b/build-e.tar", 500);
     let cache = Cache::open(config(&dir, &up, ".tar")).unwrap();
     let err = cache
         .acquire("build-e", &mut |_| {})
@@ -404,4 +393,327 @@ fn a_stalled_upstream_times_out_with_a_clear_error() {
     // What arrived is kept for the next attempt to resume.
     let part = dir.join("builds/.upserv/partial/stuck.part");
     assert_eq!(std::fs::metadata(part).unwrap().len(), 1000);
+}
+
+/// Runs `acquire` on a thread so that a download that never ends fails
+/// the test instead of hanging it; the error text.
+fn acquire_error(cache: &Cache, name: &str) -> String {
+    let (done, result) = std::sync::mpsc::channel();
+    let cache = cache.clone();
+    let name = name.to_string();
+    thread::spawn(move || {
+        let outcome = cache.acquire(&name, &mut |_| {}).map(|g| g.is_some());
+        let _ = done.send(outcome);
+    });
+    result
+        .recv_timeout(WAIT_LIMIT)
+        .expect("the download did not end")
+        .expect_err("the download succeeded")
+        .to_string()
+}
+
+#[test]
+fn an_endless_body_stops_at_the_budget() {
+    let dir = scratch_dir("endless");
+    let up = Upstream::start();
+    up.put("/b/endless.tar", sample_build("endless", "e"));
+    up.set_behavior(
+        "/b/endless.tar",
+        Behavior {
+            endless: true,
+            ..Behavior::default()
+        },
+    );
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.cache_size = 1 << 20;
+    let cache = Cache::open(cfg).unwrap();
+    let err = acquire_error(&cache, "endless");
+    assert!(
+        err.starts_with("build endless needs ") && err.contains("more than the whole cache size"),
+        "{err}"
+    );
+    // Final: not retried, and what arrived is gone (it can never fit).
+    assert_eq!(up.gets("/b/endless.tar"), 1);
+    assert!(!dir.join("builds/.upserv/partial/endless.part").exists());
+    assert!(cache.list_modules().is_empty());
+}
+
+#[test]
+fn a_redirect_loop_is_a_final_error() {
+    let dir = scratch_dir("redirect-loop");
+    let up = Upstream::start();
+    up.set_behavior(
+        "/b/loop.tar",
+        Behavior {
+            redirect: Some("/b/loop.tar".into()),
+            ..Behavior::default()
+        },
+    );
+    let cache = Cache::open(config(&dir, &up, ".tar")).unwrap();
+    let err = acquire_error(&cache, "loop");
+    assert!(err.contains("too many redirects"), "{err}");
+    // One attempt: the first request and the redirects it followed.
+    assert_eq!(up.gets("/b/loop.tar"), 6);
+}
+
+#[test]
+fn a_trickling_upstream_is_dropped_below_the_minimum_rate() {
+    let dir = scratch_dir("trickle");
+    let up = Upstream::start();
+    up.put("/b/trickle.tar", sample_build("trickle", "t"));
+    // About 1 KB/s, where 8 KiB/s are asked for.
+    up.set_behavior(
+        "/b/trickle.tar",
+        Behavior {
+            pace: Some((100, Duration::from_millis(100))),
+            ..Behavior::default()
+        },
+    );
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.fetch_min_rate = 8 << 10;
+    cfg.min_rate_window = Duration::from_secs(1);
+    cfg.fetch_attempts = 1;
+    let cache = Cache::open(cfg).unwrap();
+    let err = acquire_error(&cache, "trickle");
+    assert!(
+        err.contains("was too slow: ") && err.contains("less than the minimum of 8192 bytes/s"),
+        "{err}"
+    );
+    // What arrived stays for resuming.
+    let part = dir.join("builds/.upserv/partial/trickle.part");
+    assert!(std::fs::metadata(part).unwrap().len() > 0);
+    assert!(cache.list_modules().is_empty());
+}
+
+#[test]
+fn progress_keeps_showing_received_bytes_through_a_stall() {
+    let dir = scratch_dir("stall-progress");
+    let up = Upstream::start();
+    let archive = sample_build("stalled", "s");
+    let (len, half) = (archive.len(), archive.len() / 2);
+    up.put("/b/stalled.tar", archive);
+    up.cut_once("/b/stalled.tar", half);
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.fetch_attempts = 1;
+    let cache = Cache::open(cfg).unwrap();
+    assert!(cache.acquire("stalled", &mut |_| {}).is_err());
+
+    // The resumed download sends 1000 more bytes, then stalls.
+    up.gate_after("/b/stalled.tar", 1000);
+    let (lines, seen) = std::sync::mpsc::channel();
+    let waiting = cache.clone();
+    let download = thread::spawn(move || {
+        waiting
+            .acquire("stalled", &mut |l| {
+                let _ = lines.send(l.to_string());
+            })
+            .map(|g| g.is_some())
+    });
+    up.wait_at_gate(1);
+    let percent = format!(": {}% ", (half + 1000) * 100 / len);
+    let mut showing = 0;
+    while showing < 2 {
+        let line = seen
+            .recv_timeout(WAIT_LIMIT)
+            .expect("progress lines stopped during the stall");
+        if line.contains(&percent) {
+            showing += 1;
+        }
+    }
+    up.open_gate();
+    assert_eq!(download.join().unwrap(), Ok(true));
+}
+
+/// The URLs of `path` at each of `mirrors`, separated by spaces.
+fn at_each(mirrors: &[&Upstream], path: &str) -> String {
+    let urls: Vec<String> = mirrors.iter().map(|m| m.url(path)).collect();
+    urls.join(" ")
+}
+
+/// Settings whose `upstream` lists these mirrors' templates, in order.
+fn mirrored(dir: &Path, upstream: &str) -> CacheConfig {
+    let mut cfg = CacheConfig::new(dir.join("builds"));
+    cfg.upstream = Some(upstream.to_string());
+    cfg.fetch_timeout = Duration::from_secs(10);
+    cfg.fetch_attempts = 2;
+    cfg.retry_backoff = Duration::from_millis(10);
+    cfg
+}
+
+fn readme(cache: &Cache, name: &str) -> Vec<u8> {
+    let guard = cache.acquire(name, &mut |_| {}).unwrap().unwrap();
+    std::fs::read(guard.root().join("README")).unwrap()
+}
+
+#[test]
+fn a_refusing_first_mirror_is_skipped_and_remembered() {
+    let dir = scratch_dir("mirror-closed");
+    let second = Upstream::start();
+    second.put("/b/m1.tar", sample_build("m1", "from the second"));
+    let upstream = format!(
+        "{} {}",
+        refused_url("/b/{name}.tar"),
+        second.url("/b/{name}.tar")
+    );
+    let cache = Cache::open(mirrored(&dir, &upstream)).unwrap();
+    assert_eq!(readme(&cache, "m1"), b"from the second");
+    let states = cache.mirrors();
+    assert!(states[0].down_for.is_some(), "{states:?}");
+    assert_eq!(states[1].down_for, None);
+}
+
+#[test]
+fn a_mirror_answering_503_is_skipped_and_not_asked_again_for_a_while() {
+    let dir = scratch_dir("mirror-503");
+    let (first, second) = (Upstream::start(), Upstream::start());
+    for name in ["m1", "m2"] {
+        let path = format!("/b/{name}.tar");
+        let archive = sample_build(name, "second");
+        first.put(&format!("{path}.md5"), b"nonsense".to_vec());
+        second.put(&format!("{path}.md5"), digest_file("md5sum", &archive));
+        second.put(&path, archive);
+        first.answer_status(&path, 503);
+    }
+    let mut cfg = mirrored(&dir, &at_each(&[&first, &second], "/b/{name}.tar"));
+    // Paired by position: each mirror's archive is checked against its own sum.
+    cfg.upstream_checksum = Some(at_each(&[&first, &second], "/b/{name}.tar.md5"));
+    let cache = Cache::open(cfg).unwrap();
+    assert_eq!(readme(&cache, "m1"), b"second");
+    assert_eq!(first.gets("/b/m1.tar"), 1);
+    assert_eq!(first.gets("/b/m1.tar.md5"), 0);
+    assert_eq!(second.gets("/b/m1.tar.md5"), 1);
+    // The next download goes straight to the second mirror.
+    assert_eq!(readme(&cache, "m2"), b"second");
+    assert_eq!(first.gets("/b/m2.tar"), 0);
+    assert!(cache.mirrors()[0].down_for.unwrap() > Duration::from_secs(60));
+}
+
+#[test]
+fn not_found_at_one_mirror_is_not_final_but_at_all_it_is() {
+    let dir = scratch_dir("mirror-404");
+    let (first, second) = (Upstream::start(), Upstream::start());
+    second.put("/b/only2.tar", sample_build("only2", "only at the second"));
+    let cache = Cache::open(mirrored(
+        &dir,
+        &at_each(&[&first, &second], "/b/{name}.tar"),
+    ))
+    .unwrap();
+    assert_eq!(readme(&cache, "only2"), b"only at the second");
+    // A 404 does not make a mirror count as down.
+    assert!(cache.mirrors().iter().all(|m| m.down_for.is_none()));
+
+    let err = cache.acquire("nowhere", &mut |_| {}).unwrap_err();
+    assert_eq!(err.to_string(), "nowhere not found upstream");
+    // Each mirror was asked once: a 404 is not retried.
+    assert_eq!(first.gets("/b/nowhere.tar"), 1);
+    assert_eq!(second.gets("/b/nowhere.tar"), 1);
+}
+
+#[test]
+fn a_cut_download_resumes_at_the_mirror_that_sent_it() {
+    let dir = scratch_dir("mirror-resume");
+    let (first, second) = (Upstream::start(), Upstream::start());
+    let archive = sample_build("cut", "resumed");
+    let half = archive.len() / 2;
+    first.put("/b/cut.tar", archive.clone());
+    second.put("/b/cut.tar", archive);
+    second.cut_once("/b/cut.tar", half);
+    // The second mirror alone sends half, then the connection breaks.
+    let mut cfg = mirrored(&dir, &second.url("/b/{name}.tar"));
+    cfg.fetch_attempts = 1;
+    assert!(Cache::open(cfg)
+        .unwrap()
+        .acquire("cut", &mut |_| {})
+        .is_err());
+
+    // With both mirrors, the rest comes from the second, not afresh from the first.
+    let cache = Cache::open(mirrored(
+        &dir,
+        &at_each(&[&first, &second], "/b/{name}.tar"),
+    ))
+    .unwrap();
+    assert_eq!(readme(&cache, "cut"), b"resumed");
+    assert_eq!(first.gets("/b/cut.tar"), 0);
+    assert_eq!(
+        second.ranges("/b/cut.tar"),
+        [None, Some(format!("bytes={half}-"))]
+    );
+}
+
+/// After a cut, the upstream answers each range with only a part of the
+/// rest and no total (`bytes START-END/*`): the length the first answer
+/// announced still decides when the archive is whole.
+#[test]
+fn a_short_body_of_known_length_is_never_complete() {
+    let dir = scratch_dir("short");
+    let up = Upstream::start();
+    let archive = sample_build("short", "whole at last");
+    let (half, quarter) = (archive.len() / 2, archive.len() / 4 + 1);
+    up.put("/b/short.tar", archive);
+    up.set_behavior(
+        "/b/short.tar",
+        Behavior {
+            cut: Some((half, 1)),
+            short_range: Some(quarter),
+            ..Behavior::default()
+        },
+    );
+    let cache = Cache::open(config(&dir, &up, ".tar")).unwrap();
+    assert_eq!(readme(&cache, "short"), b"whole at last");
+    assert_eq!(tree_listing(&dir.join("builds/short")), expected_listing());
+    assert_eq!(
+        up.ranges("/b/short.tar"),
+        [
+            None,
+            Some(format!("bytes={half}-")),
+            Some(format!("bytes={}-", half + quarter))
+        ]
+    );
+}
+
+#[test]
+fn a_stalling_first_mirror_is_left_for_the_second() {
+    let dir = scratch_dir("mirror-stall");
+    let (first, second) = (Upstream::start(), Upstream::start());
+    for up in [&first, &second] {
+        up.put("/b/s.tar", sample_build("s", "whole"));
+    }
+    first.gate_after("/b/s.tar", 1000);
+    let mut cfg = mirrored(&dir, &at_each(&[&first, &second], "/b/{name}.tar"));
+    cfg.fetch_timeout = Duration::from_millis(500);
+    cfg.fetch_attempts = 1;
+    let cache = Cache::open(cfg).unwrap();
+    assert_eq!(readme(&cache, "s"), b"whole");
+    assert_eq!(second.ranges("/b/s.tar"), [None]);
+    assert!(cache.mirrors()[0].down_for.is_some());
+}
+
+/// The archive changed upstream after a cut: the validator the first answer
+/// gave no longer matches, so the mirror sends the new archive whole.
+#[test]
+fn a_changed_archive_starts_over_instead_of_resuming() {
+    let dir = scratch_dir("changed");
+    let up = Upstream::start();
+    let old = sample_build("changed", "old");
+    let half = old.len() / 2;
+    up.put("/b/changed.tar", old);
+    up.cut_once("/b/changed.tar", half);
+    let mut cfg = config(&dir, &up, ".tar");
+    cfg.fetch_attempts = 1;
+    let cache = Cache::open(cfg).unwrap();
+    assert!(cache.acquire("changed", &mut |_| {}).is_err());
+
+    up.put(
+        "/b/changed.tar",
+        tar_of(&[
+            Entry::dir("changed"),
+            Entry::file("changed/README", b"the new one"),
+        ]),
+    );
+    assert_eq!(readme(&cache, "changed"), b"the new one");
+    assert_eq!(tree_listing(&dir.join("builds/changed")), ["README"]);
+    assert_eq!(
+        up.ranges("/b/changed.tar"),
+        [None, Some(format!("bytes={half}-"))]
+    );
 }

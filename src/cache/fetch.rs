@@ -1,21 +1,28 @@
-//! Downloads from the upstream with ureq: resumable, verified, patient.
+//! Downloads from one upstream URL with ureq: resumable, verified, bounded.
 //!
 //! An archive is streamed into `.upserv/partial/NAME.part`, its digest
 //! computed on the way. A `.info` file beside it keeps the URL and the
 //! validator (ETag or Last-Modified) so that a later attempt, after a cut
 //! connection or a crash, asks for the rest with `Range` and `If-Range`. An
 //! upstream that answers the whole body (200) instead of the rest (206) is
-//! read from zero. Each read may stall at most the fetch timeout, but a slow
-//! download may take as long as it needs. Bodies are taken as sent: ureq's
+//! read from zero. A body of known length that ends early is never complete:
+//! it stays for the next attempt to resume. Bodies are taken as sent: ureq's
 //! transparent decompression is not compiled in (Cargo.toml).
 //!
-//! This module must not unpack, publish or delete anything outside its own
-//! partial files.
+//! Bounds on one attempt: each read may stall at most the fetch timeout; the
+//! body may not grow past the budget (`max_bytes`), announced or not; and over
+//! each window of [`Fetcher`]'s `min_rate_window` at least `min_rate` bytes
+//! per second must arrive. Together with the number of attempts these bound
+//! the whole download: one attempt lasts at most about a window plus the
+//! budget (or the announced length) at the minimum rate.
+//!
+//! This module tries one URL once per call; the choice of mirror, the
+//! retries and their pauses belong to `mirrors`. It must not unpack, publish
+//! or delete anything outside its own partial files.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use md5::Md5;
@@ -32,23 +39,32 @@ pub const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 const MAX_INFO_FILE: u64 = 16 * 1024;
 /// Read buffer for streaming a body to disk.
 const CHUNK: usize = 64 * 1024;
-/// Redirects followed before giving up.
+/// Redirects followed before giving up; more is a loop or a broken mirror,
+/// and a final error.
 const MAX_REDIRECTS: u32 = 5;
 
-/// Why a download did not produce a file.
+/// Why a download did not produce a file, for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchError {
     /// The upstream answered 404 (or 410).
     NotFound,
-    /// The archive is larger than the whole cache (bytes announced).
+    /// The archive is larger than the whole cache (bytes announced, or
+    /// received from a body without a length).
     TooLarge(u64),
     /// Anything else, as a sentence naming what failed.
     Failed(String),
 }
 
-/// One attempt's failure: worth another try, or not.
-enum Attempt {
-    Retry(String),
+/// One attempt's failure, as the caller choosing mirrors needs it.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The upstream refused, timed out, answered 5xx or sent too slowly:
+    /// try another mirror, and this one later.
+    Down(String),
+    /// The body broke off (or a resume went wrong): worth another attempt at
+    /// the same URL, which resumes what arrived.
+    Cut(String),
+    /// No other attempt can help.
     Fatal(FetchError),
 }
 
@@ -58,7 +74,7 @@ pub struct Target<'a> {
     pub checksum_url: Option<&'a str>,
     pub part: &'a Path,
     pub info: &'a Path,
-    /// Refuse archives announced larger than this.
+    /// Refuse archives announced larger than this, and stop bodies that grow past it.
     pub max_bytes: u64,
 }
 
@@ -66,166 +82,54 @@ pub struct Target<'a> {
 #[derive(Debug)]
 pub struct Fetched {
     pub total: u64,
-    pub transferred: u64,
-    pub seconds: f64,
     /// `Some("md5")` / `Some("sha256")` when a checksum was verified.
     pub verified: Option<&'static str>,
+}
+
+/// How an upstream connection is made and how slow a body may be.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connect timeout and per-read idle timeout.
+    pub timeout: Duration,
+    /// Bytes per second a body must average over each window; 0: no minimum.
+    pub min_rate: u64,
+    /// The window the minimum rate is averaged over.
+    pub min_rate_window: Duration,
 }
 
 /// The HTTP side of the cache.
 pub struct Fetcher {
     agent: ureq::Agent,
-    attempts: u32,
-    backoff: Duration,
+    limits: Limits,
 }
 
 impl Fetcher {
-    pub fn new(timeout: Duration, attempts: u32, backoff: Duration) -> Fetcher {
+    pub fn new(limits: Limits) -> Fetcher {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(MAX_REDIRECTS)
-            .timeout_connect(Some(timeout))
-            .timeout_recv_response(Some(timeout))
-            .timeout_per_read(Some(timeout))
+            .timeout_connect(Some(limits.timeout))
+            .timeout_recv_response(Some(limits.timeout))
+            .timeout_per_read(Some(limits.timeout))
             .user_agent(concat!("upserv/", env!("CARGO_PKG_VERSION")))
             .build();
         Fetcher {
             agent: config.into(),
-            attempts: attempts.max(1),
-            backoff,
+            limits,
         }
     }
 
-    /// Downloads `target.url` into `target.part`, resuming what is there.
-    /// `progress(done, total)` is called as bytes arrive.
+    /// One attempt at `target.url` into `target.part`, resuming what is
+    /// there; the checksum, if any, is fetched from `target.checksum_url`
+    /// once the body is complete. `progress(done, total)` is called as bytes
+    /// arrive; `transferred` counts the bytes that came over the network.
     pub fn download(
         &self,
         target: &Target,
-        progress: &mut dyn FnMut(u64, Option<u64>),
-    ) -> Result<Fetched, FetchError> {
-        let expected = match target.checksum_url {
-            Some(url) => Some(self.expected_digest(url)?),
-            None => None,
-        };
-        let started = Instant::now();
-        let mut transferred = 0;
-        self.with_retries(target.url, |fetcher| {
-            fetcher.try_download(target, expected.as_ref(), &mut transferred, progress)
-        })
-        .map(|(total, verified)| Fetched {
-            total,
-            transferred,
-            seconds: started.elapsed().as_secs_f64(),
-            verified,
-        })
-    }
-
-    /// A small whole body (checksum files, manifests), at most `limit` bytes.
-    pub fn get_small(&self, url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
-        self.with_retries(url, |fetcher| {
-            let response = fetcher.send(url, None)?;
-            match response.status().as_u16() {
-                200 => {}
-                404 | 410 => return Err(Attempt::Fatal(FetchError::NotFound)),
-                code => return Err(status_failure(code, url)),
-            }
-            let mut body = Vec::new();
-            response
-                .into_body()
-                .into_reader()
-                .take(limit + 1)
-                .read_to_end(&mut body)
-                .map_err(|e| Attempt::Retry(format!("reading {url} failed: {e}")))?;
-            if body.len() as u64 > limit {
-                return Err(Attempt::Fatal(FetchError::Failed(format!(
-                    "{url} is larger than {limit} bytes"
-                ))));
-            }
-            Ok(body)
-        })
-    }
-
-    fn with_retries<T>(
-        &self,
-        url: &str,
-        mut attempt: impl FnMut(&Fetcher) -> Result<T, Attempt>,
-    ) -> Result<T, FetchError> {
-        let mut pause = self.backoff;
-        let mut last = String::new();
-        for number in 1..=self.attempts {
-            match attempt(self) {
-                Ok(value) => return Ok(value),
-                Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry(why)) => {
-                    log::warn!("attempt {number} of {}: {why}", self.attempts);
-                    last = why;
-                }
-            }
-            if number < self.attempts {
-                thread::sleep(pause);
-                pause = pause.saturating_mul(2);
-            }
-        }
-        Err(FetchError::Failed(format!(
-            "{last} (gave up on {url} after {} attempts)",
-            self.attempts
-        )))
-    }
-
-    fn send(
-        &self,
-        url: &str,
-        resume: Option<(u64, Option<&str>)>,
-    ) -> Result<Response<Body>, Attempt> {
-        let mut request = self
-            .agent
-            .get(url)
-            .header(header::ACCEPT_ENCODING, "identity");
-        if let Some((offset, validator)) = resume {
-            request = request.header(header::RANGE, format!("bytes={offset}-"));
-            if let Some(validator) = validator {
-                request = request.header(header::IF_RANGE, validator);
-            }
-        }
-        request
-            .call()
-            .map_err(|e| Attempt::Retry(format!("upstream request for {url} failed: {e}")))
-    }
-
-    fn expected_digest(&self, url: &str) -> Result<Expected, FetchError> {
-        let algorithm = Algorithm::from_url(url).ok_or_else(|| {
-            FetchError::Failed(format!(
-                "upstream checksum {url} ends neither in .md5 nor in .sha256"
-            ))
-        })?;
-        let body = match self.get_small(url, MAX_CHECKSUM_FILE) {
-            Err(FetchError::NotFound) => {
-                return Err(FetchError::Failed(format!(
-                    "checksum file {url} not found upstream"
-                )))
-            }
-            other => other?,
-        };
-        let text = String::from_utf8_lossy(&body);
-        let word = text.split_whitespace().next().unwrap_or_default();
-        let digest = parse_hex(word)
-            .filter(|d| d.len() == algorithm.digest_len())
-            .ok_or_else(|| {
-                FetchError::Failed(format!(
-                    "checksum file {url} holds no {} digest",
-                    algorithm.name()
-                ))
-            })?;
-        Ok(Expected { algorithm, digest })
-    }
-
-    fn try_download(
-        &self,
-        target: &Target,
-        expected: Option<&Expected>,
         transferred: &mut u64,
         progress: &mut dyn FnMut(u64, Option<u64>),
-    ) -> Result<(u64, Option<&'static str>), Attempt> {
+    ) -> Result<Fetched, Attempt> {
+        let algorithm = target.checksum_url.map(checksum_algorithm).transpose()?;
         let local = |e: io::Error| {
             Attempt::Fatal(FetchError::Failed(format!(
                 "{}: {e}",
@@ -254,38 +158,167 @@ impl Fetcher {
                 .write(target.info)
                 .map_err(local)?;
         }
-        let mut hasher = expected.map(|e| e.algorithm.hasher());
+        let mut hasher = algorithm.map(Algorithm::hasher);
         let mut file = open_partial(target.part, offset, hasher.as_mut()).map_err(local)?;
         let mut done = offset;
         progress(done, total);
         if status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT {
             let mut body = response.into_body().into_reader();
-            stream_body(
-                &mut body,
-                &mut file,
-                hasher.as_mut(),
-                &mut done,
+            let mut sink = Sink {
+                file: &mut file,
+                hasher: hasher.as_mut(),
+                done: &mut done,
                 transferred,
-                |d| progress(d, total),
-            )
+                max_bytes: target.max_bytes,
+            };
+            self.read_body(&mut body, &mut |piece| {
+                sink.write(piece)?;
+                progress(*sink.done, total);
+                Ok(())
+            })
             .map_err(|e| match e {
-                StreamError::Read(e) => {
-                    Attempt::Retry(format!("download of {} broke off: {e}", target.url))
-                }
                 StreamError::Write(e) => local(e),
+                StreamError::TooLarge(size) => {
+                    // It can never fit: nothing to resume.
+                    discard(target.part, target.info);
+                    Attempt::Fatal(FetchError::TooLarge(size))
+                }
+                e => stream_failure(target.url, e),
             })?;
         }
         file.sync_all().map_err(local)?;
         if let Some(total) = total.filter(|&t| t != done) {
-            return Err(Attempt::Retry(format!(
+            return Err(Attempt::Cut(format!(
                 "download of {} ended after {done} of {total} bytes",
                 target.url
             )));
         }
-        match (expected, hasher) {
-            (Some(expected), Some(hasher)) => check_digest(target, expected, hasher, offset)
-                .map(|algorithm| (done, Some(algorithm))),
-            _ => Ok((done, None)),
+        let verified = match (target.checksum_url, hasher) {
+            (Some(url), Some(hasher)) => {
+                let expected = self.expected_digest(url)?;
+                Some(check_digest(target, &expected, hasher, offset)?)
+            }
+            _ => None,
+        };
+        Ok(Fetched {
+            total: done,
+            verified,
+        })
+    }
+
+    /// A small whole body (checksum files, manifests), at most `limit`
+    /// bytes, in one attempt.
+    pub fn get_small(&self, url: &str, limit: u64) -> Result<Vec<u8>, Attempt> {
+        let response = self.send(url, None)?;
+        match response.status().as_u16() {
+            200 => {}
+            404 | 410 => return Err(Attempt::Fatal(FetchError::NotFound)),
+            code => return Err(status_failure(code, url)),
+        }
+        let mut body = Vec::new();
+        self.read_body(&mut response.into_body().into_reader(), &mut |piece| {
+            let size = (body.len() + piece.len()) as u64;
+            if size > limit {
+                return Err(StreamError::TooLarge(size));
+            }
+            body.extend_from_slice(piece);
+            Ok(())
+        })
+        .map_err(|e| match e {
+            StreamError::TooLarge(_) => Attempt::Fatal(FetchError::Failed(format!(
+                "{url} is larger than {limit} bytes"
+            ))),
+            e => stream_failure(url, e),
+        })?;
+        Ok(body)
+    }
+
+    fn send(
+        &self,
+        url: &str,
+        resume: Option<(u64, Option<&str>)>,
+    ) -> Result<Response<Body>, Attempt> {
+        let mut request = self
+            .agent
+            .get(url)
+            .header(header::ACCEPT_ENCODING, "identity");
+        if let Some((offset, validator)) = resume {
+            request = request.header(header::RANGE, format!("bytes={offset}-"));
+            if let Some(validator) = validator {
+                request = request.header(header::IF_RANGE, validator);
+            }
+        }
+        request.call().map_err(|e| match e {
+            // Following the same redirects again ends the same way.
+            ureq::Error::TooManyRedirects | ureq::Error::RedirectFailed => {
+                Attempt::Fatal(FetchError::Failed(format!(
+                    "upstream request for {url} failed: {e} (more than {MAX_REDIRECTS}, or a loop)"
+                )))
+            }
+            e => Attempt::Down(format!("upstream request for {url} failed: {e}")),
+        })
+    }
+
+    fn expected_digest(&self, url: &str) -> Result<Expected, Attempt> {
+        let algorithm = checksum_algorithm(url)?;
+        let body = match self.get_small(url, MAX_CHECKSUM_FILE) {
+            Err(Attempt::Fatal(FetchError::NotFound)) => {
+                return Err(Attempt::Fatal(FetchError::Failed(format!(
+                    "checksum file {url} not found upstream"
+                ))))
+            }
+            // The archive is whole; the next attempt only fetches the checksum again.
+            Err(Attempt::Down(why)) => return Err(Attempt::Cut(why)),
+            other => other?,
+        };
+        let text = String::from_utf8_lossy(&body);
+        let word = text.split_whitespace().next().unwrap_or_default();
+        let digest = parse_hex(word)
+            .filter(|d| d.len() == algorithm.digest_len())
+            .ok_or_else(|| {
+                Attempt::Fatal(FetchError::Failed(format!(
+                    "checksum file {url} holds no {} digest",
+                    algorithm.name()
+                )))
+            })?;
+        Ok(Expected { algorithm, digest })
+    }
+
+    /// Reads `body` to its end, handing each piece to `each`, and stops it
+    /// when less than the minimum rate arrived over a window.
+    fn read_body(
+        &self,
+        body: &mut impl Read,
+        each: &mut dyn FnMut(&[u8]) -> Result<(), StreamError>,
+    ) -> Result<(), StreamError> {
+        let Limits {
+            min_rate,
+            min_rate_window: window,
+            ..
+        } = self.limits;
+        let needed = min_rate.saturating_mul(window.as_secs().max(1));
+        let mut window_start = Instant::now();
+        let mut in_window = 0u64;
+        let mut buffer = vec![0u8; CHUNK];
+        loop {
+            let n = match body.read(&mut buffer) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StreamError::Read(e)),
+            };
+            each(&buffer[..n])?;
+            in_window += n as u64;
+            if min_rate > 0 && window_start.elapsed() >= window {
+                if in_window < needed {
+                    return Err(StreamError::TooSlow(format!(
+                        "was too slow: {in_window} bytes in {} s, less than the minimum of {min_rate} bytes/s",
+                        window_start.elapsed().as_secs()
+                    )));
+                }
+                window_start = Instant::now();
+                in_window = 0;
+            }
         }
     }
 }
@@ -312,7 +345,7 @@ fn check_digest(
         to_hex(&actual)
     );
     Err(if offset > 0 {
-        Attempt::Retry(why)
+        Attempt::Cut(why)
     } else {
         Attempt::Fatal(FetchError::Failed(why))
     })
@@ -321,6 +354,11 @@ fn check_digest(
 /// Expands a URL template: every `{name}` becomes the build name.
 pub fn expand(template: &str, name: &str) -> String {
     template.replace("{name}", name)
+}
+
+/// The URL the partial download described by `info` came from, if any.
+pub fn partial_url(info: &Path) -> Option<String> {
+    PartialInfo::read(info).map(|i| i.url)
 }
 
 /// Forgets a partial download entirely.
@@ -334,10 +372,46 @@ pub fn discard(part: &Path, info: &Path) {
     }
 }
 
+/// The digest algorithm a checksum URL names by its ending.
+fn checksum_algorithm(url: &str) -> Result<Algorithm, Attempt> {
+    Algorithm::from_url(url).ok_or_else(|| {
+        Attempt::Fatal(FetchError::Failed(format!(
+            "upstream checksum {url} ends neither in .md5 nor in .sha256"
+        )))
+    })
+}
+
+/// What a body from `url` that did not arrive whole means for the next attempt.
+fn stream_failure(url: &str, error: StreamError) -> Attempt {
+    match error {
+        // A stalled mirror is down; a broken connection may resume.
+        StreamError::Read(e) if is_timeout(&e) => {
+            Attempt::Down(format!("download of {url} stalled: {e}"))
+        }
+        StreamError::Read(e) => Attempt::Cut(format!("download of {url} broke off: {e}")),
+        StreamError::TooSlow(why) => Attempt::Down(format!("download of {url} {why}")),
+        StreamError::TooLarge(size) => Attempt::Fatal(FetchError::TooLarge(size)),
+        StreamError::Write(e) => Attempt::Fatal(FetchError::Failed(format!(
+            "cannot store what {url} sent: {e}"
+        ))),
+    }
+}
+
+/// Whether a body read failed because the fetch timeout passed.
+fn is_timeout(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+            .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)))
+}
+
 fn status_failure(code: u16, url: &str) -> Attempt {
     let why = format!("upstream answered HTTP {code} for {url}");
-    if code >= 500 || code == 408 || code == 429 || code == 416 {
-        Attempt::Retry(why)
+    if code >= 500 || code == 408 || code == 429 {
+        Attempt::Down(why)
+    } else if code == 416 {
+        // The partial file was discarded: the next attempt starts over.
+        Attempt::Cut(why)
     } else {
         Attempt::Fatal(FetchError::Failed(why))
     }
@@ -351,7 +425,11 @@ fn where_to_start(
     have: u64,
 ) -> Result<(u64, Option<u64>), Attempt> {
     match response.status().as_u16() {
-        206 if have > 0 => Ok((have, resumed_total(response, have, target.url)?)),
+        // `bytes START-END/*` keeps the length the first response announced.
+        206 if have > 0 => Ok((
+            have,
+            resumed_total(response, have, target.url)?.or(previous.and_then(|p| p.total)),
+        )),
         200 => Ok((0, response.body().content_length())),
         // The partial file is already whole: an earlier attempt died after the last byte.
         416 if previous.is_some_and(|info| info.total == Some(have)) => Ok((have, Some(have))),
@@ -380,7 +458,7 @@ fn resumed_total(response: &Response<Body>, have: u64, url: &str) -> Result<Opti
     });
     match parsed {
         Some((start, total)) if start == have => Ok(total),
-        _ => Err(Attempt::Retry(format!(
+        _ => Err(Attempt::Cut(format!(
             "upstream sent range {value:?} for {url}, not the rest from byte {have}"
         ))),
     }
@@ -414,31 +492,33 @@ fn open_partial(path: &Path, offset: u64, hasher: Option<&mut Hasher>) -> io::Re
 enum StreamError {
     Read(io::Error),
     Write(io::Error),
+    TooSlow(String),
+    TooLarge(u64),
 }
 
-fn stream_body(
-    body: &mut impl Read,
-    file: &mut File,
-    mut hasher: Option<&mut Hasher>,
-    done: &mut u64,
-    transferred: &mut u64,
-    mut progress: impl FnMut(u64),
-) -> Result<(), StreamError> {
-    let mut buffer = vec![0u8; CHUNK];
-    loop {
-        let n = match body.read(&mut buffer) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(StreamError::Read(e)),
-        };
-        file.write_all(&buffer[..n]).map_err(StreamError::Write)?;
-        if let Some(hasher) = hasher.as_deref_mut() {
-            hasher.update(&buffer[..n]);
+/// Where body bytes go: the partial file, the hasher and the counters.
+struct Sink<'a> {
+    file: &'a mut File,
+    hasher: Option<&'a mut Hasher>,
+    done: &'a mut u64,
+    transferred: &'a mut u64,
+    max_bytes: u64,
+}
+
+impl Sink<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
+        let done = *self.done + bytes.len() as u64;
+        // A body without a length (or a lying one) must not fill the disk.
+        if done > self.max_bytes {
+            return Err(StreamError::TooLarge(done));
         }
-        *done += n as u64;
-        *transferred += n as u64;
-        progress(*done);
+        self.file.write_all(bytes).map_err(StreamError::Write)?;
+        if let Some(hasher) = self.hasher.as_deref_mut() {
+            hasher.update(bytes);
+        }
+        *self.done = done;
+        *self.transferred += bytes.len() as u64;
+        Ok(())
     }
 }
 

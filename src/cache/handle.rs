@@ -18,6 +18,7 @@ use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
 use super::coordinator::{Coordinator, Event, Request};
 use super::job::{Progress, PROGRESS_INTERVAL};
 use super::meta::MetaTable;
+use super::mirrors::MirrorState;
 use super::shared::{self, local_failure, not_found, stopped, Shared};
 use super::store::BusyMark;
 use super::{is_build_name, CacheConfig, CacheError};
@@ -121,6 +122,15 @@ impl Cache {
             inner,
             requests,
         })
+    }
+
+    /// The upstream mirrors in configured order, with how much longer each
+    /// counts as down (for `status`); empty without an upstream.
+    pub fn mirrors(&self) -> Vec<MirrorState> {
+        self.inner
+            .mirrors
+            .as_ref()
+            .map_or(Vec::new(), |m| m.states())
     }
 
     /// Cached build names (directories in the builds dir that are valid

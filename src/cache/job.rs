@@ -11,10 +11,12 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
 
-use super::fetch::{self, FetchError, Target, MAX_MANIFEST_BYTES};
+use super::fetch::{self, FetchError, MAX_MANIFEST_BYTES};
 use super::meta::write_table;
+use super::mirrors::{get_with_retries, Download, Mirror, Mirrors};
 use super::shared::{local_failure, not_found, too_large, Shared};
 use super::store;
 use super::unpack::{self, Plan};
@@ -113,21 +115,20 @@ pub(super) fn run(
     if store.recently_missing(name, inner.cfg.not_found_ttl) {
         return Err(not_found(name));
     }
-    let (Some(template), Some(kind)) = (&inner.cfg.upstream, inner.kind) else {
+    let Some(mirrors) = &inner.mirrors else {
         return Err(CacheError::new(format!("{name}: no upstream configured")));
     };
-    let url = fetch::expand(template, name);
-    let archive = download(inner, name, &url, events)?;
-    let contents = fetch_contents(inner, name)?;
+    let (archive, mirror) = download(inner, mirrors, name, events)?;
+    let contents = fetch_contents(inner, mirror, name)?;
     let scratch = store.unpack_dir(name);
-    let mut report = throttled(events, name, Stage::Unpacking);
-    report(0, None);
+    let report = Reporter::new(events, name, Stage::Unpacking);
+    report.update(0, None);
     let mut plan = Plan {
         layout: inner.cfg.layout,
         contents: contents.as_deref(),
-        on_entry: &mut |entries| report(entries, None),
+        on_entry: &mut |entries| report.update(entries, None),
     };
-    let unpacked = unpack::unpack(&archive, kind, &scratch, &mut plan);
+    let unpacked = unpack::unpack(&archive, mirror.kind, &scratch, &mut plan);
     if let Some(path) = &contents {
         let _ = std::fs::remove_file(path);
     }
@@ -161,84 +162,162 @@ pub(super) fn run(
     }
 }
 
-/// A progress reporter that sends at most one event per interval, plus the
-/// one that says a known total is reached.
-fn throttled<'a>(
+/// Progress events for one stage: at most one per interval as values
+/// change, the one that says a known total is reached, and on [`tick`]
+/// the latest value again, so that waiting clients keep seeing how far a
+/// stalled download got.
+///
+/// [`tick`]: Reporter::tick
+struct Reporter<'a> {
     events: &'a Sender<JobEvent>,
     name: &'a str,
     stage: Stage,
-) -> impl FnMut(u64, Option<u64>) + 'a {
-    let mut last_report: Option<Instant> = None;
-    move |done, total| {
-        let finished = total == Some(done);
-        if finished || last_report.is_none_or(|t| t.elapsed() >= JOB_PROGRESS_INTERVAL) {
-            last_report = Some(Instant::now());
-            let _ = events.send(JobEvent::Progress(Progress {
-                name: name.to_string(),
-                stage,
-                done,
-                total,
-            }));
+    latest: Mutex<Latest>,
+}
+
+/// The latest value a [`Reporter`] was given, and when it last sent one.
+struct Latest {
+    done: u64,
+    total: Option<u64>,
+    sent: Option<Instant>,
+}
+
+impl<'a> Reporter<'a> {
+    fn new(events: &'a Sender<JobEvent>, name: &'a str, stage: Stage) -> Reporter<'a> {
+        Reporter {
+            events,
+            name,
+            stage,
+            latest: Mutex::new(Latest {
+                done: 0,
+                total: None,
+                sent: None,
+            }),
         }
+    }
+
+    fn update(&self, done: u64, total: Option<u64>) {
+        let mut latest = self.latest.lock();
+        let due = total == Some(done)
+            || latest
+                .sent
+                .is_none_or(|t| t.elapsed() >= JOB_PROGRESS_INTERVAL);
+        (latest.done, latest.total) = (done, total);
+        if due {
+            self.send(&mut latest);
+        }
+    }
+
+    /// Sends the latest value if nothing was sent for an interval, once
+    /// there is a value at all.
+    fn tick(&self) {
+        let mut latest = self.latest.lock();
+        if latest
+            .sent
+            .is_some_and(|t| t.elapsed() >= JOB_PROGRESS_INTERVAL)
+        {
+            self.send(&mut latest);
+        }
+    }
+
+    fn send(&self, latest: &mut Latest) {
+        latest.sent = Some(Instant::now());
+        let _ = self.events.send(JobEvent::Progress(Progress {
+            name: self.name.to_string(),
+            stage: self.stage,
+            done: latest.done,
+            total: latest.total,
+        }));
     }
 }
 
-fn download(
+/// Downloads build `name` from the mirrors; the archive's path and the
+/// mirror that sent it. A ticker thread repeats the latest progress while
+/// the download stalls.
+fn download<'m>(
     inner: &Shared,
+    mirrors: &'m Mirrors,
     name: &str,
-    url: &str,
     events: &Sender<JobEvent>,
-) -> Result<PathBuf, CacheError> {
+) -> Result<(PathBuf, &'m Mirror), CacheError> {
     let part = inner.store.partial_path(name);
     let info = inner.store.partial_info_path(name);
-    let checksum_url = inner
-        .cfg
-        .upstream_checksum
-        .as_deref()
-        .map(|t| fetch::expand(t, name));
-    let target = Target {
-        url,
-        checksum_url: checksum_url.as_deref(),
+    let job = Download {
+        name,
         part: &part,
         info: &info,
         max_bytes: inner.cfg.cache_size,
+        attempts: inner.cfg.fetch_attempts,
+        backoff: inner.cfg.retry_backoff,
     };
-    let mut report = throttled(events, name, Stage::Downloading);
-    match inner.fetcher.download(&target, &mut report) {
-        Ok(fetched) => {
-            let rate = fetched.transferred as f64 / fetched.seconds.max(0.001) / MIB as f64;
+    let report = Reporter::new(events, name, Stage::Downloading);
+    let started = Instant::now();
+    let mut transferred = 0;
+    let (stop, stopped) = bounded::<()>(0);
+    let result = thread::scope(|scope| {
+        // Without the ticker (no thread to be had) only the repeats are lost.
+        let ticker = thread::Builder::new()
+            .name("fetch-progress".into())
+            .spawn_scoped(scope, || {
+                while let Err(RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(JOB_PROGRESS_INTERVAL)
+                {
+                    report.tick();
+                }
+            });
+        if let Err(e) = ticker {
+            log::warn!("no progress ticker for {name}: {e}");
+        }
+        let result = mirrors.download(&inner.fetcher, &job, &mut transferred, &mut |d, t| {
+            report.update(d, t)
+        });
+        drop(stop);
+        result
+    });
+    match result {
+        Ok(served) => {
+            let seconds = started.elapsed().as_secs_f64();
+            let rate = transferred as f64 / seconds.max(0.001) / MIB as f64;
+            let mirror = mirrors.get(served.mirror);
             log::info!(
-                "fetched {name}: {} bytes ({} transferred) in {:.1} s, {rate:.2} MiB/s, {}",
-                fetched.total,
-                fetched.transferred,
-                fetched.seconds,
-                match fetched.verified {
+                "fetched {name}: {} bytes ({transferred} transferred) in {seconds:.1} s, {rate:.2} MiB/s, {}, from {}",
+                served.fetched.total,
+                match served.fetched.verified {
                     Some(algorithm) => format!("{algorithm} verified"),
                     None => "no checksum".to_string(),
-                }
+                },
+                fetch::expand(&mirror.archive, name),
             );
-            Ok(part)
+            Ok((part, mirror))
         }
         Err(e) => Err(fetch_failure(inner, name, e)),
     }
 }
 
 /// The olpc manifest, downloaded beside the partial archive.
-fn fetch_contents(inner: &Shared, name: &str) -> Result<Option<PathBuf>, CacheError> {
-    let template = match (&inner.cfg.upstream_contents, inner.cfg.layout) {
+fn fetch_contents(
+    inner: &Shared,
+    mirror: &Mirror,
+    name: &str,
+) -> Result<Option<PathBuf>, CacheError> {
+    let template = match (&mirror.contents, inner.cfg.layout) {
         (Some(template), Layout::Olpc) => template,
         _ => return Ok(None),
     };
     let url = fetch::expand(template, name);
-    let body = inner
-        .fetcher
-        .get_small(&url, MAX_MANIFEST_BYTES)
-        .map_err(|e| match e {
-            FetchError::NotFound => CacheError::new(format!(
-                "the contents manifest of {name} was not found upstream"
-            )),
-            other => fetch_failure(inner, name, other),
-        })?;
+    let body = get_with_retries(
+        &inner.fetcher,
+        &url,
+        MAX_MANIFEST_BYTES,
+        inner.cfg.fetch_attempts,
+        inner.cfg.retry_backoff,
+    )
+    .map_err(|e| match e {
+        FetchError::NotFound => CacheError::new(format!(
+            "the contents manifest of {name} was not found upstream"
+        )),
+        other => fetch_failure(inner, name, other),
+    })?;
     let path = inner.store.partial_path(name).with_extension("contents");
     std::fs::write(&path, body).map_err(|e| local_failure(name, "cannot store its manifest", e))?;
     Ok(Some(path))
@@ -268,7 +347,7 @@ fn wait_install_lock(
     events: &Sender<JobEvent>,
 ) -> Result<Option<File>, CacheError> {
     let store = &inner.store;
-    let mut report = throttled(events, name, Stage::Waiting);
+    let report = Reporter::new(events, name, Stage::Waiting);
     loop {
         match store.try_lock_install() {
             Ok(Some(lock)) => return Ok(Some(lock)),
@@ -280,7 +359,7 @@ fn wait_install_lock(
         }
         // The partial file of the other process shows how far it got.
         let done = std::fs::metadata(store.partial_path(name)).map_or(0, |m| m.len());
-        report(done, None);
+        report.update(done, None);
         thread::sleep(LOCK_POLL_INTERVAL);
     }
 }

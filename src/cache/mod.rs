@@ -11,7 +11,9 @@
 //! The parts, each owning one thing:
 //! - `store`: the layout of the builds directory, disk usage, the last-access
 //!   record, busy marks and locks, and the eviction order.
-//! - `fetch`: HTTP(S) downloads with resume, retries and checksum checks.
+//! - `fetch`: one HTTP(S) download attempt with resume, bounds and checksum check.
+//! - `mirrors`: the upstream mirrors, which are down, and one download
+//!   across them with its retries.
 //! - `unpack`: archives into a scratch tree plus the metadata records.
 //! - [`meta`]: the metadata table, on disk and in memory.
 //! - `handle`: the [`Cache`] handle that worker threads use, and [`BuildGuard`].
@@ -31,7 +33,9 @@
 //!   partial download; an interrupted download is kept for resuming.
 //! - A download announced larger than the whole budget is refused before it
 //!   starts; an unpacked tree larger than the budget is refused before it is
-//!   published.
+//!   published. A body without a length that grows past the budget is
+//!   stopped and discarded (it can never fit); one that is cut, stalls or
+//!   falls below the minimum rate is kept for resuming.
 //! - Last-access times are written at most once a minute per build, and
 //!   when the last [`Cache`] handle goes (a clean stop), so a restart evicts
 //!   in the same order; a crash loses at most the last minute of accesses.
@@ -52,6 +56,7 @@ mod fetch;
 mod handle;
 mod job;
 pub mod meta;
+mod mirrors;
 mod shared;
 mod store;
 pub mod unpack;
@@ -62,6 +67,7 @@ use std::time::Duration;
 
 pub use handle::{BuildGuard, Cache, Evicted};
 pub use meta::{EntryMeta, MetaTable};
+pub use mirrors::{MirrorState, MIRROR_DOWN_FOR};
 
 /// The layout and the name rule are the configuration's; the cache uses them.
 pub use crate::config::{is_build_name, Layout};
@@ -71,11 +77,14 @@ pub use crate::config::{is_build_name, Layout};
 pub struct CacheConfig {
     /// The builds directory (`builds dir`).
     pub builds_dir: PathBuf,
-    /// URL template with `{name}` for the build archive (`upstream`).
+    /// URL templates with `{name}` for the build archive, one per mirror,
+    /// separated by blanks and tried in order (`upstream`).
     pub upstream: Option<String>,
-    /// URL template for the archive's `.md5` or `.sha256` file (`upstream checksum`).
+    /// URL templates for the archive's `.md5` or `.sha256` file: one for
+    /// every mirror, or one per mirror in the same order (`upstream checksum`).
     pub upstream_checksum: Option<String>,
-    /// URL template for the olpc manifest (`upstream contents`).
+    /// URL templates for the olpc manifest, paired like the checksums
+    /// (`upstream contents`).
     pub upstream_contents: Option<String>,
     /// `layout = plain | olpc`.
     pub layout: Layout,
@@ -83,6 +92,11 @@ pub struct CacheConfig {
     pub cache_size: u64,
     /// Connect timeout and per-read idle timeout of upstream requests (`fetch timeout`).
     pub fetch_timeout: Duration,
+    /// Bytes per second a download must average over each `min_rate_window`
+    /// (`fetch min rate`); 0: no minimum.
+    pub fetch_min_rate: u64,
+    /// The window of the minimum rate (60 s in production).
+    pub min_rate_window: Duration,
     /// `serve` mode: one process per connection. Startup then skips the full
     /// scan (table checks and eviction happen at install time instead), so
     /// that opening the cache for one connection stays cheap.
@@ -97,7 +111,8 @@ pub struct CacheConfig {
 
 impl CacheConfig {
     /// Defaults of SPEC §2/§5 for a builds directory: no upstream, plain
-    /// layout, 16 GiB, 60 s fetch timeout, 404s remembered for 60 s.
+    /// layout, 16 GiB, 60 s fetch timeout, at least 1 KiB/s over each minute,
+    /// 404s remembered for 60 s.
     pub fn new(builds_dir: impl Into<PathBuf>) -> CacheConfig {
         CacheConfig {
             builds_dir: builds_dir.into(),
@@ -107,6 +122,8 @@ impl CacheConfig {
             layout: Layout::Plain,
             cache_size: 16 << 30,
             fetch_timeout: Duration::from_secs(60),
+            fetch_min_rate: 1024,
+            min_rate_window: Duration::from_secs(60),
             cross_process_lock: false,
             not_found_ttl: Duration::from_secs(60),
             fetch_attempts: 4,

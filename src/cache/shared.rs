@@ -13,12 +13,12 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 
 use super::commands::human_size;
-use super::fetch::{self, Fetcher};
+use super::fetch::{Fetcher, Limits};
 use super::handle::{Evicted, Startup};
 use super::job::Prepared;
 use super::meta::MetaTable;
+use super::mirrors::Mirrors;
 use super::store::{self, AccessRecord, Candidate, Store};
-use super::unpack::ArchiveKind;
 use super::{CacheConfig, CacheError};
 
 const MIB: u64 = 1 << 20;
@@ -27,7 +27,8 @@ pub(super) struct Shared {
     pub(super) cfg: CacheConfig,
     pub(super) store: Store,
     pub(super) fetcher: Fetcher,
-    pub(super) kind: Option<ArchiveKind>,
+    /// `None` without an upstream.
+    pub(super) mirrors: Option<Mirrors>,
     pub(super) access: Mutex<AccessRecord>,
     /// Tables in use, by build, with the inode of the tree they belong to.
     /// Weak, so that a table leaves memory with the last connection using it.
@@ -39,24 +40,19 @@ pub(super) struct Shared {
 impl Shared {
     /// Checks the configuration and opens the builds directory.
     pub(super) fn new(cfg: CacheConfig) -> Result<Shared, CacheError> {
-        let kind = match &cfg.upstream {
-            Some(template) => Some(
-                ArchiveKind::from_url(&fetch::expand(template, "x")).ok_or_else(|| {
-                    CacheError::new(format!(
-                        "upstream {template} does not end in .tar, .tar.gz, .tgz, .tar.bz2, .tar.xz or .tar.lzma"
-                    ))
-                })?,
-            ),
-            None => None,
-        };
+        let mirrors = Mirrors::from_config(&cfg)?;
         let store = Store::open(&cfg.builds_dir).map_err(|e| {
             CacheError::new(format!("builds dir {}: {e}", cfg.builds_dir.display()))
         })?;
         Ok(Shared {
-            fetcher: Fetcher::new(cfg.fetch_timeout, cfg.fetch_attempts, cfg.retry_backoff),
+            fetcher: Fetcher::new(Limits {
+                timeout: cfg.fetch_timeout,
+                min_rate: cfg.fetch_min_rate,
+                min_rate_window: cfg.min_rate_window,
+            }),
             access: Mutex::new(store.load_access()),
             store,
-            kind,
+            mirrors,
             tables: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
             cfg,

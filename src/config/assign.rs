@@ -92,6 +92,7 @@ pub(super) fn set_global(param: GlobalParam, value: &str, draft: &mut GlobalDraf
             }
             global.fetch_timeout = Duration::from_secs(seconds);
         }
+        GlobalParam::FetchMinRate => global.fetch_min_rate = parse_size(value).map_err(text)?,
         GlobalParam::MaxConnectionsPerHost => {
             global.max_connections_per_host = if value.is_empty() {
                 None
@@ -191,6 +192,7 @@ pub(super) fn global_value(param: GlobalParam, global: &Global) -> Option<String
         GlobalParam::CacheSize => format_size(global.cache_size),
         GlobalParam::Workers => global.workers.to_string(),
         GlobalParam::FetchTimeout => global.fetch_timeout.as_secs().to_string(),
+        GlobalParam::FetchMinRate => format_size(global.fetch_min_rate),
         GlobalParam::MaxConnectionsPerHost => global
             .max_connections_per_host
             .map(|n| n.to_string())
@@ -265,15 +267,20 @@ fn optional_path(value: &str) -> Option<PathBuf> {
 }
 
 /// A URL template value: empty means none, anything else must pass `check`.
-fn optional_template(
+/// A list of URL templates separated by blanks (one per mirror), each
+/// checked, kept with single spaces between them; `None` when empty.
+pub(super) fn optional_template(
     value: &str,
     check: fn(&str) -> Result<(), String>,
 ) -> Result<Option<String>, String> {
-    if value.is_empty() {
+    let templates: Vec<&str> = value.split_whitespace().collect();
+    if templates.is_empty() {
         return Ok(None);
     }
-    check(value)?;
-    Ok(Some(value.to_owned()))
+    for template in &templates {
+        check(template)?;
+    }
+    Ok(Some(templates.join(" ")))
 }
 
 /// The warning for `auth users` rules that grant writing (`:rw`).

@@ -32,7 +32,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 pub(crate) use checks::{
-    check_cache_size, check_upstream, check_workers, parse_level, parse_socket_addr,
+    check_cache_size, check_paired, check_upstream, check_workers, parse_level, parse_socket_addr,
 };
 pub use error::{ConfigError, ConfigWarning, Origin};
 pub(crate) use values::parse_whole;
@@ -52,6 +52,10 @@ pub const DEFAULT_WORKERS: usize = 8;
 pub const MAX_WORKERS: usize = 1024;
 /// How long an upstream download may see no data before it is abandoned.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes per second a download must average over each minute (`fetch min
+/// rate`): a slow school uplink manages far more, a stuck mirror trickling
+/// a byte now and then does not.
+pub const DEFAULT_FETCH_MIN_RATE: u64 = 1024;
 /// Connections one client address may hold at once when the configuration
 /// does not say: a laptop pulls one build at a time, so a few leave room for
 /// a retry while keeping one host from taking every worker.
@@ -85,11 +89,13 @@ pub struct Global {
     pub log_file: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub builds_dir: PathBuf,
-    /// URL template of build archives; contains `{name}`.
+    /// URL templates of build archives, one per mirror, separated by single
+    /// spaces; each contains `{name}`.
     pub upstream: Option<String>,
-    /// URL template of the archives' `.md5`/`.sha256` files; contains `{name}`.
+    /// URL templates of the archives' `.md5`/`.sha256` files: one, or one
+    /// per mirror; each contains `{name}`.
     pub upstream_checksum: Option<String>,
-    /// URL template of the olpc `contents` manifests; contains `{name}`.
+    /// URL templates of the olpc `contents` manifests, paired like the checksums.
     pub upstream_contents: Option<String>,
     pub layout: Layout,
     /// Disk budget of the builds directory in bytes; never 0.
@@ -98,6 +104,8 @@ pub struct Global {
     pub workers: usize,
     /// Idle-read timeout of upstream downloads; never zero.
     pub fetch_timeout: Duration,
+    /// Bytes per second a download must average over each minute; 0: no minimum.
+    pub fetch_min_rate: u64,
     /// Connections one client address may hold at once (0: no limit).
     /// `None`, the default, means [`DEFAULT_MAX_CONNECTIONS_PER_HOST`] for
     /// every client except loopback ones, which are not limited.
@@ -132,6 +140,7 @@ impl Default for Global {
             cache_size: DEFAULT_CACHE_SIZE,
             workers: DEFAULT_WORKERS,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            fetch_min_rate: DEFAULT_FETCH_MIN_RATE,
             max_connections_per_host: None,
             proxy_protocol: false,
             proxy_protocol_from: Vec::new(),
@@ -348,6 +357,23 @@ fn load_with(
         None => parse::Loader::new().finish(None)?,
     };
     apply_overrides(&mut settings.global, overrides)?;
+    let mirrors = settings
+        .global
+        .upstream
+        .as_deref()
+        .map_or(0, |u| u.split(' ').count());
+    for (param, templates) in [
+        ("upstream checksum", &settings.global.upstream_checksum),
+        ("upstream contents", &settings.global.upstream_contents),
+    ] {
+        check_paired(param, templates.as_deref(), mirrors).map_err(|message| {
+            let origin = match config {
+                Some(path) => Origin::File(path.to_path_buf()),
+                None => Origin::Option("--upstream"),
+            };
+            ConfigError::new(origin, message)
+        })?;
+    }
     if overrides.log_level.is_none() {
         if let Some(level) = level_from_env(rust_log, &mut warnings) {
             settings.global.log_level = level;
@@ -369,8 +395,8 @@ fn apply_overrides(global: &mut Global, overrides: &Overrides) -> Result<(), Con
         global.listen = overrides.listen.clone();
     }
     if let Some(upstream) = &overrides.upstream {
-        check("--upstream", check_upstream(upstream))?;
-        global.upstream = Some(upstream.clone());
+        global.upstream = assign::optional_template(upstream, check_upstream)
+            .map_err(|message| ConfigError::new(Origin::Option("--upstream"), message))?;
     }
     if let Some(size) = overrides.cache_size {
         check("--cache-size", check_cache_size(size))?;

@@ -22,13 +22,14 @@ pub(super) enum GlobalParam {
     CacheSize,
     Workers,
     FetchTimeout,
+    FetchMinRate,
     MaxConnectionsPerHost,
     ProxyProtocol,
     ProxyProtocolFrom,
 }
 
 /// Every global parameter, in the order the effective settings show them.
-pub(super) const GLOBAL_PARAMS: [GlobalParam; 18] = [
+pub(super) const GLOBAL_PARAMS: [GlobalParam; 19] = [
     GlobalParam::Listen,
     GlobalParam::Address,
     GlobalParam::Port,
@@ -44,6 +45,7 @@ pub(super) const GLOBAL_PARAMS: [GlobalParam; 18] = [
     GlobalParam::CacheSize,
     GlobalParam::Workers,
     GlobalParam::FetchTimeout,
+    GlobalParam::FetchMinRate,
     GlobalParam::MaxConnectionsPerHost,
     GlobalParam::ProxyProtocol,
     GlobalParam::ProxyProtocolFrom,
@@ -67,6 +69,7 @@ impl GlobalParam {
             GlobalParam::CacheSize => "cache size",
             GlobalParam::Workers => "workers",
             GlobalParam::FetchTimeout => "fetch timeout",
+            GlobalParam::FetchMinRate => "fetch min rate",
             GlobalParam::MaxConnectionsPerHost => "max connections per host",
             GlobalParam::ProxyProtocol => "proxy protocol",
             GlobalParam::ProxyProtocolFrom => "proxy protocol from",

@@ -385,6 +385,7 @@ layout = plain
 cache size = 1536M
 workers = 8
 fetch timeout = 60
+fetch min rate = 1K
 max connections per host =
 proxy protocol = no
 proxy protocol from =
@@ -724,4 +725,81 @@ fn proxy_protocol_and_its_trusted_peers() {
     assert_eq!(settings.global.proxy_protocol_from, ["10.0.0.5"]);
     assert!(warnings.is_empty());
     assert!(parse("proxy protocol = perhaps\n").is_err());
+}
+
+#[test]
+fn several_mirrors_and_the_minimum_rate() {
+    let (settings, _) = parse(
+        "upstream = https://a/{name}.tar.xz \t http://b/x/{name}.tar.gz\n\
+         upstream checksum = https://a/{name}.tar.xz.md5  http://b/x/{name}.tar.gz.sha256\n\
+         fetch min rate = 4K\n",
+    )
+    .unwrap();
+    let global = &settings.global;
+    // Blanks between templates become single spaces, as check-config shows them.
+    assert_eq!(
+        global.upstream.as_deref(),
+        Some("https://a/{name}.tar.xz http://b/x/{name}.tar.gz")
+    );
+    assert_eq!(
+        global.upstream_checksum.as_deref(),
+        Some("https://a/{name}.tar.xz.md5 http://b/x/{name}.tar.gz.sha256")
+    );
+    assert_eq!(global.fetch_min_rate, 4096);
+    assert_eq!(parse("").unwrap().0.global.fetch_min_rate, 1024);
+    assert_eq!(
+        parse("fetch min rate = 0\n")
+            .unwrap()
+            .0
+            .global
+            .fetch_min_rate,
+        0
+    );
+    let text = settings.to_string();
+    assert!(
+        text.contains("\nupstream = https://a/{name}.tar.xz http://b/x/{name}.tar.gz\n")
+            && text.contains("\nfetch min rate = 4K\n"),
+        "{text}"
+    );
+    // Each mirror's template is checked.
+    assert_eq!(
+        error("upstream = https://a/{name}.tar https://b/build.tar\n"),
+        "test.conf:1: `https://b/build.tar` has no `{name}` where the build name goes"
+    );
+    assert!(error("fetch min rate = fast\n").starts_with("test.conf:1: "));
+}
+
+#[test]
+fn checksums_pair_with_mirrors_one_for_all_or_one_each() {
+    let scratch = Scratch::new();
+    let load = |text: &str, upstream: Option<&str>| {
+        let overrides = Overrides {
+            config: Some(scratch.write("upserv.conf", text)),
+            upstream: upstream.map(str::to_string),
+            ..Overrides::default()
+        };
+        load_with(&overrides, Path::new("/nonexistent"), None).map(|(s, _)| s.global)
+    };
+    let three = "upstream = http://a/{name}.tar http://b/{name}.tar http://c/{name}.tar\n";
+    assert!(load(
+        &format!("{three}upstream checksum = http://a/{{name}}.md5\n"),
+        None
+    )
+    .is_ok());
+    let two_sums = "upstream contents = http://a/{name}/c http://b/{name}/c\n";
+    let message = load(&format!("{three}{two_sums}"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.ends_with(
+            "upserv.conf: `upstream contents` lists 2 templates but `upstream` lists 3 mirrors: give one for all, or one per mirror in the same order"
+        ),
+        "{message}"
+    );
+    // Two mirrors on the command line pair with the file's two templates.
+    let global = load(two_sums, Some("http://x/{name}.tar  http://y/{name}.tar")).unwrap();
+    assert_eq!(
+        global.upstream.as_deref(),
+        Some("http://x/{name}.tar http://y/{name}.tar")
+    );
 }

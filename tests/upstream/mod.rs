@@ -3,9 +3,11 @@
 //! The server serves files from memory on 127.0.0.1, one thread per
 //! connection, `Connection: close`. Per path it can answer a fixed status
 //! (404, 500), ignore `Range`, cut the body after N bytes for the next K
-//! requests, or hold the body at a gate until the test opens it. It counts
+//! requests, hold the body at a gate until the test opens it, or send a
+//! body without a length that never ends. It counts
 //! GET requests and records the `Range` headers it saw, and lets a test wait
-//! (without sleeping) until a given number of requests has arrived.
+//! (without sleeping) until a given number of requests has arrived. The
+//! ETag of a file is its length, and `If-Range` is honoured with it.
 //!
 //! The builders make tar archives in memory, including hostile ones whose
 //! names the `tar` crate would refuse to write (the raw header bytes are set).
@@ -47,6 +49,12 @@ pub struct Behavior {
     /// A slow link: the body goes in pieces of this many bytes with this
     /// pause before each piece after the first.
     pub pace: Option<(usize, Duration)>,
+    /// Answer 200 without a `Content-Length` and send the file over and
+    /// over until the client hangs up.
+    pub endless: bool,
+    /// Answer a range with at most this many bytes, and with
+    /// `Content-Range: bytes START-END/*` (no total length).
+    pub short_range: Option<usize>,
 }
 
 #[derive(Default)]
@@ -132,6 +140,28 @@ impl Upstream {
         );
     }
 
+    /// Makes `path` close the connection after `bytes` of its body, once.
+    pub fn cut_once(&self, path: &str, bytes: usize) {
+        self.set_behavior(
+            path,
+            Behavior {
+                cut: Some((bytes, 1)),
+                ..Behavior::default()
+            },
+        );
+    }
+
+    /// Makes `path` answer `status` with an empty body.
+    pub fn answer_status(&self, path: &str, status: u16) {
+        self.set_behavior(
+            path,
+            Behavior {
+                status: Some(status),
+                ..Behavior::default()
+            },
+        );
+    }
+
     /// GET requests seen for `path`.
     pub fn gets(&self, path: &str) -> usize {
         *self
@@ -184,6 +214,16 @@ impl Upstream {
     }
 }
 
+/// `http://127.0.0.1:PORT` + `path` for a loopback port that was just
+/// closed: connections to it are refused.
+pub fn refused_url(path: &str) -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    format!("http://127.0.0.1:{port}{path}")
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
@@ -212,6 +252,7 @@ fn serve(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let range = headers.get("range").cloned();
+    let if_range = headers.get("if-range").cloned();
     let (file, behavior) = {
         let mut state = shared.state.lock().unwrap();
         if method == "GET" {
@@ -244,9 +285,12 @@ fn serve(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
         )?;
         return Ok(());
     };
+    let etag = format!("\"{:x}\"", file.len());
+    // A range is only for the version the client names in `If-Range`.
     let (start, last) = match range
         .as_deref()
         .filter(|_| !behavior.ignore_range)
+        .filter(|_| if_range.as_ref().is_none_or(|v| *v == etag))
         .and_then(parse_range)
     {
         Some((start, last)) => (Some(start), last),
@@ -254,8 +298,13 @@ fn serve(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
     };
     // A closed range (`bytes=A-B`, what a caching proxy's slices ask for)
     // ends at B or at the end of the file.
-    let end = last.map_or(file.len(), |b| (b + 1).min(file.len()));
-    let etag = format!("\"{:x}\"", file.len());
+    let mut end = last.map_or(file.len(), |b| (b + 1).min(file.len()));
+    if behavior.endless {
+        write!(out, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+        loop {
+            out.write_all(&file)?;
+        }
+    }
     match start {
         Some(start) if start >= file.len() => {
             write!(
@@ -265,13 +314,22 @@ fn serve(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
             )?;
             return Ok(());
         }
-        Some(start) => write!(
-            out,
-            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
-            end - 1,
-            file.len(),
-            end - start
-        )?,
+        Some(start) => {
+            // `short_range`: a shorter answer whose total is not given.
+            let total = match behavior.short_range {
+                Some(most) => {
+                    end = (start + most).min(end);
+                    "*".to_string()
+                }
+                None => file.len().to_string(),
+            };
+            write!(
+                out,
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{total}\r\nContent-Length: {}\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
+                end - 1,
+                end - start
+            )?
+        }
         None => write!(
             out,
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: {etag}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
