@@ -31,7 +31,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use beneath::Strategy;
+#[cfg(test)]
+use beneath::Strategy;
 
 /// How many symlinks one resolution may cross (the kernel's MAXSYMLINKS).
 const MAX_SYMLINK_HOPS: usize = 40;
@@ -172,7 +173,8 @@ impl Source {
     }
 
     /// [`Source::new`] with a chosen way of opening paths (tests cover both).
-    pub fn with_strategy(
+    #[cfg(test)]
+    fn with_strategy(
         root: PathBuf,
         meta: Option<Arc<MetaTable>>,
         strategy: Strategy,

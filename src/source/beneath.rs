@@ -117,7 +117,7 @@ impl Root {
     }
 
     /// [`Root::at`] with a chosen strategy (tests cover both).
-    pub fn at_with(path: &Path, strategy: Strategy) -> io::Result<Root> {
+    pub(super) fn at_with(path: &Path, strategy: Strategy) -> io::Result<Root> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
