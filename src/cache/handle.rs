@@ -87,6 +87,8 @@ pub(crate) enum Startup {
     Full,
     /// Recovery only: admin commands that report before they change anything.
     NoEviction,
+    /// Nothing: commands that only read (`gc --dry-run`).
+    ReadOnly,
 }
 
 impl Cache {
@@ -145,6 +147,31 @@ impl Cache {
         })
     }
 
+    /// Removes the idle, unpinned build `name` now (through the coordinator).
+    pub fn evict(&self, name: &str) -> Result<Evicted, CacheError> {
+        let (reply, answer) = unbounded();
+        self.requests
+            .send(Request::Evict {
+                name: name.to_string(),
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+
+    /// Downloads and unpacks `name` again, and replaces the cached tree
+    /// only once the new one is complete (see `Shared::publish`).
+    pub(crate) fn refetch(
+        &self,
+        name: &str,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<(), CacheError> {
+        if self.inner.cfg.upstream.is_none() {
+            return Err(CacheError::new("no upstream configured"));
+        }
+        self.wait_for_fetch(name, true, progress)
+    }
+
     /// Evicts down to the budget now (through the coordinator), or with
     /// `dry_run` only reports what would go.
     pub fn gc(&self, dry_run: bool) -> Result<Vec<Evicted>, CacheError> {
@@ -177,7 +204,7 @@ impl Cache {
             {
                 return Err(not_found(name));
             }
-            self.wait_for_fetch(name, progress)?;
+            self.wait_for_fetch(name, false, progress)?;
         }
         Err(CacheError::new(format!(
             "build {name} was removed right after it was installed; try again"
@@ -209,12 +236,14 @@ impl Cache {
     fn wait_for_fetch(
         &self,
         name: &str,
+        replace: bool,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<(), CacheError> {
         let (reply, events) = unbounded();
         self.requests
             .send(Request::Fetch {
                 name: name.to_string(),
+                replace,
                 reply,
             })
             .map_err(|_| stopped())?;
