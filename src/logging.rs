@@ -3,7 +3,9 @@
 //!
 //! - a command (`fetch`, `list`, ...) writes to stderr as `upserv: message`
 //!   (`upserv: warning: message`): it runs on a terminal or in a script,
-//!   where a `log file` would hide its errors;
+//!   where a `log file` would hide its errors. Error records are left out:
+//!   the command prints each failure itself, once, from the error it gets
+//!   back, which the error line the cache logs for a daemon's log repeats;
 //! - the daemon writes its running log to the `log file` when one is set,
 //!   else to syslog when `syslog facility` is set, else to stderr:
 //!   timestamped, or under systemd (whose journal stamps lines itself)
@@ -222,7 +224,8 @@ fn point_stderr_at(sink: &Sink) {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level
+        let command = matches!(self.sink, Sink::Stderr(Style::Command));
+        metadata.level() <= self.level && !(command && metadata.level() == Level::Error)
     }
 
     fn log(&self, record: &Record) {

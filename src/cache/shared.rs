@@ -213,11 +213,11 @@ impl Shared {
                 .get(name)
                 .unwrap_or_else(|| self.store.build_mtime(name)),
         };
-        if !self.remove(name) {
-            return Err(CacheError::new(format!(
-                "build {name} is in use (or could not be removed; see the log); kept"
-            )));
-        }
+        let Some(idle) = self.store.try_lock_idle(name) else {
+            return Err(CacheError::new(format!("build {name} is in use; kept")));
+        };
+        self.remove_idle(name, idle)
+            .map_err(|e| CacheError::new(format!("evicting {name}: {e}")))?;
         Ok(evicted)
     }
 
@@ -227,18 +227,22 @@ impl Shared {
             log::info!("not evicting {name}: it is in use");
             return false;
         };
-        match self.store.remove_build(name, idle) {
-            Ok(()) => {
-                log::info!("evicted build {name}");
-                self.tables.lock().remove(name);
-                self.sizes.lock().remove(name);
-                true
-            }
+        match self.remove_idle(name, idle) {
+            Ok(()) => true,
             Err(e) => {
                 log::error!("evicting {name}: {e}");
                 false
             }
         }
+    }
+
+    /// Deletes one build whose idle lock the caller holds.
+    fn remove_idle(&self, name: &str, idle: std::fs::File) -> std::io::Result<()> {
+        self.store.remove_build(name, idle)?;
+        log::info!("evicted build {name}");
+        self.tables.lock().remove(name);
+        self.sizes.lock().remove(name);
+        Ok(())
     }
 
     /// Moves a prepared tree into place: table first, then the tree in one
