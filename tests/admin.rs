@@ -2,8 +2,9 @@
 //! `--help`; output into a closed pipe ending quietly (`upserv list | head
 //! -1`); `check-config` refusing typos and checking what the configuration
 //! points at; errors reaching the terminal once even with a `log file`;
-//! the journal's line format under systemd; and the default listening
-//! addresses, both IPv6 and IPv4, in a private network namespace.
+//! the journal's line format under systemd; syslog, with a private
+//! /dev/log in a mount namespace; and the default listening addresses,
+//! both IPv6 and IPv4, in a private network namespace.
 
 mod builds_support;
 mod common;
@@ -288,6 +289,55 @@ fn under_systemd_log_lines_carry_a_priority_and_no_timestamp() {
         line.contains("Z INFO  [upserv::daemon] listening on"),
         "{line}"
     );
+}
+
+/// Mounts a private /dev holding /dev/null and, as /dev/log, the socket
+/// `$0/log.sock`, then runs the command: syslog(3) writes to /dev/log.
+const PRIVATE_DEV_LOG: &str = "touch \"$0/null\" && mount --bind /dev/null \"$0/null\" \
+    && mount -t tmpfs tmpfs /dev && touch /dev/null /dev/log \
+    && mount --bind \"$0/null\" /dev/null && mount --bind \"$0/log.sock\" /dev/log \
+    && exec \"$@\"";
+
+#[test]
+fn syslog_facility_sends_the_log_to_syslog() {
+    let probe = Command::new("unshare").args(["-m", "true"]).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot create a mount namespace (needs root and unshare)");
+        return;
+    }
+    let scene = Scene::new();
+    std::fs::write(scene.conf(), "syslog facility = local3\n").expect("config");
+    let syslog = std::os::unix::net::UnixDatagram::bind(scene.path("log.sock")).expect("socket");
+    syslog
+        .set_read_timeout(Some(DEADLINE))
+        .expect("a read timeout");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "sh", "-c", PRIVATE_DEV_LOG])
+        .arg(scene.dir.path())
+        .args(common::upserv::upserv_argv())
+        .args(scene.args(&["daemon", "--listen", "127.0.0.1:0"]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("starting upserv in a mount namespace");
+    let mut buf = [0u8; 4096];
+    let line = loop {
+        let n = syslog.recv(&mut buf).expect("a syslog message");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.contains("listening on") {
+            break text;
+        }
+    };
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let done = child.wait_with_output().expect("daemon exit");
+    // local3 (19) * 8 + info (6); tagged upserv with its pid.
+    assert!(line.starts_with("<158>"), "{line}");
+    assert!(
+        line.contains(" upserv[") && line.contains("INFO [upserv::daemon] listening on 127.0.0.1:"),
+        "{line}"
+    );
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(!stderr.contains("listening on"), "{stderr}");
 }
 
 /// Whether this machine lets the test make a private network namespace.
