@@ -318,7 +318,7 @@ fn syslog_facility_sends_the_log_to_syslog() {
         .args(scene.args(&["daemon", "--listen", "127.0.0.1:0"]))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("starting upserv in a mount namespace");
+    let child = cmd.spawn().expect("starting upserv in a mount namespace");
     let mut buf = [0u8; 4096];
     let line = loop {
         let n = syslog.recv(&mut buf).expect("a syslog message");
