@@ -36,14 +36,7 @@ fn port_873_without_privilege_fails_with_a_hint() {
     if !can_test() {
         return;
     }
-    let dir = tempfile::tempdir().expect("scratch directory");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("opening the scratch directory to nobody");
-    let builds = dir.path().join("builds");
-    std::fs::create_dir(&builds).expect("creating the builds directory");
-    std::os::unix::fs::chown(&builds, Some(NOBODY), Some(NOBODY)).expect("chown builds");
-    let conf = dir.path().join("upserv.conf");
-    std::fs::write(&conf, "").expect("writing an empty configuration");
+    let (_dir, builds, conf) = nobodys_builds();
 
     let id = NOBODY.to_string();
     let mut cmd = Command::new("setpriv");
@@ -75,6 +68,20 @@ fn port_873_without_privilege_fails_with_a_hint() {
     assert!(finished.stdout.is_empty(), "nothing on stdout");
 }
 
+/// A scratch directory nobody can enter, with an empty configuration and
+/// a builds directory owned by nobody: (scratch, builds, config).
+fn nobodys_builds() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("scratch directory");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("opening the scratch directory to nobody");
+    let builds = dir.path().join("builds");
+    std::fs::create_dir(&builds).expect("creating the builds directory");
+    std::os::unix::fs::chown(&builds, Some(NOBODY), Some(NOBODY)).expect("chown builds");
+    let conf = dir.path().join("upserv.conf");
+    std::fs::write(&conf, "").expect("writing an empty configuration");
+    (dir, builds, conf)
+}
+
 /// Every entry under `root` (not following symlinks) not owned by `uid`.
 fn not_owned_by(root: &std::path::Path, uid: u32) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
@@ -101,14 +108,7 @@ fn root_runs_admin_commands_as_the_owner_of_the_builds_directory() {
         eprintln!("skipped: the service-user test needs root");
         return;
     }
-    let dir = tempfile::tempdir().expect("scratch directory");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("opening the scratch directory to nobody");
-    let builds = dir.path().join("builds");
-    std::fs::create_dir(&builds).expect("creating the builds directory");
-    std::os::unix::fs::chown(&builds, Some(NOBODY), Some(NOBODY)).expect("chown builds");
-    let conf = dir.path().join("upserv.conf");
-    std::fs::write(&conf, "").expect("writing an empty configuration");
+    let (dir, builds, conf) = nobodys_builds();
     let up = upstream::Upstream::start();
     for (name, fill) in [("b1", 1u8), ("b2", 2)] {
         let tree = common::TestTree::new();

@@ -152,12 +152,9 @@ pub fn gc(cfg: CacheConfig, dry_run: bool) -> i32 {
 
 /// `upserv evict NAME`: removes one idle, unpinned build now.
 pub fn evict(cfg: CacheConfig, name: &str) -> i32 {
-    if !is_build_name(name) {
-        return fail(&format!("{name:?} is not a valid build name"));
-    }
-    let cache = match Cache::open_with(cfg, Startup::NoEviction) {
+    let cache = match open_for(cfg, name) {
         Ok(cache) => cache,
-        Err(e) => return fail(&e),
+        Err(code) => return code,
     };
     match cache.evict(name) {
         Ok(build) => {
@@ -171,12 +168,9 @@ pub fn evict(cfg: CacheConfig, name: &str) -> i32 {
 /// `upserv refetch NAME`: downloads a build again, replacing the cached
 /// tree only once the new one is complete.
 pub fn refetch(cfg: CacheConfig, name: &str) -> i32 {
-    if !is_build_name(name) {
-        return fail(&format!("{name:?} is not a valid build name"));
-    }
-    let cache = match Cache::open_with(cfg, Startup::NoEviction) {
+    let cache = match open_for(cfg, name) {
         Ok(cache) => cache,
-        Err(e) => return fail(&e),
+        Err(code) => return code,
     };
     let mut shown = ProgressDisplay::new(io::stderr().is_terminal());
     let result = cache.refetch(name, &mut |p| shown.show(p));
@@ -188,6 +182,14 @@ pub fn refetch(cfg: CacheConfig, name: &str) -> i32 {
         }
         Err(e) => fail(&e),
     }
+}
+
+/// The cache, for a command on build `name`; the exit code on failure.
+fn open_for(cfg: CacheConfig, name: &str) -> Result<Cache, i32> {
+    if !is_build_name(name) {
+        return Err(fail(&format!("{name:?} is not a valid build name")));
+    }
+    Cache::open_with(cfg, Startup::NoEviction).map_err(|e| fail(&e))
 }
 
 fn print_evicted(evicted: &[Evicted], dry_run: bool) {

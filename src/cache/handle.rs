@@ -149,14 +149,10 @@ impl Cache {
 
     /// Removes the idle, unpinned build `name` now (through the coordinator).
     pub fn evict(&self, name: &str) -> Result<Evicted, CacheError> {
-        let (reply, answer) = unbounded();
-        self.requests
-            .send(Request::Evict {
-                name: name.to_string(),
-                reply,
-            })
-            .map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?
+        self.ask(|reply| Request::Evict {
+            name: name.to_string(),
+            reply,
+        })
     }
 
     /// Downloads and unpacks `name` again, and replaces the cached tree
@@ -175,10 +171,17 @@ impl Cache {
     /// Evicts down to the budget now (through the coordinator), or with
     /// `dry_run` only reports what would go.
     pub fn gc(&self, dry_run: bool) -> Result<Vec<Evicted>, CacheError> {
+        self.ask(|reply| Request::Gc { dry_run, reply })
+    }
+
+    /// Sends the coordinator a request with a reply channel, and waits for
+    /// its one answer.
+    fn ask<T>(
+        &self,
+        request: impl FnOnce(Sender<Result<T, CacheError>>) -> Request,
+    ) -> Result<T, CacheError> {
         let (reply, answer) = unbounded();
-        self.requests
-            .send(Request::Gc { dry_run, reply })
-            .map_err(|_| stopped())?;
+        self.requests.send(request(reply)).map_err(|_| stopped())?;
         answer.recv().map_err(|_| stopped())?
     }
 
