@@ -33,6 +33,9 @@ use parking_lot::Mutex;
 
 use crate::config::Settings;
 
+/// The target of panic lines, which a command shows like any error.
+const PANIC: &str = "panic";
+
 /// Set from a signal handler: reopen the log file before the next line.
 static REOPEN: AtomicBool = AtomicBool::new(false);
 
@@ -71,6 +74,9 @@ enum Sink {
 struct Logger {
     sink: Sink,
     level: LevelFilter,
+    /// Whether stderr is the terminal's or the journal's (not in serve
+    /// mode, where it is pointed at the log).
+    stderr_is_ours: bool,
     /// Warnings and errors also go to stderr (a daemon that is starting).
     echo: AtomicBool,
 }
@@ -130,6 +136,7 @@ pub fn init(settings: &Settings, role: Role) -> io::Result<()> {
     let logger = Logger {
         sink,
         level: g.log_level,
+        stderr_is_ours: role != Role::Serve,
         echo: AtomicBool::new(role == Role::Daemon),
     };
     if LOGGER.set(logger).is_ok() {
@@ -167,16 +174,14 @@ pub fn started() {
 /// Reports the error that ends the process: once on stderr, as
 /// `upserv: message`, and in the log when the log is elsewhere.
 pub fn fatal(message: &dyn std::fmt::Display) {
-    let logged_elsewhere = LOGGER
-        .get()
-        .is_some_and(|l| !matches!(l.sink, Sink::Stderr(_)));
-    if logged_elsewhere {
-        if let Some(logger) = LOGGER.get() {
-            logger.echo.store(false, Ordering::Relaxed);
-        }
+    let logger = LOGGER.get();
+    if let Some(logger) = logger.filter(|l| !matches!(l.sink, Sink::Stderr(_))) {
+        logger.echo.store(false, Ordering::Relaxed);
         log::error!("{message}");
     }
-    let _ = writeln!(io::stderr().lock(), "upserv: {message}");
+    if logger.is_none_or(|l| l.stderr_is_ours) {
+        let _ = writeln!(io::stderr().lock(), "upserv: {message}");
+    }
 }
 
 /// Whether stderr is the systemd journal: `JOURNAL_STREAM` names the device
@@ -225,7 +230,8 @@ fn point_stderr_at(sink: &Sink) {
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
         let command = matches!(self.sink, Sink::Stderr(Style::Command));
-        metadata.level() <= self.level && !(command && metadata.level() == Level::Error)
+        let repeated = command && metadata.level() == Level::Error && metadata.target() != PANIC;
+        metadata.level() <= self.level && !repeated
     }
 
     fn log(&self, record: &Record) {
@@ -350,8 +356,8 @@ fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
     let backtrace = std::backtrace::Backtrace::capture();
     match backtrace.status() {
         std::backtrace::BacktraceStatus::Captured => {
-            log::error!("thread {name} panicked{location}: {message}\n{backtrace}")
+            log::error!(target: PANIC, "thread {name} panicked{location}: {message}\n{backtrace}")
         }
-        _ => log::error!("thread {name} panicked{location}: {message}"),
+        _ => log::error!(target: PANIC, "thread {name} panicked{location}: {message}"),
     }
 }

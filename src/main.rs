@@ -244,6 +244,7 @@ fn needs_restart(a: &Settings, b: &Settings) -> Vec<&'static str> {
     check("fetch timeout", a.fetch_timeout != b.fetch_timeout);
     check("log file", a.log_file != b.log_file);
     check("log level", a.log_level != b.log_level);
+    check("syslog facility", a.syslog_facility != b.syslog_facility);
     check("pid file", a.pid_file != b.pid_file);
     changed
 }
