@@ -171,13 +171,16 @@ pub fn started() {
     }
 }
 
-/// Reports the error that ends the process: once on stderr, as
-/// `upserv: message`, and in the log when the log is elsewhere.
-pub fn fatal(message: &dyn std::fmt::Display) {
+/// Reports an error the admin must see (one that ends the process, or a
+/// `check-config` finding): once on stderr, as `upserv: message`, and in
+/// the log when the log is elsewhere.
+pub fn error(message: &dyn std::fmt::Display) {
     let logger = LOGGER.get();
     if let Some(logger) = logger.filter(|l| !matches!(l.sink, Sink::Stderr(_))) {
-        logger.echo.store(false, Ordering::Relaxed);
+        // Not echoed: it goes to stderr below, in the same form as always.
+        let echo = logger.echo.swap(false, Ordering::Relaxed);
         log::error!("{message}");
+        logger.echo.store(echo, Ordering::Relaxed);
     }
     if logger.is_none_or(|l| l.stderr_is_ours) {
         let _ = writeln!(io::stderr().lock(), "upserv: {message}");

@@ -12,12 +12,12 @@ use upserv::logging::{self, Role};
 use upserv::outln;
 
 fn usage_failure(message: impl std::fmt::Display) -> ExitCode {
-    logging::fatal(&message);
+    logging::error(&message);
     ExitCode::from(2)
 }
 
 fn runtime_failure(message: impl std::fmt::Display) -> ExitCode {
-    logging::fatal(&message);
+    logging::error(&message);
     ExitCode::from(1)
 }
 
@@ -69,7 +69,7 @@ fn check_config(settings: &Settings, warnings: &[config::ConfigWarning]) -> Exit
     let mut errors = 0;
     for w in warnings {
         if w.unknown_parameter {
-            log::error!("{w}");
+            logging::error(w);
             errors += 1;
         } else {
             log::warn!("{w}");
@@ -77,7 +77,7 @@ fn check_config(settings: &Settings, warnings: &[config::ConfigWarning]) -> Exit
     }
     for finding in daemon::audit::audit(settings) {
         if finding.error {
-            log::error!("{}", finding.message);
+            logging::error(&finding.message);
             errors += 1;
         } else {
             log::warn!("{}", finding.message);
