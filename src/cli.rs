@@ -261,8 +261,7 @@ USAGE
 ";
 
 /// The `--help` text after the list of commands.
-const HELP_OPTIONS: &str = "\
-  upserv --help | --version
+const HELP_OPTIONS: &str = "  upserv --help | --version
 
 OPTIONS
 Options go before or after the command, as --opt VALUE or --opt=VALUE; each
