@@ -17,6 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 /// Bounds a command that should finish at once (qemu-user is slow).
@@ -233,6 +234,43 @@ fn command_errors_reach_stderr_once_even_with_a_log_file() {
     assert!(logged.contains(&wanted), "{logged}");
 }
 
+/// A child killed and reaped when the test ends, whether it passes or not.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The lines of `stream`, read on a thread of their own as they come.
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line that contains `needle`; fails the test after [`DEADLINE`].
+fn await_line(lines: &Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line with {needle:?}: {e}"),
+        }
+    }
+}
+
 /// `(dev, ino)` of the pipe behind `fd`, as systemd puts in JOURNAL_STREAM.
 fn dev_ino(file: &impl std::os::fd::AsRawFd) -> String {
     let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
@@ -259,20 +297,9 @@ fn first_daemon_line(
         .env("JOURNAL_STREAM", stream)
         .stdout(Stdio::null())
         .stderr(writer);
-    let mut child = cmd.spawn().expect("starting the daemon");
+    let _daemon = Running(cmd.spawn().expect("starting the daemon"));
     drop(cmd);
-    let mut line = String::new();
-    let mut reader = BufReader::new(reader);
-    while !line.contains("listening on") {
-        line.clear();
-        if reader.read_line(&mut line).expect("reading stderr") == 0 {
-            break;
-        }
-    }
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().expect("daemon exit");
-    line
+    await_line(&lines_of(reader), "listening on")
 }
 
 #[test]
@@ -318,7 +345,8 @@ fn syslog_facility_sends_the_log_to_syslog() {
         .args(scene.args(&["daemon", "--listen", "127.0.0.1:0"]))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("starting upserv in a mount namespace");
+    let mut child = Running(cmd.spawn().expect("starting upserv in a mount namespace"));
+    let stderr = lines_of(child.0.stderr.take().expect("stderr"));
     let mut buf = [0u8; 4096];
     let line = loop {
         let n = syslog.recv(&mut buf).expect("a syslog message");
@@ -327,17 +355,18 @@ fn syslog_facility_sends_the_log_to_syslog() {
             break text;
         }
     };
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let done = child.wait_with_output().expect("daemon exit");
+    drop(child);
     // local3 (19) * 8 + info (6); tagged upserv with its pid.
     assert!(line.starts_with("<158>"), "{line}");
     assert!(
         line.contains(" upserv[") && line.contains("INFO [upserv::daemon] listening on 127.0.0.1:"),
         "{line}"
     );
-    let stderr = String::from_utf8_lossy(&done.stderr);
-    assert!(!stderr.contains("listening on"), "{stderr}");
+    let stderr: Vec<String> = stderr.try_iter().collect();
+    assert!(
+        !stderr.iter().any(|l| l.contains("listening on")),
+        "{stderr:?}"
+    );
 }
 
 /// Whether this machine lets the test make a private network namespace.
@@ -383,28 +412,20 @@ fn by_default_the_daemon_listens_on_ipv6_and_ipv4() {
         .args(scene.args(&["daemon"]))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("starting upserv in a namespace");
-    let mut reader = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut seen = Vec::new();
-    let mut line = String::new();
-    while seen.len() < 2 {
-        line.clear();
-        if reader.read_line(&mut line).expect("reading stderr") == 0 {
-            break;
-        }
-        if let Some(at) = line.find("listening on ") {
-            seen.push(line[at + "listening on ".len()..].trim().to_string());
-        }
-    }
+    let mut child = Running(cmd.spawn().expect("starting upserv in a namespace"));
+    let lines = lines_of(child.0.stderr.take().expect("stderr"));
+    let seen: Vec<String> = (0..2)
+        .map(|_| {
+            let line = await_line(&lines, "listening on ");
+            line.split("listening on ").nth(1).unwrap_or("").to_string()
+        })
+        .collect();
     assert_eq!(seen, ["[::]:873", "0.0.0.0:873"]);
     for url in ["rsync://[::1]/", "rsync://127.0.0.1/"] {
-        let (code, text) = list_in_namespace(child.id(), url);
+        let (code, text) = list_in_namespace(child.0.id(), url);
         assert_eq!(code, 0, "{url}: {text}");
         assert!(text.lines().any(|l| l.trim_end() == "b1"), "{url}: {text}");
     }
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().expect("daemon exit");
 }
 
 #[test]
