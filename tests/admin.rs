@@ -104,18 +104,31 @@ fn each_command_has_its_own_help() {
     assert!(out.contains("upserv evict ") && out.contains("upserv refetch "));
 }
 
-/// Runs `upserv ARGS` with stdout a pipe whose reader is already gone.
+/// Runs `upserv ARGS` with stdout a pipe whose reader is already gone:
+/// (exit code, or minus the signal that ended it; stderr).
 fn into_closed_pipe(args: &[String]) -> (i32, String) {
     let (reader, writer) = std::io::pipe().expect("a pipe");
     drop(reader);
     let mut cmd = upserv_command();
-    cmd.args(args).stdout(writer).stderr(Stdio::piped());
-    let done = run_with_deadline(&mut cmd, DEADLINE).expect("running upserv");
-    assert!(!done.timed_out, "upserv {args:?} ran on");
-    (
-        done.code,
-        String::from_utf8_lossy(&done.stderr).into_owned(),
-    )
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("starting upserv");
+    drop(cmd);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let done = rx
+        .recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("upserv {args:?} ran on"))
+        .expect("upserv's exit");
+    let code = done.status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        -done.status.signal().unwrap_or(0)
+    });
+    (code, String::from_utf8_lossy(&done.stderr).into_owned())
 }
 
 #[test]
