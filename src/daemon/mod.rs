@@ -478,3 +478,36 @@ pub fn announce(listeners: &[std::net::TcpListener]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_default_pair_goes_on_without_ipv6() {
+        let pair = config::dual_stack(873);
+        assert!(has_ipv4_twin(&pair[0], &pair));
+        assert!(!has_ipv4_twin(&pair[1], &pair), "IPv4 is never left out");
+        let alone = ["[::]:873".parse().unwrap()];
+        assert!(
+            !has_ipv4_twin(&alone[0], &alone),
+            "an explicit [::] must bind"
+        );
+        let other_port = ["[::]:873".parse().unwrap(), "0.0.0.0:8730".parse().unwrap()];
+        assert!(!has_ipv4_twin(&other_port[0], &other_port));
+        assert!(no_ipv6(&io::Error::from_raw_os_error(libc::EAFNOSUPPORT)));
+        assert!(!no_ipv6(&io::Error::from_raw_os_error(libc::EADDRINUSE)));
+    }
+
+    #[test]
+    fn ipv6_and_ipv4_bind_the_same_port() {
+        let v4 = TcpListener::bind("127.0.0.1:0").expect("an IPv4 port");
+        let port = v4.local_addr().expect("its address").port();
+        let v6: SocketAddr = format!("[::]:{port}").parse().unwrap();
+        match bind(&v6) {
+            Ok(listener) => assert_eq!(listener.local_addr().unwrap(), v6),
+            // A machine without IPv6 cannot show it.
+            Err(e) => assert!(no_ipv6(&e), "{e}"),
+        }
+    }
+}
