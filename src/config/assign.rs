@@ -19,7 +19,7 @@ use super::values::{
     format_bool, format_conf_list, format_size, parse_bool, parse_seconds, parse_size, parse_whole,
     split_conf_list, split_filter_words, split_hosts, ValueError,
 };
-use super::{dual_stack, Global, Layout, ModuleParams, DEFAULT_BUILDS_DIR, DEFAULT_PORT};
+use super::{default_builds_dir, dual_stack, Global, Layout, ModuleParams, DEFAULT_PORT};
 
 /// The global settings while a file is read: the listen address may be
 /// given as `listen` or as rsyncd's `address` and `port`, resolved at the end.
@@ -73,8 +73,7 @@ pub(super) fn set_global(param: GlobalParam, value: &str, draft: &mut GlobalDraf
         GlobalParam::LogLevel => global.log_level = parse_level(value)?,
         GlobalParam::SyslogFacility => global.syslog_facility = parse_syslog_facility(value)?,
         GlobalParam::BuildsDir => {
-            global.builds_dir =
-                optional_path(value).unwrap_or_else(|| PathBuf::from(DEFAULT_BUILDS_DIR));
+            global.builds_dir = optional_path(value).unwrap_or_else(default_builds_dir);
         }
         GlobalParam::Upstream => global.upstream = optional_template(value, check_upstream)?,
         GlobalParam::UpstreamChecksum => {

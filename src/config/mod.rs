@@ -120,7 +120,7 @@ impl Default for Global {
             log_file: None,
             syslog_facility: None,
             pid_file: None,
-            builds_dir: PathBuf::from(DEFAULT_BUILDS_DIR),
+            builds_dir: default_builds_dir(),
             upstream: None,
             upstream_checksum: None,
             upstream_contents: None,
@@ -132,6 +132,16 @@ impl Default for Global {
             log_level: DEFAULT_LOG_LEVEL,
             module_defaults: ModuleParams::default(),
         }
+    }
+}
+
+/// [`DEFAULT_BUILDS_DIR`] in the current directory, made absolute: the
+/// effective settings then read back the same from a file in any folder
+/// (where relative paths are the file's folder's).
+pub fn default_builds_dir() -> PathBuf {
+    match std::env::current_dir() {
+        Ok(dir) => dir.join("builds"),
+        Err(_) => PathBuf::from(DEFAULT_BUILDS_DIR),
     }
 }
 

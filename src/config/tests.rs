@@ -162,7 +162,8 @@ fn no_file_means_defaults() {
             "0.0.0.0:873".parse().unwrap()
         ]
     );
-    assert_eq!(global.builds_dir, PathBuf::from("./builds"));
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(global.builds_dir, cwd.join("builds"));
     assert_eq!(global.cache_size, 17_179_869_184);
     assert_eq!(global.workers, 8);
     assert_eq!(global.fetch_timeout, Duration::from_secs(60));
