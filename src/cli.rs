@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use crate::config::{
-    check_cache_size, check_workers, is_build_name, parse_level, parse_size, parse_socket_addr,
+    check_cache_size, check_workers, is_build_name, parse_level, parse_size, parse_socket_addrs,
     parse_whole, Overrides,
 };
 
@@ -41,6 +41,10 @@ pub enum Command {
     Unpin(String),
     /// Evict down to the budget now (or only print what would go).
     Gc { dry_run: bool },
+    /// Remove one cached build now.
+    Evict(String),
+    /// Download a cached build again and replace it once the new one is ready.
+    Refetch(String),
     /// Validate the configuration and print the effective settings.
     CheckConfig,
     /// Measure the delta engine: on generated data of `size` bytes, or on
@@ -49,8 +53,8 @@ pub enum Command {
         size: u64,
         pair: Option<(PathBuf, PathBuf)>,
     },
-    /// Print [`HELP`].
-    Help,
+    /// Print [`help`], or with a command name that command's [`command_help`].
+    Help(Option<&'static str>),
     /// Print [`version_text`].
     Version,
 }
@@ -93,8 +97,159 @@ pub fn version_text() -> String {
     )
 }
 
-/// The `--help` text: every command and option.
-pub const HELP: &str = "\
+/// One command: how it is called, what `upserv --help` says of it, its
+/// own `--help` text, and how its operands are read. Adding a command is
+/// one row of [`COMMANDS`] and a [`Command`] variant.
+struct Spec {
+    name: &'static str,
+    /// What follows the name in the usage line.
+    usage: &'static str,
+    /// One line for the list of commands.
+    summary: &'static str,
+    /// The command's own help, after its usage line.
+    details: &'static str,
+    parse: fn(&Parsed, Vec<OsString>) -> Result<Command, UsageError>,
+}
+
+/// Every command, in the order `--help` lists them.
+const COMMANDS: [Spec; 13] = [
+    Spec {
+        name: "daemon",
+        usage: "[OPTIONS]",
+        summary: "listen for rsync connections",
+        details: "\
+Listens for rsync clients on every --listen address (default [::]:873 and
+0.0.0.0:873: both families, as rsyncd; IPv4 alone, with a warning, when the
+system has no IPv6). Host names are resolved at startup. Startup errors go
+to stderr; the running log goes to the `log file`, else to syslog when
+`syslog facility` is set, else to stderr (without timestamps under systemd).
+SIGTERM or SIGINT: stop after the transfers in flight. SIGHUP: read the
+configuration again for new connections and reopen the log file. SIGUSR1:
+reopen the log file (after logrotate moved it). Warns when run as root.",
+        parse: |_, operands| no_operands("daemon", &operands, Command::Daemon),
+    },
+    Spec {
+        name: "serve",
+        usage: "[OPTIONS]",
+        summary: "serve one connection on stdin/stdout (inetd, xinetd, systemd Accept=yes)",
+        details: "\
+Serves one rsync client on stdin/stdout, for inetd, xinetd or a systemd
+socket unit with Accept=yes. Logs to the `log file`, else to syslog when
+`syslog facility` is set, else to DIR/.upserv/upserv.log; never to stderr.",
+        parse: |_, operands| no_operands("serve", &operands, Command::Serve),
+    },
+    Spec {
+        name: "server",
+        usage: "[OPTIONS]",
+        summary: "the same as serve (xinetd's `server_args = server`)",
+        details: "The same as `upserv serve`.",
+        parse: |_, operands| no_operands("server", &operands, Command::Serve),
+    },
+    Spec {
+        name: "fetch",
+        usage: "[OPTIONS] NAME...",
+        summary: "put builds into the cache now, showing progress",
+        details: "\
+Downloads and unpacks each build NAME that is not cached yet, showing
+progress on stderr. Run as root on a builds directory owned by another
+user, it works as that user.",
+        parse: |_, operands| fetch_names(&operands).map(Command::Fetch),
+    },
+    Spec {
+        name: "list",
+        usage: "[OPTIONS]",
+        summary: "cached builds: name, size, last access, sticky, in use",
+        details: "\
+Prints the cached builds: name, size, last access, sticky, in use. Needs
+only read access to the builds directory.",
+        parse: |_, operands| no_operands("list", &operands, Command::List),
+    },
+    Spec {
+        name: "pin",
+        usage: "[OPTIONS] NAME",
+        summary: "make a build sticky: never evicted",
+        details: "Makes build NAME sticky: eviction never removes it.",
+        parse: |_, operands| one_entry_name("pin", &operands).map(Command::Pin),
+    },
+    Spec {
+        name: "unpin",
+        usage: "[OPTIONS] NAME",
+        summary: "make a sticky build evictable again",
+        details: "Makes the sticky build NAME evictable again.",
+        parse: |_, operands| one_entry_name("unpin", &operands).map(Command::Unpin),
+    },
+    Spec {
+        name: "gc",
+        usage: "[OPTIONS] [--dry-run]",
+        summary: "evict down to the cache size now and print what goes",
+        details: "\
+Evicts the builds used least recently (never sticky or busy ones) until the
+builds directory fits the cache size, and prints what went. With --dry-run
+it only prints what would go, and needs only read access.",
+        parse: |parsed, operands| {
+            no_operands(
+                "gc",
+                &operands,
+                Command::Gc {
+                    dry_run: parsed.dry_run,
+                },
+            )
+        },
+    },
+    Spec {
+        name: "evict",
+        usage: "[OPTIONS] NAME",
+        summary: "remove one cached build now",
+        details: "\
+Removes the cached build NAME now. A sticky build must be unpinned first;
+a build that laptops are pulling is left alone (exit 1).",
+        parse: |_, operands| one_entry_name("evict", &operands).map(Command::Evict),
+    },
+    Spec {
+        name: "refetch",
+        usage: "[OPTIONS] NAME",
+        summary: "download a cached build again and replace it when complete",
+        details: "\
+Downloads and unpacks build NAME again into scratch space; only when the
+new tree is complete does it replace the cached one, in one step, so
+laptops never see half a build. While laptops are pulling the old tree,
+it waits for them to finish (new pulls wait for the swap).",
+        parse: |_, operands| one_entry_name("refetch", &operands).map(Command::Refetch),
+    },
+    Spec {
+        name: "check-config",
+        usage: "[OPTIONS]",
+        summary: "check the configuration and print the effective settings",
+        details: "\
+Reads the configuration, checks what it points at (module paths, the builds
+directory, secrets files as `strict modes` would, host names in hosts
+allow/deny) and prints the effective settings, itself a valid configuration.
+Exits 2 on an error, including a parameter neither upserv nor rsyncd knows
+(the nearest known name is suggested); rsyncd parameters upserv ignores
+are warnings.",
+        parse: |_, operands| no_operands("check-config", &operands, Command::CheckConfig),
+    },
+    Spec {
+        name: "bench",
+        usage: "[--size SIZE] [FILE BASIS]",
+        summary: "delta-engine throughput (MB/s) on this machine",
+        details: "\
+Without FILE and BASIS, generates SIZE bytes of data (default 256M) and a
+changed copy and measures the delta engine on them. With them, measures
+sending FILE to a client that already holds BASIS.",
+        parse: |parsed, operands| bench(operands, parsed.size),
+    },
+    Spec {
+        name: "help",
+        usage: "[COMMAND]",
+        summary: "this help, or a command's own (also: upserv COMMAND --help)",
+        details: "Prints the help, or with COMMAND that command's own help.",
+        parse: |_, operands| help_topic(&operands),
+    },
+];
+
+/// The `--help` text before the list of commands.
+const HELP_INTRO: &str = "\
 upserv: an rsync daemon for school servers that fetches OS builds on demand
 
 Laptops pull builds with a stock rsync client from rsync://SERVER/NAME/.
@@ -103,26 +258,10 @@ into the builds directory and served; the directory is kept under the cache
 size by evicting the builds used least recently (never sticky ones).
 
 USAGE
-  upserv daemon       [OPTIONS]            listen for rsync connections
-  upserv serve        [OPTIONS]            serve one connection on stdin/stdout
-                                           (inetd, xinetd, systemd Accept=yes)
-  upserv server       [OPTIONS]            the same as serve
-                                           (xinetd's `server_args = server`)
-  upserv fetch        [OPTIONS] NAME...    put builds into the cache now,
-                                           showing progress
-  upserv list         [OPTIONS]            cached builds: name, size, last
-                                           access, sticky, in use
-  upserv pin          [OPTIONS] NAME       make a build sticky: never evicted
-  upserv unpin        [OPTIONS] NAME       make a sticky build evictable again
-  upserv gc           [OPTIONS] [--dry-run]
-                                           evict down to the cache size now and
-                                           print what goes
-  upserv check-config [OPTIONS]            check the configuration and print the
-                                           effective settings (a valid config)
-  upserv bench        [--size SIZE] [FILE BASIS]
-                                           delta-engine throughput (MB/s) on
-                                           this machine
-  upserv --help | --version
+";
+
+/// The `--help` text after the list of commands.
+const HELP_OPTIONS: &str = "  upserv --help | --version
 
 OPTIONS
 Options go before or after the command, as --opt VALUE or --opt=VALUE; each
@@ -132,7 +271,8 @@ overrides the configuration file. `--` ends the options.
   --builds DIR         builds directory: one directory per build, served as
                        module NAME; default ./builds
   --listen ADDR:PORT   where the daemon listens; repeat for several addresses;
-                       IPv6 in brackets, e.g. [::]:873; default 0.0.0.0:873
+                       IPv6 in brackets, e.g. [::1]:873, or HOST:PORT;
+                       default [::]:873 and 0.0.0.0:873
                        (ports below 1024 need privilege: try 0.0.0.0:8730)
   --upstream URL       URL template of build archives, {name} standing for the
                        build, e.g. https://host/builds/{name}.tree.tar.xz
@@ -146,36 +286,63 @@ overrides the configuration file. `--` ends the options.
                        default RUST_LOG, else the file's `log level`, else info
   --dry-run            gc only: print what would be evicted, delete nothing
   --size SIZE          bench only: size of the generated data; default 256M
-  -h, --help           print this help and exit
+  -h, --help           print this help (after a command: its own) and exit
   -V, --version        print the version and exit
-
-BENCH
-Without FILE and BASIS, bench generates SIZE bytes of data and a changed copy.
-With them, it measures sending FILE to a client that already holds BASIS.
 
 CONFIGURATION FILE
 rsyncd.conf syntax: `name = value` lines, `[module]` sections, `#` or `;`
 comment lines, `\\` at the end of a line continues it, names ignore case and
-blanks. Global: address, port, listen, motd file, log file, pid file,
-log level, builds dir, upstream (one or more mirrors), upstream checksum
-(URL template ending in .md5 or .sha256; one, or one per mirror), upstream
-contents (URL template of olpc manifests; the same), layout (plain or olpc),
-cache size, workers, fetch timeout (seconds), fetch min rate (bytes per
-second over each minute; default 1K, 0: none), max connections per host,
-proxy protocol (yes: every connection comes from a load balancer and starts
-with a PROXY header naming the client), proxy protocol from (the balancers
-trusted to send one).
+blanks. Relative paths are taken from the folder of the file they are in.
+Global: address, port, listen, motd file, log file, syslog facility, pid
+file, log level, builds dir, upstream (one or more mirrors), upstream
+checksum (URL template ending in .md5 or .sha256; one, or one per mirror),
+upstream contents (URL template of olpc manifests; the same), layout (plain
+or olpc), cache size, workers, fetch timeout (seconds), fetch min rate
+(bytes per second over each minute; default 1K, 0: none), max connections
+per host, proxy protocol (yes: every connection comes from a load balancer
+and starts with a PROXY header naming the client), proxy protocol from (the
+balancers trusted to send one).
 Per module (or as defaults in the global part): path, comment, list,
 read only (always yes), hosts allow, hosts deny, max connections, timeout,
 auth users, secrets file, strict modes, auth digest, filter, include,
 include from, exclude, exclude from, refuse options, ignore errors,
 ignore nonreadable, numeric ids, reverse lookup, forward lookup.
 Every directory in the builds directory is a module too; a [module] of the
-same name hides it. Unknown parameters are warned about and ignored.
+same name hides it. Unknown parameters are warned about and ignored by the
+daemon; check-config refuses them.
+
+SERVICE USER
+Run as root on a builds directory owned by another user, fetch, pin, unpin,
+gc, evict and refetch switch to that user first, so that the daemon (run as
+that user) can serve and evict what they leave.
 
 EXIT STATUS
-  0 success, 1 runtime failure, 2 bad usage or bad configuration
+  0 success, 1 runtime failure, 2 bad usage or bad configuration.
+  Output into a closed pipe (upserv list | head -1) ends the command
+  quietly with status 0.
 ";
+
+/// The `--help` text: every command and option.
+pub fn help() -> String {
+    let mut text = String::from(HELP_INTRO);
+    for spec in &COMMANDS {
+        text.push_str(&format!(
+            "  upserv {} {}\n      {}\n",
+            spec.name, spec.usage, spec.summary
+        ));
+    }
+    text.push_str(HELP_OPTIONS);
+    text
+}
+
+/// `upserv COMMAND --help`: the command's usage line and its own text.
+pub fn command_help(name: &str) -> Option<String> {
+    let spec = COMMANDS.iter().find(|spec| spec.name == name)?;
+    Some(format!(
+        "usage: upserv {} {}\n\n{}\n\nOptions (see upserv --help): --config PATH, --builds DIR, --listen ADDR:PORT,\n--upstream URL, --cache-size SIZE, --workers N, --log-level LEVEL.\n",
+        spec.name, spec.usage, spec.details
+    ))
+}
 
 /// An option that takes a value or is a flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,9 +370,6 @@ const OPTIONS: [(&str, Opt); 9] = [
     ("--dry-run", Opt::DryRun),
     ("--size", Opt::Size),
 ];
-
-/// Every command name, for the "unknown command" message.
-const COMMANDS: &str = "daemon, serve, server, fetch, list, pin, unpin, gc, check-config, bench";
 
 impl Invocation {
     /// Parses this process's arguments.
@@ -242,17 +406,39 @@ impl Invocation {
     }
 }
 
-/// `--help` or `--version` if either appears before `--` (help first).
+/// `--help` or `--version` if either appears before `--` (help first);
+/// help names the command when one is given.
 fn help_or_version(args: &[OsString]) -> Option<Command> {
-    let options = args.iter().take_while(|arg| *arg != "--");
     let mut version = false;
-    for arg in options {
+    let mut help = false;
+    let mut topic = None;
+    let mut options = args.iter().take_while(|arg| *arg != "--");
+    while let Some(arg) = options.next() {
         if arg == "--help" || arg == "-h" {
-            return Some(Command::Help);
+            help = true;
+        } else if arg == "--version" || arg == "-V" {
+            version = true;
+        } else if is_option(arg) {
+            if takes_value(arg) {
+                options.next();
+            }
+        } else if topic.is_none() {
+            topic = Some(arg);
         }
-        version |= arg == "--version" || arg == "-V";
+    }
+    if help {
+        let named = topic.and_then(|t| COMMANDS.iter().find(|spec| *t == spec.name));
+        return Some(Command::Help(named.map(|spec| spec.name)));
     }
     version.then_some(Command::Version)
+}
+
+/// Whether `arg` is an option whose value is the next argument.
+fn takes_value(arg: &OsStr) -> bool {
+    !arg.as_bytes().contains(&b'=')
+        && OPTIONS
+            .iter()
+            .any(|(name, opt)| *opt != Opt::DryRun && arg == *name)
 }
 
 /// True for `-x` and `--xyz`; a lone `-` is an operand, as usual.
@@ -326,7 +512,7 @@ impl Parsed {
     fn text_value(&mut self, opt: Opt, text: &str) -> Result<(), String> {
         let overrides = &mut self.overrides;
         match opt {
-            Opt::Listen => overrides.listen.push(parse_socket_addr(text)?),
+            Opt::Listen => overrides.listen.extend(parse_socket_addrs(text)?),
             Opt::Upstream => {
                 // Repeated, each adds mirrors after the ones before.
                 let upstream = overrides.upstream.get_or_insert_with(String::new);
@@ -357,36 +543,21 @@ impl Parsed {
     }
 
     /// The command the operands name, with the options checked against it.
-    fn into_invocation(self) -> Result<Invocation, UsageError> {
-        let mut operands = self.operands.into_iter();
+    fn into_invocation(mut self) -> Result<Invocation, UsageError> {
+        let mut operands = std::mem::take(&mut self.operands).into_iter();
         let Some(first) = operands.next() else {
             return Err(UsageError::new("no command given (try upserv --help)"));
         };
         let name = first.to_string_lossy().into_owned();
         let operands: Vec<OsString> = operands.collect();
-        let command = match name.as_str() {
-            "daemon" => no_operands(&name, &operands, Command::Daemon)?,
-            "serve" | "server" => no_operands(&name, &operands, Command::Serve)?,
-            "list" => no_operands(&name, &operands, Command::List)?,
-            "check-config" => no_operands(&name, &operands, Command::CheckConfig)?,
-            "gc" => no_operands(
-                &name,
-                &operands,
-                Command::Gc {
-                    dry_run: self.dry_run,
-                },
-            )?,
-            "help" => no_operands(&name, &operands, Command::Help)?,
-            "fetch" => Command::Fetch(fetch_names(&operands)?),
-            "pin" => Command::Pin(one_entry_name(&name, &operands)?),
-            "unpin" => Command::Unpin(one_entry_name(&name, &operands)?),
-            "bench" => bench(operands, self.size)?,
-            _ => {
-                return Err(UsageError::new(format!(
-                    "unknown command `{name}` (commands: {COMMANDS})"
-                )))
-            }
+        let Some(spec) = COMMANDS.iter().find(|spec| spec.name == name) else {
+            let names: Vec<&str> = COMMANDS.iter().map(|spec| spec.name).collect();
+            return Err(UsageError::new(format!(
+                "unknown command `{name}` (commands: {})",
+                names.join(", ")
+            )));
         };
+        let command = (spec.parse)(&self, operands)?;
         if self.dry_run && !matches!(command, Command::Gc { .. }) {
             return Err(UsageError::new("`--dry-run` only applies to gc"));
         }
@@ -431,7 +602,7 @@ fn fetch_names(operands: &[OsString]) -> Result<Vec<String>, UsageError> {
         .collect()
 }
 
-/// The one NAME of `pin`/`unpin`: an entry of the builds directory, so not
+/// The one NAME of `pin`/`unpin`/`evict`: an entry of the builds directory, so not
 /// empty, no `/`, not hidden.
 fn one_entry_name(command: &str, operands: &[OsString]) -> Result<String, UsageError> {
     let [operand] = operands else {
@@ -447,6 +618,24 @@ fn one_entry_name(command: &str, operands: &[OsString]) -> Result<String, UsageE
         )));
     }
     Ok(name.to_owned())
+}
+
+/// `help [COMMAND]`.
+fn help_topic(operands: &[OsString]) -> Result<Command, UsageError> {
+    match operands {
+        [] => Ok(Command::Help(None)),
+        [topic] => COMMANDS
+            .iter()
+            .find(|spec| *topic == spec.name)
+            .map(|spec| Command::Help(Some(spec.name)))
+            .ok_or_else(|| {
+                UsageError::new(format!(
+                    "no command `{}` (see upserv --help)",
+                    topic.to_string_lossy()
+                ))
+            }),
+        _ => Err(UsageError::new("`help` takes at most one COMMAND")),
+    }
 }
 
 /// `bench [--size SIZE] [FILE BASIS]`.
@@ -509,7 +698,10 @@ mod tests {
             command(&["fetch", "a", "os12.1_x+y"]),
             Command::Fetch(vec!["a".into(), "os12.1_x+y".into()])
         );
-        assert_eq!(command(&["help"]), Command::Help);
+        assert_eq!(command(&["evict", "b"]), Command::Evict("b".into()));
+        assert_eq!(command(&["refetch", "b"]), Command::Refetch("b".into()));
+        assert_eq!(command(&["help"]), Command::Help(None));
+        assert_eq!(command(&["help", "gc"]), Command::Help(Some("gc")));
     }
 
     #[test]
@@ -594,6 +786,18 @@ mod tests {
     }
 
     #[test]
+    fn listen_takes_host_names() {
+        let inv = parse(&["daemon", "--listen", "localhost:8730"]).unwrap();
+        assert!(!inv.overrides.listen.is_empty());
+        assert!(inv
+            .overrides
+            .listen
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 8730));
+        assert!(error(&["daemon", "--listen", "no-such-host.invalid:1"]).contains("cannot resolve"));
+    }
+
+    #[test]
     fn the_last_of_a_repeated_option_wins() {
         let inv = parse(&["list", "--builds", "a", "--builds", "b"]).unwrap();
         assert_eq!(inv.overrides.builds_dir, Some("b".into()));
@@ -601,11 +805,20 @@ mod tests {
 
     #[test]
     fn help_and_version_win_anywhere_before_double_dash() {
-        assert_eq!(command(&["--help"]), Command::Help);
-        assert_eq!(command(&["fetch", "-h"]), Command::Help);
-        assert_eq!(command(&["--bogus", "--help"]), Command::Help);
+        assert_eq!(command(&["--help"]), Command::Help(None));
+        assert_eq!(command(&["fetch", "-h"]), Command::Help(Some("fetch")));
+        assert_eq!(command(&["--bogus", "--help"]), Command::Help(None));
         assert_eq!(command(&["-V"]), Command::Version);
-        assert_eq!(command(&["daemon", "--version", "--help"]), Command::Help);
+        assert_eq!(
+            command(&["daemon", "--version", "--help"]),
+            Command::Help(Some("daemon"))
+        );
+        // The value of --builds is not a command name.
+        assert_eq!(
+            command(&["--builds", "pin", "unpin", "--help"]),
+            Command::Help(Some("unpin"))
+        );
+        assert_eq!(command(&["frob", "--help"]), Command::Help(None));
         assert_eq!(command(&["gc", "--version"]), Command::Version);
         // After `--`, `-h` is an operand: here not a valid build name.
         assert!(error(&["fetch", "--", "-h"]).contains("`-h` is not a build name"));
@@ -683,12 +896,17 @@ mod tests {
 
     #[test]
     fn help_documents_every_command_and_option() {
+        let help = help();
         for (option, _) in OPTIONS {
-            assert!(HELP.contains(option), "{option}");
+            assert!(help.contains(option), "{option}");
         }
-        for command in COMMANDS.split(", ") {
-            assert!(HELP.contains(&format!("upserv {command}")), "{command}");
+        for spec in &COMMANDS {
+            assert!(help.contains(&format!("upserv {} ", spec.name)));
+            let own = command_help(spec.name).unwrap();
+            assert!(own.starts_with(&format!("usage: upserv {} ", spec.name)));
+            assert!(own.contains(spec.details));
         }
+        assert_eq!(command_help("frob"), None);
         assert!(version_text().starts_with("upserv "));
     }
 }

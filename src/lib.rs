@@ -7,7 +7,8 @@
 //! The map, following one pull from the socket inwards:
 //!
 //! - [`config`]: rsyncd.conf-style configuration and sizes.
-//! - [`cli`]: the command line; [`logging`]: where log lines go.
+//! - [`cli`]: the command line; [`logging`]: where log lines go; [`output`]:
+//!   command results on stdout, ending quietly at a closed pipe.
 //! - [`daemon`]: the process: a gatekeeper thread takes each connection
 //!   through its opening (PROXY header behind a load balancer, greeting,
 //!   module name) and hands it to a fixed
@@ -27,5 +28,6 @@ pub mod config;
 pub mod daemon;
 pub mod delta;
 pub mod logging;
+pub mod output;
 pub mod protocol;
 pub mod source;

@@ -7,17 +7,17 @@ use std::sync::Arc;
 use upserv::cache::{self, Cache, CacheConfig};
 use upserv::cli::{self, Command, Invocation};
 use upserv::config::{self, Settings};
-use upserv::daemon::{self, listener, signals::Signals, Server};
-use upserv::logging;
+use upserv::daemon::{self, listener, service_user, signals::Signals, Server};
+use upserv::logging::{self, Role};
+use upserv::outln;
 
 fn usage_failure(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("upserv: {message}");
+    logging::error(&message);
     ExitCode::from(2)
 }
 
 fn runtime_failure(message: impl std::fmt::Display) -> ExitCode {
-    log::error!("{message}");
-    eprintln!("upserv: {message}");
+    logging::error(&message);
     ExitCode::from(1)
 }
 
@@ -27,12 +27,17 @@ fn main() -> ExitCode {
         Err(e) => return usage_failure(e),
     };
     match &inv.command {
-        Command::Help => {
-            print!("{}", cli::HELP);
+        Command::Help(None) => {
+            outln!("{}", cli::help().trim_end());
+            return ExitCode::SUCCESS;
+        }
+        Command::Help(Some(name)) => {
+            let text = cli::command_help(name).unwrap_or_else(cli::help);
+            outln!("{}", text.trim_end());
             return ExitCode::SUCCESS;
         }
         Command::Version => {
-            println!("{}", cli::version_text());
+            outln!("{}", cli::version_text());
             return ExitCode::SUCCESS;
         }
         _ => {}
@@ -41,17 +46,50 @@ fn main() -> ExitCode {
         Ok(loaded) => loaded,
         Err(e) => return usage_failure(e),
     };
-    let serving_stdio = inv.command == Command::Serve;
-    if let Err(e) = logging::init(&settings, serving_stdio) {
-        return runtime_failure(format!("cannot set up logging: {e}"));
+    let role = match inv.command {
+        Command::Daemon => Role::Daemon,
+        Command::Serve => Role::Serve,
+        _ => Role::Command,
+    };
+    if let Err(e) = logging::init(&settings, role) {
+        return runtime_failure(e);
+    }
+    if inv.command == Command::CheckConfig {
+        return check_config(&settings, &warnings);
     }
     for w in &warnings {
         log::warn!("{w}");
-        if !serving_stdio && inv.command == Command::CheckConfig {
-            eprintln!("upserv: warning: {w}");
-        }
     }
     run(&inv, &settings)
+}
+
+/// `upserv check-config`: warnings, then errors (each once, on stderr),
+/// then the effective settings when nothing is wrong.
+fn check_config(settings: &Settings, warnings: &[config::ConfigWarning]) -> ExitCode {
+    let mut errors = 0;
+    for w in warnings {
+        if w.unknown_parameter {
+            logging::error(w);
+            errors += 1;
+        } else {
+            log::warn!("{w}");
+        }
+    }
+    for finding in daemon::audit::audit(settings) {
+        if finding.error {
+            logging::error(&finding.message);
+            errors += 1;
+        } else {
+            log::warn!("{}", finding.message);
+        }
+    }
+    if errors > 0 {
+        return usage_failure(format!(
+            "the configuration has {errors} error(s); see above"
+        ));
+    }
+    outln!("{}", settings.to_string().trim_end());
+    ExitCode::SUCCESS
 }
 
 /// The cache's part of the settings. In `serve` mode every connection is
@@ -77,20 +115,39 @@ fn exit_code(code: i32) -> ExitCode {
 fn run(inv: &Invocation, settings: &Settings) -> ExitCode {
     let cfg = || cache_config(settings, false);
     match &inv.command {
-        Command::CheckConfig => {
-            print!("{settings}");
-            ExitCode::SUCCESS
-        }
         Command::Daemon => run_daemon(inv, settings),
         Command::Serve => run_serve(settings),
-        Command::Fetch(names) => exit_code(cache::commands::fetch(cfg(), names)),
-        Command::List => exit_code(cache::commands::list(cfg())),
-        Command::Pin(name) => exit_code(cache::commands::pin(cfg(), name)),
-        Command::Unpin(name) => exit_code(cache::commands::unpin(cfg(), name)),
-        Command::Gc { dry_run } => exit_code(cache::commands::gc(cfg(), *dry_run)),
+        Command::Fetch(_)
+        | Command::Pin(_)
+        | Command::Unpin(_)
+        | Command::Gc { dry_run: false }
+        | Command::Evict(_)
+        | Command::Refetch(_) => {
+            if let Err(e) = service_user::become_owner(&settings.global.builds_dir) {
+                return runtime_failure(e);
+            }
+            run_cache_command(&inv.command, cfg())
+        }
+        Command::List | Command::Gc { dry_run: true } => run_cache_command(&inv.command, cfg()),
         Command::Bench { size, pair } => run_bench(*size, pair.as_ref()),
-        Command::Help | Command::Version => ExitCode::SUCCESS,
+        Command::CheckConfig | Command::Help(_) | Command::Version => ExitCode::SUCCESS,
     }
+}
+
+/// The admin commands on the build cache.
+fn run_cache_command(command: &Command, cfg: CacheConfig) -> ExitCode {
+    use cache::commands;
+    let code = match command {
+        Command::Fetch(names) => commands::fetch(cfg, names),
+        Command::List => commands::list(cfg),
+        Command::Pin(name) => commands::pin(cfg, name),
+        Command::Unpin(name) => commands::unpin(cfg, name),
+        Command::Gc { dry_run } => commands::gc(cfg, *dry_run),
+        Command::Evict(name) => commands::evict(cfg, name),
+        Command::Refetch(name) => commands::refetch(cfg, name),
+        _ => return ExitCode::SUCCESS,
+    };
+    exit_code(code)
 }
 
 /// `upserv bench`: the delta engine's throughput on this machine, so the
@@ -99,9 +156,9 @@ fn run_bench(size: u64, pair: Option<&(std::path::PathBuf, std::path::PathBuf)>)
     let pair = pair.map(|(file, basis)| (file.as_path(), basis.as_path()));
     match upserv::delta::bench::run(size, pair) {
         Ok(results) => {
-            println!("{}", upserv::delta::bench::BenchResult::HEADER);
+            outln!("{}", upserv::delta::bench::BenchResult::HEADER);
             for r in results {
-                println!("{r}");
+                outln!("{r}");
             }
             ExitCode::SUCCESS
         }
@@ -189,6 +246,7 @@ fn needs_restart(a: &Settings, b: &Settings) -> Vec<&'static str> {
     check("fetch min rate", a.fetch_min_rate != b.fetch_min_rate);
     check("log file", a.log_file != b.log_file);
     check("log level", a.log_level != b.log_level);
+    check("syslog facility", a.syslog_facility != b.syslog_facility);
     check("pid file", a.pid_file != b.pid_file);
     changed
 }
@@ -224,7 +282,9 @@ fn run_daemon(inv: &Invocation, settings: &Settings) -> ExitCode {
     let pool = listener::PoolConfig {
         workers: settings.global.workers,
     };
+    service_user::warn_if_root();
     daemon::announce(&listeners);
+    logging::started();
     match listener::run(Arc::new(server), listeners, pool, &signals, &mut reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => runtime_failure(e),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use builds_support::{
-    next_second, tar_tree, upserv_command, upserv_for, wait_until, StalledClient,
+    next_second, private_leftovers, tar_tree, upserv_command, upserv_for, wait_until, StalledClient,
 };
 use common::*;
 use upstream::{scratch_dir, Upstream};
@@ -441,6 +441,90 @@ fn admin_commands_next_to_a_running_daemon() {
             listing.stdout
         );
     }
+}
+
+#[test]
+fn evict_removes_one_idle_unpinned_build() {
+    let scene = Scene::new("builds-evict-one");
+    let upserv = scene.daemon();
+    scene.pull(&upserv, "b1", "b1");
+    scene.pull(&upserv, "b2", "b2");
+
+    let (code, stdout, stderr) = scene.admin(&["evict", "b1"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("evicted b1 ("), "{stdout}");
+    assert_eq!(scene.cached(), names(&["b2"]));
+    let (code, _, stderr) = scene.admin(&["evict", "b1"]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr, "upserv: build b1 is not cached\n");
+
+    let (code, _, _) = scene.admin(&["pin", "b2"]);
+    assert_eq!(code, 0);
+    let (code, _, stderr) = scene.admin(&["evict", "b2"]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr, "upserv: build b2 is pinned; unpin it first\n");
+    scene.admin(&["unpin", "b2"]);
+
+    let held = StalledClient::start(
+        &upserv.url("b2/"),
+        &scene.dir.join("b2-held"),
+        &["-a", "-i", "--no-motd"],
+    );
+    wait_until("b2 to be in use", || scene.is_busy("b2"));
+    let (code, _, stderr) = scene.admin(&["evict", "b2"]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr, "upserv: build b2 is in use; kept\n");
+    assert_eq!(held.release(), 0);
+    assert_eq!(scene.cached(), names(&["b2"]));
+
+    // The daemon fetches an evicted build again on demand.
+    scene.pull(&upserv, "b1", "b1-again");
+    assert_eq!(scene.up.gets("/b/b1.tar"), 2);
+}
+
+#[test]
+fn refetch_swaps_in_the_new_tree_only_when_complete_and_idle() {
+    let scene = Scene::new("builds-refetch");
+    let upserv = scene.daemon();
+    scene.pull(&upserv, "b1", "b1");
+    let (new_tree, archive) = build_tree("b1", 0x5a);
+    scene.up.put("/b/b1.tar", archive);
+
+    // A laptop is pulling the old tree: the new one waits, complete, in
+    // scratch space until it is done.
+    let held = StalledClient::start(
+        &upserv.url("b1/"),
+        &scene.dir.join("b1-held"),
+        &["-a", "-i", "--no-motd"],
+    );
+    wait_until("b1 to be in use", || scene.is_busy("b1"));
+    let args = scene.admin_args(&["refetch", "b1"]);
+    let mut refetch = common::upserv::upserv_command()
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting upserv refetch");
+    let ready = scene.builds().join(".upserv/unpack/b1/table");
+    wait_until("the new tree to be ready", || ready.exists());
+    assert!(refetch.try_wait().expect("refetch status").is_none());
+    let served = std::fs::read(scene.builds().join("b1/image.bin")).expect("old tree");
+    assert_eq!(
+        served,
+        vec![1u8; BIG_FILE],
+        "the old tree is still in place"
+    );
+    assert_eq!(held.release(), 0, "the pull of the old tree finishes whole");
+
+    let done = refetch.wait_with_output().expect("refetch output");
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&done.stdout), "b1: fetched again\n");
+    assert_eq!(scene.up.gets("/b/b1.tar"), 2);
+    let dest = scene.dir.join("b1-new");
+    pull(&upserv.url("b1/"), &dest, PULL_OPTS, Protocol::Default).assert_ok();
+    assert_same(&Snapshot::of(new_tree.root()), &Snapshot::of(&dest));
+    assert!(private_leftovers(&scene.builds()).is_empty());
 }
 
 #[test]

@@ -166,7 +166,12 @@ fn the_log_file_has_one_line_per_connection() {
         "{}",
         lines[2]
     );
-    assert!(server.stderr_text().is_empty(), "{}", server.stderr_text());
+    // Only startup warnings (such as running as root) reach stderr too.
+    let stderr = server.stderr_text();
+    assert!(
+        stderr.lines().all(|l| l.starts_with("upserv: warning: ")),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -231,4 +236,54 @@ fn a_second_stop_signal_ends_the_grace_period() {
         .contains("stopped with 1 connection(s) still open"));
     relay.release();
     assert_ne!(pulling.join().expect("pull thread").code, 0);
+}
+
+#[test]
+fn logrotate_and_sigusr1_start_a_fresh_log_file() {
+    let tree = tree_with_big_file();
+    let server = Daemon::start_logging_to_file(&module_conf("m", &tree));
+    let log = server.dir().join("upserv.log");
+    let rotated = server.dir().join("upserv.log.1");
+    let conf = server.dir().join("logrotate.conf");
+    // The shape of packaging/logrotate/upserv, for this log and this daemon.
+    std::fs::write(
+        &conf,
+        format!(
+            "{} {{\n  rotate 2\n  nocompress\n  postrotate\n    kill -USR1 {}\n  endscript\n}}\n",
+            log.display(),
+            server.pid()
+        ),
+    )
+    .expect("writing logrotate.conf");
+    let state = server.dir().join("logrotate.state");
+    let rotate = std::process::Command::new("logrotate")
+        .arg("-f")
+        .arg("-s")
+        .arg(&state)
+        .arg(&conf)
+        .output()
+        .expect("running logrotate (apt-get install logrotate)");
+    assert!(
+        rotate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotate.stderr)
+    );
+    let old = std::fs::read_to_string(&rotated).expect("the rotated log");
+    assert!(old.contains("listening on"), "{old}");
+
+    // The first connection after the signal lands in the new file.
+    let scratch = tempfile::tempdir().expect("scratch");
+    let listing = ops::rsync(&Client::current(), scratch.path(), &[&server.url("")], &[]);
+    assert_eq!(listing.code, 0, "{}", ops::stderr(&listing));
+    server.await_log("127.0.0.1: module list", 1);
+    let old = std::fs::read_to_string(&rotated).expect("the rotated log");
+    assert!(!old.contains("module list"), "{old}");
+
+    // SIGHUP reopens it too.
+    let moved = server.dir().join("upserv.log.moved");
+    std::fs::rename(&log, &moved).expect("moving the log");
+    server.signal(libc::SIGHUP);
+    server.await_log("configuration reloaded", 1);
+    let before = std::fs::read_to_string(&moved).expect("the moved log");
+    assert!(!before.contains("configuration reloaded"), "{before}");
 }

@@ -1,17 +1,28 @@
-//! The admin commands on the build cache: `fetch`, `list`, `pin`, `unpin`, `gc`.
+//! The admin commands on the build cache: `fetch`, `list`, `pin`, `unpin`,
+//! `gc`, `evict`, `refetch`.
 //!
-//! Each takes the cache configuration, prints its results to stdout and its
-//! errors (one line each) to stderr, and returns the exit code: 0 success,
+//! Each takes the cache configuration, prints its results to stdout (through
+//! [`crate::output`], so a closed pipe ends it quietly) and its errors (one
+//! line each) to stderr, and returns the exit code: 0 success,
 //! 1 runtime failure. Argument parsing is main's job; these functions must
 //! not exit the process or read the command line.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::time::Instant;
 
 use super::handle::Startup;
 use super::job::{Progress, Stage};
 use super::store::{self, Store};
 use super::{is_build_name, Cache, CacheConfig, Evicted};
+use crate::outln;
+
+/// `eprintln!` that never panics: a closed stderr must not crash a command.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 const EXIT_OK: i32 = 0;
 const EXIT_FAILURE: i32 = 1;
@@ -24,7 +35,7 @@ const MIB: u64 = 1 << 20;
 /// `upserv fetch NAME...`: puts builds into the cache now.
 pub fn fetch(cfg: CacheConfig, names: &[String]) -> i32 {
     if cfg.upstream.is_none() {
-        eprintln!("upserv fetch: no upstream configured (set `upstream` or --upstream)");
+        errln!("upserv fetch: no upstream configured (set `upstream` or --upstream)");
         return EXIT_FAILURE;
     }
     let cache = match Cache::open(cfg) {
@@ -35,7 +46,7 @@ pub fn fetch(cfg: CacheConfig, names: &[String]) -> i32 {
     let mut status = EXIT_OK;
     for name in names {
         if !is_build_name(name) {
-            eprintln!("upserv fetch: {name:?} is not a valid build name");
+            errln!("upserv fetch: {name:?} is not a valid build name");
             status = EXIT_FAILURE;
             continue;
         }
@@ -43,13 +54,13 @@ pub fn fetch(cfg: CacheConfig, names: &[String]) -> i32 {
         let result = cache.acquire_with(name, &mut |p| shown.show(p));
         shown.finish();
         match result {
-            Ok(Some(guard)) => println!("{}: cached in {}", name, guard.root().display()),
+            Ok(Some(guard)) => outln!("{}: cached in {}", name, guard.root().display()),
             Ok(None) => {
-                eprintln!("upserv fetch: {name}: not available");
+                errln!("upserv fetch: {name}: not available");
                 status = EXIT_FAILURE;
             }
             Err(e) => {
-                eprintln!("upserv fetch: {e}");
+                errln!("upserv fetch: {e}");
                 status = EXIT_FAILURE;
             }
         }
@@ -68,19 +79,20 @@ pub fn list(cfg: CacheConfig) -> i32 {
         Err(e) => return fail(&format!("cannot list {}: {e}", cfg.builds_dir.display())),
     };
     let access = store.load_access();
-    let mut out = io::stdout().lock();
-    let _ = writeln!(
-        out,
+    outln!(
         "{:<32} {:>10} {:<20} {:<6} {:<4}",
-        "NAME", "SIZE", "LAST ACCESS (UTC)", "STICKY", "BUSY"
+        "NAME",
+        "SIZE",
+        "LAST ACCESS (UTC)",
+        "STICKY",
+        "BUSY"
     );
     for name in names {
         let size = store::disk_usage(&store.build_dir(&name)).unwrap_or(0);
         let last = access
             .get(&name)
             .unwrap_or_else(|| store.build_mtime(&name));
-        let _ = writeln!(
-            out,
+        outln!(
             "{:<32} {:>10} {:<20} {:<6} {:<4}",
             name,
             human_size(size),
@@ -108,7 +120,7 @@ fn set_sticky(cfg: CacheConfig, name: &str, sticky: bool) -> i32 {
     }
     let result = Store::open(&cfg.builds_dir).and_then(|store| {
         if !store.is_build(name) {
-            eprintln!("upserv: note: build {name} is not cached (yet)");
+            errln!("upserv: note: build {name} is not cached (yet)");
         }
         store.set_sticky(name, sticky)
     });
@@ -120,7 +132,12 @@ fn set_sticky(cfg: CacheConfig, name: &str, sticky: bool) -> i32 {
 
 /// `upserv gc [--dry-run]`: evicts down to the budget, printing what goes.
 pub fn gc(cfg: CacheConfig, dry_run: bool) -> i32 {
-    let cache = match Cache::open_with(cfg, Startup::NoEviction) {
+    let startup = if dry_run {
+        Startup::ReadOnly
+    } else {
+        Startup::NoEviction
+    };
+    let cache = match Cache::open_with(cfg, startup) {
         Ok(cache) => cache,
         Err(e) => return fail(&e),
     };
@@ -133,13 +150,55 @@ pub fn gc(cfg: CacheConfig, dry_run: bool) -> i32 {
     }
 }
 
+/// `upserv evict NAME`: removes one idle, unpinned build now.
+pub fn evict(cfg: CacheConfig, name: &str) -> i32 {
+    let cache = match open_for(cfg, name) {
+        Ok(cache) => cache,
+        Err(code) => return code,
+    };
+    match cache.evict(name) {
+        Ok(build) => {
+            print_evicted(&[build], false);
+            EXIT_OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// `upserv refetch NAME`: downloads a build again, replacing the cached
+/// tree only once the new one is complete.
+pub fn refetch(cfg: CacheConfig, name: &str) -> i32 {
+    let cache = match open_for(cfg, name) {
+        Ok(cache) => cache,
+        Err(code) => return code,
+    };
+    let mut shown = ProgressDisplay::new(io::stderr().is_terminal());
+    let result = cache.refetch(name, &mut |p| shown.show(p));
+    shown.finish();
+    match result {
+        Ok(()) => {
+            outln!("{name}: fetched again");
+            EXIT_OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// The cache, for a command on build `name`; the exit code on failure.
+fn open_for(cfg: CacheConfig, name: &str) -> Result<Cache, i32> {
+    if !is_build_name(name) {
+        return Err(fail(&format!("{name:?} is not a valid build name")));
+    }
+    Cache::open_with(cfg, Startup::NoEviction).map_err(|e| fail(&e))
+}
+
 fn print_evicted(evicted: &[Evicted], dry_run: bool) {
     let verb = if dry_run { "would evict" } else { "evicted" };
     if evicted.is_empty() {
-        println!("nothing to evict");
+        outln!("nothing to evict");
     }
     for build in evicted {
-        println!(
+        outln!(
             "{verb} {} ({}, last access {})",
             build.name,
             human_size(build.size),
@@ -149,7 +208,7 @@ fn print_evicted(evicted: &[Evicted], dry_run: bool) {
 }
 
 fn fail(message: &dyn std::fmt::Display) -> i32 {
-    eprintln!("upserv: {message}");
+    errln!("upserv: {message}");
     EXIT_FAILURE
 }
 
@@ -190,16 +249,17 @@ impl ProgressDisplay {
         }
         self.last = Some(Instant::now());
         if self.terminal {
-            eprint!("\r{}\x1b[K", bar(progress));
+            use std::io::Write as _;
+            let _ = write!(io::stderr(), "\r{}\x1b[K", bar(progress));
             self.drawn = true;
         } else {
-            eprintln!("{}", progress.line());
+            errln!("{}", progress.line());
         }
     }
 
     fn finish(&mut self) {
         if self.drawn {
-            eprintln!();
+            errln!("");
         }
     }
 }

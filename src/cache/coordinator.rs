@@ -26,7 +26,14 @@ use super::CacheError;
 pub(super) enum Request {
     Fetch {
         name: String,
+        /// Download even when cached, replacing the cached tree (refetch).
+        replace: bool,
         reply: Sender<Event>,
+    },
+    /// Remove one idle, unpinned build now.
+    Evict {
+        name: String,
+        reply: Sender<Result<Evicted, CacheError>>,
     },
     Gc {
         dry_run: bool,
@@ -44,6 +51,7 @@ pub(super) enum Event {
 /// One download and its waiters.
 struct Job {
     name: String,
+    replace: bool,
     waiters: Vec<Sender<Event>>,
     last: Option<Progress>,
 }
@@ -95,7 +103,14 @@ impl Coordinator {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Fetch { name, reply } => self.fetch(name, reply),
+            Request::Fetch {
+                name,
+                replace,
+                reply,
+            } => self.fetch(name, replace, reply),
+            Request::Evict { name, reply } => {
+                let _ = reply.send(self.inner.evict_one(&name));
+            }
             Request::Gc { dry_run, reply } => {
                 // A dropped reply only means the asker went away.
                 let _ = reply.send(self.inner.evict(None, dry_run));
@@ -103,7 +118,7 @@ impl Coordinator {
         }
     }
 
-    fn fetch(&mut self, name: String, reply: Sender<Event>) {
+    fn fetch(&mut self, name: String, replace: bool, reply: Sender<Event>) {
         if let Some(job) = self.running.as_mut().filter(|job| job.name == name) {
             if let Some(progress) = &job.last {
                 let _ = reply.send(Event::Progress(progress.clone()));
@@ -116,7 +131,7 @@ impl Coordinator {
             job.waiters.push(reply);
             return;
         }
-        if self.inner.store.is_build(&name) {
+        if !replace && self.inner.store.is_build(&name) {
             let _ = reply.send(Event::Installed);
             return;
         }
@@ -127,6 +142,7 @@ impl Coordinator {
         }
         self.queue.push_back(Job {
             name,
+            replace,
             waiters: vec![reply],
             last: None,
         });
@@ -143,15 +159,18 @@ impl Coordinator {
         let inner = Arc::clone(&self.inner);
         let events = self.events_tx.clone();
         let name = job.name.clone();
+        let replace = job.replace;
         let spawned = thread::Builder::new()
             .name(format!("fetch-{name}"))
             .spawn(move || {
-                let outcome = catch_unwind(AssertUnwindSafe(|| job::run(&inner, &name, &events)))
-                    .unwrap_or_else(|_| {
-                        Err(CacheError::new(format!(
-                            "fetching {name} failed: internal error"
-                        )))
-                    });
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    job::run(&inner, &name, replace, &events)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(CacheError::new(format!(
+                        "fetching {name} failed: internal error"
+                    )))
+                });
                 let _ = events.send(JobEvent::Finished(outcome));
             });
         match spawned {

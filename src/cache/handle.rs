@@ -92,6 +92,8 @@ pub(crate) enum Startup {
     Full,
     /// Recovery only: admin commands that report before they change anything.
     NoEviction,
+    /// Nothing: commands that only read (`gc --dry-run`).
+    ReadOnly,
 }
 
 impl Cache {
@@ -173,13 +175,41 @@ impl Cache {
         self.acquire_inner(name, &mut show, gone)
     }
 
+    /// Removes the idle, unpinned build `name` now (through the coordinator).
+    pub fn evict(&self, name: &str) -> Result<Evicted, CacheError> {
+        self.ask(|reply| Request::Evict {
+            name: name.to_string(),
+            reply,
+        })
+    }
+
+    /// Downloads and unpacks `name` again, and replaces the cached tree
+    /// only once the new one is complete (see `Shared::publish`).
+    pub(crate) fn refetch(
+        &self,
+        name: &str,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<(), CacheError> {
+        if self.inner.cfg.upstream.is_none() {
+            return Err(CacheError::new("no upstream configured"));
+        }
+        self.wait_for_fetch(name, true, progress, &mut || false)
+    }
+
     /// Evicts down to the budget now (through the coordinator), or with
     /// `dry_run` only reports what would go.
     pub fn gc(&self, dry_run: bool) -> Result<Vec<Evicted>, CacheError> {
+        self.ask(|reply| Request::Gc { dry_run, reply })
+    }
+
+    /// Sends the coordinator a request with a reply channel, and waits for
+    /// its one answer.
+    fn ask<T>(
+        &self,
+        request: impl FnOnce(Sender<Result<T, CacheError>>) -> Request,
+    ) -> Result<T, CacheError> {
         let (reply, answer) = unbounded();
-        self.requests
-            .send(Request::Gc { dry_run, reply })
-            .map_err(|_| stopped())?;
+        self.requests.send(request(reply)).map_err(|_| stopped())?;
         answer.recv().map_err(|_| stopped())?
     }
 
@@ -214,7 +244,7 @@ impl Cache {
             {
                 return Err(not_found(name));
             }
-            self.wait_for_fetch(name, progress, gone)?;
+            self.wait_for_fetch(name, false, progress, gone)?;
         }
         Err(CacheError::new(format!(
             "build {name} was removed right after it was installed; try again"
@@ -246,6 +276,7 @@ impl Cache {
     fn wait_for_fetch(
         &self,
         name: &str,
+        replace: bool,
         progress: &mut dyn FnMut(&Progress),
         gone: &mut dyn FnMut() -> bool,
     ) -> Result<(), CacheError> {
@@ -253,6 +284,7 @@ impl Cache {
         self.requests
             .send(Request::Fetch {
                 name: name.to_string(),
+                replace,
                 reply,
             })
             .map_err(|_| stopped())?;

@@ -95,21 +95,25 @@ pub(super) struct Prepared {
     pub(super) tree: PathBuf,
     pub(super) table: PathBuf,
     pub(super) size: u64,
+    /// Replaces the cached tree of the same name (refetch).
+    pub(super) replace: bool,
     pub(super) _lock: File,
 }
 
 /// The job thread: wait for the install lock, download, unpack, write the
-/// table, measure. Returns `None` when another process installed the build.
+/// table, measure. Returns `None` when another process installed the build
+/// (unless `replace`: then a cached build is downloaded again).
 pub(super) fn run(
     inner: &Shared,
     name: &str,
+    replace: bool,
     events: &Sender<JobEvent>,
 ) -> Result<Option<Prepared>, CacheError> {
     let store = &inner.store;
-    let Some(lock) = wait_install_lock(inner, name, events)? else {
+    let Some(lock) = wait_install_lock(inner, name, replace, events)? else {
         return Ok(None);
     };
-    if store.is_build(name) {
+    if !replace && store.is_build(name) {
         return Ok(None);
     }
     if store.recently_missing(name, inner.cfg.not_found_ttl) {
@@ -147,6 +151,7 @@ pub(super) fn run(
             tree: unpacked.tree,
             table,
             size,
+            replace,
             _lock: lock,
         });
     match prepared {
@@ -340,10 +345,11 @@ fn fetch_failure(inner: &Shared, name: &str, error: FetchError) -> CacheError {
 }
 
 /// Waits for the install lock, telling waiters meanwhile; `None` when the
-/// build appeared while we waited.
+/// build appeared while we waited (and is not to be replaced).
 fn wait_install_lock(
     inner: &Shared,
     name: &str,
+    replace: bool,
     events: &Sender<JobEvent>,
 ) -> Result<Option<File>, CacheError> {
     let store = &inner.store;
@@ -354,7 +360,7 @@ fn wait_install_lock(
             Ok(None) => {}
             Err(e) => return Err(CacheError::new(format!("cannot take the cache lock: {e}"))),
         }
-        if store.is_build(name) {
+        if !replace && store.is_build(name) {
             return Ok(None);
         }
         // The partial file of the other process shows how far it got.

@@ -144,7 +144,9 @@ impl Shared {
             .map_err(|e| CacheError::new(format!("cannot list the builds dir: {e}")))?;
         let known = {
             let mut access = self.access.lock();
-            if let Err(e) = access.write(|n| self.store.is_build(n)) {
+            if dry_run {
+                // Only reads: a dry run needs no write access.
+            } else if let Err(e) = access.write(|n| self.store.is_build(n)) {
                 log::warn!("cannot write the access record: {e}");
             }
             names.iter().map(|n| access.get(n)).collect::<Vec<_>>()
@@ -187,24 +189,56 @@ impl Shared {
         Ok(evicted)
     }
 
+    /// `upserv evict NAME`: removes one cached build unless it is sticky or
+    /// in use.
+    pub(super) fn evict_one(&self, name: &str) -> Result<Evicted, CacheError> {
+        if !self.store.is_build(name) {
+            return Err(CacheError::new(format!("build {name} is not cached")));
+        }
+        if self.store.is_sticky(name) {
+            return Err(CacheError::new(format!(
+                "build {name} is pinned; unpin it first"
+            )));
+        }
+        let evicted = Evicted {
+            name: name.to_string(),
+            size: self.size_of(name),
+            last_access: self
+                .access
+                .lock()
+                .get(name)
+                .unwrap_or_else(|| self.store.build_mtime(name)),
+        };
+        let Some(idle) = self.store.try_lock_idle(name) else {
+            return Err(CacheError::new(format!("build {name} is in use; kept")));
+        };
+        self.remove_idle(name, idle)
+            .map_err(|e| CacheError::new(format!("evicting {name}: {e}")))?;
+        Ok(evicted)
+    }
+
     /// Deletes one build unless someone started serving it meanwhile.
     pub(super) fn remove(&self, name: &str) -> bool {
         let Some(idle) = self.store.try_lock_idle(name) else {
             log::info!("not evicting {name}: it is in use");
             return false;
         };
-        match self.store.remove_build(name, idle) {
-            Ok(()) => {
-                log::info!("evicted build {name}");
-                self.tables.lock().remove(name);
-                self.sizes.lock().remove(name);
-                true
-            }
+        match self.remove_idle(name, idle) {
+            Ok(()) => true,
             Err(e) => {
                 log::error!("evicting {name}: {e}");
                 false
             }
         }
+    }
+
+    /// Deletes one build whose idle lock the caller holds.
+    fn remove_idle(&self, name: &str, idle: std::fs::File) -> std::io::Result<()> {
+        self.store.remove_build(name, idle)?;
+        log::info!("evicted build {name}");
+        self.tables.lock().remove(name);
+        self.sizes.lock().remove(name);
+        Ok(())
     }
 
     /// Moves a prepared tree into place: table first, then the tree in one
@@ -216,6 +250,9 @@ impl Shared {
             return Err(too_large(name, prepared.size, budget));
         }
         let fail = |e| local_failure(name, "cannot install it", e);
+        if prepared.replace && self.store.is_build(name) {
+            return self.replace(prepared);
+        }
         if self.store.build_dir(name).exists() {
             return Err(CacheError::new(format!(
                 "build {name} cannot be installed: something else appeared at its place"
@@ -232,9 +269,54 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Swaps a refetched tree in for the cached one. Connections serving the
+    /// old tree read it by path, so the swap waits until none does; holding
+    /// the build's idle lock then makes new connections wait for the swap,
+    /// which is two renames they cannot see between.
+    fn replace(&self, prepared: &Prepared) -> Result<(), CacheError> {
+        let name = &prepared.name;
+        let fail = |e| local_failure(name, "cannot replace it", e);
+        let deadline = std::time::Instant::now() + REPLACE_IDLE_WAIT;
+        let idle = loop {
+            if let Some(idle) = self.store.try_lock_idle(name) {
+                break idle;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(CacheError::new(format!(
+                    "build {name} stayed in use for {} s; kept the cached one",
+                    REPLACE_IDLE_WAIT.as_secs()
+                )));
+            }
+            std::thread::sleep(REPLACE_IDLE_POLL);
+        };
+        let old = prepared.scratch.join("old");
+        std::fs::rename(self.store.build_dir(name), &old).map_err(fail)?;
+        std::fs::rename(&prepared.table, self.store.meta_path(name)).map_err(fail)?;
+        std::fs::rename(&prepared.tree, self.store.build_dir(name)).map_err(fail)?;
+        drop(idle);
+        self.tables.lock().remove(name);
+        if let Some(ino) = self.store.build_ino(name) {
+            self.sizes.lock().insert(name.clone(), (ino, prepared.size));
+        }
+        self.note_access(name);
+        log::info!("replaced build {name} ({} MiB)", prepared.size / MIB);
+        Ok(())
+    }
+}
+
+/// How long a refetched build waits for the connections serving the old
+/// tree to end before giving up (and keeping the old tree).
+const REPLACE_IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+/// How often it looks whether they have.
+const REPLACE_IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Startup recovery (SPEC §5): needs the install lock, so it is skipped
 /// while another process downloads (that process cleans up after itself).
 pub(super) fn recover(inner: &Shared, startup: Startup) -> Result<(), CacheError> {
+    if startup == Startup::ReadOnly {
+        return Ok(());
+    }
     let store = &inner.store;
     let lock = store
         .try_lock_install()

@@ -149,8 +149,13 @@ impl Store {
     }
 
     /// Whether any connection, of any process, serves `name` right now.
+    /// Only reads (for `list` and `gc --dry-run`): a build without a busy
+    /// file was never served.
     pub fn is_busy(&self, name: &str) -> bool {
-        self.try_lock_idle(name).is_none()
+        match File::open(self.busy_path(name)) {
+            Ok(file) => flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err(),
+            Err(_) => false,
+        }
     }
 
     /// Takes the exclusive lock that proves nobody serves `name`; `None` when

@@ -4,7 +4,7 @@
 //! Must not know about files, lines or sections: the parser decides where a
 //! value goes and puts the location in front of the messages returned here.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,13 +12,14 @@ use std::time::Duration;
 use super::checks::{
     check_cache_size, check_checksum_url, check_template, check_upstream, check_workers,
     parse_address, parse_auth_digest, parse_level, parse_listen, parse_max_connections, parse_port,
+    parse_syslog_facility,
 };
 use super::params::{GlobalParam, ModuleParam};
 use super::values::{
     format_bool, format_conf_list, format_size, parse_bool, parse_seconds, parse_size, parse_whole,
     split_conf_list, split_filter_words, split_hosts, ValueError,
 };
-use super::{Global, Layout, ModuleParams, DEFAULT_BUILDS_DIR, DEFAULT_PORT};
+use super::{default_builds_dir, dual_stack, Global, Layout, ModuleParams, DEFAULT_PORT};
 
 /// The global settings while a file is read: the listen address may be
 /// given as `listen` or as rsyncd's `address` and `port`, resolved at the end.
@@ -34,8 +35,11 @@ impl GlobalDraft {
     /// The global settings with `address`/`port` turned into `listen`.
     pub(super) fn resolve(mut self) -> Global {
         if !self.listen_given && (self.address.is_some() || self.port.is_some()) {
-            let address = self.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            self.global.listen = vec![SocketAddr::new(address, self.port.unwrap_or(DEFAULT_PORT))];
+            let port = self.port.unwrap_or(DEFAULT_PORT);
+            self.global.listen = match self.address {
+                Some(address) => vec![SocketAddr::new(address, port)],
+                None => dual_stack(port),
+            };
         }
         self.global
     }
@@ -67,9 +71,9 @@ pub(super) fn set_global(param: GlobalParam, value: &str, draft: &mut GlobalDraf
         GlobalParam::PidFile => global.pid_file = optional_path(value),
         GlobalParam::LogFile => global.log_file = optional_path(value),
         GlobalParam::LogLevel => global.log_level = parse_level(value)?,
+        GlobalParam::SyslogFacility => global.syslog_facility = parse_syslog_facility(value)?,
         GlobalParam::BuildsDir => {
-            global.builds_dir =
-                optional_path(value).unwrap_or_else(|| PathBuf::from(DEFAULT_BUILDS_DIR));
+            global.builds_dir = optional_path(value).unwrap_or_else(default_builds_dir);
         }
         GlobalParam::Upstream => global.upstream = optional_template(value, check_upstream)?,
         GlobalParam::UpstreamChecksum => {
@@ -184,6 +188,10 @@ pub(super) fn global_value(param: GlobalParam, global: &Global) -> Option<String
         GlobalParam::PidFile => path_text(global.pid_file.as_ref()),
         GlobalParam::LogFile => path_text(global.log_file.as_ref()),
         GlobalParam::LogLevel => global.log_level.as_str().to_ascii_lowercase(),
+        GlobalParam::SyslogFacility => global
+            .syslog_facility
+            .map(|f| f.name.to_owned())
+            .unwrap_or_default(),
         GlobalParam::BuildsDir => path_text(Some(&global.builds_dir)),
         GlobalParam::Upstream => global.upstream.clone().unwrap_or_default(),
         GlobalParam::UpstreamChecksum => global.upstream_checksum.clone().unwrap_or_default(),
@@ -309,10 +317,7 @@ mod tests {
     fn listen_address_and_port() {
         let mut draft = GlobalDraft::default();
         assert_eq!(set_global(GlobalParam::Port, "8730", &mut draft), Ok(None));
-        assert_eq!(
-            draft.clone().resolve().listen,
-            ["0.0.0.0:8730".parse().unwrap()]
-        );
+        assert_eq!(draft.clone().resolve().listen, dual_stack(8730));
         assert_eq!(
             set_global(GlobalParam::Address, "::1", &mut draft),
             Ok(None)

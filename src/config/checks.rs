@@ -4,7 +4,7 @@
 //!
 //! Returns plain messages; callers add where the value came from.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
 use log::LevelFilter;
@@ -34,17 +34,89 @@ pub(super) fn parse_listen(value: &str) -> Result<Vec<SocketAddr>, String> {
     if items.is_empty() {
         return Err("`listen` needs at least one ADDR:PORT".into());
     }
-    items.iter().map(|item| parse_socket_addr(item)).collect()
+    let mut addrs = Vec::new();
+    for item in items {
+        addrs.extend(parse_socket_addrs(&item)?);
+    }
+    Ok(addrs)
 }
 
-/// One `ADDR:PORT`, IPv6 addresses in brackets.
-pub(crate) fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
-    SocketAddr::from_str(text.trim()).map_err(|_| {
+/// One `ADDR:PORT` (IPv6 addresses in brackets) or `HOST:PORT`: the host
+/// name's addresses, looked up now, at startup.
+pub(crate) fn parse_socket_addrs(text: &str) -> Result<Vec<SocketAddr>, String> {
+    let text = text.trim();
+    if let Ok(addr) = SocketAddr::from_str(text) {
+        return Ok(vec![addr]);
+    }
+    let not_an_address = || {
         format!(
-            "`{}` is not ADDR:PORT (e.g. 0.0.0.0:873 or [::1]:8730)",
-            text.trim()
+            "`{text}` is not ADDR:PORT or HOST:PORT (e.g. 0.0.0.0:873, [::1]:8730, localhost:8730)"
         )
-    })
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(not_an_address)?;
+    let port: u16 = port.parse().map_err(|_| not_an_address())?;
+    if host.is_empty() || host.contains([':', '[', ']']) {
+        return Err(not_an_address());
+    }
+    let mut addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve host name `{host}`: {e}"))?
+        .collect();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(format!("host name `{host}` has no address"));
+    }
+    Ok(addrs)
+}
+
+/// A syslog facility: its name as rsyncd spells it, and libc's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyslogFacility {
+    pub name: &'static str,
+    pub code: libc::c_int,
+}
+
+/// The facilities `syslog facility` accepts, as rsyncd does.
+const SYSLOG_FACILITIES: [(&str, libc::c_int); 20] = [
+    ("auth", libc::LOG_AUTH),
+    ("authpriv", libc::LOG_AUTHPRIV),
+    ("cron", libc::LOG_CRON),
+    ("daemon", libc::LOG_DAEMON),
+    ("ftp", libc::LOG_FTP),
+    ("kern", libc::LOG_KERN),
+    ("lpr", libc::LOG_LPR),
+    ("mail", libc::LOG_MAIL),
+    ("news", libc::LOG_NEWS),
+    ("syslog", libc::LOG_SYSLOG),
+    ("user", libc::LOG_USER),
+    ("uucp", libc::LOG_UUCP),
+    ("local0", libc::LOG_LOCAL0),
+    ("local1", libc::LOG_LOCAL1),
+    ("local2", libc::LOG_LOCAL2),
+    ("local3", libc::LOG_LOCAL3),
+    ("local4", libc::LOG_LOCAL4),
+    ("local5", libc::LOG_LOCAL5),
+    ("local6", libc::LOG_LOCAL6),
+    ("local7", libc::LOG_LOCAL7),
+];
+
+/// `syslog facility`; empty means no syslog.
+pub(super) fn parse_syslog_facility(value: &str) -> Result<Option<SyslogFacility>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let lower = value.to_ascii_lowercase();
+    SYSLOG_FACILITIES
+        .iter()
+        .find(|(name, _)| *name == lower)
+        .map(|&(name, code)| Some(SyslogFacility { name, code }))
+        .ok_or_else(|| {
+            let names: Vec<&str> = SYSLOG_FACILITIES.iter().map(|(n, _)| *n).collect();
+            format!(
+                "`{value}` is not a syslog facility (expected one of {})",
+                names.join(", ")
+            )
+        })
 }
 
 /// rsyncd's `address`: an IP address; empty means all addresses.

@@ -63,6 +63,9 @@ impl std::error::Error for ConfigError {}
 pub struct ConfigWarning {
     pub origin: Origin,
     pub message: String,
+    /// A parameter neither upserv nor rsyncd knows: likely a typo, which
+    /// `check-config` treats as an error (the daemon, like rsyncd, ignores it).
+    pub unknown_parameter: bool,
 }
 
 impl ConfigWarning {
@@ -70,6 +73,7 @@ impl ConfigWarning {
         ConfigWarning {
             origin,
             message: message.into(),
+            unknown_parameter: false,
         }
     }
 }

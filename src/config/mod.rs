@@ -24,15 +24,16 @@ mod params;
 mod parse;
 mod values;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use log::LevelFilter;
 
+pub use checks::SyslogFacility;
 pub(crate) use checks::{
-    check_cache_size, check_paired, check_upstream, check_workers, parse_level, parse_socket_addr,
+    check_cache_size, check_paired, check_upstream, check_workers, parse_level, parse_socket_addrs,
 };
 pub use error::{ConfigError, ConfigWarning, Origin};
 pub(crate) use values::parse_whole;
@@ -83,10 +84,13 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Global {
     /// Addresses to listen on in `daemon` mode: `--listen`, else the file's
-    /// `listen`, else its `address` and `port`, else `0.0.0.0:873`.
+    /// `listen`, else its `address` and `port`, else [`dual_stack`] on 873.
+    /// Host names are resolved when read.
     pub listen: Vec<SocketAddr>,
     pub motd_file: Option<PathBuf>,
     pub log_file: Option<PathBuf>,
+    /// Log to syslog with this facility (when there is no `log file`).
+    pub syslog_facility: Option<SyslogFacility>,
     pub pid_file: Option<PathBuf>,
     pub builds_dir: PathBuf,
     /// URL templates of build archives, one per mirror, separated by single
@@ -125,14 +129,12 @@ pub struct Global {
 impl Default for Global {
     fn default() -> Self {
         Global {
-            listen: vec![SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                DEFAULT_PORT,
-            )],
+            listen: dual_stack(DEFAULT_PORT),
             motd_file: None,
             log_file: None,
+            syslog_facility: None,
             pid_file: None,
-            builds_dir: PathBuf::from(DEFAULT_BUILDS_DIR),
+            builds_dir: default_builds_dir(),
             upstream: None,
             upstream_checksum: None,
             upstream_contents: None,
@@ -148,6 +150,26 @@ impl Default for Global {
             module_defaults: ModuleParams::default(),
         }
     }
+}
+
+/// [`DEFAULT_BUILDS_DIR`] in the current directory, made absolute: the
+/// effective settings then read back the same from a file in any folder
+/// (where relative paths are the file's folder's).
+pub fn default_builds_dir() -> PathBuf {
+    match std::env::current_dir() {
+        Ok(dir) => dir.join("builds"),
+        Err(_) => PathBuf::from(DEFAULT_BUILDS_DIR),
+    }
+}
+
+/// Every address of both families on `port`, `[::]` first, as rsyncd
+/// listens by default. The daemon binds the IPv6 one IPv6-only, so both
+/// binds succeed, and goes on with IPv4 alone when IPv6 is unavailable.
+pub fn dual_stack(port: u16) -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+    ]
 }
 
 /// A static module: a `[section]` of the file.

@@ -26,10 +26,11 @@ pub(super) enum GlobalParam {
     MaxConnectionsPerHost,
     ProxyProtocol,
     ProxyProtocolFrom,
+    SyslogFacility,
 }
 
 /// Every global parameter, in the order the effective settings show them.
-pub(super) const GLOBAL_PARAMS: [GlobalParam; 19] = [
+pub(super) const GLOBAL_PARAMS: [GlobalParam; 20] = [
     GlobalParam::Listen,
     GlobalParam::Address,
     GlobalParam::Port,
@@ -37,6 +38,7 @@ pub(super) const GLOBAL_PARAMS: [GlobalParam; 19] = [
     GlobalParam::PidFile,
     GlobalParam::LogFile,
     GlobalParam::LogLevel,
+    GlobalParam::SyslogFacility,
     GlobalParam::BuildsDir,
     GlobalParam::Upstream,
     GlobalParam::UpstreamChecksum,
@@ -73,7 +75,19 @@ impl GlobalParam {
             GlobalParam::MaxConnectionsPerHost => "max connections per host",
             GlobalParam::ProxyProtocol => "proxy protocol",
             GlobalParam::ProxyProtocolFrom => "proxy protocol from",
+            GlobalParam::SyslogFacility => "syslog facility",
         }
+    }
+
+    /// Whether the value is a path, taken relative to the file's folder.
+    pub(super) fn is_path(self) -> bool {
+        matches!(
+            self,
+            GlobalParam::MotdFile
+                | GlobalParam::PidFile
+                | GlobalParam::LogFile
+                | GlobalParam::BuildsDir
+        )
     }
 }
 
@@ -163,6 +177,17 @@ impl ModuleParam {
             ModuleParam::ForwardLookup => "forward lookup",
         }
     }
+
+    /// Whether the value is a path, taken relative to the file's folder.
+    pub(super) fn is_path(self) -> bool {
+        matches!(
+            self,
+            ModuleParam::Path
+                | ModuleParam::SecretsFile
+                | ModuleParam::IncludeFrom
+                | ModuleParam::ExcludeFrom
+        )
+    }
 }
 
 /// rsyncd's names for parameters upserv calls otherwise.
@@ -170,7 +195,7 @@ const ALIASES: [(&str, GlobalParam); 1] =
     [("proxy protocol hosts", GlobalParam::ProxyProtocolFrom)];
 
 /// rsyncd parameters upserv accepts and ignores, with the reason it gives.
-const IGNORED: [(&str, &str); 25] = [
+const IGNORED: [(&str, &str); 24] = [
     ("use chroot", NO_CHROOT),
     ("daemon chroot", NO_CHROOT),
     ("uid", NO_USER_SWITCH),
@@ -191,8 +216,10 @@ const IGNORED: [(&str, &str); 25] = [
     ("transfer logging", LOGS_PER_CONNECTION),
     ("log format", LOGS_PER_CONNECTION),
     ("max verbosity", LOGS_PER_CONNECTION),
-    ("syslog facility", NO_SYSLOG),
-    ("syslog tag", NO_SYSLOG),
+    (
+        "syslog tag",
+        "upserv's syslog lines are always tagged `upserv`",
+    ),
     ("lock file", "upserv counts connections itself"),
     (
         "dont compress",
@@ -214,7 +241,6 @@ const NO_USER_SWITCH: &str =
     "upserv does not change user or group; run it as the user it should serve as";
 const RECEIVING_ONLY: &str = "it only matters when receiving files, which upserv never does";
 const LOGS_PER_CONNECTION: &str = "upserv logs one line per connection";
-const NO_SYSLOG: &str = "upserv logs to its log file or standard error, not syslog";
 
 /// rsyncd parameters whose purpose upserv cannot honour, so that ignoring
 /// them could open access the administrator meant to close. Only an empty
@@ -272,19 +298,37 @@ pub(super) fn lookup(name: &str) -> Option<Param> {
         .map(|&(_, reason)| Param::Refused(reason))
 }
 
-/// For an unknown name written with underscores (`max_connections`), the
-/// parameter it probably means. rsyncd does not accept underscores either.
-pub(super) fn underscore_hint(name: &str) -> Option<&'static str> {
-    if !name.contains('_') {
-        return None;
-    }
-    let spaced = name.replace('_', " ");
-    let key = name_key(&spaced);
+/// For an unknown name, the known parameter it probably means: the one
+/// fewest letter edits away (ignoring case and blanks), if close enough to
+/// be a typo, such as `upstrem` or `max_connections`.
+pub(super) fn nearest_name(name: &str) -> Option<&'static str> {
+    let key = name_key(name);
     let global = GLOBAL_PARAMS.iter().map(|p| p.name());
     let module = MODULE_PARAMS.iter().map(|p| p.name());
+    let ignored = IGNORED.iter().chain(REFUSED.iter()).map(|(n, _)| *n);
     global
         .chain(module)
-        .find(|candidate| name_key(candidate) == key)
+        .chain(ignored)
+        .map(|candidate| (edit_distance(&key, &name_key(candidate)), candidate))
+        .filter(|&(distance, _)| distance <= (key.chars().count() / 3).max(1))
+        .min_by_key(|&(distance, _)| distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance between two short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]
@@ -298,8 +342,10 @@ mod tests {
         assert_eq!(lookup("MaxConnections"), Some(max));
         assert_eq!(lookup("max  Con nections"), Some(max));
         assert_eq!(lookup("max_connections"), None);
-        assert_eq!(underscore_hint("max_connections"), Some("max connections"));
-        assert_eq!(underscore_hint("no_such"), None);
+        assert_eq!(nearest_name("max_connections"), Some("max connections"));
+        assert_eq!(nearest_name("upstrem"), Some("upstream"));
+        assert_eq!(nearest_name("Builds Directory"), None);
+        assert_eq!(nearest_name("frobnicate"), None);
         assert_eq!(
             lookup("Builds Dir"),
             Some(Param::Global(GlobalParam::BuildsDir))

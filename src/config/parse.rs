@@ -14,8 +14,9 @@
 //!   modules it defines, and then puts every global value and default back as
 //!   it was, continuing in the global context.
 //!
-//! Relative paths in directives are taken from the current directory, as
-//! rsyncd does. This module owns the reading order and the locations of
+//! Relative paths, in directives and in path parameters, are taken from the
+//! folder of the file they are written in (rsyncd takes them from its
+//! current directory, which for a service is an accident). This module owns the reading order and the locations of
 //! messages; what each parameter means lives in `params`.
 
 use std::fs;
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use super::assign::{set_global, set_module, GlobalDraft, SetResult};
 use super::error::{ConfigError, ConfigWarning, Origin};
 use super::lexer::{collapse_blanks, lex, Item, Line};
-use super::params::{lookup, name_key, underscore_hint, GlobalParam, ModuleParam, Param};
+use super::params::{lookup, name_key, nearest_name, GlobalParam, ModuleParam, Param};
 use super::{Module, ModuleParams, Settings};
 
 /// The largest configuration file read, including each included file.
@@ -179,18 +180,28 @@ impl Loader {
     fn param(&mut self, name: &str, value: &str, origin: Origin) -> Result<(), ConfigError> {
         let outcome = match lookup(name) {
             None => {
-                let hint = underscore_hint(name)
+                let hint = nearest_name(name)
                     .map(|known| format!(" (did you mean `{known}`?)"))
                     .unwrap_or_default();
-                Ok(Some(format!("unknown parameter `{name}` ignored{hint}")))
+                let mut warning =
+                    ConfigWarning::new(origin, format!("unknown parameter `{name}`{hint}"));
+                warning.unknown_parameter = true;
+                self.warnings.push(warning);
+                return Ok(());
             }
             Some(Param::Ignored(reason)) => Ok(Some(format!("`{name}` ignored: {reason}"))),
             Some(Param::Refused(reason)) if !value.is_empty() => {
                 Err(format!("`{name}` is not supported: {reason}"))
             }
             Some(Param::Refused(_)) => Ok(None),
-            Some(Param::Global(param)) => self.global_param(name, param, value),
-            Some(Param::Module(param)) => self.module_param(param, value),
+            Some(Param::Global(param)) => {
+                let value = relative_to(&origin, value, param.is_path());
+                self.global_param(name, param, &value)
+            }
+            Some(Param::Module(param)) => {
+                let value = relative_to(&origin, value, param.is_path());
+                self.module_param(param, &value)
+            }
         };
         match outcome {
             Ok(Some(warning)) => {
@@ -260,7 +271,8 @@ impl Loader {
             ));
         }
         let suffix = if include { ".conf" } else { ".inc" };
-        let files = directive_files(Path::new(value), suffix)
+        let target = relative_to(&origin, value, true);
+        let files = directive_files(Path::new(target.as_ref()), suffix)
             .map_err(|message| ConfigError::new(origin.clone(), message))?;
         self.depth += 1;
         let result = if include {
@@ -312,6 +324,22 @@ impl Loader {
     fn warn(&mut self, origin: &Origin, message: String) {
         self.warnings
             .push(ConfigWarning::new(origin.clone(), message));
+    }
+}
+
+/// A path value as given, or, when relative, joined to the folder of the
+/// file it was read from: a configuration means the same from any current
+/// directory. Text without a file (tests) stays as given.
+fn relative_to<'a>(origin: &Origin, value: &'a str, is_path: bool) -> std::borrow::Cow<'a, str> {
+    let Origin::Line { file, .. } = origin else {
+        return value.into();
+    };
+    let folder = file.parent().filter(|dir| !dir.as_os_str().is_empty());
+    match folder {
+        Some(dir) if is_path && !value.is_empty() && Path::new(value).is_relative() => {
+            dir.join(value).to_string_lossy().into_owned().into()
+        }
+        _ => value.into(),
     }
 }
 

@@ -92,7 +92,8 @@ uid = nobody
 fn a_typical_file() {
     let (settings, warnings) = parse(EXAMPLE).unwrap();
     let global = &settings.global;
-    assert_eq!(global.listen, ["0.0.0.0:8730".parse().unwrap()]);
+    // `port` alone listens on both families, as rsyncd does.
+    assert_eq!(global.listen, super::dual_stack(8730));
     assert_eq!(global.motd_file, Some(PathBuf::from("/etc/upserv.motd")));
     assert_eq!(global.builds_dir, PathBuf::from("/srv/builds"));
     assert_eq!(
@@ -154,8 +155,15 @@ fn no_file_means_defaults() {
     assert!(warnings.is_empty());
     assert!(settings.modules.is_empty());
     let global = settings.global;
-    assert_eq!(global.listen, ["0.0.0.0:873".parse().unwrap()]);
-    assert_eq!(global.builds_dir, PathBuf::from("./builds"));
+    assert_eq!(
+        global.listen,
+        [
+            "[::]:873".parse::<std::net::SocketAddr>().unwrap(),
+            "0.0.0.0:873".parse().unwrap()
+        ]
+    );
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(global.builds_dir, cwd.join("builds"));
     assert_eq!(global.cache_size, 17_179_869_184);
     assert_eq!(global.workers, 8);
     assert_eq!(global.fetch_timeout, Duration::from_secs(60));
@@ -276,8 +284,8 @@ fn warnings_name_file_and_line() {
     let text = "frobnicate = 1\nmax_connections = 3\n[m]\npath = /m\nport = 99\nuse chroot = yes\n[n] trailing\npath = /n\nauth users = x\n";
     let found = warnings(text);
     let expected = [
-        "test.conf:1: unknown parameter `frobnicate` ignored",
-        "test.conf:2: unknown parameter `max_connections` ignored (did you mean `max connections`?)",
+        "test.conf:1: unknown parameter `frobnicate`",
+        "test.conf:2: unknown parameter `max_connections` (did you mean `max connections`?)",
         "test.conf:5: `port` is a global parameter; ignored in module [m]",
         "test.conf:6: `use chroot` ignored: upserv never chroots",
         "test.conf:7: text after `[n]` ignored: `trailing`",
@@ -372,11 +380,12 @@ timeout = 60
 # upserv effective settings
 # configuration file: test.conf
 [global]
-listen = 0.0.0.0:873
+listen = [::]:873 0.0.0.0:873
 motd file =
 pid file =
 log file =
 log level = info
+syslog facility =
 builds dir = /srv/builds
 upstream =
 upstream checksum =
@@ -802,4 +811,46 @@ fn checksums_pair_with_mirrors_one_for_all_or_one_each() {
         global.upstream.as_deref(),
         Some("http://x/{name}.tar http://y/{name}.tar")
     );
+}
+
+#[test]
+fn syslog_facility_by_name() {
+    let (settings, _) = parse("syslog facility = LOCAL3\n").unwrap();
+    let facility = settings.global.syslog_facility.unwrap();
+    assert_eq!((facility.name, facility.code), ("local3", libc::LOG_LOCAL3));
+    assert!(settings
+        .to_string()
+        .contains("\nsyslog facility = local3\n"));
+    let error = parse("syslog facility = loud\n").unwrap_err().to_string();
+    assert!(error.contains("`loud` is not a syslog facility"), "{error}");
+}
+
+#[test]
+fn relative_paths_are_taken_from_the_files_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let conf = dir.path().join("sub/upserv.conf");
+    std::fs::write(
+        &conf,
+        "builds dir = builds\nlog file = ../log/upserv.log\npid file = /run/u.pid\n[m]\npath = tree\n",
+    )
+    .unwrap();
+    let (settings, _) = super::parse_config_file(&conf).unwrap();
+    let sub = dir.path().join("sub");
+    assert_eq!(settings.global.builds_dir, sub.join("builds"));
+    assert_eq!(
+        settings.global.log_file,
+        Some(sub.join("../log/upserv.log"))
+    );
+    assert_eq!(settings.global.pid_file, Some(PathBuf::from("/run/u.pid")));
+    assert_eq!(settings.modules[0].path, sub.join("tree"));
+}
+
+#[test]
+fn unknown_parameters_are_marked_for_check_config() {
+    let (_, warnings) = parse("upstrem = https://h/{name}.tar\nuse chroot = no\n").unwrap();
+    assert_eq!(warnings.len(), 2);
+    assert!(warnings[0].unknown_parameter);
+    assert!(warnings[0].message.contains("did you mean `upstream`?"));
+    assert!(!warnings[1].unknown_parameter);
 }

@@ -353,7 +353,7 @@ fn euid() -> u32 {
 }
 
 /// Reads the secrets file, refusing what rsyncd's strict modes refuse.
-fn read_secrets_file(path: &Path, strict: bool) -> Result<Vec<u8>, String> {
+pub(crate) fn read_secrets_file(path: &Path, strict: bool) -> Result<Vec<u8>, String> {
     let link = std::fs::symlink_metadata(path)
         .map_err(|e| format!("no secrets file ({}: {e})", path.display()))?;
     if link.file_type().is_symlink() && link.uid() != 0 && link.uid() != euid() {

@@ -10,12 +10,14 @@
 
 pub mod access;
 pub mod admit;
+pub mod audit;
 pub mod auth;
 pub mod gatekeeper;
 pub mod listener;
 pub mod opening;
 pub mod proxy_header;
 pub mod refuse;
+pub mod service_user;
 pub mod session;
 pub mod signals;
 pub mod slots;
@@ -29,7 +31,8 @@ use access::Access;
 use admit::Policy;
 use slots::Slots;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -415,14 +418,18 @@ fn peer_of_fd(fd: i32) -> Option<IpAddr> {
     }
 }
 
-/// Binds every listening address, with a message that helps when a port
-/// below 1024 needs privileges we lack. Nothing is logged yet: see
-/// [`announce`].
-pub fn bind_all(addrs: &[std::net::SocketAddr]) -> Result<Vec<std::net::TcpListener>, String> {
+/// Binds every address. An IPv6 socket is IPv6-only, as rsyncd makes it, so
+/// that `[::]:P` and `0.0.0.0:P` both bind. When the system has no IPv6, a
+/// `[::]:P` listed with `0.0.0.0:P` (the default) is left out with a
+/// warning; any other failure is an error.
+pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
     let mut out = Vec::new();
     for addr in addrs {
-        match std::net::TcpListener::bind(addr) {
+        match bind(addr) {
             Ok(l) => out.push(l),
+            Err(e) if no_ipv6(&e) && has_ipv4_twin(addr, addrs) => {
+                log::warn!("cannot listen on {addr} ({e}): IPv6 is unavailable; listening on IPv4 only");
+            }
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied && addr.port() < 1024 => {
                 return Err(format!(
                     "cannot listen on {addr}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE); try --listen 0.0.0.0:8730"
@@ -432,6 +439,77 @@ pub fn bind_all(addrs: &[std::net::SocketAddr]) -> Result<Vec<std::net::TcpListe
         }
     }
     Ok(out)
+}
+
+/// The errors that mean "this system has no IPv6".
+fn no_ipv6(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT)
+    )
+}
+
+/// Whether `addr` is `[::]:P` and `0.0.0.0:P` is listed too.
+fn has_ipv4_twin(addr: &SocketAddr, addrs: &[SocketAddr]) -> bool {
+    let twin = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), addr.port());
+    addr.is_ipv6() && addr.ip().is_unspecified() && addrs.contains(&twin)
+}
+
+/// Length of the backlog of connections not yet accepted, as std uses.
+const LISTEN_BACKLOG: libc::c_int = 128;
+
+/// `TcpListener::bind`, but with IPV6_V6ONLY set on IPv6 sockets before
+/// binding (std offers no way to set it in time).
+fn bind(addr: &SocketAddr) -> io::Result<TcpListener> {
+    let SocketAddr::V6(v6) = addr else {
+        return TcpListener::bind(addr);
+    };
+    let check = |rc: libc::c_int| {
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    };
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned at once.
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd was just created and nothing else owns it.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    let set = |level: libc::c_int, option: libc::c_int| {
+        // SAFETY: setsockopt reads one c_int from a local for its length.
+        check(unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                option,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })
+    };
+    set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)?;
+    // As std does for every listener: a restart can bind at once.
+    set(libc::SOL_SOCKET, libc::SO_REUSEADDR)?;
+    // SAFETY: an all-zero sockaddr_in6 is valid; the fields are set below.
+    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    sa.sin6_port = v6.port().to_be();
+    sa.sin6_addr.s6_addr = v6.ip().octets();
+    sa.sin6_flowinfo = v6.flowinfo();
+    sa.sin6_scope_id = v6.scope_id();
+    // SAFETY: bind reads a sockaddr_in6 of the length given.
+    check(unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: listen on a bound socket we own.
+    check(unsafe { libc::listen(socket.as_raw_fd(), LISTEN_BACKLOG) })?;
+    Ok(TcpListener::from(socket))
 }
 
 /// The `pid file`: written at start, locked while the daemon runs so that a
@@ -485,6 +563,39 @@ pub fn announce(listeners: &[std::net::TcpListener]) {
     for l in listeners {
         if let Ok(addr) = l.local_addr() {
             log::info!("listening on {addr}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_default_pair_goes_on_without_ipv6() {
+        let pair = config::dual_stack(873);
+        assert!(has_ipv4_twin(&pair[0], &pair));
+        assert!(!has_ipv4_twin(&pair[1], &pair), "IPv4 is never left out");
+        let alone = ["[::]:873".parse().unwrap()];
+        assert!(
+            !has_ipv4_twin(&alone[0], &alone),
+            "an explicit [::] must bind"
+        );
+        let other_port = ["[::]:873".parse().unwrap(), "0.0.0.0:8730".parse().unwrap()];
+        assert!(!has_ipv4_twin(&other_port[0], &other_port));
+        assert!(no_ipv6(&io::Error::from_raw_os_error(libc::EAFNOSUPPORT)));
+        assert!(!no_ipv6(&io::Error::from_raw_os_error(libc::EADDRINUSE)));
+    }
+
+    #[test]
+    fn ipv6_and_ipv4_bind_the_same_port() {
+        let v4 = TcpListener::bind("127.0.0.1:0").expect("an IPv4 port");
+        let port = v4.local_addr().expect("its address").port();
+        let v6: SocketAddr = format!("[::]:{port}").parse().unwrap();
+        match bind(&v6) {
+            Ok(listener) => assert_eq!(listener.local_addr().unwrap(), v6),
+            // A machine without IPv6 cannot show it.
+            Err(e) => assert!(no_ipv6(&e), "{e}"),
         }
     }
 }

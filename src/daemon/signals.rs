@@ -1,5 +1,7 @@
 //! SIGTERM, SIGINT and SIGHUP turned into bytes on a pipe, so the accept
-//! loop can wait for connections and signals with one poll(2).
+//! loop can wait for connections and signals with one poll(2). SIGUSR1
+//! (and SIGHUP too) asks the logger to reopen the log file, as nginx does
+//! for logrotate; that needs no loop, so it is not on the pipe.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -25,6 +27,12 @@ extern "C" fn on_signal(sig: libc::c_int) {
     // (a full pipe) must not change what it sees.
     // SAFETY: errno() points at this thread's errno.
     let saved = unsafe { *errno() };
+    if sig == libc::SIGUSR1 || sig == libc::SIGHUP {
+        crate::logging::request_reopen();
+    }
+    if sig == libc::SIGUSR1 {
+        return;
+    }
     let fd = WAKE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
         let byte = sig as u8;
@@ -54,7 +62,7 @@ impl Signals {
         // SAFETY: both descriptors were just created and are owned here.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         WAKE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1] {
             // SAFETY: installing a handler that only calls write(2).
             unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
