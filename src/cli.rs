@@ -35,6 +35,8 @@ pub enum Command {
     Fetch(Vec<String>),
     /// Print the cached builds.
     List,
+    /// Ask the running daemon what it is doing (as JSON with `json`).
+    Status { json: bool },
     /// Make a build sticky.
     Pin(String),
     /// Make a build evictable again.
@@ -111,7 +113,10 @@ USAGE
   upserv fetch        [OPTIONS] NAME...    put builds into the cache now,
                                            showing progress
   upserv list         [OPTIONS]            cached builds: name, size, last
-                                           access, sticky, in use
+                                           access, sticky, in use; totals and
+                                           downloads in progress
+  upserv status       [OPTIONS] [--json]   ask the running daemon: downloads in
+                                           progress, connections, the cache
   upserv pin          [OPTIONS] NAME       make a build sticky: never evicted
   upserv unpin        [OPTIONS] NAME       make a sticky build evictable again
   upserv gc           [OPTIONS] [--dry-run]
@@ -143,6 +148,7 @@ overrides the configuration file. `--` ends the options.
   --log-level LEVEL    error, warn, info, debug or trace (or off);
                        default RUST_LOG, else the file's `log level`, else info
   --dry-run            gc only: print what would be evicted, delete nothing
+  --json               status only: the same as one JSON object
   --size SIZE          bench only: size of the generated data; default 256M
   -h, --help           print this help and exit
   -V, --version        print the version and exit
@@ -157,7 +163,8 @@ comment lines, `\\` at the end of a line continues it, names ignore case and
 blanks. Global: address, port, listen, motd file, log file, pid file,
 log level, builds dir, upstream, upstream checksum (URL template ending in
 .md5 or .sha256), upstream contents (URL template of olpc manifests),
-layout (plain or olpc), cache size, workers, fetch timeout (seconds).
+layout (plain or olpc), cache size, workers, fetch timeout (seconds),
+metrics listen (ADDR:PORT serving GET /metrics for Prometheus; off unless set).
 Per module (or as defaults in the global part): path, comment, list,
 read only (always yes), hosts allow, hosts deny, max connections, timeout,
 auth users, secrets file, strict modes, auth digest, filter, include,
@@ -181,11 +188,12 @@ enum Opt {
     Workers,
     LogLevel,
     DryRun,
+    Json,
     Size,
 }
 
 /// Every long option with what it is.
-const OPTIONS: [(&str, Opt); 9] = [
+const OPTIONS: [(&str, Opt); 10] = [
     ("--config", Opt::Config),
     ("--builds", Opt::Builds),
     ("--listen", Opt::Listen),
@@ -194,11 +202,13 @@ const OPTIONS: [(&str, Opt); 9] = [
     ("--workers", Opt::Workers),
     ("--log-level", Opt::LogLevel),
     ("--dry-run", Opt::DryRun),
+    ("--json", Opt::Json),
     ("--size", Opt::Size),
 ];
 
 /// Every command name, for the "unknown command" message.
-const COMMANDS: &str = "daemon, serve, server, fetch, list, pin, unpin, gc, check-config, bench";
+const COMMANDS: &str =
+    "daemon, serve, server, fetch, list, status, pin, unpin, gc, check-config, bench";
 
 impl Invocation {
     /// Parses this process's arguments.
@@ -259,6 +269,7 @@ fn is_option(arg: &OsStr) -> bool {
 struct Parsed {
     overrides: Overrides,
     dry_run: bool,
+    json: bool,
     size: Option<u64>,
     operands: Vec<OsString>,
 }
@@ -284,11 +295,14 @@ impl Parsed {
                 "unknown option `{name}` (see upserv --help)"
             )));
         };
-        if opt == Opt::DryRun {
+        if matches!(opt, Opt::DryRun | Opt::Json) {
             if inline.is_some() {
                 return Err(UsageError::new(format!("`{name}` takes no value")));
             }
-            self.dry_run = true;
+            match opt {
+                Opt::DryRun => self.dry_run = true,
+                _ => self.json = true,
+            }
             return Ok(());
         }
         let value = inline
@@ -337,7 +351,7 @@ impl Parsed {
                 }
                 self.size = Some(size);
             }
-            Opt::Config | Opt::Builds | Opt::DryRun => {}
+            Opt::Config | Opt::Builds | Opt::DryRun | Opt::Json => {}
         }
         Ok(())
     }
@@ -354,6 +368,7 @@ impl Parsed {
             "daemon" => no_operands(&name, &operands, Command::Daemon)?,
             "serve" | "server" => no_operands(&name, &operands, Command::Serve)?,
             "list" => no_operands(&name, &operands, Command::List)?,
+            "status" => no_operands(&name, &operands, Command::Status { json: self.json })?,
             "check-config" => no_operands(&name, &operands, Command::CheckConfig)?,
             "gc" => no_operands(
                 &name,
@@ -375,6 +390,9 @@ impl Parsed {
         };
         if self.dry_run && !matches!(command, Command::Gc { .. }) {
             return Err(UsageError::new("`--dry-run` only applies to gc"));
+        }
+        if self.json && !matches!(command, Command::Status { .. }) {
+            return Err(UsageError::new("`--json` only applies to status"));
         }
         if self.size.is_some() && !matches!(command, Command::Bench { .. }) {
             return Err(UsageError::new("`--size` only applies to bench"));
@@ -482,6 +500,11 @@ mod tests {
         assert_eq!(command(&["serve"]), Command::Serve);
         assert_eq!(command(&["server"]), Command::Serve);
         assert_eq!(command(&["list"]), Command::List);
+        assert_eq!(command(&["status"]), Command::Status { json: false });
+        assert_eq!(
+            command(&["status", "--json"]),
+            Command::Status { json: true }
+        );
         assert_eq!(command(&["check-config"]), Command::CheckConfig);
         assert_eq!(command(&["gc"]), Command::Gc { dry_run: false });
         assert_eq!(command(&["gc", "--dry-run"]), Command::Gc { dry_run: true });
@@ -599,6 +622,7 @@ mod tests {
         assert!(error(&["list", "extra"]).contains("`list` takes no arguments, got `extra`"));
         assert!(error(&["daemon", "--dry-run"]).contains("only applies to gc"));
         assert!(error(&["list", "--size", "1M"]).contains("only applies to bench"));
+        assert!(error(&["list", "--json"]).contains("only applies to status"));
         assert!(error(&["fetch"]).contains("at least one"));
         assert!(error(&["fetch", "ok", "../etc"]).contains("`../etc` is not a build name"));
         assert!(error(&["pin"]).contains("exactly one"));

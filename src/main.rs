@@ -83,7 +83,19 @@ fn run(inv: &Invocation, settings: &Settings) -> ExitCode {
         Command::Daemon => run_daemon(inv, settings),
         Command::Serve => run_serve(settings),
         Command::Fetch(names) => exit_code(cache::commands::fetch(cfg(), names)),
-        Command::List => exit_code(cache::commands::list(cfg())),
+        Command::List => {
+            let code = cache::commands::list(cfg());
+            if code == 0 {
+                print!(
+                    "{}",
+                    daemon::control::list_downloads(&settings.global.builds_dir)
+                );
+            }
+            exit_code(code)
+        }
+        Command::Status { json } => {
+            exit_code(daemon::control::status(&settings.global.builds_dir, *json))
+        }
         Command::Pin(name) => exit_code(cache::commands::pin(cfg(), name)),
         Command::Unpin(name) => exit_code(cache::commands::unpin(cfg(), name)),
         Command::Gc { dry_run } => exit_code(cache::commands::gc(cfg(), *dry_run)),
@@ -218,9 +230,19 @@ fn run_daemon(inv: &Invocation, settings: &Settings) -> ExitCode {
         Err(code) => return code,
     };
     let (cache, slots) = (server.cache.clone(), Arc::clone(&server.slots));
+    let stats = daemon::stats::Stats::new();
+    let observed = daemon::report::Observed {
+        stats: Arc::clone(&stats),
+        cache: cache.clone(),
+    };
+    let _control = match daemon::start_observers(&settings.global, observed) {
+        Ok(control) => control,
+        Err(e) => return runtime_failure(e),
+    };
     let mut reload = || reload_server(inv, settings, &cache, &slots);
     let pool = listener::PoolConfig {
         workers: settings.global.workers,
+        stats,
     };
     daemon::announce(&listeners);
     match listener::run(Arc::new(server), listeners, pool, &signals, &mut reload) {

@@ -19,6 +19,7 @@ use super::coordinator::{Coordinator, Event, Request};
 use super::job::{Progress, PROGRESS_INTERVAL};
 use super::meta::MetaTable;
 use super::shared::{self, local_failure, not_found, stopped, Shared};
+use super::stats::{BuildUsage, CacheReport, Lookup};
 use super::store::BusyMark;
 use super::{is_build_name, CacheConfig, CacheError};
 
@@ -52,6 +53,7 @@ pub struct BuildGuard {
     name: String,
     root: PathBuf,
     meta: Option<Arc<MetaTable>>,
+    lookup: Lookup,
     _mark: BusyMark,
 }
 
@@ -69,6 +71,11 @@ impl BuildGuard {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the build was cached, or this request fetched or waited.
+    pub fn lookup(&self) -> Lookup {
+        self.lookup
     }
 }
 
@@ -155,7 +162,41 @@ impl Cache {
         answer.recv().map_err(|_| stopped())?
     }
 
+    /// The cache now: budget, builds with their sizes (measured once per
+    /// tree), downloads in progress and the counters. For status and
+    /// metrics; it never waits for the coordinator.
+    pub fn report(&self) -> CacheReport {
+        let inner = &self.inner;
+        let builds = self
+            .list_modules()
+            .into_iter()
+            .map(|name| BuildUsage {
+                size: inner.size_of(&name),
+                sticky: inner.store.is_sticky(&name),
+                name,
+            })
+            .collect();
+        inner.stats.report(inner.cfg.cache_size, builds)
+    }
+
+    /// [`Cache::acquire_inner`], counted by result.
     pub(crate) fn acquire_with(
+        &self,
+        name: &str,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Option<BuildGuard>, CacheError> {
+        let acquired = self.acquire_inner(name, progress);
+        let stats = &self.inner.stats;
+        match &acquired {
+            Ok(Some(guard)) => stats.count_lookup(guard.lookup),
+            Ok(None) => stats.count_not_found(),
+            Err(e) if e.not_found => stats.count_not_found(),
+            Err(_) => stats.count_error(),
+        }
+        acquired
+    }
+
+    fn acquire_inner(
         &self,
         name: &str,
         progress: &mut dyn FnMut(&Progress),
@@ -163,8 +204,11 @@ impl Cache {
         if !is_build_name(name) {
             return Ok(None);
         }
+        // What the first fetch said; a build found at once is a hit.
+        let mut lookup = Lookup::Hit;
         for _ in 0..MAX_ACQUIRE_ROUNDS {
-            if let Some(guard) = self.acquire_cached(name)? {
+            if let Some(mut guard) = self.acquire_cached(name)? {
+                guard.lookup = lookup;
                 return Ok(Some(guard));
             }
             if self.inner.cfg.upstream.is_none() {
@@ -177,7 +221,10 @@ impl Cache {
             {
                 return Err(not_found(name));
             }
-            self.wait_for_fetch(name, progress)?;
+            let heard = self.wait_for_fetch(name, progress)?;
+            if lookup == Lookup::Hit {
+                lookup = heard.unwrap_or(Lookup::Hit);
+            }
         }
         Err(CacheError::new(format!(
             "build {name} was removed right after it was installed; try again"
@@ -202,15 +249,18 @@ impl Cache {
             name: name.to_string(),
             root: store.build_dir(name),
             meta,
+            lookup: Lookup::Hit,
             _mark: mark,
         }))
     }
 
+    /// Waits for the coordinator to install `name`; says whether this
+    /// request started the download or joined one (`None`: it was there).
     fn wait_for_fetch(
         &self,
         name: &str,
         progress: &mut dyn FnMut(&Progress),
-    ) -> Result<(), CacheError> {
+    ) -> Result<Option<Lookup>, CacheError> {
         let (reply, events) = unbounded();
         self.requests
             .send(Request::Fetch {
@@ -218,10 +268,12 @@ impl Cache {
                 reply,
             })
             .map_err(|_| stopped())?;
+        let mut lookup = None;
         loop {
             match events.recv().map_err(|_| stopped())? {
+                Event::Lookup(l) => lookup = Some(l),
                 Event::Progress(p) => progress(&p),
-                Event::Installed => return Ok(()),
+                Event::Installed => return Ok(lookup),
                 Event::Failed(e) => return Err(e),
             }
         }

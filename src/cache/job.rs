@@ -47,6 +47,18 @@ pub(crate) enum Stage {
     Unpacking,
 }
 
+impl Stage {
+    /// The stage as `upserv status` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Queued => "queued",
+            Stage::Waiting => "waiting",
+            Stage::Downloading => "downloading",
+            Stage::Unpacking => "unpacking",
+        }
+    }
+}
+
 impl Progress {
     /// The line a waiting client sees.
     pub fn line(&self) -> String {
@@ -203,7 +215,17 @@ fn download(
         info: &info,
         max_bytes: inner.cfg.cache_size,
     };
-    let mut report = throttled(events, name, Stage::Downloading);
+    let mut throttle = throttled(events, name, Stage::Downloading);
+    // Each attempt reports its starting offset first, then every chunk:
+    // what grew between two reports came from the upstream.
+    let mut last_done: Option<u64> = None;
+    let mut report = |done: u64, total: Option<u64>| {
+        if let Some(before) = last_done.filter(|&before| done > before) {
+            inner.stats.count_downloaded(done - before);
+        }
+        last_done = Some(done);
+        throttle(done, total);
+    };
     match inner.fetcher.download(&target, &mut report) {
         Ok(fetched) => {
             let rate = fetched.transferred as f64 / fetched.seconds.max(0.001) / MIB as f64;

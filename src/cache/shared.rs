@@ -17,6 +17,7 @@ use super::fetch::{self, Fetcher};
 use super::handle::{Evicted, Startup};
 use super::job::Prepared;
 use super::meta::MetaTable;
+use super::stats::CacheStats;
 use super::store::{self, AccessRecord, Candidate, Store};
 use super::unpack::ArchiveKind;
 use super::{CacheConfig, CacheError};
@@ -34,6 +35,7 @@ pub(super) struct Shared {
     pub(super) tables: Mutex<HashMap<String, (u64, Weak<MetaTable>)>>,
     /// Disk usage by build, with the inode of the tree it was measured for.
     pub(super) sizes: Mutex<HashMap<String, (u64, u64)>>,
+    pub(super) stats: CacheStats,
 }
 
 impl Shared {
@@ -59,6 +61,7 @@ impl Shared {
             kind,
             tables: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
+            stats: CacheStats::default(),
             cfg,
         })
     }
@@ -200,6 +203,7 @@ impl Shared {
         match self.store.remove_build(name, idle) {
             Ok(()) => {
                 log::info!("evicted build {name}");
+                self.stats.count_eviction();
                 self.tables.lock().remove(name);
                 self.sizes.lock().remove(name);
                 true
@@ -266,7 +270,10 @@ pub(super) fn recover(inner: &Shared, startup: Startup) -> Result<(), CacheError
 }
 
 pub(super) fn not_found(name: &str) -> CacheError {
-    CacheError::new(format!("{name} not found upstream"))
+    CacheError {
+        not_found: true,
+        ..CacheError::new(format!("{name} not found upstream"))
+    }
 }
 
 pub(super) fn too_large(name: &str, size: u64, budget: u64) -> CacheError {

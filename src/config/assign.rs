@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::checks::{
     check_cache_size, check_checksum_url, check_template, check_upstream, check_workers,
     parse_address, parse_auth_digest, parse_level, parse_listen, parse_max_connections, parse_port,
+    parse_socket_addr,
 };
 use super::params::{GlobalParam, ModuleParam};
 use super::values::{
@@ -97,6 +98,13 @@ pub(super) fn set_global(param: GlobalParam, value: &str, draft: &mut GlobalDraf
                 None
             } else {
                 Some(parse_whole(value).map_err(text)?)
+            };
+        }
+        GlobalParam::MetricsListen => {
+            global.metrics_listen = if value.is_empty() {
+                None
+            } else {
+                Some(parse_socket_addr(value)?)
             };
         }
     }
@@ -192,6 +200,10 @@ pub(super) fn global_value(param: GlobalParam, global: &Global) -> Option<String
         GlobalParam::MaxConnectionsPerHost => global
             .max_connections_per_host
             .map(|n| n.to_string())
+            .unwrap_or_default(),
+        GlobalParam::MetricsListen => global
+            .metrics_listen
+            .map(|a| a.to_string())
             .unwrap_or_default(),
     };
     Some(value)

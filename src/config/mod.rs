@@ -102,6 +102,9 @@ pub struct Global {
     /// `None`, the default, means [`DEFAULT_MAX_CONNECTIONS_PER_HOST`] for
     /// every client except loopback ones, which are not limited.
     pub max_connections_per_host: Option<u64>,
+    /// Where the daemon answers `GET /metrics` (`metrics listen`); off
+    /// when `None`.
+    pub metrics_listen: Option<SocketAddr>,
     pub log_level: LevelFilter,
     /// Module parameters as they stand at the end of the global part of the
     /// file (after every `[global]` section).
@@ -127,6 +130,7 @@ impl Default for Global {
             workers: DEFAULT_WORKERS,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             max_connections_per_host: None,
+            metrics_listen: None,
             log_level: DEFAULT_LOG_LEVEL,
             module_defaults: ModuleParams::default(),
         }

@@ -23,10 +23,11 @@ pub(super) enum GlobalParam {
     Workers,
     FetchTimeout,
     MaxConnectionsPerHost,
+    MetricsListen,
 }
 
 /// Every global parameter, in the order the effective settings show them.
-pub(super) const GLOBAL_PARAMS: [GlobalParam; 16] = [
+pub(super) const GLOBAL_PARAMS: [GlobalParam; 17] = [
     GlobalParam::Listen,
     GlobalParam::Address,
     GlobalParam::Port,
@@ -43,6 +44,7 @@ pub(super) const GLOBAL_PARAMS: [GlobalParam; 16] = [
     GlobalParam::Workers,
     GlobalParam::FetchTimeout,
     GlobalParam::MaxConnectionsPerHost,
+    GlobalParam::MetricsListen,
 ];
 
 impl GlobalParam {
@@ -64,6 +66,7 @@ impl GlobalParam {
             GlobalParam::Workers => "workers",
             GlobalParam::FetchTimeout => "fetch timeout",
             GlobalParam::MaxConnectionsPerHost => "max connections per host",
+            GlobalParam::MetricsListen => "metrics listen",
         }
     }
 }

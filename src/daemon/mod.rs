@@ -9,12 +9,16 @@
 pub mod access;
 pub mod admit;
 pub mod auth;
+pub mod control;
 pub mod gatekeeper;
 pub mod listener;
+pub mod metrics;
 pub mod opening;
+pub mod report;
 pub mod session;
 pub mod signals;
 pub mod slots;
+pub mod stats;
 
 use crate::cache::{BuildGuard, Cache};
 use crate::config::{self, ModuleParams, Settings};
@@ -344,6 +348,20 @@ pub fn bind_all(addrs: &[std::net::SocketAddr]) -> Result<Vec<std::net::TcpListe
         }
     }
     Ok(out)
+}
+
+/// Starts what lets an administrator watch the daemon: the control socket
+/// in the builds directory, and the metrics responder when `metrics listen`
+/// is set. The socket goes when the returned value is dropped.
+pub fn start_observers(
+    global: &config::Global,
+    observed: report::Observed,
+) -> Result<Option<control::ControlSocket>, String> {
+    if let Some(addr) = global.metrics_listen {
+        let bound = metrics::start(addr, observed.clone())?;
+        log::info!("metrics on http://{bound}/metrics");
+    }
+    control::start(&global.builds_dir, observed)
 }
 
 /// The `pid file`: written at start, locked while the daemon runs so that a
