@@ -220,9 +220,7 @@ fn download(
     // what grew between two reports came from the upstream.
     let mut last_done: Option<u64> = None;
     let mut report = |done: u64, total: Option<u64>| {
-        if let Some(before) = last_done.filter(|&before| done > before) {
-            inner.stats.count_downloaded(done - before);
-        }
+        inner.stats.count_downloaded(last_done, done);
         last_done = Some(done);
         throttle(done, total);
     };

@@ -109,6 +109,9 @@ pub(super) struct CacheStats {
     requests: [AtomicU64; 5],
     evictions: AtomicU64,
     download_bytes: AtomicU64,
+    /// Bytes so far of the download running now (one at a time): exact,
+    /// where the coordinator's view lags by up to a progress interval.
+    running_bytes: AtomicU64,
     downloads: Mutex<Vec<DownloadView>>,
 }
 
@@ -134,8 +137,14 @@ impl CacheStats {
         self.evictions.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn count_downloaded(&self, bytes: u64) {
-        self.download_bytes.fetch_add(bytes, Ordering::Relaxed);
+    /// The running download got from `before` (`None`: it just started
+    /// an attempt) to `done` bytes.
+    pub(super) fn count_downloaded(&self, before: Option<u64>, done: u64) {
+        if let Some(before) = before.filter(|&before| done > before) {
+            self.download_bytes
+                .fetch_add(done - before, Ordering::Relaxed);
+        }
+        self.running_bytes.store(done, Ordering::Relaxed);
     }
 
     /// Replaces the downloads view (the coordinator, after each change).
@@ -143,11 +152,21 @@ impl CacheStats {
         *self.downloads.lock() = downloads;
     }
 
+    /// The coordinator's view, with the exact byte count of the one
+    /// being downloaded.
+    fn downloads_now(&self) -> Vec<DownloadView> {
+        let mut downloads = self.downloads.lock().clone();
+        if let Some(running) = downloads.first_mut().filter(|d| d.stage == "downloading") {
+            running.done = self.running_bytes.load(Ordering::Relaxed);
+        }
+        downloads
+    }
+
     pub(super) fn report(&self, budget: u64, builds: Vec<BuildUsage>) -> CacheReport {
         CacheReport {
             budget,
             builds,
-            downloads: self.downloads.lock().clone(),
+            downloads: self.downloads_now(),
             requests: std::array::from_fn(|i| self.requests[i].load(Ordering::Relaxed)),
             evictions: self.evictions.load(Ordering::Relaxed),
             download_bytes: self.download_bytes.load(Ordering::Relaxed),
