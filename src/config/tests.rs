@@ -386,6 +386,7 @@ cache size = 1536M
 workers = 8
 fetch timeout = 60
 max connections per host =
+metrics listen =
 comment =
 list = yes
 hosts allow = 10.0.0.0/8
@@ -699,4 +700,19 @@ fn max_connections_per_host_is_unset_a_number_or_refused() {
     let (settings, _) = parse("max connections per host = 7\n").unwrap();
     let (again, _) = parse(&settings.to_string()).unwrap();
     assert_eq!(again.global.max_connections_per_host, Some(7));
+}
+
+#[test]
+fn metrics_listen_is_off_an_address_or_refused() {
+    let (settings, _) = parse("workers = 2\n").unwrap();
+    assert_eq!(settings.global.metrics_listen, None);
+    let (settings, _) = parse("metrics listen = 127.0.0.1:9873\n").unwrap();
+    let addr: std::net::SocketAddr = "127.0.0.1:9873".parse().unwrap();
+    assert_eq!(settings.global.metrics_listen, Some(addr));
+    let (again, _) = parse(&settings.to_string()).unwrap();
+    assert_eq!(again.global.metrics_listen, Some(addr));
+    let err = parse("metrics listen = localhost\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not ADDR:PORT"), "{err}");
 }
