@@ -233,7 +233,7 @@ fn run_daemon(inv: &Invocation, settings: &Settings) -> ExitCode {
     let stats = daemon::stats::Stats::new();
     let observed = daemon::report::Observed {
         stats: Arc::clone(&stats),
-        cache: cache.clone(),
+        cache: cache.as_ref().map(Cache::watch),
     };
     let _control = match daemon::start_observers(&settings.global, observed) {
         Ok(control) => control,

@@ -373,3 +373,54 @@ fn a_silent_scraper_holds_nothing_and_a_flood_is_bounded() {
         answer.starts_with("HTTP/1.1 200 OK")
     });
 }
+
+/// upserv's `control::CONTROL_TIMEOUT`: the whole time a client of the
+/// control socket has to send its request.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[test]
+fn a_slow_client_of_the_control_socket_is_cut_off_and_status_still_answers() {
+    use std::os::unix::net::UnixStream;
+    let dir = scratch_dir("observe-control");
+    let builds = dir.join("builds");
+    std::fs::create_dir_all(&builds).unwrap();
+    let _upserv = Upserv::start_with(&[], Some(&builds), &[]);
+    let socket = builds.join(".upserv/control.sock");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o660, "the daemon's user and group only");
+
+    // A byte at a time, never a whole line: cut off after the timeout in
+    // all, not after a timeout per byte.
+    let mut trickle = UnixStream::connect(&socket).unwrap();
+    let started = Instant::now();
+    let cut_off = loop {
+        if trickle.write_all(b"s").is_err() {
+            break started.elapsed();
+        }
+        trickle
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match trickle.read(&mut byte) {
+            Ok(0) | Ok(_) => break started.elapsed(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break started.elapsed(),
+        }
+        assert!(
+            started.elapsed() < CONTROL_TIMEOUT * 5,
+            "a trickling client still held the control socket after {:?}",
+            started.elapsed()
+        );
+    };
+    assert!(
+        cut_off >= CONTROL_TIMEOUT / 2,
+        "cut off at once: {cut_off:?}"
+    );
+
+    // A silent client delays `status` by its timeout at most.
+    let _silent = UnixStream::connect(&socket).unwrap();
+    let (code, text, stderr) = upserv_command(&["status", "--builds", builds.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(text.contains("connections: 0\n"), "{text}");
+}

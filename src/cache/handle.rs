@@ -47,6 +47,34 @@ impl Drop for FlushOnDrop {
     }
 }
 
+/// Reads the cache for status and metrics; see [`Cache::watch`].
+#[derive(Clone)]
+pub struct CacheWatch {
+    inner: Arc<Shared>,
+}
+
+impl CacheWatch {
+    /// The cache now: budget, builds with their sizes (measured once per
+    /// tree), downloads in progress and the counters. It never waits for
+    /// the coordinator.
+    pub fn report(&self) -> CacheReport {
+        let inner = &self.inner;
+        let names = inner.store.list_builds().unwrap_or_else(|e| {
+            log::warn!("cannot list {}: {e}", inner.cfg.builds_dir.display());
+            Vec::new()
+        });
+        let builds = names
+            .into_iter()
+            .map(|name| BuildUsage {
+                size: inner.size_of(&name),
+                sticky: inner.store.is_sticky(&name),
+                name,
+            })
+            .collect();
+        inner.stats.report(inner.cfg.cache_size, builds)
+    }
+}
+
 /// While alive, the build is busy: no process evicts it.
 #[derive(Debug)]
 pub struct BuildGuard {
@@ -162,21 +190,13 @@ impl Cache {
         answer.recv().map_err(|_| stopped())?
     }
 
-    /// The cache now: budget, builds with their sizes (measured once per
-    /// tree), downloads in progress and the counters. For status and
-    /// metrics; it never waits for the coordinator.
-    pub fn report(&self) -> CacheReport {
-        let inner = &self.inner;
-        let builds = self
-            .list_modules()
-            .into_iter()
-            .map(|name| BuildUsage {
-                size: inner.size_of(&name),
-                sticky: inner.store.is_sticky(&name),
-                name,
-            })
-            .collect();
-        inner.stats.report(inner.cfg.cache_size, builds)
+    /// A handle for watching the cache, which keeps it from nothing: the
+    /// coordinator still stops, and the access times are still written,
+    /// when the last [`Cache`] goes.
+    pub fn watch(&self) -> CacheWatch {
+        CacheWatch {
+            inner: Arc::clone(&self.inner),
+        }
     }
 
     /// [`Cache::acquire_inner`], counted by result.

@@ -62,7 +62,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use handle::{BuildGuard, Cache, Evicted};
+pub use handle::{BuildGuard, Cache, CacheWatch, Evicted};
 pub use meta::{EntryMeta, MetaTable};
 pub use stats::{CacheReport, Lookup};
 

@@ -11,22 +11,24 @@
 //! The exchange: the client sends one line (`status`, `status json` or
 //! `downloads`), the daemon answers with text and closes.
 
+use super::metrics::read_request;
 use super::report::{download_lines, Observed};
 use crate::cache::stats::{partial_downloads, DownloadView};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The socket's name in the builds directory's private part.
 pub const SOCKET_NAME: &str = ".upserv/control.sock";
-/// How long the daemon waits for a client's request, or to write its answer.
+/// How long the daemon waits for a client's whole request, or for each
+/// write of its answer.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a client waits for the daemon (which may be answering another).
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest request line.
-pub const MAX_REQUEST_LEN: u64 = 64;
+pub const MAX_REQUEST_LEN: usize = 64;
 /// Longest answer a client reads.
 pub const MAX_ANSWER_LEN: u64 = 16 << 20;
 /// The socket's mode: the daemon's user and group.
@@ -94,13 +96,14 @@ fn listen(path: &Path, observed: Observed) -> io::Result<ControlSocket> {
     Ok(socket)
 }
 
-fn answer(stream: UnixStream, observed: &Observed) -> io::Result<()> {
-    stream.set_read_timeout(Some(CONTROL_TIMEOUT))?;
+fn answer(mut stream: UnixStream, observed: &Observed) -> io::Result<()> {
     stream.set_write_timeout(Some(CONTROL_TIMEOUT))?;
-    let mut line = String::new();
-    BufReader::new((&stream).take(MAX_REQUEST_LEN)).read_line(&mut line)?;
+    let deadline = Instant::now() + CONTROL_TIMEOUT;
+    let line = read_request(&mut stream, deadline, MAX_REQUEST_LEN, |r| {
+        r.contains(&b'\n')
+    })?;
     let report = observed.report();
-    let text = match line.trim() {
+    let text = match String::from_utf8_lossy(&line).trim() {
         "status" => report.text(),
         "status json" => report.json(),
         "downloads" => {

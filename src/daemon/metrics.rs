@@ -80,7 +80,7 @@ fn accept_loop(listener: &TcpListener, observed: &Observed) {
 fn serve(mut stream: TcpStream, observed: &Observed) -> io::Result<()> {
     let deadline = Instant::now() + SCRAPE_TIMEOUT;
     stream.set_write_timeout(Some(SCRAPE_TIMEOUT))?;
-    let head = read_head(&mut stream, deadline)?;
+    let head = read_request(&mut stream, deadline, MAX_REQUEST_HEAD, head_complete)?;
     let request_line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let request_line = String::from_utf8_lossy(request_line);
     let mut words = request_line.split_whitespace();
@@ -102,10 +102,33 @@ fn serve(mut stream: TcpStream, observed: &Observed) -> io::Result<()> {
     stream.flush()
 }
 
-/// The request head up to its empty line, within `deadline` and
-/// [`MAX_REQUEST_HEAD`].
-fn read_head(stream: &mut TcpStream, deadline: Instant) -> io::Result<Vec<u8>> {
-    let mut head = Vec::new();
+/// A stream whose reads can be given a timeout: TCP and Unix sockets.
+pub(super) trait TimedRead: Read {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl TimedRead for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+impl TimedRead for std::os::unix::net::UnixStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        std::os::unix::net::UnixStream::set_read_timeout(self, timeout)
+    }
+}
+
+/// Reads a request until `complete` says it is whole, within `deadline` in
+/// all (a client sending a byte at a time cannot stretch it) and `max`
+/// bytes.
+pub(super) fn read_request(
+    stream: &mut impl TimedRead,
+    deadline: Instant,
+    max: usize,
+    complete: impl Fn(&[u8]) -> bool,
+) -> io::Result<Vec<u8>> {
+    let mut request = Vec::new();
     let mut buf = [0u8; 1024];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -120,15 +143,20 @@ fn read_head(stream: &mut TcpStream, deadline: Instant) -> io::Result<Vec<u8>> {
                 "closed before the request ended",
             ));
         }
-        head.extend_from_slice(&buf[..n]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-            return Ok(head);
+        request.extend_from_slice(&buf[..n]);
+        if complete(&request) {
+            return Ok(request);
         }
-        if head.len() > MAX_REQUEST_HEAD {
+        if request.len() > max {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "request head too long",
+                "request too long",
             ));
         }
     }
+}
+
+/// An HTTP request head ends with an empty line.
+fn head_complete(head: &[u8]) -> bool {
+    head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
 }

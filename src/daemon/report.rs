@@ -9,7 +9,7 @@
 use super::stats::{DaemonReport, Stats};
 use crate::cache::commands::human_size;
 use crate::cache::stats::{DownloadView, REQUEST_RESULTS};
-use crate::cache::{Cache, CacheReport};
+use crate::cache::{CacheReport, CacheWatch};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -17,14 +17,14 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Observed {
     pub stats: Arc<Stats>,
-    pub cache: Option<Cache>,
+    pub cache: Option<CacheWatch>,
 }
 
 impl Observed {
     pub fn report(&self) -> Report {
         Report {
             daemon: self.stats.report(),
-            cache: self.cache.as_ref().map(Cache::report),
+            cache: self.cache.as_ref().map(CacheWatch::report),
         }
     }
 }
