@@ -11,7 +11,6 @@
 //! The exchange: the client sends one line (`status`, `status json` or
 //! `downloads`), the daemon answers with text and closes.
 
-use super::metrics::read_request;
 use super::report::{download_lines, Observed};
 use crate::cache::stats::{partial_downloads, DownloadView};
 use std::io::{self, Read, Write};
@@ -99,9 +98,7 @@ fn listen(path: &Path, observed: Observed) -> io::Result<ControlSocket> {
 fn answer(mut stream: UnixStream, observed: &Observed) -> io::Result<()> {
     stream.set_write_timeout(Some(CONTROL_TIMEOUT))?;
     let deadline = Instant::now() + CONTROL_TIMEOUT;
-    let line = read_request(&mut stream, deadline, MAX_REQUEST_LEN, |r| {
-        r.contains(&b'\n')
-    })?;
+    let line = read_line(&mut stream, deadline)?;
     let report = observed.report();
     let text = match String::from_utf8_lossy(&line).trim() {
         "status" => report.text(),
@@ -113,6 +110,29 @@ fn answer(mut stream: UnixStream, observed: &Observed) -> io::Result<()> {
         other => format!("error: unknown request {other:?}\n"),
     };
     (&stream).write_all(text.as_bytes())
+}
+
+/// Reads the request line within `deadline` in all (a client sending a
+/// byte at a time cannot stretch it) and [`MAX_REQUEST_LEN`] bytes.
+fn read_line(stream: &mut UnixStream, deadline: Instant) -> io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut buf = [0u8; MAX_REQUEST_LEN];
+    while !line.contains(&b'\n') {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || line.len() > MAX_REQUEST_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no whole request line in time",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        line.extend_from_slice(&buf[..n]);
+    }
+    Ok(line)
 }
 
 fn downloads_text(downloads: &[DownloadView]) -> String {

@@ -2,85 +2,156 @@
 //! `GET /metrics` with the [`Report`](super::report::Report) in the
 //! Prometheus text format.
 //!
-//! It runs on threads of its own, never a worker's: one accepts, and each
-//! scrape gets a short-lived thread, at most [`MAX_SCRAPES`] at once; more
-//! connections are closed at once. Every read and write has
-//! [`SCRAPE_TIMEOUT`], so a silent or slow client holds one of those
-//! threads for a few seconds at most and never stops another scrape.
+//! One thread of its own, never a worker, waits with poll(2) on the
+//! listener and on at most [`MAX_SCRAPES`] connections still sending their
+//! request; a connection beyond them is closed at once. Each has
+//! [`SCRAPE_TIMEOUT`] in all to send its request, so a silent or slow
+//! client neither stops another scrape nor holds anything for long. The
+//! answer (a few kilobytes) goes into the socket's buffer in one write.
 
 use super::report::Observed;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-/// Scrapes served at once; a connection beyond them is closed unanswered.
+/// Connections sending their request at once; more are closed unanswered.
 pub const MAX_SCRAPES: usize = 4;
-/// How long a scrape may take to send its request and read the answer.
+/// How long a scraper may take to send its whole request.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest request head read; a scraper's is a few hundred bytes.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// How long writing the answer may take; it fits the socket buffer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long accepting pauses after an error such as running out of
+/// descriptors, rather than spinning.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// Binds `addr` and serves metrics from a thread of its own until the
 /// process ends.
 pub fn start(addr: SocketAddr, observed: Observed) -> Result<SocketAddr, String> {
-    let listener =
-        TcpListener::bind(addr).map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+    let fail = |e: io::Error| format!("cannot listen for metrics on {addr}: {e}");
+    let listener = TcpListener::bind(addr).map_err(fail)?;
+    listener.set_nonblocking(true).map_err(fail)?;
     let bound = listener.local_addr().unwrap_or(addr);
     std::thread::Builder::new()
         .name("metrics".into())
-        .spawn(move || accept_loop(&listener, &observed))
+        .spawn(move || serve_loop(&listener, &observed))
         .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
     Ok(bound)
 }
 
-/// Undoes one scrape's claim on [`MAX_SCRAPES`] when its thread ends.
-struct ScrapeSlot(Arc<AtomicUsize>);
-
-impl Drop for ScrapeSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+/// A connection whose request is still coming.
+struct Pending {
+    stream: TcpStream,
+    head: Vec<u8>,
+    deadline: Instant,
 }
 
-fn accept_loop(listener: &TcpListener, observed: &Observed) {
-    let busy = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of descriptors, typically: pause rather than spin.
-                log::warn!("metrics: accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
+impl Pending {
+    /// Reads what arrived; `true` when the connection is done with (the
+    /// request answered, or the connection closed, broken or too long).
+    fn advance(&mut self, observed: &Observed) -> bool {
+        let mut buf = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(n) => self.head.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
             }
-        };
-        if busy.fetch_add(1, Ordering::SeqCst) >= MAX_SCRAPES {
-            busy.fetch_sub(1, Ordering::SeqCst);
-            continue;
-        }
-        let slot = ScrapeSlot(Arc::clone(&busy));
-        let observed = observed.clone();
-        let spawned = std::thread::Builder::new()
-            .name("metrics-scrape".into())
-            .spawn(move || {
-                let _slot = slot;
-                if let Err(e) = serve(stream, &observed) {
+            if head_complete(&self.head) {
+                if let Err(e) = self.answer(observed) {
                     log::debug!("metrics: {e}");
                 }
+                return true;
+            }
+            if self.head.len() > MAX_REQUEST_HEAD {
+                return true;
+            }
+        }
+    }
+
+    fn answer(&mut self, observed: &Observed) -> io::Result<()> {
+        self.stream.set_nonblocking(false)?;
+        self.stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        respond(&mut self.stream, &self.head, observed)
+    }
+}
+
+fn serve_loop(listener: &TcpListener, observed: &Observed) {
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    loop {
+        let now = Instant::now();
+        pending.retain(|p| p.deadline > now);
+        let timeout = pending
+            .iter()
+            .map(|p| p.deadline.saturating_duration_since(now))
+            .min()
+            .map_or(-1, |left| {
+                left.as_millis().clamp(1, i32::MAX as u128) as i32
             });
-        if let Err(e) = spawned {
-            log::warn!("metrics: cannot start a thread: {e}");
+        let entry = |fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        fds.clear();
+        fds.push(entry(listener.as_raw_fd()));
+        fds.extend(pending.iter().map(|p| entry(p.stream.as_raw_fd())));
+        // SAFETY: fds is a valid array of fds.len() pollfd structs, alive
+        // for the whole call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                log::warn!("metrics: poll failed: {err}");
+                std::thread::sleep(ACCEPT_PAUSE);
+            }
+            continue;
+        }
+        // Backwards, so that removing one leaves the others' indexes alone.
+        for i in (0..pending.len()).rev() {
+            if fds[i + 1].revents != 0 && pending[i].advance(observed) {
+                pending.swap_remove(i);
+            }
+        }
+        if fds[0].revents != 0 {
+            accept_all(listener, &mut pending);
         }
     }
 }
 
-/// Reads one request and answers it; the connection then closes.
-fn serve(mut stream: TcpStream, observed: &Observed) -> io::Result<()> {
-    let deadline = Instant::now() + SCRAPE_TIMEOUT;
-    stream.set_write_timeout(Some(SCRAPE_TIMEOUT))?;
-    let head = read_request(&mut stream, deadline, MAX_REQUEST_HEAD, head_complete)?;
+/// Takes every waiting connection: up to [`MAX_SCRAPES`] pending, the
+/// rest closed at once.
+fn accept_all(listener: &TcpListener, pending: &mut Vec<Pending>) {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if pending.len() >= MAX_SCRAPES || stream.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                pending.push(Pending {
+                    stream,
+                    head: Vec::new(),
+                    deadline: Instant::now() + SCRAPE_TIMEOUT,
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::warn!("metrics: accept failed: {e}");
+                std::thread::sleep(ACCEPT_PAUSE);
+                return;
+            }
+        }
+    }
+}
+
+/// Answers the request whose head is `head`; the connection then closes.
+fn respond(stream: &mut TcpStream, head: &[u8], observed: &Observed) -> io::Result<()> {
     let request_line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let request_line = String::from_utf8_lossy(request_line);
     let mut words = request_line.split_whitespace();
@@ -100,60 +171,6 @@ fn serve(mut stream: TcpStream, observed: &Observed) -> io::Result<()> {
     );
     stream.write_all(response.as_bytes())?;
     stream.flush()
-}
-
-/// A stream whose reads can be given a timeout: TCP and Unix sockets.
-pub(super) trait TimedRead: Read {
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
-}
-
-impl TimedRead for TcpStream {
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_read_timeout(self, timeout)
-    }
-}
-
-impl TimedRead for std::os::unix::net::UnixStream {
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        std::os::unix::net::UnixStream::set_read_timeout(self, timeout)
-    }
-}
-
-/// Reads a request until `complete` says it is whole, within `deadline` in
-/// all (a client sending a byte at a time cannot stretch it) and `max`
-/// bytes.
-pub(super) fn read_request(
-    stream: &mut impl TimedRead,
-    deadline: Instant,
-    max: usize,
-    complete: impl Fn(&[u8]) -> bool,
-) -> io::Result<Vec<u8>> {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "request too slow"));
-        }
-        stream.set_read_timeout(Some(left))?;
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed before the request ended",
-            ));
-        }
-        request.extend_from_slice(&buf[..n]);
-        if complete(&request) {
-            return Ok(request);
-        }
-        if request.len() > max {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request too long",
-            ));
-        }
-    }
 }
 
 /// An HTTP request head ends with an empty line.
