@@ -1,6 +1,8 @@
 //! The process around the protocol: which modules exist, the listener and
 //! its worker pool, one connection on stdin/stdout for inetd, who may
-//! connect (hosts, logins, connection limits), signals and the pid file.
+//! connect (hosts, logins, connection limits), signals and the pid file,
+//! and what a running daemon tells about itself (`stats`, `report`,
+//! `control`, `metrics`).
 //!
 //! A module is either static (a `[section]` of the configuration) or a
 //! build in the builds directory, possibly fetched on demand through the
