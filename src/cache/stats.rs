@@ -4,7 +4,7 @@
 //! chunk read from the upstream), and the downloads in progress as the
 //! coordinator last saw them.
 //!
-//! Readers take a [`CacheReport`] through [`super::Cache::report`]; nothing
+//! Readers take a [`CacheReport`] through [`super::CacheWatch::report`]; nothing
 //! here is on a transfer's path.
 
 use std::path::Path;
