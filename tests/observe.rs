@@ -86,7 +86,7 @@ print("cache.sticky=%s" % ",".join(d["cache"]["sticky"]))
 }
 
 #[test]
-fn status_shows_a_download_a_laptop_waits_for() {
+fn status_shows_a_download_the_laptops_wait_for() {
     let dir = scratch_dir("observe-status");
     let up = Upstream::start();
     let body = sample_build("top", "status");
@@ -110,9 +110,12 @@ fn status_shows_a_download_a_laptop_waits_for() {
         upserv_command(&["pin", "pinned", "--builds", builds.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
 
+    // Two laptops: the first starts the download, the second joins it.
     let laptop = LiveClient::start(&upserv.url("build-st/"), &dir.join("dest"), &["-a"]);
     laptop.wait_for_line("upserv: fetching build-st from upstream: ");
     up.wait_at_gate(1);
+    let second = LiveClient::start(&upserv.url("build-st/"), &dir.join("dest2"), &["-a"]);
+    second.wait_for_line("upserv: fetching build-st from upstream: ");
     // The job reports its bytes every half second: wait until the status
     // has caught up with the gate.
     let mut fields = HashMap::new();
@@ -131,8 +134,8 @@ fn status_shows_a_download_a_laptop_waits_for() {
         "download.percent",
         (gate as u64 * 100 / body.len() as u64).to_string(),
     );
-    expect("download.waiting", "1".into());
-    expect("connections", "1".into());
+    expect("download.waiting", "2".into());
+    expect("connections", "2".into());
     expect("connection.address", "127.0.0.1".into());
     expect("connection.module", "build-st".into());
     expect("cache.budget", (10u64 << 20).to_string());
@@ -148,8 +151,8 @@ fn status_shows_a_download_a_laptop_waits_for() {
     assert_eq!(code, 0, "{stderr}");
     assert!(text.contains("downloads in progress: 1\n"), "{text}");
     assert!(text.contains("build-st"), "{text}");
-    assert!(text.contains("1 waiting"), "{text}");
-    assert!(text.contains("connections: 1\n"), "{text}");
+    assert!(text.contains("2 waiting"), "{text}");
+    assert!(text.contains("connections: 2\n"), "{text}");
     assert!(text.contains("1 builds, 1 sticky: pinned"), "{text}");
     let (code, list, stderr) = upserv_command(&[
         "list",
@@ -166,11 +169,14 @@ fn status_shows_a_download_a_laptop_waits_for() {
 
     up.open_gate();
     laptop.finish().assert_ok();
+    second.finish().assert_ok();
     wait_until("status without the download", || {
         let fields = status_fields(&builds);
         fields["downloads"] == "0" && fields["cache.builds"] == "2"
     });
-    assert!(upserv.log().contains("module build-st: cache miss: "));
+    let log = upserv.log();
+    assert!(log.contains("module build-st: cache miss: "), "{log}");
+    assert!(log.contains("module build-st: cache wait: "), "{log}");
 }
 
 #[test]
