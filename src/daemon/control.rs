@@ -118,8 +118,14 @@ fn read_line(stream: &mut UnixStream, deadline: Instant) -> io::Result<Vec<u8>> 
     let mut line = Vec::new();
     let mut buf = [0u8; MAX_REQUEST_LEN];
     while !line.contains(&b'\n') {
+        if line.len() > MAX_REQUEST_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request line too long",
+            ));
+        }
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || line.len() > MAX_REQUEST_LEN {
+        if left.is_zero() {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "no whole request line in time",
