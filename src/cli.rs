@@ -35,6 +35,8 @@ pub enum Command {
     Fetch(Vec<String>),
     /// Print the cached builds.
     List,
+    /// Ask the running daemon what it is doing (as JSON with `json`).
+    Status { json: bool },
     /// Make a build sticky.
     Pin(String),
     /// Make a build evictable again.
@@ -112,7 +114,7 @@ struct Spec {
 }
 
 /// Every command, in the order `--help` lists them.
-const COMMANDS: [Spec; 13] = [
+const COMMANDS: [Spec; 14] = [
     Spec {
         name: "daemon",
         usage: "[OPTIONS]",
@@ -158,11 +160,28 @@ user, it works as that user.",
     Spec {
         name: "list",
         usage: "[OPTIONS]",
-        summary: "cached builds: name, size, last access, sticky, in use",
+        summary: "cached builds: name, size, last access, sticky, in use; totals, downloads",
         details: "\
-Prints the cached builds: name, size, last access, sticky, in use. Needs
-only read access to the builds directory.",
+Prints the cached builds: name, size, last access, sticky, in use; then
+the totals and the downloads in progress (asked of the running daemon, or
+read from the partial downloads when none runs). Needs only read access
+to the builds directory.",
         parse: |_, operands| no_operands("list", &operands, Command::List),
+    },
+    Spec {
+        name: "status",
+        usage: "[OPTIONS] [--json]",
+        summary: "ask the running daemon: downloads in progress, connections, the cache",
+        details: "\
+Asks the daemon running on this builds directory, over its control socket
+DIR/.upserv/control.sock, and prints each download in progress (build,
+bytes and percent, rate, ETA, laptops waiting), each connection (address,
+module, bytes sent, seconds) and the cache (used against the budget,
+builds, sticky ones). With --json, the same as one JSON object. Needs only
+read access; exits 1 when no daemon answers.",
+        parse: |parsed, operands| {
+            no_operands("status", &operands, Command::Status { json: parsed.json })
+        },
     },
     Spec {
         name: "pin",
@@ -285,6 +304,7 @@ overrides the configuration file. `--` ends the options.
   --log-level LEVEL    error, warn, info, debug or trace (or off);
                        default RUST_LOG, else the file's `log level`, else info
   --dry-run            gc only: print what would be evicted, delete nothing
+  --json               status only: the same as one JSON object
   --size SIZE          bench only: size of the generated data; default 256M
   -h, --help           print this help (after a command: its own) and exit
   -V, --version        print the version and exit
@@ -301,7 +321,9 @@ or olpc), cache size, workers, fetch timeout (seconds), fetch min rate
 (bytes per second over each minute; default 1K, 0: none), max connections
 per host, proxy protocol (yes: every connection comes from a load balancer
 and starts with a PROXY header naming the client), proxy protocol from (the
-balancers trusted to send one).
+balancers trusted to send one),
+metrics listen (ADDR:PORT serving GET /metrics for Prometheus; off unless
+set).
 Per module (or as defaults in the global part): path, comment, list,
 read only (always yes), hosts allow, hosts deny, max connections, timeout,
 auth users, secrets file, strict modes, auth digest, filter, include,
@@ -355,11 +377,12 @@ enum Opt {
     Workers,
     LogLevel,
     DryRun,
+    Json,
     Size,
 }
 
 /// Every long option with what it is.
-const OPTIONS: [(&str, Opt); 9] = [
+const OPTIONS: [(&str, Opt); 10] = [
     ("--config", Opt::Config),
     ("--builds", Opt::Builds),
     ("--listen", Opt::Listen),
@@ -368,6 +391,7 @@ const OPTIONS: [(&str, Opt); 9] = [
     ("--workers", Opt::Workers),
     ("--log-level", Opt::LogLevel),
     ("--dry-run", Opt::DryRun),
+    ("--json", Opt::Json),
     ("--size", Opt::Size),
 ];
 
@@ -452,6 +476,7 @@ fn is_option(arg: &OsStr) -> bool {
 struct Parsed {
     overrides: Overrides,
     dry_run: bool,
+    json: bool,
     size: Option<u64>,
     operands: Vec<OsString>,
 }
@@ -477,11 +502,14 @@ impl Parsed {
                 "unknown option `{name}` (see upserv --help)"
             )));
         };
-        if opt == Opt::DryRun {
+        if matches!(opt, Opt::DryRun | Opt::Json) {
             if inline.is_some() {
                 return Err(UsageError::new(format!("`{name}` takes no value")));
             }
-            self.dry_run = true;
+            match opt {
+                Opt::DryRun => self.dry_run = true,
+                _ => self.json = true,
+            }
             return Ok(());
         }
         let value = inline
@@ -537,7 +565,7 @@ impl Parsed {
                 }
                 self.size = Some(size);
             }
-            Opt::Config | Opt::Builds | Opt::DryRun => {}
+            Opt::Config | Opt::Builds | Opt::DryRun | Opt::Json => {}
         }
         Ok(())
     }
@@ -560,6 +588,9 @@ impl Parsed {
         let command = (spec.parse)(&self, operands)?;
         if self.dry_run && !matches!(command, Command::Gc { .. }) {
             return Err(UsageError::new("`--dry-run` only applies to gc"));
+        }
+        if self.json && !matches!(command, Command::Status { .. }) {
+            return Err(UsageError::new("`--json` only applies to status"));
         }
         if self.size.is_some() && !matches!(command, Command::Bench { .. }) {
             return Err(UsageError::new("`--size` only applies to bench"));
@@ -685,6 +716,11 @@ mod tests {
         assert_eq!(command(&["serve"]), Command::Serve);
         assert_eq!(command(&["server"]), Command::Serve);
         assert_eq!(command(&["list"]), Command::List);
+        assert_eq!(command(&["status"]), Command::Status { json: false });
+        assert_eq!(
+            command(&["status", "--json"]),
+            Command::Status { json: true }
+        );
         assert_eq!(command(&["check-config"]), Command::CheckConfig);
         assert_eq!(command(&["gc"]), Command::Gc { dry_run: false });
         assert_eq!(command(&["gc", "--dry-run"]), Command::Gc { dry_run: true });
@@ -841,6 +877,7 @@ mod tests {
         assert!(error(&["list", "extra"]).contains("`list` takes no arguments, got `extra`"));
         assert!(error(&["daemon", "--dry-run"]).contains("only applies to gc"));
         assert!(error(&["list", "--size", "1M"]).contains("only applies to bench"));
+        assert!(error(&["list", "--json"]).contains("only applies to status"));
         assert!(error(&["fetch"]).contains("at least one"));
         assert!(error(&["fetch", "ok", "../etc"]).contains("`../etc` is not a build name"));
         assert!(error(&["pin"]).contains("exactly one"));

@@ -13,7 +13,9 @@
 //!   through its opening (PROXY header behind a load balancer, greeting,
 //!   module name) and hands it to a fixed
 //!   pool of workers; the session admits it (hosts, limits, login), reads
-//!   the client's arguments and runs the pull; signals, pid file, reload.
+//!   the client's arguments and runs the pull; signals, pid file, reload;
+//!   what it tells about itself (`stats`, `report`): the control socket
+//!   for `upserv status` and the Prometheus metrics.
 //! - [`protocol`]: the rsync wire, without policy: integers and multiplexing,
 //!   server arguments, the file list, filters, the sender loop, token streams.
 //! - [`delta`]: the algorithm, without I/O: rolling sum, MD4 sums, block matching.

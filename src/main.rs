@@ -128,7 +128,20 @@ fn run(inv: &Invocation, settings: &Settings) -> ExitCode {
             }
             run_cache_command(&inv.command, cfg())
         }
-        Command::List | Command::Gc { dry_run: true } => run_cache_command(&inv.command, cfg()),
+        Command::Gc { dry_run: true } => run_cache_command(&inv.command, cfg()),
+        Command::List => {
+            let code = cache::commands::list(cfg());
+            if code == 0 {
+                upserv::output::write(format_args!(
+                    "{}",
+                    daemon::control::list_downloads(&settings.global.builds_dir)
+                ));
+            }
+            exit_code(code)
+        }
+        Command::Status { json } => {
+            exit_code(daemon::control::status(&settings.global.builds_dir, *json))
+        }
         Command::Bench { size, pair } => run_bench(*size, pair.as_ref()),
         Command::CheckConfig | Command::Help(_) | Command::Version => ExitCode::SUCCESS,
     }
@@ -139,7 +152,6 @@ fn run_cache_command(command: &Command, cfg: CacheConfig) -> ExitCode {
     use cache::commands;
     let code = match command {
         Command::Fetch(names) => commands::fetch(cfg, names),
-        Command::List => commands::list(cfg),
         Command::Pin(name) => commands::pin(cfg, name),
         Command::Unpin(name) => commands::unpin(cfg, name),
         Command::Gc { dry_run } => commands::gc(cfg, *dry_run),
@@ -278,9 +290,19 @@ fn run_daemon(inv: &Invocation, settings: &Settings) -> ExitCode {
         Err(code) => return code,
     };
     let (cache, slots) = (server.cache.clone(), Arc::clone(&server.slots));
+    let stats = daemon::stats::Stats::new();
+    let observed = daemon::report::Observed {
+        stats: Arc::clone(&stats),
+        cache: cache.as_ref().map(Cache::watch),
+    };
+    let _control = match daemon::start_observers(&settings.global, observed) {
+        Ok(control) => control,
+        Err(e) => return runtime_failure(e),
+    };
     let mut reload = || reload_server(inv, settings, &cache, &slots);
     let pool = listener::PoolConfig {
         workers: settings.global.workers,
+        stats,
     };
     service_user::warn_if_root();
     daemon::announce(&listeners);

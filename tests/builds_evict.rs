@@ -166,7 +166,8 @@ fn cached_builds(builds: &Path) -> Vec<String> {
 }
 
 /// Rows of `upserv list`: (name, sticky, busy). The header names the
-/// columns; a row is NAME SIZE DATE TIME STICKY BUSY.
+/// columns; a row is NAME SIZE DATE TIME STICKY BUSY; an empty line ends
+/// the table (the totals and downloads follow).
 fn parse_list(stdout: &str) -> Vec<(String, String, String)> {
     let mut lines = stdout.lines();
     let header: Vec<&str> = lines.next().expect("a header").split_whitespace().collect();
@@ -176,6 +177,7 @@ fn parse_list(stdout: &str) -> Vec<(String, String, String)> {
         "{stdout}"
     );
     lines
+        .take_while(|line| !line.is_empty())
         .map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             assert_eq!(fields.len(), 6, "a row of six fields: {line:?}");

@@ -1,10 +1,11 @@
-//! upserv behind a real xinetd, configured with the entry the README gives
-//! (`service rsync`, `server_args = server`, a non-root `user`): a real
+//! upserv behind a real xinetd, configured with the entry the Debian package
+//! ships as an example (`packaging/xinetd/rsync`: `service rsync`, `server_args = server`, a non-root `user`): a real
 //! rsync client pulls through it, and the result must equal a pull of the
 //! same tree from the reference rsyncd.
 //!
-//! The entry is read from README.md, so the documented one is the tested
-//! one. Only what a test must change is changed: the server path (the binary
+//! The entry is read from that file, so the shipped one is the tested one.
+//! Only what a test must change is changed: `disable` (the example comes
+//! disabled), the server path (the binary
 //! cargo built, through `UPSERV_TEST_RUNNER` under qemu), the account (no
 //! `upserv` user exists here, so `nobody`), `--config` in `server_args`, and
 //! a loopback port. The test skips, saying why, when xinetd is not installed
@@ -32,13 +33,14 @@ use tempfile::TempDir;
 const TEST_USER: &str = "nobody";
 const TEST_GROUP: &str = "nogroup";
 const TEST_UID: u32 = 65534;
-/// Attributes of the README's entry that the test replaces, and why: the
-/// binary lives in the build tree, the account `upserv` does not exist.
-const REPLACED: [&str; 4] = ["server", "server_args", "user", "group"];
+/// Attributes of the shipped entry that the test replaces, and why: the
+/// example is disabled until an administrator enables it, the binary lives
+/// in the build tree, the account `upserv` does not exist.
+const REPLACED: [&str; 5] = ["disable", "server", "server_args", "user", "group"];
 /// xinetd started on a fresh port each, in case another process takes the
 /// port between our probe and xinetd's bind.
 const START_ATTEMPTS: u32 = 3;
-/// Where the README's entry begins.
+/// Where the shipped entry begins.
 const ENTRY_START: &str = "service rsync";
 /// How long xinetd may take to listen (200 polls 50 ms apart: 10 s; with
 /// `-dontfork` it stays up even when it could not bind the port), and upserv
@@ -242,11 +244,11 @@ impl XinetdUpserv {
         let builds_text = builds.to_string_lossy();
         std::fs::write(&conf, upserv_conf(&[("builds dir", &builds_text)], modules))
             .expect("writing upserv.conf");
-        let readme = readme_entry();
+        let shipped = shipped_entry();
         let mut failures = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            let entry = test_entry(&readme, &conf, port, &dir.path().join("service.log"));
+            let entry = test_entry(&shipped, &conf, port, &dir.path().join("service.log"));
             let xinetd_conf = dir.path().join("xinetd.conf");
             std::fs::write(&xinetd_conf, &entry).expect("writing xinetd.conf");
             let mut cmd = Command::new(xinetd);
@@ -314,13 +316,16 @@ struct Attribute {
     value: String,
 }
 
-/// The xinetd entry of README.md: the attribute lines between the braces
-/// that follow `service rsync`.
-fn readme_entry() -> Vec<Attribute> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+/// The xinetd entry the package ships: the attribute lines between the
+/// braces that follow `service rsync`.
+fn shipped_entry() -> Vec<Attribute> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SHIPPED_ENTRY);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path:?}: {e}"));
-    parse_entry(&text).unwrap_or_else(|why| panic!("README.md's xinetd entry: {why}"))
+    parse_entry(&text).unwrap_or_else(|why| panic!("{SHIPPED_ENTRY}: {why}"))
 }
+
+/// The example entry, relative to the repository.
+const SHIPPED_ENTRY: &str = "packaging/xinetd/rsync";
 
 fn parse_entry(text: &str) -> Result<Vec<Attribute>, String> {
     let mut lines = text
@@ -359,12 +364,12 @@ fn parse_attribute(line: &str) -> Result<Attribute, String> {
     })
 }
 
-/// The README's entry made runnable here: [`REPLACED`] attributes set for
+/// The shipped entry made runnable here: [`REPLACED`] attributes set for
 /// this test, the rest kept, and a loopback port added (`UNLISTED`, since
 /// /etc/services puts rsync on 873).
-fn test_entry(readme: &[Attribute], conf: &Path, port: u16, service_log: &Path) -> String {
+fn test_entry(shipped: &[Attribute], conf: &Path, port: u16, service_log: &Path) -> String {
     let value_of = |name: &str| {
-        readme
+        shipped
             .iter()
             .find(|a| a.name == name)
             .map(|a| a.value.as_str())
@@ -388,12 +393,13 @@ fn test_entry(readme: &[Attribute], conf: &Path, port: u16, service_log: &Path) 
     let mut line = |name: &str, op: &str, value: &str| {
         text.push_str(&format!("    {name:<15} {op} {value}\n"));
     };
-    for a in readme
+    for a in shipped
         .iter()
         .filter(|a| !REPLACED.contains(&a.name.as_str()))
     {
         line(&a.name, &a.op, &a.value);
     }
+    line("disable", "=", "no");
     line("server", "=", &server.to_string_lossy());
     line("server_args", "=", &server_args.join(" "));
     line("user", "=", TEST_USER);

@@ -68,7 +68,7 @@ pub fn fetch(cfg: CacheConfig, names: &[String]) -> i32 {
     status
 }
 
-/// `upserv list`: name, size, last access, sticky, busy.
+/// `upserv list`: name, size, last access, sticky, busy; then the totals.
 pub fn list(cfg: CacheConfig) -> i32 {
     let store = match Store::open(&cfg.builds_dir) {
         Ok(store) => store,
@@ -87,11 +87,15 @@ pub fn list(cfg: CacheConfig) -> i32 {
         "STICKY",
         "BUSY"
     );
+    let (mut used, mut sticky) = (0, 0);
+    let builds = names.len();
     for name in names {
         let size = store::disk_usage(&store.build_dir(&name)).unwrap_or(0);
         let last = access
             .get(&name)
             .unwrap_or_else(|| store.build_mtime(&name));
+        used += size;
+        sticky += usize::from(store.is_sticky(&name));
         outln!(
             "{:<32} {:>10} {:<20} {:<6} {:<4}",
             name,
@@ -101,6 +105,12 @@ pub fn list(cfg: CacheConfig) -> i32 {
             yes_no(store.is_busy(&name)),
         );
     }
+    outln!(
+        "\ntotal: {builds} builds, {} used of {} ({}%), {sticky} sticky",
+        human_size(used),
+        human_size(cfg.cache_size),
+        used.saturating_mul(100) / cfg.cache_size.max(1)
+    );
     EXIT_OK
 }
 

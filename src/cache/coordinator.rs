@@ -20,6 +20,7 @@ use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use super::handle::Evicted;
 use super::job::{self, JobEvent, Prepared, Progress, Stage};
 use super::shared::Shared;
+use super::stats::{DownloadView, Lookup, RateBase};
 use super::store;
 use super::CacheError;
 
@@ -43,6 +44,9 @@ pub(super) enum Request {
 
 /// What a waiting acquire hears from the coordinator.
 pub(super) enum Event {
+    /// The first event of a fetch that did not find the build installed:
+    /// whether it started the download or joined one.
+    Lookup(Lookup),
     Progress(Progress),
     Installed,
     Failed(CacheError),
@@ -54,6 +58,28 @@ struct Job {
     replace: bool,
     waiters: Vec<Sender<Event>>,
     last: Option<Progress>,
+    /// Where the download stood when this process first heard of its bytes.
+    rate_base: Option<RateBase>,
+}
+
+impl Job {
+    fn view(&self) -> DownloadView {
+        let (stage, done, total) = match &self.last {
+            Some(p) => (p.stage.name(), p.done, p.total),
+            None => (Stage::Queued.name(), 0, None),
+        };
+        DownloadView {
+            name: self.name.clone(),
+            stage,
+            done,
+            total,
+            rate: match (&self.rate_base, stage == Stage::Downloading.name()) {
+                (Some(base), true) => base.rate(done),
+                _ => 0.0,
+            },
+            waiters: self.waiters.len(),
+        }
+    }
 }
 
 pub(super) struct Coordinator {
@@ -107,7 +133,10 @@ impl Coordinator {
                 name,
                 replace,
                 reply,
-            } => self.fetch(name, replace, reply),
+            } => {
+                self.fetch(name, replace, reply);
+                self.publish_downloads();
+            }
             Request::Evict { name, reply } => {
                 let _ = reply.send(self.inner.evict_one(&name));
             }
@@ -120,6 +149,7 @@ impl Coordinator {
 
     fn fetch(&mut self, name: String, replace: bool, reply: Sender<Event>) {
         if let Some(job) = self.running.as_mut().filter(|job| job.name == name) {
+            let _ = reply.send(Event::Lookup(Lookup::Wait));
             if let Some(progress) = &job.last {
                 let _ = reply.send(Event::Progress(progress.clone()));
             }
@@ -127,6 +157,7 @@ impl Coordinator {
             return;
         }
         if let Some(job) = self.queue.iter_mut().find(|job| job.name == name) {
+            let _ = reply.send(Event::Lookup(Lookup::Wait));
             let _ = reply.send(Event::Progress(queued(&name)));
             job.waiters.push(reply);
             return;
@@ -135,6 +166,7 @@ impl Coordinator {
             let _ = reply.send(Event::Installed);
             return;
         }
+        let _ = reply.send(Event::Lookup(Lookup::Miss));
         if self.running.is_some() {
             // Said at once, or the client would wait without a word for as
             // long as the other download takes.
@@ -145,6 +177,7 @@ impl Coordinator {
             replace,
             waiters: vec![reply],
             last: None,
+            rate_base: None,
         });
         self.start_next();
     }
@@ -184,12 +217,29 @@ impl Coordinator {
         }
     }
 
+    /// Tells the cache's stats which downloads run and wait, and how far.
+    fn publish_downloads(&self) {
+        let views = self.running.iter().chain(&self.queue).map(Job::view);
+        self.inner.stats.set_downloads(views.collect());
+    }
+
     fn job_event(&mut self, event: JobEvent) {
+        self.job_event_inner(event);
+        self.publish_downloads();
+    }
+
+    fn job_event_inner(&mut self, event: JobEvent) {
         match event {
             JobEvent::Progress(progress) => {
                 if let Some(job) = self.running.as_mut() {
                     job.waiters
                         .retain(|w| w.send(Event::Progress(progress.clone())).is_ok());
+                    if progress.stage == Stage::Downloading && job.rate_base.is_none() {
+                        job.rate_base = Some(RateBase {
+                            at: std::time::Instant::now(),
+                            done: progress.done,
+                        });
+                    }
                     job.last = Some(progress);
                 }
             }

@@ -20,6 +20,7 @@ use super::job::{Progress, PROGRESS_INTERVAL};
 use super::meta::MetaTable;
 use super::mirrors::MirrorState;
 use super::shared::{self, local_failure, not_found, stopped, Shared};
+use super::stats::{BuildUsage, CacheReport, Lookup};
 use super::store::BusyMark;
 use super::{is_build_name, CacheConfig, CacheError};
 
@@ -51,12 +52,41 @@ impl Drop for FlushOnDrop {
     }
 }
 
+/// Reads the cache for status and metrics; see [`Cache::watch`].
+#[derive(Clone)]
+pub struct CacheWatch {
+    inner: Arc<Shared>,
+}
+
+impl CacheWatch {
+    /// The cache now: budget, builds with their sizes (measured once per
+    /// tree), downloads in progress and the counters. It never waits for
+    /// the coordinator.
+    pub fn report(&self) -> CacheReport {
+        let inner = &self.inner;
+        let names = inner.store.list_builds().unwrap_or_else(|e| {
+            log::warn!("cannot list {}: {e}", inner.cfg.builds_dir.display());
+            Vec::new()
+        });
+        let builds = names
+            .into_iter()
+            .map(|name| BuildUsage {
+                size: inner.size_of(&name),
+                sticky: inner.store.is_sticky(&name),
+                name,
+            })
+            .collect();
+        inner.stats.report(inner.cfg.cache_size, builds)
+    }
+}
+
 /// While alive, the build is busy: no process evicts it.
 #[derive(Debug)]
 pub struct BuildGuard {
     name: String,
     root: PathBuf,
     meta: Option<Arc<MetaTable>>,
+    lookup: Lookup,
     _mark: BusyMark,
 }
 
@@ -74,6 +104,11 @@ impl BuildGuard {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the build was cached, or this request fetched or waited.
+    pub fn lookup(&self) -> Lookup {
+        self.lookup
     }
 }
 
@@ -194,6 +229,7 @@ impl Cache {
             return Err(CacheError::new("no upstream configured"));
         }
         self.wait_for_fetch(name, true, progress, &mut || false)
+            .map(|_| ())
     }
 
     /// Evicts down to the budget now (through the coordinator), or with
@@ -213,6 +249,16 @@ impl Cache {
         answer.recv().map_err(|_| stopped())?
     }
 
+    /// A handle for watching the cache, which keeps it from nothing: the
+    /// coordinator still stops, and the access times are still written,
+    /// when the last [`Cache`] goes.
+    pub fn watch(&self) -> CacheWatch {
+        CacheWatch {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// [`Cache::acquire`] with the progress as values, not lines.
     pub(crate) fn acquire_with(
         &self,
         name: &str,
@@ -221,7 +267,25 @@ impl Cache {
         self.acquire_inner(name, progress, &mut || false)
     }
 
+    /// [`Cache::find_or_fetch`], counted by result for status and metrics.
     fn acquire_inner(
+        &self,
+        name: &str,
+        progress: &mut dyn FnMut(&Progress),
+        gone: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<BuildGuard>, CacheError> {
+        let acquired = self.find_or_fetch(name, progress, gone);
+        let stats = &self.inner.stats;
+        match &acquired {
+            Ok(Some(guard)) => stats.count_lookup(guard.lookup),
+            Ok(None) => stats.count_not_found(),
+            Err(e) if e.not_found => stats.count_not_found(),
+            Err(_) => stats.count_error(),
+        }
+        acquired
+    }
+
+    fn find_or_fetch(
         &self,
         name: &str,
         progress: &mut dyn FnMut(&Progress),
@@ -230,8 +294,11 @@ impl Cache {
         if !is_build_name(name) {
             return Ok(None);
         }
+        // What the first fetch said; a build found at once is a hit.
+        let mut lookup = Lookup::Hit;
         for _ in 0..MAX_ACQUIRE_ROUNDS {
-            if let Some(guard) = self.acquire_cached(name)? {
+            if let Some(mut guard) = self.acquire_cached(name)? {
+                guard.lookup = lookup;
                 return Ok(Some(guard));
             }
             if self.inner.cfg.upstream.is_none() {
@@ -244,7 +311,10 @@ impl Cache {
             {
                 return Err(not_found(name));
             }
-            self.wait_for_fetch(name, false, progress, gone)?;
+            let heard = self.wait_for_fetch(name, false, progress, gone)?;
+            if lookup == Lookup::Hit {
+                lookup = heard.unwrap_or(Lookup::Hit);
+            }
         }
         Err(CacheError::new(format!(
             "build {name} was removed right after it was installed; try again"
@@ -269,17 +339,20 @@ impl Cache {
             name: name.to_string(),
             root: store.build_dir(name),
             meta,
+            lookup: Lookup::Hit,
             _mark: mark,
         }))
     }
 
+    /// Waits for the coordinator to install `name`; says whether this
+    /// request started the download or joined one (`None`: it was there).
     fn wait_for_fetch(
         &self,
         name: &str,
         replace: bool,
         progress: &mut dyn FnMut(&Progress),
         gone: &mut dyn FnMut() -> bool,
-    ) -> Result<(), CacheError> {
+    ) -> Result<Option<Lookup>, CacheError> {
         let (reply, events) = unbounded();
         self.requests
             .send(Request::Fetch {
@@ -288,10 +361,12 @@ impl Cache {
                 reply,
             })
             .map_err(|_| stopped())?;
+        let mut lookup = None;
         loop {
             match events.recv_timeout(GONE_CHECK_INTERVAL) {
+                Ok(Event::Lookup(l)) => lookup = Some(l),
                 Ok(Event::Progress(p)) => progress(&p),
-                Ok(Event::Installed) => return Ok(()),
+                Ok(Event::Installed) => return Ok(lookup),
                 Ok(Event::Failed(e)) => return Err(e),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Err(stopped()),

@@ -49,6 +49,18 @@ pub(crate) enum Stage {
     Unpacking,
 }
 
+impl Stage {
+    /// The stage as `upserv status` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Queued => "queued",
+            Stage::Waiting => "waiting",
+            Stage::Downloading => "downloading",
+            Stage::Unpacking => "unpacking",
+        }
+    }
+}
+
 impl Progress {
     /// The line a waiting client sees.
     pub fn line(&self) -> String {
@@ -258,6 +270,9 @@ fn download<'m>(
     let report = Reporter::new(events, name, Stage::Downloading);
     let started = Instant::now();
     let mut transferred = 0;
+    // Each attempt reports its starting offset first, then every chunk:
+    // what grew between two reports came from the upstream.
+    let mut last_done: Option<u64> = None;
     let (stop, stopped) = bounded::<()>(0);
     let result = thread::scope(|scope| {
         // Without the ticker (no thread to be had) only the repeats are lost.
@@ -274,6 +289,8 @@ fn download<'m>(
             log::warn!("no progress ticker for {name}: {e}");
         }
         let result = mirrors.download(&inner.fetcher, &job, &mut transferred, &mut |d, t| {
+            inner.stats.count_downloaded(last_done, d);
+            last_done = Some(d);
             report.update(d, t)
         });
         drop(stop);

@@ -20,6 +20,7 @@
 //! - `coordinator`: the one thread that starts downloads, publishes and
 //!   deletes builds; `job`: the thread of one download; `shared`: the state
 //!   and operations these three have in common.
+//! - [`stats`]: counters and the downloads in progress, for status and metrics.
 //! - [`commands`]: the admin commands (`fetch`, `list`, `pin`, `unpin`, `gc`).
 //!
 //! Decisions where SPEC §5 leaves room:
@@ -58,6 +59,7 @@ mod job;
 pub mod meta;
 mod mirrors;
 mod shared;
+pub mod stats;
 mod store;
 pub mod unpack;
 
@@ -65,9 +67,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use handle::{BuildGuard, Cache, Evicted};
+pub use handle::{BuildGuard, Cache, CacheWatch, Evicted};
 pub use meta::{EntryMeta, MetaTable};
 pub use mirrors::{MirrorState, MIRROR_DOWN_FOR};
+pub use stats::{CacheReport, Lookup};
 
 /// The layout and the name rule are the configuration's; the cache uses them.
 pub use crate::config::{is_build_name, Layout};
@@ -137,12 +140,15 @@ impl CacheConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheError {
     message: String,
+    /// The upstream does not have the build (counted apart from failures).
+    not_found: bool,
 }
 
 impl CacheError {
     pub(crate) fn new(message: impl Into<String>) -> CacheError {
         CacheError {
             message: message.into(),
+            not_found: false,
         }
     }
 }

@@ -18,6 +18,7 @@ use super::handle::{Evicted, Startup};
 use super::job::Prepared;
 use super::meta::MetaTable;
 use super::mirrors::Mirrors;
+use super::stats::CacheStats;
 use super::store::{self, AccessRecord, Candidate, Store};
 use super::{CacheConfig, CacheError};
 
@@ -35,6 +36,7 @@ pub(super) struct Shared {
     pub(super) tables: Mutex<HashMap<String, (u64, Weak<MetaTable>)>>,
     /// Disk usage by build, with the inode of the tree it was measured for.
     pub(super) sizes: Mutex<HashMap<String, (u64, u64)>>,
+    pub(super) stats: CacheStats,
 }
 
 impl Shared {
@@ -55,6 +57,7 @@ impl Shared {
             mirrors,
             tables: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
+            stats: CacheStats::default(),
             cfg,
         })
     }
@@ -236,6 +239,7 @@ impl Shared {
     fn remove_idle(&self, name: &str, idle: std::fs::File) -> std::io::Result<()> {
         self.store.remove_build(name, idle)?;
         log::info!("evicted build {name}");
+        self.stats.count_eviction();
         self.tables.lock().remove(name);
         self.sizes.lock().remove(name);
         Ok(())
@@ -344,7 +348,10 @@ pub(super) fn recover(inner: &Shared, startup: Startup) -> Result<(), CacheError
 }
 
 pub(super) fn not_found(name: &str) -> CacheError {
-    CacheError::new(format!("{name} not found upstream"))
+    CacheError {
+        not_found: true,
+        ..CacheError::new(format!("{name} not found upstream"))
+    }
 }
 
 pub(super) fn too_large(name: &str, size: u64, budget: u64) -> CacheError {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::checks::{
     check_cache_size, check_checksum_url, check_template, check_upstream, check_workers,
     parse_address, parse_auth_digest, parse_level, parse_listen, parse_max_connections, parse_port,
-    parse_syslog_facility,
+    parse_socket_addrs, parse_syslog_facility,
 };
 use super::params::{GlobalParam, ModuleParam};
 use super::values::{
@@ -106,6 +106,13 @@ pub(super) fn set_global(param: GlobalParam, value: &str, draft: &mut GlobalDraf
         }
         GlobalParam::ProxyProtocol => global.proxy_protocol = parse_bool(value).map_err(text)?,
         GlobalParam::ProxyProtocolFrom => global.proxy_protocol_from = split_hosts(value),
+        GlobalParam::MetricsListen => {
+            global.metrics_listen = if value.is_empty() {
+                None
+            } else {
+                Some(parse_socket_addrs(value)?[0])
+            };
+        }
     }
     Ok(None)
 }
@@ -207,6 +214,10 @@ pub(super) fn global_value(param: GlobalParam, global: &Global) -> Option<String
             .unwrap_or_default(),
         GlobalParam::ProxyProtocol => format_bool(global.proxy_protocol).to_owned(),
         GlobalParam::ProxyProtocolFrom => global.proxy_protocol_from.join(", "),
+        GlobalParam::MetricsListen => global
+            .metrics_listen
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
     };
     Some(value)
 }

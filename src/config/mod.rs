@@ -120,6 +120,9 @@ pub struct Global {
     /// Peers whose PROXY headers are trusted, in `hosts allow` syntax;
     /// empty: any peer.
     pub proxy_protocol_from: Vec<String>,
+    /// Where the daemon answers `GET /metrics` (`metrics listen`); off
+    /// when `None`.
+    pub metrics_listen: Option<SocketAddr>,
     pub log_level: LevelFilter,
     /// Module parameters as they stand at the end of the global part of the
     /// file (after every `[global]` section).
@@ -146,6 +149,7 @@ impl Default for Global {
             max_connections_per_host: None,
             proxy_protocol: false,
             proxy_protocol_from: Vec::new(),
+            metrics_listen: None,
             log_level: DEFAULT_LOG_LEVEL,
             module_defaults: ModuleParams::default(),
         }

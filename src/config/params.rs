@@ -27,10 +27,11 @@ pub(super) enum GlobalParam {
     ProxyProtocol,
     ProxyProtocolFrom,
     SyslogFacility,
+    MetricsListen,
 }
 
 /// Every global parameter, in the order the effective settings show them.
-pub(super) const GLOBAL_PARAMS: [GlobalParam; 20] = [
+pub(super) const GLOBAL_PARAMS: [GlobalParam; 21] = [
     GlobalParam::Listen,
     GlobalParam::Address,
     GlobalParam::Port,
@@ -51,6 +52,7 @@ pub(super) const GLOBAL_PARAMS: [GlobalParam; 20] = [
     GlobalParam::MaxConnectionsPerHost,
     GlobalParam::ProxyProtocol,
     GlobalParam::ProxyProtocolFrom,
+    GlobalParam::MetricsListen,
 ];
 
 impl GlobalParam {
@@ -76,6 +78,7 @@ impl GlobalParam {
             GlobalParam::ProxyProtocol => "proxy protocol",
             GlobalParam::ProxyProtocolFrom => "proxy protocol from",
             GlobalParam::SyslogFacility => "syslog facility",
+            GlobalParam::MetricsListen => "metrics listen",
         }
     }
 

@@ -398,6 +398,7 @@ fetch min rate = 1K
 max connections per host =
 proxy protocol = no
 proxy protocol from =
+metrics listen =
 comment =
 list = yes
 hosts allow = 10.0.0.0/8
@@ -853,4 +854,19 @@ fn unknown_parameters_are_marked_for_check_config() {
     assert!(warnings[0].unknown_parameter);
     assert!(warnings[0].message.contains("did you mean `upstream`?"));
     assert!(!warnings[1].unknown_parameter);
+}
+
+#[test]
+fn metrics_listen_is_off_an_address_or_refused() {
+    let (settings, _) = parse("workers = 2\n").unwrap();
+    assert_eq!(settings.global.metrics_listen, None);
+    let (settings, _) = parse("metrics listen = 127.0.0.1:9873\n").unwrap();
+    let addr: std::net::SocketAddr = "127.0.0.1:9873".parse().unwrap();
+    assert_eq!(settings.global.metrics_listen, Some(addr));
+    let (again, _) = parse(&settings.to_string()).unwrap();
+    assert_eq!(again.global.metrics_listen, Some(addr));
+    let err = parse("metrics listen = localhost\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not ADDR:PORT"), "{err}");
 }

@@ -9,9 +9,10 @@
 //! finish the transfers in flight.
 
 use super::gatekeeper::{Gatekeeper, HostTicket, REFUSAL_TIMEOUT};
-use super::opening::Request;
+use super::opening::{Ask, Request};
 use super::session::{self, Outcome};
 use super::signals::{Signal, Signals};
+use super::stats::Stats;
 use super::Server;
 use crate::protocol::io::Conn;
 use crate::protocol::wire::WireWrite;
@@ -31,6 +32,8 @@ pub const STOP_GRACE: Duration = Duration::from_secs(30);
 
 pub struct PoolConfig {
     pub workers: usize,
+    /// Where the workers count the connections they serve.
+    pub stats: Arc<Stats>,
 }
 
 /// Reads the configuration again for SIGHUP.
@@ -117,7 +120,7 @@ pub(super) struct Job {
 
 /// Serves a job; everything it holds is released before its log line is
 /// written, so that the line means the connection is gone.
-fn serve_job(job: Job) {
+fn serve_job(job: Job, stats: &Arc<Stats>) {
     let Job {
         stream,
         peer,
@@ -128,17 +131,28 @@ fn serve_job(job: Job) {
         committed,
         host,
     } = job;
+    let module = match &request.ask {
+        Ask::Module(name) => Some(name.clone()),
+        Ask::List => None,
+    };
+    let ticket = stats.open(peer, module);
     let conn = stream
         .try_clone()
         .and_then(|r| Conn::new(OwnedFd::from(r), OwnedFd::from(stream)));
     let outcome = match conn {
-        Ok(mut conn) => match conn.write_all(&unsent) {
-            Ok(()) => session::serve(&server, &mut conn, Some(peer), request),
-            Err(e) => setup_failed(e),
-        },
+        Ok(mut conn) => {
+            conn.count_written_into(ticket.sent_counter());
+            match conn.write_all(&unsent) {
+                Ok(()) => session::serve(&server, &mut conn, Some(peer), request),
+                Err(e) => setup_failed(e),
+            }
+        }
         Err(e) => setup_failed(e),
     };
-    drop((committed, host));
+    if let Outcome::Pulled { stats: done, .. } = &outcome {
+        stats.count_transfer(done.literal_bytes, done.matched_bytes);
+    }
+    drop((committed, host, ticket));
     log_outcome(Some(peer), &outcome, accepted.elapsed());
 }
 
@@ -166,14 +180,15 @@ fn refuse_stopping(job: Job) {
     }
 }
 
-fn worker(jobs: Receiver<Job>, stopping: Arc<AtomicBool>) {
+fn worker(jobs: Receiver<Job>, stopping: Arc<AtomicBool>, stats: Arc<Stats>) {
     for job in jobs {
         if stopping.load(Ordering::SeqCst) {
             refuse_stopping(job);
             continue;
         }
         let peer = job.peer;
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve_job(job)));
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve_job(job, &stats)));
         if result.is_err() {
             log::error!("{peer}: connection handler panicked; connection dropped");
         }
@@ -194,11 +209,11 @@ pub fn run(
     let stopping = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
     for i in 0..workers {
-        let (jobs, stopping) = (job_rx.clone(), stopping.clone());
+        let (jobs, stopping, stats) = (job_rx.clone(), stopping.clone(), cfg.stats.clone());
         handles.push(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || worker(jobs, stopping))?,
+                .spawn(move || worker(jobs, stopping, stats))?,
         );
     }
     drop(job_rx);

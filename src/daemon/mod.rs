@@ -2,7 +2,8 @@
 //! its worker pool, one connection on stdin/stdout for inetd, who may
 //! connect (hosts, logins, connection limits, the PROXY header of a load
 //! balancer), which client options a module refuses, signals and the pid
-//! file.
+//! file, and what a running daemon tells about itself (`stats`, `report`,
+//! `control`, `metrics`).
 //!
 //! A module is either static (a `[section]` of the configuration) or a
 //! build in the builds directory, possibly fetched on demand through the
@@ -12,15 +13,19 @@ pub mod access;
 pub mod admit;
 pub mod audit;
 pub mod auth;
+pub mod control;
 pub mod gatekeeper;
 pub mod listener;
+pub mod metrics;
 pub mod opening;
 pub mod proxy_header;
 pub mod refuse;
+pub mod report;
 pub mod service_user;
 pub mod session;
 pub mod signals;
 pub mod slots;
+pub mod stats;
 
 use crate::cache::{BuildGuard, Cache};
 use crate::config::{self, ModuleParams, Settings};
@@ -510,6 +515,20 @@ fn bind(addr: &SocketAddr) -> io::Result<TcpListener> {
     // SAFETY: listen on a bound socket we own.
     check(unsafe { libc::listen(socket.as_raw_fd(), LISTEN_BACKLOG) })?;
     Ok(TcpListener::from(socket))
+}
+
+/// Starts what lets an administrator watch the daemon: the control socket
+/// in the builds directory, and the metrics responder when `metrics listen`
+/// is set. The socket goes when the returned value is dropped.
+pub fn start_observers(
+    global: &config::Global,
+    observed: report::Observed,
+) -> Result<Option<control::ControlSocket>, String> {
+    if let Some(addr) = global.metrics_listen {
+        let bound = metrics::start(addr, observed.clone())?;
+        log::info!("metrics on http://{bound}/metrics");
+    }
+    control::start(&global.builds_dir, observed)
 }
 
 /// The `pid file`: written at start, locked while the daemon runs so that a

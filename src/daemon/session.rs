@@ -11,6 +11,7 @@
 use super::admit::{self, Admitted};
 use super::opening::{self, Ask, Need, Opening, Request, Step};
 use super::{Module, ModuleRoot, Server};
+use crate::cache::Lookup;
 use crate::protocol::io::Conn;
 use crate::protocol::options::{self, Options};
 use crate::protocol::sender::{self, Pull, TransferStats};
@@ -45,6 +46,8 @@ pub enum Outcome {
     Pulled {
         module: String,
         user: Option<String>,
+        /// For a build: whether it was cached, fetched or waited for.
+        cache: Option<Lookup>,
         stats: TransferStats,
     },
     Failed {
@@ -61,9 +64,13 @@ impl fmt::Display for Outcome {
             Outcome::Pulled {
                 module,
                 user,
+                cache,
                 stats,
             } => {
                 write!(f, "module {module}: ")?;
+                if let Some(lookup) = cache {
+                    write!(f, "cache {}: ", lookup.name())?;
+                }
                 if let Some(user) = user {
                     write!(f, "user {user}: ")?;
                 }
@@ -252,6 +259,10 @@ fn pull(
         Ok(stats) => Outcome::Pulled {
             module: module.name.clone(),
             user: admitted.user.clone(),
+            cache: match &module.root {
+                ModuleRoot::Build(guard) => Some(guard.lookup()),
+                ModuleRoot::Static(_) => None,
+            },
             stats,
         },
         Err(e) => Outcome::Failed {

@@ -17,6 +17,8 @@
 use super::wire::{WireRead, WireWrite};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Input buffered ahead of the sender's needs while it writes (rsync uses 32 KiB).
@@ -59,6 +61,8 @@ pub struct Conn {
     last_write: Instant,
     bytes_read: u64,
     bytes_written: u64,
+    /// Also counts the bytes written, for observers in other threads.
+    shared_written: Option<Arc<AtomicU64>>,
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -100,6 +104,7 @@ impl Conn {
             last_write: now,
             bytes_read: 0,
             bytes_written: 0,
+            shared_written: None,
         })
     }
 
@@ -126,6 +131,13 @@ impl Conn {
     pub fn reset_counters(&mut self) {
         self.bytes_read = 0;
         self.bytes_written = 0;
+    }
+
+    /// Adds every write's byte count to `counter` as well (one atomic add
+    /// per write to the socket, never reset), so that another thread can
+    /// watch a transfer without a lock.
+    pub fn count_written_into(&mut self, counter: Arc<AtomicU64>) {
+        self.shared_written = Some(counter);
     }
 
     pub fn bytes_read(&self) -> u64 {
@@ -463,6 +475,9 @@ impl Conn {
         }
         self.out_pos += n as usize;
         self.bytes_written += n as u64;
+        if let Some(counter) = &self.shared_written {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
         let now = Instant::now();
         self.last_io = now;
         self.last_write = now;

@@ -1,0 +1,336 @@
+//! What a running daemon says about itself: the downloads in progress, the
+//! connections being served and the cache, gathered from [`Stats`] and the
+//! cache into one [`Report`], written as text for `upserv status`, as JSON
+//! for `upserv status --json`, or in the Prometheus text format.
+//!
+//! Must not do I/O: the control socket and the metrics responder carry the
+//! text.
+
+use super::stats::{DaemonReport, Stats};
+use crate::cache::commands::human_size;
+use crate::cache::stats::{DownloadView, REQUEST_RESULTS};
+use crate::cache::{CacheReport, CacheWatch};
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// What status and metrics read: the daemon's counters and its cache.
+#[derive(Clone)]
+pub struct Observed {
+    pub stats: Arc<Stats>,
+    pub cache: Option<CacheWatch>,
+}
+
+impl Observed {
+    pub fn report(&self) -> Report {
+        Report {
+            daemon: self.stats.report(),
+            cache: self.cache.as_ref().map(CacheWatch::report),
+        }
+    }
+}
+
+/// The daemon at one moment.
+pub struct Report {
+    pub daemon: DaemonReport,
+    pub cache: Option<CacheReport>,
+}
+
+/// The downloads in progress, one line each, as `status` and `list` show
+/// them; nothing when there are none.
+pub fn download_lines(downloads: &[DownloadView]) -> String {
+    let mut out = String::new();
+    for d in downloads {
+        let _ = write!(
+            out,
+            "  {:<32} {:<11} {:>8}",
+            d.name,
+            d.stage,
+            human_size(d.done)
+        );
+        match (d.total, d.percent()) {
+            (Some(total), Some(percent)) => {
+                let _ = write!(out, " of {:>8} {percent:>3}%", human_size(total));
+            }
+            _ => out.push_str(&" ".repeat(17)),
+        }
+        let _ = write!(out, " {:>8}/s", human_size(d.rate as u64));
+        match d.eta_seconds() {
+            Some(eta) => {
+                let _ = write!(out, "  ETA {:>6}", duration_text(eta));
+            }
+            None => out.push_str("  ETA      ?"),
+        }
+        let _ = writeln!(out, "  {} waiting", d.waiters);
+    }
+    out
+}
+
+/// `75` → `1m15s`, `3700` → `1h01m`.
+fn duration_text(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+impl Report {
+    /// The text `upserv status` prints.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let downloads = self.cache.as_ref().map_or(&[][..], |c| &c.downloads[..]);
+        let _ = writeln!(out, "downloads in progress: {}", downloads.len());
+        out.push_str(&download_lines(downloads));
+        let conns = &self.daemon.connections;
+        let _ = writeln!(out, "connections: {}", conns.len());
+        for c in conns {
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<32} {:>8} sent {:>6}s",
+                c.peer.to_string(),
+                c.module.as_deref().unwrap_or("(module list)"),
+                human_size(c.bytes_sent),
+                c.seconds
+            );
+        }
+        match &self.cache {
+            Some(cache) => {
+                let sticky: Vec<&str> = sticky_names(cache).collect();
+                let _ = write!(
+                    out,
+                    "cache: {} used of {} ({}%), {} builds, {} sticky",
+                    human_size(cache.used()),
+                    human_size(cache.budget),
+                    cache.used().saturating_mul(100) / cache.budget.max(1),
+                    cache.builds.len(),
+                    sticky.len()
+                );
+                if !sticky.is_empty() {
+                    let _ = write!(out, ": {}", sticky.join(", "));
+                }
+                out.push('\n');
+            }
+            None => out.push_str("cache: none\n"),
+        }
+        out
+    }
+
+    /// The same as [`Report::text`], as one JSON object.
+    pub fn json(&self) -> String {
+        let mut out = String::from("{\"downloads\":[");
+        let downloads = self.cache.as_ref().map_or(&[][..], |c| &c.downloads[..]);
+        for (i, d) in downloads.iter().enumerate() {
+            let _ = write!(
+                out,
+                "{}{{\"build\":{},\"stage\":{},\"bytes\":{},\"total\":{},\"percent\":{},\"rate\":{},\"eta_seconds\":{},\"waiting\":{}}}",
+                comma(i),
+                json_string(&d.name),
+                json_string(d.stage),
+                d.done,
+                json_option(d.total),
+                json_option(d.percent()),
+                d.rate as u64,
+                json_option(d.eta_seconds()),
+                d.waiters
+            );
+        }
+        out.push_str("],\"connections\":[");
+        for (i, c) in self.daemon.connections.iter().enumerate() {
+            let module = c.module.as_deref().map_or("null".into(), json_string);
+            let _ = write!(
+                out,
+                "{}{{\"address\":{},\"module\":{module},\"bytes_sent\":{},\"seconds\":{}}}",
+                comma(i),
+                json_string(&c.peer.to_string()),
+                c.bytes_sent,
+                c.seconds
+            );
+        }
+        out.push_str("],\"cache\":");
+        match &self.cache {
+            Some(cache) => {
+                let sticky: Vec<String> = sticky_names(cache).map(json_string).collect();
+                let _ = write!(
+                    out,
+                    "{{\"used\":{},\"budget\":{},\"builds\":{},\"sticky\":[{}]}}",
+                    cache.used(),
+                    cache.budget,
+                    cache.builds.len(),
+                    sticky.join(",")
+                );
+            }
+            None => out.push_str("null"),
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// The metrics in the Prometheus text format (version 0.0.4).
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        let d = &self.daemon;
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            "upserv_connections_total",
+            "counter",
+            "Module connections served since the daemon started.",
+            d.connections_total,
+        );
+        metric(
+            "upserv_connections_active",
+            "gauge",
+            "Connections being served now.",
+            d.connections.len() as u64,
+        );
+        metric(
+            "upserv_bytes_sent_total",
+            "counter",
+            "Bytes sent to clients.",
+            d.bytes_sent,
+        );
+        metric(
+            "upserv_literal_bytes_total",
+            "counter",
+            "File data sent literally, in finished transfers.",
+            d.literal_bytes,
+        );
+        metric(
+            "upserv_matched_bytes_total",
+            "counter",
+            "File data the clients already had (matched blocks), in finished transfers.",
+            d.matched_bytes,
+        );
+        let Some(c) = &self.cache else {
+            return out;
+        };
+        metric(
+            "upserv_cache_bytes",
+            "gauge",
+            "Disk used by cached builds.",
+            c.used(),
+        );
+        metric(
+            "upserv_cache_budget_bytes",
+            "gauge",
+            "The cache size: the disk budget of the builds directory.",
+            c.budget,
+        );
+        metric(
+            "upserv_builds_cached",
+            "gauge",
+            "Builds in the builds directory.",
+            c.builds.len() as u64,
+        );
+        metric(
+            "upserv_downloads_in_progress",
+            "gauge",
+            "Builds being downloaded or waiting for their download.",
+            c.downloads.len() as u64,
+        );
+        metric(
+            "upserv_download_bytes_total",
+            "counter",
+            "Bytes downloaded from the upstream.",
+            c.download_bytes,
+        );
+        metric(
+            "upserv_evictions_total",
+            "counter",
+            "Builds evicted from the cache.",
+            c.evictions,
+        );
+        let name = "upserv_cache_requests_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Build requests by result: cached (hit), download started (miss), download joined (wait), not found, failed.\n# TYPE {name} counter"
+        );
+        for (result, count) in REQUEST_RESULTS.iter().zip(c.requests) {
+            let _ = writeln!(out, "{name}{{result=\"{result}\"}} {count}");
+        }
+        out
+    }
+}
+
+fn sticky_names(cache: &CacheReport) -> impl Iterator<Item = &str> {
+    cache
+        .builds
+        .iter()
+        .filter(|b| b.sticky)
+        .map(|b| b.name.as_str())
+}
+
+fn comma(i: usize) -> &'static str {
+    if i == 0 {
+        ""
+    } else {
+        ","
+    }
+}
+
+fn json_option(value: Option<u64>) -> String {
+    value.map_or_else(|| "null".into(), |v| v.to_string())
+}
+
+/// `text` as a JSON string: quotes, backslashes and control characters
+/// escaped (RFC 8259, section 7).
+pub fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");
+    }
+
+    #[test]
+    fn durations_read_easily() {
+        assert_eq!(duration_text(5), "5s");
+        assert_eq!(duration_text(75), "1m15s");
+        assert_eq!(duration_text(3700), "1h01m");
+    }
+
+    #[test]
+    fn a_download_shows_its_share_rate_and_eta() {
+        let d = DownloadView {
+            name: "build-9".into(),
+            stage: "downloading",
+            done: 1 << 20,
+            total: Some(4 << 20),
+            rate: (512 << 10) as f64,
+            waiters: 2,
+        };
+        assert_eq!(d.percent(), Some(25));
+        assert_eq!(d.eta_seconds(), Some(6));
+        let line = download_lines(&[d]);
+        assert!(line.contains("build-9"), "{line}");
+        assert!(line.contains(" 25%"), "{line}");
+        assert!(line.contains("512.0K/s"), "{line}");
+        assert!(line.contains("ETA     6s"), "{line}");
+        assert!(line.ends_with("2 waiting\n"), "{line}");
+    }
+}
