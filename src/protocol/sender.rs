@@ -7,12 +7,12 @@
 //! sum. Phase markers (-1) are echoed; at protocol 29 there is a second,
 //! "redo" phase for files whose checksum failed. Then the statistics.
 
-use super::deflate::Deflater;
 use super::filter::{FilterList, Filters, MAX_WIRE_RULE_LEN};
 use super::flist::{self, Builder, Encoder, FileList, Reporter};
 use super::glob;
 use super::io::{Conn, MsgTag};
 use super::options::Options;
+use super::token::zlib::Deflater;
 use super::token::{SimpleTokens, TokenWriter, Tokens};
 use super::wire::{WireRead, WireWrite};
 use crate::delta::strong::{spoil_file_sum, StrongSum};

@@ -14,10 +14,10 @@
 //! It must not decide what is literal and what matches (that is the delta
 //! engine's job) nor choose compression on its own: the client's options do.
 
-use super::options::Compression;
-use super::token::TokenWriter;
-use super::wire::WireWrite;
+use super::TokenWriter;
 use crate::delta::TokenSink;
+use crate::protocol::options::Compression;
+use crate::protocol::wire::WireWrite;
 use flate2::{Compress, FlushCompress};
 use std::io;
 

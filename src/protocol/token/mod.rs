@@ -1,12 +1,14 @@
 //! Token streams: how the delta reaches the client (token.c). The simple
 //! form, used without `-z`: literal runs as a length and the bytes (at most
 //! [`CHUNK_SIZE`] each), a matched block as `-(index + 1)`, and 0 at the end.
-//! The compressed form lives in [`super::deflate`]; [`Tokens`] is either.
+//! The compressed form lives in [`zlib`]; [`Tokens`] is either.
 
-use super::deflate::DeflatedTokens;
+pub mod zlib;
+
 use super::wire::WireWrite;
 use crate::delta::TokenSink;
 use std::io;
+use zlib::DeflatedTokens;
 
 /// The largest literal run in one token (rsync's CHUNK_SIZE): recent clients
 /// refuse longer ones.
