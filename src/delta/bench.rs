@@ -131,7 +131,7 @@ fn sums_for(basis: impl Read, len: u64) -> io::Result<BlockSums> {
         basis,
         len,
         block_len,
-        strong_len_for(len, block_len, false),
+        strong_len_for(len, block_len, false, 16),
         StrongSum::md4_auto(SEED),
     )
 }

@@ -484,17 +484,11 @@ pub fn catalogue() -> impl Iterator<Item = (&'static str, Option<&'static str>, 
         .chain(SHORT_ONLY.iter().map(move |id| (*id, None, short_of(id))))
 }
 
-/// One digest name of `--checksum-choice=VALUE`, as rsync 3.x spells it.
-fn parse_sum_kind(value: &[u8], name: &[u8]) -> Result<SumKind, OptionError> {
-    match name.to_ascii_lowercase().as_slice() {
-        b"auto" => Ok(SumKind::Md4Auto),
-        b"md4" => Ok(SumKind::Md4),
-        b"md5" => Ok(SumKind::Md5),
-        _ => Err(OptionError(format!(
-            "--checksum-choice={}: only auto, md4 and md5 are available at protocol 29",
-            lossy(value)
-        ))),
-    }
+/// One digest name of `--checksum-choice=VALUE`, as rsync 3.x spells it;
+/// an unknown one gets rsyncd's message.
+fn parse_sum_kind(name: &[u8]) -> Result<SumKind, OptionError> {
+    SumKind::from_name(name)
+        .ok_or_else(|| OptionError(format!("unknown checksum name: {}", lossy(name))))
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -776,8 +770,8 @@ impl Options {
                     Some(comma) => (&v[..comma], &v[comma + 1..]),
                     None => (v, v),
                 };
-                self.xfer_sum = parse_sum_kind(v, xfer)?;
-                self.file_sum = parse_sum_kind(v, file)?;
+                self.xfer_sum = parse_sum_kind(xfer)?;
+                self.file_sum = parse_sum_kind(file)?;
             }
             "block-size" => {
                 let n: u32 = parse_number(name, v)?;

@@ -15,7 +15,7 @@ use super::options::Options;
 use super::token::zlib::Deflater;
 use super::token::{SimpleTokens, TokenWriter, Tokens};
 use super::wire::{WireRead, WireWrite};
-use crate::delta::strong::{spoil_file_sum, StrongSum};
+use crate::delta::strong::{spoil_file_sum, Digest, StrongSum, STRONG_SUM_LEN};
 use crate::delta::{BlockSums, MatchError, MatchMode, Matcher};
 use crate::source::Source;
 use std::fmt;
@@ -480,7 +480,7 @@ impl FileSender<'_, '_> {
         if !(0..=MAX_BLOCK_LEN).contains(&block_len) || (count > 0 && block_len == 0) {
             return protocol_error(format!("invalid block length {block_len}"));
         }
-        if !(0..=16).contains(&strong_len) {
+        if !(0..=self.strong_sum.kind.digest_len() as i32).contains(&strong_len) {
             return protocol_error(format!("invalid checksum length {strong_len}"));
         }
         if remainder < 0 || remainder > block_len {
@@ -504,7 +504,7 @@ impl FileSender<'_, '_> {
             && block_len <= MAX_MATCH_BLOCK_LEN;
         let kept = if keep { count as usize } else { 0 };
         let mut sums = BlockSums::new(block_len as u32, remainder as u32, strong_len, kept);
-        let mut strong = [0u8; 16];
+        let mut strong = [0u8; STRONG_SUM_LEN];
         for _ in 0..count {
             let weak = self.conn.read_i32()? as u32;
             self.conn.read_exact(&mut strong[..strong_len])?;
@@ -607,7 +607,7 @@ impl FileSender<'_, '_> {
                 // As match.c does after a read error: end the file's stream
                 // with a checksum the client is sure to reject.
                 tokens.finish()?;
-                let mut sum = [0u8; 16];
+                let mut sum = Digest::zeros(self.strong_sum.kind.digest_len());
                 spoil_file_sum(&mut sum);
                 self.conn.write_all(&sum)?;
                 let text = format!(
