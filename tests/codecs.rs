@@ -86,3 +86,38 @@ fn checksum_choice_none_pulls_whole_files_and_refuses_c_like_rsyncd() {
     pull_everywhere(&tree, choice, &[choice], &PULLS[..2]);
     pull_everywhere(&tree, choice, &[choice], &PULLS[2..3]);
 }
+
+/// Every compression choice, with and without `-z` and at levels zstd
+/// clamps, pulled in full and onto an edited basis.
+const COMPRESSIONS: &[&[&str]] = &[
+    &["--compress-choice=zstd"],
+    &["-z", "--compress-choice=zstd"],
+    &["--compress-choice=zstd", "--compress-level=1"],
+    &["--compress-choice=zstd", "--compress-level=0"],
+    &["--compress-choice=zstd", "--compress-level=-3"],
+    &["--compress-choice=zstd", "--compress-level=99"],
+    &["--compress-choice=lz4"],
+    &["-z", "--compress-choice=lz4", "--compress-level=9"],
+    &["--compress-choice=zlibx"],
+    &["--compress-choice=zlib", "--compress-level=3"],
+    &["-z", "--compress-choice=none"],
+];
+
+#[test]
+fn every_compress_choice_pulls_like_rsyncd() {
+    let tree = tree();
+    for extra in COMPRESSIONS {
+        pull_everywhere(&tree, &extra.join(" "), extra, &PULLS[..2]);
+    }
+}
+
+#[test]
+fn compressed_pulls_with_a_checksum_choice_pull_like_rsyncd() {
+    let tree = tree();
+    for extra in [
+        &["--compress-choice=zstd", "--checksum-choice=xxh128"][..],
+        &["--compress-choice=lz4", "--checksum-choice=xxh3"],
+    ] {
+        pull_everywhere(&tree, &extra.join(" "), extra, PULLS);
+    }
+}

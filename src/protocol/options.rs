@@ -34,6 +34,10 @@ pub enum Compression {
     Zlib,
     /// `-zz` / `--new-compress`: deflate without history insertion.
     ZlibX,
+    /// `--compress-choice=zstd`: one zstd stream for the whole transfer.
+    Zstd,
+    /// `--compress-choice=lz4`: each chunk an LZ4 block of its own.
+    Lz4,
 }
 
 /// What a pulling client asked for. Field names follow rsync's option names.
@@ -757,13 +761,10 @@ impl Options {
             "compress-choice" | "zc" => match v {
                 b"zlib" => self.compression = Compression::Zlib,
                 b"zlibx" => self.compression = Compression::ZlibX,
+                b"zstd" => self.compression = Compression::Zstd,
+                b"lz4" => self.compression = Compression::Lz4,
                 b"none" => self.compression = Compression::None,
-                _ => {
-                    return Err(OptionError(format!(
-                    "--compress-choice={}: only zlib, zlibx and none are available at protocol 29",
-                    lossy(v)
-                )))
-                }
+                _ => return Err(OptionError(format!("unknown compress name: {}", lossy(v)))),
             },
             "checksum-choice" | "cc" => {
                 let (xfer, file) = match v.iter().position(|&b| b == b',') {

@@ -12,8 +12,7 @@ use super::flist::{self, Builder, Encoder, FileList, Reporter};
 use super::glob;
 use super::io::{Conn, MsgTag};
 use super::options::Options;
-use super::token::zlib::Deflater;
-use super::token::{SimpleTokens, TokenWriter, Tokens};
+use super::token::{Codec, TokenWriter, Tokens};
 use super::wire::{WireRead, WireWrite};
 use crate::delta::strong::{spoil_file_sum, Digest, StrongSum, STRONG_SUM_LEN};
 use crate::delta::{BlockSums, MatchError, MatchMode, Matcher};
@@ -214,7 +213,7 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
             seed,
         },
         matcher: Matcher::new(),
-        deflater: Deflater::for_options(opts.compression, opts.compress_level),
+        codec: Codec::for_options(opts.compression, opts.compress_level)?,
         sent: vec![false; list.len()],
         stats: &mut stats,
     };
@@ -356,7 +355,7 @@ struct FileSender<'a, 'p> {
     strong_sum: StrongSum,
     matcher: Matcher,
     /// The connection's compressor when the client asked for `-z`.
-    deflater: Option<Deflater>,
+    codec: Option<Codec>,
     /// Files already sent once: a second request is a redo.
     sent: Vec<bool>,
     stats: &'a mut TransferStats,
@@ -593,10 +592,7 @@ impl FileSender<'_, '_> {
             self.conn.write_i32(v)?;
         }
 
-        let mut tokens = match self.deflater.as_mut() {
-            None => Tokens::Simple(SimpleTokens::new(&mut *self.conn)),
-            Some(deflater) => Tokens::Deflated(deflater.start_file(&mut *self.conn)),
-        };
+        let mut tokens = Tokens::new(self.codec.as_mut(), &mut *self.conn);
         let outcome = self
             .matcher
             .send(&file, size, &sums, self.strong_sum, mode, &mut tokens);
