@@ -87,18 +87,6 @@ impl SumKind {
         }
     }
 
-    /// Every digest, for benchmarks and tests.
-    pub const ALL: [SumKind; 8] = [
-        SumKind::Md4Auto,
-        SumKind::Md4,
-        SumKind::Md5,
-        SumKind::Sha1,
-        SumKind::Xxh64,
-        SumKind::Xxh3,
-        SumKind::Xxh128,
-        SumKind::None,
-    ];
-
     /// Bytes of a full sum: the whole-file sum, the `-c` sum and the
     /// longest block sum a receiver may send (rsync's csum_len_for_type).
     pub fn digest_len(self) -> usize {
