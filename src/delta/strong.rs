@@ -181,22 +181,8 @@ pub fn block_strong_sum(data: &[u8], sum: StrongSum, out: &mut [u8; STRONG_SUM_L
             }
             out[..16].copy_from_slice(&md.finalize());
         }
-        SumKind::Md5 => {
-            let mut md = Md5::new();
-            if let Some(seed) = seed {
-                md.update(seed);
-            }
-            md.update(data);
-            out[..16].copy_from_slice(&md.finalize());
-        }
-        SumKind::Sha1 => {
-            let mut md = Sha1::new();
-            if let Some(seed) = seed {
-                md.update(seed);
-            }
-            md.update(data);
-            out[..20].copy_from_slice(&md.finalize());
-        }
+        SumKind::Md5 => seed_first::<Md5>(data, seed, out),
+        SumKind::Sha1 => seed_first::<Sha1>(data, seed, out),
         SumKind::Xxh64 => out[..8].copy_from_slice(&xxh64(data, sum.xxh_seed()).to_le_bytes()),
         SumKind::Xxh3 => {
             out[..8].copy_from_slice(&xxh3_64_with_seed(data, sum.xxh_seed()).to_le_bytes())
@@ -208,6 +194,18 @@ pub fn block_strong_sum(data: &[u8], sum: StrongSum, out: &mut [u8; STRONG_SUM_L
         // files); a zero byte matches what such a receiver would compare.
         SumKind::None => out[0] = 0,
     }
+}
+
+/// `D(seed ‖ data)`, the seed only when there is one: the order of rsync's
+/// OpenSSL code, into the start of `out`.
+fn seed_first<D: md4::Digest>(data: &[u8], seed: Option<[u8; 4]>, out: &mut [u8]) {
+    let mut md = D::new();
+    if let Some(seed) = seed {
+        md.update(seed);
+    }
+    md.update(data);
+    let digest = md.finalize();
+    out[..digest.len()].copy_from_slice(&digest);
 }
 
 /// The whole-file sum the sender appends after a file's tokens, computed over
