@@ -82,3 +82,39 @@ impl<W: WireWrite> TokenWriter for Lz4Tokens<'_, W> {
         self.out.write_u8(END_FLAG)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delta::bench::Prng;
+    use crate::protocol::token::receive_file;
+
+    #[test]
+    fn incompressible_literals_fit_chunks_and_blocks_interleave() {
+        let blocks: Vec<Vec<u8>> = (0..12u8).map(|i| vec![i; 700]).collect();
+        let noise = Prng::new(1).bytes(100_000);
+        let mut coder = Lz4Coder::new();
+        let mut stream = Vec::new();
+        let mut t = coder.start_file(&mut stream);
+        t.literal(&noise).unwrap();
+        t.matched(3, &blocks[3]).unwrap();
+        t.matched(4, &blocks[4]).unwrap();
+        t.literal(b"between").unwrap();
+        t.matched(11, &blocks[11]).unwrap();
+        t.finish().unwrap();
+
+        let mut expected = noise.clone();
+        for part in [&blocks[3][..], &blocks[4], b"between", &blocks[11]] {
+            expected.extend_from_slice(part);
+        }
+        let mut rest = &stream[..];
+        let file = receive_file(&mut rest, &blocks, |chunk, out| {
+            out.extend(lz4_flex::block::decompress(chunk, CHUNK_OUT).unwrap())
+        });
+        assert_eq!(file, expected);
+        assert!(rest.is_empty());
+    }
+
+    /// What rsync's receiver allows one chunk to unpack to.
+    const CHUNK_OUT: usize = 32 * 1024;
+}

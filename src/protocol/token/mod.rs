@@ -201,3 +201,51 @@ fn send_chunks<W: WireWrite>(out: &mut W, data: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A receiver of the compressed token forms without history (zstd, lz4),
+/// after token.c's recv_compressed_token_num: it rebuilds one file from a
+/// stream, the basis `blocks` and the codec's `unpack` of each chunk.
+#[cfg(test)]
+pub(crate) fn receive_file(
+    stream: &mut &[u8],
+    blocks: &[Vec<u8>],
+    mut unpack: impl FnMut(&[u8], &mut Vec<u8>),
+) -> Vec<u8> {
+    fn take<'a>(stream: &mut &'a [u8], n: usize) -> &'a [u8] {
+        let (head, rest) = stream.split_at(n);
+        *stream = rest;
+        head
+    }
+    let mut file = Vec::new();
+    let mut token = 0i64;
+    loop {
+        let flag = take(stream, 1)[0];
+        if flag & 0xc0 == DEFLATED_DATA {
+            let len = (usize::from(flag & 0x3f) << 8) | usize::from(take(stream, 1)[0]);
+            assert!(len <= MAX_DATA_COUNT);
+            unpack(take(stream, len), &mut file);
+            continue;
+        }
+        let (first, run) = match flag {
+            END_FLAG => return file,
+            f if f & TOKEN_REL != 0 => (token + i64::from(f & 0x3f), f & 0x40 != 0),
+            TOKEN_LONG | TOKENRUN_LONG => {
+                let b = take(stream, 4);
+                (
+                    i64::from(i32::from_le_bytes(b.try_into().unwrap())),
+                    flag & 1 != 0,
+                )
+            }
+            f => panic!("unknown flag byte {f:#04x}"),
+        };
+        let extra = if run {
+            i64::from(u16::from_le_bytes(take(stream, 2).try_into().unwrap()))
+        } else {
+            0
+        };
+        for index in first..=first + extra {
+            file.extend_from_slice(&blocks[index as usize]);
+        }
+        token = first + extra;
+    }
+}

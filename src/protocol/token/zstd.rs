@@ -115,3 +115,48 @@ impl<W: WireWrite> TokenWriter for ZstdTokens<'_, W> {
         self.out.write_u8(END_FLAG)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::token::receive_file;
+    use zstd::stream::raw::Decoder;
+
+    /// Two files through one compressor, decoded by one decompressor as
+    /// rsync's receiver does: each file complete at its END_FLAG.
+    #[test]
+    fn one_stream_runs_through_every_file() {
+        let blocks: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 1000]).collect();
+        let text: Vec<u8> = b"zstd remembers earlier files. ".repeat(3000);
+        let mut coder = ZstdCoder::new(Some(99)).unwrap();
+        let mut decoder = Decoder::new().unwrap();
+        let mut buf = vec![0u8; 1 << 17];
+        for round in 0..2 {
+            let mut stream = Vec::new();
+            let mut t = coder.start_file(&mut stream);
+            t.literal(&text).unwrap();
+            t.matched(2, &blocks[2]).unwrap();
+            t.literal(b"tail").unwrap();
+            t.finish().unwrap();
+            if round == 1 {
+                // The second copy refers back to the first file.
+                assert!(stream.len() < 200, "{} bytes", stream.len());
+            }
+            let mut rest = &stream[..];
+            let file = receive_file(&mut rest, &blocks, |chunk, out| {
+                let mut input = InBuffer::around(chunk);
+                while input.pos() < chunk.len() {
+                    let mut output = OutBuffer::around(&mut buf[..]);
+                    decoder.run(&mut input, &mut output).unwrap();
+                    let n = output.pos();
+                    out.extend_from_slice(&buf[..n]);
+                }
+            });
+            let mut expected = text.clone();
+            expected.extend_from_slice(&blocks[2]);
+            expected.extend_from_slice(b"tail");
+            assert_eq!(file, expected, "file {round}");
+            assert!(rest.is_empty());
+        }
+    }
+}
