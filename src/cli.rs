@@ -309,6 +309,12 @@ overrides the configuration file. `--` ends the options.
   -h, --help           print this help (after a command: its own) and exit
   -V, --version        print the version and exit
 
+BENCH
+Without FILE and BASIS, bench generates SIZE bytes of data and a changed copy.
+With them, it measures sending FILE to a client that already holds BASIS.
+The unchanged and changed data (or FILE) are measured again with each
+--checksum-choice digest besides the default MD4.
+
 CONFIGURATION FILE
 rsyncd.conf syntax: `name = value` lines, `[module]` sections, `#` or `;`
 comment lines, `\\` at the end of a line continues it, names ignore case and

@@ -5,10 +5,13 @@
 //! Owns the synthetic inputs and the timing. Only the matcher is timed: the
 //! basis sums are computed beforehand, as a receiver would send them (block
 //! length and strong-sum length as rsync's generator picks at protocol 29).
+//! Every case runs with rsync's default MD4 sums; the unchanged and the
+//! edited file (or the given pair) also with each other digest a client can
+//! choose, since the strong sum is what a matching block costs.
 //! It must not assert anything about speed; it reports.
 
 use super::matcher::{MatchMode, Matcher, TokenSink};
-use super::strong::StrongSum;
+use super::strong::{StrongSum, SumKind};
 use super::sums::{block_len_for, generate, strong_len_for, BlockSums};
 use std::fmt;
 use std::fs::File;
@@ -31,6 +34,15 @@ const DISK_DATA_PERCENT: u64 = 10;
 /// Size range of the disk image's data regions.
 const DISK_REGION_MIN: usize = 64 * 1024;
 const DISK_REGION_MAX: usize = 1024 * 1024;
+/// The digests measured besides the default, each under its rsync name.
+/// (A named md4 computes the same block sums as the default.)
+const OTHER_DIGESTS: [SumKind; 5] = [
+    SumKind::Md5,
+    SumKind::Sha1,
+    SumKind::Xxh64,
+    SumKind::Xxh3,
+    SumKind::Xxh128,
+];
 /// Bytes per megabyte in the reported rate.
 const MEGA: f64 = 1_000_000.0;
 
@@ -82,18 +94,23 @@ impl fmt::Display for BenchResult {
 /// `pair = Some((file, basis))`, on FILE against BASIS.
 pub fn run(size: u64, pair: Option<(&Path, &Path)>) -> io::Result<Vec<BenchResult>> {
     match pair {
-        Some((file, basis)) => Ok(vec![run_pair(file, basis)?]),
+        Some((file, basis)) => run_pair(file, basis),
         None => run_synthetic(size),
     }
 }
 
-fn run_pair(file: &Path, basis: &Path) -> io::Result<BenchResult> {
+fn run_pair(file: &Path, basis: &Path) -> io::Result<Vec<BenchResult>> {
     let basis_len = std::fs::metadata(basis)?.len();
-    let sums = sums_for(BufReader::new(File::open(basis)?), basis_len)?;
-    let source = File::open(file)?;
-    let len = source.metadata()?.len();
-    let name = format!("{} vs basis", file.display());
-    measure(&name, source, len, &sums)
+    let mut results = Vec::new();
+    for kind in std::iter::once(SumKind::Md4Auto).chain(OTHER_DIGESTS) {
+        let sum = StrongSum { kind, seed: SEED };
+        let sums = sums_for(BufReader::new(File::open(basis)?), basis_len, sum)?;
+        let source = File::open(file)?;
+        let len = source.metadata()?.len();
+        let name = format!("{} vs basis, {}", file.display(), kind.name());
+        results.push(measure(&name, source, len, &sums, sum)?);
+    }
+    Ok(results)
 }
 
 fn run_synthetic(size: u64) -> io::Result<Vec<BenchResult>> {
@@ -104,56 +121,69 @@ fn run_synthetic(size: u64) -> io::Result<Vec<BenchResult>> {
     let edits = (size / block_len as u64 / BLOCKS_PER_EDIT).max(1) as usize;
     let mut results = Vec::new();
 
+    let md4 = StrongSum::md4_auto(SEED);
     let basis = rng.bytes(len);
-    let sums = sums_for(&basis[..], size)?;
-    results.push(measure_bytes("unchanged", &basis, &sums)?);
+    let sums = sums_for(&basis[..], size, md4)?;
+    results.push(measure_bytes("unchanged", &basis, &sums, md4)?);
     let edited = edit(&basis, edits, &mut rng);
-    results.push(measure_bytes("1% of blocks edited", &edited, &sums)?);
-    drop(edited);
+    results.push(measure_bytes("1% of blocks edited", &edited, &sums, md4)?);
     let other = rng.bytes(len);
-    results.push(measure_bytes("all different", &other, &sums)?);
-    drop((other, basis));
+    results.push(measure_bytes("all different", &other, &sums, md4)?);
+    drop(other);
+    for kind in OTHER_DIGESTS {
+        let sum = StrongSum { kind, seed: SEED };
+        let sums = sums_for(&basis[..], size, sum)?;
+        let name = kind.name();
+        results.push(measure_bytes(
+            &format!("unchanged, {name}"),
+            &basis,
+            &sums,
+            sum,
+        )?);
+        let name = format!("1% edited, {name}");
+        results.push(measure_bytes(&name, &edited, &sums, sum)?);
+    }
+    drop((edited, basis));
 
     let disk = disk_image(len, &mut rng);
-    let sums = sums_for(&disk[..], size)?;
+    let sums = sums_for(&disk[..], size, md4)?;
     let mut changed = edit(&disk, edits, &mut rng);
     let fresh = (len / 50).min(changed.len());
     let at = rng.below(changed.len() - fresh + 1);
     rng.fill(&mut changed[at..at + fresh]);
-    results.push(measure_bytes("disk image, 2% new", &changed, &sums)?);
+    results.push(measure_bytes("disk image, 2% new", &changed, &sums, md4)?);
     Ok(results)
 }
 
 /// The sums a protocol-29 receiver would send for `basis`.
-fn sums_for(basis: impl Read, len: u64) -> io::Result<BlockSums> {
+fn sums_for(basis: impl Read, len: u64, sum: StrongSum) -> io::Result<BlockSums> {
     let block_len = block_len_for(len, PROTOCOL);
-    generate(
-        basis,
-        len,
-        block_len,
-        strong_len_for(len, block_len, false),
-        StrongSum::md4_auto(SEED),
-    )
+    let strong_len = strong_len_for(len, block_len, false, sum.kind.digest_len());
+    generate(basis, len, block_len, strong_len, sum)
 }
 
-fn measure_bytes(name: &str, data: &[u8], sums: &BlockSums) -> io::Result<BenchResult> {
-    measure(name, data, data.len() as u64, sums)
+fn measure_bytes(
+    name: &str,
+    data: &[u8],
+    sums: &BlockSums,
+    sum: StrongSum,
+) -> io::Result<BenchResult> {
+    measure(name, data, data.len() as u64, sums, sum)
 }
 
-fn measure(name: &str, source: impl Read, len: u64, sums: &BlockSums) -> io::Result<BenchResult> {
+fn measure(
+    name: &str,
+    source: impl Read,
+    len: u64,
+    sums: &BlockSums,
+    sum: StrongSum,
+) -> io::Result<BenchResult> {
     let mut matcher = Matcher::new();
     let mut sink = Discard;
     let started = Instant::now();
     let cpu_started = thread_cpu_seconds();
     let outcome = matcher
-        .send(
-            source,
-            len,
-            sums,
-            StrongSum::md4_auto(SEED),
-            MatchMode::Normal,
-            &mut sink,
-        )
+        .send(source, len, sums, sum, MatchMode::Normal, &mut sink)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let cpu_seconds = thread_cpu_seconds() - cpu_started;
     let seconds = started.elapsed().as_secs_f64();
@@ -288,14 +318,31 @@ mod tests {
         let results = run(4 << 20, None).unwrap();
         let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
-            names,
+            names[..3],
+            ["unchanged", "1% of blocks edited", "all different"]
+        );
+        assert_eq!(names[3..5], ["unchanged, md5", "1% edited, md5"]);
+        assert_eq!(
+            names[11..],
             [
-                "unchanged",
-                "1% of blocks edited",
-                "all different",
+                "unchanged, xxh128",
+                "1% edited, xxh128",
                 "disk image, 2% new"
             ]
         );
+        // Every digest matches what the default does.
+        for pair in results[3..13].chunks(2) {
+            assert_eq!(
+                pair[0].matched_bytes, results[0].matched_bytes,
+                "{}",
+                pair[0]
+            );
+            assert_eq!(
+                pair[1].literal_bytes, results[1].literal_bytes,
+                "{}",
+                pair[1]
+            );
+        }
         let unchanged = &results[0];
         assert_eq!(
             (unchanged.literal_bytes, unchanged.matched_bytes),
@@ -309,7 +356,7 @@ mod tests {
         for r in &results {
             assert_eq!(r.literal_bytes + r.matched_bytes, r.bytes, "{r}");
         }
-        assert!(results[3].matched_bytes > results[3].bytes / 2);
+        assert!(results[13].matched_bytes > results[13].bytes / 2);
     }
 
     #[test]
@@ -324,7 +371,7 @@ mod tests {
         std::fs::write(&bp, &basis).unwrap();
         let results = run(0, Some((&fp, &bp))).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(results.len(), 1);
+        assert_eq!(results.len(), 1 + OTHER_DIGESTS.len());
         assert_eq!(results[0].bytes, file.len() as u64);
         // Blocks of 700: three edits spoil at most six blocks.
         assert!(results[0].literal_bytes <= 6 * 700 + 3 * 64);

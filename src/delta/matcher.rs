@@ -37,7 +37,7 @@
 
 use super::index::BlockIndex;
 use super::rolling::{weak_sum, RollingSum};
-use super::strong::{block_strong_sum, spoil_file_sum, FileSum, StrongSum, STRONG_SUM_LEN};
+use super::strong::{block_strong_sum, spoil_file_sum, Digest, FileSum, StrongSum, STRONG_SUM_LEN};
 use super::sums::BlockSums;
 use super::window::{Window, READ_AHEAD};
 use std::fmt;
@@ -76,7 +76,7 @@ pub struct MatchOutcome {
     /// The sum to send after the end token. When the file ended before its
     /// announced length it is spoiled, as rsync does, so that the receiver
     /// rejects the file and asks for it again.
-    pub file_sum: [u8; STRONG_SUM_LEN],
+    pub file_sum: Digest,
     /// Bytes sent as literal data.
     pub literal_bytes: u64,
     /// Bytes covered by matched blocks.

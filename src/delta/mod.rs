@@ -7,8 +7,8 @@
 //! indices, byte counts and the whole-file sum back.
 //!
 //! - [`rolling`]: the weak sum and its O(1) updates (checksum.c get_checksum1).
-//! - [`strong`]: block, whole-file and `-c` sums (MD4, or MD5 by choice) and
-//!   where the seed goes.
+//! - [`strong`]: block, whole-file and `-c` sums (MD4, or the digest a client
+//!   chooses) and where the seed goes.
 //! - [`sums`]: the receiver's block sums ([`BlockSums`]) and the sizes
 //!   rsync's generator picks; [`generate`] computes them (tests, benchmarks).
 //! - [`matcher`]: [`Matcher::send`], match.c's search over a streamed file.
@@ -28,5 +28,7 @@ mod tests;
 mod window;
 
 pub use matcher::{MatchError, MatchMode, MatchOutcome, Matcher, TokenSink};
-pub use strong::{block_strong_sum, file_checksum, FileSum, StrongSum, SumKind, STRONG_SUM_LEN};
+pub use strong::{
+    block_strong_sum, file_checksum, Digest, FileSum, StrongSum, SumKind, STRONG_SUM_LEN,
+};
 pub use sums::{block_len_for, generate, strong_len_for, BlockSums};

@@ -1,28 +1,38 @@
 //! The strong sums of protocols 27..29: the seeded block sum, the whole-file
 //! sum and the unseeded `--checksum` file sum, in MD4 (rsync's default) or
-//! in the digest a client names with `--checksum-choice`.
+//! in the digest a client names with `--checksum-choice`: md4, md5, sha1,
+//! xxh64, xxh3, xxh128 or none.
 //!
 //! Owns only hashing. It must not decide which sum the wire needs when, nor
 //! truncate sums to the negotiated length: callers do that.
 //!
-//! Where the checksum seed goes differs per sum and digest (rsync/checksum.c):
-//! - block sum (get_checksum2): MD4(block ‖ seed as 4 LE bytes); MD5(seed ‖
-//!   block), the order of rsync's OpenSSL code, which Debian's client uses;
-//!   the seed only when it is non-zero;
+//! Where the checksum seed goes differs per sum and digest (rsync/checksum.c,
+//! as Debian's client, built with OpenSSL, computes it):
+//! - block sum (get_checksum2): MD4(block ‖ seed as 4 LE bytes); MD5 and
+//!   SHA-1 (seed ‖ block), the order of rsync's OpenSSL code; the seed only
+//!   when it is non-zero. The xxHash family takes the seed as its own seed,
+//!   sign-extended from rsync's `int` to 64 bits;
 //! - whole-file sum (sum_init/sum_update/sum_end): at the default (`auto`,
 //!   CSUM_MD4_OLD) MD4(seed as 4 LE bytes ‖ data), the seed prefixed always,
 //!   even when it is zero; with a digest named explicitly, no seed at all;
+//!   "none" is one zero byte;
 //! - `-c` file checksum (file_checksum): the plain digest of the data.
 //!
-//! From protocol 27 on rsync's MD4 is the standard one, so the `md4` crate's
-//! digest is bit-for-bit what rsync computes.
+//! The xxHash digests go on the wire as little-endian integers, xxh128 its
+//! low 64 bits first. From protocol 27 on rsync's MD4 is the standard one, so
+//! the `md4` crate's digest is bit-for-bit what rsync computes.
 
-use md4::{Digest, Md4};
+use md4::{Digest as _, Md4};
 use md5::Md5;
+use sha1::Sha1;
 use std::io::{self, Read};
+use std::ops::Deref;
+use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed, Xxh3Default};
+use xxhash_rust::xxh64::{xxh64, Xxh64};
 
-/// Length of an MD4 or MD5 digest; no strong sum on the wire is longer.
-pub const STRONG_SUM_LEN: usize = 16;
+/// Length of the longest digest (SHA-1); no strong sum on the wire is
+/// longer.
+pub const STRONG_SUM_LEN: usize = 20;
 
 /// Buffer size for hashing a whole file with [`file_checksum`].
 const FILE_CHECKSUM_BUF: usize = 64 * 1024;
@@ -35,8 +45,58 @@ pub enum SumKind {
     Md4Auto,
     /// `--checksum-choice=md4`: MD4, the whole-file sum unseeded.
     Md4,
-    /// `--checksum-choice=md5`.
     Md5,
+    Sha1,
+    /// `xxh64`, also spelt `xxhash`.
+    Xxh64,
+    /// XXH3 with 64 bits.
+    Xxh3,
+    /// XXH3 with 128 bits.
+    Xxh128,
+    /// No sums at all: the client sends whole files and `-c` is an error.
+    None,
+}
+
+impl SumKind {
+    /// The digest a `--checksum-choice` name stands for, as rsync spells
+    /// them (any case).
+    pub fn from_name(name: &[u8]) -> Option<SumKind> {
+        Some(match name.to_ascii_lowercase().as_slice() {
+            b"auto" => SumKind::Md4Auto,
+            b"md4" => SumKind::Md4,
+            b"md5" => SumKind::Md5,
+            b"sha1" => SumKind::Sha1,
+            b"xxh64" | b"xxhash" => SumKind::Xxh64,
+            b"xxh3" => SumKind::Xxh3,
+            b"xxh128" => SumKind::Xxh128,
+            b"none" => SumKind::None,
+            _ => return None,
+        })
+    }
+
+    /// rsync's name for the digest; "md4" for the default.
+    pub fn name(self) -> &'static str {
+        match self {
+            SumKind::Md4Auto | SumKind::Md4 => "md4",
+            SumKind::Md5 => "md5",
+            SumKind::Sha1 => "sha1",
+            SumKind::Xxh64 => "xxh64",
+            SumKind::Xxh3 => "xxh3",
+            SumKind::Xxh128 => "xxh128",
+            SumKind::None => "none",
+        }
+    }
+
+    /// Bytes of a full sum: the whole-file sum, the `-c` sum and the
+    /// longest block sum a receiver may send (rsync's csum_len_for_type).
+    pub fn digest_len(self) -> usize {
+        match self {
+            SumKind::Md4Auto | SumKind::Md4 | SumKind::Md5 | SumKind::Xxh128 => 16,
+            SumKind::Sha1 => 20,
+            SumKind::Xxh64 | SumKind::Xxh3 => 8,
+            SumKind::None => 1,
+        }
+    }
 }
 
 /// How one transfer computes its strong sums: the digest and the seed.
@@ -54,30 +114,98 @@ impl StrongSum {
             seed,
         }
     }
+
+    /// The seed as the xxHash functions get it: rsync passes its `int`
+    /// seed, which C sign-extends to 64 bits.
+    fn xxh_seed(self) -> u64 {
+        self.seed as i32 as i64 as u64
+    }
+}
+
+/// A finished sum: its digest's [`SumKind::digest_len`] bytes, as a slice.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Digest {
+    bytes: [u8; STRONG_SUM_LEN],
+    len: u8,
+}
+
+impl Digest {
+    /// `len` zero bytes.
+    pub fn zeros(len: usize) -> Digest {
+        Digest {
+            bytes: [0; STRONG_SUM_LEN],
+            len: len.min(STRONG_SUM_LEN) as u8,
+        }
+    }
+
+    fn from_slice(bytes: &[u8]) -> Digest {
+        let mut d = Digest::zeros(bytes.len());
+        d.bytes[..bytes.len()].copy_from_slice(bytes);
+        d
+    }
+}
+
+impl Deref for Digest {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.iter() {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<const N: usize> PartialEq<[u8; N]> for Digest {
+    fn eq(&self, other: &[u8; N]) -> bool {
+        **self == other[..]
+    }
 }
 
 /// The strong sum of one block, with the seed where [`SumKind`] puts it. The
-/// wire carries a prefix of `out`.
+/// wire carries a prefix of `out`; bytes past the digest's length are left
+/// as they were.
 pub fn block_strong_sum(data: &[u8], sum: StrongSum, out: &mut [u8; STRONG_SUM_LEN]) {
     let seed = (sum.seed != 0).then(|| sum.seed.to_le_bytes());
-    *out = match sum.kind {
+    match sum.kind {
         SumKind::Md4Auto | SumKind::Md4 => {
             let mut md = Md4::new();
             md.update(data);
             if let Some(seed) = seed {
                 md.update(seed);
             }
-            md.finalize().into()
+            out[..16].copy_from_slice(&md.finalize());
         }
-        SumKind::Md5 => {
-            let mut md = Md5::new();
-            if let Some(seed) = seed {
-                md.update(seed);
-            }
-            md.update(data);
-            md.finalize().into()
+        SumKind::Md5 => seed_first::<Md5>(data, seed, out),
+        SumKind::Sha1 => seed_first::<Sha1>(data, seed, out),
+        SumKind::Xxh64 => out[..8].copy_from_slice(&xxh64(data, sum.xxh_seed()).to_le_bytes()),
+        SumKind::Xxh3 => {
+            out[..8].copy_from_slice(&xxh3_64_with_seed(data, sum.xxh_seed()).to_le_bytes())
         }
-    };
+        SumKind::Xxh128 => {
+            out[..16].copy_from_slice(&xxh3_128_with_seed(data, sum.xxh_seed()).to_le_bytes())
+        }
+        // rsync never asks for block sums without a digest (it sends whole
+        // files); a zero byte matches what such a receiver would compare.
+        SumKind::None => out[0] = 0,
+    }
+}
+
+/// `D(seed ‖ data)`, the seed only when there is one: the order of rsync's
+/// OpenSSL code, into the start of `out`.
+fn seed_first<D: md4::Digest>(data: &[u8], seed: Option<[u8; 4]>, out: &mut [u8]) {
+    let mut md = D::new();
+    if let Some(seed) = seed {
+        md.update(seed);
+    }
+    md.update(data);
+    let digest = md.finalize();
+    out[..digest.len()].copy_from_slice(&digest);
 }
 
 /// The whole-file sum the sender appends after a file's tokens, computed over
@@ -86,6 +214,11 @@ pub fn block_strong_sum(data: &[u8], sum: StrongSum, out: &mut [u8; STRONG_SUM_L
 pub enum FileSum {
     Md4(Md4),
     Md5(Md5),
+    Sha1(Sha1),
+    Xxh64(Xxh64),
+    /// Boxed: the state holds a 256-byte buffer and the accumulators.
+    Xxh3(Box<Xxh3Default>, SumKind),
+    None,
 }
 
 impl FileSum {
@@ -100,6 +233,12 @@ impl FileSum {
             }
             SumKind::Md4 => FileSum::Md4(Md4::new()),
             SumKind::Md5 => FileSum::Md5(Md5::new()),
+            SumKind::Sha1 => FileSum::Sha1(Sha1::new()),
+            SumKind::Xxh64 => FileSum::Xxh64(Xxh64::new(0)),
+            kind @ (SumKind::Xxh3 | SumKind::Xxh128) => {
+                FileSum::Xxh3(Box::new(Xxh3Default::new()), kind)
+            }
+            SumKind::None => FileSum::None,
         }
     }
 
@@ -108,21 +247,31 @@ impl FileSum {
         match self {
             FileSum::Md4(md) => md.update(data),
             FileSum::Md5(md) => md.update(data),
+            FileSum::Sha1(md) => md.update(data),
+            FileSum::Xxh64(h) => h.update(data),
+            FileSum::Xxh3(h, _) => h.update(data),
+            FileSum::None => {}
         }
     }
 
-    /// The 16-byte digest.
-    pub fn finish(self) -> [u8; STRONG_SUM_LEN] {
+    /// The digest, [`SumKind::digest_len`] bytes.
+    pub fn finish(self) -> Digest {
         match self {
-            FileSum::Md4(md) => md.finalize().into(),
-            FileSum::Md5(md) => md.finalize().into(),
+            FileSum::Md4(md) => Digest::from_slice(&md.finalize()),
+            FileSum::Md5(md) => Digest::from_slice(&md.finalize()),
+            FileSum::Sha1(md) => Digest::from_slice(&md.finalize()),
+            FileSum::Xxh64(h) => Digest::from_slice(&h.digest().to_le_bytes()),
+            FileSum::Xxh3(h, SumKind::Xxh3) => Digest::from_slice(&h.digest().to_le_bytes()),
+            FileSum::Xxh3(h, _) => Digest::from_slice(&h.digest128().to_le_bytes()),
+            FileSum::None => Digest::zeros(SumKind::None.digest_len()),
         }
     }
 }
 
 /// The file checksum `rsync -c` compares and the file list carries: the plain
-/// digest of the contents, read to the end of `r`.
-pub fn file_checksum(kind: SumKind, mut r: impl Read) -> io::Result<[u8; STRONG_SUM_LEN]> {
+/// digest of the contents, read to the end of `r`. Not for
+/// [`SumKind::None`], which rsync refuses for `-c`.
+pub fn file_checksum(kind: SumKind, mut r: impl Read) -> io::Result<Digest> {
     let mut sum = FileSum::new(StrongSum {
         kind: match kind {
             SumKind::Md4Auto => SumKind::Md4,
@@ -144,11 +293,12 @@ pub fn file_checksum(kind: SumKind, mut r: impl Read) -> io::Result<[u8; STRONG_
 /// Turn a file sum into one the receiver is certain to reject, as rsync's
 /// match.c does after a read problem: all zeros, unless the real sum was all
 /// zeros, in which case the last byte becomes 1.
-pub fn spoil_file_sum(sum: &mut [u8; STRONG_SUM_LEN]) {
+pub fn spoil_file_sum(sum: &mut Digest) {
     let was_zero = sum.iter().all(|&b| b == 0);
-    *sum = [0; STRONG_SUM_LEN];
+    let len = usize::from(sum.len);
+    *sum = Digest::zeros(len);
     if was_zero {
-        sum[STRONG_SUM_LEN - 1] = 1;
+        sum.bytes[len - 1] = 1;
     }
 }
 
@@ -187,9 +337,9 @@ mod tests {
     #[test]
     fn unseeded_sums_are_plain_md4() {
         for (input, digest) in RFC1320 {
-            let mut out = [0u8; 16];
+            let mut out = [0u8; STRONG_SUM_LEN];
             block_strong_sum(input.as_bytes(), StrongSum::md4_auto(0), &mut out);
-            assert_eq!(out, hex(digest), "block sum of {input:?}");
+            assert_eq!(out[..16], hex(digest), "block sum of {input:?}");
             assert_eq!(
                 file_checksum(SumKind::Md4Auto, input.as_bytes()).unwrap(),
                 hex(digest),
@@ -202,13 +352,13 @@ mod tests {
     fn block_sum_appends_the_seed_little_endian() {
         // "gest" read as a little-endian u32 is 0x74736567, so the sum of
         // "message di" with that seed is MD4("message digest").
-        let mut out = [0u8; 16];
+        let mut out = [0u8; STRONG_SUM_LEN];
         block_strong_sum(b"message di", StrongSum::md4_auto(0x7473_6567), &mut out);
-        assert_eq!(out, hex("d9130a8164549fe818874806e1c7014b"));
+        assert_eq!(out[..16], hex("d9130a8164549fe818874806e1c7014b"));
         // The 80-digit vector: 76 digits, then the seed "7890" = 0x30393837.
         let digits = RFC1320[6].0.as_bytes();
         block_strong_sum(&digits[..76], StrongSum::md4_auto(0x3039_3837), &mut out);
-        assert_eq!(out, hex("e33b4ddc9c38f2199c3e7b164fcc0536"));
+        assert_eq!(out[..16], hex("e33b4ddc9c38f2199c3e7b164fcc0536"));
     }
 
     #[test]
@@ -237,12 +387,12 @@ mod tests {
             kind: SumKind::Md5,
             seed: 0x7373_656d,
         };
-        let mut out = [0u8; 16];
+        let mut out = [0u8; STRONG_SUM_LEN];
         block_strong_sum(b"age digest", md5, &mut out);
-        assert_eq!(out, hex("f96b697d7cb7938d525a2f31aaf161d0"));
+        assert_eq!(out[..16], hex("f96b697d7cb7938d525a2f31aaf161d0"));
         let unseeded = StrongSum { seed: 0, ..md5 };
         block_strong_sum(b"abc", unseeded, &mut out);
-        assert_eq!(out, hex("900150983cd24fb0d6963f7d28e17f72"));
+        assert_eq!(out[..16], hex("900150983cd24fb0d6963f7d28e17f72"));
     }
 
     #[test]
@@ -261,10 +411,10 @@ mod tests {
 
     #[test]
     fn spoiled_sums_differ_from_the_real_one() {
-        let mut sum = hex("d9130a8164549fe818874806e1c7014b");
+        let mut sum = Digest::from_slice(&hex("d9130a8164549fe818874806e1c7014b"));
         spoil_file_sum(&mut sum);
         assert_eq!(sum, [0; 16]);
-        let mut zero = [0u8; 16];
+        let mut zero = Digest::zeros(16);
         spoil_file_sum(&mut zero);
         let mut expected = [0u8; 16];
         expected[15] = 1;

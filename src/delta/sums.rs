@@ -25,6 +25,9 @@ const BLOCK_LEN_ROUNDING: u64 = 8;
 const BLOCKSUM_BIAS: i32 = 10;
 /// Strong-sum bytes of the first pass (SHORT_SUM_LENGTH), the least sent.
 const SHORT_STRONG_LEN: usize = 2;
+/// The most strong-sum bytes a generator sends per block (SUM_LENGTH), even
+/// for a longer digest.
+const MAX_BLOCK_STRONG_LEN: usize = 16;
 /// Entries reserved up front, whatever count the peer announced: the rest
 /// grows as sums actually arrive.
 const MAX_RESERVED_BLOCKS: usize = 1 << 16;
@@ -44,8 +47,8 @@ pub struct BlockSums {
 
 impl BlockSums {
     /// Sums for `count` blocks, as announced by a sum head. The protocol layer
-    /// has checked `strong_len <= 16` and `remainder <= block_len`; a longer
-    /// strong length is cut to 16.
+    /// has checked `strong_len` against the digest and `remainder <=
+    /// block_len`; a strong length over [`STRONG_SUM_LEN`] is cut.
     pub fn new(block_len: u32, remainder: u32, strong_len: usize, count: usize) -> BlockSums {
         let strong_len = strong_len.min(STRONG_SUM_LEN);
         let reserve = count.min(MAX_RESERVED_BLOCKS);
@@ -172,13 +175,14 @@ pub fn block_len_for(file_len: u64, protocol: u32) -> u32 {
     (len as u32).max(MIN_BLOCK_LEN)
 }
 
-/// The strong-sum length rsync's generator sends at protocol 27 and later:
-/// all 16 bytes in the redo pass (`full`), otherwise an estimate from the
-/// file and block lengths of the bytes needed to make a false match unlikely,
-/// at least 2.
-pub fn strong_len_for(file_len: u64, block_len: u32, full: bool) -> usize {
+/// The strong-sum length rsync's generator sends at protocol 27 and later
+/// for a digest of `sum_len` bytes: all of it, up to 16, in the redo pass
+/// (`full`), otherwise an estimate from the file and block lengths of the
+/// bytes needed to make a false match unlikely, at least 2.
+pub fn strong_len_for(file_len: u64, block_len: u32, full: bool, sum_len: usize) -> usize {
+    let most = sum_len.min(MAX_BLOCK_STRONG_LEN);
     if full {
-        return STRONG_SUM_LEN;
+        return most;
     }
     let mut bits = BLOCKSUM_BIAS + 2 * floor_log2(file_len) as i32;
     let mut len = block_len >> 1;
@@ -189,7 +193,7 @@ pub fn strong_len_for(file_len: u64, block_len: u32, full: bool) -> usize {
     // Add a bit, take off the 32 bits of the weak sum, round up to bytes;
     // Rust's division truncates toward zero as rsync's C does.
     let bytes = (bits + 1 - 32 + 7) / 8;
-    (bytes.max(0) as usize).clamp(SHORT_STRONG_LEN, STRONG_SUM_LEN)
+    (bytes.max(0) as usize).clamp(SHORT_STRONG_LEN.min(most), most)
 }
 
 /// Number of times `n` can be halved before it reaches 0, minus one; 0 for 0.
@@ -267,16 +271,16 @@ mod tests {
     #[test]
     fn strong_lengths_follow_generator_c() {
         // 64 MiB, blocks of 8192: bits = 10 + 2*26 - 13 = 49, (49+1-32+7)/8 = 3.
-        assert_eq!(strong_len_for(64 << 20, 8192, false), 3);
+        assert_eq!(strong_len_for(64 << 20, 8192, false, 16), 3);
         // 1 MiB, 1024: 10 + 40 - 10 = 40 -> (40-24)/8 = 2.
-        assert_eq!(strong_len_for(1 << 20, 1024, false), 2);
+        assert_eq!(strong_len_for(1 << 20, 1024, false, 16), 2);
         // Tiny files: negative estimate, at least 2.
-        assert_eq!(strong_len_for(0, 700, false), 2);
-        assert_eq!(strong_len_for(100, 700, false), 2);
+        assert_eq!(strong_len_for(0, 700, false, 16), 2);
+        assert_eq!(strong_len_for(100, 700, false, 16), 2);
         // 2^40 bytes, blocks 2^20: 10 + 80 - 20 = 70 -> (70-24)/8 = 5.
-        assert_eq!(strong_len_for(1 << 40, 1 << 20, false), 5);
+        assert_eq!(strong_len_for(1 << 40, 1 << 20, false, 16), 5);
         // Redo pass: full sums.
-        assert_eq!(strong_len_for(100, 700, true), 16);
+        assert_eq!(strong_len_for(100, 700, true, 16), 16);
     }
 
     #[test]
@@ -288,7 +292,7 @@ mod tests {
         assert_eq!(sums.basis_len(), 2500);
         assert_eq!(sums.len_of(2), 500);
         assert_eq!(sums.weak(1), weak_sum(&data[1000..2000]));
-        let mut strong = [0u8; 16];
+        let mut strong = [0u8; STRONG_SUM_LEN];
         block_strong_sum(&data[2000..], StrongSum::md4_auto(0), &mut strong);
         assert_eq!(sums.strong(2), &strong[..4]);
 

@@ -930,7 +930,7 @@ fn compare_with_rsync(name: &str, basis: &[u8], target: &[u8], mode: MatchMode, 
     }
     assert_eq!(
         theirs.strong_len,
-        strong_len_for(len, theirs.block_len, false),
+        strong_len_for(len, theirs.block_len, false, 16),
         "{name}"
     );
     let sums = generate(

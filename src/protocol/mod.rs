@@ -6,10 +6,9 @@
 //! - [`options`]: the client's arguments; [`glob`]: wildcards in them.
 //! - [`filter`] and [`wildmatch`]: include/exclude rules.
 //! - [`flist`]: the file list: building, sorting, encoding.
-//! - [`sender`]: the per-file loop; [`token`] and [`deflate`]: how deltas
-//!   are encoded, plain or compressed.
+//! - [`sender`]: the per-file loop; [`token`]: how deltas are encoded,
+//!   plain or compressed.
 
-pub mod deflate;
 pub mod filter;
 pub mod flist;
 pub mod glob;

@@ -38,6 +38,10 @@ pub enum Compression {
     Zlib,
     /// `-zz` / `--new-compress`: deflate without history insertion.
     ZlibX,
+    /// `--compress-choice=zstd`: one zstd stream for the whole transfer.
+    Zstd,
+    /// `--compress-choice=lz4`: each chunk an LZ4 block of its own.
+    Lz4,
 }
 
 /// What a pulling client asked for. Field names follow rsync's option names.
@@ -565,17 +569,11 @@ fn by_short(letter: u8) -> Option<(usize, &'static ClientOption)> {
     OPTIONS.get(row).map(|option| (row, option))
 }
 
-/// One digest name of `--checksum-choice=VALUE`, as rsync 3.x spells it.
-fn parse_sum_kind(value: &[u8], name: &[u8]) -> Result<SumKind, OptionError> {
-    match name.to_ascii_lowercase().as_slice() {
-        b"auto" => Ok(SumKind::Md4Auto),
-        b"md4" => Ok(SumKind::Md4),
-        b"md5" => Ok(SumKind::Md5),
-        _ => Err(OptionError(format!(
-            "--checksum-choice={}: only auto, md4 and md5 are available at protocol 29",
-            lossy(value)
-        ))),
-    }
+/// One digest name of `--checksum-choice=VALUE`, as rsync 3.x spells it;
+/// an unknown one gets rsyncd's message.
+fn parse_sum_kind(name: &[u8]) -> Result<SumKind, OptionError> {
+    SumKind::from_name(name)
+        .ok_or_else(|| OptionError(format!("unknown checksum name: {}", lossy(name))))
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -671,13 +669,10 @@ fn compress_choice(o: &mut Options, _: &'static str, v: &[u8]) -> Result<(), Opt
     o.compression = match v {
         b"zlib" => Compression::Zlib,
         b"zlibx" => Compression::ZlibX,
+        b"zstd" => Compression::Zstd,
+        b"lz4" => Compression::Lz4,
         b"none" => Compression::None,
-        _ => {
-            return Err(OptionError(format!(
-                "--compress-choice={}: only zlib, zlibx and none are available at protocol 29",
-                lossy(v)
-            )))
-        }
+        _ => return Err(OptionError(format!("unknown compress name: {}", lossy(v)))),
     };
     Ok(())
 }
@@ -688,8 +683,8 @@ fn checksum_choice(o: &mut Options, _: &'static str, v: &[u8]) -> Result<(), Opt
         Some(comma) => (&v[..comma], &v[comma + 1..]),
         None => (v, v),
     };
-    o.xfer_sum = parse_sum_kind(v, xfer)?;
-    o.file_sum = parse_sum_kind(v, file)?;
+    o.xfer_sum = parse_sum_kind(xfer)?;
+    o.file_sum = parse_sum_kind(file)?;
     Ok(())
 }
 

@@ -7,15 +7,14 @@
 //! sum. Phase markers (-1) are echoed; at protocol 29 there is a second,
 //! "redo" phase for files whose checksum failed. Then the statistics.
 
-use super::deflate::Deflater;
 use super::filter::{FilterList, Filters, MAX_WIRE_RULE_LEN};
 use super::flist::{self, Builder, Encoder, FileList, Reporter};
 use super::glob;
 use super::io::{Conn, MsgTag};
 use super::options::Options;
-use super::token::{SimpleTokens, TokenWriter, Tokens};
+use super::token::{Codec, TokenWriter, Tokens};
 use super::wire::{WireRead, WireWrite};
-use crate::delta::strong::{spoil_file_sum, StrongSum};
+use crate::delta::strong::{spoil_file_sum, Digest, StrongSum, STRONG_SUM_LEN};
 use crate::delta::{BlockSums, MatchError, MatchMode, Matcher};
 use crate::source::Source;
 use std::fmt;
@@ -217,7 +216,7 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
             seed,
         },
         matcher: Matcher::new(),
-        deflater: Deflater::for_options(opts.compression, opts.compress_level),
+        codec: Codec::for_options(opts.compression, opts.compress_level)?,
         sent: vec![false; list.len()],
         stats: &mut stats,
     };
@@ -359,7 +358,7 @@ struct FileSender<'a, 'p> {
     strong_sum: StrongSum,
     matcher: Matcher,
     /// The connection's compressor when the client asked for `-z`.
-    deflater: Option<Deflater>,
+    codec: Option<Codec>,
     /// Files already sent once: a second request is a redo.
     sent: Vec<bool>,
     stats: &'a mut TransferStats,
@@ -483,7 +482,7 @@ impl FileSender<'_, '_> {
         if !(0..=MAX_BLOCK_LEN).contains(&block_len) || (count > 0 && block_len == 0) {
             return protocol_error(format!("invalid block length {block_len}"));
         }
-        if !(0..=16).contains(&strong_len) {
+        if !(0..=self.strong_sum.kind.digest_len() as i32).contains(&strong_len) {
             return protocol_error(format!("invalid checksum length {strong_len}"));
         }
         if remainder < 0 || remainder > block_len {
@@ -507,7 +506,7 @@ impl FileSender<'_, '_> {
             && block_len <= MAX_MATCH_BLOCK_LEN;
         let kept = if keep { count as usize } else { 0 };
         let mut sums = BlockSums::new(block_len as u32, remainder as u32, strong_len, kept);
-        let mut strong = [0u8; 16];
+        let mut strong = [0u8; STRONG_SUM_LEN];
         for _ in 0..count {
             let weak = self.conn.read_i32()? as u32;
             self.conn.read_exact(&mut strong[..strong_len])?;
@@ -596,10 +595,7 @@ impl FileSender<'_, '_> {
             self.conn.write_i32(v)?;
         }
 
-        let mut tokens = match self.deflater.as_mut() {
-            None => Tokens::Simple(SimpleTokens::new(&mut *self.conn)),
-            Some(deflater) => Tokens::Deflated(deflater.start_file(&mut *self.conn)),
-        };
+        let mut tokens = Tokens::new(self.codec.as_mut(), &mut *self.conn);
         let outcome = self
             .matcher
             .send(&file, size, &sums, self.strong_sum, mode, &mut tokens);
@@ -610,7 +606,7 @@ impl FileSender<'_, '_> {
                 // As match.c does after a read error: end the file's stream
                 // with a checksum the client is sure to reject.
                 tokens.finish()?;
-                let mut sum = [0u8; 16];
+                let mut sum = Digest::zeros(self.strong_sum.kind.digest_len());
                 spoil_file_sum(&mut sum);
                 self.conn.write_all(&sum)?;
                 let text = format!(

@@ -9,7 +9,7 @@ use super::{
     NameType, Reporter, FLAG_CONTENT_DIR, FLAG_TOP_DIR, IOERR_GENERAL, IOERR_VANISHED, MAX_ENTRIES,
     MAX_PATH_LEN, NO_EXTRA,
 };
-use crate::delta;
+use crate::delta::{self, Digest, SumKind};
 use crate::protocol::filter::{DirToken, Filters};
 use crate::protocol::io::MsgTag;
 use crate::protocol::options::{MissingArgs, Options};
@@ -439,7 +439,7 @@ impl<'a> Builder<'a> {
         self.os_error("readlink_stat", root, name, err)
     }
 
-    fn checksum(&mut self, root: u32, name: &[u8]) -> io::Result<[u8; 16]> {
+    fn checksum(&mut self, root: u32, name: &[u8]) -> io::Result<Digest> {
         let path = self.list_path(root, name);
         let opened = if self.follow_links {
             self.source
@@ -450,9 +450,17 @@ impl<'a> Builder<'a> {
         };
         // rsync sends a zero sum for a file it cannot read.
         let kind = self.opts.file_sum;
-        Ok(opened
-            .and_then(|file| delta::file_checksum(kind, file))
-            .unwrap_or([0u8; 16]))
+        match opened {
+            // rsync opens the file before it finds it has no digest.
+            Ok(_) if kind == SumKind::None => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "Invalid checksum-choice for --checksum: none (0)",
+            )),
+            Ok(file) => {
+                Ok(delta::file_checksum(kind, file).unwrap_or(Digest::zeros(kind.digest_len())))
+            }
+            Err(_) => Ok(Digest::zeros(kind.digest_len())),
+        }
     }
 
     fn make_entry(

@@ -4,6 +4,7 @@
 //! name lists (uidlist.c) and the I/O-error word.
 
 use super::{Entry, FileList, FLAG_TOP_DIR};
+use crate::delta::Digest;
 use crate::protocol::options::Options;
 use crate::protocol::wire::WireWrite;
 use std::collections::HashMap;
@@ -241,7 +242,8 @@ impl<'a> Encoder<'a> {
             out.write_longint(ino as i64)?;
         }
         if self.opts.checksum && (e.is_file() || proto < 28) {
-            out.write_all(&extra.sum.unwrap_or([0u8; 16]))?;
+            let zeros = Digest::zeros(self.opts.file_sum.digest_len());
+            out.write_all(&extra.sum.unwrap_or(zeros))?;
         }
         self.last_name.clear();
         self.last_name.extend_from_slice(name);

@@ -21,6 +21,7 @@ pub use order::{f_name_cmp, NameParts};
 
 use super::filter::FilterError;
 use super::io::MsgTag;
+use crate::delta::Digest;
 use crate::source;
 use encode::IdNames;
 use std::cmp::Ordering;
@@ -82,7 +83,7 @@ const NO_EXTRA: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug, Default)]
 struct Extra {
     dev_ino: Option<(u64, u64)>,
-    sum: Option<[u8; 16]>,
+    sum: Option<Digest>,
 }
 
 impl Entry {

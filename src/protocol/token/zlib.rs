@@ -5,8 +5,7 @@
 //! This file owns the encoding: literal runs as raw-deflate data in
 //! DEFLATED_DATA chunks, each run ended by a sync flush whose 4-byte
 //! `00 00 ff ff` trailer is left off (the receiver adds it back); matched
-//! blocks as runs of block numbers relative to the previous run; END_FLAG at
-//! the end of a file. The compressor starts afresh with every file, as the
+//! blocks as [`BlockRuns`]; END_FLAG at the end of a file. The compressor starts afresh with every file, as the
 //! receiver's inflater does. With "zlib" the receiver puts every matched
 //! block into its inflater's window, so we must give our compressor the same
 //! history; with "zlibx" neither side does.
@@ -14,33 +13,13 @@
 //! It must not decide what is literal and what matches (that is the delta
 //! engine's job) nor choose compression on its own: the client's options do.
 
-use super::options::Compression;
-use super::token::TokenWriter;
-use super::wire::WireWrite;
+use super::{send_chunks, BlockRuns, TokenWriter, END_FLAG, MAX_DATA_COUNT};
 use crate::delta::TokenSink;
+use crate::protocol::options::Compression;
+use crate::protocol::wire::WireWrite;
 use flate2::{Compress, FlushCompress};
 use std::io;
 
-/// Flag byte that ends a file's token stream.
-const END_FLAG: u8 = 0x00;
-/// Flag byte of a block number sent in full as an int32 ...
-const TOKEN_LONG: u8 = 0x20;
-/// ... and of a run of consecutive blocks starting there.
-const TOKENRUN_LONG: u8 = 0x21;
-/// Flag of a compressed data chunk; its low 6 bits are the high bits of
-/// the chunk's length, a second byte holds the low 8.
-const DEFLATED_DATA: u8 = 0x40;
-/// Flag of a block number given as a distance (its low 6 bits) from the
-/// last block of the previous run ...
-const TOKEN_REL: u8 = 0x80;
-/// ... and of a run of consecutive blocks starting there.
-const TOKENRUN_REL: u8 = 0xc0;
-/// The largest distance the relative forms can carry.
-const MAX_REL_DISTANCE: i64 = 0x3f;
-/// A run carries its extra block count in 16 bits.
-const MAX_RUN_EXTRA: u32 = 0xffff;
-/// The largest compressed chunk: its length must fit in 14 bits.
-const MAX_DATA_COUNT: usize = 16383;
 /// What a sync flush ends with: an empty stored block's length and its
 /// complement. Never sent: the receiver supplies these bytes itself.
 const SYNC_TRAILER: [u8; 4] = [0, 0, 0xff, 0xff];
@@ -110,8 +89,7 @@ impl Deflater {
             out,
             d: self,
             literal_open: false,
-            run: None,
-            last_run_end: 0,
+            runs: BlockRuns::default(),
         }
     }
 }
@@ -123,6 +101,8 @@ fn choose(compression: Compression, level: Option<i32>) -> Option<(u32, bool)> {
         (Compression::None, None) => return None,
         (Compression::None | Compression::Zlib, _) => true,
         (Compression::ZlibX, _) => false,
+        // Not deflate: see [`super::Codec`].
+        (Compression::Zstd | Compression::Lz4, _) => return None,
     };
     let level = match level {
         None | Some(LEVEL_DEFAULT_REQUEST) => DEFAULT_LEVEL,
@@ -132,22 +112,13 @@ fn choose(compression: Compression, level: Option<i32>) -> Option<(u32, bool)> {
     Some((level, insert_history))
 }
 
-/// A run of consecutive matched blocks not yet sent.
-#[derive(Clone, Copy)]
-struct Run {
-    first: u32,
-    last: u32,
-}
-
 /// One file's compressed token stream.
 pub struct DeflatedTokens<'a, W: WireWrite> {
     out: &'a mut W,
     d: &'a mut Deflater,
     /// Literal data went into the compressor since the last sync flush.
     literal_open: bool,
-    run: Option<Run>,
-    /// Where the receiver's block counter stands: the last block sent.
-    last_run_end: u32,
+    runs: BlockRuns,
 }
 
 impl<W: WireWrite> TokenSink for DeflatedTokens<'_, W> {
@@ -156,7 +127,7 @@ impl<W: WireWrite> TokenSink for DeflatedTokens<'_, W> {
             return Ok(());
         }
         // The receiver takes the blocks before this data first.
-        self.send_run()?;
+        self.runs.flush(self.out)?;
         self.catch_up_history()?;
         self.compress(data, FlushCompress::None, Output::Send)?;
         self.literal_open = true;
@@ -165,21 +136,7 @@ impl<W: WireWrite> TokenSink for DeflatedTokens<'_, W> {
 
     fn matched(&mut self, block_index: u32, data: &[u8]) -> io::Result<()> {
         self.close_literal()?;
-        match &mut self.run {
-            Some(run)
-                if u64::from(block_index) == u64::from(run.last) + 1
-                    && block_index - run.first <= MAX_RUN_EXTRA =>
-            {
-                run.last = block_index;
-            }
-            _ => {
-                self.send_run()?;
-                self.run = Some(Run {
-                    first: block_index,
-                    last: block_index,
-                });
-            }
-        }
+        self.runs.add(self.out, block_index)?;
         if self.d.insert_history {
             self.d.history.push_block(data);
         }
@@ -190,7 +147,7 @@ impl<W: WireWrite> TokenSink for DeflatedTokens<'_, W> {
 impl<W: WireWrite> TokenWriter for DeflatedTokens<'_, W> {
     fn finish(&mut self) -> io::Result<()> {
         self.close_literal()?;
-        self.send_run()?;
+        self.runs.flush(self.out)?;
         self.out.write_u8(END_FLAG)
     }
 }
@@ -203,40 +160,6 @@ enum Output {
 }
 
 impl<W: WireWrite> DeflatedTokens<'_, W> {
-    /// Sends the pending run of matched blocks, relative to the previous
-    /// run's last block when close enough after it.
-    fn send_run(&mut self) -> io::Result<()> {
-        let Some(run) = self.run.take() else {
-            return Ok(());
-        };
-        let distance = i64::from(run.first) - i64::from(self.last_run_end);
-        let extra = run.last - run.first;
-        if (0..=MAX_REL_DISTANCE).contains(&distance) {
-            let flag = if extra == 0 { TOKEN_REL } else { TOKENRUN_REL };
-            self.out.write_u8(flag + distance as u8)?;
-        } else {
-            let first = i32::try_from(run.first).map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("block number {} does not fit the token stream", run.first),
-                )
-            })?;
-            let flag = if extra == 0 {
-                TOKEN_LONG
-            } else {
-                TOKENRUN_LONG
-            };
-            self.out.write_u8(flag)?;
-            self.out.write_i32(first)?;
-        }
-        if extra != 0 {
-            // `matched` starts a new run before the count would overflow.
-            self.out.write_u16(extra as u16)?;
-        }
-        self.last_run_end = run.last;
-        Ok(())
-    }
-
     /// Ends a literal run with a sync flush and sends it all but the
     /// trailer, so that the receiver's inflater stops at a block boundary.
     fn close_literal(&mut self) -> io::Result<()> {
@@ -327,16 +250,6 @@ impl<W: WireWrite> DeflatedTokens<'_, W> {
     }
 }
 
-/// Frames compressed bytes as DEFLATED_DATA chunks.
-fn send_chunks<W: WireWrite>(out: &mut W, data: &[u8]) -> io::Result<()> {
-    for chunk in data.chunks(MAX_DATA_COUNT) {
-        let len = chunk.len();
-        out.write_all(&[DEFLATED_DATA | (len >> 8) as u8, len as u8])?;
-        out.write_all(chunk)?;
-    }
-    Ok(())
-}
-
 /// The last [`WINDOW_SIZE`] bytes of the history the receiver adds for
 /// matched blocks, in a ring so that small blocks cost only their copy.
 #[derive(Default)]
@@ -418,6 +331,7 @@ mod tests {
     //! framing, history or numbering mistake that a real client would hit.
 
     use super::*;
+    use crate::protocol::token::{DEFLATED_DATA, TOKENRUN_LONG, TOKEN_LONG, TOKEN_REL};
     use flate2::{Decompress, FlushDecompress};
 
     /// What a test feeds the writer: literal bytes or a basis block.

@@ -1,21 +1,11 @@
-//! Token streams: how the delta reaches the client (token.c). The simple
-//! form, used without `-z`: literal runs as a length and the bytes (at most
-//! [`CHUNK_SIZE`] each), a matched block as `-(index + 1)`, and 0 at the end.
-//! The compressed form lives in [`super::deflate`]; [`Tokens`] is either.
+//! The plain token stream, used without compression: literal runs as a
+//! length and the bytes (at most [`CHUNK_SIZE`] each), a matched block as
+//! `-(index + 1)`, and 0 at the end (token.c simple_send_token).
 
-use super::deflate::DeflatedTokens;
-use super::wire::WireWrite;
+use super::{TokenWriter, CHUNK_SIZE};
 use crate::delta::TokenSink;
+use crate::protocol::wire::WireWrite;
 use std::io;
-
-/// The largest literal run in one token (rsync's CHUNK_SIZE): recent clients
-/// refuse longer ones.
-pub const CHUNK_SIZE: usize = 32 * 1024;
-
-/// A token sink that also knows how to end a file's stream.
-pub trait TokenWriter: TokenSink {
-    fn finish(&mut self) -> io::Result<()>;
-}
 
 pub struct SimpleTokens<'a, W: WireWrite> {
     out: &'a mut W,
@@ -44,37 +34,6 @@ impl<W: WireWrite> TokenSink for SimpleTokens<'_, W> {
 impl<W: WireWrite> TokenWriter for SimpleTokens<'_, W> {
     fn finish(&mut self) -> io::Result<()> {
         self.out.write_i32(0)
-    }
-}
-
-/// The token stream of one file, in the form the client asked for.
-pub enum Tokens<'a, W: WireWrite> {
-    Simple(SimpleTokens<'a, W>),
-    Deflated(DeflatedTokens<'a, W>),
-}
-
-impl<W: WireWrite> TokenSink for Tokens<'_, W> {
-    fn literal(&mut self, data: &[u8]) -> io::Result<()> {
-        match self {
-            Tokens::Simple(t) => t.literal(data),
-            Tokens::Deflated(t) => t.literal(data),
-        }
-    }
-
-    fn matched(&mut self, block_index: u32, data: &[u8]) -> io::Result<()> {
-        match self {
-            Tokens::Simple(t) => t.matched(block_index, data),
-            Tokens::Deflated(t) => t.matched(block_index, data),
-        }
-    }
-}
-
-impl<W: WireWrite> TokenWriter for Tokens<'_, W> {
-    fn finish(&mut self) -> io::Result<()> {
-        match self {
-            Tokens::Simple(t) => t.finish(),
-            Tokens::Deflated(t) => t.finish(),
-        }
     }
 }
 
