@@ -12,6 +12,7 @@
 //! - `store`: the layout of the builds directory, disk usage, the last-access
 //!   record, busy marks and locks, and the eviction order.
 //! - `fetch`: HTTP(S) downloads with resume, retries and checksum checks.
+//! - `delete`: deleting trees of any depth with few descriptors.
 //! - `unpack`: archives into a scratch tree plus the metadata records.
 //! - [`meta`]: the metadata table, on disk and in memory.
 //! - `handle`: the [`Cache`] handle that worker threads use, and [`BuildGuard`].
@@ -48,6 +49,7 @@
 
 pub mod commands;
 mod coordinator;
+mod delete;
 mod fetch;
 mod handle;
 mod job;

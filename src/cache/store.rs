@@ -25,6 +25,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::delete;
 use super::is_build_name;
 
 /// Name of the private directory inside the builds directory.
@@ -308,15 +309,10 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Deletes a file or a whole tree, without following symlinks.
+/// Deletes a file or a whole tree, without following symlinks, at any depth
+/// (see `delete`).
 pub fn remove_tree(path: &Path) -> io::Result<()> {
-    let result = match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    };
-    result.map_err(|e| annotate(e, &format!("cannot delete {}", path.display())))
+    delete::remove_tree(path).map_err(|e| annotate(e, &format!("cannot delete {}", path.display())))
 }
 
 pub fn annotate(e: io::Error, what: &str) -> io::Error {
@@ -439,8 +435,20 @@ fn read_access_file(path: &Path) -> Vec<(String, i64)> {
     };
     let mut entries = Vec::new();
     let reader = BufReader::new(io::Read::take(file, MAX_ACCESS_RECORD_BYTES));
-    for (number, line) in reader.lines().enumerate() {
-        let parsed = line.ok().and_then(|line| {
+    for (number, line) in reader.split(b'\n').enumerate() {
+        // A read error (a directory in its place, EIO on an SD card) repeats
+        // for ever if retried: what was read so far is all there is.
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                log::warn!(
+                    "cannot read access record {} beyond line {number}: {e}",
+                    path.display()
+                );
+                break;
+            }
+        };
+        let parsed = std::str::from_utf8(&line).ok().and_then(|line| {
             let (time, name) = line.split_once(' ')?;
             let time = time.parse::<i64>().ok()?;
             is_build_name(name).then(|| (name.to_string(), time))
