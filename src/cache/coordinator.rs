@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 
@@ -19,19 +20,23 @@ use crossbeam_channel::{select, unbounded, Receiver, Sender};
 
 use super::handle::Evicted;
 use super::job::{self, JobEvent, Prepared, Progress, Stage};
-use super::shared::Shared;
+use super::shared::{Downloads, Shared};
 use super::store;
 use super::CacheError;
 
 pub(super) enum Request {
     Fetch {
         name: String,
+        /// The inode of a tree to delete first: its table is unusable.
+        replace: Option<u64>,
         reply: Sender<Event>,
     },
     Gc {
         dry_run: bool,
         reply: Sender<Result<Vec<Evicted>, CacheError>>,
     },
+    /// A connection stopped serving a build.
+    Released,
 }
 
 /// What a waiting acquire hears from the coordinator.
@@ -95,10 +100,40 @@ impl Coordinator {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Fetch { name, reply } => self.fetch(name, reply),
+            Request::Fetch {
+                name,
+                replace,
+                reply,
+            } => {
+                let store = &self.inner.store;
+                // Only the very tree found unusable: another request may
+                // have replaced it meanwhile.
+                if replace.is_some()
+                    && store.build_ino(&name) == replace
+                    && !self.inner.remove(&name)
+                {
+                    let _ = reply.send(Event::Failed(CacheError::new(format!(
+                        "build {name} cannot be served: its metadata table is unusable and the build is in use"
+                    ))));
+                    return;
+                }
+                self.fetch(name, reply)
+            }
             Request::Gc { dry_run, reply } => {
+                let (downloads, _lock) = self.inner.active_downloads();
                 // A dropped reply only means the asker went away.
-                let _ = reply.send(self.inner.evict(None, dry_run));
+                let _ = reply.send(self.inner.evict(None, dry_run, &downloads));
+            }
+            Request::Released => {
+                // After a burst every build was busy at its install; the
+                // budget is restored as they are released. Cheap otherwise:
+                // one flag.
+                if self.inner.over_budget_while_busy.load(Ordering::Relaxed) {
+                    let (downloads, _lock) = self.inner.active_downloads();
+                    if let Err(e) = self.inner.evict(None, false, &downloads) {
+                        log::error!("eviction after a release: {e}");
+                    }
+                }
             }
         }
     }
@@ -202,7 +237,11 @@ impl Coordinator {
             log::warn!("{e}");
         }
         published?;
-        if let Err(e) = self.inner.evict(Some(&prepared.name), false) {
+        // The job's install lock is still held: no download runs anywhere.
+        if let Err(e) = self
+            .inner
+            .evict(Some(&prepared.name), false, &Downloads::Idle)
+        {
             log::error!("eviction after installing {}: {e}", prepared.name);
         }
         Ok(())

@@ -43,6 +43,7 @@ struct FlushOnDrop(Arc<Shared>);
 impl Drop for FlushOnDrop {
     fn drop(&mut self) {
         self.0.flush_access();
+        self.0.finish_trash();
     }
 }
 
@@ -52,7 +53,19 @@ pub struct BuildGuard {
     name: String,
     root: PathBuf,
     meta: Option<Arc<MetaTable>>,
-    _mark: BusyMark,
+    /// Always `Some` until dropped.
+    mark: Option<BusyMark>,
+    /// Told when the build stops being busy here.
+    requests: Sender<Request>,
+}
+
+impl Drop for BuildGuard {
+    fn drop(&mut self) {
+        // Released before the coordinator hears of it, or it would still
+        // find the build busy.
+        drop(self.mark.take());
+        let _ = self.requests.send(Request::Released);
+    }
 }
 
 impl BuildGuard {
@@ -72,10 +85,23 @@ impl BuildGuard {
     }
 }
 
+/// What [`Cache::acquire_cached`] found.
+enum Cached {
+    Ready(BuildGuard),
+    Absent,
+    /// A build upserv unpacked whose table is `why` (missing, damaged).
+    Unusable {
+        ino: u64,
+        why: &'static str,
+    },
+}
+
 /// One build that eviction removed (or, in a dry run, would remove).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Evicted {
     pub name: String,
+    /// The partial download of `name`, not a build tree.
+    pub download: bool,
     pub size: u64,
     pub last_access: i64,
 }
@@ -164,9 +190,20 @@ impl Cache {
             return Ok(None);
         }
         for _ in 0..MAX_ACQUIRE_ROUNDS {
-            if let Some(guard) = self.acquire_cached(name)? {
-                return Ok(Some(guard));
-            }
+            let replace = match self.acquire_cached(name)? {
+                Cached::Ready(guard) => return Ok(Some(guard)),
+                Cached::Absent => None,
+                Cached::Unusable { ino, why } => {
+                    let error = CacheError::new(format!(
+                        "build {name} cannot be served: its metadata table is {why}"
+                    ));
+                    if self.inner.cfg.upstream.is_none() {
+                        return Err(error);
+                    }
+                    log::warn!("{error}; fetching it again");
+                    Some(ino)
+                }
+            };
             if self.inner.cfg.upstream.is_none() {
                 return Ok(None);
             }
@@ -177,44 +214,52 @@ impl Cache {
             {
                 return Err(not_found(name));
             }
-            self.wait_for_fetch(name, progress)?;
+            self.wait_for_fetch(name, replace, progress)?;
         }
         Err(CacheError::new(format!(
             "build {name} was removed right after it was installed; try again"
         )))
     }
 
-    fn acquire_cached(&self, name: &str) -> Result<Option<BuildGuard>, CacheError> {
+    fn acquire_cached(&self, name: &str) -> Result<Cached, CacheError> {
         let store = &self.inner.store;
         if !store.is_build(name) {
-            return Ok(None);
+            return Ok(Cached::Absent);
         }
         let mark = store
             .mark_busy(name)
             .map_err(|e| local_failure(name, "cannot mark it busy", e))?;
         // Checked again under the mark: an eviction may have won the race.
         let Some(ino) = store.build_ino(name) else {
-            return Ok(None);
+            return Ok(Cached::Absent);
+        };
+        let meta = match self.inner.table(name, ino) {
+            Ok(meta) => meta,
+            Err(why) => return Ok(Cached::Unusable { ino, why }),
         };
         self.inner.note_access(name);
-        let meta = self.inner.table(name, ino)?;
-        Ok(Some(BuildGuard {
+        Ok(Cached::Ready(BuildGuard {
             name: name.to_string(),
             root: store.build_dir(name),
             meta,
-            _mark: mark,
+            mark: Some(mark),
+            requests: self.requests.clone(),
         }))
     }
 
+    /// Asks the coordinator for `name` (first deleting the tree with inode
+    /// `replace`, whose table is unusable) and waits until it is there.
     fn wait_for_fetch(
         &self,
         name: &str,
+        replace: Option<u64>,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<(), CacheError> {
         let (reply, events) = unbounded();
         self.requests
             .send(Request::Fetch {
                 name: name.to_string(),
+                replace,
                 reply,
             })
             .map_err(|_| stopped())?;

@@ -107,6 +107,7 @@ pub(super) fn run(
     let Some(lock) = wait_install_lock(inner, name, events)? else {
         return Ok(None);
     };
+    let _downloading = Downloading::mark(inner, name);
     if store.is_build(name) {
         return Ok(None);
     }
@@ -117,7 +118,15 @@ pub(super) fn run(
         return Err(CacheError::new(format!("{name}: no upstream configured")));
     };
     let url = fetch::expand(template, name);
-    let archive = download(inner, name, &url, events)?;
+    let archive = store.complete_path(name);
+    if archive.exists() {
+        log::info!("unpacking {name} from the download kept from an earlier attempt");
+    } else {
+        let part = download(inner, name, &url, events)?;
+        std::fs::rename(&part, &archive)
+            .map_err(|e| local_failure(name, "cannot keep its download", e))?;
+        fetch::discard(&part, &store.partial_info_path(name));
+    }
     let contents = fetch_contents(inner, name)?;
     let scratch = store.unpack_dir(name);
     let mut report = throttled(events, name, Stage::Unpacking);
@@ -126,15 +135,22 @@ pub(super) fn run(
         layout: inner.cfg.layout,
         contents: contents.as_deref(),
         on_entry: &mut |entries| report(entries, None),
+        max_bytes: inner.cfg.cache_size,
     };
     let unpacked = unpack::unpack(&archive, kind, &scratch, &mut plan);
     if let Some(path) = &contents {
         let _ = std::fs::remove_file(path);
     }
     let unpacked = unpacked.map_err(|e| {
-        // The same bytes would fail the same way: fetch afresh next time.
-        fetch::discard(&archive, &store.partial_info_path(name));
-        log::error!("build {name} could not be unpacked: {e}");
+        if unpack::is_disk_full(&e) {
+            // Eviction may make room: the next attempt unpacks these bytes
+            // again without downloading them.
+            log::error!("build {name} could not be unpacked, download kept: {e}");
+        } else {
+            // The same bytes would fail the same way: fetch afresh next time.
+            remove_download(inner, name);
+            log::error!("build {name} could not be unpacked: {e}");
+        }
         CacheError::new(format!("build {name} could not be unpacked: {e}"))
     })?;
     let table = scratch.join("table");
@@ -150,7 +166,7 @@ pub(super) fn run(
         });
     match prepared {
         Ok(prepared) => {
-            fetch::discard(&store.partial_path(name), &store.partial_info_path(name));
+            remove_download(inner, name);
             log::info!("unpacked {name}: {} entries", unpacked.entries);
             Ok(Some(prepared))
         }
@@ -159,6 +175,30 @@ pub(super) fn run(
             Err(local_failure(name, "cannot prepare it", e))
         }
     }
+}
+
+/// Names the build this process downloads while the install lock is held,
+/// so that eviction leaves its partial download alone.
+struct Downloading<'a>(&'a Shared);
+
+impl<'a> Downloading<'a> {
+    fn mark(inner: &'a Shared, name: &str) -> Downloading<'a> {
+        *inner.downloading.lock() = Some(name.to_string());
+        Downloading(inner)
+    }
+}
+
+impl Drop for Downloading<'_> {
+    fn drop(&mut self) {
+        *self.0.downloading.lock() = None;
+    }
+}
+
+/// The download of `name`, finished or not, with its bookkeeping.
+fn remove_download(inner: &Shared, name: &str) {
+    let store = &inner.store;
+    fetch::discard(&store.partial_path(name), &store.partial_info_path(name));
+    fetch::discard(&store.complete_path(name), &store.partial_info_path(name));
 }
 
 /// A progress reporter that sends at most one event per interval, plus the

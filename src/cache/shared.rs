@@ -8,8 +8,13 @@
 //! alone deletes and publishes builds.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::thread::{self, JoinHandle};
 
+use crossbeam_channel::{bounded, Sender};
 use parking_lot::Mutex;
 
 use super::commands::human_size;
@@ -34,6 +39,65 @@ pub(super) struct Shared {
     pub(super) tables: Mutex<HashMap<String, (u64, Weak<MetaTable>)>>,
     /// Disk usage by build, with the inode of the tree it was measured for.
     pub(super) sizes: Mutex<HashMap<String, (u64, u64)>>,
+    /// The build this process downloads while it holds the install lock.
+    pub(super) downloading: Mutex<Option<String>>,
+    /// The last eviction left the cache over budget because builds were in
+    /// use: the end of a connection is then worth another try.
+    pub(super) over_budget_while_busy: AtomicBool,
+    trash: Trash,
+}
+
+/// Which downloads in `partial/` eviction must leave alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Downloads {
+    /// None runs: the caller holds the install lock.
+    Idle,
+    /// This process downloads this build.
+    Except(String),
+    /// Another process downloads, which build is unknown: keep them all.
+    Busy,
+}
+
+/// The thread that empties the trash in the background, so that deleting
+/// a large tree never holds up the coordinator.
+struct Trash {
+    wake: Mutex<Option<Sender<()>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Trash {
+    fn start(store: &Store) -> Trash {
+        // One pending wake-up is enough: each pass empties the whole trash.
+        let (wake, woken) = bounded::<()>(1);
+        let store = store.clone_paths();
+        let thread = thread::Builder::new()
+            .name("cache-trash".into())
+            .spawn(move || {
+                for () in woken {
+                    store.empty_trash();
+                }
+            })
+            .map_err(|e| log::error!("cannot start the trash thread: {e}"))
+            .ok();
+        Trash {
+            wake: Mutex::new(Some(wake)),
+            thread: Mutex::new(thread),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(wake) = &*self.wake.lock() {
+            let _ = wake.try_send(());
+        }
+    }
+
+    /// Lets the thread finish its pass and waits for it.
+    fn finish(&self) {
+        drop(self.wake.lock().take());
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Shared {
@@ -55,12 +119,33 @@ impl Shared {
         Ok(Shared {
             fetcher: Fetcher::new(cfg.fetch_timeout, cfg.fetch_attempts, cfg.retry_backoff),
             access: Mutex::new(store.load_access()),
+            trash: Trash::start(&store),
             store,
             kind,
             tables: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
+            downloading: Mutex::new(None),
+            over_budget_while_busy: AtomicBool::new(false),
             cfg,
         })
+    }
+
+    /// Empties the trash before the process ends (when the last handle goes).
+    pub(super) fn finish_trash(&self) {
+        self.trash.finish();
+    }
+
+    /// Which downloads eviction must keep, for a caller that does not hold
+    /// the install lock; the lock, when it could be taken, is returned too
+    /// and must be held while evicting.
+    pub(super) fn active_downloads(&self) -> (Downloads, Option<File>) {
+        if let Some(name) = self.downloading.lock().clone() {
+            return (Downloads::Except(name), None);
+        }
+        match self.store.try_lock_install() {
+            Ok(Some(lock)) => (Downloads::Idle, Some(lock)),
+            Ok(None) | Err(_) => (Downloads::Busy, None),
+        }
     }
 
     /// Records that a connection opened `name` now.
@@ -92,24 +177,32 @@ impl Shared {
     }
 
     /// The build's table, shared by all connections serving the build at
-    /// once; `None` when the build has none.
-    pub(super) fn table(&self, name: &str, ino: u64) -> Result<Option<Arc<MetaTable>>, CacheError> {
+    /// once; `None` when the build has none (a tree an administrator put
+    /// there). The error says why a build upserv unpacked has no usable
+    /// table: `missing` or `damaged`.
+    pub(super) fn table(
+        &self,
+        name: &str,
+        ino: u64,
+    ) -> Result<Option<Arc<MetaTable>>, &'static str> {
         if let Some((held, table)) = self.tables.lock().get(name) {
             if let Some(table) = table.upgrade().filter(|_| *held == ino) {
                 return Ok(Some(table));
             }
         }
         let path = self.store.meta_path(name);
-        if !path.exists() {
+        if std::fs::symlink_metadata(&path).is_err() {
+            if self.store.is_installed_by_us(name) {
+                log::error!("build {name}: its metadata table is missing");
+                return Err("missing");
+            }
             return Ok(None);
         }
         // Loaded without the lock held, so other builds' acquires never wait
         // for it; two racing loads of one table are harmless.
         let table = MetaTable::load(&path).map_err(|e| {
             log::error!("build {name}: {e}");
-            CacheError::new(format!(
-                "build {name} cannot be served: its metadata table is damaged"
-            ))
+            "damaged"
         })?;
         let table = Arc::new(table);
         let mut tables = self.tables.lock();
@@ -136,11 +229,13 @@ impl Shared {
         size
     }
 
-    /// Evicts least recently used builds until the budget is met.
+    /// Evicts least recently used builds and downloads until the budget is
+    /// met; what waits in the trash counts too.
     pub(super) fn evict(
         &self,
         just_installed: Option<&str>,
         dry_run: bool,
+        downloads: &Downloads,
     ) -> Result<Vec<Evicted>, CacheError> {
         let names = self
             .store
@@ -153,7 +248,7 @@ impl Shared {
             }
             names.iter().map(|n| access.get(n)).collect::<Vec<_>>()
         };
-        let candidates: Vec<Candidate> = names
+        let mut candidates: Vec<Candidate> = names
             .iter()
             .zip(known)
             .map(|(name, last)| Candidate {
@@ -163,24 +258,44 @@ impl Shared {
                 busy: self.store.is_busy(name),
                 just_installed: just_installed == Some(name.as_str()),
                 name: name.clone(),
+                download: false,
             })
             .collect();
+        let partial = self.store.list_downloads().unwrap_or_else(|e| {
+            log::warn!("cannot list the partial downloads: {e}");
+            Vec::new()
+        });
+        candidates.extend(partial.into_iter().map(|d| Candidate {
+            busy: match downloads {
+                Downloads::Idle => false,
+                Downloads::Except(name) => *name == d.name,
+                Downloads::Busy => true,
+            },
+            name: d.name,
+            download: true,
+            size: d.size,
+            last_access: d.mtime,
+            sticky: false,
+            just_installed: false,
+        }));
         let budget = self.cfg.cache_size;
-        let plan = store::plan_eviction(&candidates, budget);
+        let plan = store::plan_eviction(&candidates, self.store.trash_usage(), budget);
         let mut evicted = Vec::new();
         for victim in plan.victims {
-            let Some(candidate) = candidates.iter().find(|c| c.name == victim) else {
-                continue;
-            };
-            if !dry_run && !self.remove(&victim) {
+            let candidate = &candidates[victim];
+            if !dry_run && !self.remove_candidate(candidate) {
                 continue;
             }
             evicted.push(Evicted {
-                name: victim,
+                name: candidate.name.clone(),
+                download: candidate.download,
                 size: candidate.size,
                 last_access: candidate.last_access,
             });
         }
+        let busy_kept = candidates.iter().any(|c| c.busy && !c.download);
+        self.over_budget_while_busy
+            .store(plan.still_over.is_some() && busy_kept, Ordering::Relaxed);
         if let Some(total) = plan.still_over {
             log::warn!(
                 "builds use {} MiB, over the cache size of {} MiB, but the rest are sticky, in use or just installed",
@@ -189,6 +304,22 @@ impl Shared {
             );
         }
         Ok(evicted)
+    }
+
+    fn remove_candidate(&self, candidate: &Candidate) -> bool {
+        if !candidate.download {
+            return self.remove(&candidate.name);
+        }
+        match self.store.remove_download(&candidate.name) {
+            Ok(()) => {
+                log::info!("evicted the partial download of {}", candidate.name);
+                true
+            }
+            Err(e) => {
+                log::error!("evicting the partial download of {}: {e}", candidate.name);
+                false
+            }
+        }
     }
 
     /// Deletes one build unless someone started serving it meanwhile.
@@ -202,6 +333,7 @@ impl Shared {
                 log::info!("evicted build {name}");
                 self.tables.lock().remove(name);
                 self.sizes.lock().remove(name);
+                self.trash.wake();
                 true
             }
             Err(e) => {
@@ -226,6 +358,10 @@ impl Shared {
             )));
         }
         std::fs::rename(&prepared.table, self.store.meta_path(name)).map_err(fail)?;
+        let ino = std::fs::symlink_metadata(&prepared.tree)
+            .map_err(fail)?
+            .ino();
+        self.store.mark_installed(name, ino).map_err(fail)?;
         std::fs::rename(&prepared.tree, self.store.build_dir(name)).map_err(fail)?;
         if let Some(ino) = self.store.build_ino(name) {
             self.sizes.lock().insert(name.clone(), (ino, prepared.size));
@@ -249,20 +385,25 @@ pub(super) fn recover(inner: &Shared, startup: Startup) -> Result<(), CacheError
     store
         .remove_leftovers()
         .map_err(|e| CacheError::new(format!("startup recovery failed: {e}")))?;
+    inner.trash.wake();
     if inner.cfg.cross_process_lock || startup == Startup::NoEviction {
         return Ok(());
     }
     for name in store.list_builds().unwrap_or_default() {
         let path = store.meta_path(&name);
-        if !path.exists() {
-            continue;
-        }
-        if let Err(e) = MetaTable::load(&path) {
-            log::error!("build {name}: {e}; removing it so that it is fetched again");
+        let fault = if std::fs::symlink_metadata(&path).is_err() {
+            store
+                .is_installed_by_us(&name)
+                .then(|| "its metadata table is missing".to_string())
+        } else {
+            MetaTable::load(&path).err().map(|e| e.to_string())
+        };
+        if let Some(fault) = fault {
+            log::error!("build {name}: {fault}; removing it so that it is fetched again");
             inner.remove(&name);
         }
     }
-    inner.evict(None, false).map(drop)
+    inner.evict(None, false, &Downloads::Idle).map(drop)
 }
 
 pub(super) fn not_found(name: &str) -> CacheError {

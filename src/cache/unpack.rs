@@ -24,12 +24,23 @@ use std::path::{Path, PathBuf};
 
 use tar::EntryType;
 
-use super::meta::{MetaRecord, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG};
+use super::meta::{
+    MetaRecord, MAX_PATH_LEN, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
+};
 use super::store::remove_tree;
 use super::Layout;
 
 /// Most entries one archive may hold; bounds the memory of the records.
 pub const MAX_ARCHIVE_ENTRIES: usize = 4_000_000;
+/// Most bytes of paths one archive may hold in total: the records keep every
+/// path in memory until the table is written. An OS image of 200 000 entries
+/// has about 20 MB; 400 000 paths of 1500 bytes (600 MB) are refused.
+pub const MAX_ARCHIVE_PATH_BYTES: u64 = 64 << 20;
+/// Memory the xz and lzma decoders may take: `xz -9` needs 65 MiB; a header
+/// asking for a larger dictionary than this is refused, not obeyed.
+pub const MAX_DECODER_MEMORY: u64 = 256 << 20;
+/// Size of a tar block; the end of an archive is two blocks of zeros.
+const TAR_BLOCK: usize = 512;
 /// Copy buffer for file contents.
 const COPY_BUFFER: usize = 64 * 1024;
 /// Read buffer between the archive file and the decompressor.
@@ -75,9 +86,16 @@ impl ArchiveKind {
             ArchiveKind::Tar => Box::new(input),
             ArchiveKind::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
             ArchiveKind::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(input)),
-            ArchiveKind::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
+            ArchiveKind::Xz => {
+                let stream = liblzma::stream::Stream::new_auto_decoder(
+                    MAX_DECODER_MEMORY,
+                    liblzma::stream::CONCATENATED,
+                )
+                .map_err(io::Error::other)?;
+                Box::new(liblzma::read::XzDecoder::new_stream(input, stream))
+            }
             ArchiveKind::Lzma => {
-                let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX)
+                let stream = liblzma::stream::Stream::new_lzma_decoder(MAX_DECODER_MEMORY)
                     .map_err(io::Error::other)?;
                 Box::new(liblzma::read::XzDecoder::new_stream(input, stream))
             }
@@ -101,6 +119,11 @@ pub struct Plan<'a> {
     pub contents: Option<&'a Path>,
     /// Called after each archive entry with the number of entries so far.
     pub on_entry: &'a mut dyn FnMut(u64),
+    /// Most bytes of file contents to write (the cache size): counted as
+    /// they are written, so an archive that unpacks to more stops there
+    /// instead of filling the disk first. Apparent sizes are counted, not
+    /// disk blocks; the finished tree's blocks are checked before publishing.
+    pub max_bytes: u64,
 }
 
 /// Unpacks `archive` into `scratch` (created afresh). On error, `scratch` is
@@ -134,12 +157,13 @@ fn unpack_into(
     let tree = scratch.join("tree");
     DirBuilder::new().mode(DIR_DISK_MODE).create(&tree)?;
     let file = File::open(archive)?;
-    let mut extractor = Extractor::new(tree.clone());
+    let mut extractor = Extractor::new(tree.clone(), plan.max_bytes);
     let mut reader = tar::Archive::new(kind.reader(file)?);
     for (count, entry) in (1u64..).zip(reader.entries()?) {
         extractor.extract(&mut entry?)?;
         (plan.on_entry)(count);
     }
+    check_end(reader.into_inner())?;
     let entries = extractor.records.len();
     let root = choose_root(&extractor, plan.layout)?;
     let records = extractor.take_records(&root, plan.layout);
@@ -157,6 +181,26 @@ fn unpack_into(
         records,
         entries,
     })
+}
+
+/// The tar reader stops at the first block of zeros, or quietly at the end of
+/// its input; only the first is a finished archive, and a second zero block
+/// must follow. Without them the archive was cut (at an entry boundary,
+/// where nothing else shows it) and must not be published as complete.
+fn check_end(mut rest: impl Read) -> io::Result<()> {
+    let mut block = [0u8; TAR_BLOCK];
+    let cut = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the archive is cut short: its end-of-archive blocks are missing",
+        )
+    };
+    match rest.read_exact(&mut block) {
+        Ok(()) if block.iter().all(|&b| b == 0) => Ok(()),
+        Ok(()) => Err(cut()),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(cut()),
+        Err(e) => Err(e),
+    }
 }
 
 fn arrange_olpc(scratch: &Path, root_dir: &Path, contents: Option<&Path>) -> io::Result<PathBuf> {
@@ -192,6 +236,11 @@ struct Extractor {
     known: HashMap<Box<[u8]>, Known>,
     records: Vec<MetaRecord>,
     buffer: Vec<u8>,
+    /// Bytes of paths remembered so far (see [`MAX_ARCHIVE_PATH_BYTES`]).
+    path_bytes: u64,
+    /// Bytes of file contents written so far, and the most allowed.
+    written: u64,
+    max_bytes: u64,
 }
 
 /// The archive's own view of an entry, PAX overrides applied.
@@ -207,12 +256,15 @@ struct Header {
 }
 
 impl Extractor {
-    fn new(tree: PathBuf) -> Extractor {
+    fn new(tree: PathBuf, max_bytes: u64) -> Extractor {
         Extractor {
             tree,
             known: HashMap::new(),
             records: Vec::new(),
             buffer: vec![0; COPY_BUFFER],
+            path_bytes: 0,
+            written: 0,
+            max_bytes,
         }
     }
 
@@ -222,7 +274,14 @@ impl Extractor {
         let path = clean_path(&raw).map_err(|why| refuse(&raw, why))?;
         let kind = entry.header().entry_type();
         let header = read_header(entry).map_err(|e| refuse(&raw, &e.to_string()))?;
-        let context = |e: io::Error| refuse(&raw, &e.to_string());
+        let context = |e: io::Error| {
+            if is_disk_full(&e) {
+                // Not the archive's fault: the caller keeps it for a later try.
+                io::Error::new(e.kind(), format!("archive entry {:?}: {e}", show(&raw)))
+            } else {
+                refuse(&raw, &e.to_string())
+            }
+        };
         match kind {
             EntryType::Directory => self.make_dir(&path, header).map_err(context),
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
@@ -338,6 +397,16 @@ impl Extractor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            self.written += n as u64;
+            if self.written > self.max_bytes {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the archive unpacks to more than the cache size of {} bytes",
+                        self.max_bytes
+                    ),
+                ));
+            }
             out.write_all(&self.buffer[..n])?;
         }
         let record = header.record(rel, S_IFREG);
@@ -398,6 +467,7 @@ impl Extractor {
                 self.records[known.record] = record;
             }
             None => {
+                self.path_bytes += rel.len() as u64;
                 self.known.insert(
                     rel.into(),
                     Known {
@@ -414,6 +484,11 @@ impl Extractor {
         if self.records.len() >= MAX_ARCHIVE_ENTRIES {
             return Err(io::Error::other(format!(
                 "the archive has more than {MAX_ARCHIVE_ENTRIES} entries"
+            )));
+        }
+        if self.path_bytes > MAX_ARCHIVE_PATH_BYTES {
+            return Err(io::Error::other(format!(
+                "the archive's paths take more than {MAX_ARCHIVE_PATH_BYTES} bytes in total"
             )));
         }
         Ok(())
@@ -549,6 +624,9 @@ pub fn clean_path(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
     if clean.contains(&0) {
         return Err("path contains a NUL byte");
     }
+    if clean.len() > MAX_PATH_LEN {
+        return Err("path longer than 4096 bytes");
+    }
     Ok(clean)
 }
 
@@ -624,6 +702,14 @@ fn pristine_root(extractor: &Extractor, top: Option<&[u8]>) -> io::Result<Option
             "the archive holds {n} versions/pristine/ trees; expected one"
         ))),
     }
+}
+
+/// Whether unpacking failed for want of disk space rather than for the archive.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 fn refuse(raw: &[u8], why: &str) -> io::Error {

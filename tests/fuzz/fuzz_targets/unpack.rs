@@ -27,6 +27,9 @@ const KINDS: [ArchiveKind; 8] = [
     ArchiveKind::Lzma,
 ];
 
+/// Tight, so that a small input expanding into a large file is refused fast.
+const MAX_UNPACKED_BYTES: u64 = 4 << 20;
+
 fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .expect("list the work directory")
@@ -62,6 +65,7 @@ fuzz_target!(|data: &[u8]| {
         layout,
         contents: None,
         on_entry: &mut on_entry,
+        max_bytes: MAX_UNPACKED_BYTES,
     };
     let result = unpack(&archive_path, kind, &scratch, &mut plan);
     assert!(
