@@ -20,7 +20,7 @@ use crossbeam_channel::{select, unbounded, Receiver, Sender};
 
 use super::handle::Evicted;
 use super::job::{self, JobEvent, Prepared, Progress, Stage};
-use super::shared::{Downloads, Shared};
+use super::shared::{Downloads, Occasion, Shared};
 use super::store;
 use super::CacheError;
 
@@ -122,7 +122,7 @@ impl Coordinator {
             Request::Gc { dry_run, reply } => {
                 let (downloads, _lock) = self.inner.active_downloads();
                 // A dropped reply only means the asker went away.
-                let _ = reply.send(self.inner.evict(None, dry_run, &downloads));
+                let _ = reply.send(self.inner.evict(Occasion::Gc { dry_run }, &downloads));
             }
             Request::Released => {
                 // After a burst every build was busy at its install; the
@@ -130,7 +130,7 @@ impl Coordinator {
                 // one flag.
                 if self.inner.over_budget_while_busy.load(Ordering::Relaxed) {
                     let (downloads, _lock) = self.inner.active_downloads();
-                    if let Err(e) = self.inner.evict(None, false, &downloads) {
+                    if let Err(e) = self.inner.evict(Occasion::Release, &downloads) {
                         log::error!("eviction after a release: {e}");
                     }
                 }
@@ -240,7 +240,7 @@ impl Coordinator {
         // The job's install lock is still held: no download runs anywhere.
         if let Err(e) = self
             .inner
-            .evict(Some(&prepared.name), false, &Downloads::Idle)
+            .evict(Occasion::Install(&prepared.name), &Downloads::Idle)
         {
             log::error!("eviction after installing {}: {e}", prepared.name);
         }

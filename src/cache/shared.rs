@@ -47,6 +47,35 @@ pub(super) struct Shared {
     trash: Trash,
 }
 
+/// Why eviction runs; each occasion spares different builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Occasion<'a> {
+    /// After installing this build, which stays.
+    Install(&'a str),
+    Startup,
+    Gc {
+        dry_run: bool,
+    },
+    /// A connection stopped serving a build.
+    Release,
+}
+
+/// When eviction runs because one build was released, a build newer than
+/// one still in use waits: the older one, once released, goes first, so
+/// the end of a burst evicts in the same order as one eviction at its end.
+fn spare_newer_than_busy(candidates: &mut [Candidate]) {
+    let oldest_busy = candidates
+        .iter()
+        .filter(|c| c.busy)
+        .map(|c| c.last_access)
+        .min();
+    if let Some(oldest_busy) = oldest_busy {
+        for candidate in candidates.iter_mut() {
+            candidate.spared = candidate.last_access > oldest_busy;
+        }
+    }
+}
+
 /// Which downloads in `partial/` eviction must leave alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Downloads {
@@ -233,10 +262,14 @@ impl Shared {
     /// met; what waits in the trash counts too.
     pub(super) fn evict(
         &self,
-        just_installed: Option<&str>,
-        dry_run: bool,
+        occasion: Occasion,
         downloads: &Downloads,
     ) -> Result<Vec<Evicted>, CacheError> {
+        let (just_installed, dry_run) = match occasion {
+            Occasion::Install(name) => (Some(name), false),
+            Occasion::Gc { dry_run } => (None, dry_run),
+            Occasion::Startup | Occasion::Release => (None, false),
+        };
         let names = self
             .store
             .list_builds()
@@ -257,6 +290,7 @@ impl Shared {
                 sticky: self.store.is_sticky(name),
                 busy: self.store.is_busy(name),
                 just_installed: just_installed == Some(name.as_str()),
+                spared: false,
                 name: name.clone(),
                 download: false,
             })
@@ -265,6 +299,9 @@ impl Shared {
             log::warn!("cannot list the partial downloads: {e}");
             Vec::new()
         });
+        if occasion == Occasion::Release {
+            spare_newer_than_busy(&mut candidates);
+        }
         candidates.extend(partial.into_iter().map(|d| Candidate {
             busy: match downloads {
                 Downloads::Idle => false,
@@ -277,6 +314,7 @@ impl Shared {
             last_access: d.mtime,
             sticky: false,
             just_installed: false,
+            spared: false,
         }));
         let budget = self.cfg.cache_size;
         let plan = store::plan_eviction(&candidates, self.store.trash_usage(), budget);
@@ -403,7 +441,7 @@ pub(super) fn recover(inner: &Shared, startup: Startup) -> Result<(), CacheError
             inner.remove(&name);
         }
     }
-    inner.evict(None, false, &Downloads::Idle).map(drop)
+    inner.evict(Occasion::Startup, &Downloads::Idle).map(drop)
 }
 
 pub(super) fn not_found(name: &str) -> CacheError {

@@ -622,11 +622,13 @@ pub struct Candidate {
     pub sticky: bool,
     pub busy: bool,
     pub just_installed: bool,
+    /// Kept this time for another reason (see the caller).
+    pub spared: bool,
 }
 
 impl Candidate {
     fn exempt(&self) -> bool {
-        self.sticky || self.busy || self.just_installed
+        self.sticky || self.busy || self.just_installed || self.spared
     }
 }
 
@@ -675,6 +677,7 @@ mod tests {
             sticky: false,
             busy: false,
             just_installed: false,
+            spared: false,
         }
     }
 
