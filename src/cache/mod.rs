@@ -24,15 +24,27 @@
 //! Decisions where SPEC §5 leaves room:
 //! - A build without a metadata table (a tree an administrator put into the
 //!   builds directory) is served with what the disk says: `meta()` is `None`.
-//! - A build whose table is damaged is never served: `acquire` answers an
-//!   error. A daemon start deletes such a build so that the next request
-//!   fetches it again; `serve` mode, which skips the startup scan, keeps
-//!   refusing it until then.
+//!   upserv marks each tree it publishes (`.upserv/installed/NAME`, holding
+//!   the tree's inode), so a build it unpacked whose table is missing or
+//!   damaged is never served that way: a daemon start deletes it, and
+//!   `acquire` deletes and fetches it again (or, without an upstream,
+//!   answers an error).
 //! - An archive that is refused while unpacking is discarded with its
-//!   partial download; an interrupted download is kept for resuming.
+//!   partial download; an interrupted download is kept for resuming, and a
+//!   finished one whose unpacking ran out of disk space is kept too, so the
+//!   next attempt unpacks it without downloading it again.
+//! - A tar archive without its end-of-archive blocks was cut short and is
+//!   refused, even when it ends at an entry boundary.
 //! - A download announced larger than the whole budget is refused before it
-//!   starts; an unpacked tree larger than the budget is refused before it is
-//!   published.
+//!   starts; unpacking stops as soon as the file contents written exceed the
+//!   budget (apparent sizes); an unpacked tree whose disk blocks exceed the
+//!   budget is refused before it is published.
+//! - Partial downloads and the trash count against the budget. Partial
+//!   downloads are evicted like builds (oldest change first), never the one
+//!   being downloaded; the trash is emptied by a thread of its own.
+//! - Eviction runs at install, at startup, on `gc`, and when a connection
+//!   releases a build while the last eviction had to keep builds in use;
+//!   then a build newer than one still in use waits for that one to go.
 //! - Last-access times are written at most once a minute per build, and
 //!   when the last [`Cache`] handle goes (a clean stop), so a restart evicts
 //!   in the same order; a crash loses at most the last minute of accesses.
