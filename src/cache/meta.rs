@@ -358,6 +358,9 @@ fn parse(input: &mut impl Read) -> io::Result<MetaTable> {
             return Err(invalid("path too long"));
         }
         read_bytes(input, path_len, &mut buf)?;
+        if !is_clean_path(&buf) {
+            return Err(invalid("a path is not in its clean form"));
+        }
         let mut words = [0u32; 5];
         for word in &mut words {
             *word = read_u32(input)?;
@@ -420,6 +423,17 @@ fn read_bytes(input: &mut impl Read, len: usize, buf: &mut Vec<u8>) -> io::Resul
 
 fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
+}
+
+/// Whether `path` is written the way the unpacker writes paths: `""` for the
+/// root, else names without `.`, `..`, empty parts or NUL bytes. Any other
+/// spelling could never be looked up, so a table holding one is damaged.
+fn is_clean_path(path: &[u8]) -> bool {
+    path.is_empty()
+        || (!path.contains(&0)
+            && path
+                .split(|&b| b == b'/')
+                .all(|part| !part.is_empty() && part != b"." && part != b".."))
 }
 
 /// `"."`, `"./x"` and `"x/"` name the same entries as `""`, `"x"` and `"x"`.

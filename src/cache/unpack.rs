@@ -39,6 +39,8 @@ pub const MAX_ARCHIVE_PATH_BYTES: u64 = 64 << 20;
 /// Memory the xz and lzma decoders may take: `xz -9` needs 65 MiB; a header
 /// asking for a larger dictionary than this is refused, not obeyed.
 pub const MAX_DECODER_MEMORY: u64 = 256 << 20;
+/// Longest part of a path that error messages show.
+const MAX_SHOWN_PATH: usize = 200;
 /// Size of a tar block; the end of an archive is two blocks of zeros.
 const TAR_BLOCK: usize = 512;
 /// Copy buffer for file contents.
@@ -719,8 +721,13 @@ fn refuse(raw: &[u8], why: &str) -> io::Error {
     )
 }
 
-fn show(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+/// A path as error messages show it: its end, when it is long (a client
+/// reads the message on one line; the end names the entry best).
+fn show(bytes: &[u8]) -> String {
+    match bytes.len().checked_sub(MAX_SHOWN_PATH) {
+        Some(cut) if cut > 0 => format!("...{}", String::from_utf8_lossy(&bytes[cut..])),
+        _ => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 #[cfg(test)]
