@@ -392,14 +392,20 @@ fn a_full_disk_during_unpacking_keeps_the_download() {
     assert_eq!(leftovers(&builds), Vec::<String>::new());
 }
 
-#[test]
-fn a_directory_in_place_of_a_table_does_not_stop_startup() {
-    let dir = scratch_dir("robust-metadir");
+/// A cache that has fetched build `one` (a sample build) once.
+fn with_build_one(test: &str) -> (upstream::Scratch, Upstream, CacheConfig, Cache) {
+    let dir = scratch_dir(test);
     let up = Upstream::start();
     up.put("/b/one.tar", sample_build("one", "first"));
     let cfg = config(&dir, &up, "/b/{name}.tar");
     let cache = Cache::open(cfg.clone()).unwrap();
     drop(cache.acquire("one", &mut |_| {}).unwrap().unwrap());
+    (dir, up, cfg, cache)
+}
+
+#[test]
+fn a_directory_in_place_of_a_table_does_not_stop_startup() {
+    let (dir, up, cfg, cache) = with_build_one("robust-metadir");
     drop(cache);
     let table = dir.join("builds/.upserv/meta/one");
     std::fs::remove_file(&table).unwrap();
@@ -415,12 +421,7 @@ fn a_directory_in_place_of_a_table_does_not_stop_startup() {
 
 #[test]
 fn a_build_upserv_unpacked_is_refetched_without_its_table() {
-    let dir = scratch_dir("robust-table");
-    let up = Upstream::start();
-    up.put("/b/one.tar", sample_build("one", "first"));
-    let cfg = config(&dir, &up, "/b/{name}.tar");
-    let cache = Cache::open(cfg.clone()).unwrap();
-    drop(cache.acquire("one", &mut |_| {}).unwrap().unwrap());
+    let (dir, up, cfg, cache) = with_build_one("robust-table");
     // A tree an administrator put there has no table and needs none.
     std::fs::create_dir(dir.join("builds/hand")).unwrap();
     std::fs::write(dir.join("builds/hand/README"), b"mine").unwrap();
