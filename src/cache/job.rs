@@ -1,6 +1,6 @@
 //! The job thread of one download: wait for the install lock, download,
-//! fetch the manifest, unpack, write the metadata table and measure the
-//! tree, telling the coordinator how far it got.
+//! fetch the manifest, unpack (the unpacker writes the metadata table) and
+//! measure the tree, telling the coordinator how far it got.
 //!
 //! It leaves a [`Prepared`] tree in scratch space and holds the install lock
 //! until the coordinator has published it; it must never publish or delete
@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::fetch::{self, FetchError, Target, MAX_MANIFEST_BYTES};
-use super::meta::write_table;
 use super::shared::{local_failure, not_found, too_large, Shared};
 use super::store;
 use super::unpack::{self, Plan};
@@ -96,8 +95,8 @@ pub(super) struct Prepared {
     pub(super) _lock: File,
 }
 
-/// The job thread: wait for the install lock, download, unpack, write the
-/// table, measure. Returns `None` when another process installed the build.
+/// The job thread: wait for the install lock, download, unpack, measure.
+/// Returns `None` when another process installed the build.
 pub(super) fn run(
     inner: &Shared,
     name: &str,
@@ -153,17 +152,14 @@ pub(super) fn run(
         }
         CacheError::new(format!("build {name} could not be unpacked: {e}"))
     })?;
-    let table = scratch.join("table");
-    let prepared = write_table(&table, &unpacked.records)
-        .and_then(|()| store::disk_usage(&unpacked.tree))
-        .map(|size| Prepared {
-            name: name.to_string(),
-            scratch: scratch.clone(),
-            tree: unpacked.tree,
-            table,
-            size,
-            _lock: lock,
-        });
+    let prepared = store::disk_usage(&unpacked.tree).map(|size| Prepared {
+        name: name.to_string(),
+        scratch: scratch.clone(),
+        tree: unpacked.tree,
+        table: unpacked.table,
+        size,
+        _lock: lock,
+    });
     match prepared {
         Ok(prepared) => {
             remove_download(inner, name);

@@ -12,8 +12,14 @@
 //! the archive says (owners, full modes, mtimes, devices) goes to the metadata
 //! records instead, and devices, FIFOs and sockets exist only there.
 //!
-//! This module must not publish anything: it leaves a finished module tree in
-//! scratch space, and on error removes that scratch space entirely.
+//! The records hold no paths: each path is kept once, as a key of the map of
+//! what was unpacked, and the table is written entry by entry from the sorted
+//! keys, so memory grows with the bytes of the paths only once (and those
+//! are bounded, see [`MAX_ARCHIVE_PATH_BYTES`]).
+//!
+//! This module must not publish anything: it leaves a finished module tree
+//! and its metadata table in scratch space, and on error removes that
+//! scratch space entirely.
 
 use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -25,15 +31,16 @@ use std::path::{Path, PathBuf};
 use tar::EntryType;
 
 use super::meta::{
-    MetaRecord, MAX_PATH_LEN, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
+    OwnerNames, RawEntry, TableWriter, MAX_PATH_LEN, NO_NAME, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO,
+    S_IFLNK, S_IFMT, S_IFREG,
 };
 use super::store::remove_tree;
 use super::Layout;
 
 /// Most entries one archive may hold; bounds the memory of the records.
 pub const MAX_ARCHIVE_ENTRIES: usize = 4_000_000;
-/// Most bytes of paths one archive may hold in total: the records keep every
-/// path in memory until the table is written. An OS image of 200 000 entries
+/// Most bytes of paths one archive may hold in total: every path stays in
+/// memory (once) until the table is written. An OS image of 200 000 entries
 /// has about 20 MB; 400 000 paths of 1500 bytes (600 MB) are refused.
 pub const MAX_ARCHIVE_PATH_BYTES: u64 = 64 << 20;
 /// Memory the xz and lzma decoders may take: `xz -9` needs 65 MiB; a header
@@ -105,12 +112,13 @@ impl ArchiveKind {
     }
 }
 
-/// A module tree ready to publish: rename `tree` to `DIR/NAME`.
+/// A module tree ready to publish: rename `table` to the build's metadata
+/// table, then `tree` to `DIR/NAME`.
 #[derive(Debug)]
 pub struct Unpacked {
     pub tree: PathBuf,
-    /// Paths relative to the module root.
-    pub records: Vec<MetaRecord>,
+    /// The metadata table, paths relative to the module root.
+    pub table: PathBuf,
     pub entries: usize,
 }
 
@@ -168,7 +176,8 @@ fn unpack_into(
     check_end(reader.into_inner())?;
     let entries = extractor.records.len();
     let root = choose_root(&extractor, plan.layout)?;
-    let records = extractor.take_records(&root, plan.layout);
+    let table = scratch.join("table");
+    extractor.write_table(&table, &root, plan.layout)?;
     let root_dir = tree.join(Path::new(std::ffi::OsStr::from_bytes(&root)));
     let module = match plan.layout {
         Layout::Plain => root_dir,
@@ -180,7 +189,7 @@ fn unpack_into(
     )?;
     Ok(Unpacked {
         tree: module,
-        records,
+        table,
         entries,
     })
 }
@@ -235,8 +244,10 @@ struct Known {
 
 struct Extractor {
     tree: PathBuf,
+    /// Every path, held once; each names its record.
     known: HashMap<Box<[u8]>, Known>,
-    records: Vec<MetaRecord>,
+    records: Vec<RawEntry>,
+    owners: OwnerNames,
     buffer: Vec<u8>,
     /// Bytes of paths remembered so far (see [`MAX_ARCHIVE_PATH_BYTES`]).
     path_bytes: u64,
@@ -263,6 +274,7 @@ impl Extractor {
             tree,
             known: HashMap::new(),
             records: Vec::new(),
+            owners: OwnerNames::default(),
             buffer: vec![0; COPY_BUFFER],
             path_bytes: 0,
             written: 0,
@@ -335,7 +347,7 @@ impl Extractor {
                     )))
                 }
                 None => {
-                    let implied = implied_dir(parent, mtime);
+                    let implied = implied_dir(mtime);
                     DirBuilder::new()
                         .mode(DIR_DISK_MODE)
                         .create(self.disk_path(parent))?;
@@ -359,7 +371,7 @@ impl Extractor {
     }
 
     fn make_dir(&mut self, rel: &[u8], header: Header) -> io::Result<()> {
-        let record = header.record(rel, S_IFDIR);
+        let record = header.record(S_IFDIR, &mut self.owners)?;
         if rel.is_empty() {
             self.remember(rel, Kind::Dir, record);
             return Ok(());
@@ -411,7 +423,7 @@ impl Extractor {
             }
             out.write_all(&self.buffer[..n])?;
         }
-        let record = header.record(rel, S_IFREG);
+        let record = header.record(S_IFREG, &mut self.owners)?;
         self.remember(rel, Kind::File, record);
         Ok(())
     }
@@ -422,7 +434,7 @@ impl Extractor {
         }
         self.clear_for_leaf(rel, header.mtime)?;
         std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), self.disk_path(rel))?;
-        let record = header.record(rel, S_IFLNK);
+        let record = header.record(S_IFLNK, &mut self.owners)?;
         self.remember(rel, Kind::Symlink, record);
         Ok(())
     }
@@ -437,8 +449,7 @@ impl Extractor {
         if kind == Kind::Dir || rel.is_empty() {
             return Err(io::Error::other("hard link to a directory"));
         }
-        let mut linked = self.records[record].clone();
-        linked.path = rel.to_vec();
+        let linked = self.records[record];
         if rel == target {
             return Ok(());
         }
@@ -457,12 +468,12 @@ impl Extractor {
             return Err(io::Error::other("a device cannot be the root"));
         }
         self.clear_for_leaf(rel, header.mtime)?;
-        let record = header.record(rel, file_type);
+        let record = header.record(file_type, &mut self.owners)?;
         self.remember(rel, Kind::TableOnly, record);
         Ok(())
     }
 
-    fn remember(&mut self, rel: &[u8], kind: Kind, record: MetaRecord) {
+    fn remember(&mut self, rel: &[u8], kind: Kind, record: RawEntry) {
         match self.known.get_mut(rel) {
             Some(known) => {
                 known.kind = kind;
@@ -496,50 +507,56 @@ impl Extractor {
         Ok(())
     }
 
-    /// The records under `root`, re-rooted for the module's layout.
-    fn take_records(&mut self, root: &[u8], layout: Layout) -> Vec<MetaRecord> {
-        let mut records = std::mem::take(&mut self.records);
-        records.retain_mut(|record| match strip_root(&record.path, root) {
-            Some(rest) => {
-                let rest = rest.to_vec();
-                record.path = match layout {
-                    Layout::Plain => rest,
-                    Layout::Olpc if rest.is_empty() => b"root".to_vec(),
-                    Layout::Olpc => [b"root/".as_slice(), &rest].concat(),
-                };
-                true
+    /// Writes the table of the entries under `root`, re-rooted for the
+    /// module's layout, straight to `path`: the paths are sorted by
+    /// reference, never copied all at once.
+    fn write_table(&self, path: &Path, root: &[u8], layout: Layout) -> io::Result<()> {
+        let mut under: Vec<(&[u8], usize)> = self
+            .known
+            .iter()
+            .filter_map(|(path, known)| Some((strip_root(path, root)?, known.record)))
+            .collect();
+        under.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut writer = TableWriter::create(path, self.owners.names(), under.len())?;
+        let mut rerooted = Vec::new();
+        for (rest, record) in under {
+            rerooted.clear();
+            if layout == Layout::Olpc {
+                rerooted.extend_from_slice(b"root");
+                if !rest.is_empty() {
+                    rerooted.push(b'/');
+                }
             }
-            None => false,
-        });
-        records
+            rerooted.extend_from_slice(rest);
+            writer.push(&rerooted, &self.records[record])?;
+        }
+        writer.finish()
     }
 }
 
 impl Header {
-    fn record(&self, rel: &[u8], file_type: u32) -> MetaRecord {
+    fn record(&self, file_type: u32, owners: &mut OwnerNames) -> io::Result<RawEntry> {
         let is_device = matches!(file_type, S_IFCHR | S_IFBLK);
-        MetaRecord {
-            path: rel.to_vec(),
+        Ok(RawEntry {
             mode: file_type | (self.mode & !S_IFMT & 0o7777),
             uid: self.uid,
             gid: self.gid,
-            user: self.user.clone(),
-            group: self.group.clone(),
+            user: owners.index_of(self.user.as_deref())?,
+            group: owners.index_of(self.group.as_deref())?,
             mtime: self.mtime,
             rdev_major: if is_device { self.rdev_major } else { 0 },
             rdev_minor: if is_device { self.rdev_minor } else { 0 },
-        }
+        })
     }
 }
 
-fn implied_dir(rel: &[u8], mtime: i64) -> MetaRecord {
-    MetaRecord {
-        path: rel.to_vec(),
+fn implied_dir(mtime: i64) -> RawEntry {
+    RawEntry {
         mode: IMPLIED_DIR_MODE,
         uid: 0,
         gid: 0,
-        user: None,
-        group: None,
+        user: NO_NAME,
+        group: NO_NAME,
         mtime,
         rdev_major: 0,
         rdev_minor: 0,
