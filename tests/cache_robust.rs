@@ -5,6 +5,7 @@
 //! budget, the budget restored when a burst ends, a full disk during
 //! unpacking, a lost or replaced metadata table, and the 404 records.
 
+mod common;
 mod upstream;
 
 use std::path::{Path, PathBuf};
@@ -109,7 +110,7 @@ fn upserv_limited(args: &[&str]) -> (i32, String) {
     let out = Command::new("prlimit")
         .arg(NOFILE)
         .arg("--")
-        .arg(env!("CARGO_BIN_EXE_upserv"))
+        .args(common::upserv::upserv_argv())
         .args(args)
         .output()
         .unwrap();
