@@ -367,6 +367,35 @@ fn the_budget_is_restored_when_a_burst_ends() {
 }
 
 #[test]
+fn serve_mode_restores_the_budget_when_the_last_process_releases() {
+    let dir = scratch_dir("robust-burst-serve");
+    let up = Upstream::start();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        up.put(&format!("/b/{name}.tar"), sized_build(name, i as u8));
+    }
+    let mut cfg = config(&dir, &up, "/b/{name}.tar");
+    cfg.cache_size = 250_000;
+    cfg.cross_process_lock = true;
+    // Two serve processes: the first installs all three builds while it
+    // serves them; the second serves `a`, the oldest, and ends last.
+    let first = Cache::open(cfg.clone()).unwrap();
+    let second = Cache::open(cfg).unwrap();
+    let mut guards = vec![first.acquire("a", &mut |_| {}).unwrap().unwrap()];
+    let held = second.acquire("a", &mut |_| {}).unwrap().unwrap();
+    for name in ["b", "c"] {
+        guards.push(first.acquire(name, &mut |_| {}).unwrap().unwrap());
+    }
+    drop(guards);
+    drop(first);
+    // `a` is still served, and the newer builds wait for it to go first.
+    assert_eq!(second.list_modules(), ["a", "b", "c"]);
+    drop(held);
+    drop(second);
+    let cache = Cache::open(config(&dir, &up, "/b/{name}.tar")).unwrap();
+    assert_eq!(cache.list_modules(), ["c"]);
+}
+
+#[test]
 fn a_full_disk_during_unpacking_keeps_the_download() {
     let dir = scratch_dir("robust-enospc");
     let builds = dir.join("builds");

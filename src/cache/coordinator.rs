@@ -12,7 +12,6 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 
@@ -35,8 +34,9 @@ pub(super) enum Request {
         dry_run: bool,
         reply: Sender<Result<Vec<Evicted>, CacheError>>,
     },
-    /// A connection stopped serving a build.
-    Released,
+    /// A connection stopped serving a build; `done`, when given, hears
+    /// when any eviction that follows is over.
+    Released { done: Option<Sender<()>> },
 }
 
 /// What a waiting acquire hears from the coordinator.
@@ -124,15 +124,18 @@ impl Coordinator {
                 // A dropped reply only means the asker went away.
                 let _ = reply.send(self.inner.evict(Occasion::Gc { dry_run }, &downloads));
             }
-            Request::Released => {
+            Request::Released { done } => {
                 // After a burst every build was busy at its install; the
                 // budget is restored as they are released. Cheap otherwise:
-                // one flag.
-                if self.inner.over_budget_while_busy.load(Ordering::Relaxed) {
+                // one flag (and in serve mode one stat).
+                if self.inner.over_budget_while_busy() {
                     let (downloads, _lock) = self.inner.active_downloads();
                     if let Err(e) = self.inner.evict(Occasion::Release, &downloads) {
                         log::error!("eviction after a release: {e}");
                     }
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
                 }
             }
         }

@@ -37,13 +37,25 @@ pub struct Cache {
 /// Shared by all clones of one [`Cache`]: when the last one goes (the
 /// process stops serving), the access times that were exact only in memory
 /// are written, so that a restart evicts in the same order. Only a crash
-/// loses them (at most a minute each, see `store`).
-struct FlushOnDrop(Arc<Shared>);
+/// loses them (at most a minute each, see `store`). In serve mode, where
+/// the process ends with its connection, the eviction that the release of
+/// its build may call for runs before that; the trash is emptied last.
+struct FlushOnDrop {
+    inner: Arc<Shared>,
+    requests: Sender<Request>,
+}
 
 impl Drop for FlushOnDrop {
     fn drop(&mut self) {
-        self.0.flush_access();
-        self.0.finish_trash();
+        if self.inner.cfg.cross_process_lock && self.inner.over_budget_while_busy() {
+            let (done, evicted) = unbounded();
+            let released = Request::Released { done: Some(done) };
+            if self.requests.send(released).is_ok() {
+                let _ = evicted.recv();
+            }
+        }
+        self.inner.flush_access();
+        self.inner.finish_trash();
     }
 }
 
@@ -64,7 +76,7 @@ impl Drop for BuildGuard {
         // Released before the coordinator hears of it, or it would still
         // find the build busy.
         drop(self.mark.take());
-        let _ = self.requests.send(Request::Released);
+        let _ = self.requests.send(Request::Released { done: None });
     }
 }
 
@@ -139,7 +151,10 @@ impl Cache {
             .spawn(move || coordinator.run())
             .map_err(|e| CacheError::new(format!("cannot start the cache coordinator: {e}")))?;
         Ok(Cache {
-            _last_handle: Arc::new(FlushOnDrop(Arc::clone(&inner))),
+            _last_handle: Arc::new(FlushOnDrop {
+                inner: Arc::clone(&inner),
+                requests: requests.clone(),
+            }),
             inner,
             requests,
         })

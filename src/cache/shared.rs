@@ -42,8 +42,9 @@ pub(super) struct Shared {
     /// The build this process downloads while it holds the install lock.
     pub(super) downloading: Mutex<Option<String>>,
     /// The last eviction left the cache over budget because builds were in
-    /// use: the end of a connection is then worth another try.
-    pub(super) over_budget_while_busy: AtomicBool,
+    /// use: the end of a connection is then worth another try. In serve
+    /// mode the store's mark says the same across processes.
+    over_budget_while_busy: AtomicBool,
     trash: Trash,
 }
 
@@ -64,15 +65,18 @@ pub(super) enum Occasion<'a> {
 /// one still in use waits: the older one, once released, goes first, so
 /// the end of a burst evicts in the same order as one eviction at its end.
 fn spare_newer_than_busy(candidates: &mut [Candidate]) {
-    let oldest_busy = candidates
+    // In the order of eviction: last access, then name.
+    let Some(oldest_busy) = candidates
         .iter()
         .filter(|c| c.busy)
-        .map(|c| c.last_access)
-        .min();
-    if let Some(oldest_busy) = oldest_busy {
-        for candidate in candidates.iter_mut() {
-            candidate.spared = candidate.last_access > oldest_busy;
-        }
+        .min_by(|a, b| (a.last_access, &a.name).cmp(&(b.last_access, &b.name)))
+        .map(|c| (c.last_access, c.name.clone()))
+    else {
+        return;
+    };
+    for candidate in candidates.iter_mut() {
+        candidate.spared =
+            (candidate.last_access, &candidate.name) > (oldest_busy.0, &oldest_busy.1);
     }
 }
 
@@ -157,6 +161,23 @@ impl Shared {
             over_budget_while_busy: AtomicBool::new(false),
             cfg,
         })
+    }
+
+    /// Whether a release may let eviction meet the budget again.
+    pub(super) fn over_budget_while_busy(&self) -> bool {
+        self.over_budget_while_busy.load(Ordering::Relaxed)
+            || (self.cfg.cross_process_lock && self.store.over_budget_marked())
+    }
+
+    fn set_over_budget_while_busy(&self, over: bool) {
+        self.over_budget_while_busy.store(over, Ordering::Relaxed);
+        // Serve mode: the last process to release a build is seldom the one
+        // that installed one, so the state is shared through the store.
+        if self.cfg.cross_process_lock {
+            if let Err(e) = self.store.mark_over_budget(over) {
+                log::warn!("cannot record that the cache is over budget: {e}");
+            }
+        }
     }
 
     /// Empties the trash before the process ends (when the last handle goes).
@@ -332,8 +353,7 @@ impl Shared {
             });
         }
         let busy_kept = candidates.iter().any(|c| c.busy && !c.download);
-        self.over_budget_while_busy
-            .store(plan.still_over.is_some() && busy_kept, Ordering::Relaxed);
+        self.set_over_budget_while_busy(!dry_run && plan.still_over.is_some() && busy_kept);
         if let Some(total) = plan.still_over {
             log::warn!(
                 "builds use {} MiB, over the cache size of {} MiB, but the rest are sticky, in use or just installed",

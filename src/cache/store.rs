@@ -14,6 +14,7 @@
 //! DIR/.upserv/trash/      builds on their way out (renamed here, then deleted)
 //! DIR/.upserv/access      last-access record: "SECONDS NAME" lines
 //! DIR/.upserv/lock        held (flock) by the process that downloads and installs
+//! DIR/.upserv/over-budget present while builds in use keep the cache over budget
 //! ```
 //!
 //! This module provides the mechanisms; the coordinator decides when to use
@@ -288,6 +289,20 @@ impl Store {
         disk_usage(&self.private.join("trash")).unwrap_or(0)
     }
 
+    /// Notes (or forgets) that builds in use keep the cache over budget.
+    pub fn mark_over_budget(&self, over: bool) -> io::Result<()> {
+        let path = self.private.join("over-budget");
+        if over {
+            File::create(path).map(drop)
+        } else {
+            remove_if_present(&path)
+        }
+    }
+
+    pub fn over_budget_marked(&self) -> bool {
+        self.private.join("over-budget").exists()
+    }
+
     /// Downloads in `partial/`, finished or not, by build name.
     pub fn list_downloads(&self) -> io::Result<Vec<Download>> {
         let mut downloads: Vec<Download> = Vec::new();
@@ -297,7 +312,12 @@ impl Store {
             let Some(name) = file_name.to_str().and_then(download_name) else {
                 continue;
             };
-            let meta = entry.metadata()?;
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                // Finished and removed meanwhile, by this process or another.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             let size = meta.blocks().saturating_mul(ST_BLOCK_SIZE);
             match downloads.iter_mut().find(|d| d.name == name) {
                 Some(download) => {
