@@ -43,8 +43,10 @@
 //!   downloads are evicted like builds (oldest change first), never the one
 //!   being downloaded; the trash is emptied by a thread of its own.
 //! - Eviction runs at install, at startup, on `gc`, and when a connection
-//!   releases a build while the last eviction had to keep builds in use;
-//!   then a build newer than one still in use waits for that one to go.
+//!   releases a build while the last eviction had to keep builds in use
+//!   (in serve mode a mark in the store says so across processes, and a
+//!   process settles it before it ends); then a build newer than one still
+//!   in use waits for that one to go.
 //! - Last-access times are written at most once a minute per build, and
 //!   when the last [`Cache`] handle goes (a clean stop), so a restart evicts
 //!   in the same order; a crash loses at most the last minute of accesses.
