@@ -395,6 +395,53 @@ fn serve_mode_restores_the_budget_when_the_last_process_releases() {
     assert_eq!(cache.list_modules(), ["c"]);
 }
 
+/// A read-only bind mount of `source` at `target`, undone when dropped.
+struct ReadOnlyBind(PathBuf);
+
+impl ReadOnlyBind {
+    fn mount(source: &Path, target: &Path) -> ReadOnlyBind {
+        std::fs::create_dir_all(target).unwrap();
+        for args in [vec!["--bind"], vec!["-o", "remount,bind,ro"]] {
+            let status = Command::new("mount")
+                .args(&args)
+                .arg(source)
+                .arg(target)
+                .status()
+                .unwrap();
+            assert!(status.success(), "mount {args:?} (needs root)");
+        }
+        ReadOnlyBind(target.to_path_buf())
+    }
+}
+
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn the_trash_counts_until_it_is_gone() {
+    let dir = scratch_dir("robust-trash");
+    let up = Upstream::start();
+    up.put("/b/a.tar", sized_build("a", 1));
+    up.put("/b/b.tar", sized_build("b", 2));
+    // Trash that cannot be deleted (read-only): 400 KB that stay.
+    let stuck = dir.join("stuck");
+    std::fs::create_dir_all(&stuck).unwrap();
+    std::fs::write(stuck.join("data"), vec![3u8; 400_000]).unwrap();
+    let trash = dir.join("builds/.upserv/trash/old.1.2");
+    let _bind = ReadOnlyBind::mount(&stuck, &trash);
+    let mut cfg = config(&dir, &up, "/b/{name}.tar");
+    cfg.cache_size = 700_000;
+    let cache = Cache::open(cfg).unwrap();
+    drop(cache.acquire("a", &mut |_| {}).unwrap().unwrap());
+    drop(cache.acquire("b", &mut |_| {}).unwrap().unwrap());
+    // Two builds alone fit; with the trash they do not.
+    assert_eq!(cache.list_modules(), ["b"]);
+    assert!(trash.join("data").exists());
+}
+
 #[test]
 fn a_full_disk_during_unpacking_keeps_the_download() {
     let dir = scratch_dir("robust-enospc");
