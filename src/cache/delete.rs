@@ -23,7 +23,8 @@ const DIR_FLAGS: libc::c_int =
     libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
 
 /// Deletes a file or a whole tree at `path`, without following symlinks;
-/// absent is fine. Holds at most two descriptors at any moment.
+/// absent is fine. Holds at most three descriptors at any moment (the
+/// directory, its listing and the child being opened).
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {}
