@@ -263,21 +263,30 @@ fn least_recently_pulled_goes_first_never_sticky_or_busy_and_the_order_survives_
         &Snapshot::of(scene.tree("b4").root()),
         &Snapshot::of(&scene.dir.join("b4-held")),
     );
-    wait_until("b4 to be idle", || !scene.is_busy("b4"));
+    // No longer in use while the cache is over budget: the daemon evicts it
+    // then, without waiting for a gc.
+    wait_until("b4 to be evicted", || {
+        scene.cached() == names(&["b3", "b5", "b6"])
+    });
 
-    // Now b4 is the oldest build that may go.
+    // A tree an administrator puts there breaks the budget again; b6 is
+    // now the oldest build that may go.
+    next_second();
+    let hand = scene.builds().join("b7");
+    std::fs::create_dir(&hand).expect("mkdir b7");
+    std::fs::write(hand.join("image.bin"), vec![7u8; BIG_FILE]).expect("writing b7");
     let (code, stdout, stderr) = scene.admin(&["gc", "--dry-run"]);
     assert_eq!((code, stderr.as_str()), (0, ""));
-    assert!(stdout.starts_with("would evict b4 ("), "{stdout}");
+    assert!(stdout.starts_with("would evict b6 ("), "{stdout}");
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    assert_eq!(scene.cached(), names(&["b3", "b4", "b5", "b6"]));
+    assert_eq!(scene.cached(), names(&["b3", "b5", "b6", "b7"]));
     let (code, stdout, stderr) = scene.admin(&["gc"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.starts_with("evicted b4 ("), "{stdout}");
+    assert!(stdout.starts_with("evicted b6 ("), "{stdout}");
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    assert_eq!(scene.cached(), names(&["b3", "b5", "b6"]));
+    assert_eq!(scene.cached(), names(&["b3", "b5", "b7"]));
 
-    // Asked for again, b4 comes back; b6 is then the only build that may go.
+    // Asked for again, b4 comes back; b7 is then the only build that may go.
     scene.pull(&upserv, "b4", "b4-back");
     assert_eq!(
         scene.up.gets("/b/b4.tar"),

@@ -125,3 +125,59 @@ fn files_from_names_over_the_connection_are_bounded_in_total() {
         other => panic!("expected a failure, got: {other}"),
     }
 }
+
+/// `unpack`: a tar archive cut right after an entry's data, without the two
+/// blocks of zeros that end an archive, was unpacked as complete (its seed
+/// `cut`). A cut archive is now refused and leaves nothing behind.
+#[test]
+fn a_tar_without_its_end_blocks_is_refused() {
+    use upserv::cache::unpack::{unpack, ArchiveKind, Plan};
+    use upserv::cache::Layout;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/seeds/unpack/cut");
+    let input = fs::read(seed).expect("the seed");
+    let archive = dir.path().join("archive");
+    fs::write(&archive, &input[1..]).expect("write the archive");
+    let scratch = dir.path().join("scratch");
+    let mut on_entry = |_: u64| {};
+    let mut plan = Plan {
+        layout: Layout::Plain,
+        contents: None,
+        on_entry: &mut on_entry,
+        max_bytes: 1 << 20,
+    };
+    let err = unpack(&archive, ArchiveKind::Tar, &scratch, &mut plan).expect_err("a cut archive");
+    assert!(err.to_string().contains("cut short"), "{err}");
+    assert!(!scratch.exists());
+}
+
+/// `meta`: a table whose path was not in its clean form (`homehome/`, with
+/// a trailing slash) loaded, and its entry could never be found again. Such
+/// a table is now refused as damaged, like any other damage (the build is
+/// then fetched again).
+#[test]
+fn a_table_path_in_another_spelling_is_refused() {
+    use std::io::Write;
+    use upserv::cache::meta::MetaTable;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for bad in [&b"homehome/"[..], b"./x", b"a//b", b"a/./b", b"a/..", b"."] {
+        let mut raw = b"UPSVMETA".to_vec();
+        raw.extend_from_slice(&1u32.to_le_bytes()); // version
+        raw.extend_from_slice(&0u32.to_le_bytes()); // owner names
+        raw.extend_from_slice(&1u32.to_le_bytes()); // entries
+        raw.extend_from_slice(&(bad.len() as u32).to_le_bytes());
+        raw.extend_from_slice(bad);
+        for word in [0o40755u32, 0, 0, u32::MAX, u32::MAX] {
+            raw.extend_from_slice(&word.to_le_bytes());
+        }
+        raw.extend_from_slice(&0i64.to_le_bytes()); // mtime
+        raw.extend_from_slice(&[0; 8]); // device numbers
+        raw.extend_from_slice(b"END!");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&raw).expect("compress");
+        let path = dir.path().join("table");
+        fs::write(&path, gz.finish().expect("compress")).expect("write");
+        let err = MetaTable::load(&path).expect_err(&String::from_utf8_lossy(bad));
+        assert!(err.to_string().contains("clean form"), "{err}");
+    }
+}

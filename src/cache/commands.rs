@@ -208,8 +208,13 @@ fn print_evicted(evicted: &[Evicted], dry_run: bool) {
         outln!("nothing to evict");
     }
     for build in evicted {
+        let what = if build.download {
+            "the partial download of "
+        } else {
+            ""
+        };
         outln!(
-            "{verb} {} ({}, last access {})",
+            "{verb} {what}{} ({}, last access {})",
             build.name,
             human_size(build.size),
             format_utc(build.last_access)

@@ -19,7 +19,7 @@ use crossbeam_channel::{select, unbounded, Receiver, Sender};
 
 use super::handle::Evicted;
 use super::job::{self, JobEvent, Prepared, Progress, Stage};
-use super::shared::Shared;
+use super::shared::{Downloads, Occasion, Shared};
 use super::stats::{DownloadView, Lookup, RateBase};
 use super::store;
 use super::CacheError;
@@ -27,8 +27,11 @@ use super::CacheError;
 pub(super) enum Request {
     Fetch {
         name: String,
-        /// Download even when cached, replacing the cached tree (refetch).
-        replace: bool,
+        /// Download even when cached, and replace the cached tree once the
+        /// new one is complete (`upserv refetch`).
+        refetch: bool,
+        /// The inode of a tree to delete first: its table is unusable.
+        unusable: Option<u64>,
         reply: Sender<Event>,
     },
     /// Remove one idle, unpinned build now.
@@ -40,6 +43,9 @@ pub(super) enum Request {
         dry_run: bool,
         reply: Sender<Result<Vec<Evicted>, CacheError>>,
     },
+    /// A connection stopped serving a build; `done`, when given, hears
+    /// when any eviction that follows is over.
+    Released { done: Option<Sender<()>> },
 }
 
 /// What a waiting acquire hears from the coordinator.
@@ -55,7 +61,8 @@ pub(super) enum Event {
 /// One download and its waiters.
 struct Job {
     name: String,
-    replace: bool,
+    /// See [`Request::Fetch`].
+    refetch: bool,
     waiters: Vec<Sender<Event>>,
     last: Option<Progress>,
     /// Where the download stood when this process first heard of its bytes.
@@ -131,23 +138,51 @@ impl Coordinator {
         match request {
             Request::Fetch {
                 name,
-                replace,
+                refetch,
+                unusable,
                 reply,
             } => {
-                self.fetch(name, replace, reply);
+                let store = &self.inner.store;
+                // Only the very tree found unusable: another request may
+                // have replaced it meanwhile.
+                if unusable.is_some()
+                    && store.build_ino(&name) == unusable
+                    && !self.inner.remove(&name)
+                {
+                    let _ = reply.send(Event::Failed(CacheError::new(format!(
+                        "build {name} cannot be served: its metadata table is unusable and the build is in use"
+                    ))));
+                    return;
+                }
+                self.fetch(name, refetch, reply);
                 self.publish_downloads();
             }
             Request::Evict { name, reply } => {
                 let _ = reply.send(self.inner.evict_one(&name));
             }
             Request::Gc { dry_run, reply } => {
+                let (downloads, _lock) = self.inner.active_downloads();
                 // A dropped reply only means the asker went away.
-                let _ = reply.send(self.inner.evict(None, dry_run));
+                let _ = reply.send(self.inner.evict(Occasion::Gc { dry_run }, &downloads));
+            }
+            Request::Released { done } => {
+                // After a burst every build was busy at its install; the
+                // budget is restored as they are released. Cheap otherwise:
+                // one flag (and in serve mode one stat).
+                if self.inner.over_budget_while_busy() {
+                    let (downloads, _lock) = self.inner.active_downloads();
+                    if let Err(e) = self.inner.evict(Occasion::Release, &downloads) {
+                        log::error!("eviction after a release: {e}");
+                    }
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
             }
         }
     }
 
-    fn fetch(&mut self, name: String, replace: bool, reply: Sender<Event>) {
+    fn fetch(&mut self, name: String, refetch: bool, reply: Sender<Event>) {
         if let Some(job) = self.running.as_mut().filter(|job| job.name == name) {
             let _ = reply.send(Event::Lookup(Lookup::Wait));
             if let Some(progress) = &job.last {
@@ -162,7 +197,7 @@ impl Coordinator {
             job.waiters.push(reply);
             return;
         }
-        if !replace && self.inner.store.is_build(&name) {
+        if !refetch && self.inner.store.is_build(&name) {
             let _ = reply.send(Event::Installed);
             return;
         }
@@ -174,7 +209,7 @@ impl Coordinator {
         }
         self.queue.push_back(Job {
             name,
-            replace,
+            refetch,
             waiters: vec![reply],
             last: None,
             rate_base: None,
@@ -192,12 +227,12 @@ impl Coordinator {
         let inner = Arc::clone(&self.inner);
         let events = self.events_tx.clone();
         let name = job.name.clone();
-        let replace = job.replace;
+        let refetch = job.refetch;
         let spawned = thread::Builder::new()
             .name(format!("fetch-{name}"))
             .spawn(move || {
                 let outcome = catch_unwind(AssertUnwindSafe(|| {
-                    job::run(&inner, &name, replace, &events)
+                    job::run(&inner, &name, refetch, &events)
                 }))
                 .unwrap_or_else(|_| {
                     Err(CacheError::new(format!(
@@ -271,7 +306,11 @@ impl Coordinator {
             log::warn!("{e}");
         }
         published?;
-        if let Err(e) = self.inner.evict(Some(&prepared.name), false) {
+        // The job's install lock is still held: no download runs anywhere.
+        if let Err(e) = self
+            .inner
+            .evict(Occasion::Install(&prepared.name), &Downloads::Idle)
+        {
             log::error!("eviction after installing {}: {e}", prepared.name);
         }
         Ok(())

@@ -43,12 +43,25 @@ pub struct Cache {
 /// Shared by all clones of one [`Cache`]: when the last one goes (the
 /// process stops serving), the access times that were exact only in memory
 /// are written, so that a restart evicts in the same order. Only a crash
-/// loses them (at most a minute each, see `store`).
-struct FlushOnDrop(Arc<Shared>);
+/// loses them (at most a minute each, see `store`). In serve mode, where
+/// the process ends with its connection, the eviction that the release of
+/// its build may call for runs before that; the trash is emptied last.
+struct FlushOnDrop {
+    inner: Arc<Shared>,
+    requests: Sender<Request>,
+}
 
 impl Drop for FlushOnDrop {
     fn drop(&mut self) {
-        self.0.flush_access();
+        if self.inner.cfg.cross_process_lock && self.inner.over_budget_while_busy() {
+            let (done, evicted) = unbounded();
+            let released = Request::Released { done: Some(done) };
+            if self.requests.send(released).is_ok() {
+                let _ = evicted.recv();
+            }
+        }
+        self.inner.flush_access();
+        self.inner.finish_trash();
     }
 }
 
@@ -87,7 +100,19 @@ pub struct BuildGuard {
     root: PathBuf,
     meta: Option<Arc<MetaTable>>,
     lookup: Lookup,
-    _mark: BusyMark,
+    /// Always `Some` until dropped.
+    mark: Option<BusyMark>,
+    /// Told when the build stops being busy here.
+    requests: Sender<Request>,
+}
+
+impl Drop for BuildGuard {
+    fn drop(&mut self) {
+        // Released before the coordinator hears of it, or it would still
+        // find the build busy.
+        drop(self.mark.take());
+        let _ = self.requests.send(Request::Released { done: None });
+    }
 }
 
 impl BuildGuard {
@@ -112,10 +137,23 @@ impl BuildGuard {
     }
 }
 
+/// What [`Cache::acquire_cached`] found.
+enum Cached {
+    Ready(BuildGuard),
+    Absent,
+    /// A build upserv unpacked whose table is `why` (missing, damaged).
+    Unusable {
+        ino: u64,
+        why: &'static str,
+    },
+}
+
 /// One build that eviction removed (or, in a dry run, would remove).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Evicted {
     pub name: String,
+    /// The partial download of `name`, not a build tree.
+    pub download: bool,
     pub size: u64,
     pub last_access: i64,
 }
@@ -155,7 +193,10 @@ impl Cache {
             .spawn(move || coordinator.run())
             .map_err(|e| CacheError::new(format!("cannot start the cache coordinator: {e}")))?;
         Ok(Cache {
-            _last_handle: Arc::new(FlushOnDrop(Arc::clone(&inner))),
+            _last_handle: Arc::new(FlushOnDrop {
+                inner: Arc::clone(&inner),
+                requests: requests.clone(),
+            }),
             inner,
             requests,
         })
@@ -228,7 +269,7 @@ impl Cache {
         if self.inner.cfg.upstream.is_none() {
             return Err(CacheError::new("no upstream configured"));
         }
-        self.wait_for_fetch(name, true, progress, &mut || false)
+        self.wait_for_fetch(name, true, None, progress, &mut || false)
             .map(|_| ())
     }
 
@@ -297,10 +338,23 @@ impl Cache {
         // What the first fetch said; a build found at once is a hit.
         let mut lookup = Lookup::Hit;
         for _ in 0..MAX_ACQUIRE_ROUNDS {
-            if let Some(mut guard) = self.acquire_cached(name)? {
-                guard.lookup = lookup;
-                return Ok(Some(guard));
-            }
+            let unusable = match self.acquire_cached(name)? {
+                Cached::Ready(mut guard) => {
+                    guard.lookup = lookup;
+                    return Ok(Some(guard));
+                }
+                Cached::Absent => None,
+                Cached::Unusable { ino, why } => {
+                    let error = CacheError::new(format!(
+                        "build {name} cannot be served: its metadata table is {why}"
+                    ));
+                    if self.inner.cfg.upstream.is_none() {
+                        return Err(error);
+                    }
+                    log::warn!("{error}; fetching it again");
+                    Some(ino)
+                }
+            };
             if self.inner.cfg.upstream.is_none() {
                 return Ok(None);
             }
@@ -311,7 +365,7 @@ impl Cache {
             {
                 return Err(not_found(name));
             }
-            let heard = self.wait_for_fetch(name, false, progress, gone)?;
+            let heard = self.wait_for_fetch(name, false, unusable, progress, gone)?;
             if lookup == Lookup::Hit {
                 lookup = heard.unwrap_or(Lookup::Hit);
             }
@@ -321,35 +375,43 @@ impl Cache {
         )))
     }
 
-    fn acquire_cached(&self, name: &str) -> Result<Option<BuildGuard>, CacheError> {
+    fn acquire_cached(&self, name: &str) -> Result<Cached, CacheError> {
         let store = &self.inner.store;
         if !store.is_build(name) {
-            return Ok(None);
+            return Ok(Cached::Absent);
         }
         let mark = store
             .mark_busy(name)
             .map_err(|e| local_failure(name, "cannot mark it busy", e))?;
         // Checked again under the mark: an eviction may have won the race.
         let Some(ino) = store.build_ino(name) else {
-            return Ok(None);
+            return Ok(Cached::Absent);
+        };
+        let meta = match self.inner.table(name, ino) {
+            Ok(meta) => meta,
+            Err(why) => return Ok(Cached::Unusable { ino, why }),
         };
         self.inner.note_access(name);
-        let meta = self.inner.table(name, ino)?;
-        Ok(Some(BuildGuard {
+        Ok(Cached::Ready(BuildGuard {
             name: name.to_string(),
             root: store.build_dir(name),
             meta,
             lookup: Lookup::Hit,
-            _mark: mark,
+            mark: Some(mark),
+            requests: self.requests.clone(),
         }))
     }
 
-    /// Waits for the coordinator to install `name`; says whether this
-    /// request started the download or joined one (`None`: it was there).
+    /// Asks the coordinator for `name` and waits until it is there; says
+    /// whether this request started the download or joined one (`None`: it
+    /// was there). With `refetch` it is downloaded even when cached, and
+    /// replaces the cached tree once complete; with `unusable`, the tree
+    /// with that inode, whose table is unusable, is deleted first.
     fn wait_for_fetch(
         &self,
         name: &str,
-        replace: bool,
+        refetch: bool,
+        unusable: Option<u64>,
         progress: &mut dyn FnMut(&Progress),
         gone: &mut dyn FnMut() -> bool,
     ) -> Result<Option<Lookup>, CacheError> {
@@ -357,7 +419,8 @@ impl Cache {
         self.requests
             .send(Request::Fetch {
                 name: name.to_string(),
-                replace,
+                refetch,
+                unusable,
                 reply,
             })
             .map_err(|_| stopped())?;

@@ -1,6 +1,6 @@
 //! The job thread of one download: wait for the install lock, download,
-//! fetch the manifest, unpack, write the metadata table and measure the
-//! tree, telling the coordinator how far it got.
+//! fetch the manifest, unpack (the unpacker writes the metadata table) and
+//! measure the tree, telling the coordinator how far it got.
 //!
 //! It leaves a [`Prepared`] tree in scratch space and holds the install lock
 //! until the coordinator has published it; it must never publish or delete
@@ -15,7 +15,6 @@ use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use super::fetch::{self, FetchError, MAX_MANIFEST_BYTES};
-use super::meta::write_table;
 use super::mirrors::{get_with_retries, Download, Mirror, Mirrors};
 use super::shared::{local_failure, not_found, too_large, Shared};
 use super::store;
@@ -107,25 +106,26 @@ pub(super) struct Prepared {
     pub(super) tree: PathBuf,
     pub(super) table: PathBuf,
     pub(super) size: u64,
-    /// Replaces the cached tree of the same name (refetch).
-    pub(super) replace: bool,
+    /// Replaces the cached tree of the same name (`upserv refetch`).
+    pub(super) refetch: bool,
     pub(super) _lock: File,
 }
 
-/// The job thread: wait for the install lock, download, unpack, write the
-/// table, measure. Returns `None` when another process installed the build
-/// (unless `replace`: then a cached build is downloaded again).
+/// The job thread: wait for the install lock, download, unpack, measure.
+/// Returns `None` when another process installed the build (unless
+/// `refetch`: then a cached build is downloaded again).
 pub(super) fn run(
     inner: &Shared,
     name: &str,
-    replace: bool,
+    refetch: bool,
     events: &Sender<JobEvent>,
 ) -> Result<Option<Prepared>, CacheError> {
     let store = &inner.store;
-    let Some(lock) = wait_install_lock(inner, name, replace, events)? else {
+    let Some(lock) = wait_install_lock(inner, name, refetch, events)? else {
         return Ok(None);
     };
-    if !replace && store.is_build(name) {
+    let _downloading = Downloading::mark(inner, name);
+    if !refetch && store.is_build(name) {
         return Ok(None);
     }
     if store.recently_missing(name, inner.cfg.not_found_ttl) {
@@ -134,7 +134,27 @@ pub(super) fn run(
     let Some(mirrors) = &inner.mirrors else {
         return Err(CacheError::new(format!("{name}: no upstream configured")));
     };
-    let (archive, mirror) = download(inner, mirrors, name, events)?;
+    let archive = store.complete_path(name);
+    let kept = if refetch {
+        // Downloaded again, as asked: what was kept may be what is wrong.
+        remove_download(inner, name);
+        None
+    } else {
+        kept_download(inner, mirrors, name)
+    };
+    let mirror = match kept {
+        Some(mirror) => {
+            log::info!("unpacking {name} from the download kept from an earlier attempt");
+            mirror
+        }
+        None => {
+            let (part, mirror) = download(inner, mirrors, name, events)?;
+            // The `.info` stays beside it: it names the mirror that sent it.
+            std::fs::rename(&part, &archive)
+                .map_err(|e| local_failure(name, "cannot keep its download", e))?;
+            mirror
+        }
+    };
     let contents = fetch_contents(inner, mirror, name)?;
     let scratch = store.unpack_dir(name);
     let report = Reporter::new(events, name, Stage::Unpacking);
@@ -143,32 +163,36 @@ pub(super) fn run(
         layout: inner.cfg.layout,
         contents: contents.as_deref(),
         on_entry: &mut |entries| report.update(entries, None),
+        max_bytes: inner.cfg.cache_size,
     };
     let unpacked = unpack::unpack(&archive, mirror.kind, &scratch, &mut plan);
     if let Some(path) = &contents {
         let _ = std::fs::remove_file(path);
     }
     let unpacked = unpacked.map_err(|e| {
-        // The same bytes would fail the same way: fetch afresh next time.
-        fetch::discard(&archive, &store.partial_info_path(name));
-        log::error!("build {name} could not be unpacked: {e}");
+        if unpack::is_disk_full(&e) {
+            // Eviction may make room: the next attempt unpacks these bytes
+            // again without downloading them.
+            log::error!("build {name} could not be unpacked, download kept: {e}");
+        } else {
+            // The same bytes would fail the same way: fetch afresh next time.
+            remove_download(inner, name);
+            log::error!("build {name} could not be unpacked: {e}");
+        }
         CacheError::new(format!("build {name} could not be unpacked: {e}"))
     })?;
-    let table = scratch.join("table");
-    let prepared = write_table(&table, &unpacked.records)
-        .and_then(|()| store::disk_usage(&unpacked.tree))
-        .map(|size| Prepared {
-            name: name.to_string(),
-            scratch: scratch.clone(),
-            tree: unpacked.tree,
-            table,
-            size,
-            replace,
-            _lock: lock,
-        });
+    let prepared = store::disk_usage(&unpacked.tree).map(|size| Prepared {
+        name: name.to_string(),
+        scratch: scratch.clone(),
+        tree: unpacked.tree,
+        table: unpacked.table,
+        size,
+        refetch,
+        _lock: lock,
+    });
     match prepared {
         Ok(prepared) => {
-            fetch::discard(&store.partial_path(name), &store.partial_info_path(name));
+            remove_download(inner, name);
             log::info!("unpacked {name}: {} entries", unpacked.entries);
             Ok(Some(prepared))
         }
@@ -177,6 +201,48 @@ pub(super) fn run(
             Err(local_failure(name, "cannot prepare it", e))
         }
     }
+}
+
+/// Names the build this process downloads while the install lock is held,
+/// so that eviction leaves its partial download alone.
+struct Downloading<'a>(&'a Shared);
+
+impl<'a> Downloading<'a> {
+    fn mark(inner: &'a Shared, name: &str) -> Downloading<'a> {
+        *inner.downloading.lock() = Some(name.to_string());
+        Downloading(inner)
+    }
+}
+
+impl Drop for Downloading<'_> {
+    fn drop(&mut self) {
+        *self.0.downloading.lock() = None;
+    }
+}
+
+/// The download of `name`, finished or not, with its bookkeeping.
+fn remove_download(inner: &Shared, name: &str) {
+    let store = &inner.store;
+    fetch::discard(&store.partial_path(name), &store.partial_info_path(name));
+    fetch::discard(&store.complete_path(name), &store.partial_info_path(name));
+}
+
+/// The download kept from an earlier attempt whose unpacking ran out of
+/// disk space, with the mirror that sent it (the URL its `.info` keeps).
+/// `None` when there is none; one whose mirror is no longer configured is
+/// discarded.
+fn kept_download<'m>(inner: &Shared, mirrors: &'m Mirrors, name: &str) -> Option<&'m Mirror> {
+    let store = &inner.store;
+    if !store.complete_path(name).exists() {
+        return None;
+    }
+    let url = fetch::partial_url(&store.partial_info_path(name));
+    let mirror = url.and_then(|url| mirrors.sent(name, &url));
+    if mirror.is_none() {
+        log::warn!("discarding the kept download of {name}: no configured mirror sent it");
+        remove_download(inner, name);
+    }
+    mirror
 }
 
 /// Progress events for one stage: at most one per interval as values
@@ -366,7 +432,7 @@ fn fetch_failure(inner: &Shared, name: &str, error: FetchError) -> CacheError {
 fn wait_install_lock(
     inner: &Shared,
     name: &str,
-    replace: bool,
+    refetch: bool,
     events: &Sender<JobEvent>,
 ) -> Result<Option<File>, CacheError> {
     let store = &inner.store;
@@ -377,7 +443,7 @@ fn wait_install_lock(
             Ok(None) => {}
             Err(e) => return Err(CacheError::new(format!("cannot take the cache lock: {e}"))),
         }
-        if !replace && store.is_build(name) {
+        if !refetch && store.is_build(name) {
             return Ok(None);
         }
         // The partial file of the other process shows how far it got.

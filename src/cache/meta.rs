@@ -47,7 +47,7 @@ const MAX_OWNER_NAME_LEN: usize = 255;
 /// Upper bound for the capacity reserved from a count read from the file.
 const MAX_RESERVE: usize = 1 << 16;
 /// Marks "no name" in an entry's user or group index.
-const NO_NAME: u32 = u32::MAX;
+pub const NO_NAME: u32 = u32::MAX;
 
 /// What the archive recorded about one entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,19 +92,27 @@ pub struct MetaRecord {
     pub rdev_minor: u32,
 }
 
+/// One entry's fields without its path, owner names as indices into an
+/// [`OwnerNames`] list ([`NO_NAME`] for none): what the unpacker keeps per
+/// entry, a few dozen bytes whatever the names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawEntry {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub user: u32,
+    pub group: u32,
+    pub mtime: i64,
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+}
+
 /// One entry in memory: its path lives in the table's arena.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     path_start: u32,
     path_len: u32,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    user: u32,
-    group: u32,
-    mtime: i64,
-    rdev_major: u32,
-    rdev_minor: u32,
+    raw: RawEntry,
 }
 
 /// The loaded table of one build; shared read-only between connections.
@@ -153,18 +161,19 @@ impl MetaTable {
             let r = &records[index];
             let user = names.index_of(r.user.as_deref())?;
             let group = names.index_of(r.group.as_deref())?;
-            table.push(&r.path, |start, len| Slot {
-                path_start: start,
-                path_len: len,
-                mode: r.mode,
-                uid: r.uid,
-                gid: r.gid,
-                user,
-                group,
-                mtime: r.mtime,
-                rdev_major: r.rdev_major,
-                rdev_minor: r.rdev_minor,
-            })?;
+            table.push(
+                &r.path,
+                RawEntry {
+                    mode: r.mode,
+                    uid: r.uid,
+                    gid: r.gid,
+                    user,
+                    group,
+                    mtime: r.mtime,
+                    rdev_major: r.rdev_major,
+                    rdev_minor: r.rdev_minor,
+                },
+            )?;
         }
         table.owners = names.names;
         table.finish();
@@ -223,20 +232,21 @@ impl MetaTable {
     }
 
     fn entry(&self, slot: &Slot) -> EntryMeta<'_> {
+        let raw = &slot.raw;
         EntryMeta {
-            mode: slot.mode,
-            uid: slot.uid,
-            gid: slot.gid,
-            user: self.owner(slot.user),
-            group: self.owner(slot.group),
-            mtime: slot.mtime,
-            rdev_major: slot.rdev_major,
-            rdev_minor: slot.rdev_minor,
+            mode: raw.mode,
+            uid: raw.uid,
+            gid: raw.gid,
+            user: self.owner(raw.user),
+            group: self.owner(raw.group),
+            mtime: raw.mtime,
+            rdev_major: raw.rdev_major,
+            rdev_minor: raw.rdev_minor,
         }
     }
 
     /// Appends an entry whose path must sort after every earlier one.
-    fn push(&mut self, path: &[u8], make: impl FnOnce(u32, u32) -> Slot) -> io::Result<()> {
+    fn push(&mut self, path: &[u8], raw: RawEntry) -> io::Result<()> {
         if path.len() > MAX_PATH_LEN {
             return Err(invalid(format!("path of {} bytes is too long", path.len())));
         }
@@ -252,7 +262,11 @@ impl MetaTable {
             u32::try_from(self.arena.len()).map_err(|_| invalid("paths exceed 4 GiB in total"))?;
         self.arena.extend_from_slice(path);
         // MAX_PATH_LEN keeps the length far below u32::MAX.
-        self.slots.push(make(start, path.len() as u32));
+        self.slots.push(Slot {
+            path_start: start,
+            path_len: path.len() as u32,
+            raw,
+        });
         Ok(())
     }
 
@@ -260,7 +274,7 @@ impl MetaTable {
         self.arena.shrink_to_fit();
         self.slots.shrink_to_fit();
         let mut table_only: Vec<u32> = (0..self.slots.len() as u32)
-            .filter(|&i| is_table_only_mode(self.slots[i as usize].mode))
+            .filter(|&i| is_table_only_mode(self.slots[i as usize].raw.mode))
             .collect();
         table_only.sort_by(|&a, &b| {
             let (pa, pb) = (
@@ -274,14 +288,15 @@ impl MetaTable {
 }
 
 /// Interns user and group names while a table is built.
-#[derive(Default)]
-struct OwnerNames {
+#[derive(Debug, Default)]
+pub struct OwnerNames {
     names: Vec<Box<str>>,
     index: std::collections::HashMap<Box<str>, u32>,
 }
 
 impl OwnerNames {
-    fn index_of(&mut self, name: Option<&str>) -> io::Result<u32> {
+    /// The index of `name` ([`NO_NAME`] for none), added when new.
+    pub fn index_of(&mut self, name: Option<&str>) -> io::Result<u32> {
         let Some(name) = name else { return Ok(NO_NAME) };
         if let Some(&i) = self.index.get(name) {
             return Ok(i);
@@ -294,35 +309,98 @@ impl OwnerNames {
         self.index.insert(name.into(), i);
         Ok(i)
     }
+
+    /// The names in index order.
+    pub fn names(&self) -> &[Box<str>] {
+        &self.names
+    }
 }
 
 /// Writes `records` as a table file at `path` (sorted, later duplicates win).
 /// The file is written in place: callers write to a scratch path and rename.
 pub fn write_table(path: &Path, records: &[MetaRecord]) -> io::Result<()> {
     let table = MetaTable::from_records(records)?;
-    let file = File::create(path)?;
-    let mut out = GzEncoder::new(BufWriter::new(file), Compression::default());
-    out.write_all(MAGIC)?;
-    out.write_all(&FORMAT_VERSION.to_le_bytes())?;
-    out.write_all(&(table.owners.len() as u32).to_le_bytes())?;
-    for name in &table.owners {
-        out.write_all(&(name.len() as u16).to_le_bytes())?;
-        out.write_all(name.as_bytes())?;
-    }
-    out.write_all(&(table.slots.len() as u32).to_le_bytes())?;
+    let mut writer = TableWriter::create(path, &table.owners, table.slots.len())?;
     for slot in &table.slots {
-        out.write_all(&slot.path_len.to_le_bytes())?;
-        out.write_all(table.path(slot))?;
-        for word in [slot.mode, slot.uid, slot.gid, slot.user, slot.group] {
+        writer.push(table.path(slot), &slot.raw)?;
+    }
+    writer.finish()
+}
+
+/// Writes a table file entry by entry, straight to disk, so that the
+/// unpacker never holds a second copy of every path.
+pub struct TableWriter {
+    out: GzEncoder<BufWriter<File>>,
+    /// Entries announced and not yet written.
+    remaining: usize,
+    /// The last path written (reused): paths must come sorted and unique.
+    last: Option<Vec<u8>>,
+}
+
+impl TableWriter {
+    /// Starts the file at `path` with its owner names and the number of
+    /// entries that [`TableWriter::push`] will write.
+    pub fn create(path: &Path, owners: &[Box<str>], entries: usize) -> io::Result<TableWriter> {
+        if entries > MAX_ENTRIES {
+            return Err(invalid(format!("more than {MAX_ENTRIES} entries")));
+        }
+        let file = File::create(path)?;
+        let mut out = GzEncoder::new(BufWriter::new(file), Compression::default());
+        out.write_all(MAGIC)?;
+        out.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        out.write_all(&(owners.len() as u32).to_le_bytes())?;
+        for name in owners {
+            out.write_all(&(name.len() as u16).to_le_bytes())?;
+            out.write_all(name.as_bytes())?;
+        }
+        out.write_all(&(entries as u32).to_le_bytes())?;
+        Ok(TableWriter {
+            out,
+            remaining: entries,
+            last: None,
+        })
+    }
+
+    pub fn push(&mut self, path: &[u8], raw: &RawEntry) -> io::Result<()> {
+        if path.len() > MAX_PATH_LEN {
+            return Err(invalid(format!("path of {} bytes is too long", path.len())));
+        }
+        if self.remaining == 0 {
+            return Err(invalid("more entries than announced"));
+        }
+        match &mut self.last {
+            Some(last) if last.as_slice() >= path => return Err(invalid("paths are not sorted")),
+            Some(last) => {
+                last.clear();
+                last.extend_from_slice(path);
+            }
+            None => self.last = Some(path.to_vec()),
+        }
+        self.remaining -= 1;
+        let out = &mut self.out;
+        out.write_all(&(path.len() as u32).to_le_bytes())?;
+        out.write_all(path)?;
+        for word in [raw.mode, raw.uid, raw.gid, raw.user, raw.group] {
             out.write_all(&word.to_le_bytes())?;
         }
-        out.write_all(&slot.mtime.to_le_bytes())?;
-        out.write_all(&slot.rdev_major.to_le_bytes())?;
-        out.write_all(&slot.rdev_minor.to_le_bytes())?;
+        out.write_all(&raw.mtime.to_le_bytes())?;
+        out.write_all(&raw.rdev_major.to_le_bytes())?;
+        out.write_all(&raw.rdev_minor.to_le_bytes())
     }
-    out.write_all(END_MARK)?;
-    let file = out.finish()?.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()
+
+    /// Ends the file and syncs it to disk.
+    pub fn finish(mut self) -> io::Result<()> {
+        if self.remaining != 0 {
+            return Err(invalid("fewer entries than announced"));
+        }
+        self.out.write_all(END_MARK)?;
+        let file = self
+            .out
+            .finish()?
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        file.sync_all()
+    }
 }
 
 fn parse(input: &mut impl Read) -> io::Result<MetaTable> {
@@ -358,6 +436,9 @@ fn parse(input: &mut impl Read) -> io::Result<MetaTable> {
             return Err(invalid("path too long"));
         }
         read_bytes(input, path_len, &mut buf)?;
+        if !is_clean_path(&buf) {
+            return Err(invalid("a path is not in its clean form"));
+        }
         let mut words = [0u32; 5];
         for word in &mut words {
             *word = read_u32(input)?;
@@ -372,18 +453,19 @@ fn parse(input: &mut impl Read) -> io::Result<MetaTable> {
         input.read_exact(&mut mtime)?;
         let rdev_major = read_u32(input)?;
         let rdev_minor = read_u32(input)?;
-        table.push(&buf, |path_start, path_len| Slot {
-            path_start,
-            path_len,
-            mode,
-            uid,
-            gid,
-            user,
-            group,
-            mtime: i64::from_le_bytes(mtime),
-            rdev_major,
-            rdev_minor,
-        })?;
+        table.push(
+            &buf,
+            RawEntry {
+                mode,
+                uid,
+                gid,
+                user,
+                group,
+                mtime: i64::from_le_bytes(mtime),
+                rdev_major,
+                rdev_minor,
+            },
+        )?;
     }
     let mut end = [0u8; 4];
     input.read_exact(&mut end)?;
@@ -420,6 +502,17 @@ fn read_bytes(input: &mut impl Read, len: usize, buf: &mut Vec<u8>) -> io::Resul
 
 fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
+}
+
+/// Whether `path` is written the way the unpacker writes paths: `""` for the
+/// root, else names without `.`, `..`, empty parts or NUL bytes. Any other
+/// spelling could never be looked up, so a table holding one is damaged.
+fn is_clean_path(path: &[u8]) -> bool {
+    path.is_empty()
+        || (!path.contains(&0)
+            && path
+                .split(|&b| b == b'/')
+                .all(|part| !part.is_empty() && part != b"." && part != b".."))
 }
 
 /// `"."`, `"./x"` and `"x/"` name the same entries as `""`, `"x"` and `"x"`.

@@ -121,6 +121,13 @@ impl Mirrors {
         &self.list[index]
     }
 
+    /// The mirror whose archive of build `name` is at `url`.
+    pub(super) fn sent(&self, name: &str, url: &str) -> Option<&Mirror> {
+        self.list
+            .iter()
+            .find(|m| fetch::expand(&m.archive, name) == url)
+    }
+
     /// Each mirror and whether it counts as down now.
     pub(super) fn states(&self) -> Vec<MirrorState> {
         let now = Instant::now();

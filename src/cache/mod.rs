@@ -14,6 +14,7 @@
 //! - `fetch`: one HTTP(S) download attempt with resume, bounds and checksum check.
 //! - `mirrors`: the upstream mirrors, which are down, and one download
 //!   across them with its retries.
+//! - `delete`: deleting trees of any depth with few descriptors.
 //! - `unpack`: archives into a scratch tree plus the metadata records.
 //! - [`meta`]: the metadata table, on disk and in memory.
 //! - `handle`: the [`Cache`] handle that worker threads use, and [`BuildGuard`].
@@ -26,17 +27,31 @@
 //! Decisions where SPEC §5 leaves room:
 //! - A build without a metadata table (a tree an administrator put into the
 //!   builds directory) is served with what the disk says: `meta()` is `None`.
-//! - A build whose table is damaged is never served: `acquire` answers an
-//!   error. A daemon start deletes such a build so that the next request
-//!   fetches it again; `serve` mode, which skips the startup scan, keeps
-//!   refusing it until then.
+//!   upserv marks each tree it publishes (`.upserv/installed/NAME`, holding
+//!   the tree's inode), so a build it unpacked whose table is missing or
+//!   damaged is never served that way: a daemon start deletes it, and
+//!   `acquire` deletes and fetches it again (or, without an upstream,
+//!   answers an error).
 //! - An archive that is refused while unpacking is discarded with its
-//!   partial download; an interrupted download is kept for resuming.
+//!   partial download; an interrupted download is kept for resuming, and a
+//!   finished one whose unpacking ran out of disk space is kept too, so the
+//!   next attempt unpacks it without downloading it again.
+//! - A tar archive without its end-of-archive blocks was cut short and is
+//!   refused, even when it ends at an entry boundary.
 //! - A download announced larger than the whole budget is refused before it
-//!   starts; an unpacked tree larger than the budget is refused before it is
-//!   published. A body without a length that grows past the budget is
-//!   stopped and discarded (it can never fit); one that is cut, stalls or
-//!   falls below the minimum rate is kept for resuming.
+//!   starts; unpacking stops as soon as the file contents written exceed the
+//!   budget (apparent sizes); an unpacked tree whose disk blocks exceed the
+//!   budget is refused before it is published. A body without a length that
+//!   grows past the budget is stopped and discarded (it can never fit); one
+//!   that is cut, stalls or falls below the minimum rate is kept for resuming.
+//! - Partial downloads and the trash count against the budget. Partial
+//!   downloads are evicted like builds (oldest change first), never the one
+//!   being downloaded; the trash is emptied by a thread of its own.
+//! - Eviction runs at install, at startup, on `gc`, and when a connection
+//!   releases a build while the last eviction had to keep builds in use
+//!   (in serve mode a mark in the store says so across processes, and a
+//!   process settles it before it ends); then a build newer than one still
+//!   in use waits for that one to go.
 //! - Last-access times are written at most once a minute per build, and
 //!   when the last [`Cache`] handle goes (a clean stop), so a restart evicts
 //!   in the same order; a crash loses at most the last minute of accesses.
@@ -53,6 +68,7 @@
 
 pub mod commands;
 mod coordinator;
+mod delete;
 mod fetch;
 mod handle;
 mod job;

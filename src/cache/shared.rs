@@ -8,8 +8,13 @@
 //! alone deletes and publishes builds.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::thread::{self, JoinHandle};
 
+use crossbeam_channel::{bounded, Sender};
 use parking_lot::Mutex;
 
 use super::commands::human_size;
@@ -37,6 +42,98 @@ pub(super) struct Shared {
     /// Disk usage by build, with the inode of the tree it was measured for.
     pub(super) sizes: Mutex<HashMap<String, (u64, u64)>>,
     pub(super) stats: CacheStats,
+    /// The build this process downloads while it holds the install lock.
+    pub(super) downloading: Mutex<Option<String>>,
+    /// The last eviction left the cache over budget because builds were in
+    /// use: the end of a connection is then worth another try. In serve
+    /// mode the store's mark says the same across processes.
+    over_budget_while_busy: AtomicBool,
+    trash: Trash,
+}
+
+/// Why eviction runs; each occasion spares different builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Occasion<'a> {
+    /// After installing this build, which stays.
+    Install(&'a str),
+    Startup,
+    Gc {
+        dry_run: bool,
+    },
+    /// A connection stopped serving a build.
+    Release,
+}
+
+/// When eviction runs because one build was released, a build newer than
+/// one still in use waits: the older one, once released, goes first, so
+/// the end of a burst evicts in the same order as one eviction at its end.
+fn spare_newer_than_busy(candidates: &mut [Candidate]) {
+    // In the order of eviction: last access, then name.
+    let Some(oldest_busy) = candidates
+        .iter()
+        .filter(|c| c.busy)
+        .min_by(|a, b| (a.last_access, &a.name).cmp(&(b.last_access, &b.name)))
+        .map(|c| (c.last_access, c.name.clone()))
+    else {
+        return;
+    };
+    for candidate in candidates.iter_mut() {
+        candidate.spared =
+            (candidate.last_access, &candidate.name) > (oldest_busy.0, &oldest_busy.1);
+    }
+}
+
+/// Which downloads in `partial/` eviction must leave alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Downloads {
+    /// None runs: the caller holds the install lock.
+    Idle,
+    /// This process downloads this build.
+    Except(String),
+    /// Another process downloads, which build is unknown: keep them all.
+    Busy,
+}
+
+/// The thread that empties the trash in the background, so that deleting
+/// a large tree never holds up the coordinator.
+struct Trash {
+    wake: Mutex<Option<Sender<()>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Trash {
+    fn start(store: &Store) -> Trash {
+        // One pending wake-up is enough: each pass empties the whole trash.
+        let (wake, woken) = bounded::<()>(1);
+        let store = store.clone_paths();
+        let thread = thread::Builder::new()
+            .name("cache-trash".into())
+            .spawn(move || {
+                for () in woken {
+                    store.empty_trash();
+                }
+            })
+            .map_err(|e| log::error!("cannot start the trash thread: {e}"))
+            .ok();
+        Trash {
+            wake: Mutex::new(Some(wake)),
+            thread: Mutex::new(thread),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(wake) = &*self.wake.lock() {
+            let _ = wake.try_send(());
+        }
+    }
+
+    /// Lets the thread finish its pass and waits for it.
+    fn finish(&self) {
+        drop(self.wake.lock().take());
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Shared {
@@ -53,13 +150,51 @@ impl Shared {
                 min_rate_window: cfg.min_rate_window,
             }),
             access: Mutex::new(store.load_access()),
+            trash: Trash::start(&store),
             store,
             mirrors,
             tables: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
             stats: CacheStats::default(),
+            downloading: Mutex::new(None),
+            over_budget_while_busy: AtomicBool::new(false),
             cfg,
         })
+    }
+
+    /// Whether a release may let eviction meet the budget again.
+    pub(super) fn over_budget_while_busy(&self) -> bool {
+        self.over_budget_while_busy.load(Ordering::Relaxed)
+            || (self.cfg.cross_process_lock && self.store.over_budget_marked())
+    }
+
+    fn set_over_budget_while_busy(&self, over: bool) {
+        self.over_budget_while_busy.store(over, Ordering::Relaxed);
+        // Serve mode: the last process to release a build is seldom the one
+        // that installed one, so the state is shared through the store.
+        if self.cfg.cross_process_lock {
+            if let Err(e) = self.store.mark_over_budget(over) {
+                log::warn!("cannot record that the cache is over budget: {e}");
+            }
+        }
+    }
+
+    /// Empties the trash before the process ends (when the last handle goes).
+    pub(super) fn finish_trash(&self) {
+        self.trash.finish();
+    }
+
+    /// Which downloads eviction must keep, for a caller that does not hold
+    /// the install lock; the lock, when it could be taken, is returned too
+    /// and must be held while evicting.
+    pub(super) fn active_downloads(&self) -> (Downloads, Option<File>) {
+        if let Some(name) = self.downloading.lock().clone() {
+            return (Downloads::Except(name), None);
+        }
+        match self.store.try_lock_install() {
+            Ok(Some(lock)) => (Downloads::Idle, Some(lock)),
+            Ok(None) | Err(_) => (Downloads::Busy, None),
+        }
     }
 
     /// Records that a connection opened `name` now.
@@ -91,24 +226,32 @@ impl Shared {
     }
 
     /// The build's table, shared by all connections serving the build at
-    /// once; `None` when the build has none.
-    pub(super) fn table(&self, name: &str, ino: u64) -> Result<Option<Arc<MetaTable>>, CacheError> {
+    /// once; `None` when the build has none (a tree an administrator put
+    /// there). The error says why a build upserv unpacked has no usable
+    /// table: `missing` or `damaged`.
+    pub(super) fn table(
+        &self,
+        name: &str,
+        ino: u64,
+    ) -> Result<Option<Arc<MetaTable>>, &'static str> {
         if let Some((held, table)) = self.tables.lock().get(name) {
             if let Some(table) = table.upgrade().filter(|_| *held == ino) {
                 return Ok(Some(table));
             }
         }
         let path = self.store.meta_path(name);
-        if !path.exists() {
+        if std::fs::symlink_metadata(&path).is_err() {
+            if self.store.is_installed_by_us(name) {
+                log::error!("build {name}: its metadata table is missing");
+                return Err("missing");
+            }
             return Ok(None);
         }
         // Loaded without the lock held, so other builds' acquires never wait
         // for it; two racing loads of one table are harmless.
         let table = MetaTable::load(&path).map_err(|e| {
             log::error!("build {name}: {e}");
-            CacheError::new(format!(
-                "build {name} cannot be served: its metadata table is damaged"
-            ))
+            "damaged"
         })?;
         let table = Arc::new(table);
         let mut tables = self.tables.lock();
@@ -135,12 +278,18 @@ impl Shared {
         size
     }
 
-    /// Evicts least recently used builds until the budget is met.
+    /// Evicts least recently used builds and downloads until the budget is
+    /// met; what waits in the trash counts too.
     pub(super) fn evict(
         &self,
-        just_installed: Option<&str>,
-        dry_run: bool,
+        occasion: Occasion,
+        downloads: &Downloads,
     ) -> Result<Vec<Evicted>, CacheError> {
+        let (just_installed, dry_run) = match occasion {
+            Occasion::Install(name) => (Some(name), false),
+            Occasion::Gc { dry_run } => (None, dry_run),
+            Occasion::Startup | Occasion::Release => (None, false),
+        };
         let names = self
             .store
             .list_builds()
@@ -154,7 +303,7 @@ impl Shared {
             }
             names.iter().map(|n| access.get(n)).collect::<Vec<_>>()
         };
-        let candidates: Vec<Candidate> = names
+        let mut candidates: Vec<Candidate> = names
             .iter()
             .zip(known)
             .map(|(name, last)| Candidate {
@@ -163,25 +312,49 @@ impl Shared {
                 sticky: self.store.is_sticky(name),
                 busy: self.store.is_busy(name),
                 just_installed: just_installed == Some(name.as_str()),
+                spared: false,
                 name: name.clone(),
+                download: false,
             })
             .collect();
+        let partial = self.store.list_downloads().unwrap_or_else(|e| {
+            log::warn!("cannot list the partial downloads: {e}");
+            Vec::new()
+        });
+        if occasion == Occasion::Release {
+            spare_newer_than_busy(&mut candidates);
+        }
+        candidates.extend(partial.into_iter().map(|d| Candidate {
+            busy: match downloads {
+                Downloads::Idle => false,
+                Downloads::Except(name) => *name == d.name,
+                Downloads::Busy => true,
+            },
+            name: d.name,
+            download: true,
+            size: d.size,
+            last_access: d.mtime,
+            sticky: false,
+            just_installed: false,
+            spared: false,
+        }));
         let budget = self.cfg.cache_size;
-        let plan = store::plan_eviction(&candidates, budget);
+        let plan = store::plan_eviction(&candidates, self.store.trash_usage(), budget);
         let mut evicted = Vec::new();
         for victim in plan.victims {
-            let Some(candidate) = candidates.iter().find(|c| c.name == victim) else {
-                continue;
-            };
-            if !dry_run && !self.remove(&victim) {
+            let candidate = &candidates[victim];
+            if !dry_run && !self.remove_candidate(candidate) {
                 continue;
             }
             evicted.push(Evicted {
-                name: victim,
+                name: candidate.name.clone(),
+                download: candidate.download,
                 size: candidate.size,
                 last_access: candidate.last_access,
             });
         }
+        let busy_kept = candidates.iter().any(|c| c.busy && !c.download);
+        self.set_over_budget_while_busy(!dry_run && plan.still_over.is_some() && busy_kept);
         if let Some(total) = plan.still_over {
             log::warn!(
                 "builds use {} MiB, over the cache size of {} MiB, but the rest are sticky, in use or just installed",
@@ -205,6 +378,7 @@ impl Shared {
         }
         let evicted = Evicted {
             name: name.to_string(),
+            download: false,
             size: self.size_of(name),
             last_access: self
                 .access
@@ -218,6 +392,22 @@ impl Shared {
         self.remove_idle(name, idle)
             .map_err(|e| CacheError::new(format!("evicting {name}: {e}")))?;
         Ok(evicted)
+    }
+
+    fn remove_candidate(&self, candidate: &Candidate) -> bool {
+        if !candidate.download {
+            return self.remove(&candidate.name);
+        }
+        match self.store.remove_download(&candidate.name) {
+            Ok(()) => {
+                log::info!("evicted the partial download of {}", candidate.name);
+                true
+            }
+            Err(e) => {
+                log::error!("evicting the partial download of {}: {e}", candidate.name);
+                false
+            }
+        }
     }
 
     /// Deletes one build unless someone started serving it meanwhile.
@@ -242,6 +432,7 @@ impl Shared {
         self.stats.count_eviction();
         self.tables.lock().remove(name);
         self.sizes.lock().remove(name);
+        self.trash.wake();
         Ok(())
     }
 
@@ -254,7 +445,7 @@ impl Shared {
             return Err(too_large(name, prepared.size, budget));
         }
         let fail = |e| local_failure(name, "cannot install it", e);
-        if prepared.replace && self.store.is_build(name) {
+        if prepared.refetch && self.store.is_build(name) {
             return self.replace(prepared);
         }
         if self.store.build_dir(name).exists() {
@@ -263,6 +454,10 @@ impl Shared {
             )));
         }
         std::fs::rename(&prepared.table, self.store.meta_path(name)).map_err(fail)?;
+        let ino = std::fs::symlink_metadata(&prepared.tree)
+            .map_err(fail)?
+            .ino();
+        self.store.mark_installed(name, ino).map_err(fail)?;
         std::fs::rename(&prepared.tree, self.store.build_dir(name)).map_err(fail)?;
         if let Some(ino) = self.store.build_ino(name) {
             self.sizes.lock().insert(name.clone(), (ino, prepared.size));
@@ -297,6 +492,10 @@ impl Shared {
         let old = prepared.scratch.join("old");
         std::fs::rename(self.store.build_dir(name), &old).map_err(fail)?;
         std::fs::rename(&prepared.table, self.store.meta_path(name)).map_err(fail)?;
+        let ino = std::fs::symlink_metadata(&prepared.tree)
+            .map_err(fail)?
+            .ino();
+        self.store.mark_installed(name, ino).map_err(fail)?;
         std::fs::rename(&prepared.tree, self.store.build_dir(name)).map_err(fail)?;
         drop(idle);
         self.tables.lock().remove(name);
@@ -331,20 +530,25 @@ pub(super) fn recover(inner: &Shared, startup: Startup) -> Result<(), CacheError
     store
         .remove_leftovers()
         .map_err(|e| CacheError::new(format!("startup recovery failed: {e}")))?;
+    inner.trash.wake();
     if inner.cfg.cross_process_lock || startup == Startup::NoEviction {
         return Ok(());
     }
     for name in store.list_builds().unwrap_or_default() {
         let path = store.meta_path(&name);
-        if !path.exists() {
-            continue;
-        }
-        if let Err(e) = MetaTable::load(&path) {
-            log::error!("build {name}: {e}; removing it so that it is fetched again");
+        let fault = if std::fs::symlink_metadata(&path).is_err() {
+            store
+                .is_installed_by_us(&name)
+                .then(|| "its metadata table is missing".to_string())
+        } else {
+            MetaTable::load(&path).err().map(|e| e.to_string())
+        };
+        if let Some(fault) = fault {
+            log::error!("build {name}: {fault}; removing it so that it is fetched again");
             inner.remove(&name);
         }
     }
-    inner.evict(None, false).map(drop)
+    inner.evict(Occasion::Startup, &Downloads::Idle).map(drop)
 }
 
 pub(super) fn not_found(name: &str) -> CacheError {

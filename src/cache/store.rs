@@ -4,14 +4,17 @@
 //! ```text
 //! DIR/NAME/               the tree of build NAME (module NAME)
 //! DIR/NAME.sticky         NAME is never evicted
-//! DIR/.upserv/partial/    downloads in progress: NAME.part + NAME.info
+//! DIR/.upserv/partial/    downloads in progress: NAME.part + NAME.info;
+//!                         NAME.complete: downloaded, not yet unpacked
 //! DIR/.upserv/unpack/     unpacking scratch space, one directory per build
 //! DIR/.upserv/meta/       one metadata table per build: NAME
+//! DIR/.upserv/installed/  NAME: upserv unpacked the tree whose inode it holds
 //! DIR/.upserv/busy/       one lock file per build; each connection holds a shared flock
 //! DIR/.upserv/missing/    NAME: upstream answered 404 at this file's mtime
 //! DIR/.upserv/trash/      builds on their way out (renamed here, then deleted)
 //! DIR/.upserv/access      last-access record: "SECONDS NAME" lines
 //! DIR/.upserv/lock        held (flock) by the process that downloads and installs
+//! DIR/.upserv/over-budget present while builds in use keep the cache over budget
 //! ```
 //!
 //! This module provides the mechanisms; the coordinator decides when to use
@@ -25,6 +28,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::delete;
 use super::is_build_name;
 
 /// Name of the private directory inside the builds directory.
@@ -36,11 +40,34 @@ const ST_BLOCK_SIZE: u64 = 512;
 /// Longest access record accepted; far beyond any real one.
 const MAX_ACCESS_RECORD_BYTES: u64 = 16 << 20;
 
+/// Endings of the files one download leaves in `partial/`.
+const DOWNLOAD_ENDINGS: [&str; 4] = [".part", ".info", ".complete", ".contents"];
+
 /// Paths of one builds directory.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Store {
     builds: PathBuf,
     private: PathBuf,
+    /// When the expired `missing/` records were last removed.
+    missing_pruned: parking_lot::Mutex<Option<std::time::Instant>>,
+}
+
+/// A download in `partial/`, finished or not: what eviction needs of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Download {
+    pub name: String,
+    /// Disk blocks of all its files, in bytes.
+    pub size: u64,
+    /// Last change: a download being written is never the oldest.
+    pub mtime: i64,
+}
+
+/// The build a `partial/` file belongs to, from its name.
+fn download_name(file_name: &str) -> Option<&str> {
+    DOWNLOAD_ENDINGS
+        .iter()
+        .find_map(|ending| file_name.strip_suffix(ending))
+        .filter(|name| is_build_name(name))
 }
 
 impl Store {
@@ -49,13 +76,31 @@ impl Store {
         let store = Store {
             builds: builds.to_path_buf(),
             private: builds.join(PRIVATE_DIR),
+            missing_pruned: parking_lot::Mutex::new(None),
         };
-        for sub in ["partial", "unpack", "meta", "busy", "missing", "trash"] {
+        for sub in [
+            "partial",
+            "unpack",
+            "meta",
+            "installed",
+            "busy",
+            "missing",
+            "trash",
+        ] {
             let dir = store.private.join(sub);
             fs::create_dir_all(&dir)
                 .map_err(|e| annotate(e, &format!("cannot create {}", dir.display())))?;
         }
         Ok(store)
+    }
+
+    /// Another handle on the same directory, for a thread of its own.
+    pub fn clone_paths(&self) -> Store {
+        Store {
+            builds: self.builds.clone(),
+            private: self.private.clone(),
+            missing_pruned: parking_lot::Mutex::new(None),
+        }
     }
 
     pub fn build_dir(&self, name: &str) -> PathBuf {
@@ -70,8 +115,39 @@ impl Store {
         self.private.join("meta").join(name)
     }
 
+    fn installed_path(&self, name: &str) -> PathBuf {
+        self.private.join("installed").join(name)
+    }
+
+    /// Notes that upserv unpacked the tree with inode `ino` as build `name`,
+    /// so that losing its table later is noticed.
+    pub fn mark_installed(&self, name: &str, ino: u64) -> io::Result<()> {
+        fs::write(self.installed_path(name), format!("{ino}\n"))
+    }
+
+    /// Whether the tree now at `name` is one upserv unpacked (its mark names
+    /// this very tree; a tree an administrator put in its place has another
+    /// inode).
+    pub fn is_installed_by_us(&self, name: &str) -> bool {
+        let Some(ino) = self.build_ino(name) else {
+            return false;
+        };
+        fs::read_to_string(self.installed_path(name))
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            == Some(ino)
+    }
+
     pub fn partial_path(&self, name: &str) -> PathBuf {
         self.private.join("partial").join(format!("{name}.part"))
+    }
+
+    /// A finished, verified download waiting to be unpacked: kept when
+    /// unpacking ran out of disk space, so that it is not fetched again.
+    pub fn complete_path(&self, name: &str) -> PathBuf {
+        self.private
+            .join("partial")
+            .join(format!("{name}.complete"))
     }
 
     pub fn partial_info_path(&self, name: &str) -> PathBuf {
@@ -173,28 +249,117 @@ impl Store {
         }
     }
 
-    /// Removes a build: renamed into the trash first, so that it vanishes from
-    /// the builds directory at once, then deleted. The caller holds `idle`,
-    /// the lock from [`Store::try_lock_idle`].
+    /// Removes a build: renamed into the trash, so that it vanishes from the
+    /// builds directory at once; [`Store::empty_trash`] deletes it later.
+    /// The caller holds `idle`, the lock from [`Store::try_lock_idle`].
     pub fn remove_build(&self, name: &str, idle: File) -> io::Result<()> {
+        self.move_to_trash(&self.build_dir(name), name)
+            .map_err(|e| annotate(e, &format!("cannot remove build {name}")))?;
+        // A directory in the table's place must not stop the removal.
+        remove_tree(&self.meta_path(name))?;
+        remove_tree(&self.installed_path(name))?;
+        // Deleting the lock file while holding it makes waiters re-open it
+        // (see lock_stable), so busy files do not pile up.
+        remove_if_present(&self.busy_path(name))?;
+        drop(idle);
+        Ok(())
+    }
+
+    fn move_to_trash(&self, path: &Path, name: &str) -> io::Result<()> {
         let trash = self.private.join("trash").join(format!(
             "{name}.{}.{}",
             std::process::id(),
             unix_now()
         ));
-        fs::rename(self.build_dir(name), &trash)
-            .map_err(|e| annotate(e, &format!("cannot remove build {name}")))?;
-        remove_if_present(&self.meta_path(name))?;
-        // Deleting the lock file while holding it makes waiters re-open it
-        // (see lock_stable), so busy files do not pile up.
-        remove_if_present(&self.busy_path(name))?;
-        drop(idle);
-        remove_tree(&trash)
+        fs::rename(path, trash)
     }
 
-    /// Remembers that the upstream has no build `name`, and forgets the
-    /// misses older than `ttl` (so a flood of made-up names leaves no trail).
+    /// Deletes everything in the trash; what cannot be deleted is logged
+    /// and left for the next time.
+    pub fn empty_trash(&self) {
+        let trash = self.private.join("trash");
+        let entries = match fs::read_dir(&trash) {
+            Ok(entries) => entries,
+            Err(e) => return log::warn!("cannot list {}: {e}", trash.display()),
+        };
+        for entry in entries.flatten() {
+            if let Err(e) = remove_tree(&entry.path()) {
+                log::warn!("{e}");
+            }
+        }
+    }
+
+    /// Disk usage of what waits in the trash to be deleted.
+    pub fn trash_usage(&self) -> u64 {
+        disk_usage(&self.private.join("trash")).unwrap_or(0)
+    }
+
+    /// Notes (or forgets) that builds in use keep the cache over budget.
+    pub fn mark_over_budget(&self, over: bool) -> io::Result<()> {
+        let path = self.private.join("over-budget");
+        if over {
+            File::create(path).map(drop)
+        } else {
+            remove_if_present(&path)
+        }
+    }
+
+    pub fn over_budget_marked(&self) -> bool {
+        self.private.join("over-budget").exists()
+    }
+
+    /// Downloads in `partial/`, finished or not, by build name.
+    pub fn list_downloads(&self) -> io::Result<Vec<Download>> {
+        let mut downloads: Vec<Download> = Vec::new();
+        for entry in fs::read_dir(self.private.join("partial"))? {
+            let entry = entry?;
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str().and_then(download_name) else {
+                continue;
+            };
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                // Finished and removed meanwhile, by this process or another.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let size = meta.blocks().saturating_mul(ST_BLOCK_SIZE);
+            match downloads.iter_mut().find(|d| d.name == name) {
+                Some(download) => {
+                    download.size += size;
+                    download.mtime = download.mtime.max(meta.mtime());
+                }
+                None => downloads.push(Download {
+                    name: name.to_string(),
+                    size,
+                    mtime: meta.mtime(),
+                }),
+            }
+        }
+        downloads.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(downloads)
+    }
+
+    /// Deletes the files of one download, finished or not.
+    pub fn remove_download(&self, name: &str) -> io::Result<()> {
+        for ending in DOWNLOAD_ENDINGS {
+            let path = self.private.join("partial").join(format!("{name}{ending}"));
+            remove_if_present(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Remembers that the upstream has no build `name`, and, at most once a
+    /// `ttl`, forgets the misses older than `ttl` (so a flood of made-up
+    /// names leaves no trail, and each miss costs the same however many
+    /// there were).
     pub fn remember_missing(&self, name: &str, ttl: std::time::Duration) -> io::Result<()> {
+        File::create(self.missing_path(name))?;
+        let mut pruned = self.missing_pruned.lock();
+        if pruned.is_some_and(|at| at.elapsed() < ttl) {
+            return Ok(());
+        }
+        *pruned = Some(std::time::Instant::now());
         for entry in fs::read_dir(self.private.join("missing"))? {
             let entry = entry?;
             let expired = entry
@@ -207,7 +372,7 @@ impl Store {
                 remove_if_present(&entry.path())?;
             }
         }
-        File::create(self.missing_path(name)).map(drop)
+        Ok(())
     }
 
     /// Whether a 404 for `name` was remembered less than `ttl` ago.
@@ -220,24 +385,26 @@ impl Store {
     }
 
     /// Startup recovery that needs the install lock (held by the caller):
-    /// unpacking scratch and trash are removed, partial downloads kept.
+    /// unpacking scratch goes to the trash (emptied by the caller, in the
+    /// background), partial downloads are kept.
     pub fn remove_leftovers(&self) -> io::Result<()> {
-        for sub in ["unpack", "trash"] {
-            for entry in fs::read_dir(self.private.join(sub))? {
-                let path = entry?.path();
-                log::info!("removing leftover {}", path.display());
-                remove_tree(&path)?;
-            }
-        }
-        for entry in fs::read_dir(self.private.join("meta"))? {
+        for entry in fs::read_dir(self.private.join("unpack"))? {
             let entry = entry?;
-            let name = entry.file_name();
-            let build = name
-                .to_str()
-                .filter(|n| is_build_name(n) && self.is_build(n));
-            if build.is_none() {
-                log::info!("removing metadata table of absent build {name:?}");
-                remove_if_present(&entry.path())?;
+            log::info!("removing leftover {}", entry.path().display());
+            let name = format!("unpack-{}", entry.file_name().to_string_lossy());
+            self.move_to_trash(&entry.path(), &name)?;
+        }
+        for sub in ["meta", "installed"] {
+            for entry in fs::read_dir(self.private.join(sub))? {
+                let entry = entry?;
+                let name = entry.file_name();
+                let build = name
+                    .to_str()
+                    .filter(|n| is_build_name(n) && self.is_build(n));
+                if build.is_none() {
+                    log::info!("removing {sub}/{name:?} of an absent build");
+                    remove_tree(&entry.path())?;
+                }
             }
         }
         Ok(())
@@ -313,15 +480,10 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Deletes a file or a whole tree, without following symlinks.
+/// Deletes a file or a whole tree, without following symlinks, at any depth
+/// (see `delete`).
 pub fn remove_tree(path: &Path) -> io::Result<()> {
-    let result = match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    };
-    result.map_err(|e| annotate(e, &format!("cannot delete {}", path.display())))
+    delete::remove_tree(path).map_err(|e| annotate(e, &format!("cannot delete {}", path.display())))
 }
 
 pub fn annotate(e: io::Error, what: &str) -> io::Error {
@@ -444,8 +606,20 @@ fn read_access_file(path: &Path) -> Vec<(String, i64)> {
     };
     let mut entries = Vec::new();
     let reader = BufReader::new(io::Read::take(file, MAX_ACCESS_RECORD_BYTES));
-    for (number, line) in reader.lines().enumerate() {
-        let parsed = line.ok().and_then(|line| {
+    for (number, line) in reader.split(b'\n').enumerate() {
+        // A read error (a directory in its place, EIO on an SD card) repeats
+        // for ever if retried: what was read so far is all there is.
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                log::warn!(
+                    "cannot read access record {} beyond line {number}: {e}",
+                    path.display()
+                );
+                break;
+            }
+        };
+        let parsed = std::str::from_utf8(&line).ok().and_then(|line| {
             let (time, name) = line.split_once(' ')?;
             let time = time.parse::<i64>().ok()?;
             is_build_name(name).then(|| (name.to_string(), time))
@@ -462,44 +636,52 @@ fn read_access_file(path: &Path) -> Vec<(String, i64)> {
     entries
 }
 
-/// What eviction needs to know about one build.
+/// What eviction needs to know about one build or download.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
     pub name: String,
+    /// A download in `partial/` rather than a build tree.
+    pub download: bool,
     pub size: u64,
     pub last_access: i64,
     pub sticky: bool,
     pub busy: bool,
     pub just_installed: bool,
+    /// Kept this time for another reason (see the caller).
+    pub spared: bool,
 }
 
 impl Candidate {
     fn exempt(&self) -> bool {
-        self.sticky || self.busy || self.just_installed
+        self.sticky || self.busy || self.just_installed || self.spared
     }
 }
 
-/// The outcome of planning: whom to evict, and whether the budget still
-/// cannot be met because only exempt builds remain.
+/// The outcome of planning: whom to evict (indices into the candidates),
+/// and whether the budget still cannot be met because only exempt builds
+/// (and `fixed`) remain.
 #[derive(Debug, PartialEq, Eq)]
 pub struct EvictionPlan {
-    pub victims: Vec<String>,
+    pub victims: Vec<usize>,
     pub still_over: Option<u64>,
 }
 
 /// Least recently accessed first (ties by name, for a stable order), until
-/// the total fits `budget`. Exempt builds are never chosen.
-pub fn plan_eviction(candidates: &[Candidate], budget: u64) -> EvictionPlan {
-    let mut total: u64 = candidates.iter().map(|c| c.size).sum();
-    let mut order: Vec<&Candidate> = candidates.iter().filter(|c| !c.exempt()).collect();
-    order.sort_by(|a, b| a.last_access.cmp(&b.last_access).then(a.name.cmp(&b.name)));
+/// the total, with `fixed` bytes that no eviction frees (the trash being
+/// emptied), fits `budget`. Exempt builds are never chosen.
+pub fn plan_eviction(candidates: &[Candidate], fixed: u64, budget: u64) -> EvictionPlan {
+    let mut total: u64 = candidates.iter().map(|c| c.size).sum::<u64>() + fixed;
+    let mut order: Vec<usize> = (0..candidates.len())
+        .filter(|&i| !candidates[i].exempt())
+        .collect();
+    order.sort_by_key(|&i| (candidates[i].last_access, &candidates[i].name));
     let mut victims = Vec::new();
-    for candidate in order {
+    for index in order {
         if total <= budget {
             break;
         }
-        total -= candidate.size;
-        victims.push(candidate.name.clone());
+        total -= candidates[index].size;
+        victims.push(index);
     }
     EvictionPlan {
         victims,
@@ -514,21 +696,24 @@ mod tests {
     fn cand(name: &str, size: u64, last_access: i64) -> Candidate {
         Candidate {
             name: name.into(),
+            download: false,
             size,
             last_access,
             sticky: false,
             busy: false,
             just_installed: false,
+            spared: false,
         }
     }
 
     #[test]
     fn evicts_oldest_first_until_within_budget() {
         let builds = [cand("a", 10, 300), cand("b", 10, 100), cand("c", 10, 200)];
-        let plan = plan_eviction(&builds, 15);
-        assert_eq!(plan.victims, ["b", "c"]);
+        let plan = plan_eviction(&builds, 0, 15);
+        assert_eq!(plan.victims, [1, 2]);
         assert_eq!(plan.still_over, None);
-        assert!(plan_eviction(&builds, 30).victims.is_empty());
+        assert!(plan_eviction(&builds, 0, 30).victims.is_empty());
+        assert_eq!(plan_eviction(&builds, 5, 30).victims, [1]);
     }
 
     #[test]
@@ -542,8 +727,8 @@ mod tests {
         builds[0].sticky = true;
         builds[1].busy = true;
         builds[2].just_installed = true;
-        let plan = plan_eviction(&builds, 5);
-        assert_eq!(plan.victims, ["d"]);
+        let plan = plan_eviction(&builds, 0, 5);
+        assert_eq!(plan.victims, [3]);
         assert_eq!(plan.still_over, Some(30));
     }
 

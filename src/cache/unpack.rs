@@ -12,8 +12,14 @@
 //! the archive says (owners, full modes, mtimes, devices) goes to the metadata
 //! records instead, and devices, FIFOs and sockets exist only there.
 //!
-//! This module must not publish anything: it leaves a finished module tree in
-//! scratch space, and on error removes that scratch space entirely.
+//! The records hold no paths: each path is kept once, as a key of the map of
+//! what was unpacked, and the table is written entry by entry from the sorted
+//! keys, so memory grows with the bytes of the paths only once (and those
+//! are bounded, see [`MAX_ARCHIVE_PATH_BYTES`]).
+//!
+//! This module must not publish anything: it leaves a finished module tree
+//! and its metadata table in scratch space, and on error removes that
+//! scratch space entirely.
 
 use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -24,12 +30,26 @@ use std::path::{Path, PathBuf};
 
 use tar::EntryType;
 
-use super::meta::{MetaRecord, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG};
+use super::meta::{
+    OwnerNames, RawEntry, TableWriter, MAX_PATH_LEN, NO_NAME, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO,
+    S_IFLNK, S_IFMT, S_IFREG,
+};
 use super::store::remove_tree;
 use super::Layout;
 
 /// Most entries one archive may hold; bounds the memory of the records.
 pub const MAX_ARCHIVE_ENTRIES: usize = 4_000_000;
+/// Most bytes of paths one archive may hold in total: every path stays in
+/// memory (once) until the table is written. An OS image of 200 000 entries
+/// has about 20 MB; 400 000 paths of 1500 bytes (600 MB) are refused.
+pub const MAX_ARCHIVE_PATH_BYTES: u64 = 64 << 20;
+/// Memory the xz and lzma decoders may take: `xz -9` needs 65 MiB; a header
+/// asking for a larger dictionary than this is refused, not obeyed.
+pub const MAX_DECODER_MEMORY: u64 = 256 << 20;
+/// Longest part of a path that error messages show.
+const MAX_SHOWN_PATH: usize = 200;
+/// Size of a tar block; the end of an archive is two blocks of zeros.
+const TAR_BLOCK: usize = 512;
 /// Copy buffer for file contents.
 const COPY_BUFFER: usize = 64 * 1024;
 /// Read buffer between the archive file and the decompressor.
@@ -75,9 +95,16 @@ impl ArchiveKind {
             ArchiveKind::Tar => Box::new(input),
             ArchiveKind::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
             ArchiveKind::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(input)),
-            ArchiveKind::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
+            ArchiveKind::Xz => {
+                let stream = liblzma::stream::Stream::new_auto_decoder(
+                    MAX_DECODER_MEMORY,
+                    liblzma::stream::CONCATENATED,
+                )
+                .map_err(io::Error::other)?;
+                Box::new(liblzma::read::XzDecoder::new_stream(input, stream))
+            }
             ArchiveKind::Lzma => {
-                let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX)
+                let stream = liblzma::stream::Stream::new_lzma_decoder(MAX_DECODER_MEMORY)
                     .map_err(io::Error::other)?;
                 Box::new(liblzma::read::XzDecoder::new_stream(input, stream))
             }
@@ -85,12 +112,13 @@ impl ArchiveKind {
     }
 }
 
-/// A module tree ready to publish: rename `tree` to `DIR/NAME`.
+/// A module tree ready to publish: rename `table` to the build's metadata
+/// table, then `tree` to `DIR/NAME`.
 #[derive(Debug)]
 pub struct Unpacked {
     pub tree: PathBuf,
-    /// Paths relative to the module root.
-    pub records: Vec<MetaRecord>,
+    /// The metadata table, paths relative to the module root.
+    pub table: PathBuf,
     pub entries: usize,
 }
 
@@ -101,6 +129,11 @@ pub struct Plan<'a> {
     pub contents: Option<&'a Path>,
     /// Called after each archive entry with the number of entries so far.
     pub on_entry: &'a mut dyn FnMut(u64),
+    /// Most bytes of file contents to write (the cache size): counted as
+    /// they are written, so an archive that unpacks to more stops there
+    /// instead of filling the disk first. Apparent sizes are counted, not
+    /// disk blocks; the finished tree's blocks are checked before publishing.
+    pub max_bytes: u64,
 }
 
 /// Unpacks `archive` into `scratch` (created afresh). On error, `scratch` is
@@ -134,15 +167,17 @@ fn unpack_into(
     let tree = scratch.join("tree");
     DirBuilder::new().mode(DIR_DISK_MODE).create(&tree)?;
     let file = File::open(archive)?;
-    let mut extractor = Extractor::new(tree.clone());
+    let mut extractor = Extractor::new(tree.clone(), plan.max_bytes);
     let mut reader = tar::Archive::new(kind.reader(file)?);
     for (count, entry) in (1u64..).zip(reader.entries()?) {
         extractor.extract(&mut entry?)?;
         (plan.on_entry)(count);
     }
+    check_end(reader.into_inner())?;
     let entries = extractor.records.len();
     let root = choose_root(&extractor, plan.layout)?;
-    let records = extractor.take_records(&root, plan.layout);
+    let table = scratch.join("table");
+    extractor.write_table(&table, &root, plan.layout)?;
     let root_dir = tree.join(Path::new(std::ffi::OsStr::from_bytes(&root)));
     let module = match plan.layout {
         Layout::Plain => root_dir,
@@ -154,9 +189,29 @@ fn unpack_into(
     )?;
     Ok(Unpacked {
         tree: module,
-        records,
+        table,
         entries,
     })
+}
+
+/// The tar reader stops at the first block of zeros, or quietly at the end of
+/// its input; only the first is a finished archive, and a second zero block
+/// must follow. Without them the archive was cut (at an entry boundary,
+/// where nothing else shows it) and must not be published as complete.
+fn check_end(mut rest: impl Read) -> io::Result<()> {
+    let mut block = [0u8; TAR_BLOCK];
+    let cut = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the archive is cut short: its end-of-archive blocks are missing",
+        )
+    };
+    match rest.read_exact(&mut block) {
+        Ok(()) if block.iter().all(|&b| b == 0) => Ok(()),
+        Ok(()) => Err(cut()),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(cut()),
+        Err(e) => Err(e),
+    }
 }
 
 fn arrange_olpc(scratch: &Path, root_dir: &Path, contents: Option<&Path>) -> io::Result<PathBuf> {
@@ -189,9 +244,16 @@ struct Known {
 
 struct Extractor {
     tree: PathBuf,
+    /// Every path, held once; each names its record.
     known: HashMap<Box<[u8]>, Known>,
-    records: Vec<MetaRecord>,
+    records: Vec<RawEntry>,
+    owners: OwnerNames,
     buffer: Vec<u8>,
+    /// Bytes of paths remembered so far (see [`MAX_ARCHIVE_PATH_BYTES`]).
+    path_bytes: u64,
+    /// Bytes of file contents written so far, and the most allowed.
+    written: u64,
+    max_bytes: u64,
 }
 
 /// The archive's own view of an entry, PAX overrides applied.
@@ -207,12 +269,16 @@ struct Header {
 }
 
 impl Extractor {
-    fn new(tree: PathBuf) -> Extractor {
+    fn new(tree: PathBuf, max_bytes: u64) -> Extractor {
         Extractor {
             tree,
             known: HashMap::new(),
             records: Vec::new(),
+            owners: OwnerNames::default(),
             buffer: vec![0; COPY_BUFFER],
+            path_bytes: 0,
+            written: 0,
+            max_bytes,
         }
     }
 
@@ -222,7 +288,14 @@ impl Extractor {
         let path = clean_path(&raw).map_err(|why| refuse(&raw, why))?;
         let kind = entry.header().entry_type();
         let header = read_header(entry).map_err(|e| refuse(&raw, &e.to_string()))?;
-        let context = |e: io::Error| refuse(&raw, &e.to_string());
+        let context = |e: io::Error| {
+            if is_disk_full(&e) {
+                // Not the archive's fault: the caller keeps it for a later try.
+                io::Error::new(e.kind(), format!("archive entry {:?}: {e}", show(&raw)))
+            } else {
+                refuse(&raw, &e.to_string())
+            }
+        };
         match kind {
             EntryType::Directory => self.make_dir(&path, header).map_err(context),
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
@@ -274,7 +347,7 @@ impl Extractor {
                     )))
                 }
                 None => {
-                    let implied = implied_dir(parent, mtime);
+                    let implied = implied_dir(mtime);
                     DirBuilder::new()
                         .mode(DIR_DISK_MODE)
                         .create(self.disk_path(parent))?;
@@ -298,7 +371,7 @@ impl Extractor {
     }
 
     fn make_dir(&mut self, rel: &[u8], header: Header) -> io::Result<()> {
-        let record = header.record(rel, S_IFDIR);
+        let record = header.record(S_IFDIR, &mut self.owners)?;
         if rel.is_empty() {
             self.remember(rel, Kind::Dir, record);
             return Ok(());
@@ -338,9 +411,19 @@ impl Extractor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            self.written += n as u64;
+            if self.written > self.max_bytes {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the archive unpacks to more than the cache size of {} bytes",
+                        self.max_bytes
+                    ),
+                ));
+            }
             out.write_all(&self.buffer[..n])?;
         }
-        let record = header.record(rel, S_IFREG);
+        let record = header.record(S_IFREG, &mut self.owners)?;
         self.remember(rel, Kind::File, record);
         Ok(())
     }
@@ -351,7 +434,7 @@ impl Extractor {
         }
         self.clear_for_leaf(rel, header.mtime)?;
         std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), self.disk_path(rel))?;
-        let record = header.record(rel, S_IFLNK);
+        let record = header.record(S_IFLNK, &mut self.owners)?;
         self.remember(rel, Kind::Symlink, record);
         Ok(())
     }
@@ -366,8 +449,7 @@ impl Extractor {
         if kind == Kind::Dir || rel.is_empty() {
             return Err(io::Error::other("hard link to a directory"));
         }
-        let mut linked = self.records[record].clone();
-        linked.path = rel.to_vec();
+        let linked = self.records[record];
         if rel == target {
             return Ok(());
         }
@@ -386,18 +468,19 @@ impl Extractor {
             return Err(io::Error::other("a device cannot be the root"));
         }
         self.clear_for_leaf(rel, header.mtime)?;
-        let record = header.record(rel, file_type);
+        let record = header.record(file_type, &mut self.owners)?;
         self.remember(rel, Kind::TableOnly, record);
         Ok(())
     }
 
-    fn remember(&mut self, rel: &[u8], kind: Kind, record: MetaRecord) {
+    fn remember(&mut self, rel: &[u8], kind: Kind, record: RawEntry) {
         match self.known.get_mut(rel) {
             Some(known) => {
                 known.kind = kind;
                 self.records[known.record] = record;
             }
             None => {
+                self.path_bytes += rel.len() as u64;
                 self.known.insert(
                     rel.into(),
                     Known {
@@ -416,53 +499,64 @@ impl Extractor {
                 "the archive has more than {MAX_ARCHIVE_ENTRIES} entries"
             )));
         }
+        if self.path_bytes > MAX_ARCHIVE_PATH_BYTES {
+            return Err(io::Error::other(format!(
+                "the archive's paths take more than {MAX_ARCHIVE_PATH_BYTES} bytes in total"
+            )));
+        }
         Ok(())
     }
 
-    /// The records under `root`, re-rooted for the module's layout.
-    fn take_records(&mut self, root: &[u8], layout: Layout) -> Vec<MetaRecord> {
-        let mut records = std::mem::take(&mut self.records);
-        records.retain_mut(|record| match strip_root(&record.path, root) {
-            Some(rest) => {
-                let rest = rest.to_vec();
-                record.path = match layout {
-                    Layout::Plain => rest,
-                    Layout::Olpc if rest.is_empty() => b"root".to_vec(),
-                    Layout::Olpc => [b"root/".as_slice(), &rest].concat(),
-                };
-                true
+    /// Writes the table of the entries under `root`, re-rooted for the
+    /// module's layout, straight to `path`: the paths are sorted by
+    /// reference, never copied all at once.
+    fn write_table(&self, path: &Path, root: &[u8], layout: Layout) -> io::Result<()> {
+        let mut under: Vec<(&[u8], usize)> = self
+            .known
+            .iter()
+            .filter_map(|(path, known)| Some((strip_root(path, root)?, known.record)))
+            .collect();
+        under.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut writer = TableWriter::create(path, self.owners.names(), under.len())?;
+        let mut rerooted = Vec::new();
+        for (rest, record) in under {
+            rerooted.clear();
+            if layout == Layout::Olpc {
+                rerooted.extend_from_slice(b"root");
+                if !rest.is_empty() {
+                    rerooted.push(b'/');
+                }
             }
-            None => false,
-        });
-        records
+            rerooted.extend_from_slice(rest);
+            writer.push(&rerooted, &self.records[record])?;
+        }
+        writer.finish()
     }
 }
 
 impl Header {
-    fn record(&self, rel: &[u8], file_type: u32) -> MetaRecord {
+    fn record(&self, file_type: u32, owners: &mut OwnerNames) -> io::Result<RawEntry> {
         let is_device = matches!(file_type, S_IFCHR | S_IFBLK);
-        MetaRecord {
-            path: rel.to_vec(),
+        Ok(RawEntry {
             mode: file_type | (self.mode & !S_IFMT & 0o7777),
             uid: self.uid,
             gid: self.gid,
-            user: self.user.clone(),
-            group: self.group.clone(),
+            user: owners.index_of(self.user.as_deref())?,
+            group: owners.index_of(self.group.as_deref())?,
             mtime: self.mtime,
             rdev_major: if is_device { self.rdev_major } else { 0 },
             rdev_minor: if is_device { self.rdev_minor } else { 0 },
-        }
+        })
     }
 }
 
-fn implied_dir(rel: &[u8], mtime: i64) -> MetaRecord {
-    MetaRecord {
-        path: rel.to_vec(),
+fn implied_dir(mtime: i64) -> RawEntry {
+    RawEntry {
         mode: IMPLIED_DIR_MODE,
         uid: 0,
         gid: 0,
-        user: None,
-        group: None,
+        user: NO_NAME,
+        group: NO_NAME,
         mtime,
         rdev_major: 0,
         rdev_minor: 0,
@@ -549,6 +643,9 @@ pub fn clean_path(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
     if clean.contains(&0) {
         return Err("path contains a NUL byte");
     }
+    if clean.len() > MAX_PATH_LEN {
+        return Err("path longer than 4096 bytes");
+    }
     Ok(clean)
 }
 
@@ -626,6 +723,14 @@ fn pristine_root(extractor: &Extractor, top: Option<&[u8]>) -> io::Result<Option
     }
 }
 
+/// Whether unpacking failed for want of disk space rather than for the archive.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
 fn refuse(raw: &[u8], why: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -633,8 +738,13 @@ fn refuse(raw: &[u8], why: &str) -> io::Error {
     )
 }
 
-fn show(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+/// A path as error messages show it: its end, when it is long (a client
+/// reads the message on one line; the end names the entry best).
+fn show(bytes: &[u8]) -> String {
+    match bytes.len().checked_sub(MAX_SHOWN_PATH) {
+        Some(cut) if cut > 0 => format!("...{}", String::from_utf8_lossy(&bytes[cut..])),
+        _ => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -193,13 +193,18 @@ pub fn split_filter_words(text: &str) -> Result<Vec<String>, ValueError> {
     Ok(rules)
 }
 
+/// Ending reserved for the pin marks beside the builds (`NAME.sticky`).
+pub const STICKY_SUFFIX: &str = ".sticky";
+
 /// True when `name` is a build name upserv may fetch: a letter or digit, then
-/// up to 127 letters, digits, `.`, `_`, `+` or `-`.
+/// up to 127 letters, digits, `.`, `_`, `+` or `-`, not ending in `.sticky`
+/// (a build of that name would be taken for the pin mark of another).
 pub fn is_build_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
     first_ok
         && name.len() <= MAX_BUILD_NAME_LEN
+        && !name.ends_with(STICKY_SUFFIX)
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
 }
 
@@ -322,7 +327,15 @@ mod tests {
     #[test]
     fn build_names() {
         let longest = format!("a{}", "b".repeat(127));
-        for good in ["build-812", "os12.1_x", "1", "a+b", longest.as_str()] {
+        for good in [
+            "build-812",
+            "os12.1_x",
+            "1",
+            "a+b",
+            "b1.stickyx",
+            "b1.sticky2",
+            longest.as_str(),
+        ] {
             assert!(is_build_name(good), "{good}");
         }
         let too_long = format!("a{}", "b".repeat(128));
@@ -335,6 +348,8 @@ mod tests {
             "..",
             "a b",
             "é",
+            "b1.sticky",
+            "b1.tar.sticky",
             too_long.as_str(),
         ] {
             assert!(!is_build_name(bad), "{bad}");
