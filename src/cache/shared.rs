@@ -489,8 +489,11 @@ impl Shared {
             }
             std::thread::sleep(REPLACE_IDLE_POLL);
         };
-        let old = prepared.scratch.join("old");
-        std::fs::rename(self.store.build_dir(name), &old).map_err(fail)?;
+        // Deleted by the trash thread, so a large tree never holds up the
+        // coordinator.
+        self.store
+            .move_to_trash(&self.store.build_dir(name), name)
+            .map_err(fail)?;
         std::fs::rename(&prepared.table, self.store.meta_path(name)).map_err(fail)?;
         let ino = std::fs::symlink_metadata(&prepared.tree)
             .map_err(fail)?
@@ -498,6 +501,7 @@ impl Shared {
         self.store.mark_installed(name, ino).map_err(fail)?;
         std::fs::rename(&prepared.tree, self.store.build_dir(name)).map_err(fail)?;
         drop(idle);
+        self.trash.wake();
         self.tables.lock().remove(name);
         if let Some(ino) = self.store.build_ino(name) {
             self.sizes.lock().insert(name.clone(), (ino, prepared.size));

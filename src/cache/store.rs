@@ -265,7 +265,9 @@ impl Store {
         Ok(())
     }
 
-    fn move_to_trash(&self, path: &Path, name: &str) -> io::Result<()> {
+    /// Moves `path` into the trash (one rename), named after `name`; the
+    /// trash thread deletes it.
+    pub fn move_to_trash(&self, path: &Path, name: &str) -> io::Result<()> {
         let trash = self.private.join("trash").join(format!(
             "{name}.{}.{}",
             std::process::id(),
