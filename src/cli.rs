@@ -1,4 +1,4 @@
-//! The command line (SPEC §2): turns upserv's arguments into an
+//! The command line (README, Commands): turns upserv's arguments into an
 //! [`Invocation`] (the command to run and the options that override the
 //! configuration file), and holds the `--help` text users read.
 //!

@@ -35,7 +35,7 @@ const SPEC: RandomSpec = RandomSpec {
 /// What a real client pulls with: everything rsync -a keeps, hard links,
 /// itemized changes and statistics; progress lines hidden.
 const PULL_OPTS: &[&str] = &["-a", "-H", "-i", "--stats", "--no-motd"];
-/// SPEC §5: waiting clients see a progress line at most this often.
+/// docs/builds.md: waiting clients see a progress line at most this often.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// How much sooner than the interval a line may arrive, for scheduling
 /// jitter between upserv's clock and the moment the client prints. Well

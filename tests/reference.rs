@@ -1,5 +1,5 @@
 //! The man page `src/upserv.8` is the reference for every command, option
-//! and configuration parameter (issue 5, part 6): this test fails when the
+//! and configuration parameter: this test fails when the
 //! binary knows one that the page does not document.
 //!
 //! What the binary knows is read from the binary itself: the commands and

@@ -411,15 +411,16 @@ fn a_direct_connection_without_the_header_is_refused() {
 fn proxy_protocol_from_takes_headers_only_from_the_balancers_listed() {
     let (tree, module) = static_tree();
     let dir = scratch_dir("scale-from");
+    // Two boxes, each with a builds dir of its own, as two daemons need.
     let elsewhere = proxied_box(
         std::slice::from_ref(&module),
-        &dir,
+        &dir.join("builds-elsewhere"),
         None,
         &[("proxy protocol from", "127.0.0.9, 10.0.0.0/8")],
     );
     let listed = proxied_box(
         &[module],
-        &dir,
+        &dir.join("builds-listed"),
         None,
         &[("proxy protocol from", "127.0.0.9 127.0.0.1")],
     );

@@ -1,7 +1,7 @@
 //! upserv run as an unprivileged user, as the README's deployments run it:
 //! asked for port 873 without the privilege, the daemon must stop at once
 //! with exit status 1 and a message that says why and what to do instead
-//! (SPEC §2), never run on without a listener.
+//! (README, Commands), never run on without a listener.
 //!
 //! The test drops to `nobody` with setpriv(1), so it needs root (it skips,
 //! saying so, without it) and a kernel that keeps ports below 1024

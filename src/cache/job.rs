@@ -21,7 +21,7 @@ use super::store;
 use super::unpack::{self, Plan};
 use super::{CacheError, Layout};
 
-/// Waiting clients see a progress line at most this often (SPEC §5).
+/// Waiting clients see a progress line at most this often (docs/builds.md).
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// The job thread reports bytes at most this often.
 const JOB_PROGRESS_INTERVAL: Duration = Duration::from_millis(500);

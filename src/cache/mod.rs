@@ -24,7 +24,7 @@
 //! - [`stats`]: counters and the downloads in progress, for status and metrics.
 //! - [`commands`]: the admin commands (`fetch`, `list`, `pin`, `unpin`, `gc`).
 //!
-//! Decisions where SPEC §5 leaves room:
+//! Decisions the rules of docs/builds.md leave open:
 //! - A build without a metadata table (a tree an administrator put into the
 //!   builds directory) is served with what the disk says: `meta()` is `None`.
 //!   upserv marks each tree it publishes (`.upserv/installed/NAME`, holding
@@ -129,7 +129,7 @@ pub struct CacheConfig {
 }
 
 impl CacheConfig {
-    /// Defaults of SPEC §2/§5 for a builds directory: no upstream, plain
+    /// Defaults for a builds directory (docs/builds.md): no upstream, plain
     /// layout, 16 GiB, 60 s fetch timeout, at least 1 KiB/s over each minute,
     /// 404s remembered for 60 s.
     pub fn new(builds_dir: impl Into<PathBuf>) -> CacheConfig {

@@ -518,7 +518,7 @@ const REPLACE_IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(60
 /// How often it looks whether they have.
 const REPLACE_IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Startup recovery (SPEC §5): needs the install lock, so it is skipped
+/// Startup recovery (docs/builds.md): needs the install lock, so it is skipped
 /// while another process downloads (that process cleans up after itself).
 pub(super) fn recover(inner: &Shared, startup: Startup) -> Result<(), CacheError> {
     if startup == Startup::ReadOnly {

@@ -12,7 +12,7 @@ use log::LevelFilter;
 use super::values::{parse_whole, split_hosts};
 use super::MAX_WORKERS;
 
-/// Archive endings the upstream template may have (SPEC §5).
+/// Archive endings the upstream template may have (docs/builds.md).
 const ARCHIVE_ENDINGS: [&str; 6] = [
     ".tar",
     ".tar.gz",
@@ -21,7 +21,7 @@ const ARCHIVE_ENDINGS: [&str; 6] = [
     ".tar.xz",
     ".tar.lzma",
 ];
-/// Checksum-file endings the checksum template may have (SPEC §5).
+/// Checksum-file endings the checksum template may have (docs/builds.md).
 const CHECKSUM_ENDINGS: [&str; 2] = [".md5", ".sha256"];
 /// The digests rsyncd's `auth digest` names, strongest first.
 const AUTH_DIGESTS: [&str; 5] = ["sha512", "sha256", "sha1", "md5", "md4"];
@@ -173,7 +173,7 @@ pub(super) fn parse_auth_digest(value: &str) -> Result<Option<String>, String> {
     Ok(Some(digest))
 }
 
-/// Checks an upstream archive URL template (SPEC §5).
+/// Checks an upstream archive URL template (docs/builds.md).
 pub(crate) fn check_upstream(url: &str) -> Result<(), String> {
     check_template(url)?;
     if !ends_with_any(url, &ARCHIVE_ENDINGS) {
@@ -185,7 +185,7 @@ pub(crate) fn check_upstream(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks an upstream checksum URL template (SPEC §5).
+/// Checks an upstream checksum URL template (docs/builds.md).
 pub(super) fn check_checksum_url(url: &str) -> Result<(), String> {
     check_template(url)?;
     if !ends_with_any(url, &CHECKSUM_ENDINGS) {

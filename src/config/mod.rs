@@ -1,5 +1,5 @@
-//! Configuration: the rsyncd.conf-syntax file (SPEC §3), its defaults and the
-//! command-line overrides (SPEC §2), resolved into one [`Settings`] value.
+//! Configuration: the rsyncd.conf-syntax file (the man page, src/upserv.8), its defaults and the
+//! command-line overrides (README, Commands), resolved into one [`Settings`] value.
 //!
 //! The file is read the way rsyncd reads rsyncd.conf, so an administrator's
 //! existing file mostly works: parameters before the first `[section]` or in
@@ -263,7 +263,7 @@ impl Default for ModuleParams {
     }
 }
 
-/// How an unpacked build is laid out as a module (SPEC §5).
+/// How an unpacked build is laid out as a module (docs/builds.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Layout {
     /// The archive's tree is the module's root.
@@ -316,7 +316,7 @@ impl Settings {
     }
 }
 
-/// What the command line sets over the configuration file (SPEC §2). Values
+/// What the command line sets over the configuration file (README, Commands). Values
 /// are already parsed; [`load_settings`] applies the checks that need the
 /// configuration's rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-/// The longest build name upserv accepts (SPEC §5: `[A-Za-z0-9][A-Za-z0-9._+-]{0,127}`).
+/// The longest build name upserv accepts (docs/builds.md: `[A-Za-z0-9][A-Za-z0-9._+-]{0,127}`).
 pub const MAX_BUILD_NAME_LEN: usize = 128;
 
 /// The longest timeout upserv accepts, in seconds (about 31 years). Far above
