@@ -430,3 +430,36 @@ fn a_slow_client_of_the_control_socket_is_cut_off_and_status_still_answers() {
     assert_eq!(code, 0, "{stderr}");
     assert!(text.contains("connections: 0\n"), "{text}");
 }
+
+/// A pull of a build that fails after the build was found still says, in
+/// its log line, how the cache answered: here a client that hangs up
+/// right after its arguments, from a build that was cached (a hit).
+#[test]
+fn a_failed_pull_of_a_build_still_logs_the_cache_result() {
+    let dir = scratch_dir("observe-failed-hit");
+    let builds = dir.join("builds");
+    std::fs::create_dir_all(builds.join("build-f")).unwrap();
+    std::fs::write(builds.join("build-f/hello"), b"hello\n").unwrap();
+    let upserv = Upserv::start_with(&[], Some(&builds), &[]);
+    let stream = TcpStream::connect(("127.0.0.1", upserv.port())).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    (&stream)
+        .write_all(b"@RSYNCD: 29.0\nbuild-f\n--server\n--sender\n-r\n.\nbuild-f/\n\n")
+        .unwrap();
+    // Everything up to the checksum seed, then hang up before the filter
+    // list the sender waits for.
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("@RSYNCD: OK\n") {
+        assert_eq!((&stream).read(&mut byte).unwrap(), 1, "{seen:?}");
+        seen.push(byte[0]);
+    }
+    let mut seed = [0u8; 4];
+    (&stream).read_exact(&mut seed).unwrap();
+    drop(stream);
+    wait_until("the failed pull's log line", || {
+        upserv.log().contains("module build-f: cache hit: failed")
+    });
+}

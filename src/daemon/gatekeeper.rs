@@ -213,6 +213,7 @@ enum Next {
 fn fail(error: impl Into<String>) -> Next {
     Next::Close(Some(Outcome::Failed {
         module: None,
+        cache: None,
         error: error.into(),
     }))
 }
@@ -657,6 +658,7 @@ impl Gatekeeper {
                 if !closing {
                     let outcome = Outcome::Failed {
                         module: None,
+                        cache: None,
                         error: "handshake took too long".into(),
                     };
                     log_outcome(Some(peer), &outcome, took);
@@ -794,6 +796,7 @@ impl Gatekeeper {
         if let Err(e) = p.out.write_to(&p.stream) {
             let outcome = Outcome::Failed {
                 module: None,
+                cache: None,
                 error: e.to_string(),
             };
             log_closed(addr, p.probe, &outcome, p.accepted.elapsed());

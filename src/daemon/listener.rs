@@ -159,6 +159,7 @@ fn serve_job(job: Job, stats: &Arc<Stats>) {
 fn setup_failed(e: io::Error) -> Outcome {
     Outcome::Failed {
         module: None,
+        cache: None,
         error: format!("cannot set up the connection: {e}"),
     }
 }

@@ -311,6 +311,7 @@ pub fn serve_stdio(server: &Server) -> io::Result<()> {
             Ok(Err(outcome)) => outcome,
             Err(e) => session::Outcome::Failed {
                 module: None,
+                cache: None,
                 error: e.to_string(),
             },
         }
@@ -319,6 +320,7 @@ pub fn serve_stdio(server: &Server) -> io::Result<()> {
     // its one line.
     let outcome = served.unwrap_or_else(|_| session::Outcome::Failed {
         module: None,
+        cache: None,
         error: "connection handler panicked".into(),
     });
     listener::log_outcome(peer, &outcome, started.elapsed());
@@ -360,6 +362,7 @@ fn proxied_client(
             Err(e) => {
                 return Err(session::Outcome::Failed {
                     module: None,
+                    cache: None,
                     error: format!("reading the PROXY protocol header: {e}"),
                 })
             }
@@ -386,6 +389,7 @@ fn serve_within_limit(
         let why = format!("max connections ({max}) reached -- try again later");
         return session::refuse(conn, why).unwrap_or_else(|e| session::Outcome::Failed {
             module: None,
+            cache: None,
             error: e.to_string(),
         });
     }

@@ -52,6 +52,8 @@ pub enum Outcome {
     },
     Failed {
         module: Option<String>,
+        /// For a build: whether it was cached, fetched or waited for.
+        cache: Option<Lookup>,
         error: String,
     },
 }
@@ -84,10 +86,19 @@ impl fmt::Display for Outcome {
                     stats.matched_bytes
                 )
             }
-            Outcome::Failed { module, error } => match module {
-                Some(m) => write!(f, "module {m}: failed: {error}"),
-                None => write!(f, "failed: {error}"),
-            },
+            Outcome::Failed {
+                module,
+                cache,
+                error,
+            } => {
+                if let Some(m) = module {
+                    write!(f, "module {m}: ")?;
+                }
+                if let Some(lookup) = cache {
+                    write!(f, "cache {}: ", lookup.name())?;
+                }
+                write!(f, "failed: {error}")
+            }
         }
     }
 }
@@ -95,6 +106,7 @@ impl fmt::Display for Outcome {
 fn failed(module: Option<String>, e: io::Error) -> Outcome {
     Outcome::Failed {
         module,
+        cache: None,
         error: e.to_string(),
     }
 }
@@ -255,18 +267,20 @@ fn pull(
         paths,
         daemon_filters: module.filters.clone(),
     };
+    let cache = match &module.root {
+        ModuleRoot::Build(guard) => Some(guard.lookup()),
+        ModuleRoot::Static(_) => None,
+    };
     let outcome = match sender::run(conn, pull) {
         Ok(stats) => Outcome::Pulled {
             module: module.name.clone(),
             user: admitted.user.clone(),
-            cache: match &module.root {
-                ModuleRoot::Build(guard) => Some(guard.lookup()),
-                ModuleRoot::Static(_) => None,
-            },
+            cache,
             stats,
         },
         Err(e) => Outcome::Failed {
             module: Some(module.name.clone()),
+            cache,
             error: e.to_string(),
         },
     };
