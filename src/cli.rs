@@ -175,8 +175,8 @@ to the builds directory.",
         details: "\
 Asks the daemon running on this builds directory, over its control socket
 DIR/.upserv/control.sock, and prints each download in progress (build,
-bytes and percent, rate, ETA, laptops waiting), each connection (address,
-module, bytes sent, seconds) and the cache (used against the budget,
+bytes and percent, rate, ETA, laptops waiting), the upstream mirrors and
+which count as down, each connection (address, module, bytes sent, seconds) and the cache (used against the budget,
 builds, sticky ones). With --json, the same as one JSON object. Needs only
 read access; exits 1 when no daemon answers.",
         parse: |parsed, operands| {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use builds_support::{upserv_command, upserv_for, wait_until, LiveClient};
 use common::*;
-use upstream::{sample_build, scratch_dir, Upstream};
+use upstream::{refused_url, sample_build, scratch_dir, Upstream};
 
 /// upserv's `metrics::SCRAPE_TIMEOUT`: how long a silent scraper may keep
 /// one of the responder's places.
@@ -77,6 +77,10 @@ for c in d["connections"]:
 for k in ("used", "budget", "builds"):
     print("cache.%s=%s" % (k, d["cache"][k]))
 print("cache.sticky=%s" % ",".join(d["cache"]["sticky"]))
+print("mirrors=%d" % len(d["mirrors"]))
+for i, m in enumerate(d["mirrors"]):
+    print("mirror%d.template=%s" % (i, m["template"]))
+    print("mirror%d.down_seconds=%s" % (i, m["down_seconds"]))
 "#;
     python(script, &stdout)
         .lines()
@@ -462,4 +466,38 @@ fn a_failed_pull_of_a_build_still_logs_the_cache_result() {
     wait_until("the failed pull's log line", || {
         upserv.log().contains("module build-f: cache hit: failed")
     });
+}
+
+/// A mirror that refused a download shows as down in `status` (and the one
+/// that served it as up), text and JSON alike.
+#[test]
+fn status_shows_which_mirror_is_down() {
+    let dir = scratch_dir("observe-mirrors");
+    let up = Upstream::start();
+    up.put("/b/build-mi.tar", sample_build("top", "mirrors"));
+    let first = refused_url("/b/{name}.tar");
+    let second = up.url("/b/{name}.tar");
+    let builds = dir.join("builds");
+    let mirrors = format!("{first} {second}");
+    let upserv = Upserv::start_with(&[], Some(&builds), &["--upstream", &mirrors]);
+    pull(
+        &upserv.url("build-mi/"),
+        &dir.join("dest"),
+        &["-a"],
+        Protocol::Default,
+    )
+    .assert_ok();
+    let fields = status_fields(&builds);
+    assert_eq!(fields["mirrors"], "2");
+    assert_eq!(fields["mirror0.template"], first);
+    assert_eq!(fields["mirror1.template"], second);
+    assert_ne!(fields["mirror0.down_seconds"], "None");
+    assert_eq!(fields["mirror1.down_seconds"], "None");
+    let (code, text, stderr) = upserv_command(&["status", "--builds", builds.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        text.contains(&format!("  {first}  down for "))
+            && text.contains(&format!("  {second}  up\n")),
+        "{text}"
+    );
 }

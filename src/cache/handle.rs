@@ -89,7 +89,9 @@ impl CacheWatch {
                 name,
             })
             .collect();
-        inner.stats.report(inner.cfg.cache_size, builds)
+        inner
+            .stats
+            .report(inner.cfg.cache_size, builds, inner.mirror_states())
     }
 }
 
@@ -205,10 +207,7 @@ impl Cache {
     /// The upstream mirrors in configured order, with how much longer each
     /// counts as down (for `status`); empty without an upstream.
     pub fn mirrors(&self) -> Vec<MirrorState> {
-        self.inner
-            .mirrors
-            .as_ref()
-            .map_or(Vec::new(), |m| m.states())
+        self.inner.mirror_states()
     }
 
     /// Cached build names (directories in the builds dir that are valid

@@ -137,6 +137,12 @@ impl Trash {
 }
 
 impl Shared {
+    /// The upstream mirrors in configured order, with how much longer each
+    /// counts as down; empty without an upstream.
+    pub(super) fn mirror_states(&self) -> Vec<super::mirrors::MirrorState> {
+        self.mirrors.as_ref().map_or(Vec::new(), |m| m.states())
+    }
+
     /// Checks the configuration and opens the builds directory.
     pub(super) fn new(cfg: CacheConfig) -> Result<Shared, CacheError> {
         let mirrors = Mirrors::from_config(&cfg)?;

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use super::mirrors::MirrorState;
 use super::store::PRIVATE_DIR;
 
 use parking_lot::Mutex;
@@ -94,6 +95,8 @@ pub struct CacheReport {
     pub requests: [u64; 5],
     pub evictions: u64,
     pub download_bytes: u64,
+    /// The upstream mirrors in configured order, and which count as down.
+    pub mirrors: Vec<MirrorState>,
 }
 
 impl CacheReport {
@@ -162,8 +165,14 @@ impl CacheStats {
         downloads
     }
 
-    pub(super) fn report(&self, budget: u64, builds: Vec<BuildUsage>) -> CacheReport {
+    pub(super) fn report(
+        &self,
+        budget: u64,
+        builds: Vec<BuildUsage>,
+        mirrors: Vec<MirrorState>,
+    ) -> CacheReport {
         CacheReport {
+            mirrors,
             budget,
             builds,
             downloads: self.downloads_now(),

@@ -81,6 +81,21 @@ impl Report {
         let downloads = self.cache.as_ref().map_or(&[][..], |c| &c.downloads[..]);
         let _ = writeln!(out, "downloads in progress: {}", downloads.len());
         out.push_str(&download_lines(downloads));
+        let mirrors = self.cache.as_ref().map_or(&[][..], |c| &c.mirrors[..]);
+        if !mirrors.is_empty() {
+            let _ = writeln!(out, "upstream mirrors: {}", mirrors.len());
+        }
+        for m in mirrors {
+            match m.down_for {
+                Some(left) => {
+                    let left = duration_text(left.as_secs());
+                    let _ = writeln!(out, "  {}  down for {left} more (tried last)", m.template);
+                }
+                None => {
+                    let _ = writeln!(out, "  {}  up", m.template);
+                }
+            }
+        }
         let conns = &self.daemon.connections;
         let _ = writeln!(out, "connections: {}", conns.len());
         for c in conns {
@@ -132,6 +147,17 @@ impl Report {
                 d.rate as u64,
                 json_option(d.eta_seconds()),
                 d.waiters
+            );
+        }
+        out.push_str("],\"mirrors\":[");
+        let mirrors = self.cache.as_ref().map_or(&[][..], |c| &c.mirrors[..]);
+        for (i, m) in mirrors.iter().enumerate() {
+            let _ = write!(
+                out,
+                "{}{{\"template\":{},\"down_seconds\":{}}}",
+                comma(i),
+                json_string(&m.template),
+                json_option(m.down_for.map(|d| d.as_secs()))
             );
         }
         out.push_str("],\"connections\":[");
