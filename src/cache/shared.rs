@@ -459,12 +459,7 @@ impl Shared {
                 "build {name} cannot be installed: something else appeared at its place"
             )));
         }
-        std::fs::rename(&prepared.table, self.store.meta_path(name)).map_err(fail)?;
-        let ino = std::fs::symlink_metadata(&prepared.tree)
-            .map_err(fail)?
-            .ino();
-        self.store.mark_installed(name, ino).map_err(fail)?;
-        std::fs::rename(&prepared.tree, self.store.build_dir(name)).map_err(fail)?;
+        self.put_in_place(prepared).map_err(fail)?;
         if let Some(ino) = self.store.build_ino(name) {
             self.sizes.lock().insert(name.clone(), (ino, prepared.size));
         }
@@ -475,6 +470,17 @@ impl Shared {
 }
 
 impl Shared {
+    /// Moves a prepared tree and its table into place: the table first and
+    /// the tree last, in one rename, so a visible build always has its
+    /// table, and the tree marked as upserv's own in between.
+    fn put_in_place(&self, prepared: &Prepared) -> std::io::Result<()> {
+        let name = &prepared.name;
+        std::fs::rename(&prepared.table, self.store.meta_path(name))?;
+        let ino = std::fs::symlink_metadata(&prepared.tree)?.ino();
+        self.store.mark_installed(name, ino)?;
+        std::fs::rename(&prepared.tree, self.store.build_dir(name))
+    }
+
     /// Swaps a refetched tree in for the cached one. Connections serving the
     /// old tree read it by path, so the swap waits until none does; holding
     /// the build's idle lock then makes new connections wait for the swap,
@@ -500,12 +506,7 @@ impl Shared {
         self.store
             .move_to_trash(&self.store.build_dir(name), name)
             .map_err(fail)?;
-        std::fs::rename(&prepared.table, self.store.meta_path(name)).map_err(fail)?;
-        let ino = std::fs::symlink_metadata(&prepared.tree)
-            .map_err(fail)?
-            .ino();
-        self.store.mark_installed(name, ino).map_err(fail)?;
-        std::fs::rename(&prepared.tree, self.store.build_dir(name)).map_err(fail)?;
+        self.put_in_place(prepared).map_err(fail)?;
         drop(idle);
         self.trash.wake();
         self.tables.lock().remove(name);
