@@ -106,8 +106,10 @@ pub(super) struct Prepared {
     pub(super) tree: PathBuf,
     pub(super) table: PathBuf,
     pub(super) size: u64,
-    /// Replaces the cached tree of the same name (`upserv refetch`).
-    pub(super) refetch: bool,
+    /// For `upserv refetch` of a cached build: its idle lock, taken here in
+    /// the job thread once no connection serves the old tree, so that the
+    /// coordinator swaps the trees without waiting.
+    pub(super) swap: Option<File>,
     pub(super) _lock: File,
 }
 
@@ -187,13 +189,22 @@ pub(super) fn run(
         tree: unpacked.tree,
         table: unpacked.table,
         size,
-        refetch,
+        swap: None,
         _lock: lock,
     });
     match prepared {
-        Ok(prepared) => {
+        Ok(mut prepared) => {
             remove_download(inner, name);
             log::info!("unpacked {name}: {} entries", unpacked.entries);
+            if refetch && store.is_build(name) {
+                match wait_until_idle(inner, name) {
+                    Ok(idle) => prepared.swap = Some(idle),
+                    Err(e) => {
+                        let _ = store::remove_tree(&scratch);
+                        return Err(e);
+                    }
+                }
+            }
             Ok(Some(prepared))
         }
         Err(e) => {
@@ -450,5 +461,30 @@ fn wait_install_lock(
         let done = std::fs::metadata(store.partial_path(name)).map_or(0, |m| m.len());
         report.update(done, None);
         thread::sleep(LOCK_POLL_INTERVAL);
+    }
+}
+
+/// How long a refetched build waits for the connections serving the old
+/// tree to end before giving up (and keeping the old tree).
+const REPLACE_IDLE_WAIT: Duration = Duration::from_secs(600);
+/// How often it looks whether they have.
+const REPLACE_IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// The idle lock of cached build `name`, once no connection serves it.
+/// Connections serving the old tree read it by path, so a swap must wait for
+/// them; holding the lock then makes new connections wait for the swap.
+fn wait_until_idle(inner: &Shared, name: &str) -> Result<File, CacheError> {
+    let deadline = Instant::now() + REPLACE_IDLE_WAIT;
+    loop {
+        if let Some(idle) = inner.store.try_lock_idle(name) {
+            return Ok(idle);
+        }
+        if Instant::now() >= deadline {
+            return Err(CacheError::new(format!(
+                "build {name} stayed in use for {} s; kept the cached one",
+                REPLACE_IDLE_WAIT.as_secs()
+            )));
+        }
+        thread::sleep(REPLACE_IDLE_POLL);
     }
 }

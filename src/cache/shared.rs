@@ -451,7 +451,7 @@ impl Shared {
             return Err(too_large(name, prepared.size, budget));
         }
         let fail = |e| local_failure(name, "cannot install it", e);
-        if prepared.refetch && self.store.is_build(name) {
+        if prepared.swap.is_some() && self.store.is_build(name) {
             return self.replace(prepared);
         }
         if self.store.build_dir(name).exists() {
@@ -481,33 +481,18 @@ impl Shared {
         std::fs::rename(&prepared.tree, self.store.build_dir(name))
     }
 
-    /// Swaps a refetched tree in for the cached one. Connections serving the
-    /// old tree read it by path, so the swap waits until none does; holding
-    /// the build's idle lock then makes new connections wait for the swap,
-    /// which is two renames they cannot see between.
+    /// Swaps a refetched tree in for the cached one, under the idle lock
+    /// the job took ([`Prepared::swap`]): two renames new connections,
+    /// waiting for that lock, cannot see between.
     fn replace(&self, prepared: &Prepared) -> Result<(), CacheError> {
         let name = &prepared.name;
         let fail = |e| local_failure(name, "cannot replace it", e);
-        let deadline = std::time::Instant::now() + REPLACE_IDLE_WAIT;
-        let idle = loop {
-            if let Some(idle) = self.store.try_lock_idle(name) {
-                break idle;
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(CacheError::new(format!(
-                    "build {name} stayed in use for {} s; kept the cached one",
-                    REPLACE_IDLE_WAIT.as_secs()
-                )));
-            }
-            std::thread::sleep(REPLACE_IDLE_POLL);
-        };
         // Deleted by the trash thread, so a large tree never holds up the
         // coordinator.
         self.store
             .move_to_trash(&self.store.build_dir(name), name)
             .map_err(fail)?;
         self.put_in_place(prepared).map_err(fail)?;
-        drop(idle);
         self.trash.wake();
         self.tables.lock().remove(name);
         if let Some(ino) = self.store.build_ino(name) {
@@ -518,12 +503,6 @@ impl Shared {
         Ok(())
     }
 }
-
-/// How long a refetched build waits for the connections serving the old
-/// tree to end before giving up (and keeping the old tree).
-const REPLACE_IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
-/// How often it looks whether they have.
-const REPLACE_IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Startup recovery (docs/builds.md): needs the install lock, so it is skipped
 /// while another process downloads (that process cleans up after itself).
