@@ -80,7 +80,10 @@ fuzz_target!(|data: &[u8]| {
         ),
         Ok(unpacked) => {
             assert!(unpacked.tree.starts_with(&scratch), "tree outside scratch");
-            assert!(unpacked.table.starts_with(&scratch), "table outside scratch");
+            assert!(
+                unpacked.table.starts_with(&scratch),
+                "table outside scratch"
+            );
             let table = MetaTable::load(&unpacked.table).expect("the table loads");
             for (path, _) in table.iter() {
                 assert_eq!(clean_path(path).as_deref(), Ok(path));
