@@ -32,16 +32,21 @@ pub const MATCH_STEP_BUDGET: u32 = 1 << 20;
 /// and a trailing slash.
 pub(crate) const MAX_TEXT_PARTS: usize = 4;
 
-/// How many groups of consecutive `*` `pattern` holds.
+/// How many groups of consecutive `*` `pattern` holds. An escaped `\*` is a
+/// literal star, no wildcard, and ends a group.
 pub fn star_groups(pattern: &[u8]) -> usize {
     let mut groups = 0;
     let mut prev_star = false;
-    for &b in pattern {
+    let mut bytes = pattern.iter();
+    while let Some(&b) = bytes.next() {
         let star = b == b'*';
         if star && !prev_star {
             groups += 1;
         }
         prev_star = star;
+        if b == b'\\' {
+            bytes.next();
+        }
     }
     groups
 }
@@ -725,5 +730,14 @@ mod tests {
                 String::from_utf8_lossy(&text)
             );
         }
+    }
+
+    #[test]
+    fn escaped_stars_are_no_star_groups() {
+        assert_eq!(star_groups(b"a*b**c"), 2);
+        assert_eq!(star_groups(b"\\*\\*x*"), 1);
+        let literal = b"\\*".repeat(MAX_STAR_GROUPS + 1);
+        let text = vec![b'*'; MAX_STAR_GROUPS + 1];
+        assert!(wildmatch(&literal, &text));
     }
 }
