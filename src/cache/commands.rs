@@ -94,14 +94,15 @@ pub fn list(cfg: CacheConfig) -> i32 {
         let last = access
             .get(&name)
             .unwrap_or_else(|| store.build_mtime(&name));
+        let is_sticky = store.is_sticky(&name);
         used += size;
-        sticky += usize::from(store.is_sticky(&name));
+        sticky += usize::from(is_sticky);
         outln!(
             "{:<32} {:>10} {:<20} {:<6} {:<4}",
             name,
             human_size(size),
             format_utc(last),
-            yes_no(store.is_sticky(&name)),
+            yes_no(is_sticky),
             yes_no(store.is_busy(&name)),
         );
     }
