@@ -82,14 +82,28 @@ impl Stat {
     }
 }
 
+/// Why [`Source::resolve`] refused a path: a link on the way leads out of
+/// the module. Callers tell it from other errors with [`leads_out`].
+#[derive(Debug)]
+struct LeadsOut(String);
+
+impl std::fmt::Display for LeadsOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: symlink leads outside the module", self.0)
+    }
+}
+
+impl std::error::Error for LeadsOut {}
+
 fn escape_error(path: &[u8]) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::PermissionDenied,
-        format!(
-            "{}: symlink leads outside the module",
-            String::from_utf8_lossy(path)
-        ),
-    )
+    let what = LeadsOut(String::from_utf8_lossy(path).into_owned());
+    io::Error::new(io::ErrorKind::PermissionDenied, what)
+}
+
+/// Whether `err` is a refusal to follow a link out of the module (rather
+/// than a file that could not be read).
+pub fn leads_out(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|e| e.is::<LeadsOut>())
 }
 
 /// Joins two relative paths with a `/`, treating "" and "." as empty.
@@ -424,9 +438,10 @@ mod tests {
     fn refuses_links_leading_out() {
         for strategy in STRATEGIES {
             let (_d, src) = tree_with(strategy);
-            assert!(src.resolve(b"a/out", true).is_err());
-            assert!(src.resolve(b"abs/passwd", true).is_err());
-            assert!(src.resolve(b"../secret", true).is_err());
+            for escape in [&b"a/out"[..], b"abs/passwd", b"../secret"] {
+                assert!(leads_out(&src.resolve(escape, true).unwrap_err()));
+            }
+            assert!(!leads_out(&src.resolve(b"a/none", true).unwrap_err()));
             // Not following the last link is fine: it is sent as a link.
             assert_eq!(src.resolve(b"a/out", false).unwrap(), b"a/out");
         }

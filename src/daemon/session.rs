@@ -256,6 +256,7 @@ fn pull(
     conn.set_deadline(None);
     conn.reset_counters();
     conn.set_idle_timeout(Some(idle_timeout(module.timeout, opts.timeout)));
+    conn.set_bwlimit(opts.bwlimit);
 
     let mut paths = source_paths(&module.name, &opts.paths, opts.relative);
     drop_repeated(&mut paths);

@@ -12,8 +12,10 @@
 //! `MPLEX_BASE`). Input from a protocol-29 client is never multiplexed.
 //!
 //! Time is bounded too: an optional absolute deadline (the handshake) and an
-//! idle timeout (no byte moved in either direction).
+//! idle timeout (no byte moved in either direction). Writes are paced by the
+//! client's `--bwlimit` when it asks for one ([`super::bwlimit`]).
 
+use super::bwlimit::Throttle;
 use super::wire::{WireRead, WireWrite};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -63,6 +65,7 @@ pub struct Conn {
     bytes_written: u64,
     /// Also counts the bytes written, for observers in other threads.
     shared_written: Option<Arc<AtomicU64>>,
+    throttle: Option<Throttle>,
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -105,6 +108,7 @@ impl Conn {
             bytes_read: 0,
             bytes_written: 0,
             shared_written: None,
+            throttle: None,
         })
     }
 
@@ -118,6 +122,12 @@ impl Conn {
     pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
         self.idle_timeout = timeout;
         self.keepalive_every = timeout.map(|t| t / 2);
+    }
+
+    /// Paces every later write to `rate` bytes per second on average
+    /// (`None`: as fast as the socket takes them).
+    pub fn set_bwlimit(&mut self, rate: Option<u64>) {
+        self.throttle = rate.and_then(Throttle::new);
     }
 
     /// Counts the idle time from now: for waits that are not the peer's
@@ -462,7 +472,10 @@ impl Conn {
     }
 
     fn write_some(&mut self) -> io::Result<()> {
-        let pending = &self.out[self.out_pos..];
+        let mut pending = &self.out[self.out_pos..];
+        if let Some(throttle) = &self.throttle {
+            pending = &pending[..pending.len().min(throttle.max_write())];
+        }
         // SAFETY: writing from our own initialised buffer.
         let n =
             unsafe { libc::write(self.wfd.as_raw_fd(), pending.as_ptr().cast(), pending.len()) };
@@ -475,6 +488,9 @@ impl Conn {
         }
         self.out_pos += n as usize;
         self.bytes_written += n as u64;
+        if let Some(throttle) = &mut self.throttle {
+            throttle.wrote(n as usize);
+        }
         if let Some(counter) = &self.shared_written {
             counter.fetch_add(n as u64, Ordering::Relaxed);
         }

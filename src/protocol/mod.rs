@@ -2,13 +2,14 @@
 //! here: which tree to serve and who may pull it is the daemon's business.
 //!
 //! - [`io`]: the connection's bytes (non-blocking, full duplex, multiplexed
-//!   output); [`wire`]: integer and string encodings.
+//!   output), paced by [`bwlimit`]; [`wire`]: integer and string encodings.
 //! - [`options`]: the client's arguments; [`glob`]: wildcards in them.
 //! - [`filter`] and [`wildmatch`]: include/exclude rules.
 //! - [`flist`]: the file list: building, sorting, encoding.
 //! - [`sender`]: the per-file loop; [`token`]: how deltas are encoded,
 //!   plain or compressed.
 
+pub mod bwlimit;
 pub mod filter;
 pub mod flist;
 pub mod glob;

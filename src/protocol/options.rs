@@ -107,6 +107,9 @@ pub struct Options {
     pub prune_empty_dirs: bool,
     pub max_size: Option<u64>,
     pub min_size: Option<u64>,
+    /// `--bwlimit`: what the sender may write, in bytes per second
+    /// (whole KiB, as rsync rounds it); `None` is unlimited.
+    pub bwlimit: Option<u64>,
     /// The source paths, after the `.` that ends the options.
     pub paths: Vec<Vec<u8>>,
 }
@@ -448,8 +451,8 @@ pub static OPTIONS: &[ClientOption] = {
         flag("itemize-changes", Ignore).short(b'i'),
         flag("no-itemize-changes", Ignore),
         flag("no-i", Ignore),
-        value("bwlimit", Ignore),
-        flag("no-bwlimit", Ignore),
+        value("bwlimit", Read(bwlimit)),
+        flag("no-bwlimit", Run(|o| o.bwlimit = None)),
         flag("backup", Ignore).short(b'b'),
         flag("no-backup", Ignore),
         value("backup-dir", Ignore),
@@ -596,10 +599,11 @@ fn parse_number<T: std::str::FromStr>(name: &str, value: &[u8]) -> Result<T, Opt
 /// options.c parse_size_arg).
 const MAX_SIZE_ARG: f64 = i64::MAX as f64;
 
-/// rsync's size syntax for --max-size/--min-size (rsync: options.c
-/// parse_size_arg): a number with an optional K/M/G/T suffix (1024-based, or
-/// 1000-based with "B"), and an optional +1/-1.
-fn parse_size_arg(name: &str, value: &[u8]) -> Result<u64, OptionError> {
+/// rsync's size syntax for --max-size/--min-size/--bwlimit (rsync:
+/// options.c parse_size_arg): a number with an optional K/M/G/T suffix
+/// (1024-based, or 1000-based with "B"; `default_unit` bytes without one),
+/// and an optional +1/-1.
+fn parse_size_arg(name: &str, value: &[u8], default_unit: f64) -> Result<u64, OptionError> {
     let text = std::str::from_utf8(value).unwrap_or("");
     let bad = || OptionError(format!("--{name}: invalid size \"{}\"", lossy(value)));
     let (body, adjust) = match text.rsplit_once(['+', '-']) {
@@ -622,7 +626,8 @@ fn parse_size_arg(name: &str, value: &[u8]) -> Result<u64, OptionError> {
         1024.0
     };
     let mult = match unit {
-        None | Some('b') => 1.0,
+        None => default_unit,
+        Some('b') => 1.0,
         Some('k') => base,
         Some('m') => base * base,
         Some('g') => base * base * base,
@@ -719,12 +724,31 @@ fn files_from(o: &mut Options, _: &'static str, v: &[u8]) -> Result<(), OptionEr
 }
 
 fn max_size(o: &mut Options, name: &'static str, v: &[u8]) -> Result<(), OptionError> {
-    o.max_size = Some(parse_size_arg(name, v)?);
+    o.max_size = Some(parse_size_arg(name, v, 1.0)?);
     Ok(())
 }
 
 fn min_size(o: &mut Options, name: &'static str, v: &[u8]) -> Result<(), OptionError> {
-    o.min_size = Some(parse_size_arg(name, v)?);
+    o.min_size = Some(parse_size_arg(name, v, 1.0)?);
+    Ok(())
+}
+
+/// The smallest `--bwlimit` other than 0 (unlimited), in bytes per second
+/// (rsync: options.c parse_arguments).
+const MIN_BWLIMIT: u64 = 512;
+
+/// `--bwlimit=RATE`: KiB per second without a suffix, rounded to whole KiB
+/// as rsync does; 0 is unlimited.
+fn bwlimit(o: &mut Options, name: &'static str, v: &[u8]) -> Result<(), OptionError> {
+    let bytes = parse_size_arg(name, v, 1024.0)?;
+    if bytes != 0 && bytes < MIN_BWLIMIT {
+        return Err(OptionError(format!(
+            "--{name}={} is too small (min: {MIN_BWLIMIT} or 0 for unlimited)",
+            lossy(v)
+        )));
+    }
+    let kib = bytes.saturating_add(512) / 1024;
+    o.bwlimit = (kib != 0).then(|| kib.saturating_mul(1024));
     Ok(())
 }
 
@@ -1028,20 +1052,43 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size_arg("max-size", b"100").unwrap(), 100);
-        assert_eq!(parse_size_arg("max-size", b"1k").unwrap(), 1024);
-        assert_eq!(parse_size_arg("max-size", b"1kb").unwrap(), 1000);
-        assert_eq!(parse_size_arg("max-size", b"2M").unwrap(), 2 * 1024 * 1024);
-        assert_eq!(parse_size_arg("max-size", b"1k-1").unwrap(), 1023);
-        // Found by fuzzing: a multi-byte suffix, and sizes past 2^63.
-        assert!(parse_size_arg("max-size", "1\u{3db}".as_bytes()).is_err());
-        assert!(parse_size_arg("max-size", b"99999999999999999999p+1").is_err());
-        assert!(parse_size_arg("max-size", b"8388608t").is_err());
+        assert_eq!(parse_size_arg("max-size", b"100", 1.0).unwrap(), 100);
+        assert_eq!(parse_size_arg("max-size", b"1k", 1.0).unwrap(), 1024);
+        assert_eq!(parse_size_arg("max-size", b"1kb", 1.0).unwrap(), 1000);
         assert_eq!(
-            parse_size_arg("max-size", b"8388607t").unwrap(),
+            parse_size_arg("max-size", b"2M", 1.0).unwrap(),
+            2 * 1024 * 1024
+        );
+        assert_eq!(parse_size_arg("max-size", b"1k-1", 1.0).unwrap(), 1023);
+        // Found by fuzzing: a multi-byte suffix, and sizes past 2^63.
+        assert!(parse_size_arg("max-size", "1\u{3db}".as_bytes(), 1.0).is_err());
+        assert!(parse_size_arg("max-size", b"99999999999999999999p+1", 1.0).is_err());
+        assert!(parse_size_arg("max-size", b"8388608t", 1.0).is_err());
+        assert_eq!(
+            parse_size_arg("max-size", b"8388607t", 1.0).unwrap(),
             8_388_607 << 40
         );
-        assert!(parse_size_arg("max-size", b"1q").is_err());
+        assert!(parse_size_arg("max-size", b"1q", 1.0).is_err());
+    }
+
+    #[test]
+    fn bwlimit_is_kib_per_second_unless_told_otherwise() {
+        let rate = |v: &str| parse(&["--server", "--sender", v, ".", "m"]).map(|o| o.bwlimit);
+        assert_eq!(rate("--bwlimit=100").unwrap(), Some(100 * 1024));
+        assert_eq!(rate("--bwlimit=1.5m").unwrap(), Some(1536 * 1024));
+        assert_eq!(rate("--bwlimit=1000b").unwrap(), Some(1024));
+        assert_eq!(rate("--bwlimit=0").unwrap(), None);
+        assert!(rate("--bwlimit=100b").is_err());
+        assert!(rate("--bwlimit=fast").is_err());
+        let off = parse(&[
+            "--server",
+            "--sender",
+            "--bwlimit=9",
+            "--no-bwlimit",
+            ".",
+            "m",
+        ]);
+        assert_eq!(off.unwrap().bwlimit, None);
     }
 
     #[test]

@@ -429,12 +429,16 @@ impl<'a> Builder<'a> {
             let text = format!("file has vanished: {}\n", self.full_name(root, name));
             return self.error(IOERR_VANISHED, tag, text);
         }
-        if err.kind() == io::ErrorKind::PermissionDenied && self.follow_links {
+        if source::leads_out(err) {
+            // Left out with an error (the client exits 23) but without the
+            // I/O-error flag, which would cancel every deletion: rsyncd
+            // without chroot lists such a link and fails only when it
+            // opens it (docs/protocol.md, "Links leading out of a module").
             let text = format!(
                 "rsync: [sender] symlink leads outside the module: {}\n",
                 self.full_name(root, name)
             );
-            return self.error(IOERR_GENERAL, MsgTag::Error, text);
+            return self.reporter.report(MsgTag::Error, &text);
         }
         self.os_error("readlink_stat", root, name, err)
     }
