@@ -3,9 +3,13 @@
 
 Owns: building (or taking) upserv, making a big random file and a basis with
 scattered edits, starting both servers on the same directory, pulling from
-each in turn with the real rsync client at --protocol=29, and printing what
-each server cost: wall time, server CPU time and peak memory per connection,
-absolute and as upserv/rsyncd ratios.
+each in turn with the real rsync client, and printing what each server
+cost: wall time, server CPU time and peak memory per connection, absolute
+and as upserv/rsyncd ratios. Each scenario runs once per client variant:
+--protocol=29 and the client's default protocol (no --protocol, as laptops
+pull), each without and with -z (zstd at its default level where both
+sides negotiate compression names, zlib at 29); the negotiated protocol and
+compression of each server are printed with the table.
 
 Must not: judge the numbers (it reports, never fails on them), touch anything
 outside its temporary directory, or end processes it did not start.
@@ -50,6 +54,14 @@ PULL_TIMEOUT = 1800
 CHUNK = 1 << 20
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+# Client variants: the protocol asked for, and compression.
+PROTOCOL_CHOICES = {"29": ["--protocol=29"], "default": []}
+COMPRESS_CHOICES = {"none": [], "z": ["-z"]}
+# The client's options when a caller names none: the original scenarios.
+DEFAULT_CLIENT_OPTS = ("--protocol=29",)
+# What the client prints about a connection with --debug=proto,nstr.
+NEGOTIATED = re.compile(r"Protocol versions: remote=\d+, negotiated=(\d+)")
+COMPRESSION = re.compile(r"Client (?:negotiated )?compress: (.+)")
 RSYNCD_GLOBALS = """use chroot = no
 munge symlinks = no
 numeric ids = no
@@ -72,6 +84,21 @@ def parse_size(text):
     return int(match.group(1)) * units[match.group(2)]
 
 
+def choice_list(choices):
+    """An argparse type: a comma-separated list of keys of `choices`."""
+
+    def parse(text):
+        picked = [c.strip() for c in text.split(",") if c.strip()]
+        unknown = [c for c in picked if c not in choices]
+        if unknown or not picked:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: pick from {', '.join(choices)}, comma-separated"
+            )
+        return picked
+
+    return parse
+
+
 def parse_args():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -83,6 +110,18 @@ def parse_args():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--protocols",
+        type=choice_list(PROTOCOL_CHOICES),
+        default=list(PROTOCOL_CHOICES),
+        help="client protocols, comma-separated: 29, default (default: both)",
+    )
+    parser.add_argument(
+        "--compress",
+        type=choice_list(COMPRESS_CHOICES),
+        default=list(COMPRESS_CHOICES),
+        help="compression, comma-separated: none, z (default: both)",
+    )
     return parser.parse_args()
 
 
@@ -356,11 +395,11 @@ def prepare_dests(workdir, label, clients, basis):
     return dests
 
 
-def run_clients(port, dests):
+def run_clients(port, dests, client_opts=DEFAULT_CLIENT_OPTS):
     url = f"rsync://127.0.0.1:{port}/bench/"
     procs = [
         subprocess.Popen(
-            ["rsync", "-a", "--protocol=29", url, dest + "/"],
+            ["rsync", "-a", *client_opts, url, dest + "/"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -379,7 +418,7 @@ def run_clients(port, dests):
     return failures
 
 
-def measure(server, is_rsyncd, dests, source_size):
+def measure(server, is_rsyncd, dests, source_size, client_opts=DEFAULT_CLIENT_OPTS):
     """One scenario round against one server: wall seconds, server CPU
     seconds, peak memory per connection in KiB, the peak resident memory
     of the whole server (daemon and all its processes) in KiB, and any
@@ -397,7 +436,7 @@ def measure(server, is_rsyncd, dests, source_size):
             pass
     sampler = MemorySampler(pid)
     started = time.monotonic()
-    failures = run_clients(server.port, dests)
+    failures = run_clients(server.port, dests, client_opts)
     wall = time.monotonic() - started
     await_no_children(server)
     sampler.stop()
@@ -433,14 +472,16 @@ def ratio(a, b):
     return f"{a / b:.2f}"
 
 
-def print_table(results, args, upserv_argv_text):
+def print_table(results, args, upserv_argv_text, notes=()):
     print()
     print(f"upserv: {upserv_argv_text}")
     print(
         f"file: {args.size} bytes random, basis: {CHANGED_FRACTION:.0%} rewritten in "
-        f"{EDIT_LEN}-byte runs; protocol 29; median of {args.rounds} round(s)"
+        f"{EDIT_LEN}-byte runs; median of {args.rounds} round(s)"
     )
-    header = f"{'scenario':<26}{'metric':<26}{'upserv':>10}{'rsyncd':>10}{'ratio':>8}"
+    for note in notes:
+        print(note)
+    header = f"{'scenario':<34}{'metric':<26}{'upserv':>10}{'rsyncd':>10}{'ratio':>8}"
     print(header)
     print("-" * len(header))
     metrics = [
@@ -454,7 +495,7 @@ def print_table(results, args, upserv_argv_text):
             u = median_of(per_server["upserv"], index)
             r = median_of(per_server["rsyncd"], index)
             label = scenario if i == 0 else ""
-            print(f"{label:<26}{name:<26}{fmt(u, unit):>10}{fmt(r, unit):>10}{ratio(u, r):>8}")
+            print(f"{label:<34}{name:<26}{fmt(u, unit):>10}{fmt(r, unit):>10}{ratio(u, r):>8}")
     print()
 
 
@@ -476,8 +517,8 @@ def main():
         paths = write_configs(workdir, served)
         upserv, rsyncd = start_servers(args, paths, servers)
         log(f"upserv on port {upserv.port}, rsyncd on port {rsyncd.port}")
-        results = run_scenarios(args, workdir, basis, upserv, rsyncd)
-        print_table(results, args, shlex.join(upserv.argv))
+        results, notes = run_variants(args, workdir, basis, upserv, rsyncd)
+        print_table(results, args, shlex.join(upserv.argv), notes)
     finally:
         for server in servers:
             server.stop()
@@ -487,13 +528,58 @@ def main():
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run_scenarios(args, workdir, basis, upserv, rsyncd):
+def client_variants(args):
+    """(label, client options) for each protocol and compression asked for."""
+    variants = []
+    for protocol in args.protocols:
+        for compress in args.compress:
+            label = f"p{protocol}" + ("" if compress == "none" else f" -{compress}")
+            variants.append((label, PROTOCOL_CHOICES[protocol] + COMPRESS_CHOICES[compress]))
+    return variants
+
+
+def negotiated(server, client_opts):
+    """What a client with `client_opts` and this server settle on: the
+    protocol and compression, as the client reports them."""
+    probe = subprocess.run(
+        ["rsync", "-a", *client_opts, "--debug=proto,nstr", "--list-only",
+         f"rsync://127.0.0.1:{server.port}/bench/"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=PULL_TIMEOUT,
+    )
+    text = (probe.stdout + probe.stderr).decode(errors="replace")
+    protocol = NEGOTIATED.search(text)
+    compression = COMPRESSION.search(text)
+    return (
+        f"protocol {protocol.group(1) if protocol else '?'}, "
+        f"compression {compression.group(1).strip() if compression else 'none'}"
+    )
+
+
+def run_variants(args, workdir, basis, upserv, rsyncd):
+    """Every scenario under every client variant; returns the results by
+    scenario name (the variant's label leading) and one note per variant
+    saying what each server negotiated."""
+    results, notes = {}, []
+    for label, client_opts in client_variants(args):
+        opts_text = " ".join(client_opts) or "(no --protocol)"
+        notes.append(
+            f"{label}: rsync -a {opts_text}: upserv {negotiated(upserv, client_opts)}; "
+            f"rsyncd {negotiated(rsyncd, client_opts)}"
+        )
+        results.update(run_scenarios(args, workdir, basis, upserv, rsyncd, client_opts, label))
+    return results, notes
+
+
+def run_scenarios(args, workdir, basis, upserv, rsyncd, client_opts=DEFAULT_CLIENT_OPTS, tag=""):
     size = args.size
+    prefix = f"{tag}: " if tag else ""
     scenarios = [
-        ("full, 1 client", 1, None),
-        (f"full, {args.clients} clients", args.clients, None),
-        ("1% delta, 1 client", 1, basis),
-        (f"1% delta, {args.clients} clients", args.clients, basis),
+        (f"{prefix}full, 1 client", 1, None),
+        (f"{prefix}full, {args.clients} clients", args.clients, None),
+        (f"{prefix}1% delta, 1 client", 1, basis),
+        (f"{prefix}1% delta, {args.clients} clients", args.clients, basis),
     ]
     results = {}
     for name, clients, scenario_basis in scenarios:
@@ -505,7 +591,9 @@ def run_scenarios(args, workdir, basis, upserv, rsyncd):
                 order.reverse()
             for server, is_rsyncd in order:
                 dests = prepare_dests(workdir, server.name, clients, scenario_basis)
-                wall, cpu, mem, total, failures = measure(server, is_rsyncd, dests, size)
+                wall, cpu, mem, total, failures = measure(
+                    server, is_rsyncd, dests, size, client_opts
+                )
                 for failure in failures:
                     log(f"WARNING {name}, {server.name}: {failure}")
                 per_server[server.name].append((wall, cpu, mem, total))
