@@ -154,7 +154,8 @@ fn a_link_to_a_directory_outside_is_left_out_and_deletions_still_happen() {
         let r = pull(&upserv.url("m/"), &dest, opts, Protocol::V(29));
         assert_eq!(r.code, 23, "{opts:?}: {}", r.stderr);
         assert!(
-            r.stderr.contains("symlink leads outside the module: \"dir-out\""),
+            r.stderr
+                .contains("symlink leads outside the module: \"dir-out\""),
             "{opts:?}: {}",
             r.stderr
         );
