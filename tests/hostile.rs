@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 const ITEM_TRANSFER: u16 = 1 << 15;
@@ -237,13 +238,16 @@ fn a_client_that_disconnects_mid_file_ends_only_its_connection() {
     let scratch = tempfile::tempdir().expect("scratch");
     let dest = scratch.path().join("dest");
     std::fs::create_dir_all(&dest).expect("dest");
-    // A slow pull of the big file, killed once the partial file has data.
+    // A slow pull of the big file, killed once the partial file has data:
+    // the client's whole process group, or its receiver would go on
+    // reading the paced data to the end.
     let mut client = std::process::Command::new("rsync")
         .args(["-a", "--bwlimit=200", "--partial"])
         .arg(server.url("m/big.bin"))
         .arg(&dest)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        .process_group(0)
         .spawn()
         .expect("rsync client");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -258,7 +262,7 @@ fn a_client_that_disconnects_mid_file_ends_only_its_connection() {
         assert!(Instant::now() < deadline, "the transfer never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    client.kill().expect("kill client");
+    common::proc::kill_group(client.id());
     let _ = client.wait();
     await_log(&server, "module m: failed", 1);
     assert_still_serves(&server, &tree);
