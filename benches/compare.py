@@ -54,9 +54,11 @@ PULL_TIMEOUT = 1800
 CHUNK = 1 << 20
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
-# Client variants: the protocol asked for, and compression.
+# Client variants: the protocol asked for, and compression. "zstd" names
+# zstd outright, so that both servers compress alike even at protocol 29.
 PROTOCOL_CHOICES = {"29": ["--protocol=29"], "default": []}
-COMPRESS_CHOICES = {"none": [], "z": ["-z"]}
+COMPRESS_CHOICES = {"none": [], "z": ["-z"], "zstd": ["--compress-choice=zstd"]}
+DEFAULT_COMPRESS = ["none", "z"]
 # The client's options when a caller names none: the original scenarios.
 DEFAULT_CLIENT_OPTS = ("--protocol=29",)
 # What the client prints about a connection with --debug=proto,nstr.
@@ -119,8 +121,8 @@ def parse_args():
     parser.add_argument(
         "--compress",
         type=choice_list(COMPRESS_CHOICES),
-        default=list(COMPRESS_CHOICES),
-        help="compression, comma-separated: none, z (default: both)",
+        default=DEFAULT_COMPRESS,
+        help="compression, comma-separated: none, z, zstd (default: none,z)",
     )
     return parser.parse_args()
 
@@ -533,7 +535,7 @@ def client_variants(args):
     variants = []
     for protocol in args.protocols:
         for compress in args.compress:
-            label = f"p{protocol}" + ("" if compress == "none" else f" -{compress}")
+            label = f"p{protocol}" + {"none": "", "z": " -z"}.get(compress, f" {compress}")
             variants.append((label, PROTOCOL_CHOICES[protocol] + COMPRESS_CHOICES[compress]))
     return variants
 
