@@ -9,9 +9,9 @@
 use std::path::Path;
 
 use crate::support::builds::{private_leftovers, tar_tree, untar_as_root, upserv_for};
+use crate::support::scratch::scratch_dir;
 use crate::support::snapshot::Kind;
 use crate::support::tree::Device;
-use crate::support::scratch::scratch_dir;
 use crate::support::upstream::{compress, tar_of, tree_listing, Entry, Upstream};
 use crate::support::*;
 

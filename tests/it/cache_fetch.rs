@@ -8,7 +8,10 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::scratch::scratch_dir;
-use crate::support::upstream::{compress, digest_file, refused_url, sample_build, tar_of, tree_listing, Behavior, Entry, Upstream};
+use crate::support::upstream::{
+    compress, digest_file, refused_url, sample_build, tar_of, tree_listing, Behavior, Entry,
+    Upstream,
+};
 use crate::support::wait::WAIT_LIMIT;
 use upserv::cache::{Cache, CacheConfig};
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::scratch::scratch_dir;
 use crate::support::upstream::{sample_build, tree_listing, Behavior, Upstream};

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use crate::support::scratch::scratch_dir;
 use crate::support::upstream::{compress, sample_build, tar_of, tree_listing, Entry, Upstream};

@@ -14,7 +14,7 @@ use crate::support::differential::{
 use crate::support::inetd::Inetd;
 use crate::support::snapshot::{show_path, Kind, Volatile};
 use crate::support::tree::{set_mtime, Device, Rng};
-use crate::support::upserv::listening_port;
+use crate::support::upserv::listening_addr;
 use crate::support::*;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
@@ -522,11 +522,16 @@ fn volatile_mtimes_follow_the_options() {
 }
 
 #[test]
-fn upserv_listening_lines_give_the_port() {
+fn upserv_listening_lines_give_the_address() {
     let line = "2024-06-01T10:00:00Z INFO  [upserv] listening on 127.0.0.1:40123\n";
-    assert_eq!(listening_port(line), Some(40123));
-    assert_eq!(listening_port("listening on 0.0.0.0:873"), None);
-    assert_eq!(listening_port("starting"), None);
+    let addr = |text: &str| Some(text.parse().expect("a socket address"));
+    assert_eq!(listening_addr(line), addr("127.0.0.1:40123"));
+    assert_eq!(listening_addr("listening on [::1]:873"), addr("[::1]:873"));
+    // The warning when IPv6 is missing names no address after the mark.
+    let warning = "cannot listen on [::]:873 (Address family not supported): \
+                   IPv6 is unavailable; listening on IPv4 only";
+    assert_eq!(listening_addr(warning), None);
+    assert_eq!(listening_addr("starting"), None);
 }
 
 #[test]

@@ -19,7 +19,6 @@ mod fuzz_regressions;
 mod harness_selftest;
 mod hostile;
 mod limits;
-mod main;
 mod observe;
 mod operation;
 mod options;

@@ -86,6 +86,7 @@ impl Candidate {
             args: &args,
             globals: &globals,
             run_as: upserv.run_as,
+            ..Launch::default()
         };
         match self {
             Candidate::Upserv => Box::new(Upserv::launch(&side.modules, &launch)),
@@ -161,12 +162,6 @@ struct UpservSetup {
     run_as: Option<(u32, u32)>,
 }
 
-/// Pulls `tree` (served as module `m`) from the reference and from upserv
-/// at each protocol and panics with a report on any difference.
-pub fn differential(tree: &TestTree, opts: &[&str], protocols: &ProtocolSet) -> Vec<Pair> {
-    Differential::new(tree).run(opts, protocols)
-}
-
 impl<'t> Differential<'t> {
     /// Module `m` serving the tree's root, pulled as `m/`, with the
     /// candidate from [`CANDIDATE_ENV`] and the current client.
@@ -209,13 +204,6 @@ impl<'t> Differential<'t> {
         self
     }
 
-    /// Serves another module on both servers (the same proviso as
-    /// [`Differential::param`]).
-    pub fn module(mut self, module: Module) -> Self {
-        self.reference.modules.push(module);
-        self
-    }
-
     pub fn candidate(mut self, candidate: Candidate) -> Self {
         self.candidate = candidate;
         self
@@ -245,13 +233,6 @@ impl<'t> Differential<'t> {
         self
     }
 
-    /// The builds directory upserv serves build modules from (default: an
-    /// empty one), e.g. to pull a build and compare it with a reference tree.
-    pub fn upserv_builds(mut self, builds: &Path) -> Self {
-        self.upserv.builds = Some(builds.to_path_buf());
-        self
-    }
-
     /// Everything of `launch` for upserv: builds directory, arguments,
     /// global settings, the user it runs as.
     pub fn upserv_launch(mut self, launch: &Launch) -> Self {
@@ -265,11 +246,6 @@ impl<'t> Differential<'t> {
                 .collect(),
             run_as: launch.run_as,
         };
-        self
-    }
-
-    pub fn stats_policy(mut self, policy: StatsPolicy) -> Self {
-        self.stats_policy = policy;
         self
     }
 

@@ -201,7 +201,6 @@ impl Finished {
 pub struct StalledClient {
     child: Child,
     pipe: Option<std::fs::File>,
-    pub command: String,
 }
 
 impl StalledClient {
@@ -220,7 +219,6 @@ impl StalledClient {
         StalledClient {
             child,
             pipe: Some(std::fs::File::from(read_end)),
-            command,
         }
     }
 

@@ -30,8 +30,8 @@ pub mod wait;
 // What most tests use, for `use crate::support::*`.
 pub use client::{pull, Client, Protocol, ProtocolSet, PullResult, Stats};
 pub use conf::Module;
-pub use differential::{differential, run_cases, Candidate, Case, Differential, Pair, Side};
-pub use rsyncd::{rsyncd_inetd, Rsyncd};
+pub use differential::{run_cases, Candidate, Case, Differential, Pair, Side};
+pub use rsyncd::Rsyncd;
 pub use snapshot::{assert_same, Snapshot};
 pub use tree::{basis_copy, basis_edited, RandomSpec, TestTree};
 pub use upserv::{run_upserv, upserv_command, Launch, Upserv, UpservServe};

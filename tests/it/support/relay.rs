@@ -52,7 +52,7 @@ impl GatedRelay {
     /// Waits until the relay holds the daemon's data back.
     pub fn await_paused(&self) {
         self.paused
-            .recv_timeout(AWAIT_TIMEOUT)
+            .recv_timeout(WAIT_LIMIT)
             .expect("the relay never paused: the pull did not start");
     }
 

@@ -5,6 +5,7 @@
 //! it, and readiness awaited by connecting until its greeting arrives. This
 //! module must not touch system paths (/etc/rsyncd.conf, /var/run).
 
+use super::client::Client;
 use super::conf::{rsyncd_conf, Module};
 use super::inetd::Inetd;
 use super::proc::{last_lines, Daemon};
@@ -188,4 +189,19 @@ fn read_greeting(stream: TcpStream, timeout: Duration) -> Result<(), String> {
     } else {
         Err(format!("unexpected greeting {line:?}"))
     }
+}
+
+/// Fails the calling test unless the reference rsync (the `rsync` on PATH,
+/// both the reference daemon and the current client) is release `min` or
+/// newer: for expectations that hold from that release on. `why` names the
+/// behaviour, for the failure message.
+pub fn require_reference(min: (u32, u32, u32), why: &str) {
+    let reference = Client::current();
+    let (major, minor, patch) = min;
+    assert!(
+        reference.release() >= min,
+        "this test needs rsync {major}.{minor}.{patch} or newer as the reference, \
+         because {why}; PATH has {}",
+        reference.version
+    );
 }

@@ -118,10 +118,6 @@ impl Snapshot {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// The entry at `rel` (as bytes, `"."` for the root).
     pub fn get(&self, rel: impl AsRef<[u8]>) -> Option<&Node> {
         self.entries.get(rel.as_ref())
@@ -129,10 +125,6 @@ impl Snapshot {
 
     pub fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// Relative paths in byte order.

@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::ffi::{CString, OsStr, OsString};
+use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -262,10 +263,6 @@ impl Entry<'_> {
         } else {
             self.mode(meta.permissions().mode() & 0o7777)
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -363,7 +363,8 @@ pub fn listening_addr(line: &str) -> Option<SocketAddr> {
 /// would send it down the socket) so a test can assert that it wrote nothing.
 pub struct UpservServe {
     inetd: Inetd,
-    setup: Setup,
+    /// Kept for its directory: the config, the log and the builds.
+    _setup: Setup,
 }
 
 impl UpservServe {
@@ -404,15 +405,14 @@ impl UpservServe {
             .arg(&setup.builds)
             .args(launch.args);
         let inetd = Inetd::start(cmd, "upserv serve", setup.log_file.clone());
-        UpservServe { inetd, setup }
+        UpservServe {
+            inetd,
+            _setup: setup,
+        }
     }
 
     pub fn port(&self) -> u16 {
         self.inetd.port()
-    }
-
-    pub fn builds(&self) -> &Path {
-        &self.setup.builds
     }
 
     /// What the `serve` processes wrote on stderr; in the inetd model that
