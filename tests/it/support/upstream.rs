@@ -14,7 +14,6 @@
 //! This fixture must not depend on upserv's own code, so that what it checks
 //! is independent of it.
 
-#![allow(dead_code)] // Each test file uses a different part of the fixture.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -188,11 +187,6 @@ impl Upstream {
     /// Waits until `count` responses are held at the gate.
     pub fn wait_at_gate(&self, count: usize) {
         self.wait_for(|s| s.at_gate >= count, "a request at the gate");
-    }
-
-    /// Waits until the server has seen `count` GETs in all.
-    pub fn wait_for_gets(&self, count: usize) {
-        self.wait_for(|s| s.total_gets >= count, "GET requests");
     }
 
     pub fn open_gate(&self) {
