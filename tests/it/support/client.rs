@@ -79,11 +79,12 @@ impl Client {
             .clone()
     }
 
-    /// The older client named by `UPSERV_TEST_RSYNC_OLD`, if set; when
-    /// not, says so on stderr (shown with the test's output), since the
+    /// The older client named by `UPSERV_TEST_RSYNC_OLD`, if set and not
+    /// empty; when not, says so on stderr (shown with the test's output), since the
     /// cases for it are then left out.
     pub fn old() -> Option<Client> {
-        let Some(program) = std::env::var_os(OLD_CLIENT_ENV) else {
+        let program = std::env::var_os(OLD_CLIENT_ENV).filter(|p| !p.is_empty());
+        let Some(program) = program else {
             eprintln!("{OLD_CLIENT_ENV} is not set: the older client's cases are left out");
             return None;
         };

@@ -14,7 +14,6 @@
 //! This fixture must not depend on upserv's own code, so that what it checks
 //! is independent of it.
 
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
