@@ -538,7 +538,7 @@ fn daemon_listings_match_rsyncd() {
     // dir1/drop.tmp); upserv follows 3.5.0, where the listings were taken.
     require_reference(
         (3, 5, 0),
-        "a module excluding a merge file the client names lists as in 3.5.0",
+        "rsyncd 3.2.7 lists a module excluding a merge file the client names otherwise",
     );
     let scratch = Scratch::new("daemon");
     let src = scratch.src();

@@ -13,7 +13,7 @@ use super::client::{
 };
 use super::conf::Module;
 use super::proc::last_lines;
-use super::rsyncd::{rsyncd_inetd, Rsyncd, UPSERV_PROTOCOL};
+use super::rsyncd::{reference_older_than, rsyncd_inetd, Rsyncd, UPSERV_PROTOCOL};
 use super::snapshot::{render_differences, Snapshot, Volatile};
 use super::tree::{basis_copy, TestTree};
 use super::upserv::{Launch, Upserv, UpservServe};
@@ -734,6 +734,9 @@ pub struct Case {
     pub url_path: &'static str,
     /// Parameters of module `m` on both servers ([`Case::with`]).
     pub params: &'static [(&'static str, &'static str)],
+    /// The oldest reference rsync whose behaviour the case expects, and
+    /// why ([`Case::reference_since`]).
+    pub reference_since: Option<((u32, u32, u32), &'static str)>,
 }
 
 impl Case {
@@ -751,7 +754,15 @@ impl Case {
             basis,
             url_path: "m/",
             params: &[],
+            reference_since: None,
         }
+    }
+
+    /// The same case, compared only with a reference rsync of release
+    /// `min` or newer, because of `why` (an older one behaves otherwise).
+    pub const fn reference_since(mut self, min: (u32, u32, u32), why: &'static str) -> Case {
+        self.reference_since = Some((min, why));
+        self
     }
 
     /// The same case with these module parameters on both servers.
@@ -774,6 +785,11 @@ impl Case {
         protocols: &ProtocolSet,
         candidate: Candidate,
     ) -> Result<Vec<Pair>, String> {
+        if let Some((min, why)) = self.reference_since {
+            if let Some(report) = reference_older_than(min, why) {
+                return Err(format!("case `{}`: {report}\n", self.name));
+            }
+        }
         let tree = TestTree::new();
         (self.setup)(&tree);
         let mut differential = Differential::new(&tree)

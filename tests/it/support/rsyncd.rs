@@ -191,17 +191,25 @@ fn read_greeting(stream: TcpStream, timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// Fails the calling test unless the reference rsync (the `rsync` on PATH,
-/// both the reference daemon and the current client) is release `min` or
-/// newer: for expectations that hold from that release on. `why` names the
-/// behaviour, for the failure message.
-pub fn require_reference(min: (u32, u32, u32), why: &str) {
+/// Why a test cannot compare with the reference rsync (the `rsync` on
+/// PATH, both the reference daemon and the current client) when that is
+/// older than release `min`: for expectations that hold from that release
+/// on. `why` names the behaviour. `None` when the reference is recent enough.
+pub fn reference_older_than(min: (u32, u32, u32), why: &str) -> Option<String> {
     let reference = Client::current();
     let (major, minor, patch) = min;
-    assert!(
-        reference.release() >= min,
-        "this test needs rsync {major}.{minor}.{patch} or newer as the reference, \
-         because {why}; PATH has {}",
-        reference.version
-    );
+    (reference.release() < min).then(|| {
+        format!(
+            "this needs rsync {major}.{minor}.{patch} or newer as the reference, \
+             because {why}; PATH has {}",
+            reference.version
+        )
+    })
+}
+
+/// Fails the calling test as [`reference_older_than`] says.
+pub fn require_reference(min: (u32, u32, u32), why: &str) {
+    if let Some(report) = reference_older_than(min, why) {
+        panic!("{report}");
+    }
 }
