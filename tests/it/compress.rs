@@ -80,7 +80,7 @@ fn compressed_pulls_of_blocks_over_64k_match_rsyncd() {
     // insert deflate").
     require_reference(
         (3, 5, 0),
-        "-z with blocks over 64 KiB at protocols 27 to 29",
+        "rsyncd 3.2.7 breaks -z streams with blocks over 64 KiB below protocol 30",
     );
     let tree = TestTree::new();
     big_blocks(&tree);
