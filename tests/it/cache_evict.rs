@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::support::scratch::scratch_dir;
 use crate::support::upstream::{tar_of, Entry, Upstream};
+use crate::support::wait_until;
 use upserv::cache::{commands, Cache, CacheConfig};
 
 /// Disk usage as `du` measures it (blocks, hard links once).
@@ -95,11 +96,7 @@ fn lru_with_sticky_busy_and_restarts() {
 
     // Released while over budget: evicted then, without waiting for a gc.
     drop(serving_d);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while cache.list_modules() != ["b", "e"] {
-        assert!(std::time::Instant::now() < deadline, "d was never evicted");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("d to be evicted", || cache.list_modules() == ["b", "e"]);
     assert!(!dir.join("builds/.upserv/meta/d").exists());
     assert!(cache.gc(true).unwrap().is_empty());
 

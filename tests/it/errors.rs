@@ -10,7 +10,6 @@ use crate::support::tree::Rng;
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// A first file large enough that a rate-limited client is still busy with
 /// it when the test changes what follows.
@@ -49,18 +48,12 @@ fn pull_while(server: &dyn Server, source: &Path, meddle: fn(&Path)) -> Outcome 
         .stderr(Stdio::piped())
         .spawn()
         .expect("rsync client");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let started = std::fs::read_dir(&dest)
+    wait_until("the pull to start", || {
+        std::fs::read_dir(&dest)
             .expect("dest dir")
             .filter_map(Result::ok)
-            .any(|e| e.file_name().to_string_lossy().contains("a-first.bin"));
-        if started {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the pull never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+            .any(|e| e.file_name().to_string_lossy().contains("a-first.bin"))
+    });
     meddle(source);
     let out = child.wait_with_output().expect("rsync finished");
     let paths = [source];

@@ -2,11 +2,13 @@
 //! log line, while other clients go on being served, and no number a client
 //! makes up may decide how much memory upserv allocates.
 
+use crate::support::proc::kill_group;
 use crate::support::procfs::rss_kib;
 use crate::support::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
 
 const ITEM_TRANSFER: u16 = 1 << 15;
 
@@ -214,28 +216,25 @@ fn a_client_that_disconnects_mid_file_ends_only_its_connection() {
     let scratch = tempfile::tempdir().expect("scratch");
     let dest = scratch.path().join("dest");
     std::fs::create_dir_all(&dest).expect("dest");
-    // A slow pull of the big file, killed once the partial file has data.
+    // A slow pull of the big file, killed once the partial file has data:
+    // its whole process group, since the client's forked receiver would
+    // otherwise keep the connection open (and reading) on its own.
     let mut client = std::process::Command::new("rsync")
         .args(["-a", "--bwlimit=200", "--partial"])
         .arg(server.url("m/big.bin"))
         .arg(&dest)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        .process_group(0)
         .spawn()
         .expect("rsync client");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let started = std::fs::read_dir(&dest)
+    wait_until("the transfer to start", || {
+        std::fs::read_dir(&dest)
             .expect("dest dir")
             .filter_map(Result::ok)
-            .any(|e| e.metadata().is_ok_and(|m| m.len() > 0));
-        if started {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the transfer never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    client.kill().expect("kill client");
+            .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+    });
+    kill_group(client.id());
     let _ = client.wait();
     server.await_log("module m: failed", 1);
     assert_still_serves(&server, &tree);

@@ -40,12 +40,11 @@ const REPLACED: [&str; 5] = ["disable", "server", "server_args", "user", "group"
 const START_ATTEMPTS: u32 = 3;
 /// Where the shipped entry begins.
 const ENTRY_START: &str = "service rsync";
-/// How long xinetd may take to listen (200 polls 50 ms apart: 10 s; with
+/// How long xinetd may take to listen (10 s; with
 /// `-dontfork` it stays up even when it could not bind the port), and upserv
 /// to greet (it may run under qemu).
 const XINETD_READY: Readiness = Readiness {
-    polls: 200,
-    pause: Duration::from_millis(50),
+    listen: Duration::from_secs(10),
     greeting_timeout: Duration::from_secs(30),
 };
 /// Lines of logs shown when something fails.

@@ -9,6 +9,7 @@ use super::client::Client;
 use super::conf::{rsyncd_conf, Module};
 use super::inetd::Inetd;
 use super::proc::{last_lines, Daemon};
+use super::wait::poll;
 use super::Server;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -20,11 +21,9 @@ use tempfile::TempDir;
 /// Daemons started on a fresh port each, in case another process takes the
 /// port between our probe and rsyncd's bind.
 const START_ATTEMPTS: u32 = 3;
-/// How long rsyncd may take to listen (400 polls 5 ms apart: 2 s) and
-/// then to greet.
+/// How long rsyncd may take to listen, and then to greet.
 const RSYNCD_READY: Readiness = Readiness {
-    polls: 400,
-    pause: Duration::from_millis(5),
+    listen: Duration::from_secs(2),
     greeting_timeout: Duration::from_secs(5),
 };
 /// The protocol upserv offers; the reference is capped at it so that a
@@ -145,18 +144,17 @@ pub fn free_port() -> u16 {
         .expect("probing for a free loopback port")
 }
 
-/// How long [`await_greeting`] waits: connection attempts, the pause
-/// between them, and the time a connected daemon may take to greet.
+/// How long [`await_greeting`] waits: for the daemon to accept a
+/// connection, then for a connected daemon to greet.
 #[derive(Clone, Copy, Debug)]
 pub struct Readiness {
-    pub polls: u32,
-    pub pause: Duration,
+    pub listen: Duration,
     pub greeting_timeout: Duration,
 }
 
-/// Polls `port` until the daemon (`what`, for messages) answers with an
-/// `@RSYNCD:` greeting, giving up early when it exits (typically: the port
-/// was taken).
+/// Connects to `port` until the daemon (`what`, for messages) answers with
+/// an `@RSYNCD:` greeting, giving up early when it exits (typically: the
+/// port was taken).
 pub fn await_greeting(
     daemon: &mut Daemon,
     what: &str,
@@ -164,16 +162,15 @@ pub fn await_greeting(
     ready: Readiness,
 ) -> Result<(), String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    for _ in 0..ready.polls {
-        if let Some(status) = daemon.exited() {
-            return Err(format!("{what} exited with {status}"));
-        }
-        if let Ok(stream) = TcpStream::connect(addr) {
-            return read_greeting(stream, ready.greeting_timeout);
-        }
-        std::thread::sleep(ready.pause);
+    let connected = poll(ready.listen, || match daemon.exited() {
+        Some(status) => Some(Err(format!("{what} exited with {status}"))),
+        None => TcpStream::connect(addr).ok().map(Ok),
+    });
+    match connected {
+        Some(Ok(stream)) => read_greeting(stream, ready.greeting_timeout),
+        Some(Err(why)) => Err(why),
+        None => Err(format!("nothing listening after {:?}", ready.listen)),
     }
-    Err(format!("nothing listening after {} polls", ready.polls))
 }
 
 fn read_greeting(stream: TcpStream, timeout: Duration) -> Result<(), String> {
