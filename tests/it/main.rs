@@ -1,4 +1,6 @@
-//! upserv's integration tests: one test crate, one module per area.
+//! upserv's integration tests: one test crate (one build, one link), one
+//! module per area, and the support they share in `support`. Which module
+//! tests what, how to run one, and what they need: `tests/README.md`.
 
 mod access;
 mod admin;
