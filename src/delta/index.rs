@@ -79,6 +79,9 @@ pub struct BlockIndex {
     entries: Vec<Entry>,
     /// Per position: how many entries from here on are identical blocks.
     runs: Vec<u32>,
+    /// Per block: whether a walk over its weak sum reaches it within
+    /// [`MAX_CANDIDATES`], so that finding it directly gives what a walk would.
+    reachable: Vec<bool>,
     /// In-place mode: per group start, the first position still linked.
     heads: Vec<u32>,
     /// In-place mode: per position, the next linked position of its group.
@@ -96,6 +99,7 @@ impl BlockIndex {
         self.bucket_sort(sums, 1usize << bits);
         self.sort_buckets();
         self.mark_runs(sums);
+        self.mark_reachable();
         if inplace {
             self.link_groups();
         }
@@ -261,6 +265,26 @@ impl BlockIndex {
         }
     }
 
+    /// Whether a walk over block `block`'s weak sum (without in-place
+    /// pruning) reaches it before giving up.
+    #[inline]
+    pub fn reachable(&self, block: usize) -> bool {
+        self.reachable[block]
+    }
+
+    fn mark_reachable(&mut self) {
+        self.reachable.clear();
+        self.reachable.resize(self.entries.len(), false);
+        let mut group_start = 0;
+        for (pos, e) in self.entries.iter().enumerate() {
+            if self.entries[group_start].weak != e.weak {
+                group_start = pos;
+            }
+            // Every entry counts against the limit, runs included (`find`).
+            self.reachable[e.block as usize] = pos - group_start < MAX_CANDIDATES;
+        }
+    }
+
     fn link_groups(&mut self) {
         let n = self.entries.len();
         self.next.clear();
@@ -291,7 +315,12 @@ impl Filter<'_> {
     #[inline(always)]
     pub fn may_contain(self, weak: u32) -> bool {
         let (word, mask) = filter_slot(weak, self.words.len());
-        self.words[word] & mask == mask
+        // SAFETY: `filter_slot` masks the word with `len - 1`, and the
+        // filter (built by `fill_filter`) is a power of two of at least
+        // 2^MIN_FILTER_WORDS_LOG2 words, so `word < len`. The hot loop has
+        // no bounds check left (`filter_words_are_a_power_of_two` tests it).
+        let bits = unsafe { *self.words.get_unchecked(word) };
+        bits & mask == mask
     }
 }
 
@@ -432,6 +461,36 @@ mod tests {
         let passed = (0..trials).filter(|_| filter.may_contain(next())).count();
         // About 0.5% expected for 32 bits per block and two bits per sum.
         assert!(passed < trials / 100, "{passed} of {trials}");
+    }
+
+    #[test]
+    fn filter_words_are_a_power_of_two() {
+        let mut index = BlockIndex::default();
+        for count in [0usize, 1, 2, 3, 17, 1000, 70_000] {
+            let weaks: Vec<u32> = (0..count as u32).collect();
+            index.build(&sums_of(&weaks, &vec![0; count]), false);
+            let words = index.filter.len();
+            assert!(words.is_power_of_two() && words >= 1 << MIN_FILTER_WORDS_LOG2);
+            for w in [0, 1, u32::MAX, 0x8000_0000] {
+                assert!(filter_slot(w, words).0 < words);
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_past_the_candidate_limit_are_unreachable() {
+        let n = MAX_CANDIDATES + 5;
+        let mut sums = BlockSums::new(4, 0, 1, n + 1);
+        for i in 0..n {
+            sums.push(3, &[(i % 2) as u8]);
+        }
+        sums.push(4, &[0]);
+        let mut index = BlockIndex::default();
+        index.build(&sums, false);
+        // Walked from the highest index: the first MAX_CANDIDATES are reached.
+        let reached: Vec<usize> = (0..n).filter(|&b| index.reachable(b)).collect();
+        assert_eq!(reached, (n - MAX_CANDIDATES..n).collect::<Vec<_>>());
+        assert!(index.reachable(n));
     }
 
     #[test]

@@ -12,13 +12,15 @@
 //! - [`sums`]: the receiver's block sums ([`BlockSums`]) and the sizes
 //!   rsync's generator picks; [`generate`] computes them (tests, benchmarks).
 //! - [`matcher`]: [`Matcher::send`], match.c's search over a streamed file.
-//! - [`bench`](mod@bench): the matcher's throughput on this machine.
+//! - [`bench`](mod@bench): synthetic inputs for the benchmark and tests.
 //!
-//! Internals: `index` (weak sum to blocks, bounded candidate walks) and
-//! `window` (the bounded buffer over the file).
+//! Internals: `index` (weak sum to blocks, bounded candidate walks),
+//! `md4x` (MD4 of several blocks at once, in SIMD lanes) and `window` (the
+//! bounded buffer over the file).
 
 pub mod bench;
 mod index;
+mod md4x;
 pub mod matcher;
 pub mod rolling;
 pub mod strong;
