@@ -14,7 +14,10 @@
 //!   its length and strong sum agree (the strong sum of the offset is
 //!   computed once, on the first candidate of the right length);
 //! - the block after the previous match (`want_i`) is preferred when it
-//!   matches too, so runs of matches are consecutive blocks;
+//!   matches too, so runs of matches are consecutive blocks; it is checked
+//!   first, and while whole blocks keep matching the next ones are checked
+//!   directly, several at a time, without rolling (where that gives the
+//!   same answer as the search: see `wanted_matches`);
 //! - after a match the search jumps past it; offsets from which fewer bytes
 //!   than the last block remain are not searched, so the short last block
 //!   can only match at the very end;
@@ -477,8 +480,9 @@ impl<R: Read, S: TokenSink> Search<'_, '_, '_, R, S> {
         Ok(at + len)
     }
 
-    /// The fast path (match.c's `want_i` hint, checked first): whether the
-    /// block after the previous match matches the bytes at `off`. Only where
+    /// The fast path, rsync's `want_i` hint checked first (rsync: match.c
+    /// hash_search): whether the block after the previous match matches the
+    /// bytes at `off`. Only where
     /// the search would pick it too: not in place (where the aligned block
     /// comes first), and only when a walk over its weak sum would reach it
     /// (then the walk accepts some block with its sums, and the hint turns

@@ -188,7 +188,8 @@ fn digest_lanes<const L: usize>(msgs: &[&[u8]; L], suffix: &[u8], out: &mut [[u8
 /// A way of hashing lanes; tests run each that this CPU has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Path {
-    /// One message at a time.
+    /// One message at a time (what the paths below use for leftovers).
+    #[cfg(test)]
     Scalar,
     /// Four lanes: SSE2 on x86-64, NEON on aarch64, scalar code elsewhere.
     X4,
@@ -250,6 +251,7 @@ pub(crate) fn md4_many_with(path: Path, msgs: &[&[u8]], suffix: &[u8], out: &mut
                 unsafe { digest_x8_avx2(group, suffix, out) };
                 8
             }
+            #[cfg(test)]
             Path::Scalar => {
                 digest_lanes::<1>(&[group[0]], suffix, out);
                 1
