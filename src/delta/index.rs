@@ -16,10 +16,10 @@
 //!
 //! Layout: blocks sorted by (bucket, weak sum, descending index) in one array,
 //! with a power-of-two bucket table of start positions over it, so all blocks
-//! sharing a weak sum are contiguous. In front of it sits a blocked Bloom
-//! filter small enough to stay in the CPU cache: almost every offset of a
-//! changed file is ruled out by one load and a mask test, without touching
-//! the table. Runs of identical blocks (same weak sum, length and strong sum,
+//! sharing a weak sum are contiguous. In front of it sits a Bloom filter
+//! (one bit per weak sum, 128 bits per block) small enough to stay in the
+//! CPU cache: almost every offset of a changed file is ruled out by one
+//! multiply, one load and a bit test, without touching the table. Runs of identical blocks (same weak sum, length and strong sum,
 //! such as the zero blocks of a disk image) carry their run length, so a
 //! failed comparison skips the whole run at once while still counting every
 //! block in it against the limit, as rsync does.
@@ -38,22 +38,18 @@ const MIN_TABLE_LOG2: u32 = 4;
 /// Fibonacci hashing multiplier (2^32 / golden ratio), spreading weak sums
 /// whose low halves are alike over the buckets.
 const HASH_MUL: u32 = 0x9e37_79b1;
-/// Blocks per filter word (64 bits), as a power of two: two, 32 bits per
-/// block. With two bits set per weak sum, a weak sum no block has passes the
-/// filter about once in two hundred tries.
-const FILTER_BLOCKS_PER_WORD_LOG2: u32 = 1;
+/// Filter bits per block, as a power of two: 128, so that a weak sum no
+/// block has passes the filter (one bit per sum) about once in 128 tries.
+const FILTER_BITS_PER_BLOCK_LOG2: u32 = 7;
+/// Bits per filter word.
+const WORD_BITS_LOG2: u32 = 6;
 /// Smallest filter: 8 words.
 const MIN_FILTER_WORDS_LOG2: u32 = 3;
 /// Largest filter: 2^15 words, 256 KiB, within a second-level cache.
 const MAX_FILTER_WORDS_LOG2: u32 = 15;
-/// 64-bit Fibonacci multiplier for the filter's hash.
+/// 64-bit Fibonacci multiplier for the filter's hash: the product's top
+/// bits depend on every bit of the weak sum and pick the filter's bit.
 const FILTER_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
-/// The filter's two bit positions come from the product's bits 32..44, which
-/// depend on every bit of the weak sum...
-const FILTER_BIT_SHIFT: u32 = 32;
-/// ...and its word from the bits above 64 - MAX_FILTER_WORDS_LOG2, masked to
-/// the filter's size (a constant shift keeps the hot loop short).
-const FILTER_WORD_SHIFT: u32 = 64 - MAX_FILTER_WORDS_LOG2;
 /// Buckets at most this full are scanned linearly; fuller ones (only crafted
 /// sums make them) are binary-searched, so a lookup never goes linear in them.
 const LINEAR_SCAN_MAX: usize = 8;
@@ -72,8 +68,10 @@ struct Entry {
 pub struct BlockIndex {
     /// `32 - log2(table size)`.
     shift: u32,
-    /// Each weak sum sets two bits of one word.
+    /// Each weak sum sets one bit.
     filter: Vec<u64>,
+    /// `64 - log2(filter bits)`: the hash's top bits pick the bit.
+    filter_shift: u32,
     /// `starts[b]..starts[b + 1]` are bucket `b`'s positions in `entries`.
     starts: Vec<u32>,
     entries: Vec<Entry>,
@@ -115,6 +113,7 @@ impl BlockIndex {
     pub fn filter(&self) -> Filter<'_> {
         Filter {
             words: &self.filter,
+            shift: self.filter_shift,
         }
     }
 
@@ -199,14 +198,15 @@ impl BlockIndex {
     }
 
     fn fill_filter(&mut self, sums: &BlockSums) {
-        let words = ceil_log2(sums.count())
-            .saturating_sub(FILTER_BLOCKS_PER_WORD_LOG2)
+        let words = (ceil_log2(sums.count()) + FILTER_BITS_PER_BLOCK_LOG2)
+            .saturating_sub(WORD_BITS_LOG2)
             .clamp(MIN_FILTER_WORDS_LOG2, MAX_FILTER_WORDS_LOG2);
         self.filter.clear();
         self.filter.resize(1 << words, 0);
+        self.filter_shift = 64 - (words + WORD_BITS_LOG2);
         for i in 0..sums.count() {
-            let (word, mask) = filter_slot(sums.weak(i), self.filter.len());
-            self.filter[word] |= mask;
+            let (word, bit) = filter_slot(sums.weak(i), self.filter_shift);
+            self.filter[word] |= 1 << bit;
         }
     }
 
@@ -303,36 +303,35 @@ impl BlockIndex {
     }
 }
 
-/// A blocked Bloom filter over the weak sums of the blocks: no false
-/// negatives, few false positives.
+/// A one-bit-per-sum Bloom filter over the weak sums of the blocks: no
+/// false negatives, few false positives, one multiply, shift and load per
+/// offset.
 #[derive(Clone, Copy, Debug)]
 pub struct Filter<'a> {
     words: &'a [u64],
+    shift: u32,
 }
 
 impl Filter<'_> {
     /// False when no block has the weak sum `weak`.
     #[inline(always)]
     pub fn may_contain(self, weak: u32) -> bool {
-        let (word, mask) = filter_slot(weak, self.words.len());
-        // SAFETY: `filter_slot` masks the word with `len - 1`, and the
-        // filter (built by `fill_filter`) is a power of two of at least
-        // 2^MIN_FILTER_WORDS_LOG2 words, so `word < len`. The hot loop has
-        // no bounds check left (`filter_words_are_a_power_of_two` tests it).
+        let (word, bit) = filter_slot(weak, self.shift);
+        // SAFETY: `fill_filter` makes the filter 2^(64 - shift) bits long,
+        // and `filter_slot` takes its bit number from the top 64 - shift bits
+        // of a u64, so `word < len`; the hot loop keeps no bounds check
+        // (`filter_slots_stay_inside` tests it).
         let bits = unsafe { *self.words.get_unchecked(word) };
-        bits & mask == mask
+        bits >> bit & 1 != 0
     }
 }
 
-/// The word of a filter of `words` words (a power of two) that `weak` maps
-/// to, and the two bits it sets there.
+/// The word and the bit in it that `weak` maps to in a filter of
+/// 2^(64 - shift) bits.
 #[inline(always)]
-fn filter_slot(weak: u32, words: usize) -> (usize, u64) {
-    let h = u64::from(weak).wrapping_mul(FILTER_MUL);
-    let word = (h >> FILTER_WORD_SHIFT) as usize & (words - 1);
-    let bits = h >> FILTER_BIT_SHIFT;
-    let mask = (1 << (bits & 63)) | (1 << ((bits >> 6) & 63));
-    (word, mask)
+fn filter_slot(weak: u32, shift: u32) -> (usize, u32) {
+    let n = u64::from(weak).wrapping_mul(FILTER_MUL) >> shift;
+    ((n >> WORD_BITS_LOG2) as usize, (n & 63) as u32)
 }
 
 /// log2 of the bucket count for `count` blocks.
@@ -459,20 +458,21 @@ mod tests {
         assert!(weaks.iter().all(|&w| filter.may_contain(w)));
         let trials = 1_000_000;
         let passed = (0..trials).filter(|_| filter.may_contain(next())).count();
-        // About 0.5% expected for 32 bits per block and two bits per sum.
+        // About 0.8% expected for 128 bits per block and one bit per sum.
         assert!(passed < trials / 100, "{passed} of {trials}");
     }
 
     #[test]
-    fn filter_words_are_a_power_of_two() {
+    fn filter_slots_stay_inside() {
         let mut index = BlockIndex::default();
         for count in [0usize, 1, 2, 3, 17, 1000, 70_000] {
             let weaks: Vec<u32> = (0..count as u32).collect();
             index.build(&sums_of(&weaks, &vec![0; count]), false);
             let words = index.filter.len();
-            assert!(words.is_power_of_two() && words >= 1 << MIN_FILTER_WORDS_LOG2);
-            for w in [0, 1, u32::MAX, 0x8000_0000] {
-                assert!(filter_slot(w, words).0 < words);
+            assert!(words >= 1 << MIN_FILTER_WORDS_LOG2);
+            assert_eq!(words << WORD_BITS_LOG2, 1 << (64 - index.filter_shift));
+            for w in [0, 1, 0x7fff_ffff, u32::MAX, 0x8000_0000] {
+                assert!(filter_slot(w, index.filter_shift).0 < words);
             }
         }
     }

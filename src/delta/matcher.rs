@@ -39,11 +39,10 @@
 //! the file size; literal data goes to the sink as it leaves the window.
 
 use super::index::BlockIndex;
-use super::rolling::{weak_sum, RollingSum};
 use super::md4x::MAX_LANES;
+use super::rolling::{weak_sum, RollingSum};
 use super::strong::{
-    block_strong_sum, block_strong_sums, spoil_file_sum, Digest, FileSum, StrongSum,
-    STRONG_SUM_LEN,
+    block_strong_sum, block_strong_sums, spoil_file_sum, Digest, FileSum, StrongSum, STRONG_SUM_LEN,
 };
 use super::sums::BlockSums;
 use super::window::{Window, READ_AHEAD};
@@ -136,10 +135,19 @@ pub struct Matcher {
     index: BlockIndex,
     /// In-place mode: blocks found unchanged at their own offset.
     same_offset: Vec<bool>,
-    /// Blocks of the last file matched by the run-following fast path
-    /// (tests check that it is taken).
+    repeat: Repeat,
+    /// Blocks of the last file matched by the fast paths: following a run,
+    /// and a repeat of the last block found (tests check they are taken).
     #[cfg(test)]
-    pub(super) followed: u64,
+    pub(super) fast: FastCounts,
+}
+
+/// How often each fast path was taken.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct FastCounts {
+    pub followed: u64,
+    pub repeated: u64,
 }
 
 impl Default for Matcher {
@@ -156,8 +164,9 @@ impl Matcher {
             read_ahead: READ_AHEAD,
             index: BlockIndex::default(),
             same_offset: Vec::new(),
+            repeat: Repeat::default(),
             #[cfg(test)]
-            followed: 0,
+            fast: FastCounts::default(),
         }
     }
 
@@ -197,6 +206,7 @@ impl Matcher {
             let inplace = mode == MatchMode::Inplace;
             self.index.build(sums, inplace);
             self.same_offset.clear();
+            self.repeat.forget();
             if inplace {
                 self.same_offset.resize(sums.count(), false);
             }
@@ -205,6 +215,7 @@ impl Matcher {
                 out: &mut out,
                 index: &mut self.index,
                 same_offset: &mut self.same_offset,
+                repeat: &mut self.repeat,
                 sums,
                 strong,
                 inplace,
@@ -214,12 +225,12 @@ impl Matcher {
                 aligned_off: 0,
                 aligned_block: 0,
                 #[cfg(test)]
-                followed: 0,
+                fast: FastCounts::default(),
             };
             let ran = search.run();
             #[cfg(test)]
             {
-                self.followed = search.followed;
+                self.fast = search.fast;
             }
             ran?;
         }
@@ -326,12 +337,48 @@ impl<S: TokenSink> Emitter<'_, S> {
     }
 }
 
+/// The last block a search found by walking candidates, and the bytes it
+/// was found for. Outside in-place mode what a search finds depends only on
+/// the bytes, their weak sum and the wanted block, so the same bytes with
+/// the same wanted block get the same block without a strong sum: in a run
+/// of zeros (a disk image) every block after the second is found so.
+#[derive(Debug, Default)]
+struct Repeat {
+    data: Vec<u8>,
+    weak: u32,
+    want: usize,
+    block: usize,
+    known: bool,
+}
+
+impl Repeat {
+    /// Forget the last block: a new file has other sums.
+    fn forget(&mut self) {
+        self.known = false;
+    }
+
+    /// Remember that `data` (weak sum `weak`), with `want` wanted, found `block`.
+    fn remember(&mut self, data: &[u8], weak: u32, want: usize, block: usize) {
+        self.data.clear();
+        self.data.extend_from_slice(data);
+        (self.weak, self.want, self.block, self.known) = (weak, want, block, true);
+    }
+
+    /// The block found the last time, if these are the same bytes and wanted block.
+    #[inline]
+    fn same(&self, data: &[u8], weak: u32, want: usize) -> Option<usize> {
+        let same = self.known && self.weak == weak && self.want == want && self.data == data;
+        same.then_some(self.block)
+    }
+}
+
 /// The state of one file's search (match.c's hash_search locals).
 struct Search<'a, 'b, 's, R, S> {
     win: &'a mut Window<'b, R>,
     out: &'a mut Emitter<'s, S>,
     index: &'a mut BlockIndex,
     same_offset: &'a mut [bool],
+    repeat: &'a mut Repeat,
     sums: &'a BlockSums,
     strong: StrongSum,
     inplace: bool,
@@ -344,7 +391,7 @@ struct Search<'a, 'b, 's, R, S> {
     /// ...and the block that starts there.
     aligned_block: usize,
     #[cfg(test)]
-    followed: u64,
+    fast: FastCounts,
 }
 
 impl<R: Read, S: TokenSink> Search<'_, '_, '_, R, S> {
@@ -454,6 +501,15 @@ impl<R: Read, S: TokenSink> Search<'_, '_, '_, R, S> {
         let mut computed = false;
         let (block, at) = if self.wanted_matches(off, len, weak, &mut strong, &mut computed) {
             (self.want, off)
+        } else if let Some(block) =
+            self.repeat
+                .same(self.win.bytes(off, off + len), weak, self.want)
+        {
+            #[cfg(test)]
+            {
+                self.fast.repeated += 1;
+            }
+            (block, off)
         } else {
             let Some(found) = self.find_candidate(off, len, weak, &mut strong, computed) else {
                 return Ok(None);
@@ -462,7 +518,13 @@ impl<R: Read, S: TokenSink> Search<'_, '_, '_, R, S> {
             if self.inplace {
                 (block, at) = self.prefer_aligned(off, len, weak, &strong, block)?;
             }
-            (self.prefer_wanted(block, at, len, weak, &strong), at)
+            block = self.prefer_wanted(block, at, len, weak, &strong);
+            if !self.inplace {
+                // (In place, what is found also depends on the offset.)
+                let data = self.win.bytes(off, off + len);
+                self.repeat.remember(data, weak, self.want, block);
+            }
+            (block, at)
         };
         let next = self.hand_on(block, at, len)?;
         if self.inplace {
@@ -558,7 +620,7 @@ impl<R: Read, S: TokenSink> Search<'_, '_, '_, R, S> {
             }
             #[cfg(test)]
             {
-                self.followed += matched as u64;
+                self.fast.followed += matched as u64;
             }
             if matched < lanes {
                 return Ok(off);

@@ -20,8 +20,8 @@
 
 pub mod bench;
 mod index;
-mod md4x;
 pub mod matcher;
+mod md4x;
 pub mod rolling;
 pub mod strong;
 pub mod sums;

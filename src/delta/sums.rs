@@ -8,8 +8,8 @@
 //! (the protocol layer does that before allocating) and must not do I/O other
 //! than reading the basis handed to `generate`.
 
-use super::rolling::weak_sum;
 use super::md4x::MAX_LANES;
+use super::rolling::weak_sum;
 use super::strong::{block_strong_sums, StrongSum, STRONG_SUM_LEN};
 use std::io::{self, Read};
 

@@ -467,7 +467,11 @@ fn fast_paths_agree_with_the_reference() {
     for case in 0..300 {
         let blen = [1, 2, 3, 8, 64, 100, 700][rng.below(7)];
         let blocks = [0, 1, 2, 7, 8, 9, 17, 40, 1100][rng.below(9)];
-        let tail = if rng.below(2) == 0 { 0 } else { rng.below(blen) };
+        let tail = if rng.below(2) == 0 {
+            0
+        } else {
+            rng.below(blen)
+        };
         let len = (blocks * blen + tail).min(12_000);
         let mut basis = random_basis(&mut rng, len);
         if rng.below(4) == 0 && len > 0 {
@@ -576,7 +580,40 @@ fn runs_of_matching_blocks_are_followed() {
         .unwrap();
     assert_eq!(out.matched_bytes, data.len() as u64);
     // Block 0 is searched for; the last, short one is checked alone.
-    assert_eq!(matcher.followed, 999);
+    assert_eq!(matcher.fast.followed, 999);
+}
+
+/// A run of zero blocks matches the same (highest) zero block of the basis
+/// again and again, as from rsync; after the first two, without computing
+/// a strong sum.
+#[test]
+fn repeated_blocks_are_recognised() {
+    let mut rng = Prng::new(13);
+    let mut basis = rng.bytes(20 * 700);
+    basis[5 * 700..9 * 700].fill(0);
+    let mut target = rng.bytes(100);
+    target.extend_from_slice(&[0; 50 * 700]);
+    target.extend_from_slice(&basis[..3 * 700]);
+    let strong = StrongSum::md4_auto(6);
+    let sums = generate(&basis[..], basis.len() as u64, 700, 16, strong).unwrap();
+    let mut matcher = Matcher::new();
+    let mut rec = Recorder::default();
+    matcher
+        .send(
+            &target[..],
+            target.len() as u64,
+            &sums,
+            strong,
+            MatchMode::Normal,
+            &mut rec,
+        )
+        .unwrap();
+    let expected = reference(&target, &ref_sums(&basis, 700, 16, 6), 6, false);
+    assert_eq!(rec.toks, expected);
+    assert!(expected[1..51]
+        .iter()
+        .all(|t| matches!(t, Tok::Block { index: 8, .. })));
+    assert_eq!(matcher.fast.repeated, 48);
 }
 
 /// A wanted block that a walk over its weak sum would not reach (beyond
@@ -595,7 +632,14 @@ fn the_wanted_block_respects_the_candidate_limit() {
     target.extend_from_slice(&colliding_block(&base, 100));
     target.extend_from_slice(&colliding_block(&base, 1500));
     target.extend_from_slice(&colliding_block(&base, 1501));
-    let sums = generate(&basis[..], basis.len() as u64, 700, 16, StrongSum::md4_auto(3)).unwrap();
+    let sums = generate(
+        &basis[..],
+        basis.len() as u64,
+        700,
+        16,
+        StrongSum::md4_auto(3),
+    )
+    .unwrap();
     let mut rec = Recorder::default();
     Matcher::new()
         .send(
