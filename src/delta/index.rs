@@ -266,7 +266,8 @@ impl BlockIndex {
     }
 
     /// Whether a walk over block `block`'s weak sum (without in-place
-    /// pruning) reaches it before giving up.
+    /// pruning) is sure to accept a block with its sums: the walk reaches
+    /// the run of identical blocks it belongs to before giving up.
     #[inline]
     pub fn reachable(&self, block: usize) -> bool {
         self.reachable[block]
@@ -275,13 +276,17 @@ impl BlockIndex {
     fn mark_reachable(&mut self) {
         self.reachable.clear();
         self.reachable.resize(self.entries.len(), false);
-        let mut group_start = 0;
+        let (mut group_start, mut run_start) = (0, 0);
         for (pos, e) in self.entries.iter().enumerate() {
             if self.entries[group_start].weak != e.weak {
                 group_start = pos;
             }
-            // Every entry counts against the limit, runs included (`find`).
-            self.reachable[e.block as usize] = pos - group_start < MAX_CANDIDATES;
+            if pos == 0 || self.runs[pos - 1] == 1 {
+                run_start = pos;
+            }
+            // The walk looks at the first block of each run, counting every
+            // block before it against the limit (`find`).
+            self.reachable[e.block as usize] = run_start - group_start < MAX_CANDIDATES;
         }
     }
 
@@ -491,6 +496,14 @@ mod tests {
         let reached: Vec<usize> = (0..n).filter(|&b| index.reachable(b)).collect();
         assert_eq!(reached, (n - MAX_CANDIDATES..n).collect::<Vec<_>>());
         assert!(index.reachable(n));
+        // A run of identical blocks is reached at its first (highest) block.
+        let mut same = BlockSums::new(4, 0, 1, n + 1);
+        same.push(3, &[1]);
+        for _ in 0..n {
+            same.push(3, &[0]);
+        }
+        index.build(&same, false);
+        assert!((0..=n).all(|b| index.reachable(b)));
     }
 
     #[test]
