@@ -497,11 +497,13 @@ mod tests {
         assert_eq!(reached, (n - MAX_CANDIDATES..n).collect::<Vec<_>>());
         assert!(index.reachable(n));
         // A run of identical blocks is reached at its first (highest) block.
+        // Here the odd last block comes first in the walk and the n identical
+        // blocks before it second.
         let mut same = BlockSums::new(4, 0, 1, n + 1);
-        same.push(3, &[1]);
         for _ in 0..n {
             same.push(3, &[0]);
         }
+        same.push(3, &[1]);
         index.build(&same, false);
         assert!((0..=n).all(|b| index.reachable(b)));
     }
