@@ -544,12 +544,11 @@ impl<R: Read, S: TokenSink> Search<'_, '_, '_, R, S> {
 
     /// The fast path, rsync's `want_i` hint checked first (rsync: match.c
     /// hash_search): whether the block after the previous match matches the
-    /// bytes at `off`. Only where
-    /// the search would pick it too: not in place (where the aligned block
-    /// comes first), and only when a walk over its weak sum would reach it
-    /// (then the walk accepts some block with its sums, and the hint turns
-    /// that into this one). Computes the strong sum into `strong` when the
-    /// weak sum and length agree.
+    /// bytes at `off`. Only where the search would pick it too: not in place
+    /// (where the aligned block comes first), and only when a walk over its
+    /// weak sum would reach it (then the walk accepts some block with its
+    /// sums, and the hint turns that into this one). Computes the strong sum
+    /// into `strong` when the weak sum and length agree.
     fn wanted_matches(
         &self,
         off: u64,
