@@ -69,12 +69,12 @@ impl<const L: usize> V<L> {
         self.zip(o, |a, b| a ^ b)
     }
 
-    /// Rotation as two shifts: vector units before AVX-512 have no rotate.
+    /// Rotation (two shifts in vector units without a rotate).
     #[inline(always)]
     fn rotl<const S: u32>(self) -> Self {
         let mut r = self.0;
         for r in r.iter_mut() {
-            *r = (*r << S) | (*r >> (32 - S));
+            *r = r.rotate_left(S);
         }
         V(r)
     }
