@@ -2,7 +2,7 @@
 //! engine's matcher throughput, printed as a table.
 //!
 //! Owns only argument handling and printing; the cases and timing live in
-//! `upserv::delta::bench`, which `upserv bench` runs too. It never asserts
+//! `upserv::bench`, which `upserv bench` runs too. It never asserts
 //! on time.
 
 use std::path::PathBuf;
@@ -32,9 +32,9 @@ fn main() -> ExitCode {
         [file, basis] => Some((file.as_path(), basis.as_path())),
         _ => return usage("give both FILE and BASIS, or neither"),
     };
-    match upserv::delta::bench::run(size, pair) {
+    match upserv::bench::run(size, pair) {
         Ok(results) => {
-            println!("{}", upserv::delta::bench::BenchResult::HEADER);
+            println!("{}", upserv::bench::BenchResult::HEADER);
             for r in results {
                 println!("{r}");
             }

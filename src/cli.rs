@@ -312,8 +312,9 @@ overrides the configuration file. `--` ends the options.
 BENCH
 Without FILE and BASIS, bench generates SIZE bytes of data and a changed copy.
 With them, it measures sending FILE to a client that already holds BASIS.
-The unchanged and changed data (or FILE) are measured again with each
---checksum-choice digest besides the default MD4.
+Each case (unchanged, changed and entirely different data, or FILE) is
+measured with every --checksum-choice digest: md4 (the default), md5, sha1,
+xxh64, xxh3, xxh128.
 
 CONFIGURATION FILE
 rsyncd.conf syntax: `name = value` lines, `[module]` sections, `#` or `;`

@@ -166,9 +166,9 @@ fn run_cache_command(command: &Command, cfg: CacheConfig) -> ExitCode {
 /// owner of a small box can tell how many laptops it can feed.
 fn run_bench(size: u64, pair: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> ExitCode {
     let pair = pair.map(|(file, basis)| (file.as_path(), basis.as_path()));
-    match upserv::delta::bench::run(size, pair) {
+    match upserv::bench::run(size, pair) {
         Ok(results) => {
-            outln!("{}", upserv::delta::bench::BenchResult::HEADER);
+            outln!("{}", upserv::bench::BenchResult::HEADER);
             for r in results {
                 outln!("{r}");
             }

@@ -16,10 +16,10 @@
 //!
 //! Layout: blocks sorted by (bucket, weak sum, descending index) in one array,
 //! with a power-of-two bucket table of start positions over it, so all blocks
-//! sharing a weak sum are contiguous. In front of it sits a blocked Bloom
-//! filter small enough to stay in the CPU cache: almost every offset of a
-//! changed file is ruled out by one load and a mask test, without touching
-//! the table. Runs of identical blocks (same weak sum, length and strong sum,
+//! sharing a weak sum are contiguous. In front of it sits a Bloom filter
+//! (one bit per weak sum, 128 bits per block) small enough to stay in the
+//! CPU cache: almost every offset of a changed file is ruled out by one
+//! multiply, one load and a bit test, without touching the table. Runs of identical blocks (same weak sum, length and strong sum,
 //! such as the zero blocks of a disk image) carry their run length, so a
 //! failed comparison skips the whole run at once while still counting every
 //! block in it against the limit, as rsync does.
@@ -38,22 +38,18 @@ const MIN_TABLE_LOG2: u32 = 4;
 /// Fibonacci hashing multiplier (2^32 / golden ratio), spreading weak sums
 /// whose low halves are alike over the buckets.
 const HASH_MUL: u32 = 0x9e37_79b1;
-/// Blocks per filter word (64 bits), as a power of two: two, 32 bits per
-/// block. With two bits set per weak sum, a weak sum no block has passes the
-/// filter about once in two hundred tries.
-const FILTER_BLOCKS_PER_WORD_LOG2: u32 = 1;
+/// Filter bits per block, as a power of two: 128, so that a weak sum no
+/// block has passes the filter (one bit per sum) about once in 128 tries.
+const FILTER_BITS_PER_BLOCK_LOG2: u32 = 7;
+/// Bits per filter word.
+const WORD_BITS_LOG2: u32 = 6;
 /// Smallest filter: 8 words.
 const MIN_FILTER_WORDS_LOG2: u32 = 3;
 /// Largest filter: 2^15 words, 256 KiB, within a second-level cache.
 const MAX_FILTER_WORDS_LOG2: u32 = 15;
-/// 64-bit Fibonacci multiplier for the filter's hash.
+/// 64-bit Fibonacci multiplier for the filter's hash: the product's top
+/// bits depend on every bit of the weak sum and pick the filter's bit.
 const FILTER_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
-/// The filter's two bit positions come from the product's bits 32..44, which
-/// depend on every bit of the weak sum...
-const FILTER_BIT_SHIFT: u32 = 32;
-/// ...and its word from the bits above 64 - MAX_FILTER_WORDS_LOG2, masked to
-/// the filter's size (a constant shift keeps the hot loop short).
-const FILTER_WORD_SHIFT: u32 = 64 - MAX_FILTER_WORDS_LOG2;
 /// Buckets at most this full are scanned linearly; fuller ones (only crafted
 /// sums make them) are binary-searched, so a lookup never goes linear in them.
 const LINEAR_SCAN_MAX: usize = 8;
@@ -72,13 +68,18 @@ struct Entry {
 pub struct BlockIndex {
     /// `32 - log2(table size)`.
     shift: u32,
-    /// Each weak sum sets two bits of one word.
+    /// Each weak sum sets one bit.
     filter: Vec<u64>,
+    /// `64 - log2(filter bits)`: the hash's top bits pick the bit.
+    filter_shift: u32,
     /// `starts[b]..starts[b + 1]` are bucket `b`'s positions in `entries`.
     starts: Vec<u32>,
     entries: Vec<Entry>,
     /// Per position: how many entries from here on are identical blocks.
     runs: Vec<u32>,
+    /// Per block: whether a walk over its weak sum reaches it within
+    /// [`MAX_CANDIDATES`], so that finding it directly gives what a walk would.
+    reachable: Vec<bool>,
     /// In-place mode: per group start, the first position still linked.
     heads: Vec<u32>,
     /// In-place mode: per position, the next linked position of its group.
@@ -96,6 +97,7 @@ impl BlockIndex {
         self.bucket_sort(sums, 1usize << bits);
         self.sort_buckets();
         self.mark_runs(sums);
+        self.mark_reachable();
         if inplace {
             self.link_groups();
         }
@@ -111,6 +113,7 @@ impl BlockIndex {
     pub fn filter(&self) -> Filter<'_> {
         Filter {
             words: &self.filter,
+            shift: self.filter_shift,
         }
     }
 
@@ -195,14 +198,15 @@ impl BlockIndex {
     }
 
     fn fill_filter(&mut self, sums: &BlockSums) {
-        let words = ceil_log2(sums.count())
-            .saturating_sub(FILTER_BLOCKS_PER_WORD_LOG2)
+        let words = (ceil_log2(sums.count()) + FILTER_BITS_PER_BLOCK_LOG2)
+            .saturating_sub(WORD_BITS_LOG2)
             .clamp(MIN_FILTER_WORDS_LOG2, MAX_FILTER_WORDS_LOG2);
         self.filter.clear();
         self.filter.resize(1 << words, 0);
+        self.filter_shift = 64 - (words + WORD_BITS_LOG2);
         for i in 0..sums.count() {
-            let (word, mask) = filter_slot(sums.weak(i), self.filter.len());
-            self.filter[word] |= mask;
+            let (word, bit) = filter_slot(sums.weak(i), self.filter_shift);
+            self.filter[word] |= 1 << bit;
         }
     }
 
@@ -261,6 +265,31 @@ impl BlockIndex {
         }
     }
 
+    /// Whether a walk over block `block`'s weak sum (without in-place
+    /// pruning) is sure to accept a block with its sums: the walk reaches
+    /// the run of identical blocks it belongs to before giving up.
+    #[inline]
+    pub fn reachable(&self, block: usize) -> bool {
+        self.reachable[block]
+    }
+
+    fn mark_reachable(&mut self) {
+        self.reachable.clear();
+        self.reachable.resize(self.entries.len(), false);
+        let (mut group_start, mut run_start) = (0, 0);
+        for (pos, e) in self.entries.iter().enumerate() {
+            if self.entries[group_start].weak != e.weak {
+                group_start = pos;
+            }
+            if pos == 0 || self.runs[pos - 1] == 1 {
+                run_start = pos;
+            }
+            // The walk looks at the first block of each run, counting every
+            // block before it against the limit (`find`).
+            self.reachable[e.block as usize] = run_start - group_start < MAX_CANDIDATES;
+        }
+    }
+
     fn link_groups(&mut self) {
         let n = self.entries.len();
         self.next.clear();
@@ -279,31 +308,35 @@ impl BlockIndex {
     }
 }
 
-/// A blocked Bloom filter over the weak sums of the blocks: no false
-/// negatives, few false positives.
+/// A one-bit-per-sum Bloom filter over the weak sums of the blocks: no
+/// false negatives, few false positives, one multiply, shift and load per
+/// offset.
 #[derive(Clone, Copy, Debug)]
 pub struct Filter<'a> {
     words: &'a [u64],
+    shift: u32,
 }
 
 impl Filter<'_> {
     /// False when no block has the weak sum `weak`.
     #[inline(always)]
     pub fn may_contain(self, weak: u32) -> bool {
-        let (word, mask) = filter_slot(weak, self.words.len());
-        self.words[word] & mask == mask
+        let (word, bit) = filter_slot(weak, self.shift);
+        // SAFETY: `fill_filter` makes the filter 2^(64 - shift) bits long,
+        // and `filter_slot` takes its bit number from the top 64 - shift bits
+        // of a u64, so `word < len`; the hot loop keeps no bounds check
+        // (`filter_slots_stay_inside` tests it).
+        let bits = unsafe { *self.words.get_unchecked(word) };
+        bits >> bit & 1 != 0
     }
 }
 
-/// The word of a filter of `words` words (a power of two) that `weak` maps
-/// to, and the two bits it sets there.
+/// The word and the bit in it that `weak` maps to in a filter of
+/// 2^(64 - shift) bits.
 #[inline(always)]
-fn filter_slot(weak: u32, words: usize) -> (usize, u64) {
-    let h = u64::from(weak).wrapping_mul(FILTER_MUL);
-    let word = (h >> FILTER_WORD_SHIFT) as usize & (words - 1);
-    let bits = h >> FILTER_BIT_SHIFT;
-    let mask = (1 << (bits & 63)) | (1 << ((bits >> 6) & 63));
-    (word, mask)
+fn filter_slot(weak: u32, shift: u32) -> (usize, u32) {
+    let n = u64::from(weak).wrapping_mul(FILTER_MUL) >> shift;
+    ((n >> WORD_BITS_LOG2) as usize, (n & 63) as u32)
 }
 
 /// log2 of the bucket count for `count` blocks.
@@ -430,8 +463,49 @@ mod tests {
         assert!(weaks.iter().all(|&w| filter.may_contain(w)));
         let trials = 1_000_000;
         let passed = (0..trials).filter(|_| filter.may_contain(next())).count();
-        // About 0.5% expected for 32 bits per block and two bits per sum.
+        // About 0.8% expected for 128 bits per block and one bit per sum.
         assert!(passed < trials / 100, "{passed} of {trials}");
+    }
+
+    #[test]
+    fn filter_slots_stay_inside() {
+        let mut index = BlockIndex::default();
+        for count in [0usize, 1, 2, 3, 17, 1000, 70_000] {
+            let weaks: Vec<u32> = (0..count as u32).collect();
+            index.build(&sums_of(&weaks, &vec![0; count]), false);
+            let words = index.filter.len();
+            assert!(words >= 1 << MIN_FILTER_WORDS_LOG2);
+            assert_eq!(words << WORD_BITS_LOG2, 1 << (64 - index.filter_shift));
+            for w in [0, 1, 0x7fff_ffff, u32::MAX, 0x8000_0000] {
+                assert!(filter_slot(w, index.filter_shift).0 < words);
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_past_the_candidate_limit_are_unreachable() {
+        let n = MAX_CANDIDATES + 5;
+        let mut sums = BlockSums::new(4, 0, 1, n + 1);
+        for i in 0..n {
+            sums.push(3, &[(i % 2) as u8]);
+        }
+        sums.push(4, &[0]);
+        let mut index = BlockIndex::default();
+        index.build(&sums, false);
+        // Walked from the highest index: the first MAX_CANDIDATES are reached.
+        let reached: Vec<usize> = (0..n).filter(|&b| index.reachable(b)).collect();
+        assert_eq!(reached, (n - MAX_CANDIDATES..n).collect::<Vec<_>>());
+        assert!(index.reachable(n));
+        // A run of identical blocks is reached at its first (highest) block.
+        // Here the odd last block comes first in the walk and the n identical
+        // blocks before it second.
+        let mut same = BlockSums::new(4, 0, 1, n + 1);
+        for _ in 0..n {
+            same.push(3, &[0]);
+        }
+        same.push(3, &[1]);
+        index.build(&same, false);
+        assert!((0..=n).all(|b| index.reachable(b)));
     }
 
     #[test]

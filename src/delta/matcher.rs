@@ -14,7 +14,10 @@
 //!   its length and strong sum agree (the strong sum of the offset is
 //!   computed once, on the first candidate of the right length);
 //! - the block after the previous match (`want_i`) is preferred when it
-//!   matches too, so runs of matches are consecutive blocks;
+//!   matches too, so runs of matches are consecutive blocks; it is checked
+//!   first, and while whole blocks keep matching the next ones are checked
+//!   directly, several at a time, without rolling (where that gives the
+//!   same answer as the search: see `wanted_matches`);
 //! - after a match the search jumps past it; offsets from which fewer bytes
 //!   than the last block remain are not searched, so the short last block
 //!   can only match at the very end;
@@ -36,8 +39,11 @@
 //! the file size; literal data goes to the sink as it leaves the window.
 
 use super::index::BlockIndex;
+use super::md4x::MAX_LANES;
 use super::rolling::{weak_sum, RollingSum};
-use super::strong::{block_strong_sum, spoil_file_sum, Digest, FileSum, StrongSum, STRONG_SUM_LEN};
+use super::strong::{
+    block_strong_sum, block_strong_sums, spoil_file_sum, Digest, FileSum, StrongSum, STRONG_SUM_LEN,
+};
 use super::sums::BlockSums;
 use super::window::{Window, READ_AHEAD};
 use std::fmt;
@@ -129,6 +135,19 @@ pub struct Matcher {
     index: BlockIndex,
     /// In-place mode: blocks found unchanged at their own offset.
     same_offset: Vec<bool>,
+    repeat: Repeat,
+    /// Blocks of the last file matched by the fast paths: following a run,
+    /// and a repeat of the last block found (tests check they are taken).
+    #[cfg(test)]
+    pub(super) fast: FastCounts,
+}
+
+/// How often each fast path was taken.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct FastCounts {
+    pub followed: u64,
+    pub repeated: u64,
 }
 
 impl Default for Matcher {
@@ -145,6 +164,9 @@ impl Matcher {
             read_ahead: READ_AHEAD,
             index: BlockIndex::default(),
             same_offset: Vec::new(),
+            repeat: Repeat::default(),
+            #[cfg(test)]
+            fast: FastCounts::default(),
         }
     }
 
@@ -173,6 +195,7 @@ impl Matcher {
             sink,
             sum: FileSum::new(strong),
             last: 0,
+            summed: 0,
             literal: 0,
             matched: 0,
         };
@@ -183,6 +206,7 @@ impl Matcher {
             let inplace = mode == MatchMode::Inplace;
             self.index.build(sums, inplace);
             self.same_offset.clear();
+            self.repeat.forget();
             if inplace {
                 self.same_offset.resize(sums.count(), false);
             }
@@ -191,6 +215,7 @@ impl Matcher {
                 out: &mut out,
                 index: &mut self.index,
                 same_offset: &mut self.same_offset,
+                repeat: &mut self.repeat,
                 sums,
                 strong,
                 inplace,
@@ -199,8 +224,15 @@ impl Matcher {
                 want: 0,
                 aligned_off: 0,
                 aligned_block: 0,
+                #[cfg(test)]
+                fast: FastCounts::default(),
             };
-            search.run()?;
+            let ran = search.run();
+            #[cfg(test)]
+            {
+                self.fast = search.fast;
+            }
+            ran?;
         }
         out.rest(&mut win)?;
         // Everything announced has been sent; failing to look further only
@@ -220,13 +252,16 @@ impl Matcher {
     }
 }
 
-/// Hands bytes to the sink and the whole-file sum, each exactly once, in
-/// file order (match.c's `matched`).
+/// Hands bytes to the sink in file order (match.c's `matched`), and every
+/// byte read to the whole-file sum as soon as it is read, while it is still
+/// in the cache.
 struct Emitter<'s, S> {
     sink: &'s mut S,
     sum: FileSum,
     /// Everything before this offset has been handed on.
     last: u64,
+    /// Bytes from here on still go into the whole-file sum when read.
+    summed: u64,
     literal: u64,
     matched: u64,
 }
@@ -238,7 +273,6 @@ impl<S: TokenSink> Emitter<'_, S> {
             return Ok(());
         }
         let data = win.bytes(self.last, to);
-        self.sum.update(data);
         self.sink.literal(data).map_err(MatchError::Sink)?;
         self.literal += to - self.last;
         self.last = to;
@@ -255,10 +289,19 @@ impl<S: TokenSink> Emitter<'_, S> {
     ) -> Result<(), MatchError> {
         self.literal_to(win, at)?;
         let data = win.bytes(at, at + len);
-        self.sum.update(data);
         self.sink.matched(block, data).map_err(MatchError::Sink)?;
         self.matched += len;
         self.last = at + len;
+        Ok(())
+    }
+
+    /// Slide the window to `keep_from` and read on, summing what was read.
+    fn fill<R: Read>(&mut self, win: &mut Window<R>, keep_from: u64) -> Result<(), MatchError> {
+        win.fill(keep_from).map_err(MatchError::Read)?;
+        if win.end() > self.summed {
+            self.sum.update(win.bytes(self.summed, win.end()));
+            self.summed = win.end();
+        }
         Ok(())
     }
 
@@ -270,16 +313,15 @@ impl<S: TokenSink> Emitter<'_, S> {
         prefix: u64,
         verify: bool,
     ) -> Result<(), MatchError> {
+        if !verify {
+            self.summed = prefix;
+        }
         loop {
-            let to = prefix.min(win.end());
-            if verify {
-                self.sum.update(win.bytes(self.last, to));
-            }
-            self.last = to;
-            if to >= prefix.min(win.len()) {
+            self.last = prefix.min(win.end());
+            if self.last >= prefix.min(win.len()) {
                 return Ok(());
             }
-            win.fill(self.last).map_err(MatchError::Read)?;
+            self.fill(win, self.last)?;
         }
     }
 
@@ -290,8 +332,43 @@ impl<S: TokenSink> Emitter<'_, S> {
             if win.end() >= win.len() {
                 return Ok(());
             }
-            win.fill(self.last).map_err(MatchError::Read)?;
+            self.fill(win, self.last)?;
         }
+    }
+}
+
+/// The last block a search found by walking candidates, and the bytes it
+/// was found for. Outside in-place mode what a search finds depends only on
+/// the bytes, their weak sum and the wanted block, so the same bytes with
+/// the same wanted block get the same block without a strong sum: in a run
+/// of zeros (a disk image) every block after the second is found so.
+#[derive(Debug, Default)]
+struct Repeat {
+    data: Vec<u8>,
+    weak: u32,
+    want: usize,
+    block: usize,
+    known: bool,
+}
+
+impl Repeat {
+    /// Forget the last block: a new file has other sums.
+    fn forget(&mut self) {
+        self.known = false;
+    }
+
+    /// Remember that `data` (weak sum `weak`), with `want` wanted, found `block`.
+    fn remember(&mut self, data: &[u8], weak: u32, want: usize, block: usize) {
+        self.data.clear();
+        self.data.extend_from_slice(data);
+        (self.weak, self.want, self.block, self.known) = (weak, want, block, true);
+    }
+
+    /// The block found the last time, if these are the same bytes and wanted block.
+    #[inline]
+    fn same(&self, data: &[u8], weak: u32, want: usize) -> Option<usize> {
+        let same = self.known && self.weak == weak && self.want == want && self.data == data;
+        same.then_some(self.block)
     }
 }
 
@@ -301,6 +378,7 @@ struct Search<'a, 'b, 's, R, S> {
     out: &'a mut Emitter<'s, S>,
     index: &'a mut BlockIndex,
     same_offset: &'a mut [bool],
+    repeat: &'a mut Repeat,
     sums: &'a BlockSums,
     strong: StrongSum,
     inplace: bool,
@@ -312,6 +390,8 @@ struct Search<'a, 'b, 's, R, S> {
     aligned_off: u64,
     /// ...and the block that starts there.
     aligned_block: usize,
+    #[cfg(test)]
+    fast: FastCounts,
 }
 
 impl<R: Read, S: TokenSink> Search<'_, '_, '_, R, S> {
@@ -328,7 +408,7 @@ impl<R: Read, S: TokenSink> Search<'_, '_, '_, R, S> {
             return Ok(());
         }
         self.out.literal_to(self.win, off)?;
-        self.win.fill(off).map_err(MatchError::Read)
+        self.out.fill(self.win, off)
     }
 
     /// The weak sum of the bytes searched for at `off`.
@@ -413,36 +493,153 @@ impl<R: Read, S: TokenSink> Search<'_, '_, '_, R, S> {
         stop
     }
 
-    /// Look for a block matching the `len` bytes at `off`; hand it on and
-    /// return the offset after it.
+    /// Look for a block matching the `len` bytes at `off`; hand it on, and
+    /// the blocks after it that match in a row, and return the offset after
+    /// the last one.
     fn try_match(&mut self, off: u64, len: u64, weak: u32) -> Result<Option<u64>, MatchError> {
         let mut strong = [0u8; STRONG_SUM_LEN];
-        let Some(found) = self.find_candidate(off, len, weak, &mut strong) else {
-            return Ok(None);
+        let mut computed = false;
+        let (block, at) = if self.wanted_matches(off, len, weak, &mut strong, &mut computed) {
+            (self.want, off)
+        } else if let Some(block) =
+            self.repeat
+                .same(self.win.bytes(off, off + len), weak, self.want)
+        {
+            #[cfg(test)]
+            {
+                self.fast.repeated += 1;
+            }
+            (block, off)
+        } else {
+            let Some(found) = self.find_candidate(off, len, weak, &mut strong, computed) else {
+                return Ok(None);
+            };
+            let (mut block, mut at) = (found as usize, off);
+            if self.inplace {
+                (block, at) = self.prefer_aligned(off, len, weak, &strong, block)?;
+            }
+            block = self.prefer_wanted(block, at, len, weak, &strong);
+            if !self.inplace {
+                // (In place, what is found also depends on the offset.)
+                let data = self.win.bytes(off, off + len);
+                self.repeat.remember(data, weak, self.want, block);
+            }
+            (block, at)
         };
-        let (mut block, mut at) = (found as usize, off);
+        let next = self.hand_on(block, at, len)?;
         if self.inplace {
-            (block, at) = self.prefer_aligned(off, len, weak, &strong, block)?;
+            return Ok(Some(next));
         }
-        block = self.prefer_wanted(block, at, len, weak, &strong);
+        self.follow_run(next).map(Some)
+    }
+
+    /// Hand on `block` as matching the `len` bytes at `at`; the block after
+    /// it is wanted next. Returns the offset after the match.
+    fn hand_on(&mut self, block: usize, at: u64, len: u64) -> Result<u64, MatchError> {
         self.want = block + 1;
         // Block indices come from the index, which holds u32s.
         self.out.block(self.win, at, block as u32, len)?;
-        Ok(Some(at + len))
+        Ok(at + len)
+    }
+
+    /// The fast path, rsync's `want_i` hint checked first (rsync: match.c
+    /// hash_search): whether the block after the previous match matches the
+    /// bytes at `off`. Only where the search would pick it too: not in place
+    /// (where the aligned block comes first), and only when a walk over its
+    /// weak sum would reach it (then the walk accepts some block with its
+    /// sums, and the hint turns that into this one). Computes the strong sum
+    /// into `strong` when the weak sum and length agree.
+    fn wanted_matches(
+        &self,
+        off: u64,
+        len: u64,
+        weak: u32,
+        strong: &mut [u8; STRONG_SUM_LEN],
+        computed: &mut bool,
+    ) -> bool {
+        let want = self.want;
+        if self.inplace
+            || want >= self.sums.count()
+            || self.sums.weak(want) != weak
+            || u64::from(self.sums.len_of(want)) != len
+            || !self.index.reachable(want)
+        {
+            return false;
+        }
+        block_strong_sum(self.win.bytes(off, off + len), self.strong, strong);
+        *computed = true;
+        self.sums.strong(want) == &strong[..self.sums.strong_len()]
+    }
+
+    /// After a match ending at `off`: as long as the next whole blocks of
+    /// the basis match the next bytes, hand them on without searching,
+    /// checking up to [`MAX_LANES`] of them at once (their MD4 sums side by
+    /// side). Each is exactly what [`wanted_matches`](Self::wanted_matches)
+    /// would accept at its offset. Returns where the search goes on.
+    fn follow_run(&mut self, mut off: u64) -> Result<u64, MatchError> {
+        let block_len = self.block_len;
+        let whole_blocks = self.sums.count() - usize::from(self.sums.remainder() != 0);
+        let mut digests = [[0u8; STRONG_SUM_LEN]; MAX_LANES];
+        loop {
+            let want = self.want;
+            let mut lanes = whole_blocks.saturating_sub(want).min(MAX_LANES);
+            if lanes < 2 {
+                return Ok(off);
+            }
+            self.ensure(off, off + 2 * block_len + 1)?;
+            // The window ends within the file, so whole blocks held are
+            // whole blocks of the file.
+            let held = (self.win.end() - off) / block_len;
+            lanes = lanes.min(usize::try_from(held).unwrap_or(MAX_LANES));
+            let mut blocks = [&[][..]; MAX_LANES];
+            let mut weak_ok = 0;
+            while weak_ok < lanes {
+                let at = off + weak_ok as u64 * block_len;
+                let data = self.win.bytes(at, at + block_len);
+                let b = want + weak_ok;
+                if weak_sum(data) != self.sums.weak(b) || !self.index.reachable(b) {
+                    break;
+                }
+                blocks[weak_ok] = data;
+                weak_ok += 1;
+            }
+            if weak_ok == 0 {
+                return Ok(off);
+            }
+            block_strong_sums(&blocks[..weak_ok], self.strong, &mut digests);
+            let strong_len = self.sums.strong_len();
+            let mut matched = 0;
+            while matched < weak_ok
+                && self.sums.strong(want + matched) == &digests[matched][..strong_len]
+            {
+                matched += 1;
+            }
+            for i in 0..matched {
+                off = self.hand_on(want + i, off, block_len)?;
+            }
+            #[cfg(test)]
+            {
+                self.fast.followed += matched as u64;
+            }
+            if matched < lanes {
+                return Ok(off);
+            }
+        }
     }
 
     /// The first candidate whose length and strong sum agree with the bytes
-    /// at `off`; their strong sum is left in `strong` when it was computed.
+    /// at `off`; their strong sum is left in `strong` when it was computed
+    /// (and taken from there when `computed` already).
     fn find_candidate(
         &mut self,
         off: u64,
         len: u64,
         weak: u32,
         strong: &mut [u8; STRONG_SUM_LEN],
+        mut computed: bool,
     ) -> Option<u32> {
         let data = self.win.bytes(off, off + len);
         let (sums, strong_sum) = (self.sums, self.strong);
-        let mut computed = false;
         let accept = |block: u32| {
             let block = block as usize;
             if u64::from(sums.len_of(block)) != len {

@@ -12,14 +12,16 @@
 //! - [`sums`]: the receiver's block sums ([`BlockSums`]) and the sizes
 //!   rsync's generator picks; [`generate`] computes them (tests, benchmarks).
 //! - [`matcher`]: [`Matcher::send`], match.c's search over a streamed file.
-//! - [`bench`](mod@bench): the matcher's throughput on this machine.
+//! - [`bench`](mod@bench): synthetic inputs for the benchmark and tests.
 //!
-//! Internals: `index` (weak sum to blocks, bounded candidate walks) and
-//! `window` (the bounded buffer over the file).
+//! Internals: `index` (weak sum to blocks, bounded candidate walks),
+//! `md4x` (MD4 of several blocks at once, in SIMD lanes) and `window` (the
+//! bounded buffer over the file).
 
 pub mod bench;
 mod index;
 pub mod matcher;
+mod md4x;
 pub mod rolling;
 pub mod strong;
 pub mod sums;

@@ -22,6 +22,7 @@
 //! low 64 bits first. From protocol 27 on rsync's MD4 is the standard one, so
 //! the `md4` crate's digest is bit-for-bit what rsync computes.
 
+use super::md4x::{md4_many, MAX_LANES};
 use md4::{Digest as _, Md4};
 use md5::Md5;
 use sha1::Sha1;
@@ -193,6 +194,28 @@ pub fn block_strong_sum(data: &[u8], sum: StrongSum, out: &mut [u8; STRONG_SUM_L
         // rsync never asks for block sums without a digest (it sends whole
         // files); a zero byte matches what such a receiver would compare.
         SumKind::None => out[0] = 0,
+    }
+}
+
+/// [`block_strong_sum`] of each of `blocks` (all of one length) into
+/// `out[i]`. MD4 sums are computed several blocks at a time, one per SIMD
+/// lane (the `md4x` module); the other digests one after another.
+pub fn block_strong_sums(blocks: &[&[u8]], sum: StrongSum, out: &mut [[u8; STRONG_SUM_LEN]]) {
+    debug_assert!(out.len() >= blocks.len());
+    if !matches!(sum.kind, SumKind::Md4Auto | SumKind::Md4) {
+        for (block, out) in blocks.iter().zip(out.iter_mut()) {
+            block_strong_sum(block, sum, out);
+        }
+        return;
+    }
+    let seed = sum.seed.to_le_bytes();
+    let suffix: &[u8] = if sum.seed != 0 { &seed } else { &[] };
+    let mut digests = [[0u8; 16]; MAX_LANES];
+    for (blocks, out) in blocks.chunks(MAX_LANES).zip(out.chunks_mut(MAX_LANES)) {
+        md4_many(blocks, suffix, &mut digests);
+        for (out, digest) in out.iter_mut().zip(&digests[..blocks.len()]) {
+            out[..16].copy_from_slice(digest);
+        }
     }
 }
 
@@ -406,6 +429,30 @@ mod tests {
             sum.update(b"bc");
             assert_eq!(sum.finish(), hex(abc), "{kind:?}");
             assert_eq!(file_checksum(kind, &b"abc"[..]).unwrap(), hex(abc));
+        }
+    }
+
+    #[test]
+    fn many_block_sums_equal_one_at_a_time() {
+        let data: Vec<u8> = (0..20_000u32)
+            .map(|i| i.wrapping_mul(2_654_435_761) as u8)
+            .collect();
+        for kind in [SumKind::Md4Auto, SumKind::Md4, SumKind::Md5, SumKind::Xxh3] {
+            for seed in [0, 0x1234_5678] {
+                let sum = StrongSum { kind, seed };
+                for (len, count) in [(0, 3), (1, 1), (700, 11), (1024, 8), (999, 17)] {
+                    let blocks: Vec<&[u8]> =
+                        (0..count).map(|i| &data[i * len..(i + 1) * len]).collect();
+                    let mut many = vec![[0u8; STRONG_SUM_LEN]; count];
+                    block_strong_sums(&blocks, sum, &mut many);
+                    for (block, got) in blocks.iter().zip(&many) {
+                        let mut one = [0u8; STRONG_SUM_LEN];
+                        block_strong_sum(block, sum, &mut one);
+                        let n = kind.digest_len();
+                        assert_eq!(got[..n], one[..n], "{kind:?} seed {seed} len {len}");
+                    }
+                }
+            }
         }
     }
 

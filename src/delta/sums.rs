@@ -8,8 +8,9 @@
 //! (the protocol layer does that before allocating) and must not do I/O other
 //! than reading the basis handed to `generate`.
 
+use super::md4x::MAX_LANES;
 use super::rolling::weak_sum;
-use super::strong::{block_strong_sum, StrongSum, STRONG_SUM_LEN};
+use super::strong::{block_strong_sums, StrongSum, STRONG_SUM_LEN};
 use std::io::{self, Read};
 
 /// rsync's BLOCK_SIZE: the block length of files up to 700² bytes, and the
@@ -28,6 +29,9 @@ const SHORT_STRONG_LEN: usize = 2;
 /// The most strong-sum bytes a generator sends per block (SUM_LENGTH), even
 /// for a longer digest.
 const MAX_BLOCK_STRONG_LEN: usize = 16;
+/// [`generate`] reads (and hashes) at most this many bytes of blocks at once,
+/// unless one block is longer.
+const GENERATE_READ_MAX: u64 = 1 << 20;
 /// Entries reserved up front, whatever count the peer announced: the rest
 /// grows as sums actually arrive.
 const MAX_RESERVED_BLOCKS: usize = 1 << 16;
@@ -229,15 +233,31 @@ pub fn generate(
     let count = usize::try_from(count)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many blocks"))?;
     let mut sums = BlockSums::new(block_len, remainder, strong_len, count);
-    let mut block = vec![0u8; (u64::from(block_len).min(len)) as usize];
-    let mut strong = [0u8; STRONG_SUM_LEN];
+    // Whole blocks are read and hashed several at a time (multi-buffer
+    // MD4); the short last block, if any, alone.
+    let block_len = u64::from(block_len);
+    let lanes = (GENERATE_READ_MAX / block_len.max(1)).clamp(1, MAX_LANES as u64);
+    let mut buf = vec![0u8; (block_len * lanes).min(len) as usize];
+    let mut strong = [[0u8; STRONG_SUM_LEN]; MAX_LANES];
     let mut left = len;
     while left > 0 {
-        let n = u64::from(block_len).min(left) as usize;
-        basis.read_exact(&mut block[..n])?;
-        block_strong_sum(&block[..n], strong_sum, &mut strong);
-        sums.push(weak_sum(&block[..n]), &strong[..sums.strong_len()]);
-        left -= n as u64;
+        let whole = (left / block_len).min(lanes) as usize;
+        let (n, each) = if whole > 0 {
+            (whole, block_len as usize)
+        } else {
+            (1, left as usize)
+        };
+        let data = &mut buf[..n * each];
+        basis.read_exact(data)?;
+        let mut blocks = [&[][..]; MAX_LANES];
+        for (slot, block) in blocks.iter_mut().zip(data.chunks_exact(each)) {
+            *slot = block;
+        }
+        block_strong_sums(&blocks[..n], strong_sum, &mut strong);
+        for (block, strong) in blocks[..n].iter().zip(&strong) {
+            sums.push(weak_sum(block), &strong[..sums.strong_len()]);
+        }
+        left -= (n * each) as u64;
     }
     Ok(sums)
 }
@@ -245,6 +265,7 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delta::strong::block_strong_sum;
 
     #[test]
     fn block_lengths_follow_the_square_root() {

@@ -455,6 +455,217 @@ fn generate_agrees_with_the_reference_sums() {
     }
 }
 
+/// The fast paths (the wanted block checked first, runs of blocks checked
+/// several at a time) against the reference, on the inputs they care about:
+/// long runs of matching blocks, files of exactly N blocks, a short last
+/// block, repeated blocks (beyond the candidate limit too), tiny files,
+/// shuffled blocks, short strong sums, and windows of every size.
+#[test]
+fn fast_paths_agree_with_the_reference() {
+    let mut rng = Prng::new(0x5eed_0002);
+    let mut totals = (0u64, 0u64);
+    for case in 0..300 {
+        let blen = [1, 2, 3, 8, 64, 100, 700][rng.below(7)];
+        let blocks = [0, 1, 2, 7, 8, 9, 17, 40, 1100][rng.below(9)];
+        let tail = if rng.below(2) == 0 {
+            0
+        } else {
+            rng.below(blen)
+        };
+        let len = (blocks * blen + tail).min(12_000);
+        let mut basis = random_basis(&mut rng, len);
+        if rng.below(4) == 0 && len > 0 {
+            // Every block alike: the weak-sum group is as long as the file.
+            let period = blen.min(len);
+            for i in period..len {
+                basis[i] = basis[i - period];
+            }
+        }
+        let target = match rng.below(6) {
+            0 => basis.clone(),
+            1 => {
+                // Whole blocks in another order: the wanted block rarely fits.
+                let mut chunks: Vec<&[u8]> = basis.chunks(blen).collect();
+                for i in (1..chunks.len()).rev() {
+                    chunks.swap(i, rng.below(i + 1));
+                }
+                chunks.concat()
+            }
+            2 => {
+                let cut = rng.below(len + 1);
+                let mut t = basis[cut..].to_vec();
+                t.extend_from_slice(&basis[..cut]);
+                t
+            }
+            _ => {
+                let edits = rng.below(4);
+                edit(&basis, edits, &mut rng)
+            }
+        };
+        let strong_len = [0, 1, 2, 16][rng.below(4)];
+        let seed = [0, rng.next_u64() as u32][rng.below(2)];
+        let mode = [MatchMode::Normal, MatchMode::Normal, MatchMode::Inplace][rng.below(3)];
+        let read_ahead = [1, 64, 1000, 300_000][rng.below(4)];
+        let what = format!(
+            "case {case}: len {len} target {} blen {blen} strong {strong_len} {mode:?} ra {read_ahead}",
+            target.len()
+        );
+        let found = check_case(
+            &basis, &target, blen, strong_len, seed, mode, read_ahead, &mut rng, &what,
+        );
+        totals.0 += found.0;
+        totals.1 += found.1;
+    }
+    assert!(totals.0 > 10_000 && totals.1 > 100_000, "{totals:?}");
+}
+
+/// The other digests take the same fast paths: the same tokens as MD4 gives
+/// (with full-length sums no digest has false matches on these inputs).
+#[test]
+fn fast_paths_agree_for_every_digest() {
+    let mut rng = Prng::new(0x5eed_0003);
+    let basis = rng.bytes(100 * 700 + 300);
+    let target = edit(&basis, 5, &mut rng);
+    let tokens = |kind: SumKind| {
+        let strong = StrongSum { kind, seed: 77 };
+        let sums = generate(&basis[..], basis.len() as u64, 700, 16, strong).unwrap();
+        let mut rec = Recorder::default();
+        let out = Matcher::new()
+            .send(
+                &target[..],
+                target.len() as u64,
+                &sums,
+                strong,
+                MatchMode::Normal,
+                &mut rec,
+            )
+            .unwrap();
+        let mut whole = FileSum::new(strong);
+        whole.update(&target);
+        assert_eq!(out.file_sum, whole.finish(), "{kind:?}");
+        rec.toks
+    };
+    let md4 = tokens(SumKind::Md4Auto);
+    assert!(md4.len() > 10, "{md4:?}");
+    for kind in [
+        SumKind::Md4,
+        SumKind::Md5,
+        SumKind::Sha1,
+        SumKind::Xxh64,
+        SumKind::Xxh3,
+        SumKind::Xxh128,
+    ] {
+        assert_eq!(tokens(kind), md4, "{kind:?}");
+    }
+}
+
+/// An unchanged file is matched by following the run after its first
+/// block, not by searching at every block.
+#[test]
+fn runs_of_matching_blocks_are_followed() {
+    let data = Prng::new(12).bytes(1000 * 700 + 123);
+    let strong = StrongSum::md4_auto(5);
+    let sums = generate(&data[..], data.len() as u64, 700, 2, strong).unwrap();
+    let mut matcher = Matcher::new();
+    let mut rec = Recorder::default();
+    let out = matcher
+        .send(
+            &data[..],
+            data.len() as u64,
+            &sums,
+            strong,
+            MatchMode::Normal,
+            &mut rec,
+        )
+        .unwrap();
+    assert_eq!(out.matched_bytes, data.len() as u64);
+    // Block 0 is searched for; the last, short one is checked alone.
+    assert_eq!(matcher.fast.followed, 999);
+}
+
+/// A run of zero blocks matches the same (highest) zero block of the basis
+/// again and again, as from rsync; after the first two, without computing
+/// a strong sum.
+#[test]
+fn repeated_blocks_are_recognised() {
+    let mut rng = Prng::new(13);
+    let mut basis = rng.bytes(20 * 700);
+    basis[5 * 700..9 * 700].fill(0);
+    let mut target = rng.bytes(100);
+    target.extend_from_slice(&[0; 50 * 700]);
+    target.extend_from_slice(&basis[..3 * 700]);
+    let strong = StrongSum::md4_auto(6);
+    let sums = generate(&basis[..], basis.len() as u64, 700, 16, strong).unwrap();
+    let mut matcher = Matcher::new();
+    let mut rec = Recorder::default();
+    matcher
+        .send(
+            &target[..],
+            target.len() as u64,
+            &sums,
+            strong,
+            MatchMode::Normal,
+            &mut rec,
+        )
+        .unwrap();
+    let expected = reference(&target, &ref_sums(&basis, 700, 16, 6), 6, false);
+    assert_eq!(rec.toks, expected);
+    assert!(expected[1..51]
+        .iter()
+        .all(|t| matches!(t, Tok::Block { index: 8, .. })));
+    assert_eq!(matcher.fast.repeated, 48);
+}
+
+/// A wanted block that a walk over its weak sum would not reach (beyond
+/// the candidate limit) is not taken by the fast path either: it goes as
+/// literal data, as from rsync.
+#[test]
+fn the_wanted_block_respects_the_candidate_limit() {
+    let mut rng = Prng::new(4);
+    let (base, mut basis) = colliding_basis(2000, 700, &mut rng);
+    // Block 99 is unlike the others, so it is found by its own weak sum and
+    // makes block 100 (the 1900th candidate of its family) the wanted one.
+    let odd = rng.bytes(700);
+    basis[99 * 700..100 * 700].copy_from_slice(&odd);
+    let mut target = rng.bytes(1000);
+    target.extend_from_slice(&odd);
+    target.extend_from_slice(&colliding_block(&base, 100));
+    target.extend_from_slice(&colliding_block(&base, 1500));
+    target.extend_from_slice(&colliding_block(&base, 1501));
+    let sums = generate(
+        &basis[..],
+        basis.len() as u64,
+        700,
+        16,
+        StrongSum::md4_auto(3),
+    )
+    .unwrap();
+    let mut rec = Recorder::default();
+    Matcher::new()
+        .send(
+            &target[..],
+            target.len() as u64,
+            &sums,
+            StrongSum::md4_auto(3),
+            MatchMode::Normal,
+            &mut rec,
+        )
+        .unwrap();
+    let block = |at, index| Tok::Block { at, index };
+    assert_eq!(
+        rec.toks,
+        vec![
+            Tok::Literal(1000),
+            block(1000, 99),
+            Tok::Literal(700),
+            block(2400, 1500),
+            block(3100, 1501),
+        ]
+    );
+    let expected = reference(&target, &ref_sums(&basis, 700, 16, 3), 3, false);
+    assert_eq!(rec.toks, expected);
+}
+
 // ---------------------------------------------------------------------------
 // Special cases.
 

@@ -1,0 +1,265 @@
+//! `upserv bench` and `cargo bench --bench delta`: the delta engine's
+//! throughput on this machine, on synthetic basis/target pairs or on a
+//! given FILE against a BASIS.
+//!
+//! Owns the timing and the file reading of the benchmark; the synthetic
+//! inputs are pure helpers in `delta::bench`. Only the matcher is timed: the
+//! basis sums are computed beforehand, as a receiver would send them (block
+//! length and strong-sum length as rsync's generator picks at protocol 29).
+//! Every case runs with each digest a client can choose, since the strong
+//! sum is what a matching block costs and the whole-file sum what every byte
+//! costs. It must not assert anything about speed; it reports.
+
+use crate::delta::bench::{disk_image, edit, edits_for, sums_for, Prng};
+use crate::delta::{BlockSums, MatchMode, Matcher, StrongSum, SumKind, TokenSink};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+use std::time::Instant;
+
+/// A fixed non-zero checksum seed, so block sums carry one as on the wire.
+const SEED: u32 = 0x5eed_1234;
+/// Seed of the generator of the synthetic data: every run sees the same bytes.
+const DATA_SEED: u64 = 0x0123_4567_89ab_cdef;
+/// The digests measured, each under its rsync name ("md4" is the default,
+/// with the seeded whole-file sum; a named md4 costs the same).
+pub const DIGESTS: [SumKind; 6] = [
+    SumKind::Md4Auto,
+    SumKind::Md5,
+    SumKind::Sha1,
+    SumKind::Xxh64,
+    SumKind::Xxh3,
+    SumKind::Xxh128,
+];
+/// Bytes per megabyte in the reported rate.
+const MEGA: f64 = 1_000_000.0;
+
+/// One measured case.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchResult {
+    /// What was matched against what, and the digest.
+    pub name: String,
+    /// Bytes of the file matched.
+    pub bytes: u64,
+    /// Wall time of the matcher.
+    pub seconds: f64,
+    /// CPU time the matcher's thread used: on a busy machine a steadier
+    /// measure than the wall time.
+    pub cpu_seconds: f64,
+    /// `bytes / seconds`, in millions of bytes per second.
+    pub mb_per_s: f64,
+    /// Bytes the matcher sent as literal data.
+    pub literal_bytes: u64,
+    /// Bytes covered by matched blocks.
+    pub matched_bytes: u64,
+}
+
+impl BenchResult {
+    /// Column titles lined up with the `Display` of a result.
+    pub const HEADER: &'static str =
+        "case                          bytes   seconds       MB/s   cpu s  cpu MB/s        literal        matched";
+}
+
+impl fmt::Display for BenchResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<22} {:>12} {:>9.3} {:>10.1} {:>7.3} {:>9.1} {:>14} {:>14}",
+            self.name,
+            self.bytes,
+            self.seconds,
+            self.mb_per_s,
+            self.cpu_seconds,
+            self.bytes as f64 / self.cpu_seconds.max(f64::MIN_POSITIVE) / MEGA,
+            self.literal_bytes,
+            self.matched_bytes
+        )
+    }
+}
+
+/// Measure the matcher on synthetic `size`-byte files (unchanged, 1% of
+/// blocks edited, entirely different, each with every digest; then a
+/// mostly-zero disk image), or, with `pair = Some((file, basis))`, on FILE
+/// against BASIS with every digest.
+pub fn run(size: u64, pair: Option<(&Path, &Path)>) -> io::Result<Vec<BenchResult>> {
+    match pair {
+        Some((file, basis)) => run_pair(file, basis),
+        None => run_synthetic(size),
+    }
+}
+
+fn run_pair(file: &Path, basis: &Path) -> io::Result<Vec<BenchResult>> {
+    let basis_len = std::fs::metadata(basis)?.len();
+    let mut results = Vec::new();
+    for kind in DIGESTS {
+        let sum = StrongSum { kind, seed: SEED };
+        let sums = sums_for(BufReader::new(File::open(basis)?), basis_len, sum)?;
+        let source = File::open(file)?;
+        let len = source.metadata()?.len();
+        let name = format!("{} vs basis, {}", file.display(), kind.name());
+        results.push(measure(&name, source, len, &sums, sum)?);
+    }
+    Ok(results)
+}
+
+fn run_synthetic(size: u64) -> io::Result<Vec<BenchResult>> {
+    let len = usize::try_from(size)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large here"))?;
+    let mut rng = Prng::new(DATA_SEED);
+    let edits = edits_for(size);
+    let basis = rng.bytes(len);
+    let edited = edit(&basis, edits, &mut rng);
+    let other = rng.bytes(len);
+    let mut results = Vec::new();
+    for kind in DIGESTS {
+        let sum = StrongSum { kind, seed: SEED };
+        let sums = sums_for(&basis[..], size, sum)?;
+        let name = kind.name();
+        for (case, data) in [
+            ("unchanged", &basis),
+            ("1% edited", &edited),
+            ("all different", &other),
+        ] {
+            let name = format!("{case}, {name}");
+            results.push(measure(&name, &data[..], data.len() as u64, &sums, sum)?);
+        }
+    }
+    drop((edited, other, basis));
+
+    let md4 = StrongSum::md4_auto(SEED);
+    let disk = disk_image(len, &mut rng);
+    let sums = sums_for(&disk[..], size, md4)?;
+    let mut changed = edit(&disk, edits, &mut rng);
+    let fresh = (len / 50).min(changed.len());
+    let at = rng.below(changed.len() - fresh + 1);
+    rng.fill(&mut changed[at..at + fresh]);
+    let n = changed.len() as u64;
+    results.push(measure("disk image, 2% new", &changed[..], n, &sums, md4)?);
+    Ok(results)
+}
+
+fn measure(
+    name: &str,
+    source: impl Read,
+    len: u64,
+    sums: &BlockSums,
+    sum: StrongSum,
+) -> io::Result<BenchResult> {
+    let mut matcher = Matcher::new();
+    let mut sink = Discard;
+    let started = Instant::now();
+    let cpu_started = thread_cpu_seconds();
+    let outcome = matcher
+        .send(source, len, sums, sum, MatchMode::Normal, &mut sink)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let cpu_seconds = thread_cpu_seconds() - cpu_started;
+    let seconds = started.elapsed().as_secs_f64();
+    let bytes = outcome.source_len;
+    Ok(BenchResult {
+        name: name.to_string(),
+        bytes,
+        seconds,
+        cpu_seconds,
+        mb_per_s: bytes as f64 / seconds.max(f64::MIN_POSITIVE) / MEGA,
+        literal_bytes: outcome.literal_bytes,
+        matched_bytes: outcome.matched_bytes,
+    })
+}
+
+/// CPU time used by the calling thread so far (0 where it cannot be read).
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0;
+    if ok {
+        ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    } else {
+        0.0
+    }
+}
+
+/// A sink that only lets the data go by, as a fast socket would.
+struct Discard;
+
+impl TokenSink for Discard {
+    fn literal(&mut self, data: &[u8]) -> io::Result<()> {
+        std::hint::black_box(data);
+        Ok(())
+    }
+
+    fn matched(&mut self, _block_index: u32, data: &[u8]) -> io::Result<()> {
+        std::hint::black_box(data);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_cases_make_sense() {
+        let results = run(4 << 20, None).unwrap();
+        let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names[..4],
+            [
+                "unchanged, md4",
+                "1% edited, md4",
+                "all different, md4",
+                "unchanged, md5"
+            ]
+        );
+        assert_eq!(
+            names[15..],
+            [
+                "unchanged, xxh128",
+                "1% edited, xxh128",
+                "all different, xxh128",
+                "disk image, 2% new"
+            ]
+        );
+        // Every digest matches what the default does.
+        for three in results[..18].chunks(3) {
+            for (r, md4) in three.iter().zip(&results[..3]) {
+                assert_eq!(r.matched_bytes, md4.matched_bytes, "{r}");
+                assert_eq!(r.literal_bytes, md4.literal_bytes, "{r}");
+            }
+        }
+        let unchanged = &results[0];
+        assert_eq!(
+            (unchanged.literal_bytes, unchanged.matched_bytes),
+            (0, 4 << 20)
+        );
+        // 4 MiB in blocks of 2048: 20 edits spoil at most 40 blocks.
+        let edited = &results[1];
+        assert!(edited.literal_bytes > 0 && edited.literal_bytes < 40 * 2048 + 20 * 64);
+        // Random data never matches random blocks.
+        assert_eq!(results[2].matched_bytes, 0);
+        for r in &results {
+            assert_eq!(r.literal_bytes + r.matched_bytes, r.bytes, "{r}");
+        }
+        assert!(results[18].matched_bytes > results[18].bytes / 2);
+    }
+
+    #[test]
+    fn a_file_pair_is_measured() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Prng::new(7);
+        let basis = rng.bytes(300_000);
+        let file = edit(&basis, 3, &mut rng);
+        let (fp, bp) = (dir.path().join("file"), dir.path().join("basis"));
+        std::fs::write(&fp, &file).unwrap();
+        std::fs::write(&bp, &basis).unwrap();
+        let results = run(0, Some((&fp, &bp))).unwrap();
+        assert_eq!(results.len(), DIGESTS.len());
+        assert_eq!(results[0].bytes, file.len() as u64);
+        // Blocks of 700: three edits spoil at most six blocks.
+        assert!(results[0].literal_bytes <= 6 * 700 + 3 * 64);
+        assert!(results[0].matched_bytes > 0);
+    }
+}
