@@ -121,8 +121,8 @@ pub struct Server {
 }
 
 /// A delta memo for the builds of `cache`, which forgets a build when its
-/// tree leaves the cache. A reload makes a new one; the old one stops
-/// listening when the last connection of its server ends.
+/// tree leaves the cache. A reload keeps the running one
+/// ([`Server::with_memo`]); the new one goes unused, and its hook stops.
 fn delta_memo(cache: &Cache) -> Arc<Memo> {
     let memo = Arc::new(Memo::new(MEMO_MAX_BYTES));
     let weak = Arc::downgrade(&memo);
@@ -191,6 +191,12 @@ impl Server {
     /// The same server counting its module connections in `slots`.
     pub fn with_slots(mut self, slots: Arc<Slots>) -> Server {
         self.slots = slots;
+        self
+    }
+
+    /// The same server using the delta memo a reload carries over.
+    pub fn with_memo(mut self, memo: Option<Arc<Memo>>) -> Server {
+        self.memo = memo;
         self
     }
 

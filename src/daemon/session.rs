@@ -13,7 +13,7 @@ use super::opening::{self, Ask, Need, Opening, Request, Step};
 use super::{Module, ModuleRoot, Server};
 use crate::cache::Lookup;
 use crate::protocol::io::Conn;
-use crate::protocol::memo::BuildMemo;
+use crate::protocol::memo::Memo;
 use crate::protocol::options::{self, Options};
 use crate::protocol::sender::{self, Pull, TransferStats};
 use crate::protocol::wire::{WireRead, WireWrite};
@@ -21,7 +21,7 @@ use crate::source::Source;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 pub use super::opening::{MAX_LINE_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
@@ -269,9 +269,9 @@ fn pull(
         (ModuleRoot::Build(guard), Some(c)) => (
             Some(guard.lookup()),
             Some(c.build_seed(guard.name())),
-            server.memo.as_ref().map(|memo| BuildMemo {
-                memo: Arc::clone(memo),
-                build: guard.name().into(),
+            server.memo.as_ref().and_then(|memo| {
+                let tree = std::fs::symlink_metadata(guard.root()).ok()?.ino();
+                Some(Memo::for_build(memo, guard.name(), tree))
             }),
         ),
         (ModuleRoot::Build(guard), None) => (Some(guard.lookup()), None, None),

@@ -217,6 +217,8 @@ pub struct MemoCounts {
 #[derive(Default)]
 struct Table {
     entries: HashMap<Arc<Key>, State>,
+    /// The tree (root inode) each build's entries were made from.
+    trees: HashMap<Box<str>, u64>,
     lru: BTreeMap<u64, Arc<Key>>,
     tick: u64,
     counts: MemoCounts,
@@ -230,6 +232,25 @@ impl Table {
             self.counts.bytes -= memory;
             self.counts.entries -= 1;
         }
+    }
+
+    /// Forgets every entry of `build`; returns how many were ready.
+    fn drop_build(&mut self, build: &str) -> u64 {
+        let keys: Vec<Arc<Key>> = self
+            .entries
+            .keys()
+            .filter(|k| &*k.build == build)
+            .cloned()
+            .collect();
+        let mut dropped = 0;
+        for key in keys {
+            if matches!(self.entries.get(&key), Some(State::Ready { .. })) {
+                dropped += 1;
+            }
+            self.remove(&key);
+        }
+        self.counts.dropped += dropped;
+        dropped
     }
 
     /// Evicts the least recently used entry; `false` when there is none.
@@ -278,21 +299,29 @@ impl Memo {
     /// are not kept.
     pub fn drop_build(&self, build: &str) -> u64 {
         let mut t = self.table.lock();
-        let keys: Vec<Arc<Key>> = t
-            .entries
-            .keys()
-            .filter(|k| &*k.build == build)
-            .cloned()
-            .collect();
-        let mut dropped = 0;
-        for key in keys {
-            if matches!(t.entries.get(&key), Some(State::Ready { .. })) {
-                dropped += 1;
+        t.trees.remove(build);
+        t.drop_build(build)
+    }
+
+    /// A connection's handle on the memo for the build `name` whose tree
+    /// (its root directory) has inode `tree`. A tree other than the one
+    /// seen before means the build was replaced or evicted by another
+    /// process (the admin commands): its old entries are dropped here.
+    pub fn for_build(memo: &Arc<Memo>, name: &str, tree: u64) -> BuildMemo {
+        let mut t = memo.table.lock();
+        if t.trees
+            .insert(name.into(), tree)
+            .is_some_and(|old| old != tree)
+        {
+            let dropped = t.drop_build(name);
+            if dropped > 0 {
+                log::info!("delta memo: dropped {dropped} entries of build {name}: a new tree");
             }
-            t.remove(&key);
         }
-        t.counts.dropped += dropped;
-        dropped
+        BuildMemo {
+            memo: Arc::clone(memo),
+            build: name.into(),
+        }
     }
 
     fn claim(&self, key: Key) -> Claim<'_> {
@@ -458,7 +487,8 @@ impl<S: TokenSink> TokenSink for Recording<'_, S> {
     }
 }
 
-/// Which build a connection pulls, with the daemon's memo.
+/// Which build a connection pulls, with the daemon's memo
+/// ([`Memo::for_build`]).
 #[derive(Clone)]
 pub struct BuildMemo {
     pub memo: Arc<Memo>,
