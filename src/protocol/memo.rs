@@ -620,8 +620,15 @@ mod tests {
                 x as u8
             })
             .collect();
+        let mut data = data;
+        let edits: Vec<usize> = (1000..len).step_by(len / 7 + 1).collect();
+        // Each edited (literal) place repeats bytes of an unchanged
+        // (matched) one just before it, for a compressor to refer back to.
+        for &at in edits.iter().filter(|&&at| at >= 20_000 && at + 500 <= len) {
+            data.copy_within(at - 10_000..at - 9_500, at);
+        }
         let mut basis = data.clone();
-        for at in (1000..len).step_by(len / 7 + 1) {
+        for at in edits {
             basis[at] ^= 0x55;
         }
         basis.truncate(len - len / 10);
