@@ -25,8 +25,8 @@
 //!   themselves. Nothing is computed twice while it succeeds.
 //! - Limits: entries are counted by their memory against the memo's limit
 //!   ([`MEMO_MAX_BYTES`] in the daemon) and evicted least recently used
-//!   first; a file whose calls would take more than [`MAX_ENTRY_BYTES`] is
-//!   not kept. [`Memo::drop_build`] forgets a build whose tree left the
+//!   first; a file whose calls would take more than a [`ENTRY_SHARE`]th of
+//!   it is not kept. [`Memo::drop_build`] forgets a build whose tree left the
 //!   cache.
 //!
 //! Only builds use it: a build's files never change under a name and
@@ -48,9 +48,10 @@ use std::time::{Duration, Instant};
 /// so this keeps a few hundred large files, or every file of a build.
 pub const MEMO_MAX_BYTES: u64 = 32 << 20;
 
-/// The most one entry may take (a quarter of the memo): a file matched in
-/// more calls than this allows is computed, sent and not kept.
-pub const MAX_ENTRY_BYTES: u64 = MEMO_MAX_BYTES / 4;
+/// One entry may take at most this fraction of the memo's limit (a
+/// quarter): a file matched in more calls is computed, sent and not kept,
+/// and its recording stops as soon as it passes that.
+pub const ENTRY_SHARE: u64 = 4;
 
 /// How long a request waits for an identical one to finish computing
 /// before it computes for itself (a computing connection whose client
@@ -270,6 +271,8 @@ impl Table {
 /// The memo of one daemon; see the module comment.
 pub struct Memo {
     limit: u64,
+    /// How long an identical request waits ([`MEMO_WAIT_LIMIT`]).
+    wait: Duration,
     table: Mutex<Table>,
 }
 
@@ -281,12 +284,24 @@ enum Claim<'m> {
 }
 
 impl Memo {
-    /// A memo holding at most `limit` bytes.
+    /// A memo holding at most `limit` bytes, whose identical requests
+    /// wait [`MEMO_WAIT_LIMIT`] for each other.
     pub fn new(limit: u64) -> Memo {
+        Memo::with_wait(limit, MEMO_WAIT_LIMIT)
+    }
+
+    /// A memo whose identical requests wait `wait` for each other.
+    pub fn with_wait(limit: u64, wait: Duration) -> Memo {
         Memo {
             limit,
+            wait,
             table: Mutex::new(Table::default()),
         }
+    }
+
+    /// The most one entry may take.
+    fn entry_limit(&self) -> u64 {
+        self.limit / ENTRY_SHARE
     }
 
     /// The counters now.
@@ -326,7 +341,7 @@ impl Memo {
 
     fn claim(&self, key: Key) -> Claim<'_> {
         let key = Arc::new(key);
-        let deadline = Instant::now() + MEMO_WAIT_LIMIT;
+        let deadline = Instant::now() + self.wait;
         loop {
             let pending = {
                 let mut t = self.table.lock();
@@ -394,7 +409,7 @@ struct Producer<'m> {
 impl Producer<'_> {
     fn keep(mut self, delta: Delta) {
         let memory = delta.memory(&self.key);
-        if memory > MAX_ENTRY_BYTES.min(self.memo.limit) {
+        if memory > self.memo.entry_limit() {
             return; // dropped: the waiters compute
         }
         let delta = Arc::new(delta);
@@ -442,10 +457,11 @@ impl Drop for Producer<'_> {
 }
 
 /// A sink that passes every call on and writes it down, until the calls
-/// would take more than [`MAX_ENTRY_BYTES`].
+/// would pass `max_calls`.
 struct Recording<'s, S> {
     sink: &'s mut S,
     calls: Vec<Call>,
+    max_calls: usize,
     overflow: bool,
 }
 
@@ -454,8 +470,7 @@ impl<S> Recording<'_, S> {
         if self.overflow {
             return;
         }
-        let max_calls = MAX_ENTRY_BYTES as usize / std::mem::size_of::<Call>();
-        if self.calls.len() >= max_calls {
+        if self.calls.len() >= self.max_calls {
             self.overflow = true;
             self.calls = Vec::new();
         } else {
@@ -544,9 +559,11 @@ impl Session {
                 matcher.send(file, req.size, req.sums, req.strong, req.mode, sink)
             }
             Claim::Compute(Some(producer)) => {
+                let max_bytes = memo.entry_limit().saturating_sub(ENTRY_OVERHEAD);
                 let mut rec = Recording {
                     sink,
                     calls: Vec::new(),
+                    max_calls: (max_bytes / std::mem::size_of::<Call>() as u64) as usize,
                     overflow: false,
                 };
                 let outcome =
@@ -754,30 +771,46 @@ mod tests {
 
     #[test]
     fn entries_are_evicted_by_memory_and_dropped_with_their_build() {
-        let strong = StrongSum::md4_auto(1);
         let (data, basis) = file_and_basis(100_000, 3);
         let (_dir, file) = temp_file(&data);
-        let sums = sums_of(&basis, strong);
-        // Room for one entry only.
-        let memo = Arc::new(Memo::new(ENTRY_OVERHEAD + 2_000));
-        let mut s = Session::new(Some(build_memo(&memo)));
         let size = data.len() as u64;
-        stream(&mut s, &file, size, &sums, strong, false);
-        let other = StrongSum::md4_auto(2);
-        stream(&mut s, &file, size, &sums_of(&basis, other), other, false);
+        // Entries of one file against one basis, each under its own seed.
+        let fill = |memo: &Arc<Memo>, seeds: std::ops::Range<u32>| {
+            let mut s = Session::new(Some(build_memo(memo)));
+            for seed in seeds {
+                let strong = StrongSum::md4_auto(seed);
+                stream(&mut s, &file, size, &sums_of(&basis, strong), strong, false);
+            }
+        };
+        let probe = Arc::new(Memo::new(MEMO_MAX_BYTES));
+        fill(&probe, 1..2);
+        let one = probe.counts().bytes;
+        assert!(one > ENTRY_OVERHEAD);
+
+        // Room for four such entries: the fifth evicts the oldest.
+        let memo = Arc::new(Memo::new(4 * one + one / 2));
+        fill(&memo, 1..6);
         let c = memo.counts();
-        assert_eq!((c.entries, c.computed, c.evicted), (1, 2, 1));
-        assert!(c.bytes <= ENTRY_OVERHEAD + 2_000);
+        assert_eq!((c.entries, c.computed, c.evicted), (4, 5, 1));
+        assert!(c.bytes <= 4 * one + one / 2);
+        fill(&memo, 1..2);
+        assert_eq!(memo.counts().replayed, 0, "the oldest went");
+        fill(&memo, 5..6);
+        assert_eq!(memo.counts().replayed, 1, "the newest stayed");
+
+        // An entry larger than a quarter of the memo is sent, not kept.
+        let small = Arc::new(Memo::new(ENTRY_SHARE * one - 1));
+        fill(&small, 1..3);
+        assert_eq!(small.counts().entries, 0);
+
         assert_eq!(memo.drop_build("build-2"), 0);
-        assert_eq!(memo.drop_build("build-1"), 1);
+        assert_eq!(memo.drop_build("build-1"), 4);
         assert_eq!(memo.counts().entries, 0);
         assert_eq!(memo.counts().bytes, 0);
     }
 
-    #[test]
-    fn waiters_get_the_first_result_and_a_failure_hangs_nobody() {
-        let memo = Memo::new(MEMO_MAX_BYTES);
-        let key = |n: u8| Key {
+    fn test_key(n: u8) -> Key {
+        Key {
             build: "b".into(),
             path: Box::new([n]),
             size: 0,
@@ -791,7 +824,25 @@ mod tests {
             head: [0; 4],
             inplace: false,
             sums: [0; 32],
+        }
+    }
+
+    #[test]
+    fn a_waiter_gives_up_after_the_wait_limit() {
+        let memo = Memo::with_wait(MEMO_MAX_BYTES, Duration::from_millis(50));
+        let key = test_key(1);
+        let Claim::Compute(Some(_producer)) = memo.claim(key.clone()) else {
+            panic!("first claim computes")
         };
+        let started = Instant::now();
+        assert!(matches!(memo.claim(key), Claim::Compute(None)));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn waiters_get_the_first_result_and_a_failure_hangs_nobody() {
+        let memo = Memo::new(MEMO_MAX_BYTES);
+        let key = test_key;
         let delta = || Delta {
             calls: vec![Call::Literal(3)],
             outcome: MatchOutcome {
