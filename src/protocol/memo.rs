@@ -19,10 +19,12 @@
 //!   whole-file sum, so a replay hashes nothing and reads only the literal
 //!   ranges (and, for a compressed stream, the matched ones as well, which
 //!   the compressor's dictionary needs).
-//! - Concurrency: the first request for a key computes it while recording;
-//!   identical requests meanwhile wait for its result (at most
-//!   [`MEMO_WAIT_LIMIT`]); when it fails or gives up they compute for
-//!   themselves. Nothing is computed twice while it succeeds.
+//! - Concurrency: the first request for a key computes it, recording the
+//!   calls without sending them, then replays them to its own client like
+//!   everyone else; identical requests meanwhile wait for the matching
+//!   only (at most [`MEMO_WAIT_LIMIT`]), never for a slow client. When it
+//!   fails they compute for themselves. Nothing is computed twice while it
+//!   succeeds.
 //! - Limits: entries are counted by their memory against the memo's limit
 //!   ([`MEMO_MAX_BYTES`] in the daemon) and evicted least recently used
 //!   first; a file whose calls would take more than a [`ENTRY_SHARE`]th of
@@ -407,12 +409,11 @@ struct Producer<'m> {
 }
 
 impl Producer<'_> {
-    fn keep(mut self, delta: Delta) {
+    fn keep(mut self, delta: Arc<Delta>) {
         let memory = delta.memory(&self.key);
         if memory > self.memo.entry_limit() {
             return; // dropped: the waiters compute
         }
-        let delta = Arc::new(delta);
         self.settled = true;
         self.pending.settle(Progress::Ready(Arc::clone(&delta)));
         let mut t = self.memo.table.lock();
@@ -456,48 +457,37 @@ impl Drop for Producer<'_> {
     }
 }
 
-/// A sink that passes every call on and writes it down, until the calls
-/// would pass `max_calls`.
-struct Recording<'s, S> {
-    sink: &'s mut S,
+/// A sink that only writes the calls down, until they would pass
+/// `max_calls`.
+struct Recording {
     calls: Vec<Call>,
     max_calls: usize,
     overflow: bool,
 }
 
-impl<S> Recording<'_, S> {
-    fn note(&mut self, call: Call) {
+impl Recording {
+    fn note(&mut self, len: usize, call: impl FnOnce(u32) -> Call) {
         if self.overflow {
             return;
         }
-        if self.calls.len() >= self.max_calls {
-            self.overflow = true;
-            self.calls = Vec::new();
-        } else {
-            self.calls.push(call);
+        match u32::try_from(len) {
+            Ok(len) if self.calls.len() < self.max_calls => self.calls.push(call(len)),
+            _ => {
+                self.overflow = true;
+                self.calls = Vec::new();
+            }
         }
     }
 }
 
-impl<S: TokenSink> TokenSink for Recording<'_, S> {
+impl TokenSink for Recording {
     fn literal(&mut self, data: &[u8]) -> io::Result<()> {
-        self.sink.literal(data)?;
-        match u32::try_from(data.len()) {
-            Ok(len) => self.note(Call::Literal(len)),
-            Err(_) => self.overflow = true,
-        }
+        self.note(data.len(), Call::Literal);
         Ok(())
     }
 
-    fn matched(&mut self, block_index: u32, data: &[u8]) -> io::Result<()> {
-        self.sink.matched(block_index, data)?;
-        match u32::try_from(data.len()) {
-            Ok(len) => self.note(Call::Matched {
-                block: block_index,
-                len,
-            }),
-            Err(_) => self.overflow = true,
-        }
+    fn matched(&mut self, block: u32, data: &[u8]) -> io::Result<()> {
+        self.note(data.len(), |len| Call::Matched { block, len });
         Ok(())
     }
 }
@@ -506,8 +496,8 @@ impl<S: TokenSink> TokenSink for Recording<'_, S> {
 /// ([`Memo::for_build`]).
 #[derive(Clone)]
 pub struct BuildMemo {
-    pub memo: Arc<Memo>,
-    pub build: Arc<str>,
+    memo: Arc<Memo>,
+    build: Arc<str>,
 }
 
 /// One file to send, as the sender knows it.
@@ -559,24 +549,35 @@ impl Session {
                 matcher.send(file, req.size, req.sums, req.strong, req.mode, sink)
             }
             Claim::Compute(Some(producer)) => {
+                // Computed apart from this connection's client, so that
+                // the identical requests waiting meanwhile wait for the
+                // matching only, never for a slow laptop; then sent to
+                // this client like to every other.
                 let max_bytes = memo.entry_limit().saturating_sub(ENTRY_OVERHEAD);
                 let mut rec = Recording {
-                    sink,
                     calls: Vec::new(),
                     max_calls: (max_bytes / std::mem::size_of::<Call>() as u64) as usize,
                     overflow: false,
                 };
-                let outcome =
-                    matcher.send(file, req.size, req.sums, req.strong, req.mode, &mut rec)?;
-                // A file that changed size while read is not what the key
-                // says: its result is sent, never kept.
-                if !rec.overflow && !outcome.size_changed {
-                    producer.keep(Delta {
-                        calls: rec.calls,
-                        outcome: outcome.clone(),
-                    });
+                let computed =
+                    matcher.send(file, req.size, req.sums, req.strong, req.mode, &mut rec);
+                match computed {
+                    // A file that changed size while read is not what the
+                    // key says, and one that failed to read must say so to
+                    // its client: both are sent as computing them does.
+                    Ok(outcome) if !rec.overflow && !outcome.size_changed => {
+                        let delta = Arc::new(Delta {
+                            calls: rec.calls,
+                            outcome,
+                        });
+                        producer.keep(Arc::clone(&delta));
+                        delta.replay(file, req.with_matched_data, &mut self.buf, sink)
+                    }
+                    _ => {
+                        drop(producer);
+                        matcher.send(file, req.size, req.sums, req.strong, req.mode, sink)
+                    }
                 }
-                Ok(outcome)
             }
         }
     }
@@ -862,7 +863,7 @@ mod tests {
             while Arc::strong_count(&p.pending) < 6 {
                 std::thread::yield_now();
             }
-            p.keep(delta());
+            p.keep(Arc::new(delta()));
             for w in waiters {
                 assert!(matches!(w.join().unwrap(), Claim::Replay(d) if *d == delta()));
             }
