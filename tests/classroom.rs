@@ -316,3 +316,42 @@ fn the_memo_goes_with_its_evicted_build() {
         upserv.log()
     );
 }
+
+/// A client's own `--checksum-seed` wins over the build's, as with rsyncd:
+/// its request is not the class's, so it is computed, not replayed, and
+/// its result is its rsyncd twin's.
+#[test]
+fn a_client_seed_wins_over_the_build_seed() {
+    let build = new_build();
+    let dir = scratch_dir("classroom-client-seed");
+    let builds = dir.join("builds");
+    std::fs::create_dir_all(&builds).expect("the builds dir");
+    basis_copy(build.root(), &builds.join("build-2"));
+    let upserv = Upserv::start_with(&[], Some(&builds), &[]);
+    let rsyncd = Rsyncd::start(&[Module::new("build-2", build.root())]);
+    let client = Client::current();
+    let pull_one = |server: &dyn Server, name: &str, extra: &[&str]| {
+        let dest = dir.join(name);
+        prepare(Laptop::OldBuild, build.root(), &dest);
+        let opts: Vec<&str> = PULL_OPTS.iter().chain(extra).copied().collect();
+        let r = client.pull(&server.url("build-2/"), &dest, &opts, Protocol::V(29));
+        (r, dest)
+    };
+    let (class, class_dest) = pull_one(&upserv, "class", &[]);
+    class.assert_ok();
+    let computed = memo_count(&builds, "computed");
+    let seeded = ["--checksum-seed=4242"];
+    let (own, own_dest) = pull_one(&upserv, "own-seed", &seeded);
+    let (twin, twin_dest) = pull_one(&rsyncd, "own-seed-rsyncd", &seeded);
+    compare(
+        Laptop::OldBuild,
+        build.root(),
+        (&own, &own_dest),
+        (&twin, &twin_dest),
+    );
+    assert_same(&Snapshot::of(&class_dest), &Snapshot::of(&own_dest));
+    assert!(
+        memo_count(&builds, "computed") > computed,
+        "the client's seed makes other sums: computed afresh"
+    );
+}
