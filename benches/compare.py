@@ -600,7 +600,7 @@ def run_classroom(args, workdir, old, upserv, rsyncd):
     """The class at protocol 29 and at the client's default, each server
     in turn, every laptop started at once."""
     results = {}
-    for label, protocol_args in (("29", ("--protocol=29",)), ("client default", ())):
+    for label, protocol_args in (("29", ("--protocol=29",)), ("default", ())):
         name = f"classroom {args.laptops}, {label}"
 
         def run(port, dests, protocol_args=protocol_args):
