@@ -399,8 +399,8 @@ impl Memo {
 }
 
 /// The right and duty to compute one key: settled on success by
-/// [`Producer::keep`]; dropped unsettled, it tells the waiters to compute
-/// for themselves.
+/// [`Producer::keep`]; dropped unsettled (a failure), it tells the waiters
+/// to compute for themselves.
 struct Producer<'m> {
     memo: &'m Memo,
     key: Arc<Key>,
@@ -409,18 +409,20 @@ struct Producer<'m> {
 }
 
 impl Producer<'_> {
+    /// Hands `delta` to the waiters, and keeps it unless it is too large
+    /// or its build was dropped meanwhile.
     fn keep(mut self, delta: Arc<Delta>) {
-        let memory = delta.memory(&self.key);
-        if memory > self.memo.entry_limit() {
-            return; // dropped: the waiters compute
-        }
         self.settled = true;
         self.pending.settle(Progress::Ready(Arc::clone(&delta)));
+        let memory = delta.memory(&self.key);
         let mut t = self.memo.table.lock();
-        // Still ours? A dropped build's computation is not kept.
         let ours = matches!(t.entries.get(&self.key),
             Some(State::Computing(p)) if Arc::ptr_eq(p, &self.pending));
         if !ours {
+            return;
+        }
+        if memory > self.memo.entry_limit() {
+            t.entries.remove(&self.key);
             return;
         }
         while t.counts.bytes + memory > self.memo.limit && t.evict_oldest() {}
