@@ -124,6 +124,12 @@ def parse_args():
         default=DEFAULT_COMPRESS,
         help="compression, comma-separated: none, z, zstd (default: none,z)",
     )
+    parser.add_argument(
+        "--classroom",
+        action="store_true",
+        help="run the classroom scene instead: --laptops clients at once pull one build",
+    )
+    parser.add_argument("--laptops", type=int, default=30)
     return parser.parse_args()
 
 
@@ -397,8 +403,8 @@ def prepare_dests(workdir, label, clients, basis):
     return dests
 
 
-def run_clients(port, dests, client_opts=DEFAULT_CLIENT_OPTS):
-    url = f"rsync://127.0.0.1:{port}/bench/"
+def run_clients(port, dests, client_opts=DEFAULT_CLIENT_OPTS, module="bench"):
+    url = f"rsync://127.0.0.1:{port}/{module}/"
     procs = [
         subprocess.Popen(
             ["rsync", "-a", *client_opts, url, dest + "/"],
@@ -420,11 +426,11 @@ def run_clients(port, dests, client_opts=DEFAULT_CLIENT_OPTS):
     return failures
 
 
-def measure(server, is_rsyncd, dests, source_size, client_opts=DEFAULT_CLIENT_OPTS):
+def measure(server, is_rsyncd, dests, source_size, run=run_clients):
     """One scenario round against one server: wall seconds, server CPU
     seconds, peak memory per connection in KiB, the peak resident memory
     of the whole server (daemon and all its processes) in KiB, and any
-    failures."""
+    failures. `run(port, dests)` runs the clients."""
     await_no_children(server)
     pid = server.proc.pid
     own_before, reaped_before = proc_stat(pid)
@@ -438,7 +444,7 @@ def measure(server, is_rsyncd, dests, source_size, client_opts=DEFAULT_CLIENT_OP
             pass
     sampler = MemorySampler(pid)
     started = time.monotonic()
-    failures = run_clients(server.port, dests, client_opts)
+    failures = run(server.port, dests)
     wall = time.monotonic() - started
     await_no_children(server)
     sampler.stop()
@@ -517,9 +523,14 @@ def main():
     try:
         served, basis = make_data(workdir, args.size)
         paths = write_configs(workdir, served)
+        if args.classroom:
+            basis = make_classroom_build(workdir, paths, served, basis)
         upserv, rsyncd = start_servers(args, paths, servers)
         log(f"upserv on port {upserv.port}, rsyncd on port {rsyncd.port}")
-        results, notes = run_variants(args, workdir, basis, upserv, rsyncd)
+        if args.classroom:
+            results, notes = run_classroom(args, workdir, basis, upserv, rsyncd), ()
+        else:
+            results, notes = run_variants(args, workdir, basis, upserv, rsyncd)
         print_table(results, args, shlex.join(upserv.argv), notes)
     finally:
         for server in servers:
@@ -575,7 +586,6 @@ def run_variants(args, workdir, basis, upserv, rsyncd):
 
 
 def run_scenarios(args, workdir, basis, upserv, rsyncd, client_opts=DEFAULT_CLIENT_OPTS, tag=""):
-    size = args.size
     prefix = f"{tag}: " if tag else ""
     scenarios = [
         (f"{prefix}full, 1 client", 1, None),
@@ -585,25 +595,112 @@ def run_scenarios(args, workdir, basis, upserv, rsyncd, client_opts=DEFAULT_CLIE
     ]
     results = {}
     for name, clients, scenario_basis in scenarios:
-        per_server = {"upserv": [], "rsyncd": []}
-        for round_no in range(args.rounds):
-            # Alternate who goes first so that cache warmth favours neither.
-            order = [(upserv, False), (rsyncd, True)]
-            if round_no % 2:
-                order.reverse()
-            for server, is_rsyncd in order:
-                dests = prepare_dests(workdir, server.name, clients, scenario_basis)
-                wall, cpu, mem, total, failures = measure(
-                    server, is_rsyncd, dests, size, client_opts
-                )
-                for failure in failures:
-                    log(f"WARNING {name}, {server.name}: {failure}")
-                per_server[server.name].append((wall, cpu, mem, total))
-                log(
-                    f"{name}, round {round_no + 1}, {server.name}: "
-                    f"{wall:.2f}s wall, {cpu:.2f}s CPU"
-                )
-        results[name] = per_server
+
+        def run(port, dests, client_opts=client_opts):
+            return run_clients(port, dests, client_opts)
+
+        def dests_for(server, clients=clients, scenario_basis=scenario_basis):
+            return prepare_dests(workdir, server.name, clients, scenario_basis)
+
+        results[name] = alternate_rounds(args, name, upserv, rsyncd, dests_for, run)
+    return results
+
+
+def alternate_rounds(args, name, upserv, rsyncd, dests_for, run=run_clients):
+    """args.rounds rounds of one scenario, each server in turn with the
+    destinations dests_for(server) gives; who goes first alternates so that
+    cache warmth favours neither."""
+    per_server = {"upserv": [], "rsyncd": []}
+    for round_no in range(args.rounds):
+        order = [(upserv, False), (rsyncd, True)]
+        if round_no % 2:
+            order.reverse()
+        for server, is_rsyncd in order:
+            dests = dests_for(server)
+            wall, cpu, mem, total, failures = measure(server, is_rsyncd, dests, args.size, run)
+            for failure in failures:
+                log(f"WARNING {name}, {server.name}: {failure}")
+            per_server[server.name].append((wall, cpu, mem, total))
+            log(
+                f"{name}, round {round_no + 1}, {server.name}: "
+                f"{wall:.2f}s wall, {cpu:.2f}s CPU"
+            )
+    return per_server
+
+
+# ---------------------------------------------------------------- classroom
+
+# The classroom scene: a class of laptops holding the previous build pulls
+# the new one at once. upserv serves it as a build (where identical
+# requests share one delta); rsyncd serves the same directory as a module.
+CLASSROOM_BUILD = "classroom-2"
+SMALL_FILES = 300
+SMALL_FILE_MAX = 16 << 10
+# One small file in this many differs in the previous build.
+SMALL_CHANGED_EVERY = 10
+
+
+def make_classroom_build(workdir, paths, served, basis):
+    """The build in the builds dir: big.img plus SMALL_FILES small files
+    (rsyncd's module names the same directory), and the previous build
+    beside it: basis.img for big.img and every tenth small file changed.
+    Returns the previous build's directory."""
+    rng = random.Random(SEED + 1)
+    build = os.path.join(paths["builds"], CLASSROOM_BUILD)
+    os.rename(served, build)
+    old = os.path.join(workdir, "previous-build")
+    os.mkdir(old)
+    os.rename(basis, os.path.join(old, "big.img"))
+    for i in range(SMALL_FILES):
+        name = os.path.join("doc", f"{i % 10}", f"file-{i}.txt")
+        data = rng.randbytes(rng.randrange(100, SMALL_FILE_MAX))
+        for root in (build, old):
+            os.makedirs(os.path.join(root, os.path.dirname(name)), exist_ok=True)
+        with open(os.path.join(build, name), "wb") as out:
+            out.write(data)
+        if i % SMALL_CHANGED_EVERY == 0:
+            data = data[: len(data) // 2] + rng.randbytes(64) + data[len(data) // 2 + 64 :]
+        with open(os.path.join(old, name), "wb") as out:
+            out.write(data)
+        # The previous build is older: rsync's quick check asks for every
+        # file it changed.
+        stat = os.stat(os.path.join(build, name))
+        if i % SMALL_CHANGED_EVERY == 0:
+            os.utime(os.path.join(old, name), (stat.st_atime, stat.st_mtime - 3600))
+        else:
+            os.utime(os.path.join(old, name), (stat.st_atime, stat.st_mtime))
+    with open(paths["rsyncd_conf"], "a") as out:
+        out.write(f"\n[{CLASSROOM_BUILD}]\npath = {build}\n")
+    return old
+
+
+def classroom_dests(workdir, label, laptops, old):
+    """Each laptop holds the previous build, hard-linked (the receiver
+    renames new files over the links, so the previous build stays)."""
+    dests = []
+    for i in range(laptops):
+        dest = os.path.join(workdir, "pulls", label, f"laptop-{i}")
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(old, dest, copy_function=os.link)
+        dests.append(dest)
+    os.sync()
+    return dests
+
+
+def run_classroom(args, workdir, old, upserv, rsyncd):
+    """The class at protocol 29 and at the client's default, each server
+    in turn, every laptop started at once."""
+    results = {}
+    for label, protocol_args in (("29", ("--protocol=29",)), ("default", ())):
+        name = f"classroom {args.laptops}, {label}"
+
+        def run(port, dests, protocol_args=protocol_args):
+            return run_clients(port, dests, protocol_args, CLASSROOM_BUILD)
+
+        def dests_for(server):
+            return classroom_dests(workdir, server.name, args.laptops, old)
+
+        results[name] = alternate_rounds(args, name, upserv, rsyncd, dests_for, run)
     return results
 
 

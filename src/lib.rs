@@ -17,13 +17,15 @@
 //!   what it tells about itself (`stats`, `report`): the control socket
 //!   for `upserv status` and the Prometheus metrics.
 //! - [`protocol`]: the rsync wire, without policy: integers and multiplexing,
-//!   server arguments, the file list, filters, the sender loop, token streams.
+//!   server arguments, the file list, filters, the sender loop, token streams,
+//!   and the memo that replays a build's deltas for identical requests.
 //! - [`delta`]: the algorithm, without I/O: rolling sum, MD4 sums, block matching;
 //!   [`bench`](mod@bench): its throughput on this machine (`upserv bench`).
 //! - [`source`]: what the sender reads: a tree on disk, plus for builds the
 //!   metadata table that overrides owners, modes and device entries.
 //! - [`cache`]: builds on demand: the coordinator thread, the upstream fetch,
-//!   unpacking, the store with its access times and eviction.
+//!   unpacking, the store with its access times and eviction, the builds'
+//!   checksum seeds.
 
 pub mod bench;
 pub mod cache;

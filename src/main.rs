@@ -10,6 +10,7 @@ use upserv::config::{self, Settings};
 use upserv::daemon::{self, listener, service_user, signals::Signals, Server};
 use upserv::logging::{self, Role};
 use upserv::outln;
+use upserv::protocol::memo::Memo;
 
 fn usage_failure(message: impl std::fmt::Display) -> ExitCode {
     logging::error(&message);
@@ -219,6 +220,7 @@ fn reload_server(
     running: &Settings,
     cache: &Option<Cache>,
     slots: &Arc<daemon::slots::Slots>,
+    memo: &Option<Arc<Memo>>,
 ) -> Result<Arc<Server>, String> {
     let (fresh, warnings) = config::load_settings(&inv.overrides).map_err(|e| e.to_string())?;
     for w in &warnings {
@@ -228,7 +230,9 @@ fn reload_server(
         log::warn!("reload: `{what}` changed; it takes effect at the next restart");
     }
     let server = Server::new(&fresh, cache.clone())?;
-    Ok(Arc::new(server.with_slots(Arc::clone(slots))))
+    Ok(Arc::new(
+        server.with_slots(Arc::clone(slots)).with_memo(memo.clone()),
+    ))
 }
 
 /// The settings a reload cannot apply that differ between `a` and `b`.
@@ -290,16 +294,18 @@ fn run_daemon(inv: &Invocation, settings: &Settings) -> ExitCode {
         Err(code) => return code,
     };
     let (cache, slots) = (server.cache.clone(), Arc::clone(&server.slots));
+    let memo = server.memo.clone();
     let stats = daemon::stats::Stats::new();
     let observed = daemon::report::Observed {
         stats: Arc::clone(&stats),
         cache: cache.as_ref().map(Cache::watch),
+        memo: memo.clone(),
     };
     let _control = match daemon::start_observers(&settings.global, observed) {
         Ok(control) => control,
         Err(e) => return runtime_failure(e),
     };
-    let mut reload = || reload_server(inv, settings, &cache, &slots);
+    let mut reload = || reload_server(inv, settings, &cache, &slots, &memo);
     let pool = listener::PoolConfig {
         workers: settings.global.workers,
         stats,

@@ -19,6 +19,7 @@ use super::coordinator::{Coordinator, Event, Request};
 use super::job::{Progress, PROGRESS_INTERVAL};
 use super::meta::MetaTable;
 use super::mirrors::MirrorState;
+use super::seed::SeedSecret;
 use super::shared::{self, local_failure, not_found, stopped, Shared};
 use super::stats::{BuildUsage, CacheReport, Lookup};
 use super::store::BusyMark;
@@ -248,6 +249,24 @@ impl Cache {
             }
         };
         self.acquire_inner(name, &mut show, gone)
+    }
+
+    /// The checksum seed every connection pulling `name` gets today: one
+    /// value per build and UTC day, derived from the builds directory's
+    /// secret (see `seed`), so identical requests are identical.
+    pub fn build_seed(&self, name: &str) -> u32 {
+        let secret = self
+            .inner
+            .seed
+            .get_or_init(|| SeedSecret::load_or_create(&self.inner.store.seed_path()));
+        secret.seed(name, super::store::unix_now().max(0) as u64)
+    }
+
+    /// Calls `hook` with the name of every build whose tree leaves the
+    /// cache from now on (evicted, or replaced by a refetch), until it
+    /// answers `false` (its owner is gone).
+    pub fn on_build_gone(&self, hook: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        self.inner.on_gone.lock().push(Box::new(hook));
     }
 
     /// Removes the idle, unpinned build `name` now (through the coordinator).

@@ -21,6 +21,7 @@
 //! - `coordinator`: the one thread that starts downloads, publishes and
 //!   deletes builds; `job`: the thread of one download; `shared`: the state
 //!   and operations these three have in common.
+//! - `seed`: the secret behind each build's checksum seed.
 //! - [`stats`]: counters and the downloads in progress, for status and metrics.
 //! - [`commands`]: the admin commands (`fetch`, `list`, `pin`, `unpin`, `gc`).
 //!
@@ -74,6 +75,7 @@ mod handle;
 mod job;
 pub mod meta;
 mod mirrors;
+mod seed;
 mod shared;
 pub mod stats;
 mod store;
@@ -86,6 +88,7 @@ use std::time::Duration;
 pub use handle::{BuildGuard, Cache, CacheWatch, Evicted};
 pub use meta::{EntryMeta, MetaTable};
 pub use mirrors::{MirrorState, MIRROR_DOWN_FOR};
+pub use seed::SEED_PERIOD;
 pub use stats::{CacheReport, Lookup};
 
 /// The layout and the name rule are the configuration's; the cache uses them.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{bounded, Sender};
@@ -23,11 +23,15 @@ use super::handle::{Evicted, Startup};
 use super::job::Prepared;
 use super::meta::MetaTable;
 use super::mirrors::Mirrors;
+use super::seed::SeedSecret;
 use super::stats::CacheStats;
 use super::store::{self, AccessRecord, Candidate, Store};
 use super::{CacheConfig, CacheError};
 
 const MIB: u64 = 1 << 20;
+
+/// See [`Shared::on_gone`].
+pub(super) type GoneHook = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 pub(super) struct Shared {
     pub(super) cfg: CacheConfig,
@@ -49,6 +53,12 @@ pub(super) struct Shared {
     /// mode the store's mark says the same across processes.
     over_budget_while_busy: AtomicBool,
     trash: Trash,
+    /// The checksum-seed secret, read or made at the first seed asked for.
+    pub(super) seed: OnceLock<SeedSecret>,
+    /// Told the name of each build whose tree leaves (evicted, replaced by
+    /// a refetch), so that what was derived from it goes too; a hook that
+    /// answers `false` is done and removed.
+    pub(super) on_gone: Mutex<Vec<GoneHook>>,
 }
 
 /// Why eviction runs; each occasion spares different builds.
@@ -164,6 +174,8 @@ impl Shared {
             stats: CacheStats::default(),
             downloading: Mutex::new(None),
             over_budget_while_busy: AtomicBool::new(false),
+            seed: OnceLock::new(),
+            on_gone: Mutex::new(Vec::new()),
             cfg,
         })
     }
@@ -431,11 +443,17 @@ impl Shared {
         }
     }
 
+    /// Tells the hook that `name`'s tree has left.
+    fn tell_gone(&self, name: &str) {
+        self.on_gone.lock().retain(|hook| hook(name));
+    }
+
     /// Deletes one build whose idle lock the caller holds.
     fn remove_idle(&self, name: &str, idle: std::fs::File) -> std::io::Result<()> {
         self.store.remove_build(name, idle)?;
         log::info!("evicted build {name}");
         self.stats.count_eviction();
+        self.tell_gone(name);
         self.tables.lock().remove(name);
         self.sizes.lock().remove(name);
         self.trash.wake();
@@ -494,6 +512,7 @@ impl Shared {
             .map_err(fail)?;
         self.put_in_place(prepared).map_err(fail)?;
         self.trash.wake();
+        self.tell_gone(name);
         self.tables.lock().remove(name);
         if let Some(ino) = self.store.build_ino(name) {
             self.sizes.lock().insert(name.clone(), (ino, prepared.size));

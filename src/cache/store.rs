@@ -13,6 +13,7 @@
 //! DIR/.upserv/missing/    NAME: upstream answered 404 at this file's mtime
 //! DIR/.upserv/trash/      builds on their way out (renamed here, then deleted)
 //! DIR/.upserv/access      last-access record: "SECONDS NAME" lines
+//! DIR/.upserv/seed        the secret behind the builds' checksum seeds (mode 0600)
 //! DIR/.upserv/lock        held (flock) by the process that downloads and installs
 //! DIR/.upserv/over-budget present while builds in use keep the cache over budget
 //! ```
@@ -164,6 +165,11 @@ impl Store {
 
     fn missing_path(&self, name: &str) -> PathBuf {
         self.private.join("missing").join(name)
+    }
+
+    /// The checksum-seed secret (see `seed`).
+    pub fn seed_path(&self) -> PathBuf {
+        self.private.join("seed")
     }
 
     fn access_path(&self) -> PathBuf {

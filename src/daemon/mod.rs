@@ -31,6 +31,7 @@ use crate::cache::{BuildGuard, Cache};
 use crate::config::{self, ModuleParams, Settings};
 use crate::protocol::filter::{DaemonRules, FilterList};
 use crate::protocol::io::Conn;
+use crate::protocol::memo::{Memo, MEMO_MAX_BYTES};
 use crate::protocol::wire::{WireRead, WireWrite};
 use access::Access;
 use admit::Policy;
@@ -101,6 +102,8 @@ pub struct Server {
     pub modules: Vec<StaticModule>,
     pub motd: Option<Vec<u8>>,
     pub cache: Option<Cache>,
+    /// Deltas of builds kept for identical requests (with a cache only).
+    pub memo: Option<Arc<Memo>>,
     /// Who may use build modules, their timeout and filters (the global
     /// settings).
     pub build_policy: Arc<Policy>,
@@ -115,6 +118,25 @@ pub struct Server {
     /// header naming its client, taken only from the peers this admits
     /// (`proxy protocol from`; empty admits all).
     pub proxy_peers: Option<Access>,
+}
+
+/// A delta memo for the builds of `cache`, which forgets a build when its
+/// tree leaves the cache. A reload keeps the running one
+/// ([`Server::with_memo`]); the new one goes unused, and its hook stops.
+fn delta_memo(cache: &Cache) -> Arc<Memo> {
+    let memo = Arc::new(Memo::new(MEMO_MAX_BYTES));
+    let weak = Arc::downgrade(&memo);
+    cache.on_build_gone(move |name| {
+        let Some(memo) = weak.upgrade() else {
+            return false;
+        };
+        let dropped = memo.drop_build(name);
+        if dropped > 0 {
+            log::info!("delta memo: dropped {dropped} entries of build {name}");
+        }
+        true
+    });
+    memo
 }
 
 /// `max connections` and `max connections per host` of the global part.
@@ -145,6 +167,7 @@ impl Server {
                 .map(StaticModule::from_config)
                 .collect::<Result<_, _>>()?,
             motd,
+            memo: cache.as_ref().map(delta_memo),
             cache,
             build_policy: Arc::new(Policy::from_params(defaults)),
             build_timeout: defaults.timeout,
@@ -168,6 +191,12 @@ impl Server {
     /// The same server counting its module connections in `slots`.
     pub fn with_slots(mut self, slots: Arc<Slots>) -> Server {
         self.slots = slots;
+        self
+    }
+
+    /// The same server using the delta memo a reload carries over.
+    pub fn with_memo(mut self, memo: Option<Arc<Memo>>) -> Server {
+        self.memo = memo;
         self
     }
 

@@ -10,6 +10,7 @@ use super::stats::{DaemonReport, Stats};
 use crate::cache::commands::human_size;
 use crate::cache::stats::{DownloadView, REQUEST_RESULTS};
 use crate::cache::{CacheReport, CacheWatch};
+use crate::protocol::memo::{Memo, MemoCounts};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -18,6 +19,8 @@ use std::sync::Arc;
 pub struct Observed {
     pub stats: Arc<Stats>,
     pub cache: Option<CacheWatch>,
+    /// The delta memo of the builds, with a cache.
+    pub memo: Option<Arc<Memo>>,
 }
 
 impl Observed {
@@ -25,6 +28,7 @@ impl Observed {
         Report {
             daemon: self.stats.report(),
             cache: self.cache.as_ref().map(CacheWatch::report),
+            memo: self.memo.as_ref().map(|m| m.counts()),
         }
     }
 }
@@ -33,6 +37,7 @@ impl Observed {
 pub struct Report {
     pub daemon: DaemonReport,
     pub cache: Option<CacheReport>,
+    pub memo: Option<MemoCounts>,
 }
 
 /// The downloads in progress, one line each, as `status` and `list` show
@@ -187,6 +192,17 @@ impl Report {
             }
             None => out.push_str("null"),
         }
+        out.push_str(",\"memo\":");
+        match &self.memo {
+            Some(m) => {
+                let _ = write!(
+                    out,
+                    "{{\"entries\":{},\"bytes\":{},\"replayed\":{},\"computed\":{},\"evicted\":{},\"dropped\":{}}}",
+                    m.entries, m.bytes, m.replayed, m.computed, m.evicted, m.dropped
+                );
+            }
+            None => out.push_str("null"),
+        }
         out.push_str("}\n");
         out
     }
@@ -231,6 +247,32 @@ impl Report {
             "File data the clients already had (matched blocks), in finished transfers.",
             d.matched_bytes,
         );
+        if let Some(m) = &self.memo {
+            metric(
+                "upserv_memo_entries",
+                "gauge",
+                "Deltas of builds kept for identical requests.",
+                m.entries,
+            );
+            metric(
+                "upserv_memo_bytes",
+                "gauge",
+                "Memory the kept deltas take.",
+                m.bytes,
+            );
+            metric(
+                "upserv_memo_replayed_total",
+                "counter",
+                "Files sent by replaying a kept delta instead of matching.",
+                m.replayed,
+            );
+            metric(
+                "upserv_memo_computed_total",
+                "counter",
+                "Deltas computed and kept.",
+                m.computed,
+            );
+        }
         let Some(c) = &self.cache else {
             return out;
         };

@@ -13,6 +13,7 @@ use super::opening::{self, Ask, Need, Opening, Request, Step};
 use super::{Module, ModuleRoot, Server};
 use crate::cache::Lookup;
 use crate::protocol::io::Conn;
+use crate::protocol::memo::Memo;
 use crate::protocol::options::{self, Options};
 use crate::protocol::sender::{self, Pull, TransferStats};
 use crate::protocol::wire::{WireRead, WireWrite};
@@ -20,6 +21,7 @@ use crate::source::Source;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 pub use super::opening::{MAX_LINE_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
@@ -223,11 +225,12 @@ fn serve_module(
     send_line(conn, "@RSYNCD: OK")?;
     conn.flush()?;
     log::debug!("{who}: module {name}: admitted");
-    pull(conn, module, &source, admitted, request.protocol)
+    pull(server, conn, module, &source, admitted, request.protocol)
 }
 
 /// The arguments, then the transfer.
 fn pull(
+    server: &Server,
     conn: &mut Conn,
     module: Module,
     source: &Source,
@@ -260,6 +263,21 @@ fn pull(
 
     let mut paths = source_paths(&module.name, &opts.paths, opts.relative);
     drop_repeated(&mut paths);
+    // Builds never change under their name: every laptop gets the same
+    // seed, so identical requests can share one delta. Static modules can
+    // change under us and keep rsync's time-based seed.
+    let (cache, seed, memo) = match (&module.root, &server.cache) {
+        (ModuleRoot::Build(guard), Some(c)) => (
+            Some(guard.lookup()),
+            Some(c.build_seed(guard.name())),
+            server.memo.as_ref().and_then(|memo| {
+                let tree = std::fs::symlink_metadata(guard.root()).ok()?.ino();
+                Some(Memo::for_build(memo, guard.name(), tree))
+            }),
+        ),
+        (ModuleRoot::Build(guard), None) => (Some(guard.lookup()), None, None),
+        (ModuleRoot::Static(_), _) => (None, None, None),
+    };
     let pull = Pull {
         opts: &opts,
         protocol,
@@ -267,10 +285,8 @@ fn pull(
         module: &module.name,
         paths,
         daemon_filters: module.filters.clone(),
-    };
-    let cache = match &module.root {
-        ModuleRoot::Build(guard) => Some(guard.lookup()),
-        ModuleRoot::Static(_) => None,
+        seed,
+        memo,
     };
     let outcome = match sender::run(conn, pull) {
         Ok(stats) => Outcome::Pulled {

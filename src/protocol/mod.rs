@@ -7,13 +7,15 @@
 //! - [`filter`] and [`wildmatch`]: include/exclude rules.
 //! - [`flist`]: the file list: building, sorting, encoding.
 //! - [`sender`]: the per-file loop; [`token`]: how deltas are encoded,
-//!   plain or compressed.
+//!   plain or compressed; [`memo`]: deltas of builds kept and replayed
+//!   for identical requests.
 
 pub mod bwlimit;
 pub mod filter;
 pub mod flist;
 pub mod glob;
 pub mod io;
+pub mod memo;
 pub mod options;
 pub mod sender;
 pub mod token;

@@ -11,6 +11,7 @@ use super::filter::{FilterList, Filters, MAX_WIRE_RULE_LEN};
 use super::flist::{self, Builder, Encoder, FileList, Reporter};
 use super::glob;
 use super::io::{Conn, MsgTag};
+use super::memo::{BuildMemo, FileRequest, Session};
 use super::options::Options;
 use super::token::{Codec, TokenWriter, Tokens};
 use super::wire::{WireRead, WireWrite};
@@ -98,6 +99,11 @@ pub struct Pull<'a> {
     pub paths: Vec<Vec<u8>>,
     /// The module's own filter rules.
     pub daemon_filters: FilterList,
+    /// The seed when the client sets none: a build's shared seed; `None`
+    /// for the time-based one.
+    pub seed: Option<u32>,
+    /// For builds: the daemon's delta memo.
+    pub memo: Option<BuildMemo>,
 }
 
 impl Reporter for Conn {
@@ -110,10 +116,10 @@ impl Reporter for Conn {
     }
 }
 
-/// The checksum seed: the client's `--checksum-seed`, or one derived from
-/// the time and process as rsync does.
-fn choose_seed(opts: &Options) -> u32 {
-    opts.checksum_seed.unwrap_or_else(|| {
+/// The checksum seed: the client's `--checksum-seed`, else the module's
+/// (a build's), else one derived from the time and process as rsync does.
+fn choose_seed(opts: &Options, module_seed: Option<u32>) -> u32 {
+    opts.checksum_seed.or(module_seed).unwrap_or_else(|| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as u32 ^ d.subsec_nanos());
@@ -149,7 +155,7 @@ pub fn run(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError> 
 
 fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError> {
     let opts = pull.opts;
-    let seed = choose_seed(opts);
+    let seed = choose_seed(opts, pull.seed);
     conn.write_i32(seed as i32)?;
     conn.start_multiplex();
     let client_filters = receive_filter_rules(conn, opts, pull.protocol)?;
@@ -216,6 +222,7 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
             seed,
         },
         matcher: Matcher::new(),
+        memo: Session::new(pull.memo.clone()),
         codec: Codec::for_options(opts.compression, opts.compress_level)?,
         sent: vec![false; list.len()],
         stats: &mut stats,
@@ -357,6 +364,7 @@ struct FileSender<'a, 'p> {
     pull: &'a Pull<'p>,
     strong_sum: StrongSum,
     matcher: Matcher,
+    memo: Session,
     /// The connection's compressor when the client asked for `-z`.
     codec: Option<Codec>,
     /// Files already sent once: a second request is a redo.
@@ -595,10 +603,19 @@ impl FileSender<'_, '_> {
             self.conn.write_i32(v)?;
         }
 
+        let file_req = FileRequest {
+            path: &path,
+            size,
+            sums: &sums,
+            strong: self.strong_sum,
+            mode,
+            protocol: proto,
+            with_matched_data: self.codec.is_some(),
+        };
         let mut tokens = Tokens::new(self.codec.as_mut(), &mut *self.conn);
         let outcome = self
-            .matcher
-            .send(&file, size, &sums, self.strong_sum, mode, &mut tokens);
+            .memo
+            .send(&mut self.matcher, &file, file_req, &mut tokens);
         let outcome = match outcome {
             Ok(o) => o,
             Err(MatchError::Sink(e)) => return Err(e.into()),
