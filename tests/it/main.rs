@@ -13,6 +13,7 @@ mod cache_fetch;
 mod cache_process;
 mod cache_robust;
 mod cache_unpack;
+mod classroom;
 mod codecs;
 mod compress;
 mod errors;

@@ -5,15 +5,13 @@
 //! compared with the same pull from a real `rsync --daemon` serving the
 //! same tree: trees, exit codes, itemized lines and data counts.
 
-mod builds_support;
-mod common;
-mod upstream;
 
-use builds_support::{tar_tree, upserv_command, upserv_for, wait_until};
-use common::tree::Rng;
-use common::*;
+use crate::support::builds::{tar_tree, upserv_for};
+use crate::support::tree::Rng;
+use crate::support::*;
 use std::path::{Path, PathBuf};
-use upstream::{scratch_dir, Upstream};
+use crate::support::scratch::scratch_dir;
+use crate::support::upstream::Upstream;
 
 /// The build's big file: large enough for a few hundred blocks.
 const IMAGE_LEN: usize = 3 << 20;
@@ -84,7 +82,7 @@ fn prepare(laptop: Laptop, build: &Path, dest: &Path) {
 /// every laptop asks for it, edited or not).
 fn old_build(build: &Path, dest: &Path) {
     basis_edited(build, dest);
-    common::tree::set_mtime(&dest.join("boot/image.img"), 1_600_000_000);
+    crate::support::tree::set_mtime(&dest.join("boot/image.img"), 1_600_000_000);
 }
 
 /// Changes one byte of `path`, keeping its times.
@@ -120,7 +118,7 @@ fn pull_all(client: &Client, url: &str, dests: &[PathBuf], protocol: Protocol) -
 
 /// A number in `upserv status --json`'s memo object.
 fn memo_count(builds: &Path, field: &str) -> u64 {
-    let (code, out, err) = upserv_command(&["status", "--json", "--builds", path_str(builds)]);
+    let (code, out, err) = run_upserv(&["status", "--json", "--builds", path_str(builds)]);
     assert_eq!(code, 0, "upserv status --json: {err}");
     let memo = &out[out
         .find("\"memo\":{")
