@@ -4,6 +4,9 @@
 //! - `build`: which entries a pull covers (the walk, filters, link options).
 //! - `order`: the order both sides sort entries in (`f_name_cmp`).
 //! - `encode`: the entries on the wire.
+//! - `incremental`: with incremental recursion, which directory's list
+//!   comes next; `window`: the lists the client still works on, and which
+//!   file an index names.
 //!
 //! Entries are kept compactly: every name and symlink target lives in one
 //! byte arena and what only some options need lives apart, so a list of
@@ -13,11 +16,15 @@
 
 mod build;
 mod encode;
+mod incremental;
 mod order;
+mod window;
 
 pub use build::Builder;
 pub use encode::Encoder;
+pub use incremental::{DirWalk, SubList, MAX_PENDING_DIRS};
 pub use order::{f_name_cmp, NameParts};
+pub use window::{Found, Window};
 
 use super::filter::FilterError;
 use super::io::MsgTag;
@@ -146,6 +153,18 @@ pub struct FileList {
 }
 
 impl FileList {
+    fn empty(protocol: u32) -> FileList {
+        FileList {
+            entries: Vec::new(),
+            extras: Vec::new(),
+            arena: Vec::new(),
+            roots: Vec::new(),
+            ids: IdNames::default(),
+            io_error: 0,
+            protocol,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
