@@ -185,3 +185,227 @@ impl DirWalk {
         self.pending
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::filter::{FilterList, Filters};
+    use crate::protocol::flist::Reporter;
+    use crate::protocol::io::MsgTag;
+    use crate::protocol::options::Options;
+    use crate::source::Source;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    /// A scratch module, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let dir =
+                std::env::temp_dir().join(format!("upserv-increc-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+        fn file(&self, rel: &str, text: &str) -> &Scratch {
+            let path = self.0.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+            self
+        }
+        fn dir(&self, rel: &str) -> &Scratch {
+            fs::create_dir_all(self.0.join(rel)).unwrap();
+            self
+        }
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[derive(Default)]
+    struct Messages(Vec<String>);
+
+    impl Reporter for Messages {
+        fn report(&mut self, _tag: MsgTag, text: &str) -> io::Result<()> {
+            self.0.push(text.to_string());
+            Ok(())
+        }
+        fn tick(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn options(args: &[&str]) -> Options {
+        let mut all = vec!["--server", "--sender"];
+        all.extend_from_slice(args);
+        all.push(".");
+        let v: Vec<Vec<u8>> = all.iter().map(|a| a.as_bytes().to_vec()).collect();
+        Options::parse(&v).unwrap()
+    }
+
+    fn names(list: &FileList) -> Vec<String> {
+        list.entries
+            .iter()
+            .map(|e| String::from_utf8_lossy(list.name(e)).into_owned())
+            .collect()
+    }
+
+    /// Every list of an incremental walk over `paths`: the first one with
+    /// no directory number, then each directory's, with the most
+    /// directories pending at once.
+    fn walk(
+        root: &Path,
+        args: &[&str],
+        client: FilterList,
+        paths: &[&str],
+        max_pending: usize,
+    ) -> io::Result<(Vec<(Option<u32>, Vec<String>)>, usize)> {
+        let opts = options(args);
+        let source = Source::new(root.to_path_buf(), None).unwrap();
+        let mut filters = Filters::new(root, FilterList::new(), client);
+        let mut messages = Messages::default();
+        let paths: Vec<Vec<u8>> = paths.iter().map(|p| p.as_bytes().to_vec()).collect();
+        let (mut first, scope) =
+            Builder::new(&opts, 31, &source, &mut filters, &mut messages, "mod")
+                .incremental()
+                .build_first(b"", &paths)?;
+        first.sort();
+        let mut walk = DirWalk::with_limit(&first, scope, max_pending)?;
+        let mut lists = vec![(None, names(&first))];
+        let mut most = walk.pending();
+        loop {
+            let builder = Builder::new(&opts, 31, &source, &mut filters, &mut messages, "mod");
+            let Some(sub) = walk.next_list(builder.incremental())? else {
+                break;
+            };
+            lists.push((Some(sub.dir_ndx), names(&sub.list)));
+            most = most.max(walk.pending());
+        }
+        Ok((lists, most))
+    }
+
+    fn owned(lists: &[(Option<u32>, &[&str])]) -> Vec<(Option<u32>, Vec<String>)> {
+        lists
+            .iter()
+            .map(|(n, l)| (*n, l.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn lists_go_depth_first_numbered_by_directory() {
+        let s = Scratch::new("order");
+        s.file("top", "x")
+            .file("a/f1", "x")
+            .file("a/b/f2", "x")
+            .dir("a/c")
+            .dir("d");
+        let (lists, _) = walk(s.path(), &["-r"], FilterList::new(), &[""], 100).unwrap();
+        // Directory numbers: `.` 0, a 1, d 2 (the first list, sorted); then
+        // a's list adds b 3, c 4.
+        let expected = owned(&[
+            (None, &[".", "top", "a", "d"]),
+            (Some(1), &["a/f1", "a/b", "a/c"]),
+            (Some(3), &["a/b/f2"]),
+            (Some(4), &[]),
+            (Some(2), &[]),
+        ]);
+        assert_eq!(lists, expected);
+    }
+
+    #[test]
+    fn a_named_directory_is_listed_in_a_list_of_its_own() {
+        let s = Scratch::new("named");
+        s.file("a/f1", "x").file("a/b/f2", "x");
+        let (lists, _) = walk(s.path(), &["-r"], FilterList::new(), &["a"], 100).unwrap();
+        let expected = owned(&[
+            (None, &["a"]),
+            (Some(0), &["a/f1", "a/b"]),
+            (Some(1), &["a/b/f2"]),
+        ]);
+        assert_eq!(lists, expected);
+    }
+
+    #[test]
+    fn only_the_directories_still_to_list_are_held() {
+        // A chain 40 deep with two empty siblings at every level: at most
+        // the siblings along the path wait, never the whole tree.
+        let s = Scratch::new("deep");
+        let mut path = String::new();
+        for depth in 0..40 {
+            for side in ["x", "y"] {
+                s.dir(&format!("{path}{side}"));
+            }
+            path.push_str(&format!("d{depth}/"));
+            s.dir(&path);
+        }
+        let (lists, most) = walk(s.path(), &["-r"], FilterList::new(), &[""], 1000).unwrap();
+        assert_eq!(lists.len(), 1 + 3 * 40);
+        assert!(most <= 2 * 40 + 1, "{most} pending at once");
+        // Every directory comes once, after its parent's list named it.
+        let all: usize = lists.iter().map(|(_, l)| l.len()).sum();
+        assert_eq!(all, 1 + 3 * 40);
+    }
+
+    #[test]
+    fn too_many_pending_directories_are_refused() {
+        let s = Scratch::new("wide");
+        for i in 0..20 {
+            s.dir(&format!("w{i:02}"));
+        }
+        let err = walk(s.path(), &["-r"], FilterList::new(), &[""], 10).unwrap_err();
+        assert!(
+            err.to_string().contains("more than 10 directories"),
+            "{err}"
+        );
+        assert!(walk(s.path(), &["-r"], FilterList::new(), &[""], 20).is_ok());
+    }
+
+    #[test]
+    fn merge_files_apply_below_their_directory_only() {
+        let s = Scratch::new("merge");
+        s.file("a/.rsync-filter", "- *.o\n")
+            .file("a/x.o", "x")
+            .file("a/sub/y.o", "x")
+            .file("b/z.o", "x");
+        let mut client = FilterList::new();
+        client.add_wire_rule(b": .rsync-filter", 31).unwrap();
+        let (lists, _) = walk(s.path(), &["-r"], client, &[""], 100).unwrap();
+        let expected = owned(&[
+            (None, &[".", "a", "b"]),
+            (Some(1), &["a/.rsync-filter", "a/sub"]),
+            (Some(3), &[]),
+            (Some(2), &["b/z.o"]),
+        ]);
+        assert_eq!(lists, expected);
+    }
+
+    #[test]
+    fn the_walk_lists_what_a_full_build_lists() {
+        let s = Scratch::new("same");
+        for i in 0..5 {
+            s.file(&format!("d{i}/f"), "x")
+                .file(&format!("d{i}/e{i}/g"), "x");
+        }
+        s.file("z", "x");
+        let (lists, _) = walk(s.path(), &["-r"], FilterList::new(), &[""], 100).unwrap();
+        let mut walked: Vec<String> = lists.into_iter().flat_map(|(_, l)| l).collect();
+        walked.sort();
+        let opts = options(&["-r"]);
+        let source = Source::new(s.path().to_path_buf(), None).unwrap();
+        let mut filters = Filters::new(s.path(), FilterList::new(), FilterList::new());
+        let mut messages = Messages::default();
+        let full = Builder::new(&opts, 31, &source, &mut filters, &mut messages, "mod")
+            .build(b"", &[Vec::new()])
+            .unwrap();
+        let mut all = names(&full);
+        all.sort();
+        assert_eq!(walked, all);
+    }
+}

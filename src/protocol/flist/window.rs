@@ -138,3 +138,92 @@ impl Window {
         self.total_size
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A list of `n` plain entries (only their count matters here).
+    fn list(n: usize) -> FileList {
+        let mut l = FileList::empty(31);
+        for _ in 0..n {
+            l.entries.push(Entry {
+                name_at: 0,
+                name_len: 0,
+                base_at: 0,
+                link_at: 0,
+                link_len: 0,
+                root: 0,
+                flags: 0,
+                mode: crate::source::S_IFREG | 0o644,
+                size: 10,
+                mtime: 0,
+                uid: 0,
+                gid: 0,
+                rdev_major: 0,
+                rdev_minor: 0,
+                extra: super::super::NO_EXTRA,
+            });
+        }
+        l
+    }
+
+    fn kind(w: &mut Window, ndx: u32) -> &'static str {
+        match w.find(ndx) {
+            None => "none",
+            Some(Found::ListDir) => "dir",
+            Some(Found::Entry { .. }) => "entry",
+        }
+    }
+
+    #[test]
+    fn indices_leave_one_gap_per_list_for_its_directory() {
+        let mut w = Window::new(1);
+        w.push(list(3), false); // 1..=3
+        w.push(list(2), true); // 4 is its directory, 5..=6
+        w.push(list(0), true); // 7 is its directory
+        w.push(list(1), true); // 8, then 9
+        assert_eq!(kind(&mut w, 0), "none");
+        assert_eq!(kind(&mut w, 1), "entry");
+        assert_eq!(kind(&mut w, 3), "entry");
+        assert_eq!(kind(&mut w, 4), "dir");
+        assert_eq!(kind(&mut w, 6), "entry");
+        assert_eq!(kind(&mut w, 7), "dir");
+        assert_eq!(kind(&mut w, 8), "dir");
+        assert_eq!(kind(&mut w, 9), "entry");
+        assert_eq!(kind(&mut w, 10), "none");
+        assert_eq!(w.total_entries(), 6);
+        assert_eq!(w.total_size(), 60);
+    }
+
+    #[test]
+    fn done_lists_are_dropped_oldest_first() {
+        let mut w = Window::new(1);
+        w.push(list(3), true);
+        w.push(list(2), true);
+        w.push(list(4), true);
+        assert!(matches!(w.find(2), Some(Found::Entry { .. })));
+        assert_eq!(w.ahead(), 6);
+        assert!(w.done());
+        assert_eq!(w.held(), 6);
+        assert_eq!(kind(&mut w, 2), "none");
+        assert_eq!(kind(&mut w, 6), "entry");
+        assert_eq!(w.ahead(), 4);
+        assert!(w.done());
+        assert!(!w.done());
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_redo_is_told_from_a_first_request() {
+        let mut w = Window::new(0);
+        w.push(list(2), false);
+        assert_eq!(w.end(), 2);
+        if let Some(Found::Entry { sent, .. }) = w.find(1) {
+            assert!(!*sent);
+            *sent = true;
+        }
+        assert!(matches!(w.find(1), Some(Found::Entry { sent: true, .. })));
+        assert_eq!(kind(&mut w, 2), "none");
+    }
+}
