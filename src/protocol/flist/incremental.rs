@@ -180,6 +180,11 @@ impl DirWalk {
         }))
     }
 
+    /// Whether every directory has had its list.
+    pub fn is_finished(&self) -> bool {
+        self.pending == 0
+    }
+
     /// Directories waiting for their list (for tests and measurements).
     pub fn pending(&self) -> usize {
         self.pending

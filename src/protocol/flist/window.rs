@@ -130,6 +130,11 @@ impl Window {
         self.next_start.saturating_sub(1)
     }
 
+    /// The index the next list added will start at.
+    pub fn next_start(&self) -> u32 {
+        self.next_start
+    }
+
     pub fn total_entries(&self) -> u64 {
         self.total_entries
     }

@@ -1,0 +1,128 @@
+//! The lists of an incremental pull on their way out: after the first
+//! list, the next directories' lists are sent while the client works, far
+//! enough ahead that it never waits, no further (rsync: sender.c send_files
+//! calls flist.c send_extra_file_list before each request it reads).
+//!
+//! Each list goes out as `NDX_FLIST_OFFSET - dir_ndx` and the entries; the
+//! last is followed by `NDX_FLIST_EOF`. The lists sent stay in the
+//! [`Window`] until the client says it is done with them.
+
+use super::{Builder, DirWalk, Encoder, FileList, Window};
+use crate::protocol::filter::Filters;
+use crate::protocol::io::{Conn, MsgTag};
+use crate::protocol::ndx::NdxCodec;
+use crate::protocol::options::Options;
+use crate::source::Source;
+use std::io;
+
+/// A list's number on the wire is this minus its directory's number.
+const NDX_FLIST_OFFSET: i32 = -101;
+/// No more lists follow.
+const NDX_FLIST_EOF: i32 = -2;
+/// How many entries the sender keeps ahead of the list the client is
+/// working in, before it reads the client's next request (rsync's
+/// MIN_FILECNT_LOOKAHEAD). This, with the lists the client has not
+/// finished, is what bounds the entries held.
+pub const LOOKAHEAD_ENTRIES: usize = 1000;
+
+/// What building each list needs.
+pub struct ListSource<'a> {
+    pub opts: &'a Options,
+    pub protocol: u32,
+    pub source: &'a Source,
+    pub module: &'a str,
+    pub filters: Filters,
+}
+
+/// The lists still to send and those in flight.
+pub struct Feed<'a> {
+    from: ListSource<'a>,
+    walk: DirWalk,
+    encoder: Encoder<'a>,
+    pub window: Window,
+    /// Every I/O error met so far: a list that met one ends with them all
+    /// (rsync keeps one io_error for the pull).
+    io_error: i32,
+    eof: bool,
+}
+
+impl<'a> Feed<'a> {
+    /// Takes over after the first list, sorted, has been sent with
+    /// `encoder`; `walk` was started from it. Sends what must follow it at
+    /// once: `NDX_FLIST_EOF` when no directory has a list to come, or one
+    /// more list when the first holds one entry (the client needs it to
+    /// tell a one-file pull; rsync: flist.c send_file_list).
+    pub fn start(
+        from: ListSource<'a>,
+        walk: DirWalk,
+        encoder: Encoder<'a>,
+        first: FileList,
+        conn: &mut Conn,
+        ndx_out: &mut NdxCodec,
+    ) -> io::Result<Feed<'a>> {
+        let mut window = Window::new(1);
+        let io_error = first.io_error;
+        let one_entry = first.len() == 1;
+        let has_dir = DirWalk::first_has_parent(&first);
+        window.push(first, has_dir);
+        let mut feed = Feed {
+            from,
+            walk,
+            encoder,
+            window,
+            io_error,
+            eof: false,
+        };
+        if feed.walk.is_finished() {
+            feed.send_next(conn, ndx_out)?;
+        }
+        while one_entry && !feed.eof && feed.window.ahead() == 0 {
+            feed.send_next(conn, ndx_out)?;
+        }
+        Ok(feed)
+    }
+
+    /// Sends lists until [`LOOKAHEAD_ENTRIES`] entries lie ahead of the
+    /// client's current list, or none are left.
+    pub fn fill(&mut self, conn: &mut Conn, ndx_out: &mut NdxCodec) -> io::Result<()> {
+        while !self.eof && self.window.ahead() < LOOKAHEAD_ENTRIES {
+            self.send_next(conn, ndx_out)?;
+        }
+        Ok(())
+    }
+
+    /// Whether every list has been sent.
+    pub fn is_eof(&self) -> bool {
+        self.eof
+    }
+
+    fn send_next(&mut self, conn: &mut Conn, ndx_out: &mut NdxCodec) -> io::Result<()> {
+        let from = &mut self.from;
+        let builder = Builder::new(
+            from.opts,
+            from.protocol,
+            from.source,
+            &mut from.filters,
+            conn,
+            from.module,
+        )
+        .incremental();
+        let Some(mut sub) = self.walk.next_list(builder)? else {
+            ndx_out.write(conn, NDX_FLIST_EOF)?;
+            self.eof = true;
+            return Ok(());
+        };
+        ndx_out.write(conn, NDX_FLIST_OFFSET - sub.dir_ndx as i32)?;
+        if sub.list.io_error != 0 {
+            self.io_error |= sub.list.io_error;
+            sub.list.io_error = self.io_error;
+        }
+        self.encoder.start_list(self.window.next_start());
+        let io_error = self.encoder.send_list(conn, &sub.list)?;
+        if io_error != 0 {
+            conn.send_msg_bytes(MsgTag::IoError, &io_error.to_le_bytes())?;
+        }
+        self.window.push(sub.list, true);
+        Ok(())
+    }
+}
