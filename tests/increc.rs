@@ -77,7 +77,12 @@ fn delete_during_the_walk() {
         std::fs::create_dir_all(dest.join("a3/gone/deeper")).unwrap();
         std::fs::write(dest.join("a3/gone/deeper/x"), b"old").unwrap();
     }
-    each_client(&tree, "delete", &["-a", "-i", "-v", "--delete"], Some(basis_with_extras));
+    each_client(
+        &tree,
+        "delete",
+        &["-a", "-i", "-v", "--delete"],
+        Some(basis_with_extras),
+    );
 }
 
 #[test]

@@ -413,4 +413,37 @@ mod tests {
         all.sort();
         assert_eq!(walked, all);
     }
+
+    #[test]
+    fn a_directory_gone_before_its_list_is_reported_and_listed_empty() {
+        let s = Scratch::new("vanish");
+        s.file("a/f", "x").file("b/g", "x");
+        let opts = options(&["-r"]);
+        let source = Source::new(s.path().to_path_buf(), None).unwrap();
+        let mut filters = Filters::new(s.path(), FilterList::new(), FilterList::new());
+        let mut messages = Messages::default();
+        let (mut first, scope) =
+            Builder::new(&opts, 31, &source, &mut filters, &mut messages, "mod")
+                .incremental()
+                .build_first(b"", &[Vec::new()])
+                .unwrap();
+        first.sort();
+        let mut walk = DirWalk::new(&first, scope).unwrap();
+        fs::remove_dir_all(s.path().join("a")).unwrap();
+        let builder = Builder::new(&opts, 31, &source, &mut filters, &mut messages, "mod");
+        let sub = walk.next_list(builder.incremental()).unwrap().unwrap();
+        assert_eq!(sub.dir_ndx, 1);
+        assert!(sub.list.is_empty());
+        assert_eq!(sub.list.io_error, crate::protocol::flist::IOERR_VANISHED);
+        assert_eq!(
+            messages.0,
+            vec!["directory has vanished: \"a\" (in mod)\n".to_string()]
+        );
+        let builder = Builder::new(&opts, 31, &source, &mut filters, &mut messages, "mod");
+        let sub = walk.next_list(builder.incremental()).unwrap().unwrap();
+        assert_eq!(names(&sub.list), vec!["b/g".to_string()]);
+        let builder = Builder::new(&opts, 31, &source, &mut filters, &mut messages, "mod");
+        assert!(walk.next_list(builder.incremental()).unwrap().is_none());
+        assert!(walk.is_finished());
+    }
 }
