@@ -34,12 +34,17 @@ pub struct ListSource<'a> {
     pub filters: Filters,
 }
 
-/// The lists still to send and those in flight.
+/// The lists in flight and, with incremental recursion, those to come.
 pub struct Feed<'a> {
+    pub window: Window,
+    more: Option<More<'a>>,
+}
+
+/// What sending the lists still to come takes.
+struct More<'a> {
     from: ListSource<'a>,
     walk: DirWalk,
     encoder: Encoder<'a>,
-    pub window: Window,
     /// Every I/O error met so far: a list that met one ends with them all
     /// (rsync keeps one io_error for the pull).
     io_error: i32,
@@ -47,12 +52,20 @@ pub struct Feed<'a> {
 }
 
 impl<'a> Feed<'a> {
-    /// Takes over after the first list, sorted, has been sent with
-    /// `encoder`; `walk` was started from it. Sends what must follow it at
-    /// once: `NDX_FLIST_EOF` when no directory has a list to come, or one
-    /// more list when the first holds one entry (the client needs it to
-    /// tell a one-file pull; rsync: flist.c send_file_list).
-    pub fn start(
+    /// The whole list, sent and sorted: indices from 0, nothing to come.
+    pub fn whole(list: FileList) -> Feed<'a> {
+        let mut window = Window::new(0);
+        window.push(list, false);
+        Feed { window, more: None }
+    }
+
+    /// Takes over after the first list of an incremental pull, sorted, has
+    /// been sent with `encoder`; `walk` was started from it. Sends what
+    /// must follow it at once: `NDX_FLIST_EOF` when no directory has a
+    /// list to come, or more lists while the first holds the only entry
+    /// (the client needs one more to tell a one-file pull; rsync: flist.c
+    /// send_file_list).
+    pub fn incremental(
         from: ListSource<'a>,
         walk: DirWalk,
         encoder: Encoder<'a>,
@@ -66,18 +79,22 @@ impl<'a> Feed<'a> {
         let has_dir = DirWalk::first_has_parent(&first);
         window.push(first, has_dir);
         let mut feed = Feed {
-            from,
-            walk,
-            encoder,
             window,
-            io_error,
-            eof: false,
+            more: Some(More {
+                from,
+                walk,
+                encoder,
+                io_error,
+                eof: false,
+            }),
         };
-        if feed.walk.is_finished() {
-            feed.send_next(conn, ndx_out)?;
-        }
-        while one_entry && !feed.eof && feed.window.ahead() == 0 {
-            feed.send_next(conn, ndx_out)?;
+        if let Some(more) = &mut feed.more {
+            if more.walk.is_finished() {
+                more.send_next(&mut feed.window, conn, ndx_out)?;
+            }
+            while one_entry && !more.eof && feed.window.ahead() == 0 {
+                more.send_next(&mut feed.window, conn, ndx_out)?;
+            }
         }
         Ok(feed)
     }
@@ -85,18 +102,30 @@ impl<'a> Feed<'a> {
     /// Sends lists until [`LOOKAHEAD_ENTRIES`] entries lie ahead of the
     /// client's current list, or none are left.
     pub fn fill(&mut self, conn: &mut Conn, ndx_out: &mut NdxCodec) -> io::Result<()> {
-        while !self.eof && self.window.ahead() < LOOKAHEAD_ENTRIES {
-            self.send_next(conn, ndx_out)?;
+        if let Some(more) = &mut self.more {
+            while !more.eof && self.window.ahead() < LOOKAHEAD_ENTRIES {
+                more.send_next(&mut self.window, conn, ndx_out)?;
+            }
         }
         Ok(())
     }
 
-    /// Whether every list has been sent.
-    pub fn is_eof(&self) -> bool {
-        self.eof
+    /// The client's `NDX_DONE`. With incremental recursion the client says
+    /// it for each list, oldest first: the list is dropped, and `true`
+    /// means others remain, so this one did not end a phase (rsync:
+    /// sender.c send_files).
+    pub fn list_done(&mut self) -> bool {
+        self.more.is_some() && !self.window.is_empty() && self.window.done()
     }
+}
 
-    fn send_next(&mut self, conn: &mut Conn, ndx_out: &mut NdxCodec) -> io::Result<()> {
+impl More<'_> {
+    fn send_next(
+        &mut self,
+        window: &mut Window,
+        conn: &mut Conn,
+        ndx_out: &mut NdxCodec,
+    ) -> io::Result<()> {
         let from = &mut self.from;
         let builder = Builder::new(
             from.opts,
@@ -117,12 +146,12 @@ impl<'a> Feed<'a> {
             self.io_error |= sub.list.io_error;
             sub.list.io_error = self.io_error;
         }
-        self.encoder.start_list(self.window.next_start());
+        self.encoder.start_list(window.next_start());
         let io_error = self.encoder.send_list(conn, &sub.list)?;
         if io_error != 0 {
             conn.send_msg_bytes(MsgTag::IoError, &io_error.to_le_bytes())?;
         }
-        self.window.push(sub.list, true);
+        window.push(sub.list, true);
         Ok(())
     }
 }
