@@ -4,14 +4,17 @@
 //! The client's generator asks for files by index, each with the block
 //! checksums of its basis; we answer with the index, the checksum head and
 //! a token stream built by [`crate::delta::Matcher`], then the whole-file
-//! sum. Phase markers (-1) are echoed; at protocol 29 there is a second,
-//! "redo" phase for files whose checksum failed. Then the statistics.
+//! sum. Phase markers (-1) are echoed; from protocol 29 on there is a
+//! second, "redo" phase for files whose checksum failed. Then the
+//! statistics, and from 31 on one more exchange of end markers.
 
 use super::filter::{FilterList, Filters, MAX_WIRE_RULE_LEN};
 use super::flist::{self, Builder, Encoder, FileList, Reporter};
 use super::glob;
 use super::io::{Conn, MsgTag};
-use super::options::Options;
+use super::ndx::{NdxCodec, NDX_DONE};
+use super::options::{Compression, Options};
+use super::setup::{self, SetupError};
 use super::token::{Codec, TokenWriter, Tokens};
 use super::wire::{WireRead, WireWrite};
 use crate::delta::strong::{spoil_file_sum, Digest, StrongSum, STRONG_SUM_LEN};
@@ -22,7 +25,10 @@ use std::io;
 use std::time::{Duration, Instant};
 
 /// rsync's OLD_MAX_BLOCK_SIZE: the largest block length below protocol 30.
-pub const MAX_BLOCK_LEN: i32 = 1 << 29;
+pub const OLD_MAX_BLOCK_LEN: i32 = 1 << 29;
+/// rsync's MAX_BLOCK_SIZE: the largest block length from protocol 30 on
+/// (rsync: generator.c sum_sizes_sqroot).
+pub const MAX_BLOCK_LEN: i32 = 1 << 17;
 /// The largest `--files-from` file read from a module, and the most name
 /// bytes a client may send for `--files-from=-`.
 pub const MAX_FILES_FROM_LEN: u64 = 64 * 1024 * 1024;
@@ -40,7 +46,6 @@ pub const MAX_MATCH_BLOCK_LEN: i32 = 8 << 20;
 /// about 40 GiB.
 pub const MAX_SUM_BYTES: usize = 4 * 1024 * 1024;
 
-const NDX_DONE: i32 = -1;
 const ITEM_BASIS_TYPE_FOLLOWS: u16 = 1 << 11;
 const ITEM_XNAME_FOLLOWS: u16 = 1 << 12;
 const ITEM_IS_NEW: u16 = 1 << 13;
@@ -128,8 +133,8 @@ const REFUSAL_DELIVERY: Duration = Duration::from_secs(2);
 /// Tells the client about an option error the way rsyncd does: the protocol
 /// setup is finished so that the message can travel multiplexed, and the
 /// connection ends in a reset once the client has it.
-pub fn refuse(conn: &mut Conn, message: &str) -> io::Result<()> {
-    conn.write_i32(0)?;
+pub fn refuse(conn: &mut Conn, protocol: u32, message: &str) -> io::Result<()> {
+    setup::run_for_refusal(conn, protocol)?;
     conn.start_multiplex();
     conn.send_msg(MsgTag::Error, format!("rsync: {message}\n").as_bytes())?;
     conn.reset_after_delivery(REFUSAL_DELIVERY)
@@ -148,10 +153,31 @@ pub fn run(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError> 
 }
 
 fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError> {
-    let opts = pull.opts;
-    let seed = choose_seed(opts);
-    conn.write_i32(seed as i32)?;
+    let seed = choose_seed(pull.opts);
+    let setup = match setup::run(conn, pull.opts, pull.protocol, seed) {
+        Ok(s) => s,
+        Err(SetupError::Io(e)) => return Err(e.into()),
+        Err(SetupError::NoCommonChoice(what)) => {
+            conn.flush()?;
+            return Err(TransferError::Fatal(format!(
+                "failed to negotiate a {what} choice"
+            )));
+        }
+    };
     conn.start_multiplex();
+    if pull.protocol >= 30 {
+        conn.start_multiplex_in(pull.protocol >= 31);
+    }
+    // The sums and compressor the setup settled on, for everything after.
+    let mut negotiated = pull.opts.clone();
+    negotiated.xfer_sum = setup.xfer_sum;
+    negotiated.file_sum = setup.file_sum;
+    negotiated.compression = setup.compression;
+    let pull = Pull {
+        opts: &negotiated,
+        ..pull
+    };
+    let opts = pull.opts;
     let client_filters = receive_filter_rules(conn, opts, pull.protocol)?;
     let mut filters = Filters::new(
         pull.source.root(),
@@ -195,7 +221,10 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
     };
     let build_ms = started.elapsed().as_millis().max(1) as i64;
     let started = Instant::now();
-    Encoder::new(opts, pull.protocol).send_list(conn, &list)?;
+    let io_error = Encoder::new(opts, &setup).send_list(conn, &list)?;
+    if io_error != 0 {
+        conn.send_msg_bytes(MsgTag::IoError, &io_error.to_le_bytes())?;
+    }
     let xfer_ms = started.elapsed().as_millis() as i64;
     list.sort();
     let mut stats = TransferStats {
@@ -207,6 +236,13 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
         return Ok(stats);
     }
 
+    // From 30 on, a negotiated "none" (or a level that turns the chosen
+    // compressor off) means no compression; below, a level alone means -z.
+    let codec = if pull.protocol >= 30 && opts.compression == Compression::None {
+        None
+    } else {
+        Codec::for_options(opts.compression, opts.compress_level)?
+    };
     let mut sender = FileSender {
         conn,
         list: &list,
@@ -216,25 +252,31 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
             seed,
         },
         matcher: Matcher::new(),
-        codec: Codec::for_options(opts.compression, opts.compress_level)?,
+        codec,
         sent: vec![false; list.len()],
         stats: &mut stats,
+        ndx_in: NdxCodec::new(pull.protocol),
+        ndx_out: NdxCodec::new(pull.protocol),
     };
     sender.send_files()?;
 
     let total_size = list.total_size() as i64;
-    conn.flush()?;
-    let read = conn.bytes_read() as i64;
-    let written = conn.bytes_written() as i64;
-    conn.write_longint(read)?;
-    conn.write_longint(written)?;
-    conn.write_longint(total_size)?;
+    sender.conn.flush()?;
+    let read = sender.conn.bytes_read() as i64;
+    let written = sender.conn.bytes_written() as i64;
+    let mut totals = vec![read, written, total_size];
     if pull.protocol >= 29 {
-        conn.write_longint(build_ms)?;
-        conn.write_longint(xfer_ms)?;
+        totals.extend([build_ms, xfer_ms]);
     }
-    conn.flush()?;
-    read_goodbye(conn, pull.protocol)?;
+    for v in totals {
+        if pull.protocol >= 30 {
+            sender.conn.write_varlong(v, 3)?;
+        } else {
+            sender.conn.write_longint(v)?;
+        }
+    }
+    sender.conn.flush()?;
+    sender.read_goodbye()?;
     stats.bytes_read = conn.bytes_read();
     stats.bytes_written = conn.bytes_written();
     Ok(stats)
@@ -331,18 +373,6 @@ fn read_files_from(
     Ok(names)
 }
 
-/// main.c read_final_goodbye: the client's last word is one more -1.
-fn read_goodbye(conn: &mut Conn, protocol: u32) -> Result<(), TransferError> {
-    let ndx = conn.read_i32()?;
-    if protocol >= 29 && ndx != NDX_DONE {
-        conn.read_u16()?;
-    }
-    if ndx != NDX_DONE {
-        return protocol_error(format!("invalid packet at end of run ({ndx})"));
-    }
-    Ok(())
-}
-
 /// One request from the client's generator.
 struct Request {
     ndx: i32,
@@ -362,6 +392,9 @@ struct FileSender<'a, 'p> {
     /// Files already sent once: a second request is a redo.
     sent: Vec<bool>,
     stats: &'a mut TransferStats,
+    /// File indices from the client, and to it.
+    ndx_in: NdxCodec,
+    ndx_out: NdxCodec,
 }
 
 impl FileSender<'_, '_> {
@@ -374,7 +407,7 @@ impl FileSender<'_, '_> {
                 if phase > max_phase {
                     break;
                 }
-                self.conn.write_i32(NDX_DONE)?;
+                self.ndx_out.write(self.conn, NDX_DONE)?;
                 continue;
             };
             if req.iflags & ITEM_TRANSFER == 0 {
@@ -390,15 +423,38 @@ impl FileSender<'_, '_> {
             }
             self.send_one(&req)?;
         }
-        self.conn.write_i32(NDX_DONE)?;
+        self.ndx_out.write(self.conn, NDX_DONE)?;
         Ok(())
+    }
+
+    /// rsync: main.c read_final_goodbye: the client's last word is one more
+    /// end marker; from 31 on we answer it and it says it once more.
+    fn read_goodbye(&mut self) -> Result<(), TransferError> {
+        let mut ndx = self.read_goodbye_ndx()?;
+        if self.pull.protocol >= 31 && ndx == NDX_DONE {
+            self.ndx_out.write(self.conn, NDX_DONE)?;
+            self.conn.flush()?;
+            ndx = self.read_goodbye_ndx()?;
+        }
+        if ndx != NDX_DONE {
+            return protocol_error(format!("invalid packet at end of run ({ndx})"));
+        }
+        Ok(())
+    }
+
+    fn read_goodbye_ndx(&mut self) -> Result<i32, TransferError> {
+        let ndx = self.ndx_in.read(self.conn)?;
+        if self.pull.protocol >= 29 && ndx != NDX_DONE {
+            self.conn.read_u16()?;
+        }
+        Ok(ndx)
     }
 
     /// rsync.c read_ndx_and_attrs. `None` is the end-of-phase marker.
     fn read_request(&mut self) -> Result<Option<Request>, TransferError> {
         let proto = self.pull.protocol;
         loop {
-            let ndx = self.conn.read_i32()?;
+            let ndx = self.ndx_in.read(self.conn)?;
             if ndx == NDX_DONE {
                 return Ok(None);
             }
@@ -451,7 +507,7 @@ impl FileSender<'_, '_> {
 
     /// sender.c write_ndx_and_attrs.
     fn echo(&mut self, req: &Request) -> io::Result<()> {
-        self.conn.write_i32(req.ndx)?;
+        self.ndx_out.write(self.conn, req.ndx)?;
         if self.pull.protocol < 29 {
             return Ok(());
         }
@@ -479,7 +535,12 @@ impl FileSender<'_, '_> {
         if count < 0 {
             return protocol_error(format!("invalid checksum count {count}"));
         }
-        if !(0..=MAX_BLOCK_LEN).contains(&block_len) || (count > 0 && block_len == 0) {
+        let max_block_len = if self.pull.protocol >= 30 {
+            MAX_BLOCK_LEN
+        } else {
+            OLD_MAX_BLOCK_LEN
+        };
+        if !(0..=max_block_len).contains(&block_len) || (count > 0 && block_len == 0) {
             return protocol_error(format!("invalid block length {block_len}"));
         }
         if !(0..=self.strong_sum.kind.digest_len() as i32).contains(&strong_len) {
@@ -581,9 +642,12 @@ impl FileSender<'_, '_> {
             } else {
                 true
             };
-        // Below protocol 30, --append always verifies (compat.c).
+        // Below protocol 30, --append always verifies (rsync: compat.c
+        // setup_protocol); from 30 on only --append-verify does.
         let mode = if append {
-            MatchMode::Append { verify: true }
+            MatchMode::Append {
+                verify: opts.append > 1 || proto < 30,
+            }
         } else if updating_basis {
             MatchMode::Inplace
         } else {

@@ -6,8 +6,8 @@
 
 use super::{
     describe_os_error, filter_error, full_name, Entry, Extra, FileList, FilterLevel, NameType,
-    Reporter, FLAG_CONTENT_DIR, FLAG_TOP_DIR, IOERR_GENERAL, IOERR_VANISHED, MAX_ENTRIES,
-    MAX_PATH_LEN, NO_EXTRA,
+    Reporter, FLAG_CONTENT_DIR, FLAG_IMPLIED_DIR, FLAG_TOP_DIR, IOERR_GENERAL, IOERR_VANISHED,
+    MAX_ENTRIES, MAX_PATH_LEN, NO_EXTRA,
 };
 use crate::delta::{self, Digest, SumKind};
 use crate::protocol::filter::{DirToken, Filters};
@@ -230,7 +230,7 @@ impl<'a> Builder<'a> {
         self.filters.set_transfer_root(&dir);
         if dot_prefix && !self.sent_implied_dot {
             self.sent_implied_dot = true;
-            self.send_file_name(root, b".", None, 0, FilterLevel::None)?;
+            self.send_file_name(root, b".", None, FLAG_IMPLIED_DIR, FilterLevel::None)?;
         }
         if name_type != NameType::DotDir && self.daemon_hides(root, &name) {
             let err = io::Error::from(io::ErrorKind::NotFound);
@@ -349,7 +349,7 @@ impl<'a> Builder<'a> {
             if !st.is_dir() {
                 break;
             }
-            self.send_file_name(root, name, Some(st), 0, FilterLevel::Daemon)?;
+            self.send_file_name(root, name, Some(st), FLAG_IMPLIED_DIR, FilterLevel::Daemon)?;
             let entered = self.implied_scopes.iter().any(|(n, _)| n == name);
             if !entered {
                 let token = self.filters.push_dir(name).map_err(filter_error)?;
@@ -579,6 +579,7 @@ impl<'a> Builder<'a> {
             mode: st.mode,
             size: st.size,
             mtime: st.mtime,
+            mtime_nsec: st.mtime_nsec,
             uid: st.uid,
             gid: st.gid,
             rdev_major: st.rdev_major,

@@ -40,7 +40,7 @@ pub const MAX_PATH_LEN: usize = 4096;
 /// letting a huge tree exhaust a small server's memory.
 pub const MAX_ENTRIES: usize = 4_000_000;
 
-/// io_error bits (rsync.h IOERR_*), sent after the list at protocol < 30.
+/// io_error bits (rsync.h IOERR_*), sent after the list.
 pub const IOERR_GENERAL: i32 = 1 << 0;
 pub const IOERR_VANISHED: i32 = 1 << 1;
 
@@ -48,6 +48,9 @@ pub const IOERR_VANISHED: i32 = 1 << 1;
 const FLAG_TOP_DIR: u8 = 1 << 0;
 /// A directory whose contents are listed (not a mount point under `-x`).
 const FLAG_CONTENT_DIR: u8 = 1 << 1;
+/// A directory sent only because a listed name lies beneath it (`-R`'s
+/// implied directories, the `.` of `/./`).
+const FLAG_IMPLIED_DIR: u8 = 1 << 2;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum NameType {
@@ -73,6 +76,8 @@ pub struct Entry {
     pub mode: u32,
     pub size: u64,
     pub mtime: i64,
+    /// The nanoseconds of the mtime (sent from protocol 31 on).
+    pub mtime_nsec: u32,
     pub uid: u32,
     pub gid: u32,
     pub rdev_major: u32,

@@ -163,6 +163,7 @@ mod tests {
                 mode: crate::source::S_IFREG | 0o644,
                 size: 10,
                 mtime: 0,
+                mtime_nsec: 0,
                 uid: 0,
                 gid: 0,
                 rdev_major: 0,
