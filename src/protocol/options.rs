@@ -71,6 +71,9 @@ pub struct Options {
     pub cvs_exclude: bool,
     pub ignore_times: bool,
     pub relative: bool,
+    /// `--qsort`: the client sorts with qsort, which rules out incremental
+    /// recursion (rsync: compat.c set_allow_inc_recurse).
+    pub qsort: bool,
     pub implied_dirs: bool,
     pub one_file_system: u8,
     pub whole_file: bool,
@@ -511,7 +514,7 @@ pub static OPTIONS: &[ClientOption] = {
         flag("no-8", Ignore),
         flag("mkpath", Ignore),
         flag("no-mkpath", Ignore),
-        flag("qsort", Ignore),
+        flag("qsort", On(|o| &mut o.qsort)),
         flag("use-qsort", Ignore),
         value("copy-as", Ignore),
         value("address", Ignore),

@@ -9,7 +9,7 @@
 //! statistics, and from 31 on one more exchange of end markers.
 
 use super::filter::{FilterList, Filters, MAX_WIRE_RULE_LEN};
-use super::flist::{self, Builder, Encoder, FileList, Reporter};
+use super::flist::{self, Builder, DirWalk, Encoder, Feed, ListSource, Reporter};
 use super::glob;
 use super::io::{Conn, MsgTag};
 use super::ndx::{NdxCodec, NDX_DONE};
@@ -206,35 +206,51 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
         }
     };
     let started = Instant::now();
-    let built = Builder::new(
+    let mut builder = Builder::new(
         opts,
         pull.protocol,
         pull.source,
         &mut filters,
         conn,
         pull.module,
-    )
-    .build(&base, &names);
-    let mut list = match built {
-        Ok(list) => list,
+    );
+    if setup.inc_recurse() {
+        builder = builder.incremental();
+    }
+    let (mut list, top_scope) = match builder.build_first(&base, &names) {
+        Ok(built) => built,
         Err(e) => return fatal(conn, format!("rsync: [sender] {e}")),
     };
     let build_ms = started.elapsed().as_millis().max(1) as i64;
     let started = Instant::now();
-    let io_error = Encoder::new(opts, &setup).send_list(conn, &list)?;
+    let mut encoder = Encoder::new(opts, &setup);
+    if setup.inc_recurse() {
+        encoder = encoder.incremental();
+        encoder.start_list(1);
+    }
+    let io_error = encoder.send_list(conn, &list)?;
     if io_error != 0 {
         conn.send_msg_bytes(MsgTag::IoError, &io_error.to_le_bytes())?;
     }
     let xfer_ms = started.elapsed().as_millis() as i64;
     list.sort();
-    let mut stats = TransferStats {
-        files_listed: list.len(),
-        ..TransferStats::default()
-    };
-    if list.is_empty() {
+    let mut ndx_out = NdxCodec::new(pull.protocol);
+    let feed = if setup.inc_recurse() {
+        let walk = DirWalk::new(&list, top_scope)?;
+        let from = ListSource {
+            opts,
+            protocol: pull.protocol,
+            source: pull.source,
+            module: pull.module,
+            filters,
+        };
+        Feed::incremental(from, walk, encoder, list, conn, &mut ndx_out)?
+    } else if list.is_empty() {
         conn.flush()?;
-        return Ok(stats);
-    }
+        return Ok(TransferStats::default());
+    } else {
+        Feed::whole(list)
+    };
 
     // From 30 on, a negotiated "none" (or a level that turns the chosen
     // compressor off) means no compression; below, a level alone means -z.
@@ -245,7 +261,7 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
     };
     let mut sender = FileSender {
         conn,
-        list: &list,
+        feed,
         pull: &pull,
         strong_sum: StrongSum {
             kind: opts.xfer_sum,
@@ -253,14 +269,14 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
         },
         matcher: Matcher::new(),
         codec,
-        sent: vec![false; list.len()],
-        stats: &mut stats,
+        stats: TransferStats::default(),
         ndx_in: NdxCodec::new(pull.protocol),
-        ndx_out: NdxCodec::new(pull.protocol),
+        ndx_out,
     };
     sender.send_files()?;
 
-    let total_size = list.total_size() as i64;
+    let total_size = sender.feed.window.total_size() as i64;
+    sender.stats.files_listed = sender.feed.window.total_entries() as usize;
     sender.conn.flush()?;
     let read = sender.conn.bytes_read() as i64;
     let written = sender.conn.bytes_written() as i64;
@@ -277,6 +293,7 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
     }
     sender.conn.flush()?;
     sender.read_goodbye()?;
+    let mut stats = sender.stats;
     stats.bytes_read = conn.bytes_read();
     stats.bytes_written = conn.bytes_written();
     Ok(stats)
@@ -383,15 +400,14 @@ struct Request {
 
 struct FileSender<'a, 'p> {
     conn: &'a mut Conn,
-    list: &'a FileList,
+    /// The lists the client may name files of, and those to come.
+    feed: Feed<'a>,
     pull: &'a Pull<'p>,
     strong_sum: StrongSum,
     matcher: Matcher,
     /// The connection's compressor when the client asked for `-z`.
     codec: Option<Codec>,
-    /// Files already sent once: a second request is a redo.
-    sent: Vec<bool>,
-    stats: &'a mut TransferStats,
+    stats: TransferStats,
     /// File indices from the client, and to it.
     ndx_in: NdxCodec,
     ndx_out: NdxCodec,
@@ -402,7 +418,14 @@ impl FileSender<'_, '_> {
         let max_phase = if self.pull.protocol >= 29 { 2 } else { 1 };
         let mut phase = 0;
         loop {
+            self.feed.fill(self.conn, &mut self.ndx_out)?;
             let Some(req) = self.read_request()? else {
+                if self.feed.list_done() {
+                    // Incremental recursion: the client finished a list,
+                    // not a phase.
+                    self.ndx_out.write(self.conn, NDX_DONE)?;
+                    continue;
+                }
                 phase += 1;
                 if phase > max_phase {
                     break;
@@ -410,6 +433,7 @@ impl FileSender<'_, '_> {
                 self.ndx_out.write(self.conn, NDX_DONE)?;
                 continue;
             };
+            self.feed.fill(self.conn, &mut self.ndx_out)?;
             if req.iflags & ITEM_TRANSFER == 0 {
                 self.echo(&req)?;
                 continue;
@@ -467,15 +491,13 @@ impl FileSender<'_, '_> {
                 ITEM_TRANSFER
             };
             // A protocol-29 generator's keep-alive: the list's length as index.
-            if ndx as usize == self.list.len() && iflags == ITEM_IS_NEW {
+            let window = &mut self.feed.window;
+            if proto < 30 && ndx as u32 == window.end() && iflags == ITEM_IS_NEW {
                 self.conn.maybe_keepalive()?;
                 continue;
             }
-            if ndx as usize >= self.list.len() {
-                return protocol_error(format!(
-                    "invalid file index {ndx} (list has {} entries)",
-                    self.list.len()
-                ));
+            if window.find(ndx as u32).is_none() {
+                return protocol_error(format!("invalid file index {ndx}"));
             }
             let basis_type = if iflags & ITEM_BASIS_TYPE_FOLLOWS != 0 {
                 self.conn.read_u8()?
@@ -590,16 +612,21 @@ impl FileSender<'_, '_> {
     fn send_one(&mut self, req: &Request) -> Result<(), TransferError> {
         let proto = self.pull.protocol;
         let opts = self.pull.opts;
-        let idx = req.ndx as usize;
-        let entry = &self.list.get(idx).expect("index checked when read").clone();
-        if !entry.is_file() {
-            return protocol_error(format!("refusing to transfer non-file index {idx}"));
-        }
+        let idx = req.ndx as u32;
+        let (entry, path, full, sent_before) = match self.feed.window.find(idx) {
+            Some(flist::Found::Entry { list, entry, sent }) if entry.is_file() => (
+                entry.clone(),
+                list.module_path(entry),
+                list.full_name(entry, self.pull.module),
+                *sent,
+            ),
+            _ => return protocol_error(format!("refusing to transfer non-file index {idx}")),
+        };
+        let entry = &entry;
         // A redo (the second request for a file) is never an append: the
         // client discarded what it had.
-        let append = opts.append > 0 && !self.sent[idx];
+        let append = opts.append > 0 && !sent_before;
         let (sums, head) = self.receive_sums(append)?;
-        let path = self.list.module_path(entry);
         let opened = if opts.copy_links || opts.copy_dirlinks || opts.copy_unsafe_links {
             self.pull
                 .source
@@ -608,7 +635,6 @@ impl FileSender<'_, '_> {
         } else {
             self.pull.source.open(&path)
         };
-        let full = self.list.full_name(entry, self.pull.module);
         let file = match opened {
             Ok(f) => f,
             Err(err) => {
@@ -693,7 +719,9 @@ impl FileSender<'_, '_> {
             );
             self.conn.send_msg(MsgTag::Error, text.as_bytes())?;
         }
-        self.sent[idx] = true;
+        if let Some(flist::Found::Entry { sent, .. }) = self.feed.window.find(idx) {
+            *sent = true;
+        }
         self.stats.files_sent += 1;
         self.stats.literal_bytes += outcome.literal_bytes;
         self.stats.matched_bytes += outcome.matched_bytes;

@@ -83,6 +83,11 @@ impl Setup {
         self.protocol >= 31 || self.compat & CF_SAFE_FLIST != 0
     }
 
+    /// Incremental recursion (rsync's inc_recurse).
+    pub fn inc_recurse(&self) -> bool {
+        self.compat & CF_INC_RECURSE != 0
+    }
+
     /// The id lists end with id 0's name.
     pub fn id0_names(&self) -> bool {
         self.compat & CF_ID0_NAMES != 0
@@ -107,7 +112,7 @@ impl From<io::Error> for SetupError {
 /// The compat flags rsyncd grants for `client_info` (the letters of the
 /// client's `-e` argument): symlink times and iconv always (a Linux build
 /// with iconv), the rest as the client offers them. Incremental recursion
-/// is not offered.
+/// is decided apart ([`incremental_recursion`]).
 pub fn compat_flags(client_info: &[u8]) -> u32 {
     let mut flags = CF_SYMLINK_TIMES | CF_SYMLINK_ICONV;
     for (letter, flag) in [
@@ -125,6 +130,19 @@ pub fn compat_flags(client_info: &[u8]) -> u32 {
     flags
 }
 
+/// Whether a pull gets incremental recursion: as rsyncd, when it recurses,
+/// the client can (its `i` letter) and did not ask for `--qsort` (rsync:
+/// compat.c set_allow_inc_recurse). Not with `-R` or `--files-from`, whose
+/// implied directories would have to be deferred into the lists of the
+/// directories above them; without it the result is the same.
+pub fn incremental_recursion(opts: &Options) -> bool {
+    opts.recurse
+        && !opts.qsort
+        && opts.client_info.contains(&b'i')
+        && !opts.relative
+        && opts.files_from.is_none()
+}
+
 /// Runs the setup for a pull: compat flags and negotiation from protocol
 /// 30 on, then the seed.
 pub fn run(conn: &mut Conn, opts: &Options, protocol: u32, seed: u32) -> Result<Setup, SetupError> {
@@ -138,6 +156,9 @@ pub fn run(conn: &mut Conn, opts: &Options, protocol: u32, seed: u32) -> Result<
     };
     if protocol >= 30 {
         setup.compat = compat_flags(&opts.client_info);
+        if incremental_recursion(opts) {
+            setup.compat |= CF_INC_RECURSE;
+        }
         conn.write_varint(setup.compat as i32)?;
         negotiate(conn, opts, &mut setup)?;
     }

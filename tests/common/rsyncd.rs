@@ -28,7 +28,7 @@ const RSYNCD_READY: Readiness = Readiness {
 };
 /// The protocol upserv offers; the reference is capped at it so that a
 /// client's default negotiation lands where it lands with upserv.
-pub const UPSERV_PROTOCOL: u32 = 29;
+pub const UPSERV_PROTOCOL: u32 = 32;
 
 /// A running `rsync --daemon`.
 pub struct Rsyncd {

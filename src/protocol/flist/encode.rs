@@ -15,7 +15,7 @@ use crate::delta::Digest;
 use crate::protocol::options::Options;
 use crate::protocol::setup::Setup;
 use crate::protocol::wire::WireWrite;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 
 const XMIT_TOP_DIR: u16 = 1 << 0;
@@ -40,6 +40,10 @@ const XMIT_HLINK_FIRST: u16 = 1 << 12;
 const XMIT_IO_ERROR_ENDLIST: u16 = 1 << 12;
 /// The mtime has nanoseconds (31+).
 const XMIT_MOD_NSEC: u16 = 1 << 13;
+/// The owner's name follows its id (30+, incremental recursion).
+const XMIT_USER_NAME_FOLLOWS: u16 = 1 << 10;
+/// The group's name follows its id (30+, incremental recursion).
+const XMIT_GROUP_NAME_FOLLOWS: u16 = 1 << 11;
 
 /// Writes the list in rsync's flist encoding, the end marker, the uid/gid
 /// name lists and the I/O-error word or value.
@@ -55,8 +59,15 @@ pub struct Encoder<'a> {
     /// From 30 on: the send index of the first entry of each hard-link
     /// group, by device and inode.
     first_links: HashMap<(u64, u64), u32>,
-    /// Entries sent so far.
+    /// The index of the next entry, counted in the order sent.
     sent: u32,
+    /// The index of the current list's first entry.
+    list_start: u32,
+    /// Incremental recursion: names follow ids inline, the first time
+    /// each id is sent, instead of lists after the file list.
+    incremental: bool,
+    named_users: HashSet<u32>,
+    named_groups: HashSet<u32>,
     last_name: Vec<u8>,
     mode: u32,
     mtime: i64,
@@ -78,6 +89,10 @@ impl<'a> Encoder<'a> {
             id0_names: setup.id0_names(),
             first_links: HashMap::new(),
             sent: 0,
+            list_start: 0,
+            incremental: false,
+            named_users: HashSet::new(),
+            named_groups: HashSet::new(),
             last_name: Vec::new(),
             mode: 0,
             mtime: 0,
@@ -88,6 +103,21 @@ impl<'a> Encoder<'a> {
             dev: 0,
             first: true,
         }
+    }
+
+    /// For incremental recursion: names inline, and lists that start where
+    /// [`Encoder::start_list`] says.
+    pub fn incremental(mut self) -> Self {
+        self.incremental = true;
+        self
+    }
+
+    /// The next list's entries start at file index `start`. The previous
+    /// entry's attributes and name carry over from list to list, as in
+    /// rsync (its send_file_entry keeps them in statics).
+    pub fn start_list(&mut self, start: u32) {
+        self.sent = start;
+        self.list_start = start;
     }
 
     /// Sends the list. Returns the I/O error still to report in a message
@@ -108,7 +138,7 @@ impl<'a> Encoder<'a> {
             list.io_error
         };
         let ended_with_error = self.write_end(&mut buf, io_error)?;
-        if !self.opts.numeric_ids {
+        if !self.opts.numeric_ids && !self.incremental {
             // A module's `numeric ids` withholds the names; the client,
             // not told, still reads the (empty) lists.
             let withheld = self.opts.names_withheld;
@@ -213,15 +243,29 @@ impl<'a> Encoder<'a> {
         } else if proto < 28 {
             self.rdev = 0;
         }
+        let mut user_name = None;
+        let mut group_name = None;
         if !self.opts.owner || (e.uid == self.uid && !self.first) {
             xflags |= XMIT_SAME_UID;
         } else {
             self.uid = e.uid;
+            if self.names_inline() && self.named_users.insert(e.uid) {
+                user_name = list.ids.user(e.uid);
+                if user_name.is_some() {
+                    xflags |= XMIT_USER_NAME_FOLLOWS;
+                }
+            }
         }
         if !self.opts.group || (e.gid == self.gid && !self.first) {
             xflags |= XMIT_SAME_GID;
         } else {
             self.gid = e.gid;
+            if self.names_inline() && self.named_groups.insert(e.gid) {
+                group_name = list.ids.group(e.gid);
+                if group_name.is_some() {
+                    xflags |= XMIT_GROUP_NAME_FOLLOWS;
+                }
+            }
         }
         if e.mtime == self.mtime {
             xflags |= XMIT_SAME_TIME;
@@ -308,9 +352,13 @@ impl<'a> Encoder<'a> {
         self.first = false;
         self.sent += 1;
         if let Some(first) = first_link {
-            // Without incremental recursion the first is always in this
-            // list, so its index says everything.
-            return out.write_varint(first as i32);
+            // A first in this list says everything; one in an earlier
+            // list may be gone from the client's memory, so the entry
+            // follows in full (rsync: flist.c send_file_entry).
+            out.write_varint(first as i32)?;
+            if first >= self.list_start {
+                return Ok(());
+            }
         }
         if proto >= 30 {
             out.write_varlong(e.size as i64, 3)?;
@@ -332,9 +380,15 @@ impl<'a> Encoder<'a> {
         }
         if self.opts.owner && xflags & XMIT_SAME_UID == 0 {
             self.write_int30(out, e.uid as i32)?;
+            if let Some(name) = &user_name {
+                write_inline_name(out, name)?;
+            }
         }
         if self.opts.group && xflags & XMIT_SAME_GID == 0 {
             self.write_int30(out, e.gid as i32)?;
+            if let Some(name) = &group_name {
+                write_inline_name(out, name)?;
+            }
         }
         if (self.opts.devices && e.is_device()) || self.specials_carry_rdev(e) {
             let rdev = if e.is_device() { rdev } else { 0 };
@@ -372,6 +426,11 @@ impl<'a> Encoder<'a> {
             out.write_all(&extra.sum.unwrap_or(zeros))?;
         }
         Ok(())
+    }
+
+    /// Whether names go inline (incremental recursion, names not withheld).
+    fn names_inline(&self) -> bool {
+        self.incremental && !self.opts.numeric_ids && !self.opts.names_withheld
     }
 
     /// rsync's write_varint30: a varint from 30 on, else an int32.
@@ -485,4 +544,11 @@ fn write_id_list(
         None if protocol >= 30 => out.write_varint(0),
         None => out.write_i32(0),
     }
+}
+
+/// An id's name inline (rsync: flist.c send_file_entry): byte length, name.
+fn write_inline_name(out: &mut Vec<u8>, name: &[u8]) -> io::Result<()> {
+    let len = name.len().min(255);
+    out.write_u8(len as u8)?;
+    out.write_all(&name[..len])
 }

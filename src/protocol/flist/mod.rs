@@ -16,12 +16,14 @@
 
 mod build;
 mod encode;
+mod feed;
 mod incremental;
 mod order;
 mod window;
 
 pub use build::Builder;
 pub use encode::Encoder;
+pub use feed::{Feed, ListSource, LOOKAHEAD_ENTRIES};
 pub use incremental::{DirWalk, SubList, MAX_PENDING_DIRS};
 pub use order::{f_name_cmp, NameParts};
 pub use window::{Found, Window};
