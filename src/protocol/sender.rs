@@ -46,6 +46,8 @@ pub const MAX_MATCH_BLOCK_LEN: i32 = 8 << 20;
 /// about 40 GiB.
 pub const MAX_SUM_BYTES: usize = 4 * 1024 * 1024;
 
+/// The client's deletion statistics follow (31+).
+const NDX_DEL_STATS: i32 = -3;
 const ITEM_BASIS_TYPE_FOLLOWS: u16 = 1 << 11;
 const ITEM_XNAME_FOLLOWS: u16 = 1 << 12;
 const ITEM_IS_NEW: u16 = 1 << 13;
@@ -467,7 +469,11 @@ impl FileSender<'_, '_> {
     }
 
     fn read_goodbye_ndx(&mut self) -> Result<i32, TransferError> {
-        let ndx = self.ndx_in.read(self.conn)?;
+        let mut ndx = self.ndx_in.read(self.conn)?;
+        while ndx == NDX_DEL_STATS {
+            self.echo_del_stats()?;
+            ndx = self.ndx_in.read(self.conn)?;
+        }
         if self.pull.protocol >= 29 && ndx != NDX_DONE {
             self.conn.read_u16()?;
         }
@@ -481,6 +487,10 @@ impl FileSender<'_, '_> {
             let ndx = self.ndx_in.read(self.conn)?;
             if ndx == NDX_DONE {
                 return Ok(None);
+            }
+            if ndx == NDX_DEL_STATS {
+                self.echo_del_stats()?;
+                continue;
             }
             if ndx < 0 {
                 return protocol_error(format!("invalid file index {ndx}"));
@@ -525,6 +535,25 @@ impl FileSender<'_, '_> {
                 xname,
             }));
         }
+    }
+
+    /// The client's deletion counts (31+, after `--delete`): files, then
+    /// of them directories, symlinks, devices and specials. A server
+    /// sender sends them back, so the client's statistics count them
+    /// (rsync: rsync.c read_ndx_and_attrs, main.c read_del_stats).
+    fn echo_del_stats(&mut self) -> Result<(), TransferError> {
+        let mut counts = [0i32; 5];
+        for c in &mut counts {
+            *c = self.conn.read_varint()?;
+            if *c < 0 {
+                return protocol_error(format!("invalid deletion count {c}"));
+            }
+        }
+        self.ndx_out.write(self.conn, NDX_DEL_STATS)?;
+        for c in counts {
+            self.conn.write_varint(c)?;
+        }
+        Ok(())
     }
 
     /// sender.c write_ndx_and_attrs.
