@@ -125,3 +125,62 @@ fn one_file_pulled_recursively() {
         .url_path("m/only")
         .run(&["-a", "-i", "-v"], &INC_PROTOCOLS);
 }
+
+/// A tree of `dirs` directories of `files` one-byte files each, spread over
+/// two levels so that lists nest.
+fn wide_tree(tree: &TestTree, dirs: usize, files: usize) {
+    for d in 0..dirs {
+        let dir = tree.path(format!("g{:02}/d{d:04}", d / 100));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..files {
+            std::fs::write(dir.join(format!("file-{f:03}")), b"x").unwrap();
+        }
+    }
+    tree.settle();
+}
+
+#[test]
+fn a_tree_of_100k_files_arrives_as_from_rsyncd() {
+    let tree = TestTree::new();
+    wide_tree(&tree, 1000, 100);
+    // A dry run: every entry is listed, compared and itemized as in a real
+    // pull, without the client writing 100k files twice, which alone
+    // takes over a minute on a busy machine.
+    Differential::new(&tree)
+        .name("100k files")
+        .run(&["-a", "-i", "-v", "-n"], &ProtocolSet(&[Protocol::Default]));
+}
+
+/// The peak resident set of a process, in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[test]
+fn memory_follows_the_directories_in_flight_not_the_tree() {
+    // The same 100k-entry tree pulled (dry run) with incremental
+    // recursion, then with the whole list: the first must cost the daemon
+    // a small fraction of the second. Holding a fraction of the entries
+    // also means sending began before the walk was done.
+    let tree = TestTree::new();
+    wide_tree(&tree, 1000, 100);
+    let upserv = Upserv::start(&[Module::new("m", tree.root())]);
+    let dest = tempfile::tempdir().unwrap();
+    let url = upserv.url("m/");
+    let before = peak_kib(upserv.pid());
+    pull(&url, &dest.path().join("a"), &["-a", "-n"], Protocol::Default).assert_ok();
+    let incremental = peak_kib(upserv.pid()) - before;
+    let whole_opts = ["-a", "-n", "--no-inc-recursive"];
+    pull(&url, &dest.path().join("b"), &whole_opts, Protocol::Default).assert_ok();
+    let whole = peak_kib(upserv.pid()) - before;
+    eprintln!("daemon peak growth: incremental {incremental} KiB, whole list {whole} KiB");
+    assert!(
+        incremental * 4 < whole,
+        "incremental recursion grew the daemon by {incremental} KiB, the whole list by {whole} KiB"
+    );
+}
