@@ -193,7 +193,7 @@ fn negotiate(conn: &mut Conn, opts: &Options, setup: &mut Setup) -> Result<(), S
     if sum_open {
         let kind = if by_name {
             let theirs = conn.read_vstring(MAX_NAME_LIST_LEN)?;
-            pick(CHECKSUMS, &theirs, |n| SumKind::from_name(n))
+            pick(CHECKSUMS, &theirs, SumKind::from_name)
                 .ok_or(SetupError::NoCommonChoice("checksum"))?
         } else {
             SumKind::Md5
@@ -241,7 +241,7 @@ fn pick<T: Copy + PartialEq>(
 ) -> Option<T> {
     theirs
         .split(|&b| b == b' ')
-        .filter_map(|name| parse(name))
+        .filter_map(parse)
         .filter_map(|value| table.iter().position(|&(_, v)| v == value))
         .min()
         .map(|rank| table[rank].1)
@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn our_order_decides_among_the_client_names() {
-        let sum = |theirs: &[u8]| pick(CHECKSUMS, theirs, |n| SumKind::from_name(n));
+        let sum = |theirs: &[u8]| pick(CHECKSUMS, theirs, SumKind::from_name);
         assert_eq!(
             sum(b"xxh128 xxh3 xxh64 md5 md4 sha1"),
             Some(SumKind::Xxh128)

@@ -262,6 +262,9 @@ mod tests {
             .collect()
     }
 
+    /// Lists by directory number (`None` for the first), with their names.
+    type Lists = Vec<(Option<u32>, Vec<String>)>;
+
     /// Every list of an incremental walk over `paths`: the first one with
     /// no directory number, then each directory's, with the most
     /// directories pending at once.
@@ -271,7 +274,7 @@ mod tests {
         client: FilterList,
         paths: &[&str],
         max_pending: usize,
-    ) -> io::Result<(Vec<(Option<u32>, Vec<String>)>, usize)> {
+    ) -> io::Result<(Lists, usize)> {
         let opts = options(args);
         let source = Source::new(root.to_path_buf(), None).unwrap();
         let mut filters = Filters::new(root, FilterList::new(), client);
@@ -296,7 +299,7 @@ mod tests {
         Ok((lists, most))
     }
 
-    fn owned(lists: &[(Option<u32>, &[&str])]) -> Vec<(Option<u32>, Vec<String>)> {
+    fn owned(lists: &[(Option<u32>, &[&str])]) -> Lists {
         lists
             .iter()
             .map(|(n, l)| (*n, l.iter().map(|s| s.to_string()).collect()))
