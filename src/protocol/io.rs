@@ -240,6 +240,13 @@ impl Conn {
         self.echo_error_exit = echo_error_exit;
     }
 
+    /// Reads the client's bytes unframed again, until the next
+    /// [`Conn::start_multiplex_in`]: below protocol 31 a client sends its
+    /// `--files-from` names outside the frames.
+    pub fn stop_multiplex_in(&mut self) {
+        self.multiplexed_in = false;
+    }
+
     /// A message with a binary payload (an int, or nothing).
     pub fn send_msg_bytes(&mut self, tag: MsgTag, payload: &[u8]) -> io::Result<()> {
         self.close_frame();

@@ -9,6 +9,8 @@ use std::io;
 
 /// The end of a phase (and of the run).
 pub const NDX_DONE: i32 = -1;
+/// The client's deletion counts follow (31+, with `--delete`).
+pub const NDX_DEL_STATS: i32 = -3;
 
 /// One direction's state.
 #[derive(Clone, Copy, Debug)]

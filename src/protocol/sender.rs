@@ -12,7 +12,7 @@ use super::filter::{FilterList, Filters, MAX_WIRE_RULE_LEN};
 use super::flist::{self, Builder, DirWalk, Encoder, Feed, ListSource, Reporter};
 use super::glob;
 use super::io::{Conn, MsgTag};
-use super::ndx::{NdxCodec, NDX_DONE};
+use super::ndx::{NdxCodec, NDX_DEL_STATS, NDX_DONE};
 use super::options::{Compression, Options};
 use super::setup::{self, SetupError};
 use super::token::{Codec, TokenWriter, Tokens};
@@ -46,8 +46,6 @@ pub const MAX_MATCH_BLOCK_LEN: i32 = 8 << 20;
 /// about 40 GiB.
 pub const MAX_SUM_BYTES: usize = 4 * 1024 * 1024;
 
-/// The client's deletion statistics follow (31+).
-const NDX_DEL_STATS: i32 = -3;
 const ITEM_BASIS_TYPE_FOLLOWS: u16 = 1 << 11;
 const ITEM_XNAME_FOLLOWS: u16 = 1 << 12;
 const ITEM_IS_NEW: u16 = 1 << 13;
@@ -200,7 +198,7 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
             while base.last() == Some(&b'/') {
                 base.pop();
             }
-            let names = match read_files_from(conn, from, opts, pull.source) {
+            let names = match read_files_from(conn, from, opts, pull.protocol, pull.source) {
                 Ok(n) => n,
                 Err(e) => return fatal(conn, format!("rsync: [sender] --files-from: {e}")),
             };
@@ -351,17 +349,26 @@ fn read_files_from(
     conn: &mut Conn,
     from: &[u8],
     opts: &Options,
+    protocol: u32,
     source: &Source,
 ) -> io::Result<Vec<Vec<u8>>> {
     let sanitize = |n: &[u8]| crate::source::sanitize_path(n, opts.relative);
     let mut names = Vec::new();
     if from == b"-" {
+        // Below protocol 31 the names come outside the frames.
+        let unframed = protocol == 30;
+        if unframed {
+            conn.stop_multiplex_in();
+        }
         // Counted as the file variant is: without it a client could make
         // us hold millions of names of 4 KiB each.
         let mut total = 0u64;
         loop {
             let name = conn.read_arg(flist::MAX_PATH_LEN, true)?;
             if name.is_empty() {
+                if unframed {
+                    conn.start_multiplex_in(false);
+                }
                 return Ok(names);
             }
             total += name.len() as u64 + 1;
@@ -469,11 +476,7 @@ impl FileSender<'_, '_> {
     }
 
     fn read_goodbye_ndx(&mut self) -> Result<i32, TransferError> {
-        let mut ndx = self.ndx_in.read(self.conn)?;
-        while ndx == NDX_DEL_STATS {
-            self.echo_del_stats()?;
-            ndx = self.ndx_in.read(self.conn)?;
-        }
+        let ndx = self.read_ndx()?;
         if self.pull.protocol >= 29 && ndx != NDX_DONE {
             self.conn.read_u16()?;
         }
@@ -484,13 +487,9 @@ impl FileSender<'_, '_> {
     fn read_request(&mut self) -> Result<Option<Request>, TransferError> {
         let proto = self.pull.protocol;
         loop {
-            let ndx = self.ndx_in.read(self.conn)?;
+            let ndx = self.read_ndx()?;
             if ndx == NDX_DONE {
                 return Ok(None);
-            }
-            if ndx == NDX_DEL_STATS {
-                self.echo_del_stats()?;
-                continue;
             }
             if ndx < 0 {
                 return protocol_error(format!("invalid file index {ndx}"));
@@ -537,23 +536,26 @@ impl FileSender<'_, '_> {
         }
     }
 
-    /// The client's deletion counts (31+, after `--delete`): files, then
-    /// of them directories, symlinks, devices and specials. A server
-    /// sender sends them back, so the client's statistics count them
-    /// (rsync: rsync.c read_ndx_and_attrs, main.c read_del_stats).
-    fn echo_del_stats(&mut self) -> Result<(), TransferError> {
-        let mut counts = [0i32; 5];
-        for c in &mut counts {
-            *c = self.conn.read_varint()?;
-            if *c < 0 {
-                return protocol_error(format!("invalid deletion count {c}"));
+    /// The next index, after echoing any deletion counts the client sends
+    /// (rsync: rsync.c read_ndx_and_attrs; rsync: main.c write_del_stats).
+    fn read_ndx(&mut self) -> Result<i32, TransferError> {
+        loop {
+            let ndx = self.ndx_in.read(self.conn)?;
+            if ndx != NDX_DEL_STATS || self.pull.protocol < 30 {
+                return Ok(ndx);
+            }
+            let mut counts = [0i32; 5];
+            for c in &mut counts {
+                *c = self.conn.read_varint()?;
+                if *c < 0 {
+                    return protocol_error(format!("invalid deletion count {c}"));
+                }
+            }
+            self.ndx_out.write(self.conn, NDX_DEL_STATS)?;
+            for c in counts {
+                self.conn.write_varint(c)?;
             }
         }
-        self.ndx_out.write(self.conn, NDX_DEL_STATS)?;
-        for c in counts {
-            self.conn.write_varint(c)?;
-        }
-        Ok(())
     }
 
     /// sender.c write_ndx_and_attrs.

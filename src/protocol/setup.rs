@@ -50,6 +50,11 @@ const CHECKSUMS: &[(&str, SumKind)] = &[
 ];
 
 /// The compressors we offer, in rsyncd's order.
+///
+/// rsyncd never settles on the last of them, `none`: its pick keeps a name
+/// only when its rank is below the count of compressor numbers, which
+/// `none`'s rank equals (rsync: compat.c parse_negotiate_str), so a client
+/// that offers only `none` fails to negotiate.
 const COMPRESSIONS: &[(&str, Compression)] = &[
     ("zstd", Compression::Zstd),
     ("lz4", Compression::Lz4),
@@ -193,7 +198,7 @@ fn negotiate(conn: &mut Conn, opts: &Options, setup: &mut Setup) -> Result<(), S
     if sum_open {
         let kind = if by_name {
             let theirs = conn.read_vstring(MAX_NAME_LIST_LEN)?;
-            pick(CHECKSUMS, &theirs, SumKind::from_name)
+            pick(CHECKSUMS, CHECKSUMS.len(), &theirs, SumKind::from_name)
                 .ok_or(SetupError::NoCommonChoice("checksum"))?
         } else {
             SumKind::Md5
@@ -210,8 +215,13 @@ fn negotiate(conn: &mut Conn, opts: &Options, setup: &mut Setup) -> Result<(), S
     if compress_open {
         setup.compression = if by_name {
             let theirs = conn.read_vstring(MAX_NAME_LIST_LEN)?;
-            pick(COMPRESSIONS, &theirs, compression_by_name)
-                .ok_or(SetupError::NoCommonChoice("compress"))?
+            pick(
+                COMPRESSIONS,
+                COMPRESSIONS.len() - 1,
+                &theirs,
+                compression_by_name,
+            )
+            .ok_or(SetupError::NoCommonChoice("compress"))?
         } else {
             Compression::Zlib
         };
@@ -233,9 +243,10 @@ fn compression_by_name(name: &[u8]) -> Option<Compression> {
 
 /// Of the names in `theirs` (space-separated), the one that comes first in
 /// our `table` (rsync: compat.c parse_negotiate_str: each side prefers
-/// its own order).
+/// its own order), among the first `pickable` of the table.
 fn pick<T: Copy + PartialEq>(
     table: &[(&str, T)],
+    pickable: usize,
     theirs: &[u8],
     parse: impl Fn(&[u8]) -> Option<T>,
 ) -> Option<T> {
@@ -243,6 +254,7 @@ fn pick<T: Copy + PartialEq>(
         .split(|&b| b == b' ')
         .filter_map(parse)
         .filter_map(|value| table.iter().position(|&(_, v)| v == value))
+        .filter(|&rank| rank < pickable)
         .min()
         .map(|rank| table[rank].1)
 }
@@ -261,7 +273,7 @@ mod tests {
 
     #[test]
     fn our_order_decides_among_the_client_names() {
-        let sum = |theirs: &[u8]| pick(CHECKSUMS, theirs, SumKind::from_name);
+        let sum = |theirs: &[u8]| pick(CHECKSUMS, CHECKSUMS.len(), theirs, SumKind::from_name);
         assert_eq!(
             sum(b"xxh128 xxh3 xxh64 md5 md4 sha1"),
             Some(SumKind::Xxh128)
@@ -271,9 +283,10 @@ mod tests {
         assert_eq!(sum(b"blake3 sha1"), Some(SumKind::Sha1));
         assert_eq!(sum(b"blake3"), None);
         assert_eq!(sum(b""), None);
-        let codec = |theirs: &[u8]| pick(COMPRESSIONS, theirs, compression_by_name);
+        let codec = |theirs: &[u8]| pick(COMPRESSIONS, 4, theirs, compression_by_name);
         assert_eq!(codec(b"zstd lz4 zlibx zlib"), Some(Compression::Zstd));
         assert_eq!(codec(b"zlib ZLIBX"), Some(Compression::ZlibX));
+        assert_eq!(codec(b"none"), None);
     }
 
     #[test]

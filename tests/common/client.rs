@@ -68,6 +68,8 @@ pub struct Client {
     /// The first line of `--version`.
     pub version: String,
     pub max_protocol: u32,
+    /// Variables set for its runs (`RSYNC_CHECKSUM_LIST`, ...).
+    pub env: Vec<(String, String)>,
 }
 
 impl Client {
@@ -109,7 +111,14 @@ impl Client {
             program: program.to_path_buf(),
             version,
             max_protocol,
+            env: Vec::new(),
         }
+    }
+
+    /// The same client with `name=value` in its environment.
+    pub fn with_env(mut self, name: &str, value: &str) -> Client {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// Whether this client can be asked for `protocol`.
@@ -154,6 +163,7 @@ impl Client {
         for var in SCRUBBED_ENV {
             cmd.env_remove(var);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Protocol::V(n) = protocol {
             cmd.arg(format!("--protocol={n}"));
         }

@@ -139,8 +139,8 @@ impl<'a> Encoder<'a> {
         };
         let ended_with_error = self.write_end(&mut buf, io_error)?;
         if !self.opts.numeric_ids && !self.incremental {
-            // A module's `numeric ids` withholds the names; the client,
-            // not told, still reads the (empty) lists.
+            // A module's `numeric ids` withholds the names (id 0's too);
+            // the client, not told, still reads the (empty) lists.
             let withheld = self.opts.names_withheld;
             let id0 = self.id0_names;
             if self.opts.owner {
