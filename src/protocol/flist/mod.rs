@@ -13,6 +13,9 @@
 //! 50,000 entries costs a few megabytes. The list is sent in the order the
 //! tree was walked, as rsyncd sends it, then sorted; the client sorts it
 //! the same way, and file indices on the wire are positions in that order.
+//! With incremental recursion each directory's list is sorted before it is
+//! sent (the walk numbers its subdirectories in sorted order), which the
+//! client's own sort leaves as it is.
 
 mod build;
 mod encode;
