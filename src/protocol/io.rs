@@ -435,6 +435,22 @@ impl Conn {
         }
     }
 
+    /// Whether the client has sent bytes not read yet: buffered here, or
+    /// waiting in the socket (a poll that does not wait).
+    pub fn input_waiting(&self) -> bool {
+        if self.buffered_input() > 0 {
+            return true;
+        }
+        let mut fd = libc::pollfd {
+            fd: self.rfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no timeout.
+        let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+        ready > 0
+    }
+
     fn buffered_input(&self) -> usize {
         self.in_end - self.in_start
     }

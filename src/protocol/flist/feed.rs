@@ -25,6 +25,10 @@ const NDX_FLIST_EOF: i32 = -2;
 /// finished, is what bounds the entries held.
 pub const LOOKAHEAD_ENTRIES: usize = 1000;
 
+/// How far ahead the sender goes while the client has nothing to say
+/// (rsync's MAX_FILECNT_LOOKAHEAD: io.c sends lists while it waits).
+pub const IDLE_LOOKAHEAD_ENTRIES: usize = 10_000;
+
 /// What building each list needs.
 pub struct ListSource<'a> {
     pub opts: &'a Options,
@@ -100,10 +104,18 @@ impl<'a> Feed<'a> {
     }
 
     /// Sends lists until [`LOOKAHEAD_ENTRIES`] entries lie ahead of the
-    /// client's current list, or none are left.
+    /// client's current list, and on up to [`IDLE_LOOKAHEAD_ENTRIES`]
+    /// while the client has sent nothing, or until none are left. Lists
+    /// that arrive early let the client's generator run ahead of its
+    /// receiver as far as with rsyncd.
     pub fn fill(&mut self, conn: &mut Conn, ndx_out: &mut NdxCodec) -> io::Result<()> {
         if let Some(more) = &mut self.more {
-            while !more.eof && self.window.ahead() < LOOKAHEAD_ENTRIES {
+            while !more.eof {
+                let ahead = self.window.ahead();
+                let idle = ahead < IDLE_LOOKAHEAD_ENTRIES && !conn.input_waiting();
+                if ahead >= LOOKAHEAD_ENTRIES && !idle {
+                    break;
+                }
                 more.send_next(&mut self.window, conn, ndx_out)?;
             }
         }
