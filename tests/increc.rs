@@ -216,13 +216,10 @@ fn relative_paths_and_files_from() {
 
 #[test]
 fn a_build_fetched_on_demand() {
-    // The build's tree on the reference's side; its archive on the
-    // upstream, which upserv downloads when the client asks.
-    let tree = TestTree::new();
-    nested_tree(&tree);
-    tree.settle();
-    let parent = tree.root().parent().expect("a tree root has a parent");
-    let archive = builds_support::tar_tree(parent, "tree");
+    // The build's tree on the reference's side; its archive (whole-second
+    // times, as tar keeps them) on the upstream, which upserv downloads
+    // when the client asks.
+    let (tree, archive) = builds_support::small_tree_and_archive();
     let up = upstream::Upstream::start();
     up.put("/b/build-inc.tar", archive);
     let template = up.url("/b/{name}.tar");
