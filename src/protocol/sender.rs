@@ -241,7 +241,7 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
     let codec = if pull.protocol >= 30 && opts.compression == Compression::None {
         None
     } else {
-        Codec::for_options(opts.compression, opts.compress_level)?
+        Codec::for_options(opts.compression, opts.compress_level, pull.protocol)?
     };
     let mut sender = FileSender {
         conn,
