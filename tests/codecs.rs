@@ -208,3 +208,37 @@ fn refused_choices_are_refused_like_rsyncd() {
         pull_with(&tree, &name, extra, &PULLS[..1], &[], &refuse(refused));
     }
 }
+
+/// A compressible file of repeats, whose literal data deflate finds again
+/// in the matched blocks before it.
+fn repeats(tree: &TestTree) {
+    let chunk = common::tree::Rng::new(6).bytes(70_000);
+    tree.file("repeats.bin", &chunk.repeat(40));
+}
+
+/// The copy with a few bytes changed far apart, so long blocks match
+/// between them.
+fn basis_with_holes(source: &std::path::Path, dest: &std::path::Path) {
+    basis_copy(source, dest);
+    let path = dest.join("repeats.bin");
+    let mut data = std::fs::read(&path).expect("reading the basis");
+    for at in [500_000, 1_500_000, 2_500_000] {
+        data[at..at + 4].copy_from_slice(b"XXXX");
+    }
+    std::fs::write(&path, data).expect("writing the basis");
+}
+
+/// Blocks longer than 0xFFFF bytes enter zlib's history whole from 31 on,
+/// in pieces repeating the block's start before.
+#[test]
+fn long_blocks_under_zlib_pull_like_rsyncd() {
+    let tree = TestTree::new();
+    repeats(&tree);
+    let opts = ["--compress-choice=zlib", "--block-size=131072"];
+    pull_everywhere(
+        &tree,
+        "long zlib blocks",
+        &opts,
+        &[(PULLS[1].0, Some(basis_with_holes))],
+    );
+}

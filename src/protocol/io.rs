@@ -295,7 +295,9 @@ impl Conn {
                 Ok(())
             }
             IN_ERROR_EXIT if len == 0 || int_sized => {
-                if self.echo_error_exit {
+                // A sender answers an error exit that carries a code; an
+                // empty one is itself the answer.
+                if self.echo_error_exit && int_sized {
                     self.send_msg_bytes(MsgTag::ErrorExit, &[])?;
                     self.flush()?;
                 }
@@ -772,13 +774,13 @@ mod tests {
         frames.extend_from_slice(&[0, 0, 0, 7 + 42]);
         frames.extend_from_slice(&[3, 0, 0, 7 + 2, b'h', b'i', b'\n']);
         frames.extend_from_slice(&[1, 0, 0, 7, b'c']);
-        frames.extend_from_slice(&[0, 0, 0, 7 + 86]);
+        frames.extend_from_slice(&[4, 0, 0, 7 + 86, 23, 0, 0, 0]);
         peer.write_all(&frames).unwrap();
         let mut got = [0u8; 3];
         conn.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"abc");
         let err = conn.read_u8().unwrap_err();
-        assert!(err.to_string().contains("ended with an error"), "{err}");
+        assert!(err.to_string().contains("error (code 23)"), "{err}");
         let mut echo = [0u8; 4];
         peer.read_exact(&mut echo).unwrap();
         assert_eq!(echo, [0, 0, 0, 7 + 86]);

@@ -200,7 +200,10 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
             }
             let names = match read_files_from(conn, from, opts, pull.protocol, pull.source) {
                 Ok(n) => n,
-                Err(e) => return fatal(conn, format!("rsync: [sender] --files-from: {e}")),
+                Err(e) => {
+                    let text = format!("rsync: [sender] --files-from: {e}");
+                    return fatal(conn, pull.protocol, RERR_FILEIO, text);
+                }
             };
             (base, names)
         }
@@ -219,7 +222,10 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
     }
     let (mut list, top_scope) = match builder.build_first(&base, &names) {
         Ok(built) => built,
-        Err(e) => return fatal(conn, format!("rsync: [sender] {e}")),
+        Err(e) => {
+            let text = format!("rsync: [sender] {e}");
+            return fatal(conn, pull.protocol, RERR_UNSUPPORTED, text);
+        }
     };
     let build_ms = started.elapsed().as_millis().max(1) as i64;
     let started = Instant::now();
@@ -257,7 +263,7 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
     let codec = if pull.protocol >= 30 && opts.compression == Compression::None {
         None
     } else {
-        Codec::for_options(opts.compression, opts.compress_level)?
+        Codec::for_options(opts.compression, opts.compress_level, pull.protocol)?
     };
     let mut sender = FileSender {
         conn,
@@ -299,10 +305,39 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
     Ok(stats)
 }
 
+/// rsync's exit codes (errcode.h) for the fatal errors a sender reports.
+const RERR_SYNTAX: i32 = 1;
+const RERR_PROTOCOL: i32 = 2;
+const RERR_UNSUPPORTED: i32 = 4;
+const RERR_FILEIO: i32 = 11;
+/// How long a sender that reported an error exit at 31+ waits for the
+/// client to answer it (rsync: io.c noop_io_until_death gives 60 s).
+const ERROR_EXIT_WAIT: Duration = Duration::from_secs(60);
+
 /// Ends a pull with an error the client prints (rsync's fatal errors on
-/// the sender: the message, then the connection closes).
-fn fatal<T>(conn: &mut Conn, text: String) -> Result<T, TransferError> {
+/// the sender: the message, then the connection closes). From 31 on the
+/// exit code follows in a message of its own and the client's answer is
+/// awaited, so that the client reports the message and the code rather
+/// than a broken connection (rsync: cleanup.c _exit_cleanup).
+fn fatal<T>(conn: &mut Conn, protocol: u32, code: i32, text: String) -> Result<T, TransferError> {
     conn.send_msg(MsgTag::Error, format!("{text}\n").as_bytes())?;
+    if protocol >= 31 {
+        // rsync: log.c log_exit's line, which the client can now show.
+        let what = match code {
+            RERR_SYNTAX => "syntax or usage error",
+            RERR_PROTOCOL => "protocol incompatibility",
+            RERR_UNSUPPORTED => "requested action not supported",
+            _ => "error in file IO",
+        };
+        let line = format!("rsync error: {what} (code {code}) [sender=upserv]\n");
+        conn.send_msg(MsgTag::Error, line.as_bytes())?;
+        conn.send_msg_bytes(MsgTag::ErrorExit, &code.to_le_bytes())?;
+        conn.flush()?;
+        conn.set_deadline(Some(Instant::now() + ERROR_EXIT_WAIT));
+        // Whatever the client still sends is dropped until its answer,
+        // its close or the deadline ends the wait.
+        while conn.read_u8().is_ok() {}
+    }
     conn.flush()?;
     Err(TransferError::Fatal(text))
 }
@@ -324,18 +359,20 @@ fn receive_filter_rules(
         if len < 0 || len as usize > MAX_WIRE_RULE_LEN {
             return fatal(
                 conn,
+                protocol,
+                RERR_PROTOCOL,
                 format!("rsync: [sender] filter rule of {len} bytes is too long"),
             );
         }
         rule.resize(len as usize, 0);
         conn.read_exact(&mut rule)?;
         if let Err(e) = list.add_wire_rule(&rule, protocol) {
-            return fatal(conn, format!("rsync: [sender] {e}"));
+            return fatal(conn, protocol, RERR_SYNTAX, format!("rsync: [sender] {e}"));
         }
     }
     if opts.cvs_exclude {
         if let Err(e) = list.add_cvs_exclude() {
-            return fatal(conn, format!("rsync: [sender] {e}"));
+            return fatal(conn, protocol, RERR_SYNTAX, format!("rsync: [sender] {e}"));
         }
     }
     Ok(list)
