@@ -202,16 +202,14 @@ fn relative_paths_and_files_from() {
     std::fs::write(list.path(), "a1/b0\ndeep/l0\ntop.txt\n").unwrap();
     let list_opt = format!("--files-from={}", list.path().display());
     // upserv declines incremental recursion for these (rsyncd does not):
-    // the results must not differ. --files-from at 30 is left out: the
-    // names then travel unframed, which upserv does not read yet.
+    // the results must not differ.
     Differential::new(&tree)
         .name("-R")
         .url_path("m/a2/b1")
         .run(&["-a", "-i", "-R"], &INC_PROTOCOLS);
-    Differential::new(&tree).name("--files-from").run(
-        &["-a", "-i", "-r", list_opt.as_str()],
-        &ProtocolSet(&[Protocol::V(31), Protocol::Default]),
-    );
+    Differential::new(&tree)
+        .name("--files-from")
+        .run(&["-a", "-i", "-r", list_opt.as_str()], &INC_PROTOCOLS);
 }
 
 #[test]
