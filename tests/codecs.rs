@@ -30,13 +30,11 @@ fn tree() -> TestTree {
 }
 
 /// The pulls each choice gets: options and the basis in the destination.
-/// Both servers send the list in one piece (upserv has no incremental
-/// recursion yet).
 const PULLS: &[(&[&str], Option<BasisFn>)] = &[
-    (&["-a", "-i", "--stats", "--no-i-r"], None),
-    (&["-a", "-i", "--stats", "--no-i-r"], Some(basis_edited)),
-    (&["-a", "-c", "-i", "--no-i-r"], Some(basis_edited)),
-    (&["-a", "-c", "-i", "--no-i-r"], Some(basis_copy)),
+    (&["-a", "-i", "--stats"], None),
+    (&["-a", "-i", "--stats"], Some(basis_edited)),
+    (&["-a", "-c", "-i"], Some(basis_edited)),
+    (&["-a", "-c", "-i"], Some(basis_copy)),
 ];
 
 /// 29, where choices are named only; 30 and 31, where the rest are

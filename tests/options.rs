@@ -275,23 +275,6 @@ const NEW_PROTOCOLS: ProtocolSet =
 /// `--delete-excluded` are reported in another order (not understood yet).
 const NOT_YET_AT_30: &[&str] = &["relative, no implied dirs", "delete excluded"];
 
-/// upserv does not offer incremental recursion yet, so at 30 and later
-/// both servers are asked for a list in one piece, as a client that
-/// names `--no-inc-recursive` does; otherwise rsyncd's lists come in
-/// pieces and the clients print and check differently.
-fn without_inc_recursion(case: &Case) -> Case {
-    let opts: Vec<&'static str> = case
-        .opts
-        .iter()
-        .copied()
-        .chain(["--no-inc-recursive"])
-        .collect();
-    Case {
-        opts: Vec::leak(opts),
-        ..case.clone()
-    }
-}
-
 /// The table runs in interleaved shares so the test threads can pull in
 /// parallel (each case starts its own pair of servers).
 const SHARES: usize = 4;
@@ -307,7 +290,7 @@ fn run_share(share: usize) {
     let cases: Vec<Case> = cases
         .iter()
         .filter(|c| !NOT_YET_AT_30.contains(&c.name))
-        .map(without_inc_recursion)
+        .cloned()
         .collect();
     run_cases(&cases, &NEW_PROTOCOLS);
 }
