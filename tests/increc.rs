@@ -1,7 +1,8 @@
 //! Incremental recursion (rsync's inc_recurse): from protocol 30 on, a
 //! recursive pull gets the top directory's list first and each
 //! directory's list as the client works through the tree. Every case is
-//! pulled from rsyncd and upserv with the same client and protocol; `-v`
+//! pulled from rsyncd and upserv with the same client and protocol, with
+//! `--inc-recursive` (the harness otherwise asks for one list); `-v`
 //! makes the client say "receiving incremental file list" only when the
 //! server turned incremental recursion on, so the comparison of its output
 //! also checks that upserv did.
@@ -58,14 +59,24 @@ fn each_client(tree: &TestTree, name: &str, opts: &[&str], basis: Option<fn(&Pat
 fn a_nested_tree_arrives_as_from_rsyncd() {
     let tree = TestTree::new();
     nested_tree(&tree);
-    each_client(&tree, "nested", &["-a", "-i", "-v"], None);
+    each_client(
+        &tree,
+        "nested",
+        &["-a", "-i", "-v", "--inc-recursive"],
+        None,
+    );
 }
 
 #[test]
 fn a_delta_pull_onto_an_edited_basis() {
     let tree = TestTree::new();
     nested_tree(&tree);
-    each_client(&tree, "delta", &["-a", "-i", "-v"], Some(basis_edited));
+    each_client(
+        &tree,
+        "delta",
+        &["-a", "-i", "-v", "--inc-recursive"],
+        Some(basis_edited),
+    );
 }
 
 #[test]
@@ -82,7 +93,7 @@ fn delete_during_the_walk() {
     each_client(
         &tree,
         "delete",
-        &["-a", "-i", "-v", "--delete"],
+        &["-a", "-i", "-v", "--inc-recursive", "--delete"],
         Some(basis_with_extras),
     );
 }
@@ -94,7 +105,12 @@ fn per_directory_merge_files_apply_in_every_list() {
     tree.file("a1/.rsync-filter", b"- data.bin\n");
     tree.file("a2/b1/.rsync-filter", b"- empty/\n");
     tree.file(".rsync-filter", b"- f1*\n");
-    each_client(&tree, "merge files", &["-a", "-i", "-v", "-F"], None);
+    each_client(
+        &tree,
+        "merge files",
+        &["-a", "-i", "-v", "--inc-recursive", "-F"],
+        None,
+    );
 }
 
 #[test]
@@ -105,7 +121,12 @@ fn hard_links_across_directories() {
     tree.hard_link("x/two", "x/one");
     tree.hard_link("y/z/three", "x/one");
     tree.hard_link("a0/four", "x/one");
-    each_client(&tree, "hard links", &["-a", "-i", "-v", "-H"], None);
+    each_client(
+        &tree,
+        "hard links",
+        &["-a", "-i", "-v", "--inc-recursive", "-H"],
+        None,
+    );
 }
 
 #[test]
@@ -115,7 +136,7 @@ fn a_subdirectory_named_without_a_slash() {
     Differential::new(&tree)
         .name("named subdirectory")
         .url_path("m/a2")
-        .run(&["-a", "-i", "-v"], &INC_PROTOCOLS);
+        .run(&["-a", "-i", "-v", "--inc-recursive"], &INC_PROTOCOLS);
 }
 
 #[test]
@@ -125,7 +146,7 @@ fn one_file_pulled_recursively() {
     Differential::new(&tree)
         .name("one file")
         .url_path("m/only")
-        .run(&["-a", "-i", "-v"], &INC_PROTOCOLS);
+        .run(&["-a", "-i", "-v", "--inc-recursive"], &INC_PROTOCOLS);
 }
 
 /// A tree of `dirs` directories of `files` one-byte files each, spread over
@@ -149,7 +170,7 @@ fn a_tree_of_100k_files_arrives_as_from_rsyncd() {
     // pull, without the client writing 100k files twice, which alone
     // takes over a minute on a busy machine.
     Differential::new(&tree).name("100k files").run(
-        &["-a", "-i", "-v", "-n"],
+        &["-a", "-i", "-v", "--inc-recursive", "-n"],
         &ProtocolSet(&[Protocol::Default]),
     );
 }
@@ -206,10 +227,11 @@ fn relative_paths_and_files_from() {
     Differential::new(&tree)
         .name("-R")
         .url_path("m/a2/b1")
-        .run(&["-a", "-i", "-R"], &INC_PROTOCOLS);
-    Differential::new(&tree)
-        .name("--files-from")
-        .run(&["-a", "-i", "-r", list_opt.as_str()], &INC_PROTOCOLS);
+        .run(&["-a", "-i", "-R", "--inc-recursive"], &INC_PROTOCOLS);
+    Differential::new(&tree).name("--files-from").run(
+        &["-a", "-i", "-r", "--inc-recursive", list_opt.as_str()],
+        &INC_PROTOCOLS,
+    );
 }
 
 #[test]
@@ -228,5 +250,8 @@ fn a_build_fetched_on_demand() {
             url_path: "build-inc/".to_string(),
         })
         .upserv_args(&["--upstream", &template])
-        .run(&["-a", "-i", "-v", "--no-motd"], &INC_PROTOCOLS);
+        .run(
+            &["-a", "-i", "-v", "--inc-recursive", "--no-motd"],
+            &INC_PROTOCOLS,
+        );
 }

@@ -370,8 +370,11 @@ impl<'t> Differential<'t> {
         // on both servers are asked for the list in one piece, as a client
         // naming `--no-inc-recursive` does, or rsyncd's would come in pieces
         // and the client would print and check it differently.
+        // A test of incremental recursion names `--inc-recursive` itself.
         let mut pull_opts = opts.to_vec();
-        if self.effective_protocol(protocol) >= NO_INC_RECURSION_FROM {
+        if self.effective_protocol(protocol) >= NO_INC_RECURSION_FROM
+            && !opts.contains(&"--inc-recursive")
+        {
             pull_opts.push("--no-inc-recursive");
         }
         let [reference, candidate] = [0, 1].map(|i| {
