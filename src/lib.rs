@@ -1,7 +1,7 @@
 //! upserv: an rsync daemon for school servers.
 //!
 //! Laptops pull OS builds with a stock `rsync` client from `rsync://server/NAME/`.
-//! upserv speaks the daemon side of the rsync protocol (version 29) itself and
+//! upserv speaks the daemon side of the rsync protocol (versions 27 to 32) itself and
 //! fetches builds it does not hold from an HTTP(S) upstream.
 //!
 //! The map, following one pull from the socket inwards:
@@ -17,8 +17,9 @@
 //!   what it tells about itself (`stats`, `report`): the control socket
 //!   for `upserv status` and the Prometheus metrics.
 //! - [`protocol`]: the rsync wire, without policy: integers and multiplexing,
-//!   server arguments, the file list, filters, the sender loop, token streams,
-//!   and the memo that replays a build's deltas for identical requests.
+//!   server arguments, the protocol setup (compat flags, negotiated names),
+//!   the file list, filters, the sender loop, token streams, and the memo
+//!   that replays a build's deltas for identical requests.
 //! - [`delta`]: the algorithm, without I/O: rolling sum, MD4 sums, block matching;
 //!   [`bench`](mod@bench): its throughput on this machine (`upserv bench`).
 //! - [`source`]: what the sender reads: a tree on disk, plus for builds the

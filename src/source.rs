@@ -48,6 +48,8 @@ pub struct Stat {
     pub mode: u32,
     pub size: u64,
     pub mtime: i64,
+    /// The nanoseconds of the mtime (0 where a build's table sets it).
+    pub mtime_nsec: u32,
     pub uid: u32,
     pub gid: u32,
     pub rdev_major: u32,
@@ -233,7 +235,10 @@ impl Source {
                     st.mode = e.mode;
                     st.uid = e.uid;
                     st.gid = e.gid;
-                    st.mtime = e.mtime;
+                    if st.mtime != e.mtime {
+                        st.mtime = e.mtime;
+                        st.mtime_nsec = 0;
+                    }
                     st.rdev_major = e.rdev_major;
                     st.rdev_minor = e.rdev_minor;
                     st.user = e.user.map(|u| u.as_bytes().into());

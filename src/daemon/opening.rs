@@ -12,10 +12,10 @@
 
 use super::auth::Digest;
 
-/// The protocol we offer: MD4 checksums, no incremental recursion, no
-/// negotiation of checksums or compression, understood by every client
-/// from rsync 2.6 on.
-pub const PROTOCOL_VERSION: u32 = 29;
+/// The protocol we offer, as rsync 3.4 and later do: 31 on the wire, the
+/// number raised to tell patched servers apart. Each client is served at
+/// the lower of its number and ours.
+pub const PROTOCOL_VERSION: u32 = 32;
 /// The oldest protocol we speak (its MD4 is the standard one).
 pub const MIN_PROTOCOL_VERSION: u32 = 27;
 /// Longest handshake line we accept.
@@ -249,8 +249,8 @@ mod tests {
     }
 
     #[test]
-    fn greeting_names_protocol_29_and_the_digests() {
-        assert_eq!(greeting(), "@RSYNCD: 29.0 sha512 sha256 md5 md4\n");
+    fn greeting_names_protocol_32_and_the_digests() {
+        assert_eq!(greeting(), "@RSYNCD: 32.0 sha512 sha256 md5 md4\n");
     }
 
     #[test]
@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(
             got,
             Step::Done(Request {
-                protocol: 29,
+                protocol: 32,
                 client_digests: Some("sha512 sha256 sha1 md5 md4".into()),
                 ask: Ask::Module("mod".into()),
             })

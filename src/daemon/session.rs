@@ -2,10 +2,10 @@
 //! handshake (clientserver.c's start_daemon and rsync_module), module
 //! selection, then the pull itself.
 //!
-//! The handshake, line by line: our greeting `@RSYNCD: 29.0`, the MOTD, the
+//! The handshake, line by line: our greeting `@RSYNCD: 32.0`, the MOTD, the
 //! client's greeting, its module name (or an empty line / `#list` for the
 //! module list), `@RSYNCD: OK`, then its arguments one per line up to an
-//! empty line. Any refusal is an `@ERROR: ...` line, which the client prints
+//! empty line (NUL-terminated from protocol 30 on). Any refusal is an `@ERROR: ...` line, which the client prints
 //! before exiting with code 5.
 
 use super::admit::{self, Admitted};
@@ -237,12 +237,13 @@ fn pull(
     admitted: Admitted,
     protocol: u32,
 ) -> io::Result<Outcome> {
-    let args = read_args(conn, false)?;
+    // From protocol 30 on the arguments end with NULs, not newlines.
+    let args = read_args(conn, protocol >= 30)?;
     let parsed = Options::parse(&args).and_then(|o| module.policy.refusals.check(&o).map(|()| o));
     let mut opts = match parsed {
         Ok(o) => o,
         Err(e) => {
-            sender::refuse(conn, &e.0)?;
+            sender::refuse(conn, protocol, &e.0)?;
             return Ok(Outcome::Refused(e.0));
         }
     };
@@ -253,7 +254,7 @@ fn pull(
     }
     if !opts.sender {
         let why = "ERROR: module is read only".to_string();
-        sender::refuse(conn, &why)?;
+        sender::refuse(conn, protocol, &why)?;
         return Ok(Outcome::Refused(why));
     }
     conn.set_deadline(None);
@@ -327,7 +328,7 @@ fn idle_timeout(module: Option<Duration>, client: Option<u32>) -> Duration {
 }
 
 /// The arguments, one per line up to an empty one (protocol < 30), or
-/// NUL-terminated up to an empty one for protected args.
+/// NUL-terminated up to an empty one (30 and later, and protected args).
 fn read_args(conn: &mut Conn, nul_terminated: bool) -> io::Result<Vec<Vec<u8>>> {
     let mut args = Vec::new();
     loop {

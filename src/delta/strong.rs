@@ -47,6 +47,10 @@ pub enum SumKind {
     /// `--checksum-choice=md4`: MD4, the whole-file sum unseeded.
     Md4,
     Md5,
+    /// MD5 with the seed after the block: rsync's own MD5 code at protocol
+    /// 30 and later when the client lacks the seed-order fix (its `C`
+    /// capability) and no digest was named.
+    Md5SeedLast,
     Sha1,
     /// `xxh64`, also spelt `xxhash`.
     Xxh64,
@@ -79,7 +83,7 @@ impl SumKind {
     pub fn name(self) -> &'static str {
         match self {
             SumKind::Md4Auto | SumKind::Md4 => "md4",
-            SumKind::Md5 => "md5",
+            SumKind::Md5 | SumKind::Md5SeedLast => "md5",
             SumKind::Sha1 => "sha1",
             SumKind::Xxh64 => "xxh64",
             SumKind::Xxh3 => "xxh3",
@@ -92,7 +96,11 @@ impl SumKind {
     /// longest block sum a receiver may send (rsync's csum_len_for_type).
     pub fn digest_len(self) -> usize {
         match self {
-            SumKind::Md4Auto | SumKind::Md4 | SumKind::Md5 | SumKind::Xxh128 => 16,
+            SumKind::Md4Auto
+            | SumKind::Md4
+            | SumKind::Md5
+            | SumKind::Md5SeedLast
+            | SumKind::Xxh128 => 16,
             SumKind::Sha1 => 20,
             SumKind::Xxh64 | SumKind::Xxh3 => 8,
             SumKind::None => 1,
@@ -183,6 +191,14 @@ pub fn block_strong_sum(data: &[u8], sum: StrongSum, out: &mut [u8; STRONG_SUM_L
             out[..16].copy_from_slice(&md.finalize());
         }
         SumKind::Md5 => seed_first::<Md5>(data, seed, out),
+        SumKind::Md5SeedLast => {
+            let mut md = Md5::new();
+            md.update(data);
+            if let Some(seed) = seed {
+                md.update(seed);
+            }
+            out[..16].copy_from_slice(&md.finalize());
+        }
         SumKind::Sha1 => seed_first::<Sha1>(data, seed, out),
         SumKind::Xxh64 => out[..8].copy_from_slice(&xxh64(data, sum.xxh_seed()).to_le_bytes()),
         SumKind::Xxh3 => {
@@ -255,7 +271,7 @@ impl FileSum {
                 FileSum::Md4(md)
             }
             SumKind::Md4 => FileSum::Md4(Md4::new()),
-            SumKind::Md5 => FileSum::Md5(Md5::new()),
+            SumKind::Md5 | SumKind::Md5SeedLast => FileSum::Md5(Md5::new()),
             SumKind::Sha1 => FileSum::Sha1(Sha1::new()),
             SumKind::Xxh64 => FileSum::Xxh64(Xxh64::new(0)),
             kind @ (SumKind::Xxh3 | SumKind::Xxh128) => {

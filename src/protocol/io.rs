@@ -9,7 +9,10 @@
 //!
 //! Output is raw during the handshake and multiplexed afterwards: data goes in
 //! `MSG_DATA` frames, log lines in their own message frames (io.c's
-//! `MPLEX_BASE`). Input from a protocol-29 client is never multiplexed.
+//! `MPLEX_BASE`). Input from a protocol-29 client is never multiplexed; from
+//! protocol 30 on the client frames its side too, and reads see only the
+//! data frames' bytes (the other messages it may send a sender are
+//! handled here: rsync: io.c read_a_msg).
 //!
 //! Time is bounded too: an optional absolute deadline (the handshake) and an
 //! idle timeout (no byte moved in either direction). Writes are paced by the
@@ -31,6 +34,9 @@ pub const OUT_CAP: usize = 32 * 1024;
 const MPLEX_BASE: u32 = 7;
 /// Protocol-29 clients read log messages into a 1 KiB line buffer.
 pub const MAX_MSG_LEN: usize = 1000;
+/// The longest message other than data we accept from a client (rsync
+/// reads them into a buffer of this size).
+pub const MAX_IN_MSG_LEN: usize = 4096 + 1024;
 /// How often [`Conn::reset_after_delivery`] looks whether the peer has
 /// acknowledged everything.
 const ACK_POLL: Duration = Duration::from_millis(5);
@@ -42,7 +48,23 @@ pub enum MsgTag {
     Data = 0,
     Error = 1,
     Info = 2,
+    /// The sender's I/O-error bits (protocol 30 without the safe file list).
+    IoError = 22,
+    /// The daemon's timeout, which the client adopts if shorter (31+).
+    IoTimeout = 33,
+    /// An error exit, echoed to a client that announces one (31+).
+    ErrorExit = 86,
 }
+
+/// Tags of the messages a client's generator may send us.
+const IN_DATA: u32 = 0;
+const IN_ERROR_XFER: u32 = 1;
+const IN_WARNING: u32 = 4;
+const IN_IO_ERROR: u32 = 22;
+const IN_NOOP: u32 = 42;
+const IN_ERROR_EXIT: u32 = 86;
+const IN_SUCCESS: u32 = 100;
+const IN_NO_SEND: u32 = 102;
 
 pub struct Conn {
     rfd: OwnedFd,
@@ -56,6 +78,12 @@ pub struct Conn {
     /// Offset in `out` of the header of the data frame being filled.
     open_frame: Option<usize>,
     multiplexed: bool,
+    /// Whether the client frames its side (protocol 30 and later) ...
+    multiplexed_in: bool,
+    /// ... and whether it expects its error exit echoed (31 and later).
+    echo_error_exit: bool,
+    /// Data bytes left in the client's current data frame.
+    frame_left: usize,
     deadline: Option<Instant>,
     idle_timeout: Option<Duration>,
     keepalive_every: Option<Duration>,
@@ -100,6 +128,9 @@ impl Conn {
             out_pos: 0,
             open_frame: None,
             multiplexed: false,
+            multiplexed_in: false,
+            echo_error_exit: false,
+            frame_left: 0,
             deadline: None,
             idle_timeout: None,
             keepalive_every: None,
@@ -211,6 +242,104 @@ impl Conn {
         self.multiplexed
     }
 
+    /// From now on the client's bytes arrive framed (protocol 30 and
+    /// later; rsync: io.c io_start_multiplex_in). `echo_error_exit`: answer
+    /// a client's error exit with an empty one, as senders do from 31 on.
+    pub fn start_multiplex_in(&mut self, echo_error_exit: bool) {
+        self.multiplexed_in = true;
+        self.echo_error_exit = echo_error_exit;
+    }
+
+    /// Reads the client's bytes unframed again, until the next
+    /// [`Conn::start_multiplex_in`]: below protocol 31 a client sends its
+    /// `--files-from` names outside the frames.
+    pub fn stop_multiplex_in(&mut self) {
+        self.multiplexed_in = false;
+    }
+
+    /// A message with a binary payload (an int, or nothing).
+    pub fn send_msg_bytes(&mut self, tag: MsgTag, payload: &[u8]) -> io::Result<()> {
+        self.close_frame();
+        self.reserve_out(payload.len() + 4)?;
+        let header = ((MPLEX_BASE + tag as u32) << 24) | payload.len() as u32;
+        self.out.extend_from_slice(&header.to_le_bytes());
+        self.out.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// Reads frame headers until a data frame with bytes in it, handling
+    /// the other messages on the way.
+    fn next_data_frame(&mut self) -> io::Result<()> {
+        loop {
+            let mut header = [0u8; 4];
+            self.raw_read(&mut header)?;
+            let header = u32::from_le_bytes(header);
+            let tag = (header >> 24).wrapping_sub(MPLEX_BASE);
+            let len = (header & 0x00ff_ffff) as usize;
+            if tag == IN_DATA {
+                if len > 0 {
+                    self.frame_left = len;
+                    return Ok(());
+                }
+                continue;
+            }
+            self.on_message(tag, len)?;
+        }
+    }
+
+    /// A message other than data from the client.
+    fn on_message(&mut self, tag: u32, len: usize) -> io::Result<()> {
+        let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        if len > MAX_IN_MSG_LEN {
+            return Err(bad(format!("multiplexing overflow {tag}:{len}")));
+        }
+        let mut payload = [0u8; MAX_IN_MSG_LEN];
+        self.raw_read(&mut payload[..len])?;
+        let int_sized = len == 4;
+        match tag {
+            IN_NOOP if len == 0 => Ok(()),
+            IN_IO_ERROR | IN_SUCCESS | IN_NO_SEND if int_sized => Ok(()),
+            IN_ERROR_XFER..=IN_WARNING => {
+                let text = String::from_utf8_lossy(&payload[..len]);
+                log::debug!("client says: {}", text.trim_end());
+                Ok(())
+            }
+            IN_ERROR_EXIT if len == 0 || int_sized => {
+                // A sender answers an error exit that carries a code; an
+                // empty one is itself the answer.
+                if self.echo_error_exit && int_sized {
+                    self.send_msg_bytes(MsgTag::ErrorExit, &[])?;
+                    self.flush()?;
+                }
+                let code = if int_sized {
+                    i32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]])
+                } else {
+                    0
+                };
+                Err(io::Error::other(format!(
+                    "the client ended with an error (code {code})"
+                )))
+            }
+            _ => Err(bad(format!("invalid multi-message {tag}:{len}"))),
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes of the raw stream.
+    fn raw_read(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            if self.buffered_input() == 0 {
+                self.pump(1)?;
+            }
+            let n = self.buffered_input().min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&self.inbuf[self.in_start..self.in_start + n]);
+            self.in_start += n;
+            done += n;
+            self.bytes_read += n as u64;
+        }
+        Ok(())
+    }
+
     /// Sends a log message to the client (an error, a warning, or info). Long
     /// text is split so an old client's line buffer is never overrun.
     pub fn send_msg(&mut self, tag: MsgTag, text: &[u8]) -> io::Result<()> {
@@ -316,6 +445,22 @@ impl Conn {
                 self.out[at..at + 4].copy_from_slice(&header.to_le_bytes());
             }
         }
+    }
+
+    /// Whether the client has sent bytes not read yet: buffered here, or
+    /// waiting in the socket (a poll that does not wait).
+    pub fn input_waiting(&self) -> bool {
+        if self.buffered_input() > 0 {
+            return true;
+        }
+        let mut fd = libc::pollfd {
+            fd: self.rfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no timeout.
+        let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+        ready > 0
     }
 
     fn buffered_input(&self) -> usize {
@@ -507,16 +652,18 @@ impl Conn {
 
 impl WireRead for Conn {
     fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        if !self.multiplexed_in {
+            return self.raw_read(buf);
+        }
         let mut done = 0;
         while done < buf.len() {
-            if self.buffered_input() == 0 {
-                self.pump(1)?;
+            if self.frame_left == 0 {
+                self.next_data_frame()?;
             }
-            let n = self.buffered_input().min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&self.inbuf[self.in_start..self.in_start + n]);
-            self.in_start += n;
+            let n = self.frame_left.min(buf.len() - done);
+            self.raw_read(&mut buf[done..done + n])?;
+            self.frame_left -= n;
             done += n;
-            self.bytes_read += n as u64;
         }
         Ok(())
     }
@@ -632,6 +779,40 @@ mod tests {
         peer.read_exact(&mut got).unwrap();
         assert_eq!(&got[..7], &[3, 0, 0, 7, b'a', b'b', b'c']);
         assert_eq!(&got[7..], &[2, 0, 0, 7, b'd', b'e']);
+    }
+
+    #[test]
+    fn framed_input_yields_the_data_and_skips_messages() {
+        let (mut conn, mut peer) = pair();
+        conn.start_multiplex_in(true);
+        let mut frames = Vec::new();
+        frames.extend_from_slice(&[2, 0, 0, 7, b'a', b'b']);
+        frames.extend_from_slice(&[0, 0, 0, 7 + 42]);
+        frames.extend_from_slice(&[3, 0, 0, 7 + 2, b'h', b'i', b'\n']);
+        frames.extend_from_slice(&[1, 0, 0, 7, b'c']);
+        frames.extend_from_slice(&[4, 0, 0, 7 + 86, 23, 0, 0, 0]);
+        peer.write_all(&frames).unwrap();
+        let mut got = [0u8; 3];
+        conn.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"abc");
+        let err = conn.read_u8().unwrap_err();
+        assert!(err.to_string().contains("error (code 23)"), "{err}");
+        let mut echo = [0u8; 4];
+        peer.read_exact(&mut echo).unwrap();
+        assert_eq!(echo, [0, 0, 0, 7 + 86]);
+    }
+
+    #[test]
+    fn unknown_and_oversized_client_messages_are_refused() {
+        let (mut conn, mut peer) = pair();
+        conn.start_multiplex_in(false);
+        peer.write_all(&[0, 0, 0, 7 + 9]).unwrap();
+        assert!(conn.read_u8().is_err());
+        let (mut conn, mut peer) = pair();
+        conn.start_multiplex_in(false);
+        peer.write_all(&[0, 0, 1, 7 + 2]).unwrap();
+        let err = conn.read_u8().unwrap_err();
+        assert!(err.to_string().contains("overflow"), "{err}");
     }
 
     #[test]

@@ -682,7 +682,7 @@ mod tests {
     ) -> (Vec<u8>, MatchOutcome) {
         let mut out = Vec::new();
         let mut codec = compress.then(|| {
-            Codec::for_options(crate::protocol::options::Compression::Zlib, None)
+            Codec::for_options(crate::protocol::options::Compression::Zlib, None, 29)
                 .unwrap()
                 .unwrap()
         });

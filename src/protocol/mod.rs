@@ -1,9 +1,11 @@
-//! The rsync wire protocol, sender side, protocols 27 to 29. No policy lives
+//! The rsync wire protocol, sender side, protocols 27 to 32. No policy lives
 //! here: which tree to serve and who may pull it is the daemon's business.
 //!
 //! - [`io`]: the connection's bytes (non-blocking, full duplex, multiplexed
 //!   output), paced by [`bwlimit`]; [`wire`]: integer and string encodings.
 //! - [`options`]: the client's arguments; [`glob`]: wildcards in them.
+//! - [`setup`]: compat flags, checksum and compression negotiation, seed;
+//!   [`ndx`]: file indices on the wire.
 //! - [`filter`] and [`wildmatch`]: include/exclude rules.
 //! - [`flist`]: the file list: building, sorting, encoding.
 //! - [`sender`]: the per-file loop; [`token`]: how deltas are encoded,
@@ -16,8 +18,10 @@ pub mod flist;
 pub mod glob;
 pub mod io;
 pub mod memo;
+pub mod ndx;
 pub mod options;
 pub mod sender;
+pub mod setup;
 pub mod token;
 pub mod wildmatch;
 pub mod wire;

@@ -71,13 +71,23 @@ pub struct Options {
     pub cvs_exclude: bool,
     pub ignore_times: bool,
     pub relative: bool,
+    /// `--qsort`: the client sorts with qsort, which rules out incremental
+    /// recursion (rsync: compat.c set_allow_inc_recurse).
+    pub qsort: bool,
     pub implied_dirs: bool,
     pub one_file_system: u8,
     pub whole_file: bool,
     pub numeric_ids: bool,
     pub ignore_errors: bool,
     pub compression: Compression,
+    /// The compressor was named (`--compress-choice`, `--old-compress`,
+    /// `--new-compress`, `-zz`): from protocol 30 on, only a plain `-z` (or
+    /// a level alone) is negotiated.
+    pub compress_named: bool,
     pub compress_level: Option<i32>,
+    /// The client's capability letters, the value of its `-e` argument
+    /// (`.LsfxCIvu`; rsync: compat.c setup_protocol reads them).
+    pub client_info: Vec<u8>,
     pub block_size: Option<u32>,
     pub timeout: Option<u32>,
     pub checksum_seed: Option<u32>,
@@ -423,8 +433,14 @@ pub static OPTIONS: &[ClientOption] = {
         flag("no-fuzzy", Ignore),
         flag("no-y", Ignore),
         flag("compress", Run(compress)).short(b'z'),
-        flag("old-compress", Run(|o| o.compression = Compression::Zlib)),
-        flag("new-compress", Run(|o| o.compression = Compression::ZlibX)),
+        flag(
+            "old-compress",
+            Run(|o| (o.compression, o.compress_named) = (Compression::Zlib, true)),
+        ),
+        flag(
+            "new-compress",
+            Run(|o| (o.compression, o.compress_named) = (Compression::ZlibX, true)),
+        ),
         flag("no-compress", Run(|o| o.compression = Compression::None)),
         flag("no-z", Run(|o| o.compression = Compression::None)),
         value("compress-choice", Read(compress_choice)),
@@ -489,7 +505,7 @@ pub static OPTIONS: &[ClientOption] = {
         value("stop-at", Ignore),
         // A client's server arguments carry its capability letters here
         // (`-e.LsfxC`); they matter from protocol 30 on.
-        value("rsh", Ignore).short(b'e').exact(),
+        value("rsh", Read(client_info)).short(b'e').exact(),
         value("rsync-path", Ignore),
         value("temp-dir", Ignore).short(b'T'),
         value("iconv", Ignore).exact(),
@@ -501,7 +517,7 @@ pub static OPTIONS: &[ClientOption] = {
         flag("no-8", Ignore),
         flag("mkpath", Ignore),
         flag("no-mkpath", Ignore),
-        flag("qsort", Ignore),
+        flag("qsort", On(|o| &mut o.qsort)),
         flag("use-qsort", Ignore),
         value("copy-as", Ignore),
         value("address", Ignore),
@@ -661,7 +677,10 @@ fn archive(o: &mut Options) {
 fn compress(o: &mut Options) {
     o.compression = match o.compression {
         Compression::None => Compression::Zlib,
-        _ => Compression::ZlibX,
+        _ => {
+            o.compress_named = true;
+            Compression::ZlibX
+        }
     }
 }
 
@@ -679,6 +698,12 @@ fn compress_choice(o: &mut Options, _: &'static str, v: &[u8]) -> Result<(), Opt
         b"none" => Compression::None,
         _ => return Err(OptionError(format!("unknown compress name: {}", lossy(v)))),
     };
+    o.compress_named = true;
+    Ok(())
+}
+
+fn client_info(o: &mut Options, _: &'static str, v: &[u8]) -> Result<(), OptionError> {
+    o.client_info = v.to_vec();
     Ok(())
 }
 

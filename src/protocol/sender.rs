@@ -4,15 +4,18 @@
 //! The client's generator asks for files by index, each with the block
 //! checksums of its basis; we answer with the index, the checksum head and
 //! a token stream built by [`crate::delta::Matcher`], then the whole-file
-//! sum. Phase markers (-1) are echoed; at protocol 29 there is a second,
-//! "redo" phase for files whose checksum failed. Then the statistics.
+//! sum. Phase markers (-1) are echoed; from protocol 29 on there is a
+//! second, "redo" phase for files whose checksum failed. Then the
+//! statistics, and from 31 on one more exchange of end markers.
 
 use super::filter::{FilterList, Filters, MAX_WIRE_RULE_LEN};
-use super::flist::{self, Builder, Encoder, FileList, Reporter};
+use super::flist::{self, Builder, DirWalk, Encoder, Feed, ListSource, Reporter};
 use super::glob;
 use super::io::{Conn, MsgTag};
 use super::memo::{BuildMemo, FileRequest, Session};
-use super::options::Options;
+use super::ndx::{NdxCodec, NDX_DEL_STATS, NDX_DONE};
+use super::options::{Compression, Options};
+use super::setup::{self, SetupError};
 use super::token::{Codec, TokenWriter, Tokens};
 use super::wire::{WireRead, WireWrite};
 use crate::delta::strong::{spoil_file_sum, Digest, StrongSum, STRONG_SUM_LEN};
@@ -23,7 +26,10 @@ use std::io;
 use std::time::{Duration, Instant};
 
 /// rsync's OLD_MAX_BLOCK_SIZE: the largest block length below protocol 30.
-pub const MAX_BLOCK_LEN: i32 = 1 << 29;
+pub const OLD_MAX_BLOCK_LEN: i32 = 1 << 29;
+/// rsync's MAX_BLOCK_SIZE: the largest block length from protocol 30 on
+/// (rsync: generator.c sum_sizes_sqroot).
+pub const MAX_BLOCK_LEN: i32 = 1 << 17;
 /// The largest `--files-from` file read from a module, and the most name
 /// bytes a client may send for `--files-from=-`.
 pub const MAX_FILES_FROM_LEN: u64 = 64 * 1024 * 1024;
@@ -41,7 +47,6 @@ pub const MAX_MATCH_BLOCK_LEN: i32 = 8 << 20;
 /// about 40 GiB.
 pub const MAX_SUM_BYTES: usize = 4 * 1024 * 1024;
 
-const NDX_DONE: i32 = -1;
 const ITEM_BASIS_TYPE_FOLLOWS: u16 = 1 << 11;
 const ITEM_XNAME_FOLLOWS: u16 = 1 << 12;
 const ITEM_IS_NEW: u16 = 1 << 13;
@@ -134,8 +139,8 @@ const REFUSAL_DELIVERY: Duration = Duration::from_secs(2);
 /// Tells the client about an option error the way rsyncd does: the protocol
 /// setup is finished so that the message can travel multiplexed, and the
 /// connection ends in a reset once the client has it.
-pub fn refuse(conn: &mut Conn, message: &str) -> io::Result<()> {
-    conn.write_i32(0)?;
+pub fn refuse(conn: &mut Conn, protocol: u32, message: &str) -> io::Result<()> {
+    setup::run_for_refusal(conn, protocol)?;
     conn.start_multiplex();
     conn.send_msg(MsgTag::Error, format!("rsync: {message}\n").as_bytes())?;
     conn.reset_after_delivery(REFUSAL_DELIVERY)
@@ -154,10 +159,31 @@ pub fn run(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError> 
 }
 
 fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError> {
-    let opts = pull.opts;
-    let seed = choose_seed(opts, pull.seed);
-    conn.write_i32(seed as i32)?;
+    let seed = choose_seed(pull.opts, pull.seed);
+    let setup = match setup::run(conn, pull.opts, pull.protocol, seed) {
+        Ok(s) => s,
+        Err(SetupError::Io(e)) => return Err(e.into()),
+        Err(SetupError::NoCommonChoice(what)) => {
+            conn.flush()?;
+            return Err(TransferError::Fatal(format!(
+                "failed to negotiate a {what} choice"
+            )));
+        }
+    };
     conn.start_multiplex();
+    if pull.protocol >= 30 {
+        conn.start_multiplex_in(pull.protocol >= 31);
+    }
+    // The sums and compressor the setup settled on, for everything after.
+    let mut negotiated = pull.opts.clone();
+    negotiated.xfer_sum = setup.xfer_sum;
+    negotiated.file_sum = setup.file_sum;
+    negotiated.compression = setup.compression;
+    let pull = Pull {
+        opts: &negotiated,
+        ..pull
+    };
+    let opts = pull.opts;
     let client_filters = receive_filter_rules(conn, opts, pull.protocol)?;
     let mut filters = Filters::new(
         pull.source.root(),
@@ -178,44 +204,76 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
             while base.last() == Some(&b'/') {
                 base.pop();
             }
-            let names = match read_files_from(conn, from, opts, pull.source) {
+            let names = match read_files_from(conn, from, opts, pull.protocol, pull.source) {
                 Ok(n) => n,
-                Err(e) => return fatal(conn, format!("rsync: [sender] --files-from: {e}")),
+                Err(e) => {
+                    let text = format!("rsync: [sender] --files-from: {e}");
+                    return fatal(conn, pull.protocol, RERR_FILEIO, text);
+                }
             };
             (base, names)
         }
     };
     let started = Instant::now();
-    let built = Builder::new(
+    let mut builder = Builder::new(
         opts,
         pull.protocol,
         pull.source,
         &mut filters,
         conn,
         pull.module,
-    )
-    .build(&base, &names);
-    let mut list = match built {
-        Ok(list) => list,
-        Err(e) => return fatal(conn, format!("rsync: [sender] {e}")),
+    );
+    if setup.inc_recurse() {
+        builder = builder.incremental();
+    }
+    let (mut list, top_scope) = match builder.build_first(&base, &names) {
+        Ok(built) => built,
+        Err(e) => {
+            let text = format!("rsync: [sender] {e}");
+            return fatal(conn, pull.protocol, RERR_UNSUPPORTED, text);
+        }
     };
     let build_ms = started.elapsed().as_millis().max(1) as i64;
     let started = Instant::now();
-    Encoder::new(opts, pull.protocol).send_list(conn, &list)?;
+    let mut encoder = Encoder::new(opts, &setup);
+    if setup.inc_recurse() {
+        encoder = encoder.incremental();
+        encoder.start_list(1);
+    }
+    let io_error = encoder.send_list(conn, &list)?;
+    if io_error != 0 {
+        conn.send_msg_bytes(MsgTag::IoError, &io_error.to_le_bytes())?;
+    }
     let xfer_ms = started.elapsed().as_millis() as i64;
     list.sort();
-    let mut stats = TransferStats {
-        files_listed: list.len(),
-        ..TransferStats::default()
-    };
-    if list.is_empty() {
+    let mut ndx_out = NdxCodec::new(pull.protocol);
+    let feed = if setup.inc_recurse() {
+        let walk = DirWalk::new(&list, top_scope)?;
+        let from = ListSource {
+            opts,
+            protocol: pull.protocol,
+            source: pull.source,
+            module: pull.module,
+            filters,
+        };
+        Feed::incremental(from, walk, encoder, list, conn, &mut ndx_out)?
+    } else if list.is_empty() {
         conn.flush()?;
-        return Ok(stats);
-    }
+        return Ok(TransferStats::default());
+    } else {
+        Feed::whole(list)
+    };
 
+    // From 30 on, a negotiated "none" (or a level that turns the chosen
+    // compressor off) means no compression; below, a level alone means -z.
+    let codec = if pull.protocol >= 30 && opts.compression == Compression::None {
+        None
+    } else {
+        Codec::for_options(opts.compression, opts.compress_level, pull.protocol)?
+    };
     let mut sender = FileSender {
         conn,
-        list: &list,
+        feed,
         pull: &pull,
         strong_sum: StrongSum {
             kind: opts.xfer_sum,
@@ -223,34 +281,70 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
         },
         matcher: Matcher::new(),
         memo: Session::new(pull.memo.clone()),
-        codec: Codec::for_options(opts.compression, opts.compress_level)?,
-        sent: vec![false; list.len()],
-        stats: &mut stats,
+        codec,
+        stats: TransferStats::default(),
+        ndx_in: NdxCodec::new(pull.protocol),
+        ndx_out,
     };
     sender.send_files()?;
 
-    let total_size = list.total_size() as i64;
-    conn.flush()?;
-    let read = conn.bytes_read() as i64;
-    let written = conn.bytes_written() as i64;
-    conn.write_longint(read)?;
-    conn.write_longint(written)?;
-    conn.write_longint(total_size)?;
+    let total_size = sender.feed.window.total_size() as i64;
+    sender.stats.files_listed = sender.feed.window.total_entries() as usize;
+    sender.conn.flush()?;
+    let read = sender.conn.bytes_read() as i64;
+    let written = sender.conn.bytes_written() as i64;
+    let mut totals = vec![read, written, total_size];
     if pull.protocol >= 29 {
-        conn.write_longint(build_ms)?;
-        conn.write_longint(xfer_ms)?;
+        totals.extend([build_ms, xfer_ms]);
     }
-    conn.flush()?;
-    read_goodbye(conn, pull.protocol)?;
+    for v in totals {
+        if pull.protocol >= 30 {
+            sender.conn.write_varlong(v, 3)?;
+        } else {
+            sender.conn.write_longint(v)?;
+        }
+    }
+    sender.conn.flush()?;
+    sender.read_goodbye()?;
+    let mut stats = sender.stats;
     stats.bytes_read = conn.bytes_read();
     stats.bytes_written = conn.bytes_written();
     Ok(stats)
 }
 
+/// rsync's exit codes (errcode.h) for the fatal errors a sender reports.
+const RERR_SYNTAX: i32 = 1;
+const RERR_PROTOCOL: i32 = 2;
+const RERR_UNSUPPORTED: i32 = 4;
+const RERR_FILEIO: i32 = 11;
+/// How long a sender that reported an error exit at 31+ waits for the
+/// client to answer it (rsync: io.c noop_io_until_death gives 60 s).
+const ERROR_EXIT_WAIT: Duration = Duration::from_secs(60);
+
 /// Ends a pull with an error the client prints (rsync's fatal errors on
-/// the sender: the message, then the connection closes).
-fn fatal<T>(conn: &mut Conn, text: String) -> Result<T, TransferError> {
+/// the sender: the message, then the connection closes). From 31 on the
+/// exit code follows in a message of its own and the client's answer is
+/// awaited, so that the client reports the message and the code rather
+/// than a broken connection (rsync: cleanup.c _exit_cleanup).
+fn fatal<T>(conn: &mut Conn, protocol: u32, code: i32, text: String) -> Result<T, TransferError> {
     conn.send_msg(MsgTag::Error, format!("{text}\n").as_bytes())?;
+    if protocol >= 31 {
+        // rsync: log.c log_exit's line, which the client can now show.
+        let what = match code {
+            RERR_SYNTAX => "syntax or usage error",
+            RERR_PROTOCOL => "protocol incompatibility",
+            RERR_UNSUPPORTED => "requested action not supported",
+            _ => "error in file IO",
+        };
+        let line = format!("rsync error: {what} (code {code}) [sender=upserv]\n");
+        conn.send_msg(MsgTag::Error, line.as_bytes())?;
+        conn.send_msg_bytes(MsgTag::ErrorExit, &code.to_le_bytes())?;
+        conn.flush()?;
+        conn.set_deadline(Some(Instant::now() + ERROR_EXIT_WAIT));
+        // Whatever the client still sends is dropped until its answer,
+        // its close or the deadline ends the wait.
+        while conn.read_u8().is_ok() {}
+    }
     conn.flush()?;
     Err(TransferError::Fatal(text))
 }
@@ -272,18 +366,20 @@ fn receive_filter_rules(
         if len < 0 || len as usize > MAX_WIRE_RULE_LEN {
             return fatal(
                 conn,
+                protocol,
+                RERR_PROTOCOL,
                 format!("rsync: [sender] filter rule of {len} bytes is too long"),
             );
         }
         rule.resize(len as usize, 0);
         conn.read_exact(&mut rule)?;
         if let Err(e) = list.add_wire_rule(&rule, protocol) {
-            return fatal(conn, format!("rsync: [sender] {e}"));
+            return fatal(conn, protocol, RERR_SYNTAX, format!("rsync: [sender] {e}"));
         }
     }
     if opts.cvs_exclude {
         if let Err(e) = list.add_cvs_exclude() {
-            return fatal(conn, format!("rsync: [sender] {e}"));
+            return fatal(conn, protocol, RERR_SYNTAX, format!("rsync: [sender] {e}"));
         }
     }
     Ok(list)
@@ -297,17 +393,26 @@ fn read_files_from(
     conn: &mut Conn,
     from: &[u8],
     opts: &Options,
+    protocol: u32,
     source: &Source,
 ) -> io::Result<Vec<Vec<u8>>> {
     let sanitize = |n: &[u8]| crate::source::sanitize_path(n, opts.relative);
     let mut names = Vec::new();
     if from == b"-" {
+        // Below protocol 31 the names come outside the frames.
+        let unframed = protocol == 30;
+        if unframed {
+            conn.stop_multiplex_in();
+        }
         // Counted as the file variant is: without it a client could make
         // us hold millions of names of 4 KiB each.
         let mut total = 0u64;
         loop {
             let name = conn.read_arg(flist::MAX_PATH_LEN, true)?;
             if name.is_empty() {
+                if unframed {
+                    conn.start_multiplex_in(false);
+                }
                 return Ok(names);
             }
             total += name.len() as u64 + 1;
@@ -338,18 +443,6 @@ fn read_files_from(
     Ok(names)
 }
 
-/// main.c read_final_goodbye: the client's last word is one more -1.
-fn read_goodbye(conn: &mut Conn, protocol: u32) -> Result<(), TransferError> {
-    let ndx = conn.read_i32()?;
-    if protocol >= 29 && ndx != NDX_DONE {
-        conn.read_u16()?;
-    }
-    if ndx != NDX_DONE {
-        return protocol_error(format!("invalid packet at end of run ({ndx})"));
-    }
-    Ok(())
-}
-
 /// One request from the client's generator.
 struct Request {
     ndx: i32,
@@ -360,16 +453,18 @@ struct Request {
 
 struct FileSender<'a, 'p> {
     conn: &'a mut Conn,
-    list: &'a FileList,
+    /// The lists the client may name files of, and those to come.
+    feed: Feed<'a>,
     pull: &'a Pull<'p>,
     strong_sum: StrongSum,
     matcher: Matcher,
     memo: Session,
     /// The connection's compressor when the client asked for `-z`.
     codec: Option<Codec>,
-    /// Files already sent once: a second request is a redo.
-    sent: Vec<bool>,
-    stats: &'a mut TransferStats,
+    stats: TransferStats,
+    /// File indices from the client, and to it.
+    ndx_in: NdxCodec,
+    ndx_out: NdxCodec,
 }
 
 impl FileSender<'_, '_> {
@@ -377,14 +472,22 @@ impl FileSender<'_, '_> {
         let max_phase = if self.pull.protocol >= 29 { 2 } else { 1 };
         let mut phase = 0;
         loop {
+            self.feed.fill(self.conn, &mut self.ndx_out)?;
             let Some(req) = self.read_request()? else {
+                if self.feed.list_done() {
+                    // Incremental recursion: the client finished a list,
+                    // not a phase.
+                    self.ndx_out.write(self.conn, NDX_DONE)?;
+                    continue;
+                }
                 phase += 1;
                 if phase > max_phase {
                     break;
                 }
-                self.conn.write_i32(NDX_DONE)?;
+                self.ndx_out.write(self.conn, NDX_DONE)?;
                 continue;
             };
+            self.feed.fill(self.conn, &mut self.ndx_out)?;
             if req.iflags & ITEM_TRANSFER == 0 {
                 self.echo(&req)?;
                 continue;
@@ -398,15 +501,38 @@ impl FileSender<'_, '_> {
             }
             self.send_one(&req)?;
         }
-        self.conn.write_i32(NDX_DONE)?;
+        self.ndx_out.write(self.conn, NDX_DONE)?;
         Ok(())
+    }
+
+    /// rsync: main.c read_final_goodbye: the client's last word is one more
+    /// end marker; from 31 on we answer it and it says it once more.
+    fn read_goodbye(&mut self) -> Result<(), TransferError> {
+        let mut ndx = self.read_goodbye_ndx()?;
+        if self.pull.protocol >= 31 && ndx == NDX_DONE {
+            self.ndx_out.write(self.conn, NDX_DONE)?;
+            self.conn.flush()?;
+            ndx = self.read_goodbye_ndx()?;
+        }
+        if ndx != NDX_DONE {
+            return protocol_error(format!("invalid packet at end of run ({ndx})"));
+        }
+        Ok(())
+    }
+
+    fn read_goodbye_ndx(&mut self) -> Result<i32, TransferError> {
+        let ndx = self.read_ndx()?;
+        if self.pull.protocol >= 29 && ndx != NDX_DONE {
+            self.conn.read_u16()?;
+        }
+        Ok(ndx)
     }
 
     /// rsync.c read_ndx_and_attrs. `None` is the end-of-phase marker.
     fn read_request(&mut self) -> Result<Option<Request>, TransferError> {
         let proto = self.pull.protocol;
         loop {
-            let ndx = self.conn.read_i32()?;
+            let ndx = self.read_ndx()?;
             if ndx == NDX_DONE {
                 return Ok(None);
             }
@@ -419,15 +545,13 @@ impl FileSender<'_, '_> {
                 ITEM_TRANSFER
             };
             // A protocol-29 generator's keep-alive: the list's length as index.
-            if ndx as usize == self.list.len() && iflags == ITEM_IS_NEW {
+            let window = &mut self.feed.window;
+            if proto < 30 && ndx as u32 == window.end() && iflags == ITEM_IS_NEW {
                 self.conn.maybe_keepalive()?;
                 continue;
             }
-            if ndx as usize >= self.list.len() {
-                return protocol_error(format!(
-                    "invalid file index {ndx} (list has {} entries)",
-                    self.list.len()
-                ));
+            if window.find(ndx as u32).is_none() {
+                return protocol_error(format!("invalid file index {ndx}"));
             }
             let basis_type = if iflags & ITEM_BASIS_TYPE_FOLLOWS != 0 {
                 self.conn.read_u8()?
@@ -457,9 +581,31 @@ impl FileSender<'_, '_> {
         }
     }
 
+    /// The next index, after echoing any deletion counts the client sends
+    /// (rsync: rsync.c read_ndx_and_attrs; rsync: main.c write_del_stats).
+    fn read_ndx(&mut self) -> Result<i32, TransferError> {
+        loop {
+            let ndx = self.ndx_in.read(self.conn)?;
+            if ndx != NDX_DEL_STATS || self.pull.protocol < 30 {
+                return Ok(ndx);
+            }
+            let mut counts = [0i32; 5];
+            for c in &mut counts {
+                *c = self.conn.read_varint()?;
+                if *c < 0 {
+                    return protocol_error(format!("invalid deletion count {c}"));
+                }
+            }
+            self.ndx_out.write(self.conn, NDX_DEL_STATS)?;
+            for c in counts {
+                self.conn.write_varint(c)?;
+            }
+        }
+    }
+
     /// sender.c write_ndx_and_attrs.
     fn echo(&mut self, req: &Request) -> io::Result<()> {
-        self.conn.write_i32(req.ndx)?;
+        self.ndx_out.write(self.conn, req.ndx)?;
         if self.pull.protocol < 29 {
             return Ok(());
         }
@@ -487,7 +633,12 @@ impl FileSender<'_, '_> {
         if count < 0 {
             return protocol_error(format!("invalid checksum count {count}"));
         }
-        if !(0..=MAX_BLOCK_LEN).contains(&block_len) || (count > 0 && block_len == 0) {
+        let max_block_len = if self.pull.protocol >= 30 {
+            MAX_BLOCK_LEN
+        } else {
+            OLD_MAX_BLOCK_LEN
+        };
+        if !(0..=max_block_len).contains(&block_len) || (count > 0 && block_len == 0) {
             return protocol_error(format!("invalid block length {block_len}"));
         }
         if !(0..=self.strong_sum.kind.digest_len() as i32).contains(&strong_len) {
@@ -537,16 +688,21 @@ impl FileSender<'_, '_> {
     fn send_one(&mut self, req: &Request) -> Result<(), TransferError> {
         let proto = self.pull.protocol;
         let opts = self.pull.opts;
-        let idx = req.ndx as usize;
-        let entry = &self.list.get(idx).expect("index checked when read").clone();
-        if !entry.is_file() {
-            return protocol_error(format!("refusing to transfer non-file index {idx}"));
-        }
+        let idx = req.ndx as u32;
+        let (entry, path, full, sent_before) = match self.feed.window.find(idx) {
+            Some(flist::Found::Entry { list, entry, sent }) if entry.is_file() => (
+                entry.clone(),
+                list.module_path(entry),
+                list.full_name(entry, self.pull.module),
+                *sent,
+            ),
+            _ => return protocol_error(format!("refusing to transfer non-file index {idx}")),
+        };
+        let entry = &entry;
         // A redo (the second request for a file) is never an append: the
         // client discarded what it had.
-        let append = opts.append > 0 && !self.sent[idx];
+        let append = opts.append > 0 && !sent_before;
         let (sums, head) = self.receive_sums(append)?;
-        let path = self.list.module_path(entry);
         let opened = if opts.copy_links || opts.copy_dirlinks || opts.copy_unsafe_links {
             self.pull
                 .source
@@ -555,7 +711,6 @@ impl FileSender<'_, '_> {
         } else {
             self.pull.source.open(&path)
         };
-        let full = self.list.full_name(entry, self.pull.module);
         let file = match opened {
             Ok(f) => f,
             Err(err) => {
@@ -589,9 +744,12 @@ impl FileSender<'_, '_> {
             } else {
                 true
             };
-        // Below protocol 30, --append always verifies (compat.c).
+        // Below protocol 30, --append always verifies (rsync: compat.c
+        // setup_protocol); from 30 on only --append-verify does.
         let mode = if append {
-            MatchMode::Append { verify: true }
+            MatchMode::Append {
+                verify: opts.append > 1 || proto < 30,
+            }
         } else if updating_basis {
             MatchMode::Inplace
         } else {
@@ -646,7 +804,9 @@ impl FileSender<'_, '_> {
             );
             self.conn.send_msg(MsgTag::Error, text.as_bytes())?;
         }
-        self.sent[idx] = true;
+        if let Some(flist::Found::Entry { sent, .. }) = self.feed.window.find(idx) {
+            *sent = true;
+        }
         self.stats.files_sent += 1;
         self.stats.literal_bytes += outcome.literal_bytes;
         self.stats.matched_bytes += outcome.matched_bytes;

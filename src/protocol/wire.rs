@@ -1,5 +1,6 @@
-//! Encodings of the rsync wire for protocols 27–29: little-endian integers,
-//! the "longint" 64-bit escape, short strings. Pure byte shuffling: no I/O,
+//! Encodings of the rsync wire: little-endian integers, the "longint"
+//! 64-bit escape of protocols 27–29, the variable-length integers of 30 and
+//! later (rsync: io.c write_varint, write_varlong), short strings. Pure byte shuffling: no I/O,
 //! no policy. Reading goes through [`WireRead`], which the connection and
 //! test buffers implement; writing appends to a `Vec<u8>` or goes through
 //! [`WireWrite`].
@@ -42,6 +43,69 @@ pub trait WireRead {
         self.read_exact(&mut b)?;
         Ok(i64::from_le_bytes(b))
     }
+
+    /// rsync's read_varint: the first byte's leading ones count the bytes
+    /// that follow (at most four).
+    fn read_varint(&mut self) -> io::Result<i32> {
+        let first = self.read_u8()?;
+        let extra = first.leading_ones() as usize;
+        let mut b = [0u8; 5];
+        if extra == 0 {
+            b[0] = first;
+        } else {
+            if extra > 4 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "overflow in a varint",
+                ));
+            }
+            self.read_exact(&mut b[..extra])?;
+            b[extra] = first & ((1u16 << (8 - extra)) - 1) as u8;
+        }
+        Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// rsync's read_vstring: a one- or two-byte length (see
+    /// [`WireWrite::write_vstring`]), then the bytes; longer than `max` is
+    /// an error.
+    fn read_vstring(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        let mut len = usize::from(self.read_u8()?);
+        if len & 0x80 != 0 {
+            len = ((len & 0x7f) << 8) | usize::from(self.read_u8()?);
+        }
+        if len > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("string of {len} bytes is longer than {max}"),
+            ));
+        }
+        let mut s = vec![0u8; len];
+        self.read_exact(&mut s)?;
+        Ok(s)
+    }
+}
+
+/// Encodes `x`, whose `max` low bytes matter, in rsync's variable-length
+/// form: the first byte's high bits count the bytes that follow, the value
+/// follows little-endian, and its top byte folds into the first byte when
+/// it fits beside the count. At least `min` bytes in all.
+fn var_bytes(x: u64, max: usize, min: usize) -> ([u8; 10], usize) {
+    let mut b = [0u8; 10];
+    b[1..9].copy_from_slice(&x.to_le_bytes());
+    let mut cnt = max;
+    while cnt > min && b[cnt] == 0 {
+        cnt -= 1;
+    }
+    let bit = 1u8 << (7 + min - cnt);
+    if b[cnt] >= bit {
+        cnt += 1;
+        b[0] = !(bit - 1);
+    } else if cnt > min {
+        b[0] = b[cnt] | !((u16::from(bit) * 2 - 1) as u8);
+    } else {
+        b[0] = b[cnt];
+    }
+    (b, cnt)
 }
 
 /// Sinks of wire bytes.
@@ -70,6 +134,18 @@ pub trait WireWrite {
         b[..4].copy_from_slice(&LONGINT_ESCAPE.to_le_bytes());
         b[4..].copy_from_slice(&v.to_le_bytes());
         self.write_all(&b)
+    }
+
+    /// rsync's write_varint (protocol 30 and later): one to five bytes.
+    fn write_varint(&mut self, v: i32) -> io::Result<()> {
+        let (b, n) = var_bytes(u64::from(v as u32), 4, 1);
+        self.write_all(&b[..n])
+    }
+
+    /// rsync's write_varlong: at least `min` bytes, at most 9.
+    fn write_varlong(&mut self, v: i64, min: usize) -> io::Result<()> {
+        let (b, n) = var_bytes(v as u64, 8, min);
+        self.write_all(&b[..n])
     }
 
     /// rsync's write_vstring: a one-byte length, or two bytes with the high
@@ -121,6 +197,64 @@ mod tests {
         assert_eq!(out.len(), 12);
         let mut rd: &[u8] = &out;
         assert_eq!(rd.read_longint().unwrap(), -2);
+    }
+
+    fn varint(v: i32) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.write_varint(v).unwrap();
+        out
+    }
+
+    fn varlong(v: i64, min: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.write_varlong(v, min).unwrap();
+        out
+    }
+
+    #[test]
+    fn varints_as_rsync_writes_them() {
+        assert_eq!(varint(0), [0]);
+        assert_eq!(varint(0x7f), [0x7f]);
+        assert_eq!(varint(0x80), [0x80, 0x80]);
+        assert_eq!(varint(0x3fff), [0xbf, 0xff]);
+        assert_eq!(varint(0x4000), [0xc0, 0x00, 0x40]);
+        assert_eq!(varint(0x12345678), [0xf0, 0x78, 0x56, 0x34, 0x12]);
+        assert_eq!(varint(-1), [0xf0, 0xff, 0xff, 0xff, 0xff]);
+    }
+
+    #[test]
+    fn varints_read_back() {
+        for v in [0, 1, 0x7f, 0x80, 0x3fff, 0x4000, 0x12345678, -1, i32::MIN] {
+            let bytes = varint(v);
+            let mut rd: &[u8] = &bytes;
+            assert_eq!(rd.read_varint().unwrap(), v);
+        }
+        let mut rd: &[u8] = &[0xf8, 0, 0, 0, 0, 0];
+        assert!(rd.read_varint().is_err());
+    }
+
+    #[test]
+    fn varlongs_as_rsync_writes_them() {
+        assert_eq!(varlong(0, 3), [0, 0, 0]);
+        assert_eq!(varlong(0x7f_0000, 3), [0x7f, 0, 0]);
+        assert_eq!(varlong(0x80_0000, 3), [0x80, 0, 0, 0x80]);
+        assert_eq!(varlong(1_600_000_000, 4), [0x5f, 0x00, 0x10, 0x5e]);
+        assert_eq!(varlong(1 << 32, 4), [0x81, 0, 0, 0, 0]);
+        let pre_1970 = varlong(-1, 4);
+        assert_eq!(
+            pre_1970,
+            [0xf8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
+        );
+    }
+
+    #[test]
+    fn vstring_reads_back() {
+        let mut out = Vec::new();
+        out.write_vstring(&[b'y'; 200]).unwrap();
+        let mut rd: &[u8] = &out;
+        assert_eq!(rd.read_vstring(256).unwrap(), vec![b'y'; 200]);
+        let mut rd: &[u8] = &out;
+        assert!(rd.read_vstring(100).is_err());
     }
 
     #[test]

@@ -1,9 +1,13 @@
-//! Every `--checksum-choice` and `--compress-choice` a client can name at
-//! protocol 29, pulled from upserv and from rsyncd with each client CI has
-//! (the current rsync and, when `UPSERV_TEST_RSYNC_OLD` names it, the older
-//! one): full pulls, delta pulls onto an edited basis (whose statistics show
-//! that the seeded block sums matched as rsyncd's did) and `-c` pulls (whose
-//! itemized output shows that the file checksums agreed).
+//! Every `--checksum-choice` and `--compress-choice` a client can name, and
+//! the choices negotiated by name from protocol 30 on (the client's
+//! `RSYNC_CHECKSUM_LIST` and `RSYNC_COMPRESS_LIST`, a module's `refuse
+//! options`), pulled at 29, 30, 31 and the client's default from upserv and
+//! from rsyncd with each client CI has (the current rsync and, when
+//! `UPSERV_TEST_RSYNC_OLD` names it, Debian's 3.2.7, which is how a real
+//! protocol-31 client is tested): full pulls, delta pulls onto an edited
+//! basis (whose statistics show that the seeded block sums matched as
+//! rsyncd's did) and `-c` pulls (whose itemized output shows that the file
+//! checksums agreed).
 
 use crate::support::differential::BasisFn;
 use crate::support::*;
@@ -34,13 +38,38 @@ const PULLS: &[(&[&str], Option<BasisFn>)] = &[
     (&["-a", "-c", "-i"], Some(basis_copy)),
 ];
 
+/// 29, where choices are named only; 30 and 31, where the rest are
+/// negotiated; and the client's own.
+const PROTOCOLS: ProtocolSet = ProtocolSet(&[
+    Protocol::V(29),
+    Protocol::V(30),
+    Protocol::V(31),
+    Protocol::Default,
+]);
+
 fn pull_everywhere(
     tree: &TestTree,
     name: &str,
     extra: &[&str],
     pulls: &[(&[&str], Option<BasisFn>)],
 ) {
+    pull_with(tree, name, extra, pulls, &[], &[]);
+}
+
+/// As [`pull_everywhere`], with variables in the clients' environment and
+/// parameters on both servers' module.
+fn pull_with(
+    tree: &TestTree,
+    name: &str,
+    extra: &[&str],
+    pulls: &[(&[&str], Option<BasisFn>)],
+    env: &[(&str, &str)],
+    params: &[(&str, &str)],
+) {
     for client in Client::all() {
+        let client = env
+            .iter()
+            .fold(client, |c, (name, value)| c.with_env(name, value));
         for (opts, basis) in pulls {
             let opts: Vec<&str> = opts.iter().chain(extra).copied().collect();
             let mut run = Differential::new(tree)
@@ -49,7 +78,10 @@ fn pull_everywhere(
             if let Some(basis) = basis {
                 run = run.basis(*basis);
             }
-            run.run(&opts, &ProtocolSet::V29);
+            for (key, value) in params {
+                run = run.param(key, value);
+            }
+            run.run(&opts, &PROTOCOLS);
         }
     }
 }
@@ -121,4 +153,91 @@ fn compressed_pulls_with_a_checksum_choice_pull_like_rsyncd() {
     ] {
         pull_everywhere(&tree, &extra.join(" "), extra, PULLS);
     }
+}
+
+#[test]
+fn negotiated_choices_pull_like_rsyncd() {
+    let tree = tree();
+    // Nothing named: the strongest checksum both know; with -z, the
+    // first compressor both know.
+    pull_everywhere(&tree, "negotiated", &[], PULLS);
+    pull_everywhere(&tree, "negotiated -z", &["-z"], &PULLS[..2]);
+    pull_everywhere(
+        &tree,
+        "negotiated level",
+        &["--compress-level=1"],
+        &PULLS[1..2],
+    );
+}
+
+#[test]
+fn client_name_lists_pull_like_rsyncd() {
+    let tree = tree();
+    for list in ["md5 md4", "xxh64", "sha1", "md4", "xxh3 none"] {
+        let name = format!("RSYNC_CHECKSUM_LIST={list}");
+        pull_with(
+            &tree,
+            &name,
+            &[],
+            PULLS,
+            &[("RSYNC_CHECKSUM_LIST", list)],
+            &[],
+        );
+    }
+    for list in ["lz4", "zlibx zlib", "zlib", "none"] {
+        let name = format!("RSYNC_COMPRESS_LIST={list}");
+        let env = [("RSYNC_COMPRESS_LIST", list)];
+        pull_with(&tree, &name, &["-z"], &PULLS[..2], &env, &[]);
+    }
+}
+
+#[test]
+fn refused_choices_are_refused_like_rsyncd() {
+    let tree = tree();
+    let refuse = |what| [("refuse options", what)];
+    // A named choice the module refuses ends the pull; without it the
+    // names are still negotiated.
+    for (extra, refused) in [
+        (&["--checksum-choice=md5"][..], "checksum-choice"),
+        (&[][..], "checksum-choice"),
+        (&["--compress-choice=zstd"][..], "compress-choice"),
+        (&["-z"][..], "compress"),
+    ] {
+        let name = format!("{} refusing {refused}", extra.join(" "));
+        pull_with(&tree, &name, extra, &PULLS[..1], &[], &refuse(refused));
+    }
+}
+
+/// A compressible file of repeats, whose literal data deflate finds again
+/// in the matched blocks before it.
+fn repeats(tree: &TestTree) {
+    let chunk = crate::support::tree::Rng::new(6).bytes(70_000);
+    tree.file("repeats.bin", &chunk.repeat(40));
+}
+
+/// The copy with a few bytes changed far apart, so long blocks match
+/// between them.
+fn basis_with_holes(source: &std::path::Path, dest: &std::path::Path) {
+    basis_copy(source, dest);
+    let path = dest.join("repeats.bin");
+    let mut data = std::fs::read(&path).expect("reading the basis");
+    for at in [500_000, 1_500_000, 2_500_000] {
+        data[at..at + 4].copy_from_slice(b"XXXX");
+    }
+    std::fs::write(&path, data).expect("writing the basis");
+}
+
+/// Blocks longer than 0xFFFF bytes enter zlib's history whole from 31 on,
+/// in pieces repeating the block's start before.
+#[test]
+fn long_blocks_under_zlib_pull_like_rsyncd() {
+    let tree = TestTree::new();
+    repeats(&tree);
+    let opts = ["--compress-choice=zlib", "--block-size=131072"];
+    pull_everywhere(
+        &tree,
+        "long zlib blocks",
+        &opts,
+        &[(PULLS[1].0, Some(basis_with_holes))],
+    );
 }

@@ -21,6 +21,7 @@ mod filter_rsync;
 mod fuzz_regressions;
 mod harness_selftest;
 mod hostile;
+mod increc;
 mod limits;
 mod observe;
 mod operation;

@@ -5,9 +5,9 @@
 //! implied directories and the module's confinement decide what is listed.
 
 use super::{
-    describe_os_error, filter_error, full_name, Entry, Extra, FileList, FilterLevel, IdNames,
-    NameType, Reporter, FLAG_CONTENT_DIR, FLAG_TOP_DIR, IOERR_GENERAL, IOERR_VANISHED, MAX_ENTRIES,
-    MAX_PATH_LEN, NO_EXTRA,
+    describe_os_error, filter_error, full_name, Entry, Extra, FileList, FilterLevel, NameType,
+    Reporter, FLAG_CONTENT_DIR, FLAG_IMPLIED_DIR, FLAG_TOP_DIR, IOERR_GENERAL, IOERR_VANISHED,
+    MAX_ENTRIES, MAX_PATH_LEN, NO_EXTRA,
 };
 use crate::delta::{self, Digest, SumKind};
 use crate::protocol::filter::{DirToken, Filters};
@@ -36,6 +36,13 @@ pub struct Builder<'a> {
     /// With -R, the implied directories entered for filtering, outermost
     /// first; they stay entered while following arguments share them.
     implied_scopes: Vec<(Vec<u8>, DirToken)>,
+    /// Incremental recursion: subdirectories are listed later, each in a
+    /// list of its own (rsync's FLAG_DIVERT_DIRS), not walked now.
+    divert_dirs: bool,
+    /// Incremental recursion: the scope of the first `.` argument, whose
+    /// contents open the transfer; its merge files apply to every later
+    /// list, so it stays entered after the first list is built.
+    top_scope: Option<DirToken>,
 }
 
 impl<'a> Builder<'a> {
@@ -54,21 +61,22 @@ impl<'a> Builder<'a> {
             filters,
             reporter,
             module,
-            list: FileList {
-                entries: Vec::new(),
-                extras: Vec::new(),
-                arena: Vec::new(),
-                roots: Vec::new(),
-                ids: IdNames::default(),
-                io_error: 0,
-                protocol,
-            },
+            list: FileList::empty(protocol),
             filesystem_dev: 0,
             follow_links: opts.copy_links || opts.copy_dirlinks || opts.copy_unsafe_links,
             last_implied: Vec::new(),
             sent_implied_dot: false,
             implied_scopes: Vec::new(),
+            divert_dirs: false,
+            top_scope: None,
         }
+    }
+
+    /// Lists for incremental recursion: a `.` argument's contents without
+    /// their subdirectories' contents, and other directory arguments alone.
+    pub fn incremental(mut self) -> Self {
+        self.divert_dirs = true;
+        self
     }
 
     fn xfer_dirs(&self) -> bool {
@@ -99,12 +107,73 @@ impl<'a> Builder<'a> {
     /// order rsync walks them. The list is sent in that order, then sorted
     /// with [`FileList::sort`]. `base` is empty for command-line sources and
     /// the source directory for `--files-from` names.
-    pub fn build(mut self, base: &[u8], paths: &[Vec<u8>]) -> io::Result<FileList> {
+    pub fn build(self, base: &[u8], paths: &[Vec<u8>]) -> io::Result<FileList> {
+        let (list, scope) = self.build_first(base, paths)?;
+        debug_assert!(scope.is_none(), "only incremental lists keep a scope");
+        Ok(list)
+    }
+
+    /// [`Builder::build`], for the first list of an incremental pull as
+    /// well: also returns the filter scope of the top directory, which the
+    /// caller leaves once every list is sent.
+    pub fn build_first(
+        mut self,
+        base: &[u8],
+        paths: &[Vec<u8>],
+    ) -> io::Result<(FileList, Option<DirToken>)> {
         for path in paths {
-            self.add_argument(base, path)?;
+            if let Err(e) = self.add_argument(base, path) {
+                if let Some(scope) = self.top_scope.take() {
+                    self.filters.pop_dir(scope);
+                }
+                return Err(e);
+            }
         }
         self.leave_implied_dirs(b"");
-        Ok(self.list)
+        Ok((self.list, self.top_scope))
+    }
+
+    /// The contents of one directory of an earlier list, alone: one list
+    /// of incremental recursion (rsync: flist.c send1extra). `roots` are
+    /// the first list's transfer roots, which `root` indexes; the caller
+    /// has entered the directory's filter scope.
+    pub(super) fn build_dir(
+        &mut self,
+        roots: &[Vec<u8>],
+        root: u32,
+        dir_name: &[u8],
+        content: bool,
+    ) -> io::Result<FileList> {
+        self.list.roots = roots.to_vec();
+        if content {
+            self.add_dir_contents(root, dir_name)?;
+        }
+        let empty = FileList::empty(self.protocol);
+        Ok(std::mem::replace(&mut self.list, empty))
+    }
+
+    fn add_dir_contents(&mut self, root: u32, dir_name: &[u8]) -> io::Result<()> {
+        self.filters
+            .set_transfer_root(&self.list.roots[root as usize].clone());
+        if self.opts.one_file_system > 0 {
+            let path = self.list_path(root, dir_name);
+            match self.source.stat_confined(&path) {
+                Ok((_, st)) => self.filesystem_dev = st.dev,
+                Err(err) => return self.dir_stat_failed(root, dir_name, &err),
+            }
+        }
+        self.list_contents(root, dir_name)
+    }
+
+    /// Enters a directory's filter scope (its per-directory merge files).
+    pub(super) fn enter_dir(&mut self, dir_name: &[u8]) -> io::Result<DirToken> {
+        let filter_name: &[u8] = if dir_name == b"." { b"" } else { dir_name };
+        self.filters.push_dir(filter_name).map_err(filter_error)
+    }
+
+    /// Leaves what [`Builder::enter_dir`] entered.
+    pub(super) fn leave_dir(&mut self, scope: DirToken) {
+        self.filters.pop_dir(scope);
     }
 
     fn excluded(&self, name: &[u8], is_dir: bool, level: FilterLevel) -> bool {
@@ -161,7 +230,7 @@ impl<'a> Builder<'a> {
         self.filters.set_transfer_root(&dir);
         if dot_prefix && !self.sent_implied_dot {
             self.sent_implied_dot = true;
-            self.send_file_name(root, b".", None, 0, FilterLevel::None)?;
+            self.send_file_name(root, b".", None, FLAG_IMPLIED_DIR, FilterLevel::None)?;
         }
         if name_type != NameType::DotDir && self.daemon_hides(root, &name) {
             let err = io::Error::from(io::ErrorKind::NotFound);
@@ -198,7 +267,16 @@ impl<'a> Builder<'a> {
             if let Some(idx) =
                 self.send_file_name(root, &name, Some(st), flags, FilterLevel::None)?
             {
-                self.send_if_directory(idx)?;
+                if !self.divert_dirs {
+                    self.send_if_directory(idx)?;
+                } else if name_type == NameType::DotDir {
+                    // rsync: flist.c send_file_list enters the first `.`
+                    // argument's scope once, for the rest of the pull.
+                    if self.top_scope.is_none() {
+                        self.top_scope = Some(self.enter_dir(&name)?);
+                    }
+                    self.list_contents(root, &name)?;
+                }
             }
         } else {
             self.send_file_name(root, &name, Some(st), 0, FilterLevel::None)?;
@@ -271,7 +349,7 @@ impl<'a> Builder<'a> {
             if !st.is_dir() {
                 break;
             }
-            self.send_file_name(root, name, Some(st), 0, FilterLevel::Daemon)?;
+            self.send_file_name(root, name, Some(st), FLAG_IMPLIED_DIR, FilterLevel::Daemon)?;
             let entered = self.implied_scopes.iter().any(|(n, _)| n == name);
             if !entered {
                 let token = self.filters.push_dir(name).map_err(filter_error)?;
@@ -505,6 +583,7 @@ impl<'a> Builder<'a> {
             mode: st.mode,
             size: st.size,
             mtime: st.mtime,
+            mtime_nsec: st.mtime_nsec,
             uid: st.uid,
             gid: st.gid,
             rdev_major: st.rdev_major,
@@ -522,20 +601,35 @@ impl<'a> Builder<'a> {
         }
         let root = e.root;
         let dir_name = self.list.name(e).to_vec();
-        let dir_path = self.list_path(root, &dir_name);
+        let scope = self.enter_dir(&dir_name)?;
+        let result = self.list_contents(root, &dir_name);
+        self.filters.pop_dir(scope);
+        result
+    }
+
+    /// Lists a directory's entries (and, unless diverting, what lies below).
+    fn list_contents(&mut self, root: u32, dir_name: &[u8]) -> io::Result<()> {
+        let dir_path = self.list_path(root, dir_name);
         let real_dir = if self.follow_links {
             match self.source.resolve(&dir_path, true) {
                 Ok(r) => r,
-                Err(err) => return self.os_error("opendir", root, &dir_name, &err),
+                Err(err) => return self.os_error("opendir", root, dir_name, &err),
             }
         } else {
             dir_path
         };
-        let filter_name: &[u8] = if dir_name == b"." { b"" } else { &dir_name };
-        let scope = self.filters.push_dir(filter_name).map_err(filter_error)?;
-        let result = self.send_directory(root, &dir_name, &real_dir);
-        self.filters.pop_dir(scope);
-        result
+        self.send_directory(root, dir_name, &real_dir)
+    }
+
+    /// rsync: flist.c interpret_stat_error, for a directory of an earlier
+    /// list that is gone when its own list is built.
+    fn dir_stat_failed(&mut self, root: u32, name: &[u8], err: &io::Error) -> io::Result<()> {
+        if err.kind() == io::ErrorKind::NotFound {
+            let text = format!("directory has vanished: {}\n", self.full_name(root, name));
+            // rsync sends a warning; below protocol 30 that travels as info.
+            return self.error(IOERR_VANISHED, MsgTag::Info, text);
+        }
+        self.os_error("link_stat", root, name, err)
     }
 
     fn send_directory(&mut self, root: u32, dir_name: &[u8], real_dir: &[u8]) -> io::Result<()> {
@@ -544,6 +638,9 @@ impl<'a> Builder<'a> {
         // the same as rsyncd's.
         let names = match self.source.read_dir(real_dir) {
             Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return self.dir_stat_failed(root, dir_name, &err)
+            }
             Err(err) => return self.os_error("opendir", root, dir_name, &err),
         };
         let start = self.list.entries.len();
@@ -558,7 +655,7 @@ impl<'a> Builder<'a> {
             };
             self.send_file_name(root, &child, None, FLAG_CONTENT_DIR, FilterLevel::All)?;
         }
-        if self.opts.recurse {
+        if self.opts.recurse && !self.divert_dirs {
             let end = self.list.entries.len();
             for i in start..end {
                 self.send_if_directory(i)?;

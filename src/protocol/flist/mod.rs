@@ -4,20 +4,32 @@
 //! - `build`: which entries a pull covers (the walk, filters, link options).
 //! - `order`: the order both sides sort entries in (`f_name_cmp`).
 //! - `encode`: the entries on the wire.
+//! - `incremental`: with incremental recursion, which directory's list
+//!   comes next; `window`: the lists the client still works on, and which
+//!   file an index names.
 //!
 //! Entries are kept compactly: every name and symlink target lives in one
 //! byte arena and what only some options need lives apart, so a list of
 //! 50,000 entries costs a few megabytes. The list is sent in the order the
 //! tree was walked, as rsyncd sends it, then sorted; the client sorts it
 //! the same way, and file indices on the wire are positions in that order.
+//! With incremental recursion each directory's list is sorted before it is
+//! sent (the walk numbers its subdirectories in sorted order), which the
+//! client's own sort leaves as it is.
 
 mod build;
 mod encode;
+mod feed;
+mod incremental;
 mod order;
+mod window;
 
 pub use build::Builder;
 pub use encode::Encoder;
+pub use feed::{Feed, ListSource, LOOKAHEAD_ENTRIES};
+pub use incremental::{DirWalk, SubList, MAX_PENDING_DIRS};
 pub use order::{f_name_cmp, NameParts};
+pub use window::{Found, Window};
 
 use super::filter::FilterError;
 use super::io::MsgTag;
@@ -33,7 +45,7 @@ pub const MAX_PATH_LEN: usize = 4096;
 /// letting a huge tree exhaust a small server's memory.
 pub const MAX_ENTRIES: usize = 4_000_000;
 
-/// io_error bits (rsync.h IOERR_*), sent after the list at protocol < 30.
+/// io_error bits (rsync.h IOERR_*), sent after the list.
 pub const IOERR_GENERAL: i32 = 1 << 0;
 pub const IOERR_VANISHED: i32 = 1 << 1;
 
@@ -41,6 +53,9 @@ pub const IOERR_VANISHED: i32 = 1 << 1;
 const FLAG_TOP_DIR: u8 = 1 << 0;
 /// A directory whose contents are listed (not a mount point under `-x`).
 const FLAG_CONTENT_DIR: u8 = 1 << 1;
+/// A directory sent only because a listed name lies beneath it (`-R`'s
+/// implied directories, the `.` of `/./`).
+const FLAG_IMPLIED_DIR: u8 = 1 << 2;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum NameType {
@@ -66,6 +81,8 @@ pub struct Entry {
     pub mode: u32,
     pub size: u64,
     pub mtime: i64,
+    /// The nanoseconds of the mtime (sent from protocol 31 on).
+    pub mtime_nsec: u32,
     pub uid: u32,
     pub gid: u32,
     pub rdev_major: u32,
@@ -146,6 +163,18 @@ pub struct FileList {
 }
 
 impl FileList {
+    fn empty(protocol: u32) -> FileList {
+        FileList {
+            entries: Vec::new(),
+            extras: Vec::new(),
+            arena: Vec::new(),
+            roots: Vec::new(),
+            ids: IdNames::default(),
+            io_error: 0,
+            protocol,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

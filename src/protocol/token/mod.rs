@@ -58,12 +58,16 @@ pub enum Codec {
 
 impl Codec {
     /// The compressor the client's options ask for, or `None` for the
-    /// plain token stream.
-    pub fn for_options(compression: Compression, level: Option<i32>) -> io::Result<Option<Codec>> {
+    /// plain token stream; `protocol` decides a deflate detail.
+    pub fn for_options(
+        compression: Compression,
+        level: Option<i32>,
+        protocol: u32,
+    ) -> io::Result<Option<Codec>> {
         Ok(match compression {
             Compression::Zstd => Some(Codec::Zstd(zstd::ZstdCoder::new(level)?)),
             Compression::Lz4 => Some(Codec::Lz4(lz4::Lz4Coder::new())),
-            _ => zlib::Deflater::for_options(compression, level).map(Codec::Zlib),
+            _ => zlib::Deflater::for_options(compression, level, protocol).map(Codec::Zlib),
         })
     }
 

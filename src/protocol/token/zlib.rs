@@ -45,6 +45,9 @@ const MAX_LEVEL: i32 = 9;
 pub struct Deflater {
     z: Compress,
     insert_history: bool,
+    /// Below protocol 31 a long matched block enters the history in
+    /// pieces that each restart at the block's start.
+    repeat_pieces: bool,
     /// Compressed output not yet sent.
     pending: Vec<u8>,
     /// Matched data the receiver has added to its window and we have not.
@@ -59,9 +62,16 @@ impl Deflater {
     /// parse_compress_choice): a level alone implies `-z` as in rsync 3.x
     /// (2.6.x clients send `-z` with it anyway); level 0 turns compression
     /// off; -1 means the default; others are clamped to 1..=9.
-    pub fn for_options(compression: Compression, level: Option<i32>) -> Option<Deflater> {
-        choose(compression, level)
-            .map(|(level, insert_history)| Deflater::new(level, insert_history))
+    pub fn for_options(
+        compression: Compression,
+        level: Option<i32>,
+        protocol: u32,
+    ) -> Option<Deflater> {
+        choose(compression, level).map(|(level, insert_history)| {
+            let mut d = Deflater::new(level, insert_history);
+            d.repeat_pieces = protocol < 31;
+            d
+        })
     }
 
     /// A compressor at `level` (1..=9); `insert_history` is "zlib" (`-z`),
@@ -70,6 +80,7 @@ impl Deflater {
         Deflater {
             z: Compress::new(flate2::Compression::new(level), false),
             insert_history,
+            repeat_pieces: true,
             pending: Vec::with_capacity(PENDING_CAPACITY),
             history: HistoryTail::new(),
             dirty: false,
@@ -137,8 +148,10 @@ impl<W: WireWrite> TokenSink for DeflatedTokens<'_, W> {
     fn matched(&mut self, block_index: u32, data: &[u8]) -> io::Result<()> {
         self.close_literal()?;
         self.runs.add(self.out, block_index)?;
-        if self.d.insert_history {
-            self.d.history.push_block(data);
+        match (self.d.insert_history, self.d.repeat_pieces) {
+            (false, _) => {}
+            (true, true) => self.d.history.push_block(data),
+            (true, false) => self.d.history.push(data),
         }
         Ok(())
     }

@@ -68,6 +68,8 @@ pub struct Client {
     /// The first line of `--version`.
     pub version: String,
     pub max_protocol: u32,
+    /// Variables set for its runs (`RSYNC_CHECKSUM_LIST`, ...).
+    pub env: Vec<(String, String)>,
 }
 
 impl Client {
@@ -115,6 +117,7 @@ impl Client {
             program: program.to_path_buf(),
             version,
             max_protocol,
+            env: Vec::new(),
         }
     }
 
@@ -132,6 +135,12 @@ impl Client {
         });
         let mut next = || parts.next().unwrap_or(0);
         (next(), next(), next())
+    }
+
+    /// The same client with `name=value` in its environment.
+    pub fn with_env(mut self, name: &str, value: &str) -> Client {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// Whether this client can be asked for `protocol`.
@@ -176,6 +185,7 @@ impl Client {
         for var in SCRUBBED_ENV {
             cmd.env_remove(var);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Protocol::V(n) = protocol {
             cmd.arg(format!("--protocol={n}"));
         }

@@ -37,6 +37,8 @@ const OUTPUT_TAIL_LINES: usize = 40;
 /// From this protocol on the sender echoes every itemized entry, which
 /// makes the client print names in one stream (generator.c: itemize).
 const ORDERED_OUTPUT_PROTOCOL: u32 = 29;
+/// From this protocol on the client could ask for incremental recursion.
+const NO_INC_RECURSION_FROM: u32 = 30;
 /// From this many `-v`s on, the client's generator prints lines of its own.
 const CHATTY_VERBOSITY: usize = 2;
 /// Short options that take a value, so letters after them are not flags.
@@ -340,6 +342,17 @@ impl<'t> Differential<'t> {
             .scratch
             .path()
             .join(format!("protocol-{protocol}").replace(' ', "-"));
+        // upserv does not offer incremental recursion yet: from protocol 30
+        // on both servers are asked for the list in one piece, as a client
+        // naming `--no-inc-recursive` does, or rsyncd's would come in pieces
+        // and the client would print and check it differently.
+        // A test of incremental recursion names `--inc-recursive` itself.
+        let mut pull_opts = opts.to_vec();
+        if self.effective_protocol(protocol) >= NO_INC_RECURSION_FROM
+            && !opts.contains(&"--inc-recursive")
+        {
+            pull_opts.push("--no-inc-recursive");
+        }
         let [reference, candidate] = [0, 1].map(|i| {
             let dest = dir.join(ROLES[i]).join("dest");
             std::fs::create_dir_all(dest.parent().expect("dest has a parent"))
@@ -357,7 +370,7 @@ impl<'t> Differential<'t> {
                 (Protocol::Default, Some(p)) => Protocol::V(p.min(self.client.max_protocol)),
                 _ => protocol,
             };
-            let result = self.client.pull(&url, &dest, opts, asked);
+            let result = self.client.pull(&url, &dest, &pull_opts, asked);
             (result, Snapshot::of(&dest))
         });
         Pair {

@@ -28,7 +28,7 @@ const RSYNCD_READY: Readiness = Readiness {
 };
 /// The protocol upserv offers; the reference is capped at it so that a
 /// client's default negotiation lands where it lands with upserv.
-pub const UPSERV_PROTOCOL: u32 = 29;
+pub const UPSERV_PROTOCOL: u32 = 32;
 
 /// A running `rsync --daemon`.
 pub struct Rsyncd {
@@ -39,9 +39,9 @@ pub struct Rsyncd {
 }
 
 impl Rsyncd {
-    /// Starts the reference daemon. It is not capped at protocol 29 on its
+    /// Starts the reference daemon. It is not capped at a protocol on its
     /// own command line (a daemon started with `--protocol=29` mishandles
-    /// `--files-from`); instead its clients ask for 29 themselves, see
+    /// `--files-from`); instead its clients ask for it themselves, see
     /// [`Server::client_protocol`].
     pub fn start(modules: &[Module]) -> Rsyncd {
         let (dir, conf, log_file) = write_conf(modules);
@@ -83,7 +83,7 @@ impl Rsyncd {
 }
 
 /// rsync's daemon in inetd mode, one process per connection, capped at
-/// protocol 29 like [`Rsyncd::start`]: a reference for the inetd plumbing
+/// upserv's protocol like [`Rsyncd::start`]: a reference for the inetd plumbing
 /// that `upserv serve` is tested through.
 pub fn rsyncd_inetd(modules: &[Module]) -> Inetd {
     let (dir, conf, log_file) = write_conf(modules);

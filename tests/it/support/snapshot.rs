@@ -39,6 +39,9 @@ pub struct Node {
     /// Mode bits below the file type: permissions, setuid, setgid, sticky.
     pub perm: u32,
     pub mtime: i64,
+    /// The mtime's nanoseconds (protocol 31 carries them); compared for
+    /// regular files only.
+    pub mtime_nsec: i64,
     /// Content length for files, target length for symlinks, 0 otherwise.
     pub size: u64,
     pub md4: Option<[u8; 16]>,
@@ -177,8 +180,15 @@ impl Snapshot {
         if x.perm != y.perm {
             fields.push(format!("mode {:04o} ({l}) vs {:04o} ({r})", x.perm, y.perm));
         }
-        if x.mtime != y.mtime && !mtime_volatile(rel, x.kind, volatile) {
-            fields.push(format!("mtime {} ({l}) vs {} ({r})", x.mtime, y.mtime));
+        // Nanoseconds only of files: a client sets the time of what it
+        // creates otherwise (links, devices) only sometimes, and then the
+        // seconds agree by luck while the nanoseconds do not.
+        let nsec_differ = x.kind == Kind::File && x.mtime_nsec != y.mtime_nsec;
+        if (x.mtime != y.mtime || nsec_differ) && !mtime_volatile(rel, x.kind, volatile) {
+            fields.push(format!(
+                "mtime {}.{:09} ({l}) vs {}.{:09} ({r})",
+                x.mtime, x.mtime_nsec, y.mtime, y.mtime_nsec
+            ));
         }
         if (x.uid, x.gid) != (y.uid, y.gid) {
             fields.push(format!(
@@ -304,6 +314,7 @@ fn node_of(path: &Path, meta: &std::fs::Metadata) -> Node {
         kind,
         perm: meta.mode() & 0o7777,
         mtime: meta.mtime(),
+        mtime_nsec: meta.mtime_nsec(),
         size: if matches!(kind, Kind::File | Kind::Symlink) {
             meta.size()
         } else {

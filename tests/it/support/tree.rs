@@ -249,6 +249,12 @@ impl Entry<'_> {
         self
     }
 
+    /// Modification time with nanoseconds (files and symlinks).
+    pub fn mtime_ns(self, secs: i64, nsec: i64) -> Self {
+        set_mtime_ns(&self.path, secs, nsec);
+        self
+    }
+
     /// Owner and group (symlinks included). chown clears setuid and setgid
     /// bits, so the mode is put back afterwards.
     pub fn owner(self, uid: u32, gid: u32) -> Self {
@@ -273,10 +279,16 @@ fn c_path(path: &Path) -> CString {
 
 /// Sets the mtime (and atime) of `path` without following a symlink.
 pub fn set_mtime(path: &Path, secs: i64) {
+    set_mtime_ns(path, secs, 0);
+}
+
+/// Sets the mtime (and atime) of `path` to `secs` and `nsec` nanoseconds
+/// without following a symlink.
+pub fn set_mtime_ns(path: &Path, secs: i64, nsec: i64) {
     let c_path = c_path(path);
     let time = libc::timespec {
         tv_sec: secs as libc::time_t,
-        tv_nsec: 0,
+        tv_nsec: nsec as _,
     };
     let times = [time, time];
     // SAFETY: valid path and a two-element timespec array, as utimensat wants.
