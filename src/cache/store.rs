@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::delete;
-use super::is_build_name;
+use super::types::is_build_name;
 
 /// Name of the private directory inside the builds directory.
 pub const PRIVATE_DIR: &str = ".upserv";

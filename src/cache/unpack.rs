@@ -35,7 +35,7 @@ use super::meta::{
     S_IFLNK, S_IFMT, S_IFREG,
 };
 use super::store::remove_tree;
-use super::Layout;
+use super::types::Layout;
 
 /// Most entries one archive may hold; bounds the memory of the records.
 pub const MAX_ARCHIVE_ENTRIES: usize = 4_000_000;
