@@ -30,6 +30,7 @@ pub mod config;
 pub mod daemon;
 pub mod delta;
 pub mod logging;
+pub mod meta;
 pub mod output;
 pub mod protocol;
 pub mod source;

@@ -23,7 +23,7 @@
 
 mod beneath;
 
-use crate::cache::meta::MetaTable;
+use crate::meta::MetaTable;
 use beneath::Root;
 use std::collections::HashSet;
 use std::fs::File;
@@ -37,9 +37,7 @@ use beneath::Strategy;
 /// How many symlinks one resolution may cross (the kernel's MAXSYMLINKS).
 const MAX_SYMLINK_HOPS: usize = 40;
 
-pub use crate::cache::meta::{
-    S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
-};
+pub use crate::meta::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
 
 /// The attributes of one entry, as the file list needs them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -534,7 +532,7 @@ mod tests {
 
     #[test]
     fn the_disk_decides_what_an_entry_is() {
-        use crate::cache::meta::MetaRecord;
+        use crate::meta::MetaRecord;
         let rec = |path: &str, mode: u32| MetaRecord {
             path: path.as_bytes().to_vec(),
             mode,

@@ -158,7 +158,7 @@ fn a_tar_without_its_end_blocks_is_refused() {
 #[test]
 fn a_table_path_in_another_spelling_is_refused() {
     use std::io::Write;
-    use upserv::cache::meta::MetaTable;
+    use upserv::meta::MetaTable;
     let dir = tempfile::tempdir().expect("tempdir");
     for bad in [&b"homehome/"[..], b"./x", b"a//b", b"a/./b", b"a/..", b"."] {
         let mut raw = b"UPSVMETA".to_vec();

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
 
 use super::coordinator::{Coordinator, Event, Request};
-use super::meta::MetaTable;
 use super::mirrors::MirrorState;
 use super::shared::{self, local_failure, not_found, stopped, Shared};
 use super::stats::{BuildUsage, CacheReport, Lookup};
 use super::store::BusyMark;
 use super::types::{is_build_name, Evicted, Progress, Startup, PROGRESS_INTERVAL};
 use super::{CacheConfig, CacheError};
+use crate::meta::MetaTable;
 
 /// Rounds of "not cached → fetched → look again" before giving up: a build
 /// can only vanish between its install and our look by a racing `gc`.

@@ -16,7 +16,6 @@
 //!   across them with its retries.
 //! - `delete`: deleting trees of any depth with few descriptors.
 //! - `unpack`: archives into a scratch tree plus the metadata records.
-//! - [`meta`]: the metadata table, on disk and in memory.
 //! - `handle`: the [`Cache`] handle that worker threads use, and [`BuildGuard`].
 //! - `coordinator`: the one thread that starts downloads, publishes and
 //!   deletes builds; `job`: the thread of one download; `shared`: the state
@@ -73,7 +72,6 @@ mod fetch;
 mod handle;
 mod inventory;
 mod job;
-pub mod meta;
 mod mirrors;
 mod shared;
 pub mod stats;
@@ -85,9 +83,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::meta::{EntryMeta, MetaTable};
 pub use handle::{BuildGuard, Cache, CacheWatch};
 pub use inventory::{list_builds, set_sticky, BuildEntry};
-pub use meta::{EntryMeta, MetaTable};
 pub use mirrors::{check_paired, MirrorState, MIRROR_DOWN_FOR};
 pub use stats::{CacheReport, Lookup};
 pub use types::{

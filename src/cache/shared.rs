@@ -18,12 +18,12 @@ use crossbeam_channel::{bounded, Sender};
 use parking_lot::Mutex;
 
 use super::fetch::{Fetcher, Limits};
-use super::meta::MetaTable;
 use super::mirrors::Mirrors;
 use super::stats::CacheStats;
 use super::store::{self, AccessRecord, Candidate, Store};
 use super::types::{human_size, Evicted, Prepared, Startup};
 use super::{CacheConfig, CacheError};
+use crate::meta::MetaTable;
 
 const MIB: u64 = 1 << 20;
 

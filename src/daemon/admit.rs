@@ -18,7 +18,7 @@ use super::slots::SlotGuard;
 use super::{Module, Server};
 use crate::config::ModuleParams;
 use crate::protocol::io::Conn;
-use crate::protocol::options::ModuleImposed;
+use crate::protocol::options::Options;
 use crate::protocol::wire::WireWrite;
 use std::io;
 use std::net::IpAddr;
@@ -62,6 +62,25 @@ impl Policy {
                 ignore_nonreadable: p.ignore_nonreadable,
             },
         }
+    }
+}
+
+/// What a module imposes on every pull, whatever the client asked: rsyncd's
+/// `ignore errors`, `numeric ids` and `ignore nonreadable`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModuleImposed {
+    pub ignore_errors: bool,
+    pub numeric_ids: bool,
+    pub ignore_nonreadable: bool,
+}
+
+impl ModuleImposed {
+    /// Applies what the module imposes to the client's options, as rsyncd
+    /// sets its own options after parsing the client's.
+    pub fn apply(self, opts: &mut Options) {
+        opts.ignore_errors |= self.ignore_errors;
+        opts.names_withheld = self.numeric_ids;
+        opts.skip_unreadable = self.ignore_nonreadable;
     }
 }
 

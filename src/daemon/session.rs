@@ -243,7 +243,7 @@ fn pull(
             return Ok(Outcome::Refused(e.0));
         }
     };
-    opts.impose(module.policy.imposed);
+    module.policy.imposed.apply(&mut opts);
     if opts.protect_args {
         let protected = read_args(conn, true)?;
         opts.set_protected_paths(&protected);
@@ -375,7 +375,7 @@ impl ModuleRoot {
         }
     }
 
-    fn meta(&self) -> Option<std::sync::Arc<crate::cache::meta::MetaTable>> {
+    fn meta(&self) -> Option<std::sync::Arc<crate::meta::MetaTable>> {
         match self {
             ModuleRoot::Static(_) => None,
             ModuleRoot::Build(g) => g.meta(),

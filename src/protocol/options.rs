@@ -21,15 +21,6 @@ pub const MAX_ARGS: usize = 4096;
 /// rsync: clientserver.c rsync_module, is 4096 + 1024).
 pub const MAX_ARG_LEN: usize = 5 * 1024;
 
-/// What a module imposes on every pull, whatever the client asked: rsyncd's
-/// `ignore errors`, `numeric ids` and `ignore nonreadable`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ModuleImposed {
-    pub ignore_errors: bool,
-    pub numeric_ids: bool,
-    pub ignore_nonreadable: bool,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Compression {
     #[default]
@@ -729,14 +720,6 @@ fn min_size(o: &mut Options, name: &'static str, v: &[u8]) -> Result<(), OptionE
 }
 
 impl Options {
-    /// Applies what the module imposes, as rsyncd sets its own options
-    /// after parsing the client's.
-    pub fn impose(&mut self, imposed: ModuleImposed) {
-        self.ignore_errors |= imposed.ignore_errors;
-        self.names_withheld = imposed.numeric_ids;
-        self.skip_unreadable = imposed.ignore_nonreadable;
-    }
-
     /// Parses the server's argument list (everything the client sent, in
     /// order), in time linear in its size.
     pub fn parse(args: &[Vec<u8>]) -> Result<Options, OptionError> {

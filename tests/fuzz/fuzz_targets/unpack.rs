@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use upserv::cache::meta::MetaTable;
+use upserv::meta::MetaTable;
 use upserv::cache::unpack::{clean_path, unpack, ArchiveKind, Plan};
 use upserv::cache::Layout;
 
