@@ -9,7 +9,7 @@ use std::sync::Arc;
 use upserv::cache::{Cache, CacheConfig};
 use upserv::cli::{self, Command, Invocation};
 use upserv::config::{self, Settings};
-use upserv::daemon::{self, listener, service_user, signals::Signals, Server};
+use upserv::daemon::{self, gatekeeper, pool, service_user, signals::Signals, Server};
 use upserv::logging::{self, Role};
 use upserv::outln;
 
@@ -301,14 +301,14 @@ fn run_daemon(inv: &Invocation, settings: &Settings) -> ExitCode {
         Err(e) => return runtime_failure(e),
     };
     let mut reload = || reload_server(inv, settings, &cache, &slots);
-    let pool = listener::PoolConfig {
+    let pool = pool::PoolConfig {
         workers: settings.global.workers,
         stats,
     };
     service_user::warn_if_root();
     daemon::announce(&listeners);
     logging::started();
-    match listener::run(Arc::new(server), listeners, pool, &signals, &mut reload) {
+    match gatekeeper::run(Arc::new(server), listeners, pool, &signals, &mut reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => runtime_failure(e),
     }

@@ -15,9 +15,9 @@ pub mod audit;
 pub mod auth;
 pub mod control;
 pub mod gatekeeper;
-pub mod listener;
 pub mod metrics;
 pub mod opening;
+pub mod pool;
 pub mod proxy_header;
 pub mod refuse;
 pub mod report;
@@ -323,7 +323,7 @@ pub fn serve_stdio(server: &Server) -> io::Result<()> {
         cache: None,
         error: "connection handler panicked".into(),
     });
-    listener::log_outcome(peer, &outcome, started.elapsed());
+    pool::log_outcome(peer, &outcome, started.elapsed());
     Ok(())
 }
 
