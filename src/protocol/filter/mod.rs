@@ -64,6 +64,7 @@
 //! environment is no business of the client's.
 
 mod files;
+mod flags;
 mod list;
 mod parse;
 mod rule;
