@@ -22,6 +22,9 @@
 //! and a table-only entry whose name exists on disk is not listed twice.
 
 mod beneath;
+mod stat;
+
+pub use stat::Stat;
 
 use crate::meta::MetaTable;
 use beneath::Root;
@@ -38,47 +41,6 @@ use beneath::Strategy;
 const MAX_SYMLINK_HOPS: usize = 40;
 
 pub use crate::meta::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
-
-/// The attributes of one entry, as the file list needs them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stat {
-    /// Type and permission bits, as in `st_mode`.
-    pub mode: u32,
-    pub size: u64,
-    pub mtime: i64,
-    pub uid: u32,
-    pub gid: u32,
-    pub rdev_major: u32,
-    pub rdev_minor: u32,
-    pub dev: u64,
-    pub ino: u64,
-    pub nlink: u64,
-    /// Owner and group names when the metadata table knows them; otherwise
-    /// the file list looks the ids up in the system databases.
-    pub user: Option<Box<[u8]>>,
-    pub group: Option<Box<[u8]>>,
-}
-
-impl Stat {
-    pub fn kind(&self) -> u32 {
-        self.mode & S_IFMT
-    }
-    pub fn is_dir(&self) -> bool {
-        self.kind() == S_IFDIR
-    }
-    pub fn is_file(&self) -> bool {
-        self.kind() == S_IFREG
-    }
-    pub fn is_symlink(&self) -> bool {
-        self.kind() == S_IFLNK
-    }
-    pub fn is_device(&self) -> bool {
-        matches!(self.kind(), S_IFCHR | S_IFBLK)
-    }
-    pub fn is_special(&self) -> bool {
-        matches!(self.kind(), S_IFIFO | S_IFSOCK)
-    }
-}
 
 fn escape_error(path: &[u8]) -> io::Error {
     io::Error::new(

@@ -7,7 +7,6 @@ use super::{Entry, FileList, FLAG_TOP_DIR};
 use crate::delta::Digest;
 use crate::protocol::options::Options;
 use crate::protocol::wire::WireWrite;
-use std::collections::HashMap;
 use std::io;
 
 const XMIT_TOP_DIR: u16 = 1 << 0;
@@ -249,68 +248,6 @@ impl<'a> Encoder<'a> {
         self.last_name.extend_from_slice(name);
         self.first = false;
         Ok(())
-    }
-}
-
-/// Owner and group names for the id lists: names from a build's metadata
-/// table first, then the system's user and group databases.
-#[derive(Default)]
-pub(super) struct IdNames {
-    users: HashMap<u32, Option<Box<[u8]>>>,
-    groups: HashMap<u32, Option<Box<[u8]>>>,
-}
-
-impl IdNames {
-    pub(super) fn note_user(&mut self, id: u32, name: &[u8]) {
-        self.users.entry(id).or_insert_with(|| Some(name.into()));
-    }
-
-    pub(super) fn note_group(&mut self, id: u32, name: &[u8]) {
-        self.groups.entry(id).or_insert_with(|| Some(name.into()));
-    }
-
-    fn user(&self, id: u32) -> Option<Vec<u8>> {
-        match self.users.get(&id) {
-            Some(name) => name.as_ref().map(|n| n.to_vec()),
-            None => system_name(id, true),
-        }
-    }
-
-    fn group(&self, id: u32) -> Option<Vec<u8>> {
-        match self.groups.get(&id) {
-            Some(name) => name.as_ref().map(|n| n.to_vec()),
-            None => system_name(id, false),
-        }
-    }
-}
-
-/// Looks an id up in the passwd or group database (getpwuid_r/getgrgid_r).
-fn system_name(id: u32, user: bool) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: the _r functions write only into the structs and buffer we pass;
-    // the returned name pointer points into `buf`, which outlives its use.
-    unsafe {
-        let name_ptr = if user {
-            let mut pw: libc::passwd = std::mem::zeroed();
-            let mut result: *mut libc::passwd = std::ptr::null_mut();
-            let rc = libc::getpwuid_r(id, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut result);
-            if rc != 0 || result.is_null() {
-                return None;
-            }
-            pw.pw_name
-        } else {
-            let mut gr: libc::group = std::mem::zeroed();
-            let mut result: *mut libc::group = std::ptr::null_mut();
-            let rc = libc::getgrgid_r(id, &mut gr, buf.as_mut_ptr().cast(), buf.len(), &mut result);
-            if rc != 0 || result.is_null() {
-                return None;
-            }
-            gr.gr_name
-        };
-        if name_ptr.is_null() {
-            return None;
-        }
-        Some(std::ffi::CStr::from_ptr(name_ptr).to_bytes().to_vec())
     }
 }
 

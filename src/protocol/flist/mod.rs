@@ -13,6 +13,7 @@
 
 mod build;
 mod encode;
+mod ids;
 mod order;
 
 pub use build::Builder;
@@ -23,7 +24,7 @@ use super::filter::FilterError;
 use super::io::MsgTag;
 use crate::delta::Digest;
 use crate::source;
-use encode::IdNames;
+use ids::IdNames;
 use std::cmp::Ordering;
 use std::io;
 
