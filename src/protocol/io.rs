@@ -15,7 +15,8 @@
 //! idle timeout (no byte moved in either direction).
 
 use super::wire::{WireRead, WireWrite};
-use std::io;
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,8 +44,8 @@ pub enum MsgTag {
 }
 
 pub struct Conn {
-    rfd: OwnedFd,
-    wfd: OwnedFd,
+    rfd: File,
+    wfd: File,
     inbuf: Box<[u8]>,
     in_start: usize,
     in_end: usize,
@@ -63,6 +64,14 @@ pub struct Conn {
     bytes_written: u64,
     /// Also counts the bytes written, for observers in other threads.
     shared_written: Option<Arc<AtomicU64>>,
+}
+
+/// A read or write on a non-blocking descriptor that did nothing this time.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -87,8 +96,8 @@ impl Conn {
         set_nonblocking(wfd.as_raw_fd())?;
         let now = Instant::now();
         Ok(Conn {
-            rfd,
-            wfd,
+            rfd: File::from(rfd),
+            wfd: File::from(wfd),
             inbuf: vec![0u8; IN_CAP].into_boxed_slice(),
             in_start: 0,
             in_end: 0,
@@ -443,19 +452,15 @@ impl Conn {
 
     fn read_some(&mut self) -> io::Result<()> {
         let room = &mut self.inbuf[self.in_end..];
-        // SAFETY: reading into the unused tail of our own buffer.
-        let n = unsafe { libc::read(self.rfd.as_raw_fd(), room.as_mut_ptr().cast(), room.len()) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(()),
-                _ => Err(err),
-            };
-        }
+        let n = match (&self.rfd).read(room) {
+            Ok(n) => n,
+            Err(e) if is_transient(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             self.in_eof = true;
         } else {
-            self.in_end += n as usize;
+            self.in_end += n;
             self.last_io = Instant::now();
         }
         Ok(())
@@ -463,17 +468,12 @@ impl Conn {
 
     fn write_some(&mut self) -> io::Result<()> {
         let pending = &self.out[self.out_pos..];
-        // SAFETY: writing from our own initialised buffer.
-        let n =
-            unsafe { libc::write(self.wfd.as_raw_fd(), pending.as_ptr().cast(), pending.len()) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(()),
-                _ => Err(err),
-            };
-        }
-        self.out_pos += n as usize;
+        let n = match (&self.wfd).write(pending) {
+            Ok(n) => n,
+            Err(e) if is_transient(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.out_pos += n;
         self.bytes_written += n as u64;
         if let Some(counter) = &self.shared_written {
             counter.fetch_add(n as u64, Ordering::Relaxed);
