@@ -2,7 +2,7 @@
 //! for the last one, that writing them showed to be unbounded), each fed
 //! to the same public entry point its target uses. Every test here failed
 //! before its fix; the expected answers come from rsync's behaviour
-//! (options.c) or from upserv's documented limits, not from what upserv
+//! (rsync: options.c) or from upserv's documented limits, not from what upserv
 //! printed.
 
 use std::fs::{self, File};

@@ -1,5 +1,5 @@
 //! Between the module name and `@RSYNCD: OK`: may this client use this
-//! module now? The checks come in rsyncd's order (clientserver.c
+//! module now? The checks come in rsyncd's order (rsync: clientserver.c
 //! `rsync_module`): `hosts allow`/`hosts deny`, then the module's
 //! `max connections`, then the `auth users` login.
 //!

@@ -1,5 +1,5 @@
 //! `auth users` and `secrets file`: rsyncd's challenge-response login
-//! (authenticate.c `auth_server`, compat.c `negotiate_daemon_auth`).
+//! (rsync: authenticate.c auth_server, rsync: compat.c negotiate_daemon_auth).
 //!
 //! The digest: both sides announce the digests they know in their greeting
 //! lines, and each picks the strongest one the other announced, so both

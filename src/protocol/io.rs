@@ -2,13 +2,13 @@
 //!
 //! The rsync client keeps sending block checksums for later files while we
 //! send data for earlier ones. A sender that only writes would deadlock once
-//! both socket buffers fill, so, like rsync's io.c, every wait here polls both
+//! both socket buffers fill, so, like rsync: io.c, every wait here polls both
 //! directions: while output is pending we also read whatever input arrives into
 //! a fixed-size buffer. Memory per connection is therefore bounded by
 //! [`IN_CAP`] + [`OUT_CAP`], whatever the client does.
 //!
 //! Output is raw during the handshake and multiplexed afterwards: data goes in
-//! `MSG_DATA` frames, log lines in their own message frames (io.c's
+//! `MSG_DATA` frames, log lines in their own message frames (rsync: io.c's
 //! `MPLEX_BASE`). Input from a protocol-29 client is never multiplexed.
 //!
 //! Time is bounded too: an optional absolute deadline (the handshake) and an
@@ -35,7 +35,7 @@ pub const MAX_MSG_LEN: usize = 1000;
 const ACK_POLL: Duration = Duration::from_millis(5);
 
 /// Message tags a protocol-29 client understands (rsync.h `enum msgcode`,
-/// with the protocol-30 error/warning codes mapped down as log.c does).
+/// with the protocol-30 error/warning codes mapped down as rsync: log.c does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MsgTag {
     Data = 0,

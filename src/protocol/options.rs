@@ -238,7 +238,7 @@ const fn value(name: &'static str, effect: Effect) -> ClientOption {
 }
 
 /// Every option of rsync 3.x, grouped about as rsync's own table (rsync:
-/// options.c long_options) groups them, the letter-only ones last; the
+/// rsync: options.c long_options) groups them, the letter-only ones last; the
 /// order has no meaning. An option of a later protocol is one more row, or a
 /// row whose effect changes.
 pub static OPTIONS: &[ClientOption] = {
@@ -584,7 +584,7 @@ fn parse_number<T: std::str::FromStr>(name: &str, value: &[u8]) -> Result<T, Opt
 }
 
 /// The largest `--max-size`/`--min-size` accepted (SIZE_MAX / 2 in rsync:
-/// options.c parse_size_arg).
+/// rsync: options.c parse_size_arg).
 const MAX_SIZE_ARG: f64 = i64::MAX as f64;
 
 /// rsync's size syntax for --max-size/--min-size (rsync: options.c

@@ -35,7 +35,7 @@ const ROLES: [&str; 2] = ["reference", "candidate"];
 /// Lines of each client output shown in a report.
 const OUTPUT_TAIL_LINES: usize = 40;
 /// From this protocol on the sender echoes every itemized entry, which
-/// makes the client print names in one stream (generator.c: itemize).
+/// makes the client print names in one stream (rsync: generator.c itemize).
 const ORDERED_OUTPUT_PROTOCOL: u32 = 29;
 /// From this many `-v`s on, the client's generator prints lines of its own.
 const CHATTY_VERBOSITY: usize = 2;

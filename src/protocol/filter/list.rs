@@ -1,6 +1,6 @@
 //! An ordered filter list with its per-directory merge state.
 //!
-//! Owns what rsync's exclude.c keeps in filter_list, cvs_filter_list and the
+//! Owns what rsync: exclude.c keeps in filter_list, cvs_filter_list and the
 //! per-directory "mergelists": turning parsed rules into list entries (clear
 //! rules, merge files read in place, dir-merge rules, the CVS rules), the
 //! stack of rules read from per-directory files while the sender walks the

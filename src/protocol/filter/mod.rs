@@ -1,6 +1,6 @@
 //! Filter rules: which names the sender leaves out of the file list.
 //!
-//! Owns rsync's include/exclude machinery for a sending daemon (exclude.c):
+//! Owns rsync's include/exclude machinery for a sending daemon (rsync: exclude.c):
 //! the client's rules as they arrive on the wire, the daemon's own rules from
 //! the module configuration, the per-directory merge files (`-F`, `:C`, …)
 //! read while the tree is walked, and the check of each name. Newer clients
@@ -25,7 +25,7 @@
 //! whether the entry goes into the list as a directory (a symlink is not
 //! one unless it is followed).
 //!
-//! The order of calls, as flist.c makes them for each top-level argument:
+//! The order of calls, as rsync: flist.c makes them for each top-level argument:
 //! 1. Dot dirs (`mod/a/b/`, `.`, `..`) are never checked. Any other
 //!    argument is checked with [`Filters::is_daemon_excluded`] (a hit means
 //!    "no such file"); with `--relative` so is each leading directory

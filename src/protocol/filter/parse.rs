@@ -1,6 +1,6 @@
 //! The filter-rule tokenizer: one rule's prefix, modifiers and pattern.
 //!
-//! Owns the rule syntax rsync accepts (exclude.c, parse_rule_tok): short and
+//! Owns the rule syntax rsync accepts (rsync: exclude.c parse_rule_tok): short and
 //! long rule names (`-`/`exclude`, `+`/`include`, `.`/`merge`, `:`/`dir-merge`,
 //! `H`/`hide`, `S`/`show`, `P`/`protect`, `R`/`risk`, `!`/`clear`), the
 //! modifier letters, the old `- `/`+ ` prefixes of protocols before 29 and of

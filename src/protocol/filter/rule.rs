@@ -1,7 +1,7 @@
 //! One filter rule: how its pattern is stored and how it matches a name.
 //!
 //! Owns the rule flags, the rewriting rsync applies when a rule is added
-//! (exclude.c, add_rule: a trailing `/` means directories only, anchoring to
+//! (rsync: exclude.c add_rule: a trailing `/` means directories only, anchoring to
 //! a merge file's directory, the daemon's `dir/` to `dir/***`, noting where
 //! `**` and `***` sit) and the matching of one rule against one name
 //! (rule_matches: last component or whole path, anchored or not, negation).

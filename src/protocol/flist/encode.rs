@@ -1,7 +1,7 @@
-//! The file list on the wire for protocols 27–29 (flist.c's
+//! The file list on the wire for protocols 27–29 (rsync: flist.c's
 //! send_file_entry): per-entry flags, name compression against the previous
 //! name, the attributes the options ask for, the end marker, the uid/gid
-//! name lists (uidlist.c) and the I/O-error word.
+//! name lists (rsync: uidlist.c) and the I/O-error word.
 
 use super::{Entry, FileList, FLAG_TOP_DIR};
 use crate::delta::Digest;
@@ -251,7 +251,7 @@ impl<'a> Encoder<'a> {
     }
 }
 
-/// uidlist.c send_one_list at protocol < 30: each id other than 0 that has a
+/// rsync: uidlist.c send_one_list at protocol < 30: each id other than 0 that has a
 /// name, as int32 id, byte length, name; then a 0 id.
 fn write_id_list(
     out: &mut Vec<u8>,
