@@ -100,7 +100,7 @@ pub struct Evicted {
     pub last_access: i64,
 }
 
-/// What happens at [`Cache::open`] besides spawning the coordinator.
+/// What happens at [`super::Cache::open`] besides spawning the coordinator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Startup {
     /// Recovery, table checks and eviction (daemon; serve mode does less).

@@ -1,5 +1,5 @@
 //! The worker pool: a fixed number of worker threads fed through a bounded
-//! queue of [`Job`]s (connections whose opening is done, with the tickets
+//! queue of `Job`s (connections whose opening is done, with the tickets
 //! that count them), the connection log line, and the graceful stop.
 //!
 //! A worker serves one connection at a time, from its module name to its
