@@ -16,9 +16,10 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
+use crate::cache::is_build_name;
 use crate::config::{
-    check_cache_size, check_workers, is_build_name, parse_level, parse_size, parse_socket_addrs,
-    parse_whole, Overrides,
+    check_cache_size, check_workers, parse_level, parse_size, parse_socket_addrs, parse_whole,
+    Overrides,
 };
 
 /// The data size `upserv bench` uses when `--size` is not given: 256 MiB.

@@ -6,27 +6,40 @@
 //!
 //! The map, following one pull from the socket inwards:
 //!
-//! - [`config`]: rsyncd.conf-style configuration and sizes.
-//! - [`cli`]: the command line; [`logging`]: where log lines go; [`output`]:
-//!   command results on stdout, ending quietly at a closed pipe.
 //! - [`daemon`]: the process: a gatekeeper thread takes each connection
 //!   through its opening (PROXY header behind a load balancer, greeting,
-//!   module name) and hands it to a fixed
-//!   pool of workers; the session admits it (hosts, limits, login), reads
+//!   module name) and hands it to a fixed pool of workers (`pool`); the
+//!   session admits it (hosts, limits, login, the module's `policy`), reads
 //!   the client's arguments and runs the pull; signals, pid file, reload;
 //!   what it tells about itself (`stats`, `report`): the control socket
 //!   for `upserv status` and the Prometheus metrics.
+//! - [`cli`]: the command line; [`logging`]: where log lines go.
+//! - [`config`]: rsyncd.conf-style configuration and sizes.
+//! - [`cache`]: builds on demand: the coordinator thread, the upstream fetch,
+//!   unpacking, the store with its access times and eviction, the builds'
+//!   checksum seeds; the listing
+//!   and pinning the admin commands print.
 //! - [`protocol`]: the rsync wire, without policy: integers and multiplexing,
 //!   server arguments, the protocol setup (compat flags, negotiated names),
 //!   the file list, filters, the sender loop, token streams, and the memo
 //!   that replays a build's deltas for identical requests.
-//! - [`delta`]: the algorithm, without I/O: rolling sum, MD4 sums, block matching;
-//!   [`bench`](mod@bench): its throughput on this machine (`upserv bench`).
 //! - [`source`]: what the sender reads: a tree on disk, plus for builds the
 //!   metadata table that overrides owners, modes and device entries.
-//! - [`cache`]: builds on demand: the coordinator thread, the upstream fetch,
-//!   unpacking, the store with its access times and eviction, the builds'
-//!   checksum seeds.
+//! - [`meta`]: that metadata table, which `cache` writes and `source` reads.
+//! - [`delta`]: the algorithm, without I/O: rolling sum, MD4 sums, block matching;
+//!   [`bench`](mod@bench): its throughput on this machine (`upserv bench`).
+//! - [`output`]: command results on stdout, ending quietly at a closed pipe;
+//!   [`sys`]: the user and group databases and the process's ids.
+//!
+//! The admin commands that print and draw progress bars (`fetch`, `list`,
+//! `pin`, `gc`, ...) are the binary's (`src/admin.rs`), not the library's.
+//!
+//! Layers, lowest first: a module imports only from layers below its own
+//! (`tests/layers.rs` checks this, and that no files import one another
+//! round a loop):
+//!
+//! `sys` `output` < `delta` < `bench` `meta` < `source` < `protocol` < `cache` <
+//! `config` < `logging` < `cli` < `daemon`
 
 pub mod bench;
 pub mod cache;
@@ -35,6 +48,8 @@ pub mod config;
 pub mod daemon;
 pub mod delta;
 pub mod logging;
+pub mod meta;
 pub mod output;
 pub mod protocol;
 pub mod source;
+pub mod sys;

@@ -24,7 +24,8 @@
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -196,17 +197,13 @@ fn stderr_is_journal() -> bool {
     let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
         return false;
     };
-    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat fills the struct we pass; it is read only on success.
-    if unsafe { libc::fstat(2, stat.as_mut_ptr()) } != 0 {
+    let Ok(fd) = io::stderr().as_fd().try_clone_to_owned() else {
         return false;
-    }
-    // SAFETY: fstat succeeded, so the struct is initialised.
-    let stat = unsafe { stat.assume_init() };
-    // The widths of dev_t and ino_t differ between targets (32-bit ARM).
-    #[allow(clippy::unnecessary_cast)]
-    let (st_dev, st_ino) = (stat.st_dev as u64, stat.st_ino as u64);
-    dev.parse() == Ok(st_dev) && ino.parse() == Ok(st_ino)
+    };
+    let Ok(stat) = File::from(fd).metadata() else {
+        return false;
+    };
+    dev.parse() == Ok(stat.dev()) && ino.parse() == Ok(stat.ino())
 }
 
 /// Opens the log file for appending, creating it and its folder.

@@ -2,12 +2,14 @@
 //! logging, dispatch. Exit status: 0 success, 1 runtime failure, 2 bad
 //! usage or bad configuration.
 
+mod admin;
+
 use std::process::ExitCode;
 use std::sync::Arc;
-use upserv::cache::{self, Cache, CacheConfig};
+use upserv::cache::{Cache, CacheConfig};
 use upserv::cli::{self, Command, Invocation};
 use upserv::config::{self, Settings};
-use upserv::daemon::{self, listener, service_user, signals::Signals, Server};
+use upserv::daemon::{self, gatekeeper, pool, service_user, signals::Signals, Server};
 use upserv::logging::{self, Role};
 use upserv::outln;
 use upserv::protocol::memo::Memo;
@@ -131,7 +133,7 @@ fn run(inv: &Invocation, settings: &Settings) -> ExitCode {
         }
         Command::Gc { dry_run: true } => run_cache_command(&inv.command, cfg()),
         Command::List => {
-            let code = cache::commands::list(cfg());
+            let code = admin::list(cfg());
             if code == 0 {
                 upserv::output::write(format_args!(
                     "{}",
@@ -150,14 +152,13 @@ fn run(inv: &Invocation, settings: &Settings) -> ExitCode {
 
 /// The admin commands on the build cache.
 fn run_cache_command(command: &Command, cfg: CacheConfig) -> ExitCode {
-    use cache::commands;
     let code = match command {
-        Command::Fetch(names) => commands::fetch(cfg, names),
-        Command::Pin(name) => commands::pin(cfg, name),
-        Command::Unpin(name) => commands::unpin(cfg, name),
-        Command::Gc { dry_run } => commands::gc(cfg, *dry_run),
-        Command::Evict(name) => commands::evict(cfg, name),
-        Command::Refetch(name) => commands::refetch(cfg, name),
+        Command::Fetch(names) => admin::fetch(cfg, names),
+        Command::Pin(name) => admin::pin(cfg, name),
+        Command::Unpin(name) => admin::unpin(cfg, name),
+        Command::Gc { dry_run } => admin::gc(cfg, *dry_run),
+        Command::Evict(name) => admin::evict(cfg, name),
+        Command::Refetch(name) => admin::refetch(cfg, name),
         _ => return ExitCode::SUCCESS,
     };
     exit_code(code)
@@ -306,14 +307,14 @@ fn run_daemon(inv: &Invocation, settings: &Settings) -> ExitCode {
         Err(e) => return runtime_failure(e),
     };
     let mut reload = || reload_server(inv, settings, &cache, &slots, &memo);
-    let pool = listener::PoolConfig {
+    let pool = pool::PoolConfig {
         workers: settings.global.workers,
         stats,
     };
     service_user::warn_if_root();
     daemon::announce(&listeners);
     logging::started();
-    match listener::run(Arc::new(server), listeners, pool, &signals, &mut reload) {
+    match gatekeeper::run(Arc::new(server), listeners, pool, &signals, &mut reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => runtime_failure(e),
     }

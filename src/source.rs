@@ -22,8 +22,11 @@
 //! and a table-only entry whose name exists on disk is not listed twice.
 
 mod beneath;
+mod stat;
 
-use crate::cache::meta::MetaTable;
+pub use stat::Stat;
+
+use crate::meta::MetaTable;
 use beneath::Root;
 use std::collections::HashSet;
 use std::fs::File;
@@ -37,52 +40,7 @@ use beneath::Strategy;
 /// How many symlinks one resolution may cross (the kernel's MAXSYMLINKS).
 const MAX_SYMLINK_HOPS: usize = 40;
 
-pub use crate::cache::meta::{
-    S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
-};
-
-/// The attributes of one entry, as the file list needs them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stat {
-    /// Type and permission bits, as in `st_mode`.
-    pub mode: u32,
-    pub size: u64,
-    pub mtime: i64,
-    /// The nanoseconds of the mtime (0 where a build's table sets it).
-    pub mtime_nsec: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub rdev_major: u32,
-    pub rdev_minor: u32,
-    pub dev: u64,
-    pub ino: u64,
-    pub nlink: u64,
-    /// Owner and group names when the metadata table knows them; otherwise
-    /// the file list looks the ids up in the system databases.
-    pub user: Option<Box<[u8]>>,
-    pub group: Option<Box<[u8]>>,
-}
-
-impl Stat {
-    pub fn kind(&self) -> u32 {
-        self.mode & S_IFMT
-    }
-    pub fn is_dir(&self) -> bool {
-        self.kind() == S_IFDIR
-    }
-    pub fn is_file(&self) -> bool {
-        self.kind() == S_IFREG
-    }
-    pub fn is_symlink(&self) -> bool {
-        self.kind() == S_IFLNK
-    }
-    pub fn is_device(&self) -> bool {
-        matches!(self.kind(), S_IFCHR | S_IFBLK)
-    }
-    pub fn is_special(&self) -> bool {
-        matches!(self.kind(), S_IFIFO | S_IFSOCK)
-    }
-}
+pub use crate::meta::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
 
 /// Why [`Source::resolve`] refused a path: a link on the way leads out of
 /// the module. Callers tell it from other errors with [`leads_out`].
@@ -554,7 +512,7 @@ mod tests {
 
     #[test]
     fn the_disk_decides_what_an_entry_is() {
-        use crate::cache::meta::MetaRecord;
+        use crate::meta::MetaRecord;
         let rec = |path: &str, mode: u32| MetaRecord {
             path: path.as_bytes().to_vec(),
             mode,

@@ -17,11 +17,11 @@ use std::thread;
 
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 
-use super::handle::Evicted;
-use super::job::{self, JobEvent, Prepared, Progress, Stage};
+use super::job::{self, JobEvent};
 use super::shared::{Downloads, Occasion, Shared};
 use super::stats::{DownloadView, Lookup, RateBase};
 use super::store;
+use super::types::{Evicted, Prepared, Progress, Stage};
 use super::CacheError;
 
 pub(super) enum Request {

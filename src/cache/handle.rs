@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
 
 use super::coordinator::{Coordinator, Event, Request};
-use super::job::{Progress, PROGRESS_INTERVAL};
-use super::meta::MetaTable;
 use super::mirrors::MirrorState;
 use super::seed::SeedSecret;
 use super::shared::{self, local_failure, not_found, stopped, Shared};
 use super::stats::{BuildUsage, CacheReport, Lookup};
 use super::store::BusyMark;
-use super::{is_build_name, CacheConfig, CacheError};
+use super::types::{is_build_name, Evicted, Progress, Startup, PROGRESS_INTERVAL};
+use super::{CacheConfig, CacheError};
+use crate::meta::MetaTable;
 
 /// Rounds of "not cached → fetched → look again" before giving up: a build
 /// can only vanish between its install and our look by a racing `gc`.
@@ -151,27 +151,6 @@ enum Cached {
     },
 }
 
-/// One build that eviction removed (or, in a dry run, would remove).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Evicted {
-    pub name: String,
-    /// The partial download of `name`, not a build tree.
-    pub download: bool,
-    pub size: u64,
-    pub last_access: i64,
-}
-
-/// What happens at [`Cache::open`] besides spawning the coordinator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Startup {
-    /// Recovery, table checks and eviction (daemon; serve mode does less).
-    Full,
-    /// Recovery only: admin commands that report before they change anything.
-    NoEviction,
-    /// Nothing: commands that only read (`gc --dry-run`).
-    ReadOnly,
-}
-
 impl Cache {
     /// Opens the builds directory: startup recovery (unpacking leftovers
     /// removed, partial downloads kept, access record and metadata tables
@@ -186,7 +165,7 @@ impl Cache {
         Cache::open_with(cfg, Startup::Full)
     }
 
-    pub(crate) fn open_with(cfg: CacheConfig, startup: Startup) -> Result<Cache, CacheError> {
+    pub fn open_with(cfg: CacheConfig, startup: Startup) -> Result<Cache, CacheError> {
         let inner = Arc::new(Shared::new(cfg)?);
         shared::recover(&inner, startup)?;
         let (requests, receiver) = unbounded();
@@ -279,7 +258,7 @@ impl Cache {
 
     /// Downloads and unpacks `name` again, and replaces the cached tree
     /// only once the new one is complete (see `Shared::publish`).
-    pub(crate) fn refetch(
+    pub fn refetch(
         &self,
         name: &str,
         progress: &mut dyn FnMut(&Progress),
@@ -318,7 +297,7 @@ impl Cache {
     }
 
     /// [`Cache::acquire`] with the progress as values, not lines.
-    pub(crate) fn acquire_with(
+    pub fn acquire_with(
         &self,
         name: &str,
         progress: &mut dyn FnMut(&Progress),

@@ -18,99 +18,20 @@ use super::fetch::{self, FetchError, MAX_MANIFEST_BYTES};
 use super::mirrors::{get_with_retries, Download, Mirror, Mirrors};
 use super::shared::{local_failure, not_found, too_large, Shared};
 use super::store;
+use super::types::{Layout, Prepared, Progress, Stage};
 use super::unpack::{self, Plan};
-use super::{CacheError, Layout};
+use super::CacheError;
 
-/// Waiting clients see a progress line at most this often (docs/builds.md).
-pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// The job thread reports bytes at most this often.
 const JOB_PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a process waiting for another's install lock looks again.
 const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(200);
 const MIB: u64 = 1 << 20;
 
-/// Where a fetch stands, for progress lines and bars.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Progress {
-    pub name: String,
-    pub stage: Stage,
-    pub done: u64,
-    pub total: Option<u64>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Stage {
-    /// In this process, behind the download of another build.
-    Queued,
-    /// Another process holds the install lock.
-    Waiting,
-    Downloading,
-    Unpacking,
-}
-
-impl Stage {
-    /// The stage as `upserv status` shows it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Queued => "queued",
-            Stage::Waiting => "waiting",
-            Stage::Downloading => "downloading",
-            Stage::Unpacking => "unpacking",
-        }
-    }
-}
-
-impl Progress {
-    /// The line a waiting client sees.
-    pub fn line(&self) -> String {
-        let name = &self.name;
-        match (self.stage, self.total) {
-            (Stage::Queued, _) => {
-                format!("upserv: {name} waits for another download to finish")
-            }
-            (Stage::Waiting, _) if self.done >= MIB => format!(
-                "upserv: waiting for another download of {name} to finish ({} MiB so far)",
-                self.done / MIB
-            ),
-            (Stage::Waiting, _) => {
-                format!("upserv: waiting for another download of {name} to finish")
-            }
-            (Stage::Unpacking, _) if self.done > 0 => {
-                format!("upserv: unpacking {name}: {} entries", self.done)
-            }
-            (Stage::Unpacking, _) => format!("upserv: unpacking {name}"),
-            (Stage::Downloading, Some(total)) if total > 0 => format!(
-                "upserv: fetching {name} from upstream: {}% ({} of {} MiB)",
-                self.done.min(total) * 100 / total,
-                self.done / MIB,
-                total.div_ceil(MIB)
-            ),
-            (Stage::Downloading, _) => format!(
-                "upserv: fetching {name} from upstream: {} MiB",
-                self.done / MIB
-            ),
-        }
-    }
-}
-
 /// What the job thread tells the coordinator.
 pub(super) enum JobEvent {
     Progress(Progress),
     Finished(Result<Option<Prepared>, CacheError>),
-}
-
-/// A tree in scratch space, ready to publish; holds the install lock.
-pub(super) struct Prepared {
-    pub(super) name: String,
-    pub(super) scratch: PathBuf,
-    pub(super) tree: PathBuf,
-    pub(super) table: PathBuf,
-    pub(super) size: u64,
-    /// For `upserv refetch` of a cached build: its idle lock, taken here in
-    /// the job thread once no connection serves the old tree, so that the
-    /// coordinator swaps the trees without waiting.
-    pub(super) swap: Option<File>,
-    pub(super) _lock: File,
 }
 
 /// The job thread: wait for the install lock, download, unpack, measure.

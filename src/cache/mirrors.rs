@@ -27,7 +27,6 @@ use parking_lot::Mutex;
 use super::fetch::{self, Attempt, FetchError, Fetched, Fetcher, Target};
 use super::unpack::ArchiveKind;
 use super::{CacheConfig, CacheError};
-use crate::config::check_paired;
 
 /// How long a mirror that failed is tried only after the others.
 pub const MIRROR_DOWN_FOR: Duration = Duration::from_secs(5 * 60);
@@ -277,4 +276,17 @@ fn paired(
         [one] => vec![Some(one.to_string()); archives.len()],
         each => each.iter().map(|t| Some(t.to_string())).collect(),
     })
+}
+
+/// Checks that `param` (`upstream checksum` or `upstream contents`) gives
+/// no template, one for every mirror, or one per mirror in the same order.
+pub fn check_paired(param: &str, templates: Option<&str>, mirrors: usize) -> Result<(), String> {
+    let count = templates.map_or(0, |t| t.split_whitespace().count());
+    // Without an upstream the templates are not used.
+    if count <= 1 || count == mirrors || mirrors == 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "`{param}` lists {count} templates but `upstream` lists {mirrors} mirrors: give one for all, or one per mirror in the same order"
+    ))
 }

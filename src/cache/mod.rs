@@ -16,14 +16,14 @@
 //!   across them with its retries.
 //! - `delete`: deleting trees of any depth with few descriptors.
 //! - `unpack`: archives into a scratch tree plus the metadata records.
-//! - [`meta`]: the metadata table, on disk and in memory.
 //! - `handle`: the [`Cache`] handle that worker threads use, and [`BuildGuard`].
 //! - `coordinator`: the one thread that starts downloads, publishes and
 //!   deletes builds; `job`: the thread of one download; `shared`: the state
 //!   and operations these three have in common.
 //! - `seed`: the secret behind each build's checksum seed.
 //! - [`stats`]: counters and the downloads in progress, for status and metrics.
-//! - [`commands`]: the admin commands (`fetch`, `list`, `pin`, `unpin`, `gc`).
+//! - `inventory`: the builds on disk and their pins, for the admin commands.
+//! - `types`: the values these parts pass to one another and to callers.
 //!
 //! Decisions the rules of docs/builds.md leave open:
 //! - A build without a metadata table (a tree an administrator put into the
@@ -67,32 +67,34 @@
 //! or look at client options. Its errors are plain sentences that the rsync
 //! side puts after `@ERROR: `.
 
-pub mod commands;
 mod coordinator;
 mod delete;
 mod fetch;
 mod handle;
+mod inventory;
 mod job;
-pub mod meta;
 mod mirrors;
 mod seed;
 mod shared;
 pub mod stats;
 mod store;
+mod types;
 pub mod unpack;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use handle::{BuildGuard, Cache, CacheWatch, Evicted};
-pub use meta::{EntryMeta, MetaTable};
-pub use mirrors::{MirrorState, MIRROR_DOWN_FOR};
+pub use crate::meta::{EntryMeta, MetaTable};
+pub use handle::{BuildGuard, Cache, CacheWatch};
+pub use inventory::{list_builds, set_sticky, BuildEntry};
+pub use mirrors::{check_paired, MirrorState, MIRROR_DOWN_FOR};
 pub use seed::SEED_PERIOD;
 pub use stats::{CacheReport, Lookup};
-
-/// The layout and the name rule are the configuration's; the cache uses them.
-pub use crate::config::{is_build_name, Layout};
+pub use types::{
+    human_size, is_build_name, Evicted, Layout, Progress, Stage, Startup, MAX_BUILD_NAME_LEN,
+    PROGRESS_INTERVAL,
+};
 
 /// Everything the cache needs to know; built by the caller from the settings.
 #[derive(Clone, Debug)]

@@ -17,16 +17,14 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::Mutex;
 
-use super::commands::human_size;
 use super::fetch::{Fetcher, Limits};
-use super::handle::{Evicted, Startup};
-use super::job::Prepared;
-use super::meta::MetaTable;
 use super::mirrors::Mirrors;
 use super::seed::SeedSecret;
 use super::stats::CacheStats;
 use super::store::{self, AccessRecord, Candidate, Store};
+use super::types::{human_size, Evicted, Prepared, Startup};
 use super::{CacheConfig, CacheError};
+use crate::meta::MetaTable;
 
 const MIB: u64 = 1 << 20;
 

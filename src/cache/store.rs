@@ -22,15 +22,14 @@
 //! them. It must not download, unpack or parse archives.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::delete;
-use super::is_build_name;
+use super::types::is_build_name;
 
 /// Name of the private directory inside the builds directory.
 pub const PRIVATE_DIR: &str = ".upserv";
@@ -227,7 +226,7 @@ impl Store {
 
     /// Marks `name` as served until the returned handle is dropped.
     pub fn mark_busy(&self, name: &str) -> io::Result<BusyMark> {
-        lock_stable(&self.busy_path(name), libc::LOCK_SH).map(|file| BusyMark { _file: file })
+        lock_stable(&self.busy_path(name), Lock::Shared).map(|file| BusyMark { _file: file })
     }
 
     /// Whether any connection, of any process, serves `name` right now.
@@ -235,7 +234,7 @@ impl Store {
     /// file was never served.
     pub fn is_busy(&self, name: &str) -> bool {
         match File::open(self.busy_path(name)) {
-            Ok(file) => flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err(),
+            Ok(file) => flock(&file, Lock::TryExclusive).is_err(),
             Err(_) => false,
         }
     }
@@ -243,14 +242,14 @@ impl Store {
     /// Takes the exclusive lock that proves nobody serves `name`; `None` when
     /// someone does. While held, no connection can start serving `name`.
     pub fn try_lock_idle(&self, name: &str) -> Option<File> {
-        lock_stable(&self.busy_path(name), libc::LOCK_EX | libc::LOCK_NB).ok()
+        lock_stable(&self.busy_path(name), Lock::TryExclusive).ok()
     }
 
     /// Takes the download-and-install lock if no other process holds it.
     pub fn try_lock_install(&self) -> io::Result<Option<File>> {
-        match open_locked(&self.private.join("lock"), libc::LOCK_EX | libc::LOCK_NB) {
+        match open_locked(&self.private.join("lock"), Lock::TryExclusive) {
             Ok(file) => Ok(Some(file)),
-            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -438,7 +437,7 @@ pub struct BusyMark {
 }
 
 /// Opens `path` (creating it) and flocks it with `op`.
-fn open_locked(path: &Path, op: libc::c_int) -> io::Result<File> {
+fn open_locked(path: &Path, op: Lock) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -453,7 +452,7 @@ fn open_locked(path: &Path, op: libc::c_int) -> io::Result<File> {
 
 /// Like [`open_locked`], but retries when the file was deleted and replaced
 /// while we waited, so a lock is always held on the file the path names now.
-fn lock_stable(path: &Path, op: libc::c_int) -> io::Result<File> {
+fn lock_stable(path: &Path, op: Lock) -> io::Result<File> {
     loop {
         let file = open_locked(path, op)?;
         let held = file.metadata()?.ino();
@@ -466,15 +465,28 @@ fn lock_stable(path: &Path, op: libc::c_int) -> io::Result<File> {
     }
 }
 
-fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+/// The whole-file locks (flock) the store takes: every process, daemon or
+/// command, takes the same ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lock {
+    /// Shared, waiting for it.
+    Shared,
+    /// Exclusive, or an error of kind `WouldBlock` at once.
+    TryExclusive,
+}
+
+fn flock(file: &File, op: Lock) -> io::Result<()> {
     loop {
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        let result = match op {
+            Lock::Shared => file.lock_shared(),
+            Lock::TryExclusive => file.try_lock().map_err(|e| match e {
+                TryLockError::WouldBlock => io::ErrorKind::WouldBlock.into(),
+                TryLockError::Error(e) => e,
+            }),
+        };
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
         }
     }
 }

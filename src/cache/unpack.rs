@@ -30,12 +30,12 @@ use std::path::{Path, PathBuf};
 
 use tar::EntryType;
 
-use super::meta::{
+use super::store::remove_tree;
+use super::types::Layout;
+use crate::meta::{
     OwnerNames, RawEntry, TableWriter, MAX_PATH_LEN, NO_NAME, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO,
     S_IFLNK, S_IFMT, S_IFREG,
 };
-use super::store::remove_tree;
-use super::Layout;
 
 /// Most entries one archive may hold; bounds the memory of the records.
 pub const MAX_ARCHIVE_ENTRIES: usize = 4_000_000;

@@ -82,7 +82,7 @@ pub(super) fn set_global(param: GlobalParam, value: &str, draft: &mut GlobalDraf
         GlobalParam::UpstreamContents => {
             global.upstream_contents = optional_template(value, check_template)?;
         }
-        GlobalParam::Layout => global.layout = Layout::from_str(value).map_err(text)?,
+        GlobalParam::Layout => global.layout = Layout::from_str(value)?,
         GlobalParam::CacheSize => {
             let size = parse_size(value).map_err(text)?;
             check_cache_size(size)?;

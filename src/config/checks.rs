@@ -196,23 +196,6 @@ pub(super) fn check_checksum_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks that `param` (`upstream checksum` or `upstream contents`) gives
-/// no template, one for every mirror, or one per mirror in the same order.
-pub(crate) fn check_paired(
-    param: &str,
-    templates: Option<&str>,
-    mirrors: usize,
-) -> Result<(), String> {
-    let count = templates.map_or(0, |t| t.split_whitespace().count());
-    // Without an upstream the templates are not used.
-    if count <= 1 || count == mirrors || mirrors == 0 {
-        return Ok(());
-    }
-    Err(format!(
-        "`{param}` lists {count} templates but `upstream` lists {mirrors} mirrors: give one for all, or one per mirror in the same order"
-    ))
-}
-
 /// Checks what every URL template needs: http(s) and the `{name}` placeholder.
 pub(super) fn check_template(url: &str) -> Result<(), String> {
     let lower = url.to_ascii_lowercase();

@@ -2,7 +2,7 @@
 //! headers, `name = value` parameters and `&directive value` lines, each with
 //! the number of the physical line it starts on.
 //!
-//! Follows rsync's params.c where it matters for real files:
+//! Follows rsync: params.c where it matters for real files:
 //! - a comment is a line whose first non-blank character is `#` or `;`; a `#`
 //!   anywhere else is part of the value, and a comment never continues;
 //! - a line whose last non-blank character is `\` continues on the next line
@@ -138,7 +138,7 @@ fn param(text: &str) -> Option<Item> {
     })
 }
 
-/// Trims a value and drops carriage returns, as params.c does.
+/// Trims a value and drops carriage returns, as rsync: params.c does.
 fn clean_value(value: &str) -> String {
     value.trim().replace('\r', "")
 }
@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn continuation_keeps_inner_blanks_and_reports_the_first_line() {
-        // By hand from params.c: the blank before the backslash stays, the
+        // By hand from rsync: params.c: the blank before the backslash stays, the
         // next line's leading blanks stay, the backslash goes.
         let text = "x = 1\nexclude = a \\\n   b\\  \nc\ny = 2\n";
         assert_eq!(

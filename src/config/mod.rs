@@ -31,13 +31,15 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use crate::cache::{check_paired, Layout};
+
 pub use checks::SyslogFacility;
 pub(crate) use checks::{
-    check_cache_size, check_paired, check_upstream, check_workers, parse_level, parse_socket_addrs,
+    check_cache_size, check_upstream, check_workers, parse_level, parse_socket_addrs,
 };
 pub use error::{ConfigError, ConfigWarning, Origin};
 pub(crate) use values::parse_whole;
-pub use values::{format_size, is_build_name, parse_size, ValueError, MAX_BUILD_NAME_LEN};
+pub use values::{format_size, parse_size, ValueError};
 
 /// The configuration file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/upserv.conf";
@@ -259,41 +261,6 @@ impl Default for ModuleParams {
             numeric_ids: false,
             reverse_lookup: true,
             forward_lookup: true,
-        }
-    }
-}
-
-/// How an unpacked build is laid out as a module (docs/builds.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Layout {
-    /// The archive's tree is the module's root.
-    #[default]
-    Plain,
-    /// olpc-update's layout: the tree under `root/`, the manifest as `contents`.
-    Olpc,
-}
-
-impl Layout {
-    /// The name used in the configuration file.
-    pub fn name(self) -> &'static str {
-        match self {
-            Layout::Plain => "plain",
-            Layout::Olpc => "olpc",
-        }
-    }
-}
-
-impl FromStr for Layout {
-    type Err = ValueError;
-
-    fn from_str(text: &str) -> Result<Self, ValueError> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "plain" => Ok(Layout::Plain),
-            "olpc" => Ok(Layout::Olpc),
-            _ => Err(ValueError(format!(
-                "`{}` is not a layout (expected plain or olpc)",
-                text.trim()
-            ))),
         }
     }
 }

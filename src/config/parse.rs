@@ -1,5 +1,5 @@
 //! Reads configuration files section by section into settings, the way
-//! rsyncd's loadparm.c does:
+//! rsync: loadparm.c does:
 //! - parameters before the first section or in a `[global]` section are
 //!   global; module parameters there become defaults for the modules that
 //!   *follow* (each module starts from the defaults as they stand at its

@@ -7,9 +7,6 @@
 
 use std::fmt;
 
-/// The longest build name upserv accepts (docs/builds.md: `[A-Za-z0-9][A-Za-z0-9._+-]{0,127}`).
-pub const MAX_BUILD_NAME_LEN: usize = 128;
-
 /// The longest timeout upserv accepts, in seconds (about 31 years). Far above
 /// any sensible value, yet small enough that adding it to an `Instant` can
 /// never overflow.
@@ -193,21 +190,6 @@ pub fn split_filter_words(text: &str) -> Result<Vec<String>, ValueError> {
     Ok(rules)
 }
 
-/// Ending reserved for the pin marks beside the builds (`NAME.sticky`).
-pub const STICKY_SUFFIX: &str = ".sticky";
-
-/// True when `name` is a build name upserv may fetch: a letter or digit, then
-/// up to 127 letters, digits, `.`, `_`, `+` or `-`, not ending in `.sticky`
-/// (a build of that name would be taken for the pin mark of another).
-pub fn is_build_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
-    first_ok
-        && name.len() <= MAX_BUILD_NAME_LEN
-        && !name.ends_with(STICKY_SUFFIX)
-        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,37 +304,5 @@ mod tests {
         );
         assert!(split_filter_words("").unwrap().is_empty());
         assert!(split_filter_words("a -").is_err());
-    }
-
-    #[test]
-    fn build_names() {
-        let longest = format!("a{}", "b".repeat(127));
-        for good in [
-            "build-812",
-            "os12.1_x",
-            "1",
-            "a+b",
-            "b1.stickyx",
-            "b1.sticky2",
-            longest.as_str(),
-        ] {
-            assert!(is_build_name(good), "{good}");
-        }
-        let too_long = format!("a{}", "b".repeat(128));
-        for bad in [
-            "",
-            ".hidden",
-            "-x",
-            "_x",
-            "a/b",
-            "..",
-            "a b",
-            "é",
-            "b1.sticky",
-            "b1.tar.sticky",
-            too_long.as_str(),
-        ] {
-            assert!(!is_build_name(bad), "{bad}");
-        }
     }
 }

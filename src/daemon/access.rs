@@ -1,5 +1,5 @@
 //! `hosts allow` / `hosts deny`: which client addresses may use a module,
-//! with rsyncd's precedence (access.c `allow_access`): a match in the allow
+//! with rsyncd's precedence (rsync: access.c allow_access): a match in the allow
 //! list always admits; an allow list without a deny list refuses everyone
 //! else; otherwise a match in the deny list refuses and the rest are let in.
 //!

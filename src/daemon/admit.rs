@@ -1,5 +1,5 @@
 //! Between the module name and `@RSYNCD: OK`: may this client use this
-//! module now? The checks come in rsyncd's order (clientserver.c
+//! module now? The checks come in rsyncd's order (rsync: clientserver.c
 //! `rsync_module`): `hosts allow`/`hosts deny`, then the module's
 //! `max connections`, then the `auth users` login.
 //!
@@ -10,60 +10,18 @@
 //!
 //! Must not read the client's arguments or start the transfer.
 
-use super::access::Access;
 use super::auth::{self, AuthRules, Digest};
 use super::opening::MAX_LINE_LEN;
-use super::refuse::Refusals;
+use super::policy::Policy;
 use super::slots::SlotGuard;
 use super::{Module, Server};
-use crate::config::ModuleParams;
 use crate::protocol::io::Conn;
-use crate::protocol::options::ModuleImposed;
 use crate::protocol::wire::WireWrite;
 use std::io;
 use std::net::IpAddr;
 
 /// What rsyncd calls the client's host when it did not look it up.
 const UNDETERMINED_HOST: &str = "UNDETERMINED";
-
-/// Who may use a module, and how many at once.
-#[derive(Clone, Debug)]
-pub struct Policy {
-    pub access: Access,
-    /// Shown in module lists; when not, refused clients hear "Unknown module".
-    pub list: bool,
-    /// Connections to this module at once; 0 means no limit.
-    pub max_connections: u32,
-    /// `None`: no login.
-    pub auth: Option<AuthRules>,
-    /// `refuse options`.
-    pub refusals: Refusals,
-    /// `ignore errors`, `numeric ids`, `ignore nonreadable`.
-    pub imposed: ModuleImposed,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy::from_params(&ModuleParams::default())
-    }
-}
-
-impl Policy {
-    pub fn from_params(p: &ModuleParams) -> Policy {
-        Policy {
-            access: Access::new(&p.hosts_allow, &p.hosts_deny),
-            list: p.list,
-            max_connections: p.max_connections,
-            auth: AuthRules::from_params(p),
-            refusals: Refusals::new(&p.refuse_options),
-            imposed: ModuleImposed {
-                ignore_errors: p.ignore_errors,
-                numeric_ids: p.numeric_ids,
-                ignore_nonreadable: p.ignore_nonreadable,
-            },
-        }
-    }
-}
 
 /// A client let in: who logged in (if anyone), and the module slot it
 /// holds until dropped.

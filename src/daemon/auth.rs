@@ -1,5 +1,5 @@
 //! `auth users` and `secrets file`: rsyncd's challenge-response login
-//! (authenticate.c `auth_server`, compat.c `negotiate_daemon_auth`).
+//! (rsync: authenticate.c auth_server, rsync: compat.c negotiate_daemon_auth).
 //!
 //! The digest: both sides announce the digests they know in their greeting
 //! lines, and each picks the strongest one the other announced, so both
@@ -23,7 +23,7 @@
 
 use crate::config::ModuleParams;
 use crate::protocol::wildmatch::wildmatch;
-use std::ffi::CString;
+use crate::sys::{euid, groups_of};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -32,10 +32,6 @@ use std::path::{Path, PathBuf};
 pub const MAX_SECRETS_FILE_LEN: u64 = 1 << 20;
 /// Random bytes in a challenge (22 characters once encoded).
 const CHALLENGE_BYTES: usize = 16;
-/// Groups looked up for one user at most.
-const MAX_GROUPS: usize = 1024;
-/// Buffer for one passwd or group record.
-const MAX_RECORD_BUF: usize = 1 << 16;
 
 /// A challenge-response digest. The order is rsync's, strongest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -347,11 +343,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() }
-}
-
 /// Reads the secrets file, refusing what rsyncd's strict modes refuse.
 pub(crate) fn read_secrets_file(path: &Path, strict: bool) -> Result<Vec<u8>, String> {
     let link = std::fs::symlink_metadata(path)
@@ -391,94 +382,6 @@ pub(crate) fn read_secrets_file(path: &Path, strict: bool) -> Result<Vec<u8>, St
         .read_to_end(&mut text)
         .map_err(|e| format!("cannot read secrets file {}: {e}", path.display()))?;
     Ok(text)
-}
-
-/// The names of the groups of system user `user` (its primary group and
-/// the others), empty when there is no such user. rsyncd asks the same of
-/// the user database for `@group` rules.
-fn groups_of(user: &[u8]) -> Vec<Vec<u8>> {
-    let Ok(name) = CString::new(user) else {
-        return Vec::new();
-    };
-    let Some(primary) = primary_gid(&name) else {
-        return Vec::new();
-    };
-    group_ids(&name, primary)
-        .into_iter()
-        .filter_map(group_name)
-        .collect()
-}
-
-fn primary_gid(name: &CString) -> Option<libc::gid_t> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: passwd is plain data; getpwnam_r writes into it and into
-        // `buf` within the length we give.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getpwnam_r(
-                name.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < MAX_RECORD_BUF {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        return (rc == 0 && !result.is_null()).then_some(pwd.pw_gid);
-    }
-}
-
-fn group_ids(name: &CString, primary: libc::gid_t) -> Vec<libc::gid_t> {
-    let mut groups: Vec<libc::gid_t> = vec![0; 32];
-    loop {
-        let mut count = groups.len() as libc::c_int;
-        // SAFETY: getgrouplist writes at most `count` ids into `groups`.
-        let rc =
-            unsafe { libc::getgrouplist(name.as_ptr(), primary, groups.as_mut_ptr(), &mut count) };
-        let count = usize::try_from(count).unwrap_or(0);
-        if rc >= 0 {
-            groups.truncate(count.min(groups.len()));
-            return groups;
-        }
-        if count <= groups.len() || count > MAX_GROUPS {
-            return vec![primary];
-        }
-        groups.resize(count, 0);
-    }
-}
-
-fn group_name(gid: libc::gid_t) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: group is plain data; getgrgid_r writes into it and into
-        // `buf` within the length we give.
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getgrgid_r(
-                gid,
-                &mut grp,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < MAX_RECORD_BUF {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() || grp.gr_name.is_null() {
-            return None;
-        }
-        // SAFETY: on success gr_name points at a NUL-terminated string in `buf`.
-        let name = unsafe { std::ffi::CStr::from_ptr(grp.gr_name) };
-        return Some(name.to_bytes().to_vec());
-    }
 }
 
 #[cfg(test)]
@@ -624,7 +527,7 @@ mod tests {
     #[test]
     fn group_rules_use_the_system_groups_and_group_secrets() {
         // root is in group root (gid 0) on every Linux system.
-        let root_group = group_name(0).unwrap();
+        let root_group = crate::sys::group_name(0).unwrap();
         let group = String::from_utf8(root_group).unwrap();
         let (_dir, path) = secrets(&format!("@{group}:groupsecret\n"), 0o600);
         let r = rules(&[&format!("@{group}")], &path);

@@ -36,15 +36,16 @@
 //! SIGHUP swaps in a freshly read configuration for new connections.
 //! Must not serve a module: that is a worker's job.
 
-use super::listener::{log_outcome, Committed, Job, Reload};
 use super::opening::{self, Ask, Need, Opening, Request, Step, MAX_LINE_LEN};
+use super::pool::{
+    log_outcome, Committed, HostTicket, Hosts, Job, Pool, PoolConfig, REFUSAL_TIMEOUT,
+};
 use super::proxy_header::{self, Parse, MAX_HEADER_LEN};
 use super::session::{self, Outcome};
 use super::signals::{Signal, Signals};
 use super::Server;
 use crossbeam_channel::{Sender, TrySendError};
-use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -56,8 +57,6 @@ pub const MAX_OPENINGS: usize = 256;
 /// Over-limit connections from one address that still hear why they are
 /// refused; more are closed at once.
 pub const REFUSALS_PER_HOST: usize = 4;
-/// How long a refusal or a module list may take to be written.
-pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections accepted per wake-up, so that openings are not starved.
 const ACCEPT_BATCH: usize = 64;
 /// How long accepting pauses when the process is out of descriptors.
@@ -67,41 +66,6 @@ const DRAIN_CHUNK: usize = 4096;
 const DRAIN_ROUNDS: usize = 16;
 /// Connections closed without a word are logged as one line per interval.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Connections per client address, from accept to close.
-#[derive(Default)]
-pub(super) struct Hosts(Mutex<HashMap<IpAddr, usize>>);
-
-pub(super) struct HostTicket {
-    hosts: Arc<Hosts>,
-    addr: IpAddr,
-}
-
-impl Hosts {
-    fn count(&self, addr: IpAddr) -> usize {
-        self.0.lock().get(&addr).copied().unwrap_or(0)
-    }
-
-    fn start(self: &Arc<Self>, addr: IpAddr) -> HostTicket {
-        *self.0.lock().entry(addr).or_insert(0) += 1;
-        HostTicket {
-            hosts: Arc::clone(self),
-            addr,
-        }
-    }
-}
-
-impl Drop for HostTicket {
-    fn drop(&mut self) {
-        let mut map = self.hosts.0.lock();
-        if let Some(n) = map.get_mut(&self.addr) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.addr);
-            }
-        }
-    }
-}
 
 /// The per-host limit for `addr`, `None` for no limit.
 fn host_limit(configured: Option<u64>, addr: IpAddr) -> Option<usize> {
@@ -450,6 +414,35 @@ impl DropLog {
         self.count = 0;
         self.last_line = Some(Instant::now());
     }
+}
+
+/// Reads the configuration again for SIGHUP.
+pub type Reload<'a> = dyn FnMut() -> Result<Arc<Server>, String> + 'a;
+
+/// Serves until SIGTERM or SIGINT, then lets transfers in flight finish.
+pub fn run(
+    server: Arc<Server>,
+    listeners: Vec<TcpListener>,
+    cfg: PoolConfig,
+    signals: &Signals,
+    reload: &mut Reload,
+) -> io::Result<()> {
+    let pool = Pool::start(&cfg)?;
+    for l in &listeners {
+        l.set_nonblocking(true)?;
+    }
+    let mut gate = Gatekeeper::new(
+        server,
+        pool.jobs.clone(),
+        Arc::clone(&pool.committed),
+        pool.capacity,
+    );
+    let served = gate.run(&listeners, signals, reload);
+    drop(listeners);
+    drop(gate);
+    served?;
+    pool.stop(signals);
+    Ok(())
 }
 
 /// The accept loop and every connection's opening.
@@ -866,19 +859,6 @@ mod tests {
         assert_eq!(host_limit(None, lan), Some(default));
         assert_eq!(host_limit(Some(2), lo), Some(2));
         assert_eq!(host_limit(Some(0), lan), None);
-    }
-
-    #[test]
-    fn host_tickets_count_and_forget() {
-        let hosts = Arc::new(Hosts::default());
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let t1 = hosts.start(a);
-        let t2 = hosts.start(a);
-        assert_eq!(hosts.count(a), 2);
-        drop(t1);
-        drop(t2);
-        assert_eq!(hosts.count(a), 0);
-        assert!(hosts.0.lock().is_empty());
     }
 
     #[test]

@@ -15,9 +15,10 @@ pub mod audit;
 pub mod auth;
 pub mod control;
 pub mod gatekeeper;
-pub mod listener;
 pub mod metrics;
 pub mod opening;
+pub mod policy;
+pub mod pool;
 pub mod proxy_header;
 pub mod refuse;
 pub mod report;
@@ -34,11 +35,11 @@ use crate::protocol::io::Conn;
 use crate::protocol::memo::{Memo, MEMO_MAX_BYTES};
 use crate::protocol::wire::{WireRead, WireWrite};
 use access::Access;
-use admit::Policy;
+use policy::Policy;
 use slots::Slots;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -316,16 +317,11 @@ impl Server {
 /// `Accept=yes`). Connection limits hold across the processes through the
 /// server's lock-file slots.
 pub fn serve_stdio(server: &Server) -> io::Result<()> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: fds 0 and 1 are ours for the life of this process; nothing
-    // else in upserv reads stdin or writes stdout in serve mode.
-    let (rfd, wfd) = unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(0),
-            std::os::fd::OwnedFd::from_raw_fd(1),
-        )
-    };
-    let mut peer = peer_of_fd(0);
+    // Copies of the descriptors: nothing else in upserv reads stdin or
+    // writes stdout in serve mode.
+    let rfd = io::stdin().as_fd().try_clone_to_owned()?;
+    let wfd = io::stdout().as_fd().try_clone_to_owned()?;
+    let mut peer = peer_of_stdin();
     let mut conn = Conn::new(rfd, wfd)?;
     let started = std::time::Instant::now();
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -352,7 +348,7 @@ pub fn serve_stdio(server: &Server) -> io::Result<()> {
         cache: None,
         error: "connection handler panicked".into(),
     });
-    listener::log_outcome(peer, &outcome, started.elapsed());
+    pool::log_outcome(peer, &outcome, started.elapsed());
     Ok(())
 }
 
@@ -425,35 +421,14 @@ fn serve_within_limit(
     session::serve(server, conn, peer, request)
 }
 
-/// The address of the peer on a socket descriptor, if it is a socket.
-fn peer_of_fd(fd: i32) -> Option<IpAddr> {
-    // SAFETY: getpeername writes at most `len` bytes into `storage`.
-    unsafe {
-        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        if libc::getpeername(
-            fd,
-            (&mut storage as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        ) != 0
-        {
-            return None;
-        }
-        match i32::from(storage.ss_family) {
-            libc::AF_INET => {
-                let sin = &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
-                Some(IpAddr::from(
-                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                ))
-            }
-            libc::AF_INET6 => {
-                let sin6 =
-                    &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
-                Some(IpAddr::from(sin6.sin6_addr.s6_addr))
-            }
-            _ => None,
-        }
-    }
+/// The address of the peer on stdin, if stdin is a TCP socket (for a
+/// Unix socket or a pipe there is none).
+fn peer_of_stdin() -> Option<IpAddr> {
+    let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
+    std::net::TcpStream::from(fd)
+        .peer_addr()
+        .ok()
+        .map(|a| a.ip())
 }
 
 /// Binds every address. An IPv6 socket is IPv6-only, as rsyncd makes it, so
@@ -574,7 +549,6 @@ pub struct PidFile {
 impl PidFile {
     pub fn create(path: &std::path::Path) -> Result<PidFile, String> {
         use std::io::Write;
-        use std::os::fd::AsRawFd;
         let fail = |e: io::Error| format!("cannot write pid file {}: {e}", path.display());
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -583,8 +557,7 @@ impl PidFile {
             .truncate(false)
             .open(path)
             .map_err(fail)?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if file.try_lock().is_err() {
             let holder = std::fs::read_to_string(path).unwrap_or_default();
             return Err(format!(
                 "pid file {} is locked: another upserv (pid {}) is running",

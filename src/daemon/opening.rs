@@ -1,5 +1,5 @@
 //! The opening of a daemon connection, up to the client's request
-//! (clientserver.c `start_daemon` up to `rsync_module`): our greeting, the
+//! (rsync: clientserver.c start_daemon up to `rsync_module`): our greeting, the
 //! client's greeting, optional `#early_input`, then a module name or a
 //! module-list request.
 //!

@@ -7,7 +7,7 @@
 //! text.
 
 use super::stats::{DaemonReport, Stats};
-use crate::cache::commands::human_size;
+use crate::cache::human_size;
 use crate::cache::stats::{DownloadView, REQUEST_RESULTS};
 use crate::cache::{CacheReport, CacheWatch};
 use crate::protocol::memo::{Memo, MemoCounts};

@@ -8,10 +8,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-fn euid() -> libc::uid_t {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() }
-}
+use crate::sys::{become_user, euid};
 
 /// When running as root and `builds` belongs to another user, becomes that
 /// user (its group alone as the group list, then the group, then the user).
@@ -30,27 +27,12 @@ pub fn become_owner(builds: &Path) -> Result<(), String> {
     if uid == 0 {
         return Ok(());
     }
-    let fail = |what: &str| {
+    become_user(uid, gid).map_err(|(what, e)| {
         format!(
-            "cannot switch to uid {uid} gid {gid}, the owner of {}: {what}: {}",
-            builds.display(),
-            io::Error::last_os_error()
+            "cannot switch to uid {uid} gid {gid}, the owner of {}: {what}: {e}",
+            builds.display()
         )
-    };
-    // SAFETY: setgroups reads one gid from a local; setgid and setuid take
-    // plain ids. Order matters: only root may change groups.
-    unsafe {
-        if libc::setgroups(1, &gid) != 0 {
-            return Err(fail("setgroups"));
-        }
-        if libc::setgid(gid) != 0 {
-            return Err(fail("setgid"));
-        }
-        if libc::setuid(uid) != 0 {
-            return Err(fail("setuid"));
-        }
-    }
-    Ok(())
+    })
 }
 
 /// Logs a warning when the daemon runs as root.

@@ -1,5 +1,5 @@
 //! One client connection from its first byte to its last: the daemon
-//! handshake (clientserver.c's start_daemon and rsync_module), module
+//! handshake (rsync: clientserver.c start_daemon and rsync_module), module
 //! selection, then the pull itself.
 //!
 //! The handshake, line by line: our greeting `@RSYNCD: 32.0`, the MOTD, the
@@ -247,7 +247,7 @@ fn pull(
             return Ok(Outcome::Refused(e.0));
         }
     };
-    opts.impose(module.policy.imposed);
+    module.policy.imposed.apply(&mut opts);
     if opts.protect_args {
         let protected = read_args(conn, true)?;
         opts.set_protected_paths(&protected);
@@ -357,7 +357,7 @@ fn send_listing(server: &Server, conn: &mut Conn) -> io::Result<()> {
 }
 
 /// Turns the client's `module/path` arguments into paths relative to the
-/// module root (util1.c glob_expand_module and sanitize_path): the module
+/// module root (rsync: util1.c glob_expand_module and sanitize_path): the module
 /// name is stripped, so is any leading `/`, and `..` can never climb above
 /// the root. Several paths may arrive in one argument, separated by
 /// ` module/` (old clients' space-splitting).
@@ -393,7 +393,7 @@ impl ModuleRoot {
         }
     }
 
-    fn meta(&self) -> Option<std::sync::Arc<crate::cache::meta::MetaTable>> {
+    fn meta(&self) -> Option<std::sync::Arc<crate::meta::MetaTable>> {
         match self {
             ModuleRoot::Static(_) => None,
             ModuleRoot::Build(g) => g.meta(),

@@ -47,7 +47,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
 
 /// The read end of the signal pipe.
 pub struct Signals {
-    read: OwnedFd,
+    read: std::fs::File,
     _write: OwnedFd,
 }
 
@@ -75,7 +75,7 @@ impl Signals {
             }
         }
         Ok(Signals {
-            read,
+            read: read.into(),
             _write: write,
         })
     }
@@ -87,12 +87,11 @@ impl Signals {
     /// The signals that arrived since the last call.
     pub fn drain(&self) -> Vec<Signal> {
         let mut buf = [0u8; 16];
-        // SAFETY: reading into a local buffer from our non-blocking pipe.
-        let n = unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            return Vec::new();
-        }
-        buf[..n as usize]
+        let n = match io::Read::read(&mut &self.read, &mut buf) {
+            Ok(n) if n > 0 => n,
+            _ => return Vec::new(),
+        };
+        buf[..n]
             .iter()
             .map(|&s| {
                 if i32::from(s) == libc::SIGHUP {

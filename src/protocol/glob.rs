@@ -1,5 +1,5 @@
 //! Wildcards in source arguments, expanded by the server as rsyncd does
-//! (util1.c glob_expand): `rsync rsync://host/mod/*.iso dest/` names every
+//! (rsync: util1.c glob_expand): `rsync rsync://host/mod/*.iso dest/` names every
 //! matching entry of the module. Each path component with `*`, `?` or `[`
 //! is matched against the directory's names with rsync's wildmatch; an
 //! argument that matches nothing is kept as it is, so the client hears that

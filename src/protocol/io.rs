@@ -2,13 +2,13 @@
 //!
 //! The rsync client keeps sending block checksums for later files while we
 //! send data for earlier ones. A sender that only writes would deadlock once
-//! both socket buffers fill, so, like rsync's io.c, every wait here polls both
+//! both socket buffers fill, so, like rsync: io.c, every wait here polls both
 //! directions: while output is pending we also read whatever input arrives into
 //! a fixed-size buffer. Memory per connection is therefore bounded by
 //! [`IN_CAP`] + [`OUT_CAP`], whatever the client does.
 //!
 //! Output is raw during the handshake and multiplexed afterwards: data goes in
-//! `MSG_DATA` frames, log lines in their own message frames (io.c's
+//! `MSG_DATA` frames, log lines in their own message frames (rsync: io.c
 //! `MPLEX_BASE`). Input from a protocol-29 client is never multiplexed; from
 //! protocol 30 on the client frames its side too, and reads see only the
 //! data frames' bytes (the other messages it may send a sender are
@@ -20,7 +20,8 @@
 
 use super::bwlimit::Throttle;
 use super::wire::{WireRead, WireWrite};
-use std::io;
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,7 +43,7 @@ pub const MAX_IN_MSG_LEN: usize = 4096 + 1024;
 const ACK_POLL: Duration = Duration::from_millis(5);
 
 /// Message tags a protocol-29 client understands (rsync.h `enum msgcode`,
-/// with the protocol-30 error/warning codes mapped down as log.c does).
+/// with the protocol-30 error/warning codes mapped down as rsync: log.c does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MsgTag {
     Data = 0,
@@ -67,8 +68,8 @@ const IN_SUCCESS: u32 = 100;
 const IN_NO_SEND: u32 = 102;
 
 pub struct Conn {
-    rfd: OwnedFd,
-    wfd: OwnedFd,
+    rfd: File,
+    wfd: File,
     inbuf: Box<[u8]>,
     in_start: usize,
     in_end: usize,
@@ -96,6 +97,14 @@ pub struct Conn {
     throttle: Option<Throttle>,
 }
 
+/// A read or write on a non-blocking descriptor that did nothing this time.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we own; no memory is passed.
     unsafe {
@@ -118,8 +127,8 @@ impl Conn {
         set_nonblocking(wfd.as_raw_fd())?;
         let now = Instant::now();
         Ok(Conn {
-            rfd,
-            wfd,
+            rfd: File::from(rfd),
+            wfd: File::from(wfd),
             inbuf: vec![0u8; IN_CAP].into_boxed_slice(),
             in_start: 0,
             in_end: 0,
@@ -598,19 +607,15 @@ impl Conn {
 
     fn read_some(&mut self) -> io::Result<()> {
         let room = &mut self.inbuf[self.in_end..];
-        // SAFETY: reading into the unused tail of our own buffer.
-        let n = unsafe { libc::read(self.rfd.as_raw_fd(), room.as_mut_ptr().cast(), room.len()) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(()),
-                _ => Err(err),
-            };
-        }
+        let n = match (&self.rfd).read(room) {
+            Ok(n) => n,
+            Err(e) if is_transient(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             self.in_eof = true;
         } else {
-            self.in_end += n as usize;
+            self.in_end += n;
             self.last_io = Instant::now();
         }
         Ok(())
@@ -621,17 +626,12 @@ impl Conn {
         if let Some(throttle) = &self.throttle {
             pending = &pending[..pending.len().min(throttle.max_write())];
         }
-        // SAFETY: writing from our own initialised buffer.
-        let n =
-            unsafe { libc::write(self.wfd.as_raw_fd(), pending.as_ptr().cast(), pending.len()) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(()),
-                _ => Err(err),
-            };
-        }
-        self.out_pos += n as usize;
+        let n = match (&self.wfd).write(pending) {
+            Ok(n) => n,
+            Err(e) if is_transient(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.out_pos += n;
         self.bytes_written += n as u64;
         if let Some(throttle) = &mut self.throttle {
             throttle.wrote(n as usize);

@@ -21,15 +21,6 @@ pub const MAX_ARGS: usize = 4096;
 /// rsync: clientserver.c rsync_module, is 4096 + 1024).
 pub const MAX_ARG_LEN: usize = 5 * 1024;
 
-/// What a module imposes on every pull, whatever the client asked: rsyncd's
-/// `ignore errors`, `numeric ids` and `ignore nonreadable`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ModuleImposed {
-    pub ignore_errors: bool,
-    pub numeric_ids: bool,
-    pub ignore_nonreadable: bool,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Compression {
     #[default]
@@ -260,7 +251,7 @@ const fn value(name: &'static str, effect: Effect) -> ClientOption {
 }
 
 /// Every option of rsync 3.x, grouped about as rsync's own table (rsync:
-/// options.c long_options) groups them, the letter-only ones last; the
+/// rsync: options.c long_options) groups them, the letter-only ones last; the
 /// order has no meaning. An option of a later protocol is one more row, or a
 /// row whose effect changes.
 pub static OPTIONS: &[ClientOption] = {
@@ -612,7 +603,7 @@ fn parse_number<T: std::str::FromStr>(name: &str, value: &[u8]) -> Result<T, Opt
 }
 
 /// The largest `--max-size`/`--min-size` accepted (SIZE_MAX / 2 in rsync:
-/// options.c parse_size_arg).
+/// rsync: options.c parse_size_arg).
 const MAX_SIZE_ARG: f64 = i64::MAX as f64;
 
 /// rsync's size syntax for --max-size/--min-size/--bwlimit (rsync:
@@ -778,14 +769,6 @@ fn bwlimit(o: &mut Options, name: &'static str, v: &[u8]) -> Result<(), OptionEr
 }
 
 impl Options {
-    /// Applies what the module imposes, as rsyncd sets its own options
-    /// after parsing the client's.
-    pub fn impose(&mut self, imposed: ModuleImposed) {
-        self.ignore_errors |= imposed.ignore_errors;
-        self.names_withheld = imposed.numeric_ids;
-        self.skip_unreadable = imposed.ignore_nonreadable;
-    }
-
     /// Parses the server's argument list (everything the client sent, in
     /// order), in time linear in its size.
     pub fn parse(args: &[Vec<u8>]) -> Result<Options, OptionError> {

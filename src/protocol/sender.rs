@@ -1,5 +1,5 @@
 //! The sending side of one pull, from the checksum seed to the goodbye
-//! (main.c's do_server_sender, sender.c's send_files, match.c's framing).
+//! (rsync: main.c do_server_sender, rsync: sender.c send_files, rsync: match.c's framing).
 //!
 //! The client's generator asks for files by index, each with the block
 //! checksums of its basis; we answer with the index, the checksum head and
@@ -349,7 +349,7 @@ fn fatal<T>(conn: &mut Conn, protocol: u32, code: i32, text: String) -> Result<T
     Err(TransferError::Fatal(text))
 }
 
-/// exclude.c recv_filter_list: (length, rule) pairs ended by a zero length,
+/// rsync: exclude.c recv_filter_list: (length, rule) pairs ended by a zero length,
 /// then the CVS rules when the client asked for `-C`.
 fn receive_filter_rules(
     conn: &mut Conn,
@@ -528,7 +528,7 @@ impl FileSender<'_, '_> {
         Ok(ndx)
     }
 
-    /// rsync.c read_ndx_and_attrs. `None` is the end-of-phase marker.
+    /// rsync: rsync.c read_ndx_and_attrs. `None` is the end-of-phase marker.
     fn read_request(&mut self) -> Result<Option<Request>, TransferError> {
         let proto = self.pull.protocol;
         loop {
@@ -603,7 +603,7 @@ impl FileSender<'_, '_> {
         }
     }
 
-    /// sender.c write_ndx_and_attrs.
+    /// rsync: sender.c write_ndx_and_attrs.
     fn echo(&mut self, req: &Request) -> io::Result<()> {
         self.ndx_out.write(self.conn, req.ndx)?;
         if self.pull.protocol < 29 {
@@ -619,7 +619,7 @@ impl FileSender<'_, '_> {
         Ok(())
     }
 
-    /// io.c read_sum_head + sender.c receive_sums, with limits. The block
+    /// rsync: io.c read_sum_head + rsync: sender.c receive_sums, with limits. The block
     /// length is bounded by protocol; the sums are kept only while they fit
     /// in [`MAX_SUM_BYTES`] and their blocks in [`MAX_MATCH_BLOCK_LEN`],
     /// otherwise they are read and dropped and the file is sent whole. In
@@ -778,7 +778,7 @@ impl FileSender<'_, '_> {
             Ok(o) => o,
             Err(MatchError::Sink(e)) => return Err(e.into()),
             Err(MatchError::Read(e)) => {
-                // As match.c does after a read error: end the file's stream
+                // As rsync: match.c does after a read error: end the file's stream
                 // with a checksum the client is sure to reject.
                 tokens.finish()?;
                 let mut sum = Digest::zeros(self.strong_sum.kind.digest_len());

@@ -4,12 +4,12 @@
 //! `/`), `*` (a run of bytes without `/`), `**` and longer star runs (any run of
 //! bytes), `[...]` classes with ranges, `!`/`^` negation and `[:name:]` POSIX
 //! classes (ASCII, as in the C locale), and backslash escapes. It also owns
-//! the variants exclude.c matches with: a text made of several parts joined
+//! the variants rsync: exclude.c matches with: a text made of several parts joined
 //! virtually (so a directory prefix and a name need not be copied together),
 //! matched whole, by its trailing N path elements, or at the start and after
 //! every slash.
 //!
-//! The search follows rsync's (lib/wildmatch.c): a failed `*` reports whether
+//! The search follows (rsync: lib/wildmatch.c): a failed `*` reports whether
 //! later attempts can still succeed, so hopeless branches are cut instead of
 //! retried. On top of that matching draws on a step budget the caller gives,
 //! and patterns have a limit on star groups, so a hostile pattern costs

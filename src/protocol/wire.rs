@@ -7,7 +7,7 @@
 
 use std::io;
 
-/// The marker that announces a 64-bit value in a "longint" (io.c write_longint).
+/// The marker that announces a 64-bit value in a "longint" (rsync: io.c write_longint).
 const LONGINT_ESCAPE: i32 = -1;
 
 /// Sources of wire bytes. `read_exact` fails with `UnexpectedEof` when the peer

@@ -21,7 +21,7 @@
 //! it resolves targets itself, component by component, and hands paths
 //! without links to this module.
 
-use super::Stat;
+use super::stat::Stat;
 use parking_lot::Mutex;
 use std::ffi::{CStr, CString};
 use std::fs::{File, Metadata};

@@ -485,7 +485,7 @@ fn base64_unpadded(data: &[u8]) -> String {
 fn an_old_client_without_a_digest_list_logs_in_with_md4() {
     // rsync before 3.2 sends `@RSYNCD: 29` with no digest list and answers
     // with MD4 over four zero bytes, the password and the challenge
-    // (authenticate.c generate_hash with checksum.c's seeded sum_init).
+    // (rsync: authenticate.c generate_hash with rsync: checksum.c's seeded sum_init).
     use md4::Digest as _;
     let tree = small_tree();
     let scratch = tempfile::tempdir().expect("scratch");

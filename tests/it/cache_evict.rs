@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::support::scratch::scratch_dir;
 use crate::support::upstream::{tar_of, Entry, Upstream};
 use crate::support::wait_until;
-use upserv::cache::{commands, Cache, CacheConfig};
+use upserv::cache::{self, Cache, CacheConfig, Startup};
 
 /// Disk usage as `du` measures it (blocks, hard links once).
 fn du(path: &Path) -> u64 {
@@ -88,7 +88,7 @@ fn lru_with_sticky_busy_and_restarts() {
     assert!(!record.contains(" a\n"), "{record}");
 
     // b sticky, d busy, e just installed: all over budget, none evicted.
-    assert_eq!(commands::pin(config(&dir, &up, budget), "b"), 0);
+    cache::set_sticky(&dir.join("builds"), "b", true).unwrap();
     assert!(dir.join("builds/b.sticky").exists());
     let serving_d = cache.acquire("d", &mut |_| {}).unwrap().unwrap();
     fetch(&cache, "e");
@@ -101,13 +101,17 @@ fn lru_with_sticky_busy_and_restarts() {
     assert!(cache.gc(true).unwrap().is_empty());
 
     // With room for one build only, e would go, but a dry run deletes nothing.
-    assert_eq!(commands::gc(config(&dir, &up, size), true), 0);
+    let dry = Cache::open_with(config(&dir, &up, size), Startup::ReadOnly).unwrap();
+    assert_eq!(dry.gc(true).unwrap().len(), 1);
+    drop(dry);
     assert_eq!(
         cache.list_modules(),
         ["b", "e"],
         "a dry run deletes nothing"
     );
-    assert_eq!(commands::gc(config(&dir, &up, size), false), 0);
+    let gc = Cache::open_with(config(&dir, &up, size), Startup::NoEviction).unwrap();
+    assert_eq!(gc.gc(false).unwrap().len(), 1);
+    drop(gc);
     assert_eq!(cache.list_modules(), ["b"]);
     drop(cache);
 
@@ -115,9 +119,11 @@ fn lru_with_sticky_busy_and_restarts() {
     fetch(&Cache::open(config(&dir, &up, budget)).unwrap(), "e");
     let cache = Cache::open(config(&dir, &up, size)).unwrap();
     assert_eq!(cache.list_modules(), ["b"]);
-    assert_eq!(commands::unpin(config(&dir, &up, size), "b"), 0);
+    cache::set_sticky(&dir.join("builds"), "b", false).unwrap();
     assert!(!dir.join("builds/b.sticky").exists());
-    assert_eq!(commands::list(config(&dir, &up, size)), 0);
+    let listed = cache::list_builds(&dir.join("builds")).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(!listed[0].sticky);
 }
 
 #[test]

@@ -260,7 +260,7 @@ fn run_listing(mut cmd: Command, what: &str) -> BTreeSet<String> {
 }
 
 /// The names the sender keeps, walking `dir` (relative to the transfer
-/// root `top`) as flist.c does: enter the directory, check every entry,
+/// root `top`) as rsync: flist.c does: enter the directory, check every entry,
 /// then descend into the directories kept.
 fn walk(
     filters: &mut Filters,

@@ -2,7 +2,7 @@
 //! for the last one, that writing them showed to be unbounded), each fed
 //! to the same public entry point its target uses. Every test here failed
 //! before its fix; the expected answers come from rsync's behaviour
-//! (options.c) or from upserv's documented limits, not from what upserv
+//! (rsync: options.c) or from upserv's documented limits, not from what upserv
 //! printed.
 
 use std::fs::{self, File};
@@ -158,7 +158,7 @@ fn a_tar_without_its_end_blocks_is_refused() {
 #[test]
 fn a_table_path_in_another_spelling_is_refused() {
     use std::io::Write;
-    use upserv::cache::meta::MetaTable;
+    use upserv::meta::MetaTable;
     let dir = tempfile::tempdir().expect("tempdir");
     for bad in [&b"homehome/"[..], b"./x", b"a//b", b"a/./b", b"a/..", b"."] {
         let mut raw = b"UPSVMETA".to_vec();

@@ -66,7 +66,7 @@ fn rsyncd_against_rsyncd_agrees_at_every_protocol() {
 
 /// A pull with `-aH` as root reproduces the source, except that protocols
 /// below 30 carry mtimes in 32 bits, which a 3.x receiver reads as unsigned
-/// (flist.c: `read_uint`), so times before 1970 come back after 2100.
+/// (rsync: flist.c read_uint), so times before 1970 come back after 2100.
 fn assert_pulled_like_source(source: &Snapshot, pulled: &Snapshot) {
     let wrapped: Vec<&[u8]> = source
         .paths()

@@ -22,6 +22,7 @@ mod fuzz_regressions;
 mod harness_selftest;
 mod hostile;
 mod increc;
+mod layers;
 mod limits;
 mod observe;
 mod operation;

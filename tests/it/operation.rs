@@ -77,7 +77,7 @@ fn sigterm_lets_a_pull_in_flight_finish_then_exits_0() {
     assert_eq!(server.wait_exit(EXIT_TIMEOUT), 0, "{}", server.log());
     assert!(server
         .log()
-        .contains("INFO  [upserv::daemon::listener] stopped"));
+        .contains("INFO  [upserv::daemon::pool] stopped"));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! An ordered filter list with its per-directory merge state.
 //!
-//! Owns what rsync's exclude.c keeps in filter_list, cvs_filter_list and the
+//! Owns what rsync: exclude.c keeps in filter_list, cvs_filter_list and the
 //! per-directory "mergelists": turning parsed rules into list entries (clear
 //! rules, merge files read in place, dir-merge rules, the CVS rules), the
 //! stack of rules read from per-directory files while the sender walks the
@@ -21,8 +21,9 @@ use super::files::{
     for_each_piece, is_ancestor_or_self, open_beneath, open_operator, read_bounded, resolve,
     split_last, Splitting,
 };
-use super::parse::{next_token, xflag, Token, TokenError};
-use super::rule::{build, flag, BuildError, Name, Rule};
+use super::flags::{flag, xflag, ParseFlags, RuleFlags};
+use super::parse::{next_token, Token, TokenError};
+use super::rule::{build, BuildError, Name, Rule};
 use super::{DaemonRules, FilterError, FilterErrorKind, Verdict};
 
 /// Most entries a list may hold at once, counting the rules of the merge
@@ -116,7 +117,7 @@ struct Slot {
     /// The file to read in each directory; a path until its first use.
     name: Vec<u8>,
     /// The dir-merge rule's flags, passed on to the rules read for it.
-    template: u32,
+    template: RuleFlags,
     needs_setup: bool,
     /// Cleared when the rule that created the slot is cleared away.
     active: bool,
@@ -265,7 +266,7 @@ impl FilterList {
             None => rule,
         };
         let xflags = if protocol >= 29 {
-            0
+            ParseFlags::NONE
         } else {
             xflag::OLD_PREFIXES
         };
@@ -276,7 +277,7 @@ impl FilterList {
             merge_depth: 0,
             origin: Origin::Wire,
         };
-        self.parse_top(text, 0, xflags, ctx)
+        self.parse_top(text, RuleFlags::NONE, xflags, ctx)
     }
 
     /// Appends what `-C` (`--cvs-exclude`) makes the sending side add after
@@ -290,8 +291,8 @@ impl FilterList {
             merge_depth: 0,
             origin: Origin::Config,
         };
-        self.parse_top(b":C", 0, 0, ctx)?;
-        self.parse_top(b"-C", 0, 0, ctx)
+        self.parse_top(b":C", RuleFlags::NONE, ParseFlags::NONE, ctx)?;
+        self.parse_top(b"-C", RuleFlags::NONE, ParseFlags::NONE, ctx)
     }
 
     /// Builds the daemon's list from a module's configuration, in rsyncd's
@@ -320,7 +321,7 @@ impl FilterList {
             list.parse_top(text, flag::INCLUDE | flag::WORD_SPLIT, old, ctx)?;
         }
         if let Some(path) = rules.exclude_from {
-            list.parse_top_file(path, 0, old)?;
+            list.parse_top_file(path, RuleFlags::NONE, old)?;
         }
         if let Some(text) = rules.exclude {
             list.parse_top(text, flag::WORD_SPLIT, old, ctx)?;
@@ -408,7 +409,7 @@ impl FilterList {
                     if !applies {
                         continue;
                     }
-                    if rule.flags & flag::INCLUDE != 0 {
+                    if rule.flags.any(flag::INCLUDE) {
                         Verdict::Include
                     } else {
                         Verdict::Exclude
@@ -447,8 +448,8 @@ impl FilterList {
     fn parse_top(
         &mut self,
         text: &[u8],
-        template: u32,
-        xflags: u32,
+        template: RuleFlags,
+        xflags: ParseFlags,
         ctx: Ctx<'_>,
     ) -> Result<(), FilterError> {
         let mut buf = RuleBuf {
@@ -463,8 +464,8 @@ impl FilterList {
     fn parse_top_file(
         &mut self,
         path: &Path,
-        template: u32,
-        xflags: u32,
+        template: RuleFlags,
+        xflags: ParseFlags,
     ) -> Result<(), FilterError> {
         let bytes = read_operator_file(path, template)?;
         let ctx = Ctx {
@@ -491,8 +492,8 @@ impl FilterList {
         &mut self,
         out: &mut RuleBuf,
         text: &[u8],
-        template: u32,
-        xflags: u32,
+        template: RuleFlags,
+        xflags: ParseFlags,
         ctx: Ctx<'_>,
     ) -> Result<(), FilterError> {
         let mut rest = text;
@@ -512,12 +513,12 @@ impl FilterList {
         &mut self,
         out: &mut RuleBuf,
         bytes: &[u8],
-        template: u32,
-        xflags: u32,
+        template: RuleFlags,
+        xflags: ParseFlags,
         ctx: Ctx<'_>,
     ) -> Result<(), FilterError> {
         let splitting = Splitting {
-            words: template & flag::WORD_SPLIT != 0,
+            words: template.any(flag::WORD_SPLIT),
             nul_lines: self.nul_lines,
         };
         let too_long = |line: Option<usize>| {
@@ -545,7 +546,7 @@ impl FilterList {
         &mut self,
         out: &mut RuleBuf,
         token: &Token<'_>,
-        xflags: u32,
+        xflags: ParseFlags,
         ctx: Ctx<'_>,
     ) -> Result<(), FilterError> {
         let mut flags = token.flags;
@@ -559,20 +560,20 @@ impl FilterList {
             log::warn!("{e}");
             return Ok(());
         }
-        if flags & flag::CLEAR_LIST != 0 {
+        if flags.any(flag::CLEAR_LIST) {
             self.clear(out);
             return Ok(());
         }
-        if flags & flag::MERGE_FILE != 0 {
+        if flags.any(flag::MERGE_FILE) {
             if pattern.is_empty() {
                 pattern = b".cvsignore";
             }
-            if flags & flag::EXCLUDE_SELF != 0 {
+            if flags.any(flag::EXCLUDE_SELF) {
                 let (_, base) = split_last(pattern);
-                self.add_rule(out, base, 0, 0, ctx)?;
+                self.add_rule(out, base, RuleFlags::NONE, ParseFlags::NONE, ctx)?;
                 flags &= !flag::EXCLUDE_SELF;
             }
-            if flags & flag::PERDIR_MERGE == 0 {
+            if !flags.any(flag::PERDIR_MERGE) {
                 return self.merge_file(out, pattern, flags, ctx);
             }
             if ctx.parent_scan {
@@ -580,11 +581,11 @@ impl FilterList {
                 // directory of the file that named it.
                 let mut rooted = vec![b'/'];
                 rooted.extend_from_slice(&resolve(ctx.dir, pattern));
-                return self.add_rule(out, &rooted, flags, 0, ctx);
+                return self.add_rule(out, &rooted, flags, ParseFlags::NONE, ctx);
             }
         }
         self.add_rule(out, pattern, flags, xflags, ctx)?;
-        if flags & flag::CVS_IGNORE != 0 && flags & flag::MERGE_FILE == 0 {
+        if flags.any(flag::CVS_IGNORE) && !flags.any(flag::MERGE_FILE) {
             self.init_cvs(flags, ctx)?;
         }
         Ok(())
@@ -594,8 +595,8 @@ impl FilterList {
         &mut self,
         out: &mut RuleBuf,
         pattern: &[u8],
-        flags: u32,
-        xflags: u32,
+        flags: RuleFlags,
+        xflags: ParseFlags,
         ctx: Ctx<'_>,
     ) -> Result<(), FilterError> {
         let rule = match build(pattern, flags, xflags, ctx.dir) {
@@ -609,12 +610,12 @@ impl FilterList {
                 ))
             }
         };
-        let entry = if rule.flags & flag::PERDIR_MERGE != 0 {
+        let entry = if rule.flags.any(flag::PERDIR_MERGE) {
             match self.new_slot(&rule, ctx)? {
                 Some(id) => Entry::DirMerge(id),
                 None => return Ok(()),
             }
-        } else if rule.flags & flag::CVS_IGNORE != 0 {
+        } else if rule.flags.any(flag::CVS_IGNORE) {
             Entry::Cvs
         } else {
             Entry::Rule(rule)
@@ -701,7 +702,7 @@ impl FilterList {
         &mut self,
         out: &mut RuleBuf,
         name: &[u8],
-        template: u32,
+        template: RuleFlags,
         ctx: Ctx<'_>,
     ) -> Result<(), FilterError> {
         if ctx.merge_depth >= MAX_MERGE_DEPTH {
@@ -747,16 +748,22 @@ impl FilterList {
         };
         // What a merged file holds is taken as written: no anchoring to a
         // directory, no dropping of rules for either side.
-        self.parse_bytes(out, &bytes, template, 0, inner)
+        self.parse_bytes(out, &bytes, template, ParseFlags::NONE, inner)
     }
 
-    fn init_cvs(&mut self, template: u32, ctx: Ctx<'_>) -> Result<(), FilterError> {
+    fn init_cvs(&mut self, template: RuleFlags, ctx: Ctx<'_>) -> Result<(), FilterError> {
         if self.cvs.is_some() {
             return Ok(());
         }
         let mut buf = RuleBuf::default();
         for pattern in CVS_DEFAULT_IGNORES {
-            self.parse_text(&mut buf, pattern.as_bytes(), template, 0, ctx)?;
+            self.parse_text(
+                &mut buf,
+                pattern.as_bytes(),
+                template,
+                ParseFlags::NONE,
+                ctx,
+            )?;
         }
         self.cvs = Some(buf.entries);
         Ok(())
@@ -787,7 +794,7 @@ impl FilterList {
         let name = self.slots[id].name.clone();
         let template = self.slots[id].template;
         let buf = self.read_per_dir(dir, &name, template, files, false)?;
-        let inherits = template & flag::NO_INHERIT == 0 && !buf.cleared;
+        let inherits = !template.any(flag::NO_INHERIT) && !buf.cleared;
         self.slots[id].frames.push(Frame {
             depth: self.depth,
             entries: buf.entries,
@@ -815,7 +822,7 @@ impl FilterList {
         let mut end = top.len();
         while end < dir.len() {
             let mut buf = self.read_per_dir(&dir[..end], base, template, files, true)?;
-            if template & flag::NO_INHERIT != 0 {
+            if template.any(flag::NO_INHERIT) {
                 self.clear(&mut buf);
             } else {
                 self.slots[id].frames.push(Frame {
@@ -839,7 +846,7 @@ impl FilterList {
         &mut self,
         dir: &[u8],
         name: &[u8],
-        template: u32,
+        template: RuleFlags,
         files: Files<'_>,
         parent_scan: bool,
     ) -> Result<RuleBuf, FilterError> {
@@ -911,9 +918,9 @@ fn token_error(e: TokenError, text: &[u8], ctx: Ctx<'_>) -> FilterError {
     ctx.error(FilterErrorKind::Syntax, &e.describe(), text)
 }
 
-fn read_operator_file(path: &Path, template: u32) -> Result<Vec<u8>, FilterError> {
+fn read_operator_file(path: &Path, template: RuleFlags) -> Result<Vec<u8>, FilterError> {
     open_operator(path).and_then(read_bounded).map_err(|e| {
-        let kind = if template & flag::INCLUDE != 0 {
+        let kind = if template.any(flag::INCLUDE) {
             "include"
         } else {
             "exclude"

@@ -1,6 +1,6 @@
 //! Filter rules: which names the sender leaves out of the file list.
 //!
-//! Owns rsync's include/exclude machinery for a sending daemon (exclude.c):
+//! Owns rsync's include/exclude machinery for a sending daemon (rsync: exclude.c):
 //! the client's rules as they arrive on the wire, the daemon's own rules from
 //! the module configuration, the per-directory merge files (`-F`, `:C`, …)
 //! read while the tree is walked, and the check of each name. Newer clients
@@ -25,7 +25,7 @@
 //! whether the entry goes into the list as a directory (a symlink is not
 //! one unless it is followed).
 //!
-//! The order of calls, as flist.c makes them for each top-level argument:
+//! The order of calls, as rsync: flist.c makes them for each top-level argument:
 //! 1. Dot dirs (`mod/a/b/`, `.`, `..`) are never checked. Any other
 //!    argument is checked with [`Filters::is_daemon_excluded`] (a hit means
 //!    "no such file"); with `--relative` so is each leading directory
@@ -64,20 +64,21 @@
 //! environment is no business of the client's.
 
 mod files;
+mod filters;
+mod flags;
 mod list;
 mod parse;
 mod rule;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use self::files::{MAX_MERGE_FILE_BYTES, MAX_MERGE_LINE_LEN};
+pub use self::filters::{DirToken, Filters};
 pub use self::list::{
     FilterList, CHECK_STEP_BUDGET, MAX_DIR_MERGES, MAX_MERGE_DEPTH, MAX_PATTERN_LEN,
     MAX_RULES_PER_LIST, MAX_RULE_BYTES_PER_LIST, MAX_WIRE_RULE_LEN,
 };
-
-use self::list::Files;
 
 /// What a list says about a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,105 +137,6 @@ pub struct DaemonRules<'a> {
     pub include: Option<&'a [u8]>,
     pub exclude_from: Option<&'a Path>,
     pub exclude: Option<&'a [u8]>,
-}
-
-/// Proof of one [`Filters::push_dir`], to hand back to
-/// [`Filters::pop_dir`].
-#[derive(Debug)]
-#[must_use = "every pushed directory must be popped"]
-pub struct DirToken {
-    depth: u32,
-}
-
-/// All the filtering of one transfer: the daemon's rules, checked first and
-/// hiding what they exclude, then the client's.
-#[derive(Debug)]
-pub struct Filters {
-    module_root: PathBuf,
-    daemon: FilterList,
-    client: FilterList,
-    transfer_root: Vec<u8>,
-    depth: u32,
-}
-
-impl Filters {
-    /// `module_root` is the module's directory on disk, where merge files
-    /// are looked for.
-    pub fn new(module_root: impl Into<PathBuf>, daemon: FilterList, client: FilterList) -> Self {
-        Filters {
-            module_root: module_root.into(),
-            daemon,
-            client,
-            transfer_root: Vec::new(),
-            depth: 0,
-        }
-    }
-
-    /// Sets the module-relative directory that names are relative to (see
-    /// the module documentation); `""` is the module root.
-    pub fn set_transfer_root(&mut self, dir: &[u8]) {
-        self.daemon.set_transfer_root(dir);
-        self.client.set_transfer_root(dir);
-        self.transfer_root = files::resolve(b"", dir);
-    }
-
-    /// With `--from0`, rsync reads per-directory merge files as
-    /// NUL-separated rather than line-separated.
-    pub fn set_nul_separated_merge_files(&mut self, on: bool) {
-        self.daemon.set_nul_lines(on);
-        self.client.set_nul_lines(on);
-    }
-
-    /// Whether `name` stays out of the file list (rsync's check with all
-    /// filters): the daemon's rules, then the client's.
-    pub fn is_excluded(&self, name: &[u8], is_dir: bool) -> bool {
-        self.is_daemon_excluded(name, is_dir) || self.client.check(name, is_dir) == Verdict::Exclude
-    }
-
-    /// Whether the daemon's rules hide `name`; such names are treated as
-    /// nonexistent.
-    pub fn is_daemon_excluded(&self, name: &[u8], is_dir: bool) -> bool {
-        self.daemon.check(name, is_dir) == Verdict::Exclude
-    }
-
-    /// Enters directory `dir` (named like an entry, `""` or `"."` for the
-    /// transfer root): reads its per-directory merge files. An error ends
-    /// the transfer.
-    pub fn push_dir(&mut self, dir: &[u8]) -> Result<DirToken, FilterError> {
-        let rel = files::resolve(&self.transfer_root, dir);
-        self.depth += 1;
-        let daemon_files = Files::Module {
-            root: &self.module_root,
-            hide: None,
-        };
-        if let Err(e) = self.daemon.push_dir(&rel, daemon_files) {
-            self.daemon.pop_dir();
-            self.depth -= 1;
-            return Err(e);
-        }
-        let client_files = Files::Module {
-            root: &self.module_root,
-            hide: (!self.daemon.is_empty()).then_some(&self.daemon),
-        };
-        if let Err(e) = self.client.push_dir(&rel, client_files) {
-            self.client.pop_dir();
-            self.daemon.pop_dir();
-            self.depth -= 1;
-            return Err(e);
-        }
-        Ok(DirToken { depth: self.depth })
-    }
-
-    /// Leaves the directory `token` was given for (and any entered after it
-    /// and not left, which would be a caller bug).
-    pub fn pop_dir(&mut self, token: DirToken) {
-        debug_assert_eq!(token.depth, self.depth, "directories popped out of order");
-        while self.depth >= token.depth && self.depth > 0 {
-            self.client.pop_dir();
-            self.daemon.pop_dir();
-            self.depth -= 1;
-        }
-    }
 }
 
 #[cfg(test)]

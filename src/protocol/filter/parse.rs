@@ -1,6 +1,6 @@
 //! The filter-rule tokenizer: one rule's prefix, modifiers and pattern.
 //!
-//! Owns the rule syntax rsync accepts (exclude.c, parse_rule_tok): short and
+//! Owns the rule syntax rsync accepts (rsync: exclude.c parse_rule_tok): short and
 //! long rule names (`-`/`exclude`, `+`/`include`, `.`/`merge`, `:`/`dir-merge`,
 //! `H`/`hide`, `S`/`show`, `P`/`protect`, `R`/`risk`, `!`/`clear`), the
 //! modifier letters, the old `- `/`+ ` prefixes of protocols before 29 and of
@@ -9,26 +9,12 @@
 //! It must not build rules or touch lists and files: it only says what the
 //! text at hand is, so the list code can act on it.
 
-use super::rule::flag;
-
-/// Parsing switches that come from where the text is read, not from it.
-pub(super) mod xflag {
-    /// Only `- `, `+ ` and `!` are prefixes (protocol < 29, old-style lists).
-    pub const OLD_PREFIXES: u32 = 1 << 0;
-    /// A leading `/` anchors at the merge file's directory; rules for the
-    /// receiver only are dropped (per-directory merge files on the sender).
-    pub const ANCHORED2ABS: u32 = 1 << 1;
-    /// Any slash makes the rule module-absolute; rules for the sender only
-    /// are dropped (daemon configuration, parsed before the side is known).
-    pub const ABS_IF_SLASH: u32 = 1 << 2;
-    /// An exclude of `dir/` becomes `dir/***` (daemon configuration).
-    pub const DIR2WILD3: u32 = 1 << 3;
-}
+use super::flags::{flag, xflag, ParseFlags, RuleFlags};
 
 /// One rule as written: its flags, its pattern and the text after it.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Token<'a> {
-    pub flags: u32,
+    pub flags: RuleFlags,
     pub pattern: &'a [u8],
     pub rest: &'a [u8],
 }
@@ -69,11 +55,11 @@ pub(super) fn is_c_space(b: u8) -> bool {
 /// file is being read (0 elsewhere).
 pub(super) fn next_token(
     text: &[u8],
-    template: u32,
-    xflags: u32,
+    template: RuleFlags,
+    xflags: ParseFlags,
 ) -> Result<Option<Token<'_>>, TokenError> {
     let mut s = text;
-    if template & flag::WORD_SPLIT != 0 {
+    if template.any(flag::WORD_SPLIT) {
         let skip = s.iter().take_while(|&&b| is_c_space(b)).count();
         s = &s[skip..];
     }
@@ -81,33 +67,32 @@ pub(super) fn next_token(
         return Ok(None);
     }
     let mut flags = template & flag::FROM_CONTAINER;
-    let start = if template & flag::NO_PREFIXES != 0 {
-        if s[0] == b'!' && template & flag::CVS_IGNORE != 0 {
+    let start = if template.any(flag::NO_PREFIXES) {
+        if s[0] == b'!' && template.any(flag::CVS_IGNORE) {
             flags |= flag::CLEAR_LIST;
         }
         0
-    } else if xflags & xflag::OLD_PREFIXES != 0 {
+    } else if xflags.any(xflag::OLD_PREFIXES) {
         old_prefix(s, &mut flags)
     } else {
         new_prefix(s, template, &mut flags)?
     };
-    if template & flag::SIDES != 0 {
-        if flags & flag::SIDES != 0 {
+    if template.any(flag::SIDES) {
+        if flags.any(flag::SIDES) {
             return Err(TokenError::SidedRuleInSidedMerge);
         }
         flags |= template & flag::SIDES;
     }
     let rest = &s[start..];
-    let len = if template & flag::WORD_SPLIT != 0 {
+    let len = if template.any(flag::WORD_SPLIT) {
         rest.iter()
             .position(|&b| is_c_space(b))
             .unwrap_or(rest.len())
     } else {
         rest.len()
     };
-    if flags & flag::CLEAR_LIST != 0 {
-        let prefixes_allowed =
-            template & flag::NO_PREFIXES == 0 && xflags & xflag::OLD_PREFIXES == 0;
+    if flags.any(flag::CLEAR_LIST) {
+        let prefixes_allowed = !template.any(flag::NO_PREFIXES) && !xflags.any(xflag::OLD_PREFIXES);
         if prefixes_allowed && len > 0 {
             return Err(TokenError::TrailingAfterClear);
         }
@@ -115,7 +100,7 @@ pub(super) fn next_token(
         if len > 1 {
             flags &= !flag::CLEAR_LIST;
         }
-    } else if len == 0 && flags & flag::CVS_IGNORE == 0 {
+    } else if len == 0 && !flags.any(flag::CVS_IGNORE) {
         return Err(TokenError::UnexpectedEnd);
     }
     Ok(Some(Token {
@@ -126,7 +111,7 @@ pub(super) fn next_token(
 }
 
 /// The old syntax: an optional `- ` or `+ `; a leading `!` may clear.
-fn old_prefix(s: &[u8], flags: &mut u32) -> usize {
+fn old_prefix(s: &[u8], flags: &mut RuleFlags) -> usize {
     match s {
         [b'-', b' ', ..] => {
             *flags &= !flag::INCLUDE;
@@ -151,7 +136,7 @@ fn at(s: &[u8], i: usize) -> u8 {
 
 /// The full syntax: a rule name, modifiers, then one space or underscore.
 /// Returns where the pattern starts.
-fn new_prefix(s: &[u8], template: u32, flags: &mut u32) -> Result<usize, TokenError> {
+fn new_prefix(s: &[u8], template: RuleFlags, flags: &mut RuleFlags) -> Result<usize, TokenError> {
     let (kind, mut i) = rule_kind(s)?;
     let mut side_given = false;
     match kind {
@@ -180,7 +165,7 @@ fn new_prefix(s: &[u8], template: u32, flags: &mut u32) -> Result<usize, TokenEr
             if m == 0 || m == b' ' || m == b'_' {
                 break;
             }
-            if template & flag::WORD_SPLIT != 0 && is_c_space(m) {
+            if template.any(flag::WORD_SPLIT) && is_c_space(m) {
                 // The whitespace stays in front of the pattern.
                 i -= 1;
                 break;
@@ -222,10 +207,10 @@ fn rule_kind(s: &[u8]) -> Result<(u8, usize), TokenError> {
     }
 }
 
-fn apply_modifier(m: u8, side_given: bool, flags: &mut u32) -> Result<(), TokenError> {
-    let is_merge = *flags & flag::MERGE_FILE != 0;
+fn apply_modifier(m: u8, side_given: bool, flags: &mut RuleFlags) -> Result<(), TokenError> {
+    let is_merge = flags.any(flag::MERGE_FILE);
     let added = match m {
-        b'-' | b'+' if is_merge && *flags & flag::NO_PREFIXES == 0 => {
+        b'-' | b'+' if is_merge && !flags.any(flag::NO_PREFIXES) => {
             if m == b'+' {
                 flag::NO_PREFIXES | flag::INCLUDE
             } else {
@@ -234,7 +219,7 @@ fn apply_modifier(m: u8, side_given: bool, flags: &mut u32) -> Result<(), TokenE
         }
         b'/' => flag::ABS_PATH,
         b'!' if !is_merge => flag::NEGATE,
-        b'C' if *flags & flag::NO_PREFIXES == 0 && !side_given => {
+        b'C' if !flags.any(flag::NO_PREFIXES) && !side_given => {
             flag::NO_PREFIXES | flag::WORD_SPLIT | flag::NO_INHERIT | flag::CVS_IGNORE
         }
         b'e' if is_merge => flag::EXCLUDE_SELF,
@@ -254,11 +239,15 @@ fn apply_modifier(m: u8, side_given: bool, flags: &mut u32) -> Result<(), TokenE
 mod tests {
     use super::*;
 
-    fn tok(text: &str) -> Result<(u32, String), TokenError> {
-        tok_with(text, 0, 0)
+    fn tok(text: &str) -> Result<(RuleFlags, String), TokenError> {
+        tok_with(text, RuleFlags::NONE, ParseFlags::NONE)
     }
 
-    fn tok_with(text: &str, template: u32, xflags: u32) -> Result<(u32, String), TokenError> {
+    fn tok_with(
+        text: &str,
+        template: RuleFlags,
+        xflags: ParseFlags,
+    ) -> Result<(RuleFlags, String), TokenError> {
         let t = next_token(text.as_bytes(), template, xflags)?.expect("a rule");
         Ok((t.flags, String::from_utf8_lossy(t.pattern).into_owned()))
     }
@@ -266,8 +255,8 @@ mod tests {
     #[test]
     fn short_and_long_names_agree() {
         use flag::*;
-        let cases: &[(&str, &str, u32)] = &[
-            ("- a", "exclude a", 0),
+        let cases: &[(&str, &str, RuleFlags)] = &[
+            ("- a", "exclude a", RuleFlags::NONE),
             ("+ a", "include a", INCLUDE),
             (". a", "merge a", MERGE_FILE),
             (": a", "dir-merge a", MERGE_FILE | PERDIR_MERGE),
@@ -284,13 +273,13 @@ mod tests {
 
     #[test]
     fn separators_and_commas() {
-        assert_eq!(tok("-_a b"), Ok((0, "a b".into())));
-        assert_eq!(tok("exclude_a"), Ok((0, "a".into())));
+        assert_eq!(tok("-_a b"), Ok((RuleFlags::NONE, "a b".into())));
+        assert_eq!(tok("exclude_a"), Ok((RuleFlags::NONE, "a".into())));
         assert_eq!(tok("-,s a"), Ok((flag::SENDER_SIDE, "a".into())));
         assert_eq!(tok("exclude,s a"), Ok((flag::SENDER_SIDE, "a".into())));
         // Only one separator is eaten; the rest belongs to the pattern.
-        assert_eq!(tok("-  a"), Ok((0, " a".into())));
-        assert_eq!(tok("- a "), Ok((0, "a ".into())));
+        assert_eq!(tok("-  a"), Ok((RuleFlags::NONE, " a".into())));
+        assert_eq!(tok("- a "), Ok((RuleFlags::NONE, "a ".into())));
     }
 
     #[test]
@@ -368,35 +357,65 @@ mod tests {
     #[test]
     fn old_prefixes() {
         let old = xflag::OLD_PREFIXES;
-        assert_eq!(tok_with("- a", 0, old), Ok((0, "a".into())));
-        assert_eq!(tok_with("+ a", 0, old), Ok((flag::INCLUDE, "a".into())));
-        assert_eq!(tok_with("a", 0, old), Ok((0, "a".into())));
-        assert_eq!(tok_with("-a", 0, old), Ok((0, "-a".into())));
-        assert_eq!(tok_with("H a", 0, old), Ok((0, "H a".into())));
+        assert_eq!(
+            tok_with("- a", RuleFlags::NONE, old),
+            Ok((RuleFlags::NONE, "a".into()))
+        );
+        assert_eq!(
+            tok_with("+ a", RuleFlags::NONE, old),
+            Ok((flag::INCLUDE, "a".into()))
+        );
+        assert_eq!(
+            tok_with("a", RuleFlags::NONE, old),
+            Ok((RuleFlags::NONE, "a".into()))
+        );
+        assert_eq!(
+            tok_with("-a", RuleFlags::NONE, old),
+            Ok((RuleFlags::NONE, "-a".into()))
+        );
+        assert_eq!(
+            tok_with("H a", RuleFlags::NONE, old),
+            Ok((RuleFlags::NONE, "H a".into()))
+        );
         assert_eq!(
             tok_with("a", flag::INCLUDE, old),
             Ok((flag::INCLUDE, "a".into()))
         );
-        assert_eq!(tok_with("- a", flag::INCLUDE, old), Ok((0, "a".into())));
+        assert_eq!(
+            tok_with("- a", flag::INCLUDE, old),
+            Ok((RuleFlags::NONE, "a".into()))
+        );
         // The clear rule keeps its "!" as the (unused) pattern.
-        assert_eq!(tok_with("!", 0, old), Ok((flag::CLEAR_LIST, "!".into())));
-        assert_eq!(tok_with("!a", 0, old), Ok((0, "!a".into())));
+        assert_eq!(
+            tok_with("!", RuleFlags::NONE, old),
+            Ok((flag::CLEAR_LIST, "!".into()))
+        );
+        assert_eq!(
+            tok_with("!a", RuleFlags::NONE, old),
+            Ok((RuleFlags::NONE, "!a".into()))
+        );
     }
 
     #[test]
     fn word_split_text_yields_one_rule_per_word() {
         let template = flag::WORD_SPLIT;
         let text = b"  - /foo  + bar\t- baz";
-        let first = next_token(text, template, 0).unwrap().unwrap();
+        let first = next_token(text, template, ParseFlags::NONE)
+            .unwrap()
+            .unwrap();
         assert_eq!(first.pattern, b"/foo");
-        let second = next_token(first.rest, template, 0).unwrap().unwrap();
+        let second = next_token(first.rest, template, ParseFlags::NONE)
+            .unwrap()
+            .unwrap();
         assert_eq!((second.flags, second.pattern), (flag::INCLUDE, &b"bar"[..]));
-        let third = next_token(second.rest, template, 0).unwrap().unwrap();
+        let third = next_token(second.rest, template, ParseFlags::NONE)
+            .unwrap()
+            .unwrap();
         assert_eq!(third.pattern, b"baz");
-        assert_eq!(next_token(third.rest, template, 0), Ok(None));
+        assert_eq!(next_token(third.rest, template, ParseFlags::NONE), Ok(None));
         // A tab after the prefix leaves an empty pattern.
         assert_eq!(
-            next_token(b"-\tfoo", template, 0),
+            next_token(b"-\tfoo", template, ParseFlags::NONE),
             Err(TokenError::UnexpectedEnd)
         );
     }
@@ -405,14 +424,26 @@ mod tests {
     fn prefixless_merge_files() {
         use flag::*;
         let cvs = NO_PREFIXES | WORD_SPLIT | NO_INHERIT | CVS_IGNORE;
-        assert_eq!(tok_with("- a", NO_PREFIXES, 0), Ok((0, "- a".into())));
         assert_eq!(
-            tok_with("a", NO_PREFIXES | INCLUDE, 0),
+            tok_with("- a", NO_PREFIXES, ParseFlags::NONE),
+            Ok((RuleFlags::NONE, "- a".into()))
+        );
+        assert_eq!(
+            tok_with("a", NO_PREFIXES | INCLUDE, ParseFlags::NONE),
             Ok((INCLUDE, "a".into()))
         );
-        assert_eq!(tok_with("!", cvs, 0), Ok((CLEAR_LIST, "!".into())));
-        assert_eq!(tok_with("!x", cvs, 0), Ok((0, "!x".into())));
-        assert_eq!(tok_with("!", NO_PREFIXES, 0), Ok((0, "!".into())));
+        assert_eq!(
+            tok_with("!", cvs, ParseFlags::NONE),
+            Ok((CLEAR_LIST, "!".into()))
+        );
+        assert_eq!(
+            tok_with("!x", cvs, ParseFlags::NONE),
+            Ok((RuleFlags::NONE, "!x".into()))
+        );
+        assert_eq!(
+            tok_with("!", NO_PREFIXES, ParseFlags::NONE),
+            Ok((RuleFlags::NONE, "!".into()))
+        );
     }
 
     #[test]
@@ -420,11 +451,11 @@ mod tests {
         use flag::*;
         let template = MERGE_FILE | PERDIR_MERGE | ABS_PATH | SENDER_SIDE | NO_INHERIT;
         assert_eq!(
-            tok_with("+ a", template, 0),
+            tok_with("+ a", template, ParseFlags::NONE),
             Ok((INCLUDE | ABS_PATH | SENDER_SIDE, "a".into()))
         );
         assert_eq!(
-            tok_with("H a", template, 0),
+            tok_with("H a", template, ParseFlags::NONE),
             Err(TokenError::SidedRuleInSidedMerge)
         );
     }

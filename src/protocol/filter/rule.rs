@@ -1,7 +1,7 @@
 //! One filter rule: how its pattern is stored and how it matches a name.
 //!
 //! Owns the rule flags, the rewriting rsync applies when a rule is added
-//! (exclude.c, add_rule: a trailing `/` means directories only, anchoring to
+//! (rsync: exclude.c add_rule: a trailing `/` means directories only, anchoring to
 //! a merge file's directory, the daemon's `dir/` to `dir/***`, noting where
 //! `**` and `***` sit) and the matching of one rule against one name
 //! (rule_matches: last component or whole path, anchored or not, negation).
@@ -12,37 +12,7 @@
 use super::super::wildmatch::{
     litmatch_joined, star_groups, wildmatch_joined, Anchor, Joined, MAX_STAR_GROUPS,
 };
-use super::parse::xflag;
-
-/// Rule flags (rsync's FILTRULE_* bits, under our own names).
-pub(super) mod flag {
-    pub const INCLUDE: u32 = 1 << 0;
-    /// Matches directories only (the pattern had a trailing slash).
-    pub const DIRECTORY: u32 = 1 << 1;
-    pub const NEGATE: u32 = 1 << 2;
-    /// Matched against the path from the module root, not the transfer root.
-    pub const ABS_PATH: u32 = 1 << 3;
-    pub const PERISHABLE: u32 = 1 << 4;
-    pub const MERGE_FILE: u32 = 1 << 5;
-    pub const PERDIR_MERGE: u32 = 1 << 6;
-    pub const NO_PREFIXES: u32 = 1 << 7;
-    pub const WORD_SPLIT: u32 = 1 << 8;
-    pub const NO_INHERIT: u32 = 1 << 9;
-    pub const CVS_IGNORE: u32 = 1 << 10;
-    pub const EXCLUDE_SELF: u32 = 1 << 11;
-    pub const SENDER_SIDE: u32 = 1 << 12;
-    pub const RECEIVER_SIDE: u32 = 1 << 13;
-    pub const CLEAR_LIST: u32 = 1 << 14;
-    pub const XATTR: u32 = 1 << 15;
-    pub const WILD: u32 = 1 << 16;
-    pub const WILD2: u32 = 1 << 17;
-    pub const WILD2_PREFIX: u32 = 1 << 18;
-    pub const WILD3_SUFFIX: u32 = 1 << 19;
-
-    pub const SIDES: u32 = SENDER_SIDE | RECEIVER_SIDE;
-    /// What rules read from a merge file take over from the merge rule.
-    pub const FROM_CONTAINER: u32 = ABS_PATH | INCLUDE | DIRECTORY | NEGATE | PERISHABLE;
-}
+use super::flags::{flag, xflag, ParseFlags, RuleFlags};
 
 /// The suffix the daemon appends to excluded directories.
 const SLASH_WILD3_SUFFIX: &[u8] = b"/***";
@@ -51,7 +21,7 @@ const SLASH_WILD3_SUFFIX: &[u8] = b"/***";
 #[derive(Debug, Clone)]
 pub(super) struct Rule {
     pub pattern: Box<[u8]>,
-    pub flags: u32,
+    pub flags: RuleFlags,
     /// Slashes in the pattern (not counting a stripped trailing one).
     slash_count: usize,
 }
@@ -99,16 +69,16 @@ impl<'a> Name<'a> {
 /// Returns `None` for a rule the sender must drop (one for the other side).
 pub(super) fn build(
     pattern: &[u8],
-    mut flags: u32,
-    xflags: u32,
+    mut flags: RuleFlags,
+    xflags: ParseFlags,
     dir: &[u8],
 ) -> Result<Option<Rule>, BuildError> {
     let sides = flags & flag::SIDES;
     // Per-directory files are read while sending: receiver-only rules go.
     // The daemon's own rules are read before the side is known, when rsync
     // still counts itself a receiver: sender-only rules go.
-    if (xflags & xflag::ANCHORED2ABS != 0 && sides == flag::RECEIVER_SIDE)
-        || (xflags & xflag::ABS_IF_SLASH != 0 && sides == flag::SENDER_SIDE)
+    if (xflags.any(xflag::ANCHORED2ABS) && sides == flag::RECEIVER_SIDE)
+        || (xflags.any(xflag::ABS_IF_SLASH) && sides == flag::SENDER_SIDE)
     {
         return Ok(None);
     }
@@ -120,10 +90,9 @@ pub(super) fn build(
     let mut slash_count = count_slashes(pat);
     let mut out = Vec::with_capacity(dir.len() + 1 + pat.len() + SLASH_WILD3_SUFFIX.len());
     let leading_slash = pat.first() == Some(&b'/');
-    let makes_absolute = (xflags & (xflag::ANCHORED2ABS | xflag::ABS_IF_SLASH) != 0
-        && leading_slash)
-        || (xflags & xflag::ABS_IF_SLASH != 0 && slash_count > 0);
-    if flags & (flag::ABS_PATH | flag::MERGE_FILE) == 0 && makes_absolute {
+    let makes_absolute = (xflags.any(xflag::ANCHORED2ABS | xflag::ABS_IF_SLASH) && leading_slash)
+        || (xflags.any(xflag::ABS_IF_SLASH) && slash_count > 0);
+    if !flags.any(flag::ABS_PATH | flag::MERGE_FILE) && makes_absolute {
         flags |= flag::ABS_PATH;
         if leading_slash && !dir.is_empty() {
             out.push(b'/');
@@ -132,8 +101,8 @@ pub(super) fn build(
         }
     }
     out.extend_from_slice(pat);
-    let dir_exclude = flags & flag::DIRECTORY != 0 && flags & flag::INCLUDE == 0;
-    if xflags & xflag::DIR2WILD3 != 0 && dir_exclude {
+    let dir_exclude = flags.any(flag::DIRECTORY) && !flags.any(flag::INCLUDE);
+    if xflags.any(xflag::DIR2WILD3) && dir_exclude {
         flags &= !flag::DIRECTORY;
         out.extend_from_slice(SLASH_WILD3_SUFFIX);
         slash_count += 1;
@@ -154,9 +123,9 @@ fn count_slashes(bytes: &[u8]) -> usize {
 }
 
 /// Whether the pattern is a wildcard one, and where its `**` sit.
-fn wildcard_flags(pattern: &[u8]) -> u32 {
+fn wildcard_flags(pattern: &[u8]) -> RuleFlags {
     if !pattern.iter().any(|b| matches!(b, b'*' | b'[' | b'?')) {
-        return 0;
+        return RuleFlags::NONE;
     }
     let mut flags = flag::WILD;
     if let Some(first) = pattern.windows(2).position(|w| w == b"**") {
@@ -177,24 +146,23 @@ impl Rule {
     /// counts as not matching, before negation. Matching takes its steps
     /// from `budget`; the caller must treat a budget left at 0 as "gave up".
     pub fn matches(&self, name: &Name<'_>, is_dir: bool, budget: &mut u32) -> bool {
-        if name.path.is_empty() || self.flags & flag::XATTR != 0 {
+        if name.path.is_empty() || self.flags.any(flag::XATTR) {
             return false;
         }
-        let hit = self.flags & flag::NEGATE == 0;
+        let hit = !self.flags.any(flag::NEGATE);
         let mut parts: [&[u8]; 4] = [&[]; 4];
         let mut count = 0;
         let mut path = name.path;
-        if self.slash_count == 0 && self.flags & flag::WILD2 == 0 {
+        if self.slash_count == 0 && !self.flags.any(flag::WILD2) {
             // No slash and no `**`: only the last component can match.
             if let Some(slash) = path.iter().rposition(|&b| b == b'/') {
                 path = &path[slash + 1..];
             }
-        } else if self.flags & flag::ABS_PATH != 0 && !name.rooted && !name.transfer_root.is_empty()
-        {
+        } else if self.flags.any(flag::ABS_PATH) && !name.rooted && !name.transfer_root.is_empty() {
             parts[0] = name.transfer_root;
             parts[1] = b"/";
             count = 2;
-        } else if self.flags & flag::WILD2_PREFIX != 0 && !name.rooted {
+        } else if self.flags.any(flag::WILD2_PREFIX) && !name.rooted {
             // Lets a leading "**/" match at the start of the path.
             parts[0] = b"/";
             count = 1;
@@ -203,11 +171,11 @@ impl Rule {
         count += 1;
         if is_dir {
             // Lets "dir/***" match the directory itself.
-            if self.flags & flag::WILD3_SUFFIX != 0 {
+            if self.flags.any(flag::WILD3_SUFFIX) {
                 parts[count] = b"/";
                 count += 1;
             }
-        } else if self.flags & flag::DIRECTORY != 0 {
+        } else if self.flags.any(flag::DIRECTORY) {
             return !hit;
         }
         let text = Joined::new(&parts[..count]);
@@ -216,7 +184,7 @@ impl Rule {
             _ => (&self.pattern[..], false),
         };
         let anchor = self.anchor(anchored);
-        let matched = if self.flags & flag::WILD != 0 {
+        let matched = if self.flags.any(flag::WILD) {
             wildmatch_joined(pattern, &text, anchor, budget)
         } else {
             litmatch_joined(pattern, &text, anchor, budget)
@@ -229,13 +197,13 @@ impl Rule {
     }
 
     fn anchor(&self, anchored: bool) -> Anchor {
-        let wild2 = self.flags & flag::WILD2 != 0;
+        let wild2 = self.flags.any(flag::WILD2);
         if anchored {
             Anchor::Whole
         } else if self.slash_count > 0 && !wild2 {
             // "a/b" matches the last two elements of the path.
             Anchor::TrailingElements(self.slash_count + 1)
-        } else if wild2 && self.flags & flag::WILD2_PREFIX == 0 {
+        } else if wild2 && !self.flags.any(flag::WILD2_PREFIX) {
             Anchor::AnySlash
         } else {
             Anchor::Whole
@@ -247,8 +215,10 @@ impl Rule {
 mod tests {
     use super::*;
 
-    fn rule(pattern: &str, flags: u32) -> Rule {
-        build(pattern.as_bytes(), flags, 0, b"").unwrap().unwrap()
+    fn rule(pattern: &str, flags: RuleFlags) -> Rule {
+        build(pattern.as_bytes(), flags, ParseFlags::NONE, b"")
+            .unwrap()
+            .unwrap()
     }
 
     fn hits(r: &Rule, name: &str, is_dir: bool) -> bool {
@@ -262,22 +232,22 @@ mod tests {
 
     #[test]
     fn plain_name_matches_last_component_only() {
-        let r = rule("foo", 0);
+        let r = rule("foo", RuleFlags::NONE);
         assert!(hits(&r, "foo", false));
         assert!(hits(&r, "a/b/foo", true));
         assert!(!hits(&r, "foo/bar", false));
         assert!(!hits(&r, "xfoo", false));
-        let r = rule("*.o", 0);
+        let r = rule("*.o", RuleFlags::NONE);
         assert!(hits(&r, "src/main.o", false));
         assert!(!hits(&r, "main.o/x", false));
     }
 
     #[test]
     fn anchored_patterns_match_from_the_transfer_root() {
-        let r = rule("/foo", 0);
+        let r = rule("/foo", RuleFlags::NONE);
         assert!(hits(&r, "foo", false));
         assert!(!hits(&r, "a/foo", false));
-        let r = rule("/a/*", 0);
+        let r = rule("/a/*", RuleFlags::NONE);
         assert!(hits(&r, "a/x", false));
         assert!(!hits(&r, "a/x/y", false));
         assert!(!hits(&r, "b/a/x", false));
@@ -285,12 +255,12 @@ mod tests {
 
     #[test]
     fn inner_slash_matches_trailing_elements() {
-        let r = rule("a/b", 0);
+        let r = rule("a/b", RuleFlags::NONE);
         assert!(hits(&r, "a/b", false));
         assert!(hits(&r, "x/a/b", false));
         assert!(!hits(&r, "xa/b", false));
         assert!(!hits(&r, "a/b/c", false));
-        let r = rule("a/*/c", 0);
+        let r = rule("a/*/c", RuleFlags::NONE);
         assert!(hits(&r, "z/a/b/c", false));
         assert!(!hits(&r, "a/b/b/c", false));
     }
@@ -298,23 +268,23 @@ mod tests {
     #[test]
     fn double_star_patterns() {
         // Unanchored with an inner "**": tried at every slash.
-        let r = rule("a/**/z", 0);
+        let r = rule("a/**/z", RuleFlags::NONE);
         assert!(hits(&r, "a/b/z", false));
         assert!(hits(&r, "x/a/b/c/z", false));
         assert!(!hits(&r, "a/z", false));
         // A leading "**" may match nothing before the first slash.
-        let r = rule("**/z", 0);
+        let r = rule("**/z", RuleFlags::NONE);
         assert!(hits(&r, "z", false));
         assert!(hits(&r, "a/b/z", false));
         // "**" without a slash still sees the whole path.
-        let r = rule("a**", 0);
+        let r = rule("a**", RuleFlags::NONE);
         assert!(hits(&r, "b/a/c", false));
         assert!(!hits(&r, "b/c", false));
     }
 
     #[test]
     fn triple_star_suffix_matches_the_directory_and_its_contents() {
-        let r = rule("/dir/***", 0);
+        let r = rule("/dir/***", RuleFlags::NONE);
         assert!(hits(&r, "dir", true));
         assert!(!hits(&r, "dir", false));
         assert!(hits(&r, "dir/x", false));
@@ -324,8 +294,8 @@ mod tests {
 
     #[test]
     fn directory_only_and_negation() {
-        let r = rule("foo/", 0);
-        assert!(r.flags & flag::DIRECTORY != 0);
+        let r = rule("foo/", RuleFlags::NONE);
+        assert!(r.flags.any(flag::DIRECTORY));
         assert!(hits(&r, "a/foo", true));
         assert!(!hits(&r, "a/foo", false));
         // "-! */": everything that is not a directory.
@@ -336,17 +306,17 @@ mod tests {
         assert!(hits(&r, "x.h", false));
         assert!(!hits(&r, "x.c", false));
         // A lone "/" keeps its slash and is an anchored empty name.
-        let r = rule("/", 0);
-        assert!(r.flags & flag::DIRECTORY == 0);
+        let r = rule("/", RuleFlags::NONE);
+        assert!(!r.flags.any(flag::DIRECTORY));
         assert!(!hits(&r, "a", true));
     }
 
     #[test]
     fn literal_backslashes_are_not_escapes_without_wildcards() {
-        let r = rule("foo\\bar", 0);
+        let r = rule("foo\\bar", RuleFlags::NONE);
         assert!(hits(&r, "foo\\bar", false));
         assert!(!hits(&r, "foobar", false));
-        let r = rule("foo\\bar*", 0);
+        let r = rule("foo\\bar*", RuleFlags::NONE);
         assert!(hits(&r, "foobar", false));
     }
 
@@ -368,37 +338,41 @@ mod tests {
 
     #[test]
     fn per_directory_anchors_get_the_directory_prefix() {
-        let r = build(b"/x", 0, xflag::ANCHORED2ABS, b"a/b")
+        let r = build(b"/x", RuleFlags::NONE, xflag::ANCHORED2ABS, b"a/b")
             .unwrap()
             .unwrap();
         assert_eq!(&*r.pattern, b"/a/b/x");
-        assert!(r.flags & flag::ABS_PATH != 0);
+        assert!(r.flags.any(flag::ABS_PATH));
         assert!(matches(&r, &Name::new(b"a", b"b/x"), false));
         assert!(!matches(&r, &Name::new(b"a", b"x"), false));
         // Unanchored per-directory rules stay as they are.
-        let r = build(b"x/y", 0, xflag::ANCHORED2ABS, b"a")
+        let r = build(b"x/y", RuleFlags::NONE, xflag::ANCHORED2ABS, b"a")
             .unwrap()
             .unwrap();
         assert_eq!(&*r.pattern, b"x/y");
-        assert!(r.flags & flag::ABS_PATH == 0);
+        assert!(!r.flags.any(flag::ABS_PATH));
     }
 
     #[test]
     fn daemon_rules_become_absolute_and_directories_get_wild3() {
         let daemon = xflag::ABS_IF_SLASH | xflag::DIR2WILD3;
-        let r = build(b"secret/", 0, daemon, b"").unwrap().unwrap();
+        let r = build(b"secret/", RuleFlags::NONE, daemon, b"")
+            .unwrap()
+            .unwrap();
         assert_eq!(&*r.pattern, b"secret/***");
-        assert!(r.flags & flag::DIRECTORY == 0);
-        assert!(r.flags & flag::ABS_PATH == 0);
-        let r = build(b"a/b", 0, daemon, b"").unwrap().unwrap();
-        assert!(r.flags & flag::ABS_PATH != 0);
+        assert!(!r.flags.any(flag::DIRECTORY));
+        assert!(!r.flags.any(flag::ABS_PATH));
+        let r = build(b"a/b", RuleFlags::NONE, daemon, b"")
+            .unwrap()
+            .unwrap();
+        assert!(r.flags.any(flag::ABS_PATH));
         assert!(matches(&r, &Name::new(b"a", b"b"), false));
         // Includes keep their directory-only meaning.
         let r = build(b"keep/", flag::INCLUDE, daemon, b"")
             .unwrap()
             .unwrap();
         assert_eq!(&*r.pattern, b"keep");
-        assert!(r.flags & flag::DIRECTORY != 0);
+        assert!(r.flags.any(flag::DIRECTORY));
     }
 
     #[test]
@@ -412,14 +386,14 @@ mod tests {
         assert!(build(b"a", send | recv, per_dir, b"").unwrap().is_some());
         assert!(build(b"a", send, daemon, b"").unwrap().is_none());
         assert!(build(b"a", recv, daemon, b"").unwrap().is_some());
-        assert!(build(b"a", recv, 0, b"").unwrap().is_some());
+        assert!(build(b"a", recv, ParseFlags::NONE, b"").unwrap().is_some());
     }
 
     #[test]
     fn too_many_star_groups_are_refused() {
         let pattern = "*a".repeat(MAX_STAR_GROUPS + 1);
         assert_eq!(
-            build(pattern.as_bytes(), 0, 0, b"").unwrap_err(),
+            build(pattern.as_bytes(), RuleFlags::NONE, ParseFlags::NONE, b"").unwrap_err(),
             BuildError::TooManyStars
         );
     }

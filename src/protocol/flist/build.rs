@@ -1,4 +1,4 @@
-//! Which entries a pull covers: flist.c's send_file_list and its helpers.
+//! Which entries a pull covers: rsync: flist.c send_file_list and its helpers.
 //! The source arguments are split into the directory their names are
 //! relative to and the names themselves; directories are walked (with `-r`)
 //! in the order rsync reads them; filters, the link options, `-x`, `-R`'s

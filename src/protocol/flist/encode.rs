@@ -448,68 +448,6 @@ impl<'a> Encoder<'a> {
     }
 }
 
-/// Owner and group names for the id lists: names from a build's metadata
-/// table first, then the system's user and group databases.
-#[derive(Default)]
-pub(super) struct IdNames {
-    users: HashMap<u32, Option<Box<[u8]>>>,
-    groups: HashMap<u32, Option<Box<[u8]>>>,
-}
-
-impl IdNames {
-    pub(super) fn note_user(&mut self, id: u32, name: &[u8]) {
-        self.users.entry(id).or_insert_with(|| Some(name.into()));
-    }
-
-    pub(super) fn note_group(&mut self, id: u32, name: &[u8]) {
-        self.groups.entry(id).or_insert_with(|| Some(name.into()));
-    }
-
-    fn user(&self, id: u32) -> Option<Vec<u8>> {
-        match self.users.get(&id) {
-            Some(name) => name.as_ref().map(|n| n.to_vec()),
-            None => system_name(id, true),
-        }
-    }
-
-    fn group(&self, id: u32) -> Option<Vec<u8>> {
-        match self.groups.get(&id) {
-            Some(name) => name.as_ref().map(|n| n.to_vec()),
-            None => system_name(id, false),
-        }
-    }
-}
-
-/// Looks an id up in the passwd or group database (getpwuid_r/getgrgid_r).
-fn system_name(id: u32, user: bool) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: the _r functions write only into the structs and buffer we pass;
-    // the returned name pointer points into `buf`, which outlives its use.
-    unsafe {
-        let name_ptr = if user {
-            let mut pw: libc::passwd = std::mem::zeroed();
-            let mut result: *mut libc::passwd = std::ptr::null_mut();
-            let rc = libc::getpwuid_r(id, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut result);
-            if rc != 0 || result.is_null() {
-                return None;
-            }
-            pw.pw_name
-        } else {
-            let mut gr: libc::group = std::mem::zeroed();
-            let mut result: *mut libc::group = std::ptr::null_mut();
-            let rc = libc::getgrgid_r(id, &mut gr, buf.as_mut_ptr().cast(), buf.len(), &mut result);
-            if rc != 0 || result.is_null() {
-                return None;
-            }
-            gr.gr_name
-        };
-        if name_ptr.is_null() {
-            return None;
-        }
-        Some(std::ffi::CStr::from_ptr(name_ptr).to_bytes().to_vec())
-    }
-}
-
 /// rsync: uidlist.c send_one_list: each id other than 0 that has a name,
 /// as id (int32 below 30, varint from 30 on), byte length, name; then id 0,
 /// with its name (possibly empty) when the client asked for it.

@@ -1,5 +1,5 @@
 //! The file list: which entries a pull covers, the order both sides sort
-//! them in, and their encoding on the wire (flist.c, uidlist.c).
+//! them in, and their encoding on the wire (rsync: flist.c, rsync: uidlist.c).
 //!
 //! - `build`: which entries a pull covers (the walk, filters, link options).
 //! - `order`: the order both sides sort entries in (`f_name_cmp`).
@@ -20,6 +20,7 @@
 mod build;
 mod encode;
 mod feed;
+mod ids;
 mod incremental;
 mod order;
 mod window;
@@ -35,7 +36,7 @@ use super::filter::FilterError;
 use super::io::MsgTag;
 use crate::delta::Digest;
 use crate::source;
-use encode::IdNames;
+use ids::IdNames;
 use std::cmp::Ordering;
 use std::io;
 
@@ -127,7 +128,7 @@ impl Entry {
     }
 }
 
-/// Which filters apply to a name (flist.c's filter levels).
+/// Which filters apply to a name (rsync: flist.c's filter levels).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum FilterLevel {
     /// None: names the client gave on the command line.

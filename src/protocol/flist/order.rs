@@ -1,4 +1,4 @@
-//! The order of the file list (flist.c's `f_name_cmp`): both sides sort the
+//! The order of the file list (rsync: flist.c f_name_cmp): both sides sort the
 //! entries with it, and file indices on the wire are positions in that
 //! order, so one mistake shifts every index. It changed at protocol 29.
 
@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn protocol_29_order_puts_files_before_dirs_and_dot_first() {
-        // Checked by hand against flist.c's rules: "." first; at each level
+        // Checked by hand against rsync: flist.c's rules: "." first; at each level
         // files (in byte order) before directories; a directory's contents
         // follow it directly.
         assert_eq!(

@@ -1,4 +1,4 @@
-//! The LZ4 token stream of `--compress-choice=lz4` (token.c
+//! The LZ4 token stream of `--compress-choice=lz4` (rsync: token.c
 //! send_compressed_token): literal data in pieces, each compressed into an
 //! LZ4 block of its own that fits one DEFLATED_DATA chunk; the receiver
 //! decompresses every chunk alone, so there is no history, no flush and no

@@ -1,4 +1,4 @@
-//! Token streams: how the delta reaches the client (token.c), in the form
+//! Token streams: how the delta reaches the client (rsync: token.c), in the form
 //! the client's options ask for: [`plain`] without compression, [`zlib`]
 //! for `-z`/`-zz` (zlib and zlibx), [`zstd`] and [`lz4`] for
 //! `--compress-choice`. [`Codec`] is a connection's compressor, [`Tokens`]
@@ -207,7 +207,7 @@ fn send_chunks<W: WireWrite>(out: &mut W, data: &[u8]) -> io::Result<()> {
 }
 
 /// A receiver of the compressed token forms without history (zstd, lz4),
-/// after token.c's recv_compressed_token_num: it rebuilds one file from a
+/// after rsync: token.c recv_compressed_token_num: it rebuilds one file from a
 /// stream, the basis `blocks` and the codec's `unpack` of each chunk.
 #[cfg(test)]
 pub(crate) fn receive_file(

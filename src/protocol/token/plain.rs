@@ -1,6 +1,6 @@
 //! The plain token stream, used without compression: literal runs as a
 //! length and the bytes (at most [`CHUNK_SIZE`] each), a matched block as
-//! `-(index + 1)`, and 0 at the end (token.c simple_send_token).
+//! `-(index + 1)`, and 0 at the end (rsync: token.c simple_send_token).
 
 use super::{TokenWriter, CHUNK_SIZE};
 use crate::delta::TokenSink;

@@ -1,5 +1,5 @@
 //! The compressed token stream of `-z`, `-zz` and `--compress-level`
-//! (token.c's send_deflated_token, the "zlib" and "zlibx" choices, which
+//! (rsync: token.c send_deflated_token, the "zlib" and "zlibx" choices, which
 //! are the only ones below protocol 30).
 //!
 //! This file owns the encoding: literal runs as raw-deflate data in
@@ -58,7 +58,7 @@ pub struct Deflater {
 
 impl Deflater {
     /// The compressor the client's options ask for, or `None` for the
-    /// plain token stream (token.c init_compression_level and compat.c
+    /// plain token stream (rsync: token.c init_compression_level and rsync: compat.c
     /// parse_compress_choice): a level alone implies `-z` as in rsync 3.x
     /// (2.6.x clients send `-z` with it anyway); level 0 turns compression
     /// off; -1 means the default; others are clamped to 1..=9.
@@ -293,7 +293,7 @@ impl HistoryTail {
     }
 
     /// Adds a matched block as the receiver feeds it to its window
-    /// (token.c see_deflate_token before protocol 31): in pieces of at
+    /// (rsync: token.c see_deflate_token before protocol 31): in pieces of at
     /// most [`HISTORY_PIECE`] bytes, every piece read from the block's
     /// start. Pieces followed by a window's worth of others are skipped.
     fn push_block(&mut self, block: &[u8]) {
@@ -338,7 +338,7 @@ impl HistoryTail {
 
 #[cfg(test)]
 mod tests {
-    //! The streams are checked by a receiver written here after token.c's
+    //! The streams are checked by a receiver written here after rsync: token.c's
     //! recv_deflated_token and see_deflate_token, on flate2's inflater: it
     //! rebuilds each file from the tokens and a basis, and so fails on any
     //! framing, history or numbering mistake that a real client would hit.
@@ -571,7 +571,7 @@ mod tests {
 
     #[test]
     fn token_numbers_by_hand() {
-        // Runs and distances worked out from token.c: 0..=2 is a run at
+        // Runs and distances worked out from rsync: token.c: 0..=2 is a run at
         // distance 0 with 2 more; 10 is 8 after 2; 100 is 90 away (long);
         // 5..=7 is a run behind 100 (long); 9 is 2 after 7; 11..=12 a run
         // 2 after 9.

@@ -1,4 +1,4 @@
-//! The zstd token stream of `--compress-choice=zstd` (token.c
+//! The zstd token stream of `--compress-choice=zstd` (rsync: token.c
 //! send_zstd_token).
 //!
 //! One zstd stream runs through the whole transfer: the receiver keeps its
@@ -36,7 +36,7 @@ pub struct ZstdCoder {
 
 impl ZstdCoder {
     /// A compressor at the client's `--compress-level`, clamped to the
-    /// levels zstd knows as rsync does (token.c init_compression_level),
+    /// levels zstd knows as rsync does (rsync: token.c init_compression_level),
     /// and to [`MAX_LEVEL`].
     pub fn new(level: Option<i32>) -> io::Result<ZstdCoder> {
         Ok(ZstdCoder {

@@ -13,7 +13,7 @@ use std::io::Write;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use libfuzzer_sys::fuzz_target;
-use upserv::cache::meta::MetaTable;
+use upserv::meta::MetaTable;
 
 fn parent(path: &[u8]) -> &[u8] {
     match path.iter().rposition(|&b| b == b'/') {

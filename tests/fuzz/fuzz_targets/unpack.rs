@@ -10,9 +10,9 @@ use std::fs;
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use upserv::cache::meta::MetaTable;
 use upserv::cache::unpack::{clean_path, unpack, ArchiveKind, Plan};
 use upserv::cache::Layout;
+use upserv::meta::MetaTable;
 
 /// Mostly bare tar: the compressors are libraries of their own, fuzzed
 /// elsewhere; here they only need to be wired up right.

@@ -35,7 +35,7 @@ const ROLES: [&str; 2] = ["reference", "candidate"];
 /// Lines of each client output shown in a report.
 const OUTPUT_TAIL_LINES: usize = 40;
 /// From this protocol on the sender echoes every itemized entry, which
-/// makes the client print names in one stream (generator.c: itemize).
+/// makes the client print names in one stream (rsync: generator.c itemize).
 const ORDERED_OUTPUT_PROTOCOL: u32 = 29;
 /// From this protocol on the client could ask for incremental recursion.
 const NO_INC_RECURSION_FROM: u32 = 30;

@@ -1,20 +1,21 @@
 //! The admin commands on the build cache: `fetch`, `list`, `pin`, `unpin`,
-//! `gc`, `evict`, `refetch`.
+//! `gc`, `evict`, `refetch`. Part of the binary, not the library: the
+//! library's cache answers with values and errors; these commands print them.
 //!
 //! Each takes the cache configuration, prints its results to stdout (through
-//! [`crate::output`], so a closed pipe ends it quietly) and its errors (one
-//! line each) to stderr, and returns the exit code: 0 success,
-//! 1 runtime failure. Argument parsing is main's job; these functions must
-//! not exit the process or read the command line.
+//! [`upserv::output`], so a closed pipe ends it quietly) and its errors (one
+//! line each) to stderr, progress bars included, and returns the exit code:
+//! 0 success, 1 runtime failure. Argument parsing is main's job; these
+//! functions must not exit the process or read the command line.
 
 use std::io::{self, IsTerminal};
 use std::time::Instant;
 
-use super::handle::Startup;
-use super::job::{Progress, Stage};
-use super::store::{self, Store};
-use super::{is_build_name, Cache, CacheConfig, Evicted};
-use crate::outln;
+use upserv::cache::{
+    self, human_size, is_build_name, Cache, CacheConfig, Evicted, Progress, Stage, Startup,
+    PROGRESS_INTERVAL,
+};
+use upserv::outln;
 
 /// `eprintln!` that never panics: a closed stderr must not crash a command.
 macro_rules! errln {
@@ -70,15 +71,10 @@ pub fn fetch(cfg: CacheConfig, names: &[String]) -> i32 {
 
 /// `upserv list`: name, size, last access, sticky, busy; then the totals.
 pub fn list(cfg: CacheConfig) -> i32 {
-    let store = match Store::open(&cfg.builds_dir) {
-        Ok(store) => store,
-        Err(e) => return fail(&format!("builds dir {}: {e}", cfg.builds_dir.display())),
+    let builds = match cache::list_builds(&cfg.builds_dir) {
+        Ok(builds) => builds,
+        Err(e) => return fail(&e),
     };
-    let names = match store.list_builds() {
-        Ok(names) => names,
-        Err(e) => return fail(&format!("cannot list {}: {e}", cfg.builds_dir.display())),
-    };
-    let access = store.load_access();
     outln!(
         "{:<32} {:>10} {:<20} {:<6} {:<4}",
         "NAME",
@@ -88,26 +84,21 @@ pub fn list(cfg: CacheConfig) -> i32 {
         "BUSY"
     );
     let (mut used, mut sticky) = (0, 0);
-    let builds = names.len();
-    for name in names {
-        let size = store::disk_usage(&store.build_dir(&name)).unwrap_or(0);
-        let last = access
-            .get(&name)
-            .unwrap_or_else(|| store.build_mtime(&name));
-        let is_sticky = store.is_sticky(&name);
-        used += size;
-        sticky += usize::from(is_sticky);
+    for build in &builds {
+        used += build.size;
+        sticky += usize::from(build.sticky);
         outln!(
             "{:<32} {:>10} {:<20} {:<6} {:<4}",
-            name,
-            human_size(size),
-            format_utc(last),
-            yes_no(is_sticky),
-            yes_no(store.is_busy(&name)),
+            build.name,
+            human_size(build.size),
+            format_utc(build.last_access),
+            yes_no(build.sticky),
+            yes_no(build.busy),
         );
     }
     outln!(
-        "\ntotal: {builds} builds, {} used of {} ({}%), {sticky} sticky",
+        "\ntotal: {} builds, {} used of {} ({}%), {sticky} sticky",
+        builds.len(),
         human_size(used),
         human_size(cfg.cache_size),
         used.saturating_mul(100) / cfg.cache_size.max(1)
@@ -126,18 +117,14 @@ pub fn unpin(cfg: CacheConfig, name: &str) -> i32 {
 }
 
 fn set_sticky(cfg: CacheConfig, name: &str, sticky: bool) -> i32 {
-    if !is_build_name(name) {
-        return fail(&format!("{name:?} is not a valid build name"));
-    }
-    let result = Store::open(&cfg.builds_dir).and_then(|store| {
-        if !store.is_build(name) {
-            errln!("upserv: note: build {name} is not cached (yet)");
+    match cache::set_sticky(&cfg.builds_dir, name, sticky) {
+        Ok(cached) => {
+            if !cached {
+                errln!("upserv: note: build {name} is not cached (yet)");
+            }
+            EXIT_OK
         }
-        store.set_sticky(name, sticky)
-    });
-    match result {
-        Ok(()) => EXIT_OK,
-        Err(e) => fail(&format!("cannot change {name}.sticky: {e}")),
+        Err(e) => fail(&e),
     }
 }
 
@@ -256,7 +243,7 @@ impl ProgressDisplay {
         let interval = if self.terminal {
             BAR_INTERVAL
         } else {
-            super::job::PROGRESS_INTERVAL
+            PROGRESS_INTERVAL
         };
         let complete = progress.total == Some(progress.done);
         let due = self.last.is_none_or(|t| t.elapsed() >= interval);
@@ -299,21 +286,6 @@ fn bar(progress: &Progress) -> String {
     }
 }
 
-/// `1536` → `1.5K`, `3221225472` → `3.0G`: binary units as `du -h` prints.
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
-    if bytes < 1024 {
-        return format!("{bytes}B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1}{}", UNITS[unit])
-}
-
 /// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
 pub(crate) fn format_utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
@@ -348,16 +320,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn formats_dates_and_sizes() {
+    fn formats_dates() {
         assert_eq!(format_utc(0), "1970-01-01 00:00:00");
         // `date -u -d @951782400` → Tue Feb 29 00:00:00 UTC 2000
         assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00");
         // `date -u -d @1700000000` → Tue Nov 14 22:13:20 UTC 2023
         assert_eq!(format_utc(1_700_000_000), "2023-11-14 22:13:20");
         assert_eq!(format_utc(-1), "1969-12-31 23:59:59");
-        assert_eq!(human_size(512), "512B");
-        assert_eq!(human_size(1536), "1.5K");
-        assert_eq!(human_size(3 << 30), "3.0G");
     }
 
     #[test]

@@ -1,14 +1,13 @@
-//! The daemon proper: a fixed pool of worker threads fed through a bounded
-//! queue by the gatekeeper (see [`super::gatekeeper`]), the connection log
-//! line, and the graceful stop.
+//! The worker pool: a fixed number of worker threads fed through a bounded
+//! queue of `Job`s (connections whose opening is done, with the tickets
+//! that count them), the connection log line, and the graceful stop.
 //!
 //! A worker serves one connection at a time, from its module name to its
-//! end; it catches a panic in it, logs it and goes on. SIGTERM/SIGINT stop
-//! the gatekeeper, which closes the listeners; queued connections are told
-//! the server is stopping, and the workers get up to [`STOP_GRACE`] to
-//! finish the transfers in flight.
+//! end; it catches a panic in it, logs it and goes on. At a stop, queued
+//! connections are told the server is stopping, and the workers get up to
+//! [`STOP_GRACE`] to finish the transfers in flight. Who feeds the queue
+//! (the gatekeeper) is not this file's business.
 
-use super::gatekeeper::{Gatekeeper, HostTicket, REFUSAL_TIMEOUT};
 use super::opening::{Ask, Request};
 use super::session::{self, Outcome};
 use super::signals::{Signal, Signals};
@@ -16,28 +15,29 @@ use super::stats::Stats;
 use super::Server;
 use crate::protocol::io::Conn;
 use crate::protocol::wire::WireWrite;
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, TcpStream};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Connections waiting for a worker, per worker.
 pub const QUEUE_PER_WORKER: usize = 4;
 /// How long a stop waits for transfers in flight.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
+/// How long a refusal or a module list may take to be written.
+pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct PoolConfig {
     pub workers: usize,
     /// Where the workers count the connections they serve.
     pub stats: Arc<Stats>,
 }
-
-/// Reads the configuration again for SIGHUP.
-pub type Reload<'a> = dyn FnMut() -> Result<Arc<Server>, String> + 'a;
 
 pub fn log_outcome(peer: Option<IpAddr>, outcome: &Outcome, took: Duration) {
     let who = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
@@ -101,6 +101,41 @@ impl Drop for CommitTicket {
         *count -= 1;
         if *count == 0 {
             self.0.idle.notify_all();
+        }
+    }
+}
+
+/// Connections per client address, from accept to close.
+#[derive(Default)]
+pub(super) struct Hosts(Mutex<HashMap<IpAddr, usize>>);
+
+pub(super) struct HostTicket {
+    hosts: Arc<Hosts>,
+    addr: IpAddr,
+}
+
+impl Hosts {
+    pub(super) fn count(&self, addr: IpAddr) -> usize {
+        self.0.lock().get(&addr).copied().unwrap_or(0)
+    }
+
+    pub(super) fn start(self: &Arc<Self>, addr: IpAddr) -> HostTicket {
+        *self.0.lock().entry(addr).or_insert(0) += 1;
+        HostTicket {
+            hosts: Arc::clone(self),
+            addr,
+        }
+    }
+}
+
+impl Drop for HostTicket {
+    fn drop(&mut self) {
+        let mut map = self.hosts.0.lock();
+        if let Some(n) = map.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.addr);
+            }
         }
     }
 }
@@ -196,50 +231,84 @@ fn worker(jobs: Receiver<Job>, stopping: Arc<AtomicBool>, stats: Arc<Stats>) {
     }
 }
 
-/// Serves until SIGTERM or SIGINT, then lets transfers in flight finish.
-pub fn run(
-    server: Arc<Server>,
-    listeners: Vec<TcpListener>,
-    cfg: PoolConfig,
-    signals: &Signals,
-    reload: &mut Reload,
-) -> io::Result<()> {
-    let workers = cfg.workers.max(1);
-    let queue = workers * QUEUE_PER_WORKER;
-    let (job_tx, job_rx) = bounded::<Job>(queue);
-    let stopping = Arc::new(AtomicBool::new(false));
-    let mut handles = Vec::new();
-    for i in 0..workers {
-        let (jobs, stopping, stats) = (job_rx.clone(), stopping.clone(), cfg.stats.clone());
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("worker-{i}"))
-                .spawn(move || worker(jobs, stopping, stats))?,
-        );
-    }
-    drop(job_rx);
-    for l in &listeners {
-        l.set_nonblocking(true)?;
-    }
-    let committed = Arc::new(Committed::default());
-    let mut gate = Gatekeeper::new(server, job_tx, Arc::clone(&committed), workers + queue);
-    let served = gate.run(&listeners, signals, reload);
-    drop(listeners);
-    drop(gate);
-    served?;
-    log::info!(
-        "stopping: waiting up to {}s for transfers in flight",
-        STOP_GRACE.as_secs()
-    );
-    stopping.store(true, Ordering::SeqCst);
-    let left = wait_for_transfers(&committed, signals);
-    if left > 0 {
-        log::warn!("stopped with {left} connection(s) still open");
-    } else {
-        for h in handles {
-            let _ = h.join();
+/// The running workers, and what the feeder needs to hand them jobs.
+pub(super) struct Pool {
+    /// Where jobs go; bounded by [`QUEUE_PER_WORKER`] per worker.
+    pub jobs: Sender<Job>,
+    pub committed: Arc<Committed>,
+    /// What the workers and their queue hold.
+    pub capacity: usize,
+    stopping: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Starts the workers.
+    pub(super) fn start(cfg: &PoolConfig) -> io::Result<Pool> {
+        let workers = cfg.workers.max(1);
+        let queue = workers * QUEUE_PER_WORKER;
+        let (jobs, job_rx) = bounded::<Job>(queue);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for i in 0..workers {
+            let (jobs, stopping, stats) = (job_rx.clone(), stopping.clone(), cfg.stats.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("worker-{i}"))
+                    .spawn(move || worker(jobs, stopping, stats))?,
+            );
         }
-        log::info!("stopped");
+        Ok(Pool {
+            jobs,
+            committed: Arc::new(Committed::default()),
+            capacity: workers + queue,
+            stopping,
+            handles,
+        })
     }
-    Ok(())
+
+    /// Lets the transfers in flight finish (see [`STOP_GRACE`]); what is
+    /// still queued is refused. The feeder must have stopped.
+    pub(super) fn stop(self, signals: &Signals) {
+        let Pool {
+            jobs,
+            committed,
+            stopping,
+            handles,
+            ..
+        } = self;
+        drop(jobs);
+        log::info!(
+            "stopping: waiting up to {}s for transfers in flight",
+            STOP_GRACE.as_secs()
+        );
+        stopping.store(true, Ordering::SeqCst);
+        let left = wait_for_transfers(&committed, signals);
+        if left > 0 {
+            log::warn!("stopped with {left} connection(s) still open");
+        } else {
+            for h in handles {
+                let _ = h.join();
+            }
+            log::info!("stopped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_tickets_count_and_forget() {
+        let hosts = Arc::new(Hosts::default());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let t1 = hosts.start(a);
+        let t2 = hosts.start(a);
+        assert_eq!(hosts.count(a), 2);
+        drop(t1);
+        drop(t2);
+        assert_eq!(hosts.count(a), 0);
+        assert!(hosts.0.lock().is_empty());
+    }
 }

@@ -1,0 +1,159 @@
+//! The filter code's two flag sets, as types of their own so that one is
+//! never passed for the other: [`RuleFlags`] (what a rule says, from its
+//! text and what the list adds; rsync's FILTRULE_* bits under our own
+//! names) and [`ParseFlags`] (how text is read, which depends on where it
+//! comes from). The parser, the rules and the list all use them; this file
+//! depends on none of them.
+
+use std::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign, Not};
+
+/// A set of rule flags; the names are in [`flag`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct RuleFlags(u32);
+
+impl RuleFlags {
+    pub const NONE: RuleFlags = RuleFlags(0);
+
+    /// Both sets together (`|` for constants).
+    pub const fn or(self, other: RuleFlags) -> RuleFlags {
+        RuleFlags(self.0 | other.0)
+    }
+
+    /// Whether any flag of `other` is set.
+    pub fn any(self, other: RuleFlags) -> bool {
+        self.0 & other.0 != 0
+    }
+}
+
+impl BitOr for RuleFlags {
+    type Output = RuleFlags;
+    fn bitor(self, other: RuleFlags) -> RuleFlags {
+        self.or(other)
+    }
+}
+
+impl BitOrAssign for RuleFlags {
+    fn bitor_assign(&mut self, other: RuleFlags) {
+        self.0 |= other.0;
+    }
+}
+
+impl BitAnd for RuleFlags {
+    type Output = RuleFlags;
+    fn bitand(self, other: RuleFlags) -> RuleFlags {
+        RuleFlags(self.0 & other.0)
+    }
+}
+
+impl BitAndAssign for RuleFlags {
+    fn bitand_assign(&mut self, other: RuleFlags) {
+        self.0 &= other.0;
+    }
+}
+
+impl Not for RuleFlags {
+    type Output = RuleFlags;
+    fn not(self) -> RuleFlags {
+        RuleFlags(!self.0)
+    }
+}
+
+/// A set of parsing switches; the names are in [`xflag`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct ParseFlags(u32);
+
+impl ParseFlags {
+    pub const NONE: ParseFlags = ParseFlags(0);
+
+    /// Both sets together (`|` for constants).
+    pub const fn or(self, other: ParseFlags) -> ParseFlags {
+        ParseFlags(self.0 | other.0)
+    }
+
+    /// Whether any flag of `other` is set.
+    pub fn any(self, other: ParseFlags) -> bool {
+        self.0 & other.0 != 0
+    }
+}
+
+impl BitOr for ParseFlags {
+    type Output = ParseFlags;
+    fn bitor(self, other: ParseFlags) -> ParseFlags {
+        self.or(other)
+    }
+}
+
+impl BitOrAssign for ParseFlags {
+    fn bitor_assign(&mut self, other: ParseFlags) {
+        self.0 |= other.0;
+    }
+}
+
+impl BitAnd for ParseFlags {
+    type Output = ParseFlags;
+    fn bitand(self, other: ParseFlags) -> ParseFlags {
+        ParseFlags(self.0 & other.0)
+    }
+}
+
+impl BitAndAssign for ParseFlags {
+    fn bitand_assign(&mut self, other: ParseFlags) {
+        self.0 &= other.0;
+    }
+}
+
+impl Not for ParseFlags {
+    type Output = ParseFlags;
+    fn not(self) -> ParseFlags {
+        ParseFlags(!self.0)
+    }
+}
+
+/// Rule flags (rsync's FILTRULE_* bits, under our own names).
+pub(super) mod flag {
+    use super::RuleFlags;
+
+    pub const INCLUDE: RuleFlags = RuleFlags(1 << 0);
+    /// Matches directories only (the pattern had a trailing slash).
+    pub const DIRECTORY: RuleFlags = RuleFlags(1 << 1);
+    pub const NEGATE: RuleFlags = RuleFlags(1 << 2);
+    /// Matched against the path from the module root, not the transfer root.
+    pub const ABS_PATH: RuleFlags = RuleFlags(1 << 3);
+    pub const PERISHABLE: RuleFlags = RuleFlags(1 << 4);
+    pub const MERGE_FILE: RuleFlags = RuleFlags(1 << 5);
+    pub const PERDIR_MERGE: RuleFlags = RuleFlags(1 << 6);
+    pub const NO_PREFIXES: RuleFlags = RuleFlags(1 << 7);
+    pub const WORD_SPLIT: RuleFlags = RuleFlags(1 << 8);
+    pub const NO_INHERIT: RuleFlags = RuleFlags(1 << 9);
+    pub const CVS_IGNORE: RuleFlags = RuleFlags(1 << 10);
+    pub const EXCLUDE_SELF: RuleFlags = RuleFlags(1 << 11);
+    pub const SENDER_SIDE: RuleFlags = RuleFlags(1 << 12);
+    pub const RECEIVER_SIDE: RuleFlags = RuleFlags(1 << 13);
+    pub const CLEAR_LIST: RuleFlags = RuleFlags(1 << 14);
+    pub const XATTR: RuleFlags = RuleFlags(1 << 15);
+    pub const WILD: RuleFlags = RuleFlags(1 << 16);
+    pub const WILD2: RuleFlags = RuleFlags(1 << 17);
+    pub const WILD2_PREFIX: RuleFlags = RuleFlags(1 << 18);
+    pub const WILD3_SUFFIX: RuleFlags = RuleFlags(1 << 19);
+
+    pub const SIDES: RuleFlags = SENDER_SIDE.or(RECEIVER_SIDE);
+    /// What rules read from a merge file take over from the merge rule.
+    pub const FROM_CONTAINER: RuleFlags =
+        ABS_PATH.or(INCLUDE).or(DIRECTORY).or(NEGATE).or(PERISHABLE);
+}
+
+/// Parsing switches that come from where the text is read, not from it.
+pub(super) mod xflag {
+    use super::ParseFlags;
+
+    /// Only `- `, `+ ` and `!` are prefixes (protocol < 29, old-style lists).
+    pub const OLD_PREFIXES: ParseFlags = ParseFlags(1 << 0);
+    /// A leading `/` anchors at the merge file's directory; rules for the
+    /// receiver only are dropped (per-directory merge files on the sender).
+    pub const ANCHORED2ABS: ParseFlags = ParseFlags(1 << 1);
+    /// Any slash makes the rule module-absolute; rules for the sender only
+    /// are dropped (daemon configuration, parsed before the side is known).
+    pub const ABS_IF_SLASH: ParseFlags = ParseFlags(1 << 2);
+    /// An exclude of `dir/` becomes `dir/***` (daemon configuration).
+    pub const DIR2WILD3: ParseFlags = ParseFlags(1 << 3);
+}

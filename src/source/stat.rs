@@ -1,0 +1,47 @@
+//! The attributes of one entry, as the file list needs them: what the disk
+//! says (read by `beneath`), or the metadata table over it.
+
+use crate::meta::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
+
+/// The attributes of one entry, as the file list needs them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stat {
+    /// Type and permission bits, as in `st_mode`.
+    pub mode: u32,
+    pub size: u64,
+    pub mtime: i64,
+    /// The nanoseconds of the mtime (0 where a build's table sets it).
+    pub mtime_nsec: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    /// Owner and group names when the metadata table knows them; otherwise
+    /// the file list looks the ids up in the system databases.
+    pub user: Option<Box<[u8]>>,
+    pub group: Option<Box<[u8]>>,
+}
+
+impl Stat {
+    pub fn kind(&self) -> u32 {
+        self.mode & S_IFMT
+    }
+    pub fn is_dir(&self) -> bool {
+        self.kind() == S_IFDIR
+    }
+    pub fn is_file(&self) -> bool {
+        self.kind() == S_IFREG
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.kind() == S_IFLNK
+    }
+    pub fn is_device(&self) -> bool {
+        matches!(self.kind(), S_IFCHR | S_IFBLK)
+    }
+    pub fn is_special(&self) -> bool {
+        matches!(self.kind(), S_IFIFO | S_IFSOCK)
+    }
+}
