@@ -495,7 +495,7 @@ fn an_old_client_without_a_digest_list_logs_in_with_md4() {
         let mut raw = Raw::connect(upserv.port());
         assert!(raw
             .line()
-            .starts_with("@RSYNCD: 29.0 sha512 sha256 md5 md4"));
+            .starts_with("@RSYNCD: 32.0 sha512 sha256 md5 md4"));
         raw.send(b"@RSYNCD: 29\npriv\n");
         let line = raw.line();
         let challenge = line

@@ -50,7 +50,7 @@ fn raw_pull(server: &Upserv, args: &[&str]) -> TcpStream {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut line = String::new();
     reader.read_line(&mut line).expect("greeting");
-    assert!(line.starts_with("@RSYNCD: 29"), "greeting {line:?}");
+    assert!(line.starts_with("@RSYNCD: 32"), "greeting {line:?}");
     let mut w = stream.try_clone().expect("clone");
     w.write_all(b"@RSYNCD: 29.0\nm\n").expect("module");
     line.clear();

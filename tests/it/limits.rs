@@ -249,7 +249,7 @@ fn silent_clients_never_occupy_a_worker() {
     let silent: Vec<Raw> = (0..100)
         .map(|_| {
             let mut raw = Raw::connect(server.port());
-            assert!(raw.line().starts_with("@RSYNCD: 29.0"));
+            assert!(raw.line().starts_with("@RSYNCD: 32.0"));
             raw
         })
         .collect();
