@@ -634,7 +634,7 @@ impl Conn {
         self.out_pos += n;
         self.bytes_written += n as u64;
         if let Some(throttle) = &mut self.throttle {
-            throttle.wrote(n as usize);
+            throttle.wrote(n);
         }
         if let Some(counter) = &self.shared_written {
             counter.fetch_add(n as u64, Ordering::Relaxed);

@@ -5,13 +5,12 @@
 //! compared with the same pull from a real `rsync --daemon` serving the
 //! same tree: trees, exit codes, itemized lines and data counts.
 
-
 use crate::support::builds::{tar_tree, upserv_for};
+use crate::support::scratch::scratch_dir;
 use crate::support::tree::Rng;
+use crate::support::upstream::Upstream;
 use crate::support::*;
 use std::path::{Path, PathBuf};
-use crate::support::scratch::scratch_dir;
-use crate::support::upstream::Upstream;
 
 /// The build's big file: large enough for a few hundred blocks.
 const IMAGE_LEN: usize = 3 << 20;

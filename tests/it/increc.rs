@@ -7,7 +7,6 @@
 //! server turned incremental recursion on, so the comparison of its output
 //! also checks that upserv did.
 
-
 use crate::support::tree::Rng;
 use crate::support::*;
 use std::path::Path;
