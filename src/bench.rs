@@ -24,7 +24,7 @@ const SEED: u32 = 0x5eed_1234;
 const DATA_SEED: u64 = 0x0123_4567_89ab_cdef;
 /// The digests measured, each under its rsync name ("md4" is the default,
 /// with the seeded whole-file sum; a named md4 costs the same).
-pub const DIGESTS: [SumKind; 6] = [
+pub(crate) const DIGESTS: [SumKind; 6] = [
     SumKind::Md4Auto,
     SumKind::Md5,
     SumKind::Sha1,
@@ -39,20 +39,20 @@ const MEGA: f64 = 1_000_000.0;
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchResult {
     /// What was matched against what, and the digest.
-    pub name: String,
+    pub(crate) name: String,
     /// Bytes of the file matched.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Wall time of the matcher.
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// CPU time the matcher's thread used: on a busy machine a steadier
     /// measure than the wall time.
-    pub cpu_seconds: f64,
+    pub(crate) cpu_seconds: f64,
     /// `bytes / seconds`, in millions of bytes per second.
-    pub mb_per_s: f64,
+    pub(crate) mb_per_s: f64,
     /// Bytes the matcher sent as literal data.
-    pub literal_bytes: u64,
+    pub(crate) literal_bytes: u64,
     /// Bytes covered by matched blocks.
-    pub matched_bytes: u64,
+    pub(crate) matched_bytes: u64,
 }
 
 impl BenchResult {

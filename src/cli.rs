@@ -23,7 +23,7 @@ use crate::config::{
 };
 
 /// The data size `upserv bench` uses when `--size` is not given: 256 MiB.
-pub const DEFAULT_BENCH_SIZE: u64 = 256 << 20;
+pub(crate) const DEFAULT_BENCH_SIZE: u64 = 256 << 20;
 
 /// What upserv was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -410,7 +410,7 @@ impl Invocation {
     }
 
     /// Parses arguments (without the program name).
-    pub fn parse<I, S>(args: I) -> Result<Invocation, UsageError>
+    pub(crate) fn parse<I, S>(args: I) -> Result<Invocation, UsageError>
     where
         I: IntoIterator<Item = S>,
         S: Into<OsString>,

@@ -85,7 +85,7 @@ struct Logger {
 static LOGGER: std::sync::OnceLock<Logger> = std::sync::OnceLock::new();
 
 /// The log file in serve mode when none is configured: `DIR/.upserv/upserv.log`.
-pub fn default_serve_log(settings: &Settings) -> PathBuf {
+pub(crate) fn default_serve_log(settings: &Settings) -> PathBuf {
     settings
         .global
         .builds_dir
@@ -95,7 +95,7 @@ pub fn default_serve_log(settings: &Settings) -> PathBuf {
 
 /// Asks for the log file to be reopened before the next line. Only stores
 /// a flag, so a signal handler may call it.
-pub fn request_reopen() {
+pub(crate) fn request_reopen() {
     REOPEN.store(true, Ordering::Relaxed);
 }
 

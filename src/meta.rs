@@ -24,22 +24,22 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 
 /// File-type bits of `st_mode`, as Linux and rsync define them.
-pub const S_IFMT: u32 = 0o170000;
-pub const S_IFSOCK: u32 = 0o140000;
-pub const S_IFLNK: u32 = 0o120000;
-pub const S_IFREG: u32 = 0o100000;
-pub const S_IFBLK: u32 = 0o060000;
-pub const S_IFDIR: u32 = 0o040000;
-pub const S_IFCHR: u32 = 0o020000;
-pub const S_IFIFO: u32 = 0o010000;
+pub(crate) const S_IFMT: u32 = 0o170000;
+pub(crate) const S_IFSOCK: u32 = 0o140000;
+pub(crate) const S_IFLNK: u32 = 0o120000;
+pub(crate) const S_IFREG: u32 = 0o100000;
+pub(crate) const S_IFBLK: u32 = 0o060000;
+pub(crate) const S_IFDIR: u32 = 0o040000;
+pub(crate) const S_IFCHR: u32 = 0o020000;
+pub(crate) const S_IFIFO: u32 = 0o010000;
 
 const MAGIC: &[u8; 8] = b"UPSVMETA";
 const FORMAT_VERSION: u32 = 1;
 const END_MARK: &[u8; 4] = b"END!";
 /// Longest path accepted in a table (Linux's PATH_MAX).
-pub const MAX_PATH_LEN: usize = 4096;
+pub(crate) const MAX_PATH_LEN: usize = 4096;
 /// Most entries a table may hold; far above any OS image, far below memory trouble.
-pub const MAX_ENTRIES: usize = 4_000_000;
+pub(crate) const MAX_ENTRIES: usize = 4_000_000;
 /// Most distinct user and group names in one table.
 const MAX_OWNER_NAMES: usize = 65_536;
 /// Longest user or group name (tar's ustar field is 32 bytes; PAX may carry more).
@@ -47,7 +47,7 @@ const MAX_OWNER_NAME_LEN: usize = 255;
 /// Upper bound for the capacity reserved from a count read from the file.
 const MAX_RESERVE: usize = 1 << 16;
 /// Marks "no name" in an entry's user or group index.
-pub const NO_NAME: u32 = u32::MAX;
+pub(crate) const NO_NAME: u32 = u32::MAX;
 
 /// What the archive recorded about one entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub struct EntryMeta<'a> {
 
 impl EntryMeta<'_> {
     /// Whether this entry exists only in the table (device, FIFO or socket).
-    pub fn is_table_only(&self) -> bool {
+    pub(crate) fn is_table_only(&self) -> bool {
         is_table_only_mode(self.mode)
     }
 }
@@ -80,31 +80,31 @@ fn is_table_only_mode(mode: u32) -> bool {
 
 /// One entry as the unpacker collects it, before the table is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MetaRecord {
-    pub path: Vec<u8>,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub user: Option<String>,
-    pub group: Option<String>,
-    pub mtime: i64,
-    pub rdev_major: u32,
-    pub rdev_minor: u32,
+pub(crate) struct MetaRecord {
+    pub(crate) path: Vec<u8>,
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) user: Option<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) mtime: i64,
+    pub(crate) rdev_major: u32,
+    pub(crate) rdev_minor: u32,
 }
 
 /// One entry's fields without its path, owner names as indices into an
 /// [`OwnerNames`] list ([`NO_NAME`] for none): what the unpacker keeps per
 /// entry, a few dozen bytes whatever the names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RawEntry {
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub user: u32,
-    pub group: u32,
-    pub mtime: i64,
-    pub rdev_major: u32,
-    pub rdev_minor: u32,
+pub(crate) struct RawEntry {
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) user: u32,
+    pub(crate) group: u32,
+    pub(crate) mtime: i64,
+    pub(crate) rdev_major: u32,
+    pub(crate) rdev_minor: u32,
 }
 
 /// One entry in memory: its path lives in the table's arena.
@@ -151,7 +151,7 @@ impl MetaTable {
 
     /// Builds a table in memory (the unpacker's records, or tests').
     /// Later records for the same path replace earlier ones.
-    pub fn from_records(records: &[MetaRecord]) -> io::Result<MetaTable> {
+    pub(crate) fn from_records(records: &[MetaRecord]) -> io::Result<MetaTable> {
         let mut order: Vec<usize> = (0..records.len()).collect();
         order.sort_by(|&a, &b| records[a].path.cmp(&records[b].path).then(b.cmp(&a)));
         order.dedup_by(|later, first| records[*later].path == records[*first].path);
@@ -181,11 +181,11 @@ impl MetaTable {
     }
 
     /// Number of entries.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
 
@@ -216,7 +216,7 @@ impl MetaTable {
     }
 
     /// All entries in path order (for checks and tests).
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], EntryMeta<'_>)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], EntryMeta<'_>)> + '_ {
         self.slots
             .iter()
             .map(move |slot| (self.path(slot), self.entry(slot)))
@@ -289,14 +289,14 @@ impl MetaTable {
 
 /// Interns user and group names while a table is built.
 #[derive(Debug, Default)]
-pub struct OwnerNames {
+pub(crate) struct OwnerNames {
     names: Vec<Box<str>>,
     index: std::collections::HashMap<Box<str>, u32>,
 }
 
 impl OwnerNames {
     /// The index of `name` ([`NO_NAME`] for none), added when new.
-    pub fn index_of(&mut self, name: Option<&str>) -> io::Result<u32> {
+    pub(crate) fn index_of(&mut self, name: Option<&str>) -> io::Result<u32> {
         let Some(name) = name else { return Ok(NO_NAME) };
         if let Some(&i) = self.index.get(name) {
             return Ok(i);
@@ -311,14 +311,14 @@ impl OwnerNames {
     }
 
     /// The names in index order.
-    pub fn names(&self) -> &[Box<str>] {
+    pub(crate) fn names(&self) -> &[Box<str>] {
         &self.names
     }
 }
 
 /// Writes `records` as a table file at `path` (sorted, later duplicates win).
 /// The file is written in place: callers write to a scratch path and rename.
-pub fn write_table(path: &Path, records: &[MetaRecord]) -> io::Result<()> {
+pub(crate) fn write_table(path: &Path, records: &[MetaRecord]) -> io::Result<()> {
     let table = MetaTable::from_records(records)?;
     let mut writer = TableWriter::create(path, &table.owners, table.slots.len())?;
     for slot in &table.slots {
@@ -329,7 +329,7 @@ pub fn write_table(path: &Path, records: &[MetaRecord]) -> io::Result<()> {
 
 /// Writes a table file entry by entry, straight to disk, so that the
 /// unpacker never holds a second copy of every path.
-pub struct TableWriter {
+pub(crate) struct TableWriter {
     out: GzEncoder<BufWriter<File>>,
     /// Entries announced and not yet written.
     remaining: usize,
@@ -340,7 +340,7 @@ pub struct TableWriter {
 impl TableWriter {
     /// Starts the file at `path` with its owner names and the number of
     /// entries that [`TableWriter::push`] will write.
-    pub fn create(path: &Path, owners: &[Box<str>], entries: usize) -> io::Result<TableWriter> {
+    pub(crate) fn create(path: &Path, owners: &[Box<str>], entries: usize) -> io::Result<TableWriter> {
         if entries > MAX_ENTRIES {
             return Err(invalid(format!("more than {MAX_ENTRIES} entries")));
         }
@@ -361,7 +361,7 @@ impl TableWriter {
         })
     }
 
-    pub fn push(&mut self, path: &[u8], raw: &RawEntry) -> io::Result<()> {
+    pub(crate) fn push(&mut self, path: &[u8], raw: &RawEntry) -> io::Result<()> {
         if path.len() > MAX_PATH_LEN {
             return Err(invalid(format!("path of {} bytes is too long", path.len())));
         }
@@ -389,7 +389,7 @@ impl TableWriter {
     }
 
     /// Ends the file and syncs it to disk.
-    pub fn finish(mut self) -> io::Result<()> {
+    pub(crate) fn finish(mut self) -> io::Result<()> {
         if self.remaining != 0 {
             return Err(invalid("fewer entries than announced"));
         }

@@ -24,7 +24,7 @@
 mod beneath;
 mod stat;
 
-pub use stat::Stat;
+pub(crate) use stat::Stat;
 
 use crate::meta::MetaTable;
 use beneath::Root;
@@ -40,7 +40,7 @@ use beneath::Strategy;
 /// How many symlinks one resolution may cross (the kernel's MAXSYMLINKS).
 const MAX_SYMLINK_HOPS: usize = 40;
 
-pub use crate::meta::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
+pub(crate) use crate::meta::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
 
 /// Why [`Source::resolve`] refused a path: a link on the way leads out of
 /// the module. Callers tell it from other errors with [`leads_out`].
@@ -62,12 +62,12 @@ fn escape_error(path: &[u8]) -> io::Error {
 
 /// Whether `err` is a refusal to follow a link out of the module (rather
 /// than a file that could not be read).
-pub fn leads_out(err: &io::Error) -> bool {
+pub(crate) fn leads_out(err: &io::Error) -> bool {
     err.get_ref().is_some_and(|e| e.is::<LeadsOut>())
 }
 
 /// Joins two relative paths with a `/`, treating "" and "." as empty.
-pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+pub(crate) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     if dir.is_empty() || dir == b"." {
         return name.to_vec();
     }
@@ -83,7 +83,7 @@ pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
 /// client's path starts) and any `..` that would climb above the root;
 /// keeps a trailing slash; an empty result becomes "" (the module root),
 /// which the file list turns into ".".
-pub fn sanitize_path(path: &[u8], keep_dot_dirs: bool) -> Vec<u8> {
+pub(crate) fn sanitize_path(path: &[u8], keep_dot_dirs: bool) -> Vec<u8> {
     let trailing = path.ends_with(b"/") && path.iter().any(|&b| b != b'/');
     let mut parts: Vec<&[u8]> = Vec::new();
     for comp in path.split(|&b| b == b'/') {
@@ -121,13 +121,13 @@ fn open_regular(dir: &Root, rel: &[u8]) -> io::Result<File> {
 
 /// Opens the regular file `rel` inside the module at `root` the way
 /// [`Source`] does (for merge files named by a client).
-pub fn open_regular_beneath(root: &Path, rel: &[u8]) -> io::Result<File> {
+pub(crate) fn open_regular_beneath(root: &Path, rel: &[u8]) -> io::Result<File> {
     open_regular(&Root::at(root)?, rel)
 }
 
 /// A module's tree.
 #[derive(Clone)]
-pub struct Source {
+pub(crate) struct Source {
     root: PathBuf,
     dir: Arc<Root>,
     meta: Option<Arc<MetaTable>>,
@@ -141,7 +141,7 @@ fn met_link(err: &io::Error) -> bool {
 
 impl Source {
     /// Opens the module root `root`.
-    pub fn new(root: PathBuf, meta: Option<Arc<MetaTable>>) -> io::Result<Source> {
+    pub(crate) fn new(root: PathBuf, meta: Option<Arc<MetaTable>>) -> io::Result<Source> {
         let dir = Arc::new(Root::at(&root)?);
         Ok(Source { root, dir, meta })
     }
@@ -157,7 +157,7 @@ impl Source {
         Ok(Source { root, dir, meta })
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
@@ -185,7 +185,7 @@ impl Source {
     }
 
     /// Attributes of `rel` itself (a symlink is described, not followed).
-    pub fn lstat(&self, rel: &[u8]) -> io::Result<Stat> {
+    pub(crate) fn lstat(&self, rel: &[u8]) -> io::Result<Stat> {
         let table = self.meta.as_ref().and_then(|m| m.get(rel));
         match self.through_dirs(rel, |r| self.dir.lstat(r)) {
             Ok(mut st) => {
@@ -227,7 +227,7 @@ impl Source {
     /// Whether this process may read `rel` (access(2) on the entry itself).
     /// An entry that exists only in the metadata table counts as readable:
     /// it is served from the table, not from the disk.
-    pub fn readable(&self, rel: &[u8]) -> bool {
+    pub(crate) fn readable(&self, rel: &[u8]) -> bool {
         match self.through_dirs(rel, |r| self.dir.readable(r)) {
             Ok(readable) => readable,
             Err(err) => {
@@ -239,7 +239,7 @@ impl Source {
 
     /// The names in directory `rel`, without `.` and `..`, including entries
     /// that exist only in the metadata table.
-    pub fn read_dir(&self, rel: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+    pub(crate) fn read_dir(&self, rel: &[u8]) -> io::Result<Vec<Vec<u8>>> {
         let mut names = Vec::new();
         let mut list = |r: &[u8]| {
             names.clear();
@@ -267,13 +267,13 @@ impl Source {
         Ok(names)
     }
 
-    pub fn read_link(&self, rel: &[u8]) -> io::Result<Vec<u8>> {
+    pub(crate) fn read_link(&self, rel: &[u8]) -> io::Result<Vec<u8>> {
         self.through_dirs(rel, |r| self.dir.read_link(r))
     }
 
     /// Reads a whole regular file of at most `limit` bytes (`rel` free of
     /// symlinks), e.g. a `--files-from` list kept in the module.
-    pub fn read_small_file(&self, rel: &[u8], limit: u64) -> io::Result<Vec<u8>> {
+    pub(crate) fn read_small_file(&self, rel: &[u8], limit: u64) -> io::Result<Vec<u8>> {
         use std::io::Read;
         let mut data = Vec::new();
         open_regular(&self.dir, rel)?
@@ -287,7 +287,7 @@ impl Source {
 
     /// Opens `rel` for reading without following a symlink at any level
     /// (links in its directories are resolved inside the module first).
-    pub fn open(&self, rel: &[u8]) -> io::Result<File> {
+    pub(crate) fn open(&self, rel: &[u8]) -> io::Result<File> {
         let flags = libc::O_NOCTTY | libc::O_NONBLOCK;
         self.through_dirs(rel, |r| self.dir.open_file(r, flags))
             .map(File::from)
@@ -297,7 +297,7 @@ impl Source {
     /// while they stay inside the module. With `follow_last` false a final
     /// symlink is kept as it is. A link that leads out of the module (an
     /// absolute target, or `..` above the root) is an error.
-    pub fn resolve(&self, rel: &[u8], follow_last: bool) -> io::Result<Vec<u8>> {
+    pub(crate) fn resolve(&self, rel: &[u8], follow_last: bool) -> io::Result<Vec<u8>> {
         let mut resolved: Vec<Vec<u8>> = Vec::new();
         let mut pending: Vec<Vec<u8>> = rel
             .split(|&b| b == b'/')
@@ -348,7 +348,7 @@ impl Source {
 
     /// Attributes of what `rel` finally names, following symlinks inside the
     /// module only.
-    pub fn stat_confined(&self, rel: &[u8]) -> io::Result<(Vec<u8>, Stat)> {
+    pub(crate) fn stat_confined(&self, rel: &[u8]) -> io::Result<(Vec<u8>, Stat)> {
         let real = self.resolve(rel, true)?;
         let st = self.lstat(&real)?;
         Ok((real, st))
@@ -576,9 +576,9 @@ mod tests {
         use std::path::{Path, PathBuf};
         use std::sync::atomic::{AtomicUsize, Ordering};
 
-        pub struct TempDir(PathBuf);
+        pub(crate) struct TempDir(PathBuf);
         impl TempDir {
-            pub fn new() -> TempDir {
+            pub(crate) fn new() -> TempDir {
                 static N: AtomicUsize = AtomicUsize::new(0);
                 let p = std::env::temp_dir().join(format!(
                     "upserv-src-{}-{}",
@@ -588,7 +588,7 @@ mod tests {
                 std::fs::create_dir_all(&p).unwrap();
                 TempDir(p)
             }
-            pub fn path(&self) -> &Path {
+            pub(crate) fn path(&self) -> &Path {
                 &self.0
             }
         }

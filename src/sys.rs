@@ -7,15 +7,15 @@
 use std::ffi::{CStr, CString};
 
 /// Groups looked up for one user at most.
-pub const MAX_GROUPS: usize = 1024;
+pub(crate) const MAX_GROUPS: usize = 1024;
 /// The largest buffer tried for one passwd or group record; a record
 /// beyond it counts as missing.
-pub const MAX_RECORD_BUF: usize = 1 << 16;
+pub(crate) const MAX_RECORD_BUF: usize = 1 << 16;
 /// The first buffer tried: enough for nearly every record.
 const FIRST_RECORD_BUF: usize = 1024;
 
 /// The effective user id of this process.
-pub fn euid() -> u32 {
+pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
@@ -59,7 +59,7 @@ fn c_bytes(ptr: *const libc::c_char) -> Option<Vec<u8>> {
 }
 
 /// The name of user `uid`, if the passwd database has one.
-pub fn user_name(uid: u32) -> Option<Vec<u8>> {
+pub(crate) fn user_name(uid: u32) -> Option<Vec<u8>> {
     look_up(
         |pw: &mut libc::passwd, buf| {
             let mut result = std::ptr::null_mut();
@@ -75,7 +75,7 @@ pub fn user_name(uid: u32) -> Option<Vec<u8>> {
 }
 
 /// The name of group `gid`, if the group database has one.
-pub fn group_name(gid: u32) -> Option<Vec<u8>> {
+pub(crate) fn group_name(gid: u32) -> Option<Vec<u8>> {
     look_up(
         |gr: &mut libc::group, buf| {
             let mut result = std::ptr::null_mut();
@@ -91,7 +91,7 @@ pub fn group_name(gid: u32) -> Option<Vec<u8>> {
 }
 
 /// The primary group of user `name`, if the passwd database knows it.
-pub fn primary_gid(name: &CStr) -> Option<u32> {
+pub(crate) fn primary_gid(name: &CStr) -> Option<u32> {
     look_up(
         |pw: &mut libc::passwd, buf| {
             let mut result = std::ptr::null_mut();
@@ -114,7 +114,7 @@ pub fn primary_gid(name: &CStr) -> Option<u32> {
 
 /// The ids of all groups of user `name` (with `primary` among them); just
 /// `primary` when the user has more than [`MAX_GROUPS`].
-pub fn group_ids(name: &CStr, primary: u32) -> Vec<u32> {
+pub(crate) fn group_ids(name: &CStr, primary: u32) -> Vec<u32> {
     let mut groups: Vec<libc::gid_t> = vec![0; 32];
     loop {
         let mut count = libc::c_int::try_from(groups.len()).unwrap_or(libc::c_int::MAX);
@@ -136,7 +136,7 @@ pub fn group_ids(name: &CStr, primary: u32) -> Vec<u32> {
 
 /// The names of the groups of user `name` (primary and others), empty when
 /// there is no such user.
-pub fn groups_of(name: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn groups_of(name: &[u8]) -> Vec<Vec<u8>> {
     let Ok(name) = CString::new(name) else {
         return Vec::new();
     };
@@ -152,7 +152,7 @@ pub fn groups_of(name: &[u8]) -> Vec<Vec<u8>> {
 /// Becomes user `uid` of group `gid` alone: the group list, then the
 /// group, then the user (only root may change groups). Names the call that
 /// failed.
-pub fn become_user(uid: u32, gid: u32) -> Result<(), (&'static str, std::io::Error)> {
+pub(crate) fn become_user(uid: u32, gid: u32) -> Result<(), (&'static str, std::io::Error)> {
     let last = |what| (what, std::io::Error::last_os_error());
     // SAFETY: setgroups reads one gid from a local.
     if unsafe { libc::setgroups(1, &gid) } != 0 {

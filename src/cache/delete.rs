@@ -25,7 +25,7 @@ const DIR_FLAGS: libc::c_int =
 /// Deletes a file or a whole tree at `path`, without following symlinks;
 /// absent is fine. Holds at most three descriptors at any moment (the
 /// directory, its listing and the child being opened).
-pub fn remove_tree(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return fs::remove_file(path),

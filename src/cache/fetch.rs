@@ -34,7 +34,7 @@ use ureq::Body;
 /// Largest checksum file read (it holds one digest and a file name).
 const MAX_CHECKSUM_FILE: u64 = 64 * 1024;
 /// Largest manifest (`upstream contents`) read; OLPC's are a few MiB.
-pub const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 /// Largest `.info` file believed.
 const MAX_INFO_FILE: u64 = 16 * 1024;
 /// Read buffer for streaming a body to disk.
@@ -45,7 +45,7 @@ const MAX_REDIRECTS: u32 = 5;
 
 /// Why a download did not produce a file, for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     /// The upstream answered 404 (or 410).
     NotFound,
     /// The archive is larger than the whole cache (bytes announced, or
@@ -57,7 +57,7 @@ pub enum FetchError {
 
 /// One attempt's failure, as the caller choosing mirrors needs it.
 #[derive(Debug)]
-pub enum Attempt {
+pub(crate) enum Attempt {
     /// The upstream refused, timed out, answered 5xx or sent too slowly:
     /// try another mirror, and this one later.
     Down(String),
@@ -69,42 +69,42 @@ pub enum Attempt {
 }
 
 /// What one download is about.
-pub struct Target<'a> {
-    pub url: &'a str,
-    pub checksum_url: Option<&'a str>,
-    pub part: &'a Path,
-    pub info: &'a Path,
+pub(crate) struct Target<'a> {
+    pub(crate) url: &'a str,
+    pub(crate) checksum_url: Option<&'a str>,
+    pub(crate) part: &'a Path,
+    pub(crate) info: &'a Path,
     /// Refuse archives announced larger than this, and stop bodies that grow past it.
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
 }
 
 /// A finished download, for the log line.
 #[derive(Debug)]
-pub struct Fetched {
-    pub total: u64,
+pub(crate) struct Fetched {
+    pub(crate) total: u64,
     /// `Some("md5")` / `Some("sha256")` when a checksum was verified.
-    pub verified: Option<&'static str>,
+    pub(crate) verified: Option<&'static str>,
 }
 
 /// How an upstream connection is made and how slow a body may be.
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Connect timeout and per-read idle timeout.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Bytes per second a body must average over each window; 0: no minimum.
-    pub min_rate: u64,
+    pub(crate) min_rate: u64,
     /// The window the minimum rate is averaged over.
-    pub min_rate_window: Duration,
+    pub(crate) min_rate_window: Duration,
 }
 
 /// The HTTP side of the cache.
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     agent: ureq::Agent,
     limits: Limits,
 }
 
 impl Fetcher {
-    pub fn new(limits: Limits) -> Fetcher {
+    pub(crate) fn new(limits: Limits) -> Fetcher {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(MAX_REDIRECTS)
@@ -123,7 +123,7 @@ impl Fetcher {
     /// there; the checksum, if any, is fetched from `target.checksum_url`
     /// once the body is complete. `progress(done, total)` is called as bytes
     /// arrive; `transferred` counts the bytes that came over the network.
-    pub fn download(
+    pub(crate) fn download(
         &self,
         target: &Target,
         transferred: &mut u64,
@@ -208,7 +208,7 @@ impl Fetcher {
 
     /// A small whole body (checksum files, manifests), at most `limit`
     /// bytes, in one attempt.
-    pub fn get_small(&self, url: &str, limit: u64) -> Result<Vec<u8>, Attempt> {
+    pub(crate) fn get_small(&self, url: &str, limit: u64) -> Result<Vec<u8>, Attempt> {
         let response = self.send(url, None)?;
         match response.status().as_u16() {
             200 => {}
@@ -352,17 +352,17 @@ fn check_digest(
 }
 
 /// Expands a URL template: every `{name}` becomes the build name.
-pub fn expand(template: &str, name: &str) -> String {
+pub(crate) fn expand(template: &str, name: &str) -> String {
     template.replace("{name}", name)
 }
 
 /// The URL the partial download described by `info` came from, if any.
-pub fn partial_url(info: &Path) -> Option<String> {
+pub(crate) fn partial_url(info: &Path) -> Option<String> {
     PartialInfo::read(info).map(|i| i.url)
 }
 
 /// Forgets a partial download entirely.
-pub fn discard(part: &Path, info: &Path) {
+pub(crate) fn discard(part: &Path, info: &Path) {
     for path in [part, info] {
         if let Err(e) = fs::remove_file(path) {
             if e.kind() != io::ErrorKind::NotFound {

@@ -31,7 +31,7 @@ const MAX_ACQUIRE_ROUNDS: usize = 3;
 
 /// How often a caller waiting for a download is asked whether its client
 /// is still there (see [`Cache::acquire_unless`]).
-pub const GONE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+pub(crate) const GONE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A cheap, shareable handle on the build cache.
 #[derive(Clone)]
@@ -76,7 +76,7 @@ impl CacheWatch {
     /// The cache now: budget, builds with their sizes (measured once per
     /// tree), downloads in progress and the counters. It never waits for
     /// the coordinator.
-    pub fn report(&self) -> CacheReport {
+    pub(crate) fn report(&self) -> CacheReport {
         let inner = &self.inner;
         let names = inner.store.list_builds().unwrap_or_else(|e| {
             log::warn!("cannot list {}: {e}", inner.cfg.builds_dir.display());
@@ -135,7 +135,7 @@ impl BuildGuard {
     }
 
     /// Whether the build was cached, or this request fetched or waited.
-    pub fn lookup(&self) -> Lookup {
+    pub(crate) fn lookup(&self) -> Lookup {
         self.lookup
     }
 }
@@ -214,7 +214,7 @@ impl Cache {
     /// `gone` is asked every [`GONE_CHECK_INTERVAL`] while a download runs,
     /// and when it says so the wait ends at once with an error (the
     /// download goes on for the cache and other waiters).
-    pub fn acquire_unless(
+    pub(crate) fn acquire_unless(
         &self,
         name: &str,
         progress: &mut dyn FnMut(&str),
@@ -233,7 +233,7 @@ impl Cache {
     /// The checksum seed every connection pulling `name` gets today: one
     /// value per build and UTC day, derived from the builds directory's
     /// secret (see `seed`), so identical requests are identical.
-    pub fn build_seed(&self, name: &str) -> u32 {
+    pub(crate) fn build_seed(&self, name: &str) -> u32 {
         let secret = self
             .inner
             .seed
@@ -244,7 +244,7 @@ impl Cache {
     /// Calls `hook` with the name of every build whose tree leaves the
     /// cache from now on (evicted, or replaced by a refetch), until it
     /// answers `false` (its owner is gone).
-    pub fn on_build_gone(&self, hook: impl Fn(&str) -> bool + Send + Sync + 'static) {
+    pub(crate) fn on_build_gone(&self, hook: impl Fn(&str) -> bool + Send + Sync + 'static) {
         self.inner.on_gone.lock().push(Box::new(hook));
     }
 

@@ -44,7 +44,7 @@ pub(super) struct Mirror {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MirrorState {
     /// The archive URL template.
-    pub template: String,
+    pub(crate) template: String,
     /// How much longer the mirror counts as down; `None` when it is up.
     pub down_for: Option<Duration>,
 }

@@ -76,7 +76,7 @@ mod job;
 mod mirrors;
 mod seed;
 mod shared;
-pub mod stats;
+pub(crate) mod stats;
 mod store;
 mod types;
 pub mod unpack;

@@ -22,14 +22,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes of the secret.
-pub const SECRET_LEN: usize = 32;
+pub(crate) const SECRET_LEN: usize = 32;
 
 /// How long one seed lasts: a UTC day. A laptop learning the seed of today
 /// learns nothing about tomorrow's.
 pub const SEED_PERIOD: u64 = 24 * 60 * 60;
 
 /// The secret of one builds directory.
-pub struct SeedSecret {
+pub(crate) struct SeedSecret {
     secret: [u8; SECRET_LEN],
 }
 
@@ -42,7 +42,7 @@ impl std::fmt::Debug for SeedSecret {
 impl SeedSecret {
     /// Reads the secret at `path`, or makes it when it is missing, damaged
     /// or exposed. Never fails: see the module comment.
-    pub fn load_or_create(path: &Path) -> SeedSecret {
+    pub(crate) fn load_or_create(path: &Path) -> SeedSecret {
         match read_secret(path) {
             Ok(Some(secret)) => return SeedSecret { secret },
             Ok(None) => {}
@@ -71,7 +71,7 @@ impl SeedSecret {
     }
 
     /// The seed of `build` at `unix_secs`.
-    pub fn seed(&self, build: &str, unix_secs: u64) -> u32 {
+    pub(crate) fn seed(&self, build: &str, unix_secs: u64) -> u32 {
         let mut h = Sha256::new();
         h.update(self.secret);
         h.update((build.len() as u64).to_le_bytes());

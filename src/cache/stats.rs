@@ -28,7 +28,7 @@ pub enum Lookup {
 }
 
 impl Lookup {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Lookup::Hit => "hit",
             Lookup::Miss => "miss",
@@ -40,37 +40,37 @@ impl Lookup {
 /// Every result a build request can have, in the order of
 /// [`CacheReport::requests`]: the three [`Lookup`]s, then a build the
 /// upstream does not have (or no upstream at all), then any other failure.
-pub const REQUEST_RESULTS: [&str; 5] = ["hit", "miss", "wait", "notfound", "error"];
+pub(crate) const REQUEST_RESULTS: [&str; 5] = ["hit", "miss", "wait", "notfound", "error"];
 const NOT_FOUND: usize = 3;
 const ERROR: usize = 4;
 
 /// One download as the coordinator last saw it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct DownloadView {
-    pub name: String,
+pub(crate) struct DownloadView {
+    pub(crate) name: String,
     /// `queued`, `waiting` (another process holds the install lock),
     /// `downloading` or `unpacking`.
-    pub stage: &'static str,
+    pub(crate) stage: &'static str,
     /// Bytes downloaded (or entries unpacked) so far.
-    pub done: u64,
+    pub(crate) done: u64,
     /// The archive's size, when the upstream said.
-    pub total: Option<u64>,
+    pub(crate) total: Option<u64>,
     /// Bytes per second since this download started, in this process.
-    pub rate: f64,
+    pub(crate) rate: f64,
     /// Connections waiting for it.
-    pub waiters: usize,
+    pub(crate) waiters: usize,
 }
 
 impl DownloadView {
     /// Seconds left at the current rate, when the total is known.
-    pub fn eta_seconds(&self) -> Option<u64> {
+    pub(crate) fn eta_seconds(&self) -> Option<u64> {
         let total = self.total?;
         (self.rate > 0.0 && self.stage == "downloading")
             .then(|| (total.saturating_sub(self.done) as f64 / self.rate).ceil() as u64)
     }
 
     /// `done` in percent of `total`.
-    pub fn percent(&self) -> Option<u64> {
+    pub(crate) fn percent(&self) -> Option<u64> {
         self.total
             .filter(|&t| t > 0)
             .map(|t| self.done.min(t) * 100 / t)
@@ -79,29 +79,29 @@ impl DownloadView {
 
 /// One cached build.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BuildUsage {
-    pub name: String,
-    pub size: u64,
-    pub sticky: bool,
+pub(crate) struct BuildUsage {
+    pub(crate) name: String,
+    pub(crate) size: u64,
+    pub(crate) sticky: bool,
 }
 
 /// The cache at one moment.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CacheReport {
-    pub budget: u64,
-    pub builds: Vec<BuildUsage>,
-    pub downloads: Vec<DownloadView>,
+    pub(crate) budget: u64,
+    pub(crate) builds: Vec<BuildUsage>,
+    pub(crate) downloads: Vec<DownloadView>,
     /// Requests by result, in the order of [`REQUEST_RESULTS`].
-    pub requests: [u64; 5],
-    pub evictions: u64,
-    pub download_bytes: u64,
+    pub(crate) requests: [u64; 5],
+    pub(crate) evictions: u64,
+    pub(crate) download_bytes: u64,
     /// The upstream mirrors in configured order, and which count as down.
-    pub mirrors: Vec<MirrorState>,
+    pub(crate) mirrors: Vec<MirrorState>,
 }
 
 impl CacheReport {
     /// Disk used by all builds.
-    pub fn used(&self) -> u64 {
+    pub(crate) fn used(&self) -> u64 {
         self.builds.iter().map(|b| b.size).sum()
     }
 }
@@ -203,7 +203,7 @@ impl RateBase {
 
 /// The downloads on disk in `builds` (`.upserv/partial/NAME.part`), for
 /// when no daemon can say more: stage `partial`, bytes so far, no rate.
-pub fn partial_downloads(builds: &Path) -> Vec<DownloadView> {
+pub(crate) fn partial_downloads(builds: &Path) -> Vec<DownloadView> {
     let dir = builds.join(PRIVATE_DIR).join("partial");
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();

@@ -32,9 +32,9 @@ use super::delete;
 use super::types::is_build_name;
 
 /// Name of the private directory inside the builds directory.
-pub const PRIVATE_DIR: &str = ".upserv";
+pub(crate) const PRIVATE_DIR: &str = ".upserv";
 /// The access record is written at most this often per build (spares SD cards).
-pub const ACCESS_WRITE_INTERVAL_SECS: i64 = 60;
+pub(crate) const ACCESS_WRITE_INTERVAL_SECS: i64 = 60;
 /// Size of a disk block as `st_blocks` counts them.
 const ST_BLOCK_SIZE: u64 = 512;
 /// Longest access record accepted; far beyond any real one.
@@ -45,7 +45,7 @@ const DOWNLOAD_ENDINGS: [&str; 4] = [".part", ".info", ".complete", ".contents"]
 
 /// Paths of one builds directory.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Store {
     builds: PathBuf,
     private: PathBuf,
     /// When the expired `missing/` records were last removed.
@@ -54,12 +54,12 @@ pub struct Store {
 
 /// A download in `partial/`, finished or not: what eviction needs of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Download {
-    pub name: String,
+pub(crate) struct Download {
+    pub(crate) name: String,
     /// Disk blocks of all its files, in bytes.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Last change: a download being written is never the oldest.
-    pub mtime: i64,
+    pub(crate) mtime: i64,
 }
 
 /// The build a `partial/` file belongs to, from its name.
@@ -72,7 +72,7 @@ fn download_name(file_name: &str) -> Option<&str> {
 
 impl Store {
     /// Opens (creating when needed) the builds directory and its private parts.
-    pub fn open(builds: &Path) -> io::Result<Store> {
+    pub(crate) fn open(builds: &Path) -> io::Result<Store> {
         let store = Store {
             builds: builds.to_path_buf(),
             private: builds.join(PRIVATE_DIR),
@@ -95,7 +95,7 @@ impl Store {
     }
 
     /// Another handle on the same directory, for a thread of its own.
-    pub fn clone_paths(&self) -> Store {
+    pub(crate) fn clone_paths(&self) -> Store {
         Store {
             builds: self.builds.clone(),
             private: self.private.clone(),
@@ -103,15 +103,15 @@ impl Store {
         }
     }
 
-    pub fn build_dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn build_dir(&self, name: &str) -> PathBuf {
         self.builds.join(name)
     }
 
-    pub fn sticky_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn sticky_path(&self, name: &str) -> PathBuf {
         self.builds.join(format!("{name}.sticky"))
     }
 
-    pub fn meta_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn meta_path(&self, name: &str) -> PathBuf {
         self.private.join("meta").join(name)
     }
 
@@ -121,14 +121,14 @@ impl Store {
 
     /// Notes that upserv unpacked the tree with inode `ino` as build `name`,
     /// so that losing its table later is noticed.
-    pub fn mark_installed(&self, name: &str, ino: u64) -> io::Result<()> {
+    pub(crate) fn mark_installed(&self, name: &str, ino: u64) -> io::Result<()> {
         fs::write(self.installed_path(name), format!("{ino}\n"))
     }
 
     /// Whether the tree now at `name` is one upserv unpacked (its mark names
     /// this very tree; a tree an administrator put in its place has another
     /// inode).
-    pub fn is_installed_by_us(&self, name: &str) -> bool {
+    pub(crate) fn is_installed_by_us(&self, name: &str) -> bool {
         let Some(ino) = self.build_ino(name) else {
             return false;
         };
@@ -138,23 +138,23 @@ impl Store {
             == Some(ino)
     }
 
-    pub fn partial_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn partial_path(&self, name: &str) -> PathBuf {
         self.private.join("partial").join(format!("{name}.part"))
     }
 
     /// A finished, verified download waiting to be unpacked: kept when
     /// unpacking ran out of disk space, so that it is not fetched again.
-    pub fn complete_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn complete_path(&self, name: &str) -> PathBuf {
         self.private
             .join("partial")
             .join(format!("{name}.complete"))
     }
 
-    pub fn partial_info_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn partial_info_path(&self, name: &str) -> PathBuf {
         self.private.join("partial").join(format!("{name}.info"))
     }
 
-    pub fn unpack_dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn unpack_dir(&self, name: &str) -> PathBuf {
         self.private.join("unpack").join(name)
     }
 
@@ -167,7 +167,7 @@ impl Store {
     }
 
     /// The checksum-seed secret (see `seed`).
-    pub fn seed_path(&self) -> PathBuf {
+    pub(crate) fn seed_path(&self) -> PathBuf {
         self.private.join("seed")
     }
 
@@ -176,12 +176,12 @@ impl Store {
     }
 
     /// The build's tree, when `DIR/NAME` is a real directory (not a symlink).
-    pub fn is_build(&self, name: &str) -> bool {
+    pub(crate) fn is_build(&self, name: &str) -> bool {
         fs::symlink_metadata(self.build_dir(name)).is_ok_and(|m| m.is_dir())
     }
 
     /// Inode of the build's directory: changes when the build is replaced.
-    pub fn build_ino(&self, name: &str) -> Option<u64> {
+    pub(crate) fn build_ino(&self, name: &str) -> Option<u64> {
         fs::symlink_metadata(self.build_dir(name))
             .ok()
             .filter(|m| m.is_dir())
@@ -204,7 +204,7 @@ impl Store {
         Ok(names)
     }
 
-    pub fn is_sticky(&self, name: &str) -> bool {
+    pub(crate) fn is_sticky(&self, name: &str) -> bool {
         fs::symlink_metadata(self.sticky_path(name)).is_ok()
     }
 
@@ -225,14 +225,14 @@ impl Store {
     }
 
     /// Marks `name` as served until the returned handle is dropped.
-    pub fn mark_busy(&self, name: &str) -> io::Result<BusyMark> {
+    pub(crate) fn mark_busy(&self, name: &str) -> io::Result<BusyMark> {
         lock_stable(&self.busy_path(name), Lock::Shared).map(|file| BusyMark { _file: file })
     }
 
     /// Whether any connection, of any process, serves `name` right now.
     /// Only reads (for `list` and `gc --dry-run`): a build without a busy
     /// file was never served.
-    pub fn is_busy(&self, name: &str) -> bool {
+    pub(crate) fn is_busy(&self, name: &str) -> bool {
         match File::open(self.busy_path(name)) {
             Ok(file) => flock(&file, Lock::TryExclusive).is_err(),
             Err(_) => false,
@@ -241,12 +241,12 @@ impl Store {
 
     /// Takes the exclusive lock that proves nobody serves `name`; `None` when
     /// someone does. While held, no connection can start serving `name`.
-    pub fn try_lock_idle(&self, name: &str) -> Option<File> {
+    pub(crate) fn try_lock_idle(&self, name: &str) -> Option<File> {
         lock_stable(&self.busy_path(name), Lock::TryExclusive).ok()
     }
 
     /// Takes the download-and-install lock if no other process holds it.
-    pub fn try_lock_install(&self) -> io::Result<Option<File>> {
+    pub(crate) fn try_lock_install(&self) -> io::Result<Option<File>> {
         match open_locked(&self.private.join("lock"), Lock::TryExclusive) {
             Ok(file) => Ok(Some(file)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
@@ -257,7 +257,7 @@ impl Store {
     /// Removes a build: renamed into the trash, so that it vanishes from the
     /// builds directory at once; [`Store::empty_trash`] deletes it later.
     /// The caller holds `idle`, the lock from [`Store::try_lock_idle`].
-    pub fn remove_build(&self, name: &str, idle: File) -> io::Result<()> {
+    pub(crate) fn remove_build(&self, name: &str, idle: File) -> io::Result<()> {
         self.move_to_trash(&self.build_dir(name), name)
             .map_err(|e| annotate(e, &format!("cannot remove build {name}")))?;
         // A directory in the table's place must not stop the removal.
@@ -272,7 +272,7 @@ impl Store {
 
     /// Moves `path` into the trash (one rename), named after `name`; the
     /// trash thread deletes it.
-    pub fn move_to_trash(&self, path: &Path, name: &str) -> io::Result<()> {
+    pub(crate) fn move_to_trash(&self, path: &Path, name: &str) -> io::Result<()> {
         let trash = self.private.join("trash").join(format!(
             "{name}.{}.{}",
             std::process::id(),
@@ -283,7 +283,7 @@ impl Store {
 
     /// Deletes everything in the trash; what cannot be deleted is logged
     /// and left for the next time.
-    pub fn empty_trash(&self) {
+    pub(crate) fn empty_trash(&self) {
         let trash = self.private.join("trash");
         let entries = match fs::read_dir(&trash) {
             Ok(entries) => entries,
@@ -297,12 +297,12 @@ impl Store {
     }
 
     /// Disk usage of what waits in the trash to be deleted.
-    pub fn trash_usage(&self) -> u64 {
+    pub(crate) fn trash_usage(&self) -> u64 {
         disk_usage(&self.private.join("trash")).unwrap_or(0)
     }
 
     /// Notes (or forgets) that builds in use keep the cache over budget.
-    pub fn mark_over_budget(&self, over: bool) -> io::Result<()> {
+    pub(crate) fn mark_over_budget(&self, over: bool) -> io::Result<()> {
         let path = self.private.join("over-budget");
         if over {
             File::create(path).map(drop)
@@ -311,12 +311,12 @@ impl Store {
         }
     }
 
-    pub fn over_budget_marked(&self) -> bool {
+    pub(crate) fn over_budget_marked(&self) -> bool {
         self.private.join("over-budget").exists()
     }
 
     /// Downloads in `partial/`, finished or not, by build name.
-    pub fn list_downloads(&self) -> io::Result<Vec<Download>> {
+    pub(crate) fn list_downloads(&self) -> io::Result<Vec<Download>> {
         let mut downloads: Vec<Download> = Vec::new();
         for entry in fs::read_dir(self.private.join("partial"))? {
             let entry = entry?;
@@ -348,7 +348,7 @@ impl Store {
     }
 
     /// Deletes the files of one download, finished or not.
-    pub fn remove_download(&self, name: &str) -> io::Result<()> {
+    pub(crate) fn remove_download(&self, name: &str) -> io::Result<()> {
         for ending in DOWNLOAD_ENDINGS {
             let path = self.private.join("partial").join(format!("{name}{ending}"));
             remove_if_present(&path)?;
@@ -360,7 +360,7 @@ impl Store {
     /// `ttl`, forgets the misses older than `ttl` (so a flood of made-up
     /// names leaves no trail, and each miss costs the same however many
     /// there were).
-    pub fn remember_missing(&self, name: &str, ttl: std::time::Duration) -> io::Result<()> {
+    pub(crate) fn remember_missing(&self, name: &str, ttl: std::time::Duration) -> io::Result<()> {
         File::create(self.missing_path(name))?;
         let mut pruned = self.missing_pruned.lock();
         if pruned.is_some_and(|at| at.elapsed() < ttl) {
@@ -383,7 +383,7 @@ impl Store {
     }
 
     /// Whether a 404 for `name` was remembered less than `ttl` ago.
-    pub fn recently_missing(&self, name: &str, ttl: std::time::Duration) -> bool {
+    pub(crate) fn recently_missing(&self, name: &str, ttl: std::time::Duration) -> bool {
         fs::metadata(self.missing_path(name))
             .and_then(|m| m.modified())
             .ok()
@@ -394,7 +394,7 @@ impl Store {
     /// Startup recovery that needs the install lock (held by the caller):
     /// unpacking scratch goes to the trash (emptied by the caller, in the
     /// background), partial downloads are kept.
-    pub fn remove_leftovers(&self) -> io::Result<()> {
+    pub(crate) fn remove_leftovers(&self) -> io::Result<()> {
         for entry in fs::read_dir(self.private.join("unpack"))? {
             let entry = entry?;
             log::info!("removing leftover {}", entry.path().display());
@@ -419,20 +419,20 @@ impl Store {
 
     /// Last modification of the build directory: the fallback last access
     /// for builds the record does not know (e.g. put there by an admin).
-    pub fn build_mtime(&self, name: &str) -> i64 {
+    pub(crate) fn build_mtime(&self, name: &str) -> i64 {
         fs::symlink_metadata(self.build_dir(name))
             .map(|m| m.mtime())
             .unwrap_or(0)
     }
 
-    pub fn load_access(&self) -> AccessRecord {
+    pub(crate) fn load_access(&self) -> AccessRecord {
         AccessRecord::load(self.access_path())
     }
 }
 
 /// A connection's claim on a build; released on drop.
 #[derive(Debug)]
-pub struct BusyMark {
+pub(crate) struct BusyMark {
     _file: File,
 }
 
@@ -502,15 +502,15 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 
 /// Deletes a file or a whole tree, without following symlinks, at any depth
 /// (see `delete`).
-pub fn remove_tree(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     delete::remove_tree(path).map_err(|e| annotate(e, &format!("cannot delete {}", path.display())))
 }
 
-pub fn annotate(e: io::Error, what: &str) -> io::Error {
+pub(crate) fn annotate(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-pub fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -518,7 +518,7 @@ pub fn unix_now() -> i64 {
 
 /// Disk space a tree really occupies: allocated blocks, each hard-linked
 /// inode counted once, symlinks not followed.
-pub fn disk_usage(root: &Path) -> io::Result<u64> {
+pub(crate) fn disk_usage(root: &Path) -> io::Result<u64> {
     let mut total = 0u64;
     let mut seen_links: HashSet<(u64, u64)> = HashSet::new();
     let mut pending = vec![root.to_path_buf()];
@@ -548,7 +548,7 @@ pub fn disk_usage(root: &Path) -> io::Result<u64> {
 /// Several processes may share the record (serve mode, admin commands), so a
 /// write merges with what is on disk, keeping the later time of each build.
 #[derive(Debug)]
-pub struct AccessRecord {
+pub(crate) struct AccessRecord {
     path: PathBuf,
     /// name → (exact last access, last access as last written)
     times: HashMap<String, (i64, Option<i64>)>,
@@ -566,13 +566,13 @@ impl AccessRecord {
         record
     }
 
-    pub fn get(&self, name: &str) -> Option<i64> {
+    pub(crate) fn get(&self, name: &str) -> Option<i64> {
         self.times.get(name).map(|&(exact, _)| exact)
     }
 
     /// Notes an access at `now`; true when the record should be written
     /// (the build's written time is a minute old or more).
-    pub fn touch(&mut self, name: &str, now: i64) -> bool {
+    pub(crate) fn touch(&mut self, name: &str, now: i64) -> bool {
         let entry = self.times.entry(name.to_string()).or_insert((now, None));
         entry.0 = entry.0.max(now);
         entry
@@ -581,7 +581,7 @@ impl AccessRecord {
     }
 
     /// Whether some access is known more exactly here than on disk.
-    pub fn is_dirty(&self) -> bool {
+    pub(crate) fn is_dirty(&self) -> bool {
         self.times
             .values()
             .any(|&(exact, written)| written != Some(exact))
@@ -589,7 +589,7 @@ impl AccessRecord {
 
     /// Merges with the file on disk and writes it back (temp file + rename),
     /// keeping only names for which `keep` is true.
-    pub fn write(&mut self, keep: impl Fn(&str) -> bool) -> io::Result<()> {
+    pub(crate) fn write(&mut self, keep: impl Fn(&str) -> bool) -> io::Result<()> {
         for (name, time) in read_access_file(&self.path) {
             let entry = self.times.entry(name).or_insert((time, None));
             entry.0 = entry.0.max(time);
@@ -658,17 +658,17 @@ fn read_access_file(path: &Path) -> Vec<(String, i64)> {
 
 /// What eviction needs to know about one build or download.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Candidate {
-    pub name: String,
+pub(crate) struct Candidate {
+    pub(crate) name: String,
     /// A download in `partial/` rather than a build tree.
-    pub download: bool,
-    pub size: u64,
-    pub last_access: i64,
-    pub sticky: bool,
-    pub busy: bool,
-    pub just_installed: bool,
+    pub(crate) download: bool,
+    pub(crate) size: u64,
+    pub(crate) last_access: i64,
+    pub(crate) sticky: bool,
+    pub(crate) busy: bool,
+    pub(crate) just_installed: bool,
     /// Kept this time for another reason (see the caller).
-    pub spared: bool,
+    pub(crate) spared: bool,
 }
 
 impl Candidate {
@@ -681,15 +681,15 @@ impl Candidate {
 /// and whether the budget still cannot be met because only exempt builds
 /// (and `fixed`) remain.
 #[derive(Debug, PartialEq, Eq)]
-pub struct EvictionPlan {
-    pub victims: Vec<usize>,
-    pub still_over: Option<u64>,
+pub(crate) struct EvictionPlan {
+    pub(crate) victims: Vec<usize>,
+    pub(crate) still_over: Option<u64>,
 }
 
 /// Least recently accessed first (ties by name, for a stable order), until
 /// the total, with `fixed` bytes that no eviction frees (the trash being
 /// emptied), fits `budget`. Exempt builds are never chosen.
-pub fn plan_eviction(candidates: &[Candidate], fixed: u64, budget: u64) -> EvictionPlan {
+pub(crate) fn plan_eviction(candidates: &[Candidate], fixed: u64, budget: u64) -> EvictionPlan {
     let mut total: u64 = candidates.iter().map(|c| c.size).sum::<u64>() + fixed;
     let mut order: Vec<usize> = (0..candidates.len())
         .filter(|&i| !candidates[i].exempt())

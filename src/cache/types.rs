@@ -33,7 +33,7 @@ pub enum Stage {
 
 impl Stage {
     /// The stage as `upserv status` shows it.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Stage::Queued => "queued",
             Stage::Waiting => "waiting",
@@ -115,7 +115,7 @@ pub enum Startup {
 pub const MAX_BUILD_NAME_LEN: usize = 128;
 
 /// Ending reserved for the pin marks beside the builds (`NAME.sticky`).
-pub const STICKY_SUFFIX: &str = ".sticky";
+pub(crate) const STICKY_SUFFIX: &str = ".sticky";
 
 /// True when `name` is a build name upserv may fetch: a letter or digit, then
 /// up to 127 letters, digits, `.`, `_`, `+` or `-`, not ending in `.sticky`
@@ -141,7 +141,7 @@ pub enum Layout {
 
 impl Layout {
     /// The name used in the configuration file.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Layout::Plain => "plain",
             Layout::Olpc => "olpc",

@@ -38,14 +38,14 @@ use crate::meta::{
 };
 
 /// Most entries one archive may hold; bounds the memory of the records.
-pub const MAX_ARCHIVE_ENTRIES: usize = 4_000_000;
+pub(crate) const MAX_ARCHIVE_ENTRIES: usize = 4_000_000;
 /// Most bytes of paths one archive may hold in total: every path stays in
 /// memory (once) until the table is written. An OS image of 200 000 entries
 /// has about 20 MB; 400 000 paths of 1500 bytes (600 MB) are refused.
-pub const MAX_ARCHIVE_PATH_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_ARCHIVE_PATH_BYTES: u64 = 64 << 20;
 /// Memory the xz and lzma decoders may take: `xz -9` needs 65 MiB; a header
 /// asking for a larger dictionary than this is refused, not obeyed.
-pub const MAX_DECODER_MEMORY: u64 = 256 << 20;
+pub(crate) const MAX_DECODER_MEMORY: u64 = 256 << 20;
 /// Longest part of a path that error messages show.
 const MAX_SHOWN_PATH: usize = 200;
 /// Size of a tar block; the end of an archive is two blocks of zeros.
@@ -73,7 +73,7 @@ pub enum ArchiveKind {
 
 impl ArchiveKind {
     /// The kind named by a URL's path ending; `None` for anything else.
-    pub fn from_url(url: &str) -> Option<ArchiveKind> {
+    pub(crate) fn from_url(url: &str) -> Option<ArchiveKind> {
         let path = url.split(['?', '#']).next().unwrap_or(url);
         let endings = [
             (".tar", ArchiveKind::Tar),
@@ -116,10 +116,10 @@ impl ArchiveKind {
 /// table, then `tree` to `DIR/NAME`.
 #[derive(Debug)]
 pub struct Unpacked {
-    pub tree: PathBuf,
+    pub(crate) tree: PathBuf,
     /// The metadata table, paths relative to the module root.
-    pub table: PathBuf,
-    pub entries: usize,
+    pub(crate) table: PathBuf,
+    pub(crate) entries: usize,
 }
 
 /// How to arrange the module, and whom to tell how far unpacking got.
@@ -623,7 +623,7 @@ fn owner_name(raw: Option<&[u8]>) -> Option<String> {
 }
 
 /// `a/./b//c/` → `a/b/c`; `./` → `` (the root). Absolute paths and `..` are refused.
-pub fn clean_path(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
+pub(crate) fn clean_path(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
     if raw.first() == Some(&b'/') {
         return Err("absolute path");
     }
@@ -724,7 +724,7 @@ fn pristine_root(extractor: &Extractor, top: Option<&[u8]>) -> io::Result<Option
 }
 
 /// Whether unpacking failed for want of disk space rather than for the archive.
-pub fn is_disk_full(e: &io::Error) -> bool {
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded

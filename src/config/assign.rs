@@ -25,10 +25,10 @@ use super::{default_builds_dir, dual_stack, Global, Layout, ModuleParams, DEFAUL
 /// given as `listen` or as rsyncd's `address` and `port`, resolved at the end.
 #[derive(Debug, Clone, Default)]
 pub(super) struct GlobalDraft {
-    pub global: Global,
-    pub address: Option<IpAddr>,
-    pub port: Option<u16>,
-    pub listen_given: bool,
+    pub(crate) global: Global,
+    pub(crate) address: Option<IpAddr>,
+    pub(crate) port: Option<u16>,
+    pub(crate) listen_given: bool,
 }
 
 impl GlobalDraft {

@@ -43,7 +43,7 @@ pub(super) fn parse_listen(value: &str) -> Result<Vec<SocketAddr>, String> {
 
 /// One `ADDR:PORT` (IPv6 addresses in brackets) or `HOST:PORT`: the host
 /// name's addresses, looked up now, at startup.
-pub(crate) fn parse_socket_addrs(text: &str) -> Result<Vec<SocketAddr>, String> {
+pub fn parse_socket_addrs(text: &str) -> Result<Vec<SocketAddr>, String> {
     let text = text.trim();
     if let Ok(addr) = SocketAddr::from_str(text) {
         return Ok(vec![addr]);
@@ -72,8 +72,8 @@ pub(crate) fn parse_socket_addrs(text: &str) -> Result<Vec<SocketAddr>, String> 
 /// A syslog facility: its name as rsyncd spells it, and libc's code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyslogFacility {
-    pub name: &'static str,
-    pub code: libc::c_int,
+    pub(crate) name: &'static str,
+    pub(crate) code: libc::c_int,
 }
 
 /// The facilities `syslog facility` accepts, as rsyncd does.
@@ -137,7 +137,7 @@ pub(super) fn parse_port(value: &str) -> Result<Option<u16>, String> {
 }
 
 /// A log level name.
-pub(crate) fn parse_level(value: &str) -> Result<LevelFilter, String> {
+pub fn parse_level(value: &str) -> Result<LevelFilter, String> {
     LevelFilter::from_str(value.trim()).map_err(|_| {
         format!(
             "`{}` is not a log level (expected error, warn, info, debug, trace or off)",
@@ -174,7 +174,7 @@ pub(super) fn parse_auth_digest(value: &str) -> Result<Option<String>, String> {
 }
 
 /// Checks an upstream archive URL template (docs/builds.md).
-pub(crate) fn check_upstream(url: &str) -> Result<(), String> {
+pub fn check_upstream(url: &str) -> Result<(), String> {
     check_template(url)?;
     if !ends_with_any(url, &ARCHIVE_ENDINGS) {
         return Err(format!(
@@ -222,7 +222,7 @@ fn ends_with_any(url: &str, endings: &[&str]) -> bool {
 }
 
 /// Checks a cache size: a budget of 0 could hold no build at all.
-pub(crate) fn check_cache_size(size: u64) -> Result<(), String> {
+pub fn check_cache_size(size: u64) -> Result<(), String> {
     if size == 0 {
         return Err("the cache size must be more than 0".into());
     }
@@ -230,7 +230,7 @@ pub(crate) fn check_cache_size(size: u64) -> Result<(), String> {
 }
 
 /// Checks a worker count and returns it as a `usize`.
-pub(crate) fn check_workers(count: u64) -> Result<usize, String> {
+pub fn check_workers(count: u64) -> Result<usize, String> {
     match usize::try_from(count) {
         Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
         _ => Err(format!("`{count}` workers: expected 1 to {MAX_WORKERS}")),

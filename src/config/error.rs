@@ -36,12 +36,12 @@ impl fmt::Display for Origin {
 /// `ORIGIN: what is wrong`, one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    pub origin: Origin,
-    pub message: String,
+    pub(crate) origin: Origin,
+    pub(crate) message: String,
 }
 
 impl ConfigError {
-    pub fn new(origin: Origin, message: impl Into<String>) -> Self {
+    pub(crate) fn new(origin: Origin, message: impl Into<String>) -> Self {
         ConfigError {
             origin,
             message: message.into(),
@@ -61,15 +61,15 @@ impl std::error::Error for ConfigError {}
 /// with. Returned to the caller, which decides where to log it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigWarning {
-    pub origin: Origin,
-    pub message: String,
+    pub(crate) origin: Origin,
+    pub(crate) message: String,
     /// A parameter neither upserv nor rsyncd knows: likely a typo, which
     /// `check-config` treats as an error (the daemon, like rsyncd, ignores it).
     pub unknown_parameter: bool,
 }
 
 impl ConfigWarning {
-    pub fn new(origin: Origin, message: impl Into<String>) -> Self {
+    pub(crate) fn new(origin: Origin, message: impl Into<String>) -> Self {
         ConfigWarning {
             origin,
             message: message.into(),

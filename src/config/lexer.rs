@@ -19,8 +19,8 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Line {
     /// The physical line (1-based) the logical line starts on.
-    pub number: u32,
-    pub item: Item,
+    pub(crate) number: u32,
+    pub(crate) item: Item,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

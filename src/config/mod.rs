@@ -34,46 +34,46 @@ use log::LevelFilter;
 use crate::cache::{check_paired, Layout};
 
 pub use checks::SyslogFacility;
-pub(crate) use checks::{
+pub use checks::{
     check_cache_size, check_upstream, check_workers, parse_level, parse_socket_addrs,
 };
 pub use error::{ConfigError, ConfigWarning, Origin};
 pub(crate) use values::parse_whole;
-pub use values::{format_size, parse_size, ValueError};
+pub(crate) use values::{format_size, parse_size, ValueError};
 
 /// The configuration file read when `--config` is not given, if it exists.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/upserv.conf";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/upserv.conf";
 /// Where builds live when neither the file nor `--builds` says.
-pub const DEFAULT_BUILDS_DIR: &str = "./builds";
+pub(crate) const DEFAULT_BUILDS_DIR: &str = "./builds";
 /// rsyncd's port.
-pub const DEFAULT_PORT: u16 = 873;
+pub(crate) const DEFAULT_PORT: u16 = 873;
 /// The disk budget for cached builds when none is configured: 16 GiB.
-pub const DEFAULT_CACHE_SIZE: u64 = 16 << 30;
+pub(crate) const DEFAULT_CACHE_SIZE: u64 = 16 << 30;
 /// Worker threads (connections served at once) when none is configured.
-pub const DEFAULT_WORKERS: usize = 8;
+pub(crate) const DEFAULT_WORKERS: usize = 8;
 /// The most worker threads upserv accepts; each serves one connection.
-pub const MAX_WORKERS: usize = 1024;
+pub(crate) const MAX_WORKERS: usize = 1024;
 /// How long an upstream download may see no data before it is abandoned.
-pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes per second a download must average over each minute (`fetch min
 /// rate`): a slow school uplink manages far more, a stuck mirror trickling
 /// a byte now and then does not.
-pub const DEFAULT_FETCH_MIN_RATE: u64 = 1024;
+pub(crate) const DEFAULT_FETCH_MIN_RATE: u64 = 1024;
 /// Connections one client address may hold at once when the configuration
 /// does not say: a laptop pulls one build at a time, so a few leave room for
 /// a retry while keeping one host from taking every worker.
-pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: u64 = 4;
+pub(crate) const DEFAULT_MAX_CONNECTIONS_PER_HOST: u64 = 4;
 /// The log level when neither `--log-level`, `RUST_LOG` nor the file says.
-pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
+pub(crate) const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 
 /// Everything upserv runs with: global settings and the static modules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub global: Global,
     /// The static modules, in the order the file first defines them.
-    pub modules: Vec<Module>,
+    pub(crate) modules: Vec<Module>,
     /// The configuration file read, if any.
-    pub source: Option<PathBuf>,
+    pub(crate) source: Option<PathBuf>,
 }
 
 /// Server-wide settings.
@@ -115,20 +115,20 @@ pub struct Global {
     /// Connections one client address may hold at once (0: no limit).
     /// `None`, the default, means [`DEFAULT_MAX_CONNECTIONS_PER_HOST`] for
     /// every client except loopback ones, which are not limited.
-    pub max_connections_per_host: Option<u64>,
+    pub(crate) max_connections_per_host: Option<u64>,
     /// Every connection starts with a PROXY protocol header naming the
     /// client (it comes through a load balancer).
-    pub proxy_protocol: bool,
+    pub(crate) proxy_protocol: bool,
     /// Peers whose PROXY headers are trusted, in `hosts allow` syntax;
     /// empty: any peer.
-    pub proxy_protocol_from: Vec<String>,
+    pub(crate) proxy_protocol_from: Vec<String>,
     /// Where the daemon answers `GET /metrics` (`metrics listen`); off
     /// when `None`.
-    pub metrics_listen: Option<SocketAddr>,
+    pub(crate) metrics_listen: Option<SocketAddr>,
     pub log_level: LevelFilter,
     /// Module parameters as they stand at the end of the global part of the
     /// file (after every `[global]` section).
-    pub module_defaults: ModuleParams,
+    pub(crate) module_defaults: ModuleParams,
 }
 
 impl Default for Global {
@@ -161,7 +161,7 @@ impl Default for Global {
 /// [`DEFAULT_BUILDS_DIR`] in the current directory, made absolute: the
 /// effective settings then read back the same from a file in any folder
 /// (where relative paths are the file's folder's).
-pub fn default_builds_dir() -> PathBuf {
+pub(crate) fn default_builds_dir() -> PathBuf {
     match std::env::current_dir() {
         Ok(dir) => dir.join("builds"),
         Err(_) => PathBuf::from(DEFAULT_BUILDS_DIR),
@@ -171,7 +171,7 @@ pub fn default_builds_dir() -> PathBuf {
 /// Every address of both families on `port`, `[::]` first, as rsyncd
 /// listens by default. The daemon binds the IPv6 one IPv6-only, so both
 /// binds succeed, and goes on with IPv4 alone when IPv6 is unavailable.
-pub fn dual_stack(port: u16) -> Vec<SocketAddr> {
+pub(crate) fn dual_stack(port: u16) -> Vec<SocketAddr> {
     vec![
         SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
         SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
@@ -180,61 +180,61 @@ pub fn dual_stack(port: u16) -> Vec<SocketAddr> {
 
 /// A static module: a `[section]` of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Module {
+pub(crate) struct Module {
     /// The section name, blanks collapsed; never contains `/`.
-    pub name: String,
+    pub(crate) name: String,
     /// The served directory, trailing slashes removed.
-    pub path: PathBuf,
-    pub params: ModuleParams,
+    pub(crate) path: PathBuf,
+    pub(crate) params: ModuleParams,
 }
 
 /// The parameters of one module (or the defaults for modules). Lists are
 /// already split the way rsyncd splits them; matching them is the daemon's
 /// job. Modules are always read-only, so there is no field for that.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModuleParams {
+pub(crate) struct ModuleParams {
     /// Shown next to the name in a module listing.
-    pub comment: String,
+    pub(crate) comment: String,
     /// Whether the module appears in `rsync rsync://host/` listings.
-    pub list: bool,
+    pub(crate) list: bool,
     /// Address, CIDR, netmask or host-name patterns, split on blanks and commas.
-    pub hosts_allow: Vec<String>,
-    pub hosts_deny: Vec<String>,
+    pub(crate) hosts_allow: Vec<String>,
+    pub(crate) hosts_deny: Vec<String>,
     /// Connections to this module at once; 0 means no limit.
-    pub max_connections: u32,
+    pub(crate) max_connections: u32,
     /// I/O idle timeout; `None` (the file's `0`) means none.
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Rules such as `joe`, `@group:deny`, split as rsyncd does (the
     /// leading-comma form allows spaces inside a rule).
-    pub auth_users: Vec<String>,
-    pub secrets_file: Option<PathBuf>,
+    pub(crate) auth_users: Vec<String>,
+    pub(crate) secrets_file: Option<PathBuf>,
     /// Refuse a secrets file that others may read or write.
-    pub strict_modes: bool,
+    pub(crate) strict_modes: bool,
     /// Weakest challenge-response digest accepted (`md4`, `md5`, `sha1`,
     /// `sha256`, `sha512`, lower case); `None` accepts any.
-    pub auth_digest: Option<String>,
+    pub(crate) auth_digest: Option<String>,
     /// The daemon filter chain, in rsyncd's order of priority: `filter`
     /// (raw rule text), `include from`, `include`, `exclude from`, `exclude`.
-    pub filter: Option<String>,
-    pub include_from: Option<PathBuf>,
+    pub(crate) filter: Option<String>,
+    pub(crate) include_from: Option<PathBuf>,
     /// One pattern per item; an item may carry a `+ `/`- ` prefix.
-    pub include: Vec<String>,
-    pub exclude_from: Option<PathBuf>,
+    pub(crate) include: Vec<String>,
+    pub(crate) exclude_from: Option<PathBuf>,
     /// One pattern per item; an item may carry a `+ `/`- ` prefix.
-    pub exclude: Vec<String>,
+    pub(crate) exclude: Vec<String>,
     /// Client options to refuse, as written (`delete`, `c`, `delete-*`,
     /// `!delete-during`).
-    pub refuse_options: Vec<String>,
+    pub(crate) refuse_options: Vec<String>,
     /// Send a clean I/O-error flag even when reading some files failed.
-    pub ignore_errors: bool,
+    pub(crate) ignore_errors: bool,
     /// Leave files the server cannot read out of the file list.
-    pub ignore_nonreadable: bool,
+    pub(crate) ignore_nonreadable: bool,
     /// Send no user and group names, as if the client asked `--numeric-ids`.
-    pub numeric_ids: bool,
+    pub(crate) numeric_ids: bool,
     /// Look up the client's host name (for host-name patterns in hosts lists).
-    pub reverse_lookup: bool,
+    pub(crate) reverse_lookup: bool,
     /// Resolve host names in hosts lists to addresses.
-    pub forward_lookup: bool,
+    pub(crate) forward_lookup: bool,
 }
 
 impl Default for ModuleParams {
@@ -267,14 +267,14 @@ impl Default for ModuleParams {
 
 impl Settings {
     /// The static module called exactly `name` (case-sensitive, as rsyncd).
-    pub fn module(&self, name: &str) -> Option<&Module> {
+    pub(crate) fn module(&self, name: &str) -> Option<&Module> {
         self.modules.iter().find(|module| module.name == name)
     }
 
     /// The module serving build `name` from the builds directory, with the
     /// module defaults. The caller checks that `name` is a build (and not
     /// shadowed by a static module).
-    pub fn build_module(&self, name: &str) -> Module {
+    pub(crate) fn build_module(&self, name: &str) -> Module {
         Module {
             name: name.to_owned(),
             path: self.global.builds_dir.join(name),
@@ -289,23 +289,23 @@ impl Settings {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
     /// `--config PATH`.
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// `--builds DIR`.
-    pub builds_dir: Option<PathBuf>,
+    pub(crate) builds_dir: Option<PathBuf>,
     /// `--listen ADDR:PORT`, in order; empty when not given.
-    pub listen: Vec<SocketAddr>,
+    pub(crate) listen: Vec<SocketAddr>,
     /// `--upstream URL-TEMPLATE`.
-    pub upstream: Option<String>,
+    pub(crate) upstream: Option<String>,
     /// `--cache-size SIZE`, in bytes.
-    pub cache_size: Option<u64>,
+    pub(crate) cache_size: Option<u64>,
     /// `--workers N`.
-    pub workers: Option<usize>,
+    pub(crate) workers: Option<usize>,
     /// `--log-level LEVEL`.
-    pub log_level: Option<LevelFilter>,
+    pub(crate) log_level: Option<LevelFilter>,
 }
 
 /// Reads a configuration file into settings (defaults where it is silent).
-pub fn parse_config_file(path: &Path) -> Result<(Settings, Vec<ConfigWarning>), ConfigError> {
+pub(crate) fn parse_config_file(path: &Path) -> Result<(Settings, Vec<ConfigWarning>), ConfigError> {
     let mut loader = parse::Loader::new();
     loader.load_main(path)?;
     loader.finish(Some(path))

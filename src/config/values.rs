@@ -10,7 +10,7 @@ use std::fmt;
 /// The longest timeout upserv accepts, in seconds (about 31 years). Far above
 /// any sensible value, yet small enough that adding it to an `Instant` can
 /// never overflow.
-pub const MAX_TIMEOUT_SECS: u64 = 1_000_000_000;
+pub(crate) const MAX_TIMEOUT_SECS: u64 = 1_000_000_000;
 
 /// The suffixes `parse_size` knows, smallest first, with their multipliers.
 const SIZE_UNITS: [(&str, u64); 4] = [
@@ -23,7 +23,7 @@ const SIZE_UNITS: [(&str, u64); 4] = [
 /// A value that does not have the expected form. The message says what was
 /// expected and quotes what was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValueError(pub String);
+pub(crate) struct ValueError(pub String);
 
 impl fmt::Display for ValueError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -37,7 +37,7 @@ impl std::error::Error for ValueError {}
 /// or `T` (binary multiples: `1K` is 1024), optionally followed by `B` or
 /// `iB`, in any case, with optional spaces before the unit. `16G`, `500MiB`,
 /// `1 tb` and `1048576` are all sizes; fractions are not.
-pub fn parse_size(text: &str) -> Result<u64, ValueError> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, ValueError> {
     let text = text.trim();
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())
@@ -76,7 +76,7 @@ fn size_multiplier(unit: &str) -> Option<u64> {
 
 /// Writes a size the way `parse_size` reads it back: the largest unit that
 /// divides it exactly (`16G`, `1536K`), or plain bytes.
-pub fn format_size(bytes: u64) -> String {
+pub(crate) fn format_size(bytes: u64) -> String {
     SIZE_UNITS
         .iter()
         .rev()
@@ -86,7 +86,7 @@ pub fn format_size(bytes: u64) -> String {
 }
 
 /// Parses an rsyncd boolean: yes/no, true/false or 1/0, in any case.
-pub fn parse_bool(text: &str) -> Result<bool, ValueError> {
+pub(crate) fn parse_bool(text: &str) -> Result<bool, ValueError> {
     match text.trim().to_ascii_lowercase().as_str() {
         "yes" | "true" | "1" => Ok(true),
         "no" | "false" | "0" => Ok(false),
@@ -98,7 +98,7 @@ pub fn parse_bool(text: &str) -> Result<bool, ValueError> {
 }
 
 /// Writes a boolean the way rsyncd.conf files usually do.
-pub fn format_bool(value: bool) -> &'static str {
+pub(crate) fn format_bool(value: bool) -> &'static str {
     if value {
         "yes"
     } else {
@@ -107,7 +107,7 @@ pub fn format_bool(value: bool) -> &'static str {
 }
 
 /// Parses a whole number of 0 or more.
-pub fn parse_whole(text: &str) -> Result<u64, ValueError> {
+pub(crate) fn parse_whole(text: &str) -> Result<u64, ValueError> {
     let text = text.trim();
     let negative = text
         .strip_prefix('-')
@@ -125,7 +125,7 @@ pub fn parse_whole(text: &str) -> Result<u64, ValueError> {
 }
 
 /// Parses a number of seconds, at most [`MAX_TIMEOUT_SECS`].
-pub fn parse_seconds(text: &str) -> Result<u64, ValueError> {
+pub(crate) fn parse_seconds(text: &str) -> Result<u64, ValueError> {
     let seconds = parse_whole(text)?;
     if seconds > MAX_TIMEOUT_SECS {
         return Err(ValueError(format!(
@@ -138,7 +138,7 @@ pub fn parse_seconds(text: &str) -> Result<u64, ValueError> {
 
 /// Splits a host list as rsyncd's `hosts allow`/`hosts deny` do: on spaces,
 /// tabs and commas, dropping empty items.
-pub fn split_hosts(text: &str) -> Vec<String> {
+pub(crate) fn split_hosts(text: &str) -> Vec<String> {
     text.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|item| !item.is_empty())
         .map(str::to_owned)
@@ -148,7 +148,7 @@ pub fn split_hosts(text: &str) -> Vec<String> {
 /// Splits a list as rsyncd's `auth users` does: on spaces and commas, or,
 /// when the value starts with a comma, on commas only (so that an item may
 /// hold a space); items are trimmed and empty ones dropped.
-pub fn split_conf_list(text: &str) -> Vec<String> {
+pub(crate) fn split_conf_list(text: &str) -> Vec<String> {
     let text = text.trim_start();
     match text.strip_prefix(',') {
         Some(rest) => rest
@@ -163,7 +163,7 @@ pub fn split_conf_list(text: &str) -> Vec<String> {
 
 /// Writes a list so that `split_conf_list` reads back the same items: with
 /// the leading-comma form when an item holds a space.
-pub fn format_conf_list(items: &[String]) -> String {
+pub(crate) fn format_conf_list(items: &[String]) -> String {
     if items.iter().any(|item| item.contains(char::is_whitespace)) {
         format!(", {}", items.join(", "))
     } else {
@@ -174,7 +174,7 @@ pub fn format_conf_list(items: &[String]) -> String {
 /// Splits a daemon `include`/`exclude` value into rules as rsyncd does: one
 /// pattern per whitespace-separated word, where a word that is just `-` or
 /// `+` is a prefix for the next word (kept as `- word` / `+ word`).
-pub fn split_filter_words(text: &str) -> Result<Vec<String>, ValueError> {
+pub(crate) fn split_filter_words(text: &str) -> Result<Vec<String>, ValueError> {
     let mut rules = Vec::new();
     let mut words = text.split_whitespace();
     while let Some(word) = words.next() {

@@ -34,7 +34,7 @@ enum Entry {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct Access {
+pub(crate) struct Access {
     allow: Vec<Entry>,
     deny: Vec<Entry>,
     problems: Vec<String>,
@@ -175,7 +175,7 @@ impl Entry {
 }
 
 impl Access {
-    pub fn new(allow: &[String], deny: &[String]) -> Access {
+    pub(crate) fn new(allow: &[String], deny: &[String]) -> Access {
         let mut problems = Vec::new();
         let allow = parse_list(allow, "hosts allow", &mut problems);
         let deny = parse_list(deny, "hosts deny", &mut problems);
@@ -188,7 +188,7 @@ impl Access {
 
     /// Admits the addresses on `list` only, or everyone when it is empty;
     /// problems are named after the parameter `what`.
-    pub fn allow_only(list: &[String], what: &str) -> Access {
+    pub(crate) fn allow_only(list: &[String], what: &str) -> Access {
         let mut problems = Vec::new();
         let allow = parse_list(list, what, &mut problems);
         Access {
@@ -199,18 +199,18 @@ impl Access {
     }
 
     /// Entries upserv cannot evaluate as written, for startup warnings.
-    pub fn problems(&self) -> &[String] {
+    pub(crate) fn problems(&self) -> &[String] {
         &self.problems
     }
 
     /// Whether there are no rules at all (everyone is admitted).
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.allow.is_empty() && self.deny.is_empty()
     }
 
     /// rsyncd's rule: an allow match always wins; with an allow list and no
     /// deny list everything else is refused; otherwise a deny match refuses.
-    pub fn allows(&self, addr: IpAddr) -> bool {
+    pub(crate) fn allows(&self, addr: IpAddr) -> bool {
         if !self.allow.is_empty() {
             if self.allow.iter().any(|e| e.matches(addr, false)) {
                 return true;

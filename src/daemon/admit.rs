@@ -25,15 +25,15 @@ const UNDETERMINED_HOST: &str = "UNDETERMINED";
 
 /// A client let in: who logged in (if anyone), and the module slot it
 /// holds until dropped.
-pub struct Admitted {
-    pub user: Option<String>,
+pub(crate) struct Admitted {
+    pub(crate) user: Option<String>,
     _slot: SlotGuard,
 }
 
 /// A refusal: what the client's `@ERROR:` line says, and what the log says.
-pub struct Refusal {
-    pub client: String,
-    pub log: String,
+pub(crate) struct Refusal {
+    pub(crate) client: String,
+    pub(crate) log: String,
 }
 
 impl Refusal {
@@ -46,7 +46,7 @@ impl Refusal {
 }
 
 /// Runs the checks; only the login talks to the client.
-pub fn admit(
+pub(crate) fn admit(
     server: &Server,
     conn: &mut Conn,
     peer: Option<IpAddr>,

@@ -29,13 +29,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The largest secrets file read; a bigger one is refused.
-pub const MAX_SECRETS_FILE_LEN: u64 = 1 << 20;
+pub(crate) const MAX_SECRETS_FILE_LEN: u64 = 1 << 20;
 /// Random bytes in a challenge (22 characters once encoded).
 const CHALLENGE_BYTES: usize = 16;
 
 /// A challenge-response digest. The order is rsync's, strongest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Digest {
+pub(crate) enum Digest {
     Sha512,
     Sha256,
     Md5,
@@ -45,13 +45,13 @@ pub enum Digest {
 }
 
 /// What upserv announces in its greeting, strongest first.
-pub const OFFERED_DIGESTS: [Digest; 4] = [Digest::Sha512, Digest::Sha256, Digest::Md5, Digest::Md4];
+pub(crate) const OFFERED_DIGESTS: [Digest; 4] = [Digest::Sha512, Digest::Sha256, Digest::Md5, Digest::Md4];
 
 /// rsync's auth digests, strongest first, for the `auth digest` floor.
 const RSYNC_STRENGTH_ORDER: [&str; 5] = ["sha512", "sha256", "sha1", "md5", "md4"];
 
 impl Digest {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Digest::Sha512 => "sha512",
             Digest::Sha256 => "sha256",
@@ -65,13 +65,13 @@ impl Digest {
     }
 
     /// The digest list of the greeting line: `sha512 sha256 md5 md4`.
-    pub fn offered_list() -> String {
+    pub(crate) fn offered_list() -> String {
         OFFERED_DIGESTS.map(Digest::name).join(" ")
     }
 
     /// The digest both sides pick given the list in the client's greeting
     /// (`None` when it sent none); `None` when nothing is in common.
-    pub fn negotiate(client_list: Option<&str>) -> Option<Digest> {
+    pub(crate) fn negotiate(client_list: Option<&str>) -> Option<Digest> {
         let Some(list) = client_list else {
             return Some(Digest::Md4Old);
         };
@@ -84,7 +84,7 @@ impl Digest {
 
     /// Whether this digest is at least as strong as `floor` (a name from
     /// the `auth digest` parameter).
-    pub fn meets(self, floor: &str) -> bool {
+    pub(crate) fn meets(self, floor: &str) -> bool {
         let rank = |name: &str| RSYNC_STRENGTH_ORDER.iter().position(|n| *n == name);
         match (rank(self.name()), rank(floor)) {
             (Some(got), Some(need)) => got <= need,
@@ -93,7 +93,7 @@ impl Digest {
     }
 
     /// The response a client sends for `password` and `challenge`.
-    pub fn response(self, password: &[u8], challenge: &[u8]) -> String {
+    pub(crate) fn response(self, password: &[u8], challenge: &[u8]) -> String {
         let hash = match self {
             Digest::Sha512 => digest_of::<sha2::Sha512>(&[password, challenge]),
             Digest::Sha256 => digest_of::<sha2::Sha256>(&[password, challenge]),
@@ -116,7 +116,7 @@ fn digest_of<D: sha2::Digest>(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Standard base64 without `=` padding, as rsync writes digests.
-pub fn base64_unpadded(data: &[u8]) -> String {
+pub(crate) fn base64_unpadded(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
@@ -135,7 +135,7 @@ pub fn base64_unpadded(data: &[u8]) -> String {
 }
 
 /// A fresh challenge: random bytes from the kernel, base64-encoded.
-pub fn new_challenge() -> io::Result<String> {
+pub(crate) fn new_challenge() -> io::Result<String> {
     let mut buf = [0u8; CHALLENGE_BYTES];
     let mut got = 0;
     while got < buf.len() {
@@ -197,7 +197,7 @@ impl Rule {
 
 /// A module's login rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthRules {
+pub(crate) struct AuthRules {
     rules: Vec<Rule>,
     secrets_file: Option<PathBuf>,
     strict_modes: bool,
@@ -207,12 +207,12 @@ pub struct AuthRules {
 
 /// Why a login failed, for the log; the client only learns that it did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure(pub String);
+pub(crate) struct Failure(pub String);
 
 impl AuthRules {
     /// The module's rules; `None` when `auth users` is empty (anyone may
     /// connect without a password).
-    pub fn from_params(p: &ModuleParams) -> Option<AuthRules> {
+    pub(crate) fn from_params(p: &ModuleParams) -> Option<AuthRules> {
         if p.auth_users.is_empty() {
             return None;
         }
@@ -225,7 +225,7 @@ impl AuthRules {
     }
 
     /// Refuses a negotiated digest weaker than `auth digest`.
-    pub fn check_digest(&self, digest: Digest) -> Result<(), Failure> {
+    pub(crate) fn check_digest(&self, digest: Digest) -> Result<(), Failure> {
         match &self.floor {
             Some(floor) if !digest.meets(floor) => Err(Failure(format!(
                 "negotiated auth digest {} is weaker than the required `auth digest = {floor}`",
@@ -237,7 +237,7 @@ impl AuthRules {
 
     /// Checks the client's response line `user response` to `challenge`.
     /// Returns the user name, or the user (when known) and why not.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         digest: Digest,
         challenge: &str,

@@ -20,20 +20,20 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The socket's name in the builds directory's private part.
-pub const SOCKET_NAME: &str = ".upserv/control.sock";
+pub(crate) const SOCKET_NAME: &str = ".upserv/control.sock";
 /// How long the daemon waits for a client's whole request, or for each
 /// write of its answer.
-pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a client waits for the daemon (which may be answering another).
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest request line.
-pub const MAX_REQUEST_LEN: usize = 64;
+pub(crate) const MAX_REQUEST_LEN: usize = 64;
 /// Longest answer a client reads.
-pub const MAX_ANSWER_LEN: u64 = 16 << 20;
+pub(crate) const MAX_ANSWER_LEN: u64 = 16 << 20;
 /// The socket's mode: the daemon's user and group.
 const SOCKET_MODE: u32 = 0o660;
 
-pub fn socket_path(builds: &Path) -> PathBuf {
+pub(crate) fn socket_path(builds: &Path) -> PathBuf {
     builds.join(SOCKET_NAME)
 }
 
@@ -52,7 +52,7 @@ impl Drop for ControlSocket {
 /// socket left by a daemon that died is replaced; one that a live daemon
 /// answers on is an error (two daemons on one builds directory). Any other
 /// failure only costs `upserv status`: it is logged, and `Ok(None)`.
-pub fn start(builds: &Path, observed: Observed) -> Result<Option<ControlSocket>, String> {
+pub(crate) fn start(builds: &Path, observed: Observed) -> Result<Option<ControlSocket>, String> {
     let path = socket_path(builds);
     if UnixStream::connect(&path).is_ok() {
         return Err(format!(
@@ -150,7 +150,7 @@ fn downloads_text(downloads: &[DownloadView]) -> String {
 }
 
 /// Sends `request` to the daemon serving `builds` and returns its answer.
-pub fn ask(builds: &Path, request: &str) -> io::Result<String> {
+pub(crate) fn ask(builds: &Path, request: &str) -> io::Result<String> {
     let stream = UnixStream::connect(socket_path(builds))?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;

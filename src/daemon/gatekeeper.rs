@@ -53,10 +53,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Connections in their opening at once; beyond it the oldest is dropped.
-pub const MAX_OPENINGS: usize = 256;
+pub(crate) const MAX_OPENINGS: usize = 256;
 /// Over-limit connections from one address that still hear why they are
 /// refused; more are closed at once.
-pub const REFUSALS_PER_HOST: usize = 4;
+pub(crate) const REFUSALS_PER_HOST: usize = 4;
 /// Connections accepted per wake-up, so that openings are not starved.
 const ACCEPT_BATCH: usize = 64;
 /// How long accepting pauses when the process is out of descriptors.
@@ -417,7 +417,7 @@ impl DropLog {
 }
 
 /// Reads the configuration again for SIGHUP.
-pub type Reload<'a> = dyn FnMut() -> Result<Arc<Server>, String> + 'a;
+pub(crate) type Reload<'a> = dyn FnMut() -> Result<Arc<Server>, String> + 'a;
 
 /// Serves until SIGTERM or SIGINT, then lets transfers in flight finish.
 pub fn run(

@@ -16,11 +16,11 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// Connections sending their request at once; more are closed unanswered.
-pub const MAX_SCRAPES: usize = 4;
+pub(crate) const MAX_SCRAPES: usize = 4;
 /// How long a scraper may take to send its whole request.
-pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest request head read; a scraper's is a few hundred bytes.
-pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+pub(crate) const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// How long writing the answer may take; it fits the socket buffer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long accepting pauses after an error such as running out of
@@ -29,7 +29,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// Binds `addr` and serves metrics from a thread of its own until the
 /// process ends.
-pub fn start(addr: SocketAddr, observed: Observed) -> Result<SocketAddr, String> {
+pub(crate) fn start(addr: SocketAddr, observed: Observed) -> Result<SocketAddr, String> {
     let fail = |e: io::Error| format!("cannot listen for metrics on {addr}: {e}");
     let listener = TcpListener::bind(addr).map_err(fail)?;
     listener.set_nonblocking(true).map_err(fail)?;

@@ -9,18 +9,18 @@
 //! build in the builds directory, possibly fetched on demand through the
 //! cache. A static module shadows a build of the same name.
 
-pub mod access;
-pub mod admit;
+pub(crate) mod access;
+pub(crate) mod admit;
 pub mod audit;
-pub mod auth;
+pub(crate) mod auth;
 pub mod control;
 pub mod gatekeeper;
-pub mod metrics;
-pub mod opening;
-pub mod policy;
+pub(crate) mod metrics;
+pub(crate) mod opening;
+pub(crate) mod policy;
 pub mod pool;
-pub mod proxy_header;
-pub mod refuse;
+pub(crate) mod proxy_header;
+pub(crate) mod refuse;
 pub mod report;
 pub mod service_user;
 pub mod session;
@@ -46,13 +46,13 @@ use std::time::Duration;
 
 /// A `[section]` of the configuration.
 #[derive(Clone, Debug)]
-pub struct StaticModule {
-    pub name: String,
-    pub path: PathBuf,
-    pub comment: String,
-    pub policy: Arc<Policy>,
-    pub timeout: Option<Duration>,
-    pub filters: FilterList,
+pub(crate) struct StaticModule {
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    pub(crate) comment: String,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) filters: FilterList,
 }
 
 /// The module's `filter`, `include from`, `include`, `exclude from` and
@@ -84,15 +84,15 @@ impl StaticModule {
 }
 
 /// A module chosen by a client, ready to serve.
-pub struct Module {
-    pub name: String,
-    pub root: ModuleRoot,
-    pub policy: Arc<Policy>,
-    pub timeout: Option<Duration>,
-    pub filters: FilterList,
+pub(crate) struct Module {
+    pub(crate) name: String,
+    pub(crate) root: ModuleRoot,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) filters: FilterList,
 }
 
-pub enum ModuleRoot {
+pub(crate) enum ModuleRoot {
     Static(PathBuf),
     /// A build, kept from eviction while the guard lives.
     Build(BuildGuard),
@@ -100,25 +100,25 @@ pub enum ModuleRoot {
 
 /// What every connection of a daemon shares.
 pub struct Server {
-    pub modules: Vec<StaticModule>,
-    pub motd: Option<Vec<u8>>,
+    pub(crate) modules: Vec<StaticModule>,
+    pub(crate) motd: Option<Vec<u8>>,
     pub cache: Option<Cache>,
     /// Deltas of builds kept for identical requests (with a cache only).
     pub memo: Option<Arc<Memo>>,
     /// Who may use build modules, their timeout and filters (the global
     /// settings).
-    pub build_policy: Arc<Policy>,
-    pub build_timeout: Option<Duration>,
-    pub build_filters: FilterList,
+    pub(crate) build_policy: Arc<Policy>,
+    pub(crate) build_timeout: Option<Duration>,
+    pub(crate) build_filters: FilterList,
     /// Connections per module; shared by the servers a reload replaces, so
     /// that connections in flight still count.
     pub slots: Arc<Slots>,
     /// The whole server's connection limits (daemon mode).
-    pub limits: ConnLimits,
+    pub(crate) limits: ConnLimits,
     /// `proxy protocol`: when set, every connection starts with a PROXY
     /// header naming its client, taken only from the peers this admits
     /// (`proxy protocol from`; empty admits all).
-    pub proxy_peers: Option<Access>,
+    pub(crate) proxy_peers: Option<Access>,
 }
 
 /// A delta memo for the builds of `cache`, which forgets a build when its
@@ -142,12 +142,12 @@ fn delta_memo(cache: &Cache) -> Arc<Memo> {
 
 /// `max connections` and `max connections per host` of the global part.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConnLimits {
+pub(crate) struct ConnLimits {
     /// Connections at once; 0: as many as the pool and its queue hold.
-    pub total: u32,
+    pub(crate) total: u32,
     /// Connections at once from one address; `None`: the default, which
     /// spares loopback clients.
-    pub per_host: Option<u64>,
+    pub(crate) per_host: Option<u64>,
 }
 
 impl Server {
@@ -224,7 +224,7 @@ impl Server {
     }
 
     /// Listable modules with their comments, static ones first.
-    pub fn listing(&self) -> Vec<(String, String)> {
+    pub(crate) fn listing(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = self
             .modules
             .iter()
@@ -244,7 +244,7 @@ impl Server {
     /// Finds module `name`. A build that must first be fetched sends
     /// progress lines to the client while it waits. `Ok(Err(text))` is a
     /// refusal for the client's `@ERROR:` line.
-    pub fn find_module(
+    pub(crate) fn find_module(
         &self,
         name: &str,
         conn: &mut Conn,

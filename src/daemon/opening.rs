@@ -15,25 +15,25 @@ use super::auth::Digest;
 /// The protocol we offer, as rsync 3.4 and later do: 31 on the wire, the
 /// number raised to tell patched servers apart. Each client is served at
 /// the lower of its number and ours.
-pub const PROTOCOL_VERSION: u32 = 32;
+pub(crate) const PROTOCOL_VERSION: u32 = 32;
 /// The oldest protocol we speak (its MD4 is the standard one).
-pub const MIN_PROTOCOL_VERSION: u32 = 27;
+pub(crate) const MIN_PROTOCOL_VERSION: u32 = 27;
 /// Longest handshake line we accept.
-pub const MAX_LINE_LEN: usize = 4096;
+pub(crate) const MAX_LINE_LEN: usize = 4096;
 /// The most `#early_input` bytes a client may send (rsync sends at most
 /// about a page; they are read and dropped).
-pub const MAX_EARLY_INPUT: usize = 4096;
+pub(crate) const MAX_EARLY_INPUT: usize = 4096;
 
 /// The longest `@ERROR` line a client reads, without its newline: rsync
 /// reads the daemon's lines into a buffer of 4096 + 1024 bytes, keeping one
 /// for the NUL and one for the newline, and gives up on a longer line with
 /// "didn't get server startup line", hiding the reason.
-pub const MAX_ERROR_LINE_LEN: usize = 5118;
+pub(crate) const MAX_ERROR_LINE_LEN: usize = 5118;
 
 /// The `@ERROR: why` line for a client, newline included, cut to what a
 /// client reads (on a character boundary, ending in `...`). The log keeps
 /// the whole reason.
-pub fn error_line(why: &str) -> String {
+pub(crate) fn error_line(why: &str) -> String {
     const CUT: &str = "...";
     let mut line = format!("@ERROR: {why}");
     if line.len() > MAX_ERROR_LINE_LEN {
@@ -49,13 +49,13 @@ pub fn error_line(why: &str) -> String {
 }
 
 /// Our greeting line: the protocol, then the auth digests we know.
-pub fn greeting() -> String {
+pub(crate) fn greeting() -> String {
     format!("@RSYNCD: {PROTOCOL_VERSION}.0 {}\n", Digest::offered_list())
 }
 
 /// What the client asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Ask {
+pub(crate) enum Ask {
     /// The module list (an empty line or `#list`).
     List,
     Module(String),
@@ -63,17 +63,17 @@ pub enum Ask {
 
 /// A finished opening.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Request {
+pub(crate) struct Request {
     /// The protocol both sides speak from now on.
-    pub protocol: u32,
+    pub(crate) protocol: u32,
     /// The auth digest list of the client's greeting, if it sent one.
-    pub client_digests: Option<String>,
-    pub ask: Ask,
+    pub(crate) client_digests: Option<String>,
+    pub(crate) ask: Ask,
 }
 
 /// What the machine wants next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Need {
+pub(crate) enum Need {
     Line,
     /// This many bytes of early input, to be read and dropped.
     Bytes(usize),
@@ -81,7 +81,7 @@ pub enum Need {
 
 /// The outcome of one step.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     Continue,
     Done(Request),
     /// The text of the `@ERROR:` line to send before closing.
@@ -98,7 +98,7 @@ enum State {
 }
 
 #[derive(Clone, Debug)]
-pub struct Opening {
+pub(crate) struct Opening {
     state: State,
     protocol: u32,
     client_digests: Option<String>,
@@ -127,7 +127,7 @@ fn parse_greeting(line: &[u8]) -> Option<(u32, Option<String>)> {
 }
 
 impl Opening {
-    pub fn new() -> Opening {
+    pub(crate) fn new() -> Opening {
         Opening {
             state: State::Greeting,
             protocol: PROTOCOL_VERSION,
@@ -135,7 +135,7 @@ impl Opening {
         }
     }
 
-    pub fn need(&self) -> Need {
+    pub(crate) fn need(&self) -> Need {
         match self.state {
             State::EarlyInput(n) => Need::Bytes(n),
             _ => Need::Line,
@@ -143,7 +143,7 @@ impl Opening {
     }
 
     /// Feeds one line, without its `\n` (and without a trailing `\r`).
-    pub fn on_line(&mut self, line: &[u8]) -> Step {
+    pub(crate) fn on_line(&mut self, line: &[u8]) -> Step {
         match self.state {
             State::Greeting => self.on_greeting(line),
             State::Command => self.on_command(line),
@@ -156,7 +156,7 @@ impl Opening {
     }
 
     /// Reports that the early input was read (and dropped).
-    pub fn on_early_input(&mut self) -> Step {
+    pub(crate) fn on_early_input(&mut self) -> Step {
         match self.state {
             State::EarlyInput(_) => {
                 self.state = State::Module;

@@ -10,18 +10,18 @@ use crate::protocol::options::Options;
 
 /// Who may use a module, and how many at once.
 #[derive(Clone, Debug)]
-pub struct Policy {
-    pub access: Access,
+pub(crate) struct Policy {
+    pub(crate) access: Access,
     /// Shown in module lists; when not, refused clients hear "Unknown module".
-    pub list: bool,
+    pub(crate) list: bool,
     /// Connections to this module at once; 0 means no limit.
-    pub max_connections: u32,
+    pub(crate) max_connections: u32,
     /// `None`: no login.
-    pub auth: Option<AuthRules>,
+    pub(crate) auth: Option<AuthRules>,
     /// `refuse options`.
-    pub refusals: Refusals,
+    pub(crate) refusals: Refusals,
     /// `ignore errors`, `numeric ids`, `ignore nonreadable`.
-    pub imposed: ModuleImposed,
+    pub(crate) imposed: ModuleImposed,
 }
 
 impl Default for Policy {
@@ -31,7 +31,7 @@ impl Default for Policy {
 }
 
 impl Policy {
-    pub fn from_params(p: &ModuleParams) -> Policy {
+    pub(crate) fn from_params(p: &ModuleParams) -> Policy {
         Policy {
             access: Access::new(&p.hosts_allow, &p.hosts_deny),
             list: p.list,
@@ -50,16 +50,16 @@ impl Policy {
 /// What a module imposes on every pull, whatever the client asked: rsyncd's
 /// `ignore errors`, `numeric ids` and `ignore nonreadable`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ModuleImposed {
-    pub ignore_errors: bool,
-    pub numeric_ids: bool,
-    pub ignore_nonreadable: bool,
+pub(crate) struct ModuleImposed {
+    pub(crate) ignore_errors: bool,
+    pub(crate) numeric_ids: bool,
+    pub(crate) ignore_nonreadable: bool,
 }
 
 impl ModuleImposed {
     /// Applies what the module imposes to the client's options, as rsyncd
     /// sets its own options after parsing the client's.
-    pub fn apply(self, opts: &mut Options) {
+    pub(crate) fn apply(self, opts: &mut Options) {
         opts.ignore_errors |= self.ignore_errors;
         opts.names_withheld = self.numeric_ids;
         opts.skip_unreadable = self.ignore_nonreadable;

@@ -27,11 +27,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Connections waiting for a worker, per worker.
-pub const QUEUE_PER_WORKER: usize = 4;
+pub(crate) const QUEUE_PER_WORKER: usize = 4;
 /// How long a stop waits for transfers in flight.
-pub const STOP_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(30);
 /// How long a refusal or a module list may take to be written.
-pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct PoolConfig {
     pub workers: usize,
@@ -39,7 +39,7 @@ pub struct PoolConfig {
     pub stats: Arc<Stats>,
 }
 
-pub fn log_outcome(peer: Option<IpAddr>, outcome: &Outcome, took: Duration) {
+pub(crate) fn log_outcome(peer: Option<IpAddr>, outcome: &Outcome, took: Duration) {
     let who = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
     let secs = took.as_secs_f64();
     match outcome {
@@ -142,15 +142,15 @@ impl Drop for HostTicket {
 
 /// A connection handed to a worker, its opening done.
 pub(super) struct Job {
-    pub stream: TcpStream,
-    pub peer: IpAddr,
-    pub request: Request,
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: IpAddr,
+    pub(crate) request: Request,
     /// Greeting or MOTD bytes the client had not taken yet.
-    pub unsent: Vec<u8>,
-    pub server: Arc<Server>,
-    pub accepted: Instant,
-    pub committed: CommitTicket,
-    pub host: Option<HostTicket>,
+    pub(crate) unsent: Vec<u8>,
+    pub(crate) server: Arc<Server>,
+    pub(crate) accepted: Instant,
+    pub(crate) committed: CommitTicket,
+    pub(crate) host: Option<HostTicket>,
 }
 
 /// Serves a job; everything it holds is released before its log line is
@@ -234,10 +234,10 @@ fn worker(jobs: Receiver<Job>, stopping: Arc<AtomicBool>, stats: Arc<Stats>) {
 /// The running workers, and what the feeder needs to hand them jobs.
 pub(super) struct Pool {
     /// Where jobs go; bounded by [`QUEUE_PER_WORKER`] per worker.
-    pub jobs: Sender<Job>,
-    pub committed: Arc<Committed>,
+    pub(crate) jobs: Sender<Job>,
+    pub(crate) committed: Arc<Committed>,
     /// What the workers and their queue hold.
-    pub capacity: usize,
+    pub(crate) capacity: usize,
     stopping: Arc<AtomicBool>,
     handles: Vec<JoinHandle<()>>,
 }

@@ -21,32 +21,32 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The longest version 1 line, `\r\n` included, as the PROXY protocol
 /// specification sets it.
-pub const MAX_V1_LEN: usize = 107;
+pub(crate) const MAX_V1_LEN: usize = 107;
 /// The longest version 2 address block (addresses and TLVs) accepted:
 /// twice what two UNIX socket paths take, room for a balancer's usual TLVs.
-pub const MAX_V2_PAYLOAD: usize = 512;
+pub(crate) const MAX_V2_PAYLOAD: usize = 512;
 /// The fixed head of a version 2 header.
-pub const V2_HEAD_LEN: usize = 16;
+pub(crate) const V2_HEAD_LEN: usize = 16;
 /// The longest header of either version.
-pub const MAX_HEADER_LEN: usize = V2_HEAD_LEN + MAX_V2_PAYLOAD;
+pub(crate) const MAX_HEADER_LEN: usize = V2_HEAD_LEN + MAX_V2_PAYLOAD;
 
 const V1_PREFIX: &[u8] = b"PROXY ";
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
 /// What a complete header says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     /// The client's address, an IPv4-mapped IPv6 one as IPv4 (as rsyncd
     /// reports it); `None` keeps the socket's peer (`UNKNOWN`, `LOCAL`, or
     /// an address family that is not TCP over IP).
-    pub client: Option<IpAddr>,
+    pub(crate) client: Option<IpAddr>,
     /// The header's length in bytes.
-    pub len: usize,
+    pub(crate) len: usize,
 }
 
 /// The outcome of feeding the bytes read so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Parse {
+pub(crate) enum Parse {
     Done(Header),
     /// A header may still come; every byte fed belongs to it.
     Incomplete,
@@ -54,7 +54,7 @@ pub enum Parse {
 
 /// Why the bytes are not a PROXY header.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProxyError(String);
+pub(crate) struct ProxyError(String);
 
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -69,7 +69,7 @@ fn invalid(why: impl Into<String>) -> ProxyError {
 }
 
 /// Parses the start of a connection.
-pub fn parse(bytes: &[u8]) -> Result<Parse, ProxyError> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<Parse, ProxyError> {
     let v2_seen = bytes.len().min(V2_SIGNATURE.len());
     if bytes[..v2_seen] == V2_SIGNATURE[..v2_seen] && !bytes.is_empty() {
         return parse_v2(bytes);

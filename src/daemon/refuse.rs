@@ -48,13 +48,13 @@ const DELETE_WHEN: &[&str] = &[
 
 /// The options a module refuses, by [`ClientOption::name`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Refusals {
+pub(crate) struct Refusals {
     refused: HashSet<&'static str>,
 }
 
 impl Refusals {
     /// The refusals of a module whose `refuse options` are `rules`.
-    pub fn new(rules: &[String]) -> Refusals {
+    pub(crate) fn new(rules: &[String]) -> Refusals {
         let mut refusals = Refusals::default();
         for rule in rules {
             match rule.strip_prefix('!').filter(|r| !r.is_empty()) {
@@ -101,7 +101,7 @@ impl Refusals {
 
     /// Whether the module takes `opts`; if not, the message rsyncd gives
     /// for the first refused option, given or implied.
-    pub fn check(&self, opts: &Options) -> Result<(), OptionError> {
+    pub(crate) fn check(&self, opts: &Options) -> Result<(), OptionError> {
         if let Some(option) = opts.given.iter().find(|o| self.is_refused(o.name)) {
             return Err(refusal(option));
         }

@@ -24,7 +24,7 @@ pub struct Observed {
 }
 
 impl Observed {
-    pub fn report(&self) -> Report {
+    pub(crate) fn report(&self) -> Report {
         Report {
             daemon: self.stats.report(),
             cache: self.cache.as_ref().map(CacheWatch::report),
@@ -34,15 +34,15 @@ impl Observed {
 }
 
 /// The daemon at one moment.
-pub struct Report {
-    pub daemon: DaemonReport,
-    pub cache: Option<CacheReport>,
-    pub memo: Option<MemoCounts>,
+pub(crate) struct Report {
+    pub(crate) daemon: DaemonReport,
+    pub(crate) cache: Option<CacheReport>,
+    pub(crate) memo: Option<MemoCounts>,
 }
 
 /// The downloads in progress, one line each, as `status` and `list` show
 /// them; nothing when there are none.
-pub fn download_lines(downloads: &[DownloadView]) -> String {
+pub(crate) fn download_lines(downloads: &[DownloadView]) -> String {
     let mut out = String::new();
     for d in downloads {
         let _ = write!(
@@ -81,7 +81,7 @@ fn duration_text(secs: u64) -> String {
 
 impl Report {
     /// The text `upserv status` prints.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut out = String::new();
         let downloads = self.cache.as_ref().map_or(&[][..], |c| &c.downloads[..]);
         let _ = writeln!(out, "downloads in progress: {}", downloads.len());
@@ -136,7 +136,7 @@ impl Report {
     }
 
     /// The same as [`Report::text`], as one JSON object.
-    pub fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         let mut out = String::from("{\"downloads\":[");
         let downloads = self.cache.as_ref().map_or(&[][..], |c| &c.downloads[..]);
         for (i, d) in downloads.iter().enumerate() {
@@ -208,7 +208,7 @@ impl Report {
     }
 
     /// The metrics in the Prometheus text format (version 0.0.4).
-    pub fn prometheus(&self) -> String {
+    pub(crate) fn prometheus(&self) -> String {
         let mut out = String::new();
         let d = &self.daemon;
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
@@ -346,7 +346,7 @@ fn json_option(value: Option<u64>) -> String {
 
 /// `text` as a JSON string: quotes, backslashes and control characters
 /// escaped (RFC 8259, section 7).
-pub fn json_string(text: &str) -> String {
+pub(crate) fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {

@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-pub use super::opening::{MAX_LINE_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+pub(crate) use super::opening::{MAX_LINE_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
 /// How long each wait for the client may take before the transfer starts:
 /// the opening (up to the module name), and separately, once a worker
@@ -32,14 +32,14 @@ pub use super::opening::{MAX_LINE_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 /// build download does not count; the client is sent progress meanwhile.
 /// A shorter `timeout` (global for the opening, the module's after it)
 /// shortens it, as in rsyncd.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The handshake deadline under an I/O `timeout` setting.
-pub fn handshake_timeout(timeout: Option<Duration>) -> Duration {
+pub(crate) fn handshake_timeout(timeout: Option<Duration>) -> Duration {
     timeout.map_or(HANDSHAKE_TIMEOUT, |t| t.min(HANDSHAKE_TIMEOUT))
 }
 /// Idle limit during a transfer when neither the module nor the client sets one.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How a connection ended, for the log.
 pub enum Outcome {
@@ -128,7 +128,7 @@ fn send_line(conn: &mut Conn, line: &str) -> io::Result<()> {
 }
 
 /// Sends `@ERROR: why`, which the client prints before exiting with code 5.
-pub fn refuse(conn: &mut Conn, why: String) -> io::Result<Outcome> {
+pub(crate) fn refuse(conn: &mut Conn, why: String) -> io::Result<Outcome> {
     conn.write_all(opening::error_line(&why).as_bytes())?;
     conn.flush()?;
     Ok(Outcome::Refused(why))
@@ -137,7 +137,7 @@ pub fn refuse(conn: &mut Conn, why: String) -> io::Result<Outcome> {
 /// Our greeting and MOTD, then the client's side of the opening, read with
 /// blocking waits (the daemon's gatekeeper drives the same machine on
 /// non-blocking sockets). `Ok(Err(_))`: the client was refused.
-pub fn opening(server: &Server, conn: &mut Conn) -> io::Result<Result<Request, Outcome>> {
+pub(crate) fn opening(server: &Server, conn: &mut Conn) -> io::Result<Result<Request, Outcome>> {
     let limit = handshake_timeout(server.build_timeout);
     conn.set_deadline(Some(Instant::now() + limit));
     conn.write_all(opening::greeting().as_bytes())?;
@@ -165,7 +165,7 @@ pub fn opening(server: &Server, conn: &mut Conn) -> io::Result<Result<Request, O
 }
 
 /// Serves a request whose opening is done.
-pub fn serve(server: &Server, conn: &mut Conn, peer: Option<IpAddr>, request: Request) -> Outcome {
+pub(crate) fn serve(server: &Server, conn: &mut Conn, peer: Option<IpAddr>, request: Request) -> Outcome {
     match &request.ask {
         Ask::List => send_listing(server, conn)
             .map(|()| Outcome::Listed)
@@ -361,7 +361,7 @@ fn send_listing(server: &Server, conn: &mut Conn) -> io::Result<()> {
 /// name is stripped, so is any leading `/`, and `..` can never climb above
 /// the root. Several paths may arrive in one argument, separated by
 /// ` module/` (old clients' space-splitting).
-pub fn source_paths(module: &str, args: &[Vec<u8>], keep_dot_dirs: bool) -> Vec<Vec<u8>> {
+pub(crate) fn source_paths(module: &str, args: &[Vec<u8>], keep_dot_dirs: bool) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let separator = format!(" {module}/").into_bytes();
     for arg in args {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     Stop,
     Reload,
 }
@@ -80,12 +80,12 @@ impl Signals {
         })
     }
 
-    pub fn fd(&self) -> RawFd {
+    pub(crate) fn fd(&self) -> RawFd {
         self.read.as_raw_fd()
     }
 
     /// The signals that arrived since the last call.
-    pub fn drain(&self) -> Vec<Signal> {
+    pub(crate) fn drain(&self) -> Vec<Signal> {
         let mut buf = [0u8; 16];
         let n = match io::Read::read(&mut &self.read, &mut buf) {
             Ok(n) if n > 0 => n,

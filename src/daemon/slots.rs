@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 /// The key under which the whole server's connections are counted; no
 /// module name can be spelled like this in a lock file name.
-pub const SERVER_KEY: &str = "@server";
+pub(crate) const SERVER_KEY: &str = "@server";
 /// Bytes per slot in a lock file (rsyncd uses the same).
 const SLOT_BYTES: i64 = 4;
 
@@ -33,14 +33,14 @@ enum Mode {
 }
 
 /// A held slot; dropping it frees the slot.
-pub struct SlotGuard {
+pub(crate) struct SlotGuard {
     /// `None` when there was no limit, so nothing was taken.
     _held: Option<Held>,
 }
 
 impl SlotGuard {
     /// A guard that holds nothing: for no limit, or when counting failed.
-    pub fn unlimited() -> SlotGuard {
+    pub(crate) fn unlimited() -> SlotGuard {
         SlotGuard { _held: None }
     }
 }
@@ -74,7 +74,7 @@ impl Drop for Held {
 
 impl Slots {
     /// Counting in this process (the daemon).
-    pub fn in_process() -> Arc<Slots> {
+    pub(crate) fn in_process() -> Arc<Slots> {
         Arc::new(Slots {
             mode: Mode::InProcess(Mutex::new(HashMap::new())),
         })
@@ -89,7 +89,7 @@ impl Slots {
 
     /// Takes one of `max` slots of `key`; `Ok(None)` when all are taken.
     /// `max == 0` means no limit (and takes nothing).
-    pub fn claim(self: &Arc<Self>, key: &str, max: u32) -> io::Result<Option<SlotGuard>> {
+    pub(crate) fn claim(self: &Arc<Self>, key: &str, max: u32) -> io::Result<Option<SlotGuard>> {
         if max == 0 {
             return Ok(Some(SlotGuard::unlimited()));
         }

@@ -41,27 +41,27 @@ pub struct Stats {
 
 /// A connection as `upserv status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectionView {
-    pub peer: IpAddr,
-    pub module: Option<String>,
-    pub bytes_sent: u64,
-    pub seconds: u64,
+pub(crate) struct ConnectionView {
+    pub(crate) peer: IpAddr,
+    pub(crate) module: Option<String>,
+    pub(crate) bytes_sent: u64,
+    pub(crate) seconds: u64,
 }
 
 /// The daemon's counters at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DaemonReport {
-    pub connections_total: u64,
-    pub connections: Vec<ConnectionView>,
+pub(crate) struct DaemonReport {
+    pub(crate) connections_total: u64,
+    pub(crate) connections: Vec<ConnectionView>,
     /// Every byte sent to clients, by ended and running connections.
-    pub bytes_sent: u64,
-    pub literal_bytes: u64,
-    pub matched_bytes: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) literal_bytes: u64,
+    pub(crate) matched_bytes: u64,
 }
 
 /// Registers a connection while alive; its bytes count into the total
 /// when it goes.
-pub struct ConnTicket {
+pub(crate) struct ConnTicket {
     stats: Arc<Stats>,
     id: u64,
     sent: Arc<AtomicU64>,
@@ -69,7 +69,7 @@ pub struct ConnTicket {
 
 impl ConnTicket {
     /// The counter for the connection's [`crate::protocol::io::Conn`].
-    pub fn sent_counter(&self) -> Arc<AtomicU64> {
+    pub(crate) fn sent_counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.sent)
     }
 }
@@ -89,7 +89,7 @@ impl Stats {
 
     /// A worker starts serving a connection from `peer` for `module`
     /// (`None`: the module list).
-    pub fn open(self: &Arc<Self>, peer: IpAddr, module: Option<String>) -> ConnTicket {
+    pub(crate) fn open(self: &Arc<Self>, peer: IpAddr, module: Option<String>) -> ConnTicket {
         self.connections_total.fetch_add(1, Ordering::Relaxed);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let sent = Arc::new(AtomicU64::new(0));
@@ -108,12 +108,12 @@ impl Stats {
     }
 
     /// A finished transfer's literal and matched bytes.
-    pub fn count_transfer(&self, literal: u64, matched: u64) {
+    pub(crate) fn count_transfer(&self, literal: u64, matched: u64) {
         self.literal_bytes.fetch_add(literal, Ordering::Relaxed);
         self.matched_bytes.fetch_add(matched, Ordering::Relaxed);
     }
 
-    pub fn report(&self) -> DaemonReport {
+    pub(crate) fn report(&self) -> DaemonReport {
         let registry = self.registry.lock();
         let connections: Vec<ConnectionView> = registry
             .active

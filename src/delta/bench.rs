@@ -23,13 +23,13 @@ const DISK_REGION_MIN: usize = 64 * 1024;
 const DISK_REGION_MAX: usize = 1024 * 1024;
 
 /// How many edits change about 1% of the blocks of a `size`-byte file.
-pub fn edits_for(size: u64) -> usize {
+pub(crate) fn edits_for(size: u64) -> usize {
     let block_len = u64::from(block_len_for(size, PROTOCOL));
     (size / block_len / BLOCKS_PER_EDIT).max(1) as usize
 }
 
 /// The sums a protocol-29 receiver would send for `basis`.
-pub fn sums_for(basis: impl Read, len: u64, sum: StrongSum) -> io::Result<BlockSums> {
+pub(crate) fn sums_for(basis: impl Read, len: u64, sum: StrongSum) -> io::Result<BlockSums> {
     let block_len = block_len_for(len, PROTOCOL);
     let strong_len = strong_len_for(len, block_len, false, sum.kind.digest_len());
     generate(basis, len, block_len, strong_len, sum)
@@ -37,7 +37,7 @@ pub fn sums_for(basis: impl Read, len: u64, sum: StrongSum) -> io::Result<BlockS
 
 /// `data` with `count` small edits at random places, in order: overwrites,
 /// insertions and deletions of 1..=64 bytes.
-pub fn edit(data: &[u8], count: usize, rng: &mut Prng) -> Vec<u8> {
+pub(crate) fn edit(data: &[u8], count: usize, rng: &mut Prng) -> Vec<u8> {
     let mut places: Vec<usize> = (0..count).map(|_| rng.below(data.len() + 1)).collect();
     places.sort_unstable();
     let mut out = Vec::with_capacity(data.len() + count * MAX_EDIT);
@@ -65,7 +65,7 @@ pub fn edit(data: &[u8], count: usize, rng: &mut Prng) -> Vec<u8> {
 }
 
 /// Zeros with random data regions making up about a tenth of it.
-pub fn disk_image(len: usize, rng: &mut Prng) -> Vec<u8> {
+pub(crate) fn disk_image(len: usize, rng: &mut Prng) -> Vec<u8> {
     let mut disk = vec![0u8; len];
     let mut data_left = len as u64 * DISK_DATA_PERCENT / 100;
     while data_left > 0 && len > 0 {
@@ -81,14 +81,14 @@ pub fn disk_image(len: usize, rng: &mut Prng) -> Vec<u8> {
 
 /// SplitMix64: a tiny seeded generator, so synthetic data and randomized
 /// tests are the same on every run.
-pub struct Prng(u64);
+pub(crate) struct Prng(u64);
 
 impl Prng {
-    pub fn new(seed: u64) -> Prng {
+    pub(crate) fn new(seed: u64) -> Prng {
         Prng(seed)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -97,18 +97,18 @@ impl Prng {
     }
 
     /// A number below `n` (`n > 0`); the tiny modulo bias does not matter here.
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n.max(1) as u64) as usize
     }
 
-    pub fn fill(&mut self, out: &mut [u8]) {
+    pub(crate) fn fill(&mut self, out: &mut [u8]) {
         for chunk in out.chunks_mut(8) {
             let bytes = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&bytes[..chunk.len()]);
         }
     }
 
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+    pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
         let mut out = vec![0u8; len];
         self.fill(&mut out);
         out

@@ -29,7 +29,7 @@ use std::cmp::Reverse;
 
 /// How many blocks sharing one weak sum are tried at one offset before the
 /// offset is given up as unmatched; rsync 3.5.0's MAX_CHAIN_LEN.
-pub const MAX_CANDIDATES: usize = 1024;
+pub(crate) const MAX_CANDIDATES: usize = 1024;
 
 /// Buckets per block, as a power of two: twice as many keeps buckets short.
 const BUCKETS_PER_BLOCK_LOG2: u32 = 1;
@@ -65,7 +65,7 @@ struct Entry {
 /// Blocks by weak sum; reused from file to file so its vectors are allocated
 /// once per connection.
 #[derive(Debug, Default)]
-pub struct BlockIndex {
+pub(crate) struct BlockIndex {
     /// `32 - log2(table size)`.
     shift: u32,
     /// Each weak sum sets one bit.
@@ -89,7 +89,7 @@ pub struct BlockIndex {
 impl BlockIndex {
     /// Index `sums`; with `inplace` also set up the links that in-place
     /// walks prune.
-    pub fn build(&mut self, sums: &BlockSums, inplace: bool) {
+    pub(crate) fn build(&mut self, sums: &BlockSums, inplace: bool) {
         let count = sums.count();
         let bits = table_bits(count);
         self.shift = 32 - bits;
@@ -110,7 +110,7 @@ impl BlockIndex {
 
     /// The filter, to check offsets quickly before [`contains`](Self::contains).
     #[inline]
-    pub fn filter(&self) -> Filter<'_> {
+    pub(crate) fn filter(&self) -> Filter<'_> {
         Filter {
             words: &self.filter,
             shift: self.filter_shift,
@@ -121,13 +121,13 @@ impl BlockIndex {
     /// gets here for the few sums that pass the filter.
     #[cold]
     #[inline(never)]
-    pub fn contains(&self, weak: u32) -> bool {
+    pub(crate) fn contains(&self, weak: u32) -> bool {
         self.group(weak).is_some()
     }
 
     /// Try blocks with weak sum `weak` in rsync's order, at most
     /// [`MAX_CANDIDATES`] of them, until `accept` takes one; return it.
-    pub fn find(&self, weak: u32, mut accept: impl FnMut(u32) -> bool) -> Option<u32> {
+    pub(crate) fn find(&self, weak: u32, mut accept: impl FnMut(u32) -> bool) -> Option<u32> {
         let (start, bucket_end) = self.group(weak)?;
         let stop = bucket_end.min(start + MAX_CANDIDATES);
         let mut pos = start;
@@ -143,7 +143,7 @@ impl BlockIndex {
 
     /// [`find`](Self::find) for in-place updates: blocks for which `usable`
     /// is false are unlinked for good and not counted, as rsync does.
-    pub fn find_inplace(
+    pub(crate) fn find_inplace(
         &mut self,
         weak: u32,
         usable: impl Fn(u32) -> bool,
@@ -269,7 +269,7 @@ impl BlockIndex {
     /// pruning) is sure to accept a block with its sums: the walk reaches
     /// the run of identical blocks it belongs to before giving up.
     #[inline]
-    pub fn reachable(&self, block: usize) -> bool {
+    pub(crate) fn reachable(&self, block: usize) -> bool {
         self.reachable[block]
     }
 
@@ -312,7 +312,7 @@ impl BlockIndex {
 /// false negatives, few false positives, one multiply, shift and load per
 /// offset.
 #[derive(Clone, Copy, Debug)]
-pub struct Filter<'a> {
+pub(crate) struct Filter<'a> {
     words: &'a [u64],
     shift: u32,
 }
@@ -320,7 +320,7 @@ pub struct Filter<'a> {
 impl Filter<'_> {
     /// False when no block has the weak sum `weak`.
     #[inline(always)]
-    pub fn may_contain(self, weak: u32) -> bool {
+    pub(crate) fn may_contain(self, weak: u32) -> bool {
         let (word, bit) = filter_slot(weak, self.shift);
         // SAFETY: `fill_filter` makes the filter 2^(64 - shift) bits long,
         // and `filter_slot` takes its bit number from the top 64 - shift bits

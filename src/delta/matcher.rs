@@ -51,7 +51,7 @@ use std::io::{self, Read};
 
 /// Where the matcher's output goes: in file order, literal runs (consecutive
 /// calls continue one run) and matched blocks of the receiver's basis.
-pub trait TokenSink {
+pub(crate) trait TokenSink {
     /// The next literal bytes.
     fn literal(&mut self, data: &[u8]) -> io::Result<()>;
     /// Block `block_index` of the basis matched; `data` are the bytes it
@@ -61,7 +61,7 @@ pub trait TokenSink {
 
 /// How the receiver will use its basis file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatchMode {
+pub(crate) enum MatchMode {
     /// The receiver builds a new file from the basis and the tokens.
     Normal,
     /// `--inplace`: the receiver overwrites the basis as it goes.
@@ -78,22 +78,22 @@ pub enum MatchMode {
 
 /// What one file's matching produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MatchOutcome {
+pub(crate) struct MatchOutcome {
     /// The sum to send after the end token. When the file ended before its
     /// announced length it is spoiled, as rsync does, so that the receiver
     /// rejects the file and asks for it again.
-    pub file_sum: Digest,
+    pub(crate) file_sum: Digest,
     /// Bytes sent as literal data.
-    pub literal_bytes: u64,
+    pub(crate) literal_bytes: u64,
     /// Bytes covered by matched blocks.
-    pub matched_bytes: u64,
+    pub(crate) matched_bytes: u64,
     /// Bytes of the source the tokens describe (in append mode including the
     /// receiver's part): the announced length unless the file shrank.
-    pub source_len: u64,
+    pub(crate) source_len: u64,
     /// The source did not hold exactly the announced number of bytes: it
     /// ended early (`source_len` is shorter), or it had more, which were not
     /// sent (as rsync sends the length it found when it opened the file).
-    pub size_changed: bool,
+    pub(crate) size_changed: bool,
 }
 
 /// Why matching stopped before the end of the file. The tokens already given
@@ -101,7 +101,7 @@ pub struct MatchOutcome {
 /// connection ends the stream and sends a sum the receiver will reject
 /// (sixteen zero bytes), and the receiver discards the file.
 #[derive(Debug)]
-pub enum MatchError {
+pub(crate) enum MatchError {
     /// Reading the source failed.
     Read(io::Error),
     /// The sink failed.
@@ -127,7 +127,7 @@ impl std::error::Error for MatchError {
 
 /// The block matcher, with buffers reused for every file of a connection.
 #[derive(Debug)]
-pub struct Matcher {
+pub(crate) struct Matcher {
     pub(super) window: Vec<u8>,
     /// Bytes read beyond the two blocks the search looks at; tests shrink it
     /// to make the window slide within small files.
@@ -146,8 +146,8 @@ pub struct Matcher {
 #[cfg(test)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct FastCounts {
-    pub followed: u64,
-    pub repeated: u64,
+    pub(crate) followed: u64,
+    pub(crate) repeated: u64,
 }
 
 impl Default for Matcher {
@@ -158,7 +158,7 @@ impl Default for Matcher {
 
 impl Matcher {
     /// A matcher with empty buffers; they grow to fit the first files.
-    pub fn new() -> Matcher {
+    pub(crate) fn new() -> Matcher {
         Matcher {
             window: Vec::new(),
             read_ahead: READ_AHEAD,
@@ -175,7 +175,7 @@ impl Matcher {
     /// and return the counts and the whole-file sum, both sums computed as
     /// `strong` says.
     /// Without sums (none sent, block length 0, `-W`) everything is literal.
-    pub fn send<R: Read, S: TokenSink>(
+    pub(crate) fn send<R: Read, S: TokenSink>(
         &mut self,
         source: R,
         file_len: u64,

@@ -17,10 +17,10 @@
 //! and NEON lanes would be the next step. L = 1 is the plain scalar path.
 
 /// The most messages hashed side by side (AVX2: eight 32-bit lanes).
-pub const MAX_LANES: usize = 8;
+pub(crate) const MAX_LANES: usize = 8;
 
 /// The longest tail every message may share (`suffix`): a seed is 4 bytes.
-pub const MAX_SUFFIX: usize = 8;
+pub(crate) const MAX_SUFFIX: usize = 8;
 
 /// MD4's initial state (RFC 1320, 3.3).
 const INIT: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
@@ -270,7 +270,7 @@ pub(crate) fn md4_many_with(path: Path, msgs: &[&[u8]], suffix: &[u8], out: &mut
 }
 
 /// [`md4_many_with`] on the widest path this CPU has.
-pub fn md4_many(msgs: &[&[u8]], suffix: &[u8], out: &mut [[u8; 16]]) {
+pub(crate) fn md4_many(msgs: &[&[u8]], suffix: &[u8], out: &mut [[u8; 16]]) {
     md4_many_with(Path::best(), msgs, suffix, out)
 }
 

@@ -18,19 +18,19 @@
 //! `md4x` (MD4 of several blocks at once, in SIMD lanes) and `window` (the
 //! bounded buffer over the file).
 
-pub mod bench;
+pub(crate) mod bench;
 mod index;
-pub mod matcher;
+pub(crate) mod matcher;
 mod md4x;
-pub mod rolling;
-pub mod strong;
-pub mod sums;
+pub(crate) mod rolling;
+pub(crate) mod strong;
+pub(crate) mod sums;
 #[cfg(test)]
 mod tests;
 mod window;
 
-pub use matcher::{MatchError, MatchMode, MatchOutcome, Matcher, TokenSink};
-pub use strong::{
+pub(crate) use matcher::{MatchError, MatchMode, MatchOutcome, Matcher, TokenSink};
+pub(crate) use strong::{
     block_strong_sum, file_checksum, Digest, FileSum, StrongSum, SumKind, STRONG_SUM_LEN,
 };
-pub use sums::{block_len_for, generate, strong_len_for, BlockSums};
+pub(crate) use sums::{block_len_for, generate, strong_len_for, BlockSums};

@@ -11,13 +11,13 @@
 //! wraps modulo 2^32, as rsync's `uint32` does.
 
 /// The weak sum of `data`, as the generator sends it for a block.
-pub fn weak_sum(data: &[u8]) -> u32 {
+pub(crate) fn weak_sum(data: &[u8]) -> u32 {
     RollingSum::new(data).value()
 }
 
 /// A weak sum over a sliding window, updated in O(1) per byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RollingSum {
+pub(crate) struct RollingSum {
     s1: u32,
     s2: u32,
     /// The window length, needed to remove the oldest byte's weight from `s2`.
@@ -32,7 +32,7 @@ fn signed(byte: u8) -> u32 {
 
 impl RollingSum {
     /// The sum of the window `data` (a block or the short tail of a file).
-    pub fn new(data: &[u8]) -> RollingSum {
+    pub(crate) fn new(data: &[u8]) -> RollingSum {
         let (s1, s2) = block_sums(data);
         RollingSum {
             s1,
@@ -44,24 +44,24 @@ impl RollingSum {
 
     /// The 32-bit value compared against the generator's weak sums.
     #[inline(always)]
-    pub fn value(&self) -> u32 {
+    pub(crate) fn value(&self) -> u32 {
         (self.s1 & 0xffff) | (self.s2 << 16)
     }
 
     /// The number of bytes the window currently covers.
-    pub fn len(&self) -> u32 {
+    pub(crate) fn len(&self) -> u32 {
         self.len
     }
 
     /// Whether the window covers no bytes.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Slide the window one byte: `outgoing` (its first byte) leaves and
     /// `incoming` (the byte just past its end) enters; the length is unchanged.
     #[inline(always)]
-    pub fn roll(&mut self, outgoing: u8, incoming: u8) {
+    pub(crate) fn roll(&mut self, outgoing: u8, incoming: u8) {
         let out = signed(outgoing);
         self.s1 = self.s1.wrapping_sub(out).wrapping_add(signed(incoming));
         self.s2 = self
@@ -73,7 +73,7 @@ impl RollingSum {
     /// Drop the first byte without adding one: the window has reached the end
     /// of the file and becomes one byte shorter.
     #[inline]
-    pub fn shrink(&mut self, outgoing: u8) {
+    pub(crate) fn shrink(&mut self, outgoing: u8) {
         let out = signed(outgoing);
         self.s1 = self.s1.wrapping_sub(out);
         self.s2 = self.s2.wrapping_sub(self.len.wrapping_mul(out));

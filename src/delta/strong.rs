@@ -33,14 +33,14 @@ use xxhash_rust::xxh64::{xxh64, Xxh64};
 
 /// Length of the longest digest (SHA-1); no strong sum on the wire is
 /// longer.
-pub const STRONG_SUM_LEN: usize = 20;
+pub(crate) const STRONG_SUM_LEN: usize = 20;
 
 /// Buffer size for hashing a whole file with [`file_checksum`].
 const FILE_CHECKSUM_BUF: usize = 64 * 1024;
 
 /// The digest of a transfer's sums.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SumKind {
+pub(crate) enum SumKind {
     /// No `--checksum-choice`, or `auto`: MD4 with the seeded whole-file sum.
     #[default]
     Md4Auto,
@@ -65,7 +65,7 @@ pub enum SumKind {
 impl SumKind {
     /// The digest a `--checksum-choice` name stands for, as rsync spells
     /// them (any case).
-    pub fn from_name(name: &[u8]) -> Option<SumKind> {
+    pub(crate) fn from_name(name: &[u8]) -> Option<SumKind> {
         Some(match name.to_ascii_lowercase().as_slice() {
             b"auto" => SumKind::Md4Auto,
             b"md4" => SumKind::Md4,
@@ -80,7 +80,7 @@ impl SumKind {
     }
 
     /// rsync's name for the digest; "md4" for the default.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             SumKind::Md4Auto | SumKind::Md4 => "md4",
             SumKind::Md5 | SumKind::Md5SeedLast => "md5",
@@ -94,7 +94,7 @@ impl SumKind {
 
     /// Bytes of a full sum: the whole-file sum, the `-c` sum and the
     /// longest block sum a receiver may send (rsync's csum_len_for_type).
-    pub fn digest_len(self) -> usize {
+    pub(crate) fn digest_len(self) -> usize {
         match self {
             SumKind::Md4Auto
             | SumKind::Md4
@@ -110,14 +110,14 @@ impl SumKind {
 
 /// How one transfer computes its strong sums: the digest and the seed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StrongSum {
-    pub kind: SumKind,
-    pub seed: u32,
+pub(crate) struct StrongSum {
+    pub(crate) kind: SumKind,
+    pub(crate) seed: u32,
 }
 
 impl StrongSum {
     /// rsync's default sums at protocols 27..29 with `seed`.
-    pub fn md4_auto(seed: u32) -> StrongSum {
+    pub(crate) fn md4_auto(seed: u32) -> StrongSum {
         StrongSum {
             kind: SumKind::Md4Auto,
             seed,
@@ -133,14 +133,14 @@ impl StrongSum {
 
 /// A finished sum: its digest's [`SumKind::digest_len`] bytes, as a slice.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Digest {
+pub(crate) struct Digest {
     bytes: [u8; STRONG_SUM_LEN],
     len: u8,
 }
 
 impl Digest {
     /// `len` zero bytes.
-    pub fn zeros(len: usize) -> Digest {
+    pub(crate) fn zeros(len: usize) -> Digest {
         Digest {
             bytes: [0; STRONG_SUM_LEN],
             len: len.min(STRONG_SUM_LEN) as u8,
@@ -179,7 +179,7 @@ impl<const N: usize> PartialEq<[u8; N]> for Digest {
 /// The strong sum of one block, with the seed where [`SumKind`] puts it. The
 /// wire carries a prefix of `out`; bytes past the digest's length are left
 /// as they were.
-pub fn block_strong_sum(data: &[u8], sum: StrongSum, out: &mut [u8; STRONG_SUM_LEN]) {
+pub(crate) fn block_strong_sum(data: &[u8], sum: StrongSum, out: &mut [u8; STRONG_SUM_LEN]) {
     let seed = (sum.seed != 0).then(|| sum.seed.to_le_bytes());
     match sum.kind {
         SumKind::Md4Auto | SumKind::Md4 => {
@@ -216,7 +216,7 @@ pub fn block_strong_sum(data: &[u8], sum: StrongSum, out: &mut [u8; STRONG_SUM_L
 /// [`block_strong_sum`] of each of `blocks` (all of one length) into
 /// `out[i]`. MD4 sums are computed several blocks at a time, one per SIMD
 /// lane (the `md4x` module); the other digests one after another.
-pub fn block_strong_sums(blocks: &[&[u8]], sum: StrongSum, out: &mut [[u8; STRONG_SUM_LEN]]) {
+pub(crate) fn block_strong_sums(blocks: &[&[u8]], sum: StrongSum, out: &mut [[u8; STRONG_SUM_LEN]]) {
     debug_assert!(out.len() >= blocks.len());
     if !matches!(sum.kind, SumKind::Md4Auto | SumKind::Md4) {
         for (block, out) in blocks.iter().zip(out.iter_mut()) {
@@ -250,7 +250,7 @@ fn seed_first<D: md4::Digest>(data: &[u8], seed: Option<[u8; 4]>, out: &mut [u8]
 /// The whole-file sum the sender appends after a file's tokens, computed over
 /// every byte of the file in order.
 #[derive(Clone)]
-pub enum FileSum {
+pub(crate) enum FileSum {
     Md4(Md4),
     Md5(Md5),
     Sha1(Sha1),
@@ -263,7 +263,7 @@ pub enum FileSum {
 impl FileSum {
     /// Start a sum; at the default the seed goes in first, as 4
     /// little-endian bytes.
-    pub fn new(sum: StrongSum) -> Self {
+    pub(crate) fn new(sum: StrongSum) -> Self {
         match sum.kind {
             SumKind::Md4Auto => {
                 let mut md = Md4::new();
@@ -282,7 +282,7 @@ impl FileSum {
     }
 
     /// Add the next bytes of the file.
-    pub fn update(&mut self, data: &[u8]) {
+    pub(crate) fn update(&mut self, data: &[u8]) {
         match self {
             FileSum::Md4(md) => md.update(data),
             FileSum::Md5(md) => md.update(data),
@@ -294,7 +294,7 @@ impl FileSum {
     }
 
     /// The digest, [`SumKind::digest_len`] bytes.
-    pub fn finish(self) -> Digest {
+    pub(crate) fn finish(self) -> Digest {
         match self {
             FileSum::Md4(md) => Digest::from_slice(&md.finalize()),
             FileSum::Md5(md) => Digest::from_slice(&md.finalize()),
@@ -310,7 +310,7 @@ impl FileSum {
 /// The file checksum `rsync -c` compares and the file list carries: the plain
 /// digest of the contents, read to the end of `r`. Not for
 /// [`SumKind::None`], which rsync refuses for `-c`.
-pub fn file_checksum(kind: SumKind, mut r: impl Read) -> io::Result<Digest> {
+pub(crate) fn file_checksum(kind: SumKind, mut r: impl Read) -> io::Result<Digest> {
     let mut sum = FileSum::new(StrongSum {
         kind: match kind {
             SumKind::Md4Auto => SumKind::Md4,
@@ -332,7 +332,7 @@ pub fn file_checksum(kind: SumKind, mut r: impl Read) -> io::Result<Digest> {
 /// Turn a file sum into one the receiver is certain to reject, as rsync's
 /// match.c does after a read problem: all zeros, unless the real sum was all
 /// zeros, in which case the last byte becomes 1.
-pub fn spoil_file_sum(sum: &mut Digest) {
+pub(crate) fn spoil_file_sum(sum: &mut Digest) {
     let was_zero = sum.iter().all(|&b| b == 0);
     let len = usize::from(sum.len);
     *sum = Digest::zeros(len);

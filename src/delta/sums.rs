@@ -39,7 +39,7 @@ const MAX_RESERVED_BLOCKS: usize = 1 << 16;
 /// The sums of a basis file: one weak and one (truncated) strong sum per
 /// block of `block_len` bytes, the last block `remainder` bytes when non-zero.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct BlockSums {
+pub(crate) struct BlockSums {
     block_len: u32,
     remainder: u32,
     strong_len: usize,
@@ -53,7 +53,7 @@ impl BlockSums {
     /// Sums for `count` blocks, as announced by a sum head. The protocol layer
     /// has checked `strong_len` against the digest and `remainder <=
     /// block_len`; a strong length over [`STRONG_SUM_LEN`] is cut.
-    pub fn new(block_len: u32, remainder: u32, strong_len: usize, count: usize) -> BlockSums {
+    pub(crate) fn new(block_len: u32, remainder: u32, strong_len: usize, count: usize) -> BlockSums {
         let strong_len = strong_len.min(STRONG_SUM_LEN);
         let reserve = count.min(MAX_RESERVED_BLOCKS);
         BlockSums {
@@ -68,7 +68,7 @@ impl BlockSums {
 
     /// Add the next block's sums. `strong` holds `strong_len` bytes (a longer
     /// one is cut, a shorter one padded with zeros).
-    pub fn push(&mut self, weak: u32, strong: &[u8]) {
+    pub(crate) fn push(&mut self, weak: u32, strong: &[u8]) {
         debug_assert_eq!(strong.len(), self.strong_len);
         let take = strong.len().min(self.strong_len);
         self.weak.push(weak);
@@ -77,29 +77,29 @@ impl BlockSums {
     }
 
     /// How many blocks have sums (pushed so far).
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.weak.len()
     }
 
     /// The block length from the sum head.
-    pub fn block_len(&self) -> u32 {
+    pub(crate) fn block_len(&self) -> u32 {
         self.block_len
     }
 
     /// Length of the last block, 0 when it is a whole block.
-    pub fn remainder(&self) -> u32 {
+    pub(crate) fn remainder(&self) -> u32 {
         self.remainder
     }
 
     /// Bytes of each strong sum.
-    pub fn strong_len(&self) -> usize {
+    pub(crate) fn strong_len(&self) -> usize {
         self.strong_len
     }
 
     /// Length of the basis file the sum head describes, from its announced
     /// count: in append mode, where no sums follow the head, the length of
     /// the part the receiver already has.
-    pub fn basis_len(&self) -> u64 {
+    pub(crate) fn basis_len(&self) -> u64 {
         let whole = (self.announced as u64).saturating_mul(u64::from(self.block_len));
         if self.remainder == 0 || self.announced == 0 {
             whole
@@ -147,7 +147,7 @@ impl BlockSums {
 /// The block length rsync's generator picks for a basis of `file_len` bytes:
 /// 700 up to 700² bytes, then about √len rounded down to a multiple of 8,
 /// capped at 2^29 below protocol 30 and 2^17 from protocol 30 on.
-pub fn block_len_for(file_len: u64, protocol: u32) -> u32 {
+pub(crate) fn block_len_for(file_len: u64, protocol: u32) -> u32 {
     if file_len <= u64::from(MIN_BLOCK_LEN) * u64::from(MIN_BLOCK_LEN) {
         return MIN_BLOCK_LEN;
     }
@@ -183,7 +183,7 @@ pub fn block_len_for(file_len: u64, protocol: u32) -> u32 {
 /// for a digest of `sum_len` bytes: all of it, up to 16, in the redo pass
 /// (`full`), otherwise an estimate from the file and block lengths of the
 /// bytes needed to make a false match unlikely, at least 2.
-pub fn strong_len_for(file_len: u64, block_len: u32, full: bool, sum_len: usize) -> usize {
+pub(crate) fn strong_len_for(file_len: u64, block_len: u32, full: bool, sum_len: usize) -> usize {
     let most = sum_len.min(MAX_BLOCK_STRONG_LEN);
     if full {
         return most;
@@ -207,7 +207,7 @@ fn floor_log2(n: u64) -> u32 {
 
 /// Compute the sums of `len` bytes of `basis` as a generator does: blocks of
 /// `block_len` bytes, the last one shorter, strong sums cut to `strong_len`.
-pub fn generate(
+pub(crate) fn generate(
     mut basis: impl Read,
     len: u64,
     block_len: u32,

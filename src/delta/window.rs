@@ -10,7 +10,7 @@ use std::io::{self, Read};
 
 /// Bytes read ahead beyond the two blocks the matcher may look at (rsync's
 /// MAX_MAP_SIZE): big reads, and literal data handed on in big pieces.
-pub const READ_AHEAD: usize = 256 * 1024;
+pub(crate) const READ_AHEAD: usize = 256 * 1024;
 /// A buffer grown for a file with huge blocks is given back afterwards when
 /// it is more than this and several times what the next file needs.
 const KEEP_BUFFER_MAX: usize = 8 * 1024 * 1024;
@@ -18,7 +18,7 @@ const KEEP_BUFFER_MAX: usize = 8 * 1024 * 1024;
 const KEEP_BUFFER_FACTOR: usize = 4;
 
 /// A window over bytes `base .. base + filled` of the file.
-pub struct Window<'b, R> {
+pub(crate) struct Window<'b, R> {
     buf: &'b mut Vec<u8>,
     reader: R,
     /// File offset of `buf[0]`.
@@ -34,7 +34,7 @@ impl<'b, R: Read> Window<'b, R> {
     /// A window over `reader`, which should hold `file_len` bytes; `span` is
     /// how far beyond its first byte the caller needs to see (two blocks),
     /// `read_ahead` how much more to read at once.
-    pub fn new(
+    pub(crate) fn new(
         buf: &'b mut Vec<u8>,
         reader: R,
         file_len: u64,
@@ -61,42 +61,42 @@ impl<'b, R: Read> Window<'b, R> {
 
     /// Where the file ends, as far as is known.
     #[inline]
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.len
     }
 
     /// The file offset just past the bytes held.
     #[inline]
-    pub fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.base + self.filled as u64
     }
 
     /// Whether the file ended before its announced length.
-    pub fn is_short(&self) -> bool {
+    pub(crate) fn is_short(&self) -> bool {
         self.short
     }
 
     /// The held bytes and the file offset of the first one.
     #[inline]
-    pub fn held(&self) -> (&[u8], u64) {
+    pub(crate) fn held(&self) -> (&[u8], u64) {
         (&self.buf[..self.filled], self.base)
     }
 
     /// Bytes `from..to` of the file, which must be held.
     #[inline]
-    pub fn bytes(&self, from: u64, to: u64) -> &[u8] {
+    pub(crate) fn bytes(&self, from: u64, to: u64) -> &[u8] {
         &self.buf[(from - self.base) as usize..(to - self.base) as usize]
     }
 
     /// Whether bytes up to `upto` (capped at the end of the file) are held.
     #[inline]
-    pub fn holds(&self, upto: u64) -> bool {
+    pub(crate) fn holds(&self, upto: u64) -> bool {
         upto.min(self.len) <= self.end()
     }
 
     /// Forget the bytes before `keep_from` and read on until the buffer is
     /// full or the file ends. Reads never go past the announced length.
-    pub fn fill(&mut self, keep_from: u64) -> io::Result<()> {
+    pub(crate) fn fill(&mut self, keep_from: u64) -> io::Result<()> {
         let drop = (keep_from - self.base) as usize;
         self.buf.copy_within(drop..self.filled, 0);
         self.filled -= drop;
@@ -121,7 +121,7 @@ impl<'b, R: Read> Window<'b, R> {
     }
 
     /// After the whole announced length was read: whether the file goes on.
-    pub fn grew(&mut self) -> io::Result<bool> {
+    pub(crate) fn grew(&mut self) -> io::Result<bool> {
         if self.short {
             return Ok(false);
         }

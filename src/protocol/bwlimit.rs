@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 /// The writer sleeps only once it is this far ahead of the rate.
-pub const MIN_SLEEP: Duration = Duration::from_millis(100);
+pub(crate) const MIN_SLEEP: Duration = Duration::from_millis(100);
 /// One write carries at most this fraction of a second's allowance
 /// (rsync: options.c, `bwlimit_writemax`)...
 const WRITES_PER_SECOND: u64 = 8;
@@ -21,7 +21,7 @@ const NANOS_PER_SEC: u128 = 1_000_000_000;
 
 /// The pace of one connection's writes.
 #[derive(Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     /// Bytes per second, never 0.
     rate: u64,
     /// Bytes written that the time elapsed until `since` has not paid off.
@@ -31,7 +31,7 @@ pub struct Throttle {
 
 impl Throttle {
     /// A throttle at `rate` bytes per second; `None` for no limit (0).
-    pub fn new(rate: u64) -> Option<Throttle> {
+    pub(crate) fn new(rate: u64) -> Option<Throttle> {
         (rate != 0).then_some(Throttle {
             rate,
             backlog: 0,
@@ -40,14 +40,14 @@ impl Throttle {
     }
 
     /// The most one write should carry.
-    pub fn max_write(&self) -> usize {
+    pub(crate) fn max_write(&self) -> usize {
         let cap = (self.rate / WRITES_PER_SECOND).max(MIN_WRITE);
         usize::try_from(cap).unwrap_or(usize::MAX)
     }
 
     /// Accounts for `n` bytes just written and sleeps while the connection
     /// is more than [`MIN_SLEEP`] ahead of the rate.
-    pub fn wrote(&mut self, n: usize) {
+    pub(crate) fn wrote(&mut self, n: usize) {
         self.backlog = self.backlog.saturating_add(n as u64);
         let now = Instant::now();
         if let Some(since) = self.since {

@@ -10,7 +10,7 @@ use super::wildmatch::wildmatch;
 use crate::source::{self, Source};
 
 /// The most names all of a pull's arguments may expand to together.
-pub const MAX_MATCHES: usize = 100_000;
+pub(crate) const MAX_MATCHES: usize = 100_000;
 
 fn has_wildcard(component: &[u8]) -> bool {
     component.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
@@ -18,7 +18,7 @@ fn has_wildcard(component: &[u8]) -> bool {
 
 /// Expands every argument (sanitised paths relative to the module root).
 /// Matches beyond [`MAX_MATCHES`] in all are dropped.
-pub fn expand_all(source: &Source, filters: &Filters, args: &[Vec<u8>]) -> Vec<Vec<u8>> {
+pub(crate) fn expand_all(source: &Source, filters: &Filters, args: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for arg in args {
         let components: Vec<&[u8]> = arg.split(|&b| b == b'/').collect();

@@ -28,16 +28,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Input buffered ahead of the sender's needs while it writes (rsync uses 32 KiB).
-pub const IN_CAP: usize = 64 * 1024;
+pub(crate) const IN_CAP: usize = 64 * 1024;
 /// Output gathered before it is written; also the largest data frame.
-pub const OUT_CAP: usize = 32 * 1024;
+pub(crate) const OUT_CAP: usize = 32 * 1024;
 /// Added to a message tag in the frame header (rsync's MPLEX_BASE).
 const MPLEX_BASE: u32 = 7;
 /// Protocol-29 clients read log messages into a 1 KiB line buffer.
-pub const MAX_MSG_LEN: usize = 1000;
+pub(crate) const MAX_MSG_LEN: usize = 1000;
 /// The longest message other than data we accept from a client (rsync
 /// reads them into a buffer of this size).
-pub const MAX_IN_MSG_LEN: usize = 4096 + 1024;
+pub(crate) const MAX_IN_MSG_LEN: usize = 4096 + 1024;
 /// How often [`Conn::reset_after_delivery`] looks whether the peer has
 /// acknowledged everything.
 const ACK_POLL: Duration = Duration::from_millis(5);
@@ -45,7 +45,7 @@ const ACK_POLL: Duration = Duration::from_millis(5);
 /// Message tags a protocol-29 client understands (rsync.h `enum msgcode`,
 /// with the protocol-30 error/warning codes mapped down as rsync: log.c does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MsgTag {
+pub(crate) enum MsgTag {
     Data = 0,
     Error = 1,
     Info = 2,
@@ -153,32 +153,32 @@ impl Conn {
     }
 
     /// An absolute time after which any wait fails (used for the handshake).
-    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
     }
 
     /// Fail when no byte moves in either direction for this long. Also sets the
     /// keep-alive interval to half of it, as rsync's `allowed_lull` does.
-    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
+    pub(crate) fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
         self.idle_timeout = timeout;
         self.keepalive_every = timeout.map(|t| t / 2);
     }
 
     /// Paces every later write to `rate` bytes per second on average
     /// (`None`: as fast as the socket takes them).
-    pub fn set_bwlimit(&mut self, rate: Option<u64>) {
+    pub(crate) fn set_bwlimit(&mut self, rate: Option<u64>) {
         self.throttle = rate.and_then(Throttle::new);
     }
 
     /// Counts the idle time from now: for waits that are not the peer's
     /// doing, such as a build download.
-    pub fn restart_idle_clock(&mut self) {
+    pub(crate) fn restart_idle_clock(&mut self) {
         self.last_io = Instant::now();
     }
 
     /// Starts the byte counts afresh: rsync's statistics leave out the
     /// daemon handshake.
-    pub fn reset_counters(&mut self) {
+    pub(crate) fn reset_counters(&mut self) {
         self.bytes_read = 0;
         self.bytes_written = 0;
     }
@@ -186,23 +186,23 @@ impl Conn {
     /// Adds every write's byte count to `counter` as well (one atomic add
     /// per write to the socket, never reset), so that another thread can
     /// watch a transfer without a lock.
-    pub fn count_written_into(&mut self, counter: Arc<AtomicU64>) {
+    pub(crate) fn count_written_into(&mut self, counter: Arc<AtomicU64>) {
         self.shared_written = Some(counter);
     }
 
-    pub fn bytes_read(&self) -> u64 {
+    pub(crate) fn bytes_read(&self) -> u64 {
         self.bytes_read
     }
 
     /// Bytes handed to the kernel so far (flush first for an exact count).
-    pub fn bytes_written(&self) -> u64 {
+    pub(crate) fn bytes_written(&self) -> u64 {
         self.bytes_written
     }
 
     /// Reads one handshake line (without its `\n`, and without a trailing
     /// `\r`). Lines longer than `max` are an error, so a client cannot make us
     /// buffer without bound.
-    pub fn read_line(&mut self, max: usize) -> io::Result<Vec<u8>> {
+    pub(crate) fn read_line(&mut self, max: usize) -> io::Result<Vec<u8>> {
         let mut line = Vec::new();
         loop {
             let b = self.read_u8()?;
@@ -223,7 +223,7 @@ impl Conn {
     }
 
     /// Like `read_line`, but a line may also end with NUL (protected args).
-    pub fn read_arg(&mut self, max: usize, nul_terminated: bool) -> io::Result<Vec<u8>> {
+    pub(crate) fn read_arg(&mut self, max: usize, nul_terminated: bool) -> io::Result<Vec<u8>> {
         if !nul_terminated {
             return self.read_line(max);
         }
@@ -243,18 +243,18 @@ impl Conn {
     }
 
     /// From now on output is framed (io_start_multiplex_out).
-    pub fn start_multiplex(&mut self) {
+    pub(crate) fn start_multiplex(&mut self) {
         self.multiplexed = true;
     }
 
-    pub fn is_multiplexed(&self) -> bool {
+    pub(crate) fn is_multiplexed(&self) -> bool {
         self.multiplexed
     }
 
     /// From now on the client's bytes arrive framed (protocol 30 and
     /// later; rsync: io.c io_start_multiplex_in). `echo_error_exit`: answer
     /// a client's error exit with an empty one, as senders do from 31 on.
-    pub fn start_multiplex_in(&mut self, echo_error_exit: bool) {
+    pub(crate) fn start_multiplex_in(&mut self, echo_error_exit: bool) {
         self.multiplexed_in = true;
         self.echo_error_exit = echo_error_exit;
     }
@@ -262,12 +262,12 @@ impl Conn {
     /// Reads the client's bytes unframed again, until the next
     /// [`Conn::start_multiplex_in`]: below protocol 31 a client sends its
     /// `--files-from` names outside the frames.
-    pub fn stop_multiplex_in(&mut self) {
+    pub(crate) fn stop_multiplex_in(&mut self) {
         self.multiplexed_in = false;
     }
 
     /// A message with a binary payload (an int, or nothing).
-    pub fn send_msg_bytes(&mut self, tag: MsgTag, payload: &[u8]) -> io::Result<()> {
+    pub(crate) fn send_msg_bytes(&mut self, tag: MsgTag, payload: &[u8]) -> io::Result<()> {
         self.close_frame();
         self.reserve_out(payload.len() + 4)?;
         let header = ((MPLEX_BASE + tag as u32) << 24) | payload.len() as u32;
@@ -351,7 +351,7 @@ impl Conn {
 
     /// Sends a log message to the client (an error, a warning, or info). Long
     /// text is split so an old client's line buffer is never overrun.
-    pub fn send_msg(&mut self, tag: MsgTag, text: &[u8]) -> io::Result<()> {
+    pub(crate) fn send_msg(&mut self, tag: MsgTag, text: &[u8]) -> io::Result<()> {
         if !self.multiplexed {
             return self.write_raw(text);
         }
@@ -367,7 +367,7 @@ impl Conn {
 
     /// An empty data frame, which rsync clients treat as a keep-alive, when
     /// nothing has been written for half the idle timeout.
-    pub fn maybe_keepalive(&mut self) -> io::Result<()> {
+    pub(crate) fn maybe_keepalive(&mut self) -> io::Result<()> {
         let Some(every) = self.keepalive_every else {
             return Ok(());
         };
@@ -383,7 +383,7 @@ impl Conn {
     }
 
     /// Writes everything buffered.
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         self.close_frame();
         self.pump(0)
     }
@@ -394,7 +394,7 @@ impl Conn {
     /// the connection, so the client reports a socket error (exit 10) after
     /// the message; a plain close would read as a protocol error (exit 12).
     /// Not a socket (pipes in tests): only the flush.
-    pub fn reset_after_delivery(&mut self, limit: Duration) -> io::Result<()> {
+    pub(crate) fn reset_after_delivery(&mut self, limit: Duration) -> io::Result<()> {
         self.flush()?;
         let fd = self.wfd.as_raw_fd();
         let started = Instant::now();
@@ -458,7 +458,7 @@ impl Conn {
 
     /// Whether the client has sent bytes not read yet: buffered here, or
     /// waiting in the socket (a poll that does not wait).
-    pub fn input_waiting(&self) -> bool {
+    pub(crate) fn input_waiting(&self) -> bool {
         if self.buffered_input() > 0 {
             return true;
         }
@@ -575,7 +575,7 @@ impl Conn {
     /// Whether the client has gone (closed its side, or the connection
     /// broke), looked at without waiting. Input that has arrived is kept
     /// for later reads.
-    pub fn peer_gone(&mut self) -> bool {
+    pub(crate) fn peer_gone(&mut self) -> bool {
         if self.in_eof {
             return true;
         }

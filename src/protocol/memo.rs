@@ -48,17 +48,17 @@ use std::time::{Duration, Instant};
 /// The memory the daemon's memo may hold: the recorded calls and keys of
 /// all entries. A 64 MiB file against 8 KiB blocks records about 100 KiB,
 /// so this keeps a few hundred large files, or every file of a build.
-pub const MEMO_MAX_BYTES: u64 = 32 << 20;
+pub(crate) const MEMO_MAX_BYTES: u64 = 32 << 20;
 
 /// One entry may take at most this fraction of the memo's limit (a
 /// quarter): a file matched in more calls is computed, sent and not kept,
 /// and its recording stops as soon as it passes that.
-pub const ENTRY_SHARE: u64 = 4;
+pub(crate) const ENTRY_SHARE: u64 = 4;
 
 /// How long a request waits for an identical one to finish computing
 /// before it computes for itself (a computing connection whose client
 /// stops reading must not hold up the others for its whole timeout).
-pub const MEMO_WAIT_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const MEMO_WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 /// What an entry costs besides its calls: the key, the map and LRU slots.
 const ENTRY_OVERHEAD: u64 = 256;
@@ -74,7 +74,7 @@ enum Call {
 
 /// One file's result against one set of sums.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Delta {
+pub(crate) struct Delta {
     calls: Vec<Call>,
     outcome: MatchOutcome,
 }
@@ -91,7 +91,7 @@ impl Delta {
     /// `file`: the literal ranges always, the matched ones only when
     /// `with_matched_data` (a compressor needs them; the plain stream sends
     /// block numbers only and gets empty slices). `buf` is reused.
-    pub fn replay<S: TokenSink>(
+    pub(crate) fn replay<S: TokenSink>(
         &self,
         file: &File,
         with_matched_data: bool,
@@ -204,17 +204,17 @@ enum State {
 
 /// What the memo did, for status and the log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MemoCounts {
+pub(crate) struct MemoCounts {
     /// Entries held now, and their memory.
-    pub entries: u64,
-    pub bytes: u64,
+    pub(crate) entries: u64,
+    pub(crate) bytes: u64,
     /// Files sent by replaying an entry (including after waiting).
-    pub replayed: u64,
+    pub(crate) replayed: u64,
     /// Files computed and kept.
-    pub computed: u64,
+    pub(crate) computed: u64,
     /// Entries evicted for room, and dropped with their build.
-    pub evicted: u64,
-    pub dropped: u64,
+    pub(crate) evicted: u64,
+    pub(crate) dropped: u64,
 }
 
 #[derive(Default)]
@@ -288,12 +288,12 @@ enum Claim<'m> {
 impl Memo {
     /// A memo holding at most `limit` bytes, whose identical requests
     /// wait [`MEMO_WAIT_LIMIT`] for each other.
-    pub fn new(limit: u64) -> Memo {
+    pub(crate) fn new(limit: u64) -> Memo {
         Memo::with_wait(limit, MEMO_WAIT_LIMIT)
     }
 
     /// A memo whose identical requests wait `wait` for each other.
-    pub fn with_wait(limit: u64, wait: Duration) -> Memo {
+    pub(crate) fn with_wait(limit: u64, wait: Duration) -> Memo {
         Memo {
             limit,
             wait,
@@ -307,14 +307,14 @@ impl Memo {
     }
 
     /// The counters now.
-    pub fn counts(&self) -> MemoCounts {
+    pub(crate) fn counts(&self) -> MemoCounts {
         self.table.lock().counts
     }
 
     /// Forgets every entry of `build` (its tree left the cache); returns
     /// how many went. Computations under way finish for their waiters and
     /// are not kept.
-    pub fn drop_build(&self, build: &str) -> u64 {
+    pub(crate) fn drop_build(&self, build: &str) -> u64 {
         let mut t = self.table.lock();
         t.trees.remove(build);
         t.drop_build(build)
@@ -324,7 +324,7 @@ impl Memo {
     /// (its root directory) has inode `tree`. A tree other than the one
     /// seen before means the build was replaced or evicted by another
     /// process (the admin commands): its old entries are dropped here.
-    pub fn for_build(memo: &Arc<Memo>, name: &str, tree: u64) -> BuildMemo {
+    pub(crate) fn for_build(memo: &Arc<Memo>, name: &str, tree: u64) -> BuildMemo {
         let mut t = memo.table.lock();
         if t.trees
             .insert(name.into(), tree)
@@ -497,34 +497,34 @@ impl TokenSink for Recording {
 /// Which build a connection pulls, with the daemon's memo
 /// ([`Memo::for_build`]).
 #[derive(Clone)]
-pub struct BuildMemo {
+pub(crate) struct BuildMemo {
     memo: Arc<Memo>,
     build: Arc<str>,
 }
 
 /// One file to send, as the sender knows it.
-pub struct FileRequest<'a> {
+pub(crate) struct FileRequest<'a> {
     /// The path in the module (with the file's identity, part of the key).
-    pub path: &'a [u8],
+    pub(crate) path: &'a [u8],
     /// The length announced in the file list.
-    pub size: u64,
-    pub sums: &'a BlockSums,
-    pub strong: StrongSum,
-    pub mode: MatchMode,
-    pub protocol: u32,
+    pub(crate) size: u64,
+    pub(crate) sums: &'a BlockSums,
+    pub(crate) strong: StrongSum,
+    pub(crate) mode: MatchMode,
+    pub(crate) protocol: u32,
     /// The token writer compresses: matched blocks must carry their bytes.
-    pub with_matched_data: bool,
+    pub(crate) with_matched_data: bool,
 }
 
 /// One connection's use of the memo: none for static modules.
-pub struct Session {
+pub(crate) struct Session {
     memo: Option<BuildMemo>,
     /// Reused for the bytes of replayed calls.
     buf: Vec<u8>,
 }
 
 impl Session {
-    pub fn new(memo: Option<BuildMemo>) -> Session {
+    pub(crate) fn new(memo: Option<BuildMemo>) -> Session {
         Session {
             memo,
             buf: Vec::new(),
@@ -534,7 +534,7 @@ impl Session {
     /// Sends `file` as [`Matcher::send`] would, through the memo when the
     /// pull has one: replayed when an identical request was computed,
     /// otherwise computed (and recorded for the next ones).
-    pub fn send<S: TokenSink>(
+    pub(crate) fn send<S: TokenSink>(
         &mut self,
         matcher: &mut Matcher,
         file: &File,

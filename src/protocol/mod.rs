@@ -12,16 +12,16 @@
 //!   plain or compressed; [`memo`]: deltas of builds kept and replayed
 //!   for identical requests.
 
-pub mod bwlimit;
+pub(crate) mod bwlimit;
 pub mod filter;
-pub mod flist;
-pub mod glob;
+pub(crate) mod flist;
+pub(crate) mod glob;
 pub mod io;
 pub mod memo;
-pub mod ndx;
+pub(crate) mod ndx;
 pub mod options;
 pub mod sender;
-pub mod setup;
-pub mod token;
-pub mod wildmatch;
-pub mod wire;
+pub(crate) mod setup;
+pub(crate) mod token;
+pub(crate) mod wildmatch;
+pub(crate) mod wire;

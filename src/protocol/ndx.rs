@@ -8,20 +8,20 @@ use super::wire::{WireRead, WireWrite};
 use std::io;
 
 /// The end of a phase (and of the run).
-pub const NDX_DONE: i32 = -1;
+pub(crate) const NDX_DONE: i32 = -1;
 /// The client's deletion counts follow (31+, with `--delete`).
-pub const NDX_DEL_STATS: i32 = -3;
+pub(crate) const NDX_DEL_STATS: i32 = -3;
 
 /// One direction's state.
 #[derive(Clone, Copy, Debug)]
-pub struct NdxCodec {
+pub(crate) struct NdxCodec {
     protocol: u32,
     prev_positive: i32,
     prev_negative: i32,
 }
 
 impl NdxCodec {
-    pub fn new(protocol: u32) -> NdxCodec {
+    pub(crate) fn new(protocol: u32) -> NdxCodec {
         NdxCodec {
             protocol,
             prev_positive: -1,
@@ -29,7 +29,7 @@ impl NdxCodec {
         }
     }
 
-    pub fn write(&mut self, out: &mut impl WireWrite, ndx: i32) -> io::Result<()> {
+    pub(crate) fn write(&mut self, out: &mut impl WireWrite, ndx: i32) -> io::Result<()> {
         if self.protocol < 30 {
             return out.write_i32(ndx);
         }
@@ -69,7 +69,7 @@ impl NdxCodec {
         out.write_all(&b[..n])
     }
 
-    pub fn read(&mut self, input: &mut impl WireRead) -> io::Result<i32> {
+    pub(crate) fn read(&mut self, input: &mut impl WireRead) -> io::Result<i32> {
         if self.protocol < 30 {
             return input.read_i32();
         }

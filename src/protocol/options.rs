@@ -16,13 +16,13 @@ use std::fmt;
 /// Most arguments a client may send (rsyncd's limit, MAX_ARGS * 16 in
 /// rsync: io.c read_args, is far more; no stock client sends more than a few
 /// dozen options plus its paths).
-pub const MAX_ARGS: usize = 4096;
+pub(crate) const MAX_ARGS: usize = 4096;
 /// Longest single argument (rsync's BIGPATHBUFLEN, the line buffer of
 /// rsync: clientserver.c rsync_module, is 4096 + 1024).
-pub const MAX_ARG_LEN: usize = 5 * 1024;
+pub(crate) const MAX_ARG_LEN: usize = 5 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Compression {
+pub(crate) enum Compression {
     #[default]
     None,
     /// `-z`: deflate with matched data inserted into the history.
@@ -38,85 +38,85 @@ pub enum Compression {
 /// What a pulling client asked for. Field names follow rsync's option names.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    pub server: bool,
-    pub sender: bool,
-    pub verbose: u8,
-    pub dry_run: bool,
-    pub recurse: bool,
-    pub dirs: bool,
-    pub list_only: bool,
-    pub links: bool,
-    pub copy_links: bool,
-    pub copy_dirlinks: bool,
-    pub copy_unsafe_links: bool,
-    pub safe_links: bool,
-    pub hard_links: bool,
-    pub perms: bool,
-    pub executability: bool,
-    pub owner: bool,
-    pub group: bool,
-    pub devices: bool,
-    pub specials: bool,
-    pub times: bool,
-    pub checksum: bool,
-    pub cvs_exclude: bool,
-    pub ignore_times: bool,
-    pub relative: bool,
+    pub(crate) server: bool,
+    pub(crate) sender: bool,
+    pub(crate) verbose: u8,
+    pub(crate) dry_run: bool,
+    pub(crate) recurse: bool,
+    pub(crate) dirs: bool,
+    pub(crate) list_only: bool,
+    pub(crate) links: bool,
+    pub(crate) copy_links: bool,
+    pub(crate) copy_dirlinks: bool,
+    pub(crate) copy_unsafe_links: bool,
+    pub(crate) safe_links: bool,
+    pub(crate) hard_links: bool,
+    pub(crate) perms: bool,
+    pub(crate) executability: bool,
+    pub(crate) owner: bool,
+    pub(crate) group: bool,
+    pub(crate) devices: bool,
+    pub(crate) specials: bool,
+    pub(crate) times: bool,
+    pub(crate) checksum: bool,
+    pub(crate) cvs_exclude: bool,
+    pub(crate) ignore_times: bool,
+    pub(crate) relative: bool,
     /// `--qsort`: the client sorts with qsort, which rules out incremental
     /// recursion (rsync: compat.c set_allow_inc_recurse).
-    pub qsort: bool,
-    pub implied_dirs: bool,
-    pub one_file_system: u8,
-    pub whole_file: bool,
-    pub numeric_ids: bool,
-    pub ignore_errors: bool,
-    pub compression: Compression,
+    pub(crate) qsort: bool,
+    pub(crate) implied_dirs: bool,
+    pub(crate) one_file_system: u8,
+    pub(crate) whole_file: bool,
+    pub(crate) numeric_ids: bool,
+    pub(crate) ignore_errors: bool,
+    pub(crate) compression: Compression,
     /// The compressor was named (`--compress-choice`, `--old-compress`,
     /// `--new-compress`, `-zz`): from protocol 30 on, only a plain `-z` (or
     /// a level alone) is negotiated.
-    pub compress_named: bool,
-    pub compress_level: Option<i32>,
+    pub(crate) compress_named: bool,
+    pub(crate) compress_level: Option<i32>,
     /// The client's capability letters, the value of its `-e` argument
     /// (`.LsfxCIvu`; rsync: compat.c setup_protocol reads them).
-    pub client_info: Vec<u8>,
-    pub block_size: Option<u32>,
-    pub timeout: Option<u32>,
-    pub checksum_seed: Option<u32>,
+    pub(crate) client_info: Vec<u8>,
+    pub(crate) block_size: Option<u32>,
+    pub(crate) timeout: Option<u32>,
+    pub(crate) checksum_seed: Option<u32>,
     /// `--checksum-choice`: the digest of block and whole-file sums, and
     /// that of `-c` file checksums (`X,Y` names them apart).
-    pub xfer_sum: SumKind,
-    pub file_sum: SumKind,
+    pub(crate) xfer_sum: SumKind,
+    pub(crate) file_sum: SumKind,
     /// The module's `numeric ids`: no names in the id lists.
-    pub names_withheld: bool,
+    pub(crate) names_withheld: bool,
     /// The module's `ignore nonreadable`: what upserv cannot read is left
     /// out of the file list.
-    pub skip_unreadable: bool,
+    pub(crate) skip_unreadable: bool,
     /// Every option the client sent, once each, in the order first sent:
     /// what a module's `refuse options` look at.
-    pub given: Vec<&'static ClientOption>,
+    pub(crate) given: Vec<&'static ClientOption>,
     /// Which rows of [`OPTIONS`] `given` holds, one bit each.
     given_seen: Vec<u64>,
-    pub inplace: bool,
+    pub(crate) inplace: bool,
     /// 0, 1 for `--append`, 2 for `--append-verify` (sent as `--append --append`).
-    pub append: u8,
-    pub protect_args: bool,
+    pub(crate) append: u8,
+    pub(crate) protect_args: bool,
     /// `--files-from`: `-` for names sent over the connection, else a file
     /// in the module.
-    pub files_from: Option<Vec<u8>>,
-    pub from0: bool,
-    pub missing_args: MissingArgs,
-    pub prune_empty_dirs: bool,
+    pub(crate) files_from: Option<Vec<u8>>,
+    pub(crate) from0: bool,
+    pub(crate) missing_args: MissingArgs,
+    pub(crate) prune_empty_dirs: bool,
     pub max_size: Option<u64>,
-    pub min_size: Option<u64>,
+    pub(crate) min_size: Option<u64>,
     /// `--bwlimit`: what the sender may write, in bytes per second
     /// (whole KiB, as rsync rounds it); `None` is unlimited.
-    pub bwlimit: Option<u64>,
+    pub(crate) bwlimit: Option<u64>,
     /// The source paths, after the `.` that ends the options.
-    pub paths: Vec<Vec<u8>>,
+    pub(crate) paths: Vec<Vec<u8>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum MissingArgs {
+pub(crate) enum MissingArgs {
     #[default]
     Error,
     Ignore,
@@ -139,7 +139,7 @@ impl fmt::Display for OptionError {
 /// `-x VALUE`. rsync has no option whose value is optional, so neither has
 /// this table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arg {
+pub(crate) enum Arg {
     None,
     Required,
 }
@@ -194,23 +194,23 @@ impl Rejected {
 
 /// One option a client may send: a row of [`OPTIONS`].
 #[derive(Debug)]
-pub struct ClientOption {
+pub(crate) struct ClientOption {
     /// The long name; for `-D`, `-P` and `-F`, which rsync has only as
     /// letters, a name of upserv's own (see [`ClientOption::long`]).
-    pub name: &'static str,
-    pub letter: Option<u8>,
-    pub arg: Arg,
+    pub(crate) name: &'static str,
+    pub(crate) letter: Option<u8>,
+    pub(crate) arg: Arg,
     effect: Effect,
     /// Wildcard `refuse options` rules pass it by; only a rule naming it
     /// exactly refuses it (rsync: options.c set_refuse_options marks these
     /// `a=`).
-    pub exact_only: bool,
+    pub(crate) exact_only: bool,
     letter_only: bool,
 }
 
 impl ClientOption {
     /// The name rsync knows the option by, if it has one besides its letter.
-    pub fn long(&self) -> Option<&'static str> {
+    pub(crate) fn long(&self) -> Option<&'static str> {
         (!self.letter_only).then_some(self.name)
     }
 
@@ -254,7 +254,7 @@ const fn value(name: &'static str, effect: Effect) -> ClientOption {
 /// rsync: options.c long_options) groups them, the letter-only ones last; the
 /// order has no meaning. An option of a later protocol is one more row, or a
 /// row whose effect changes.
-pub static OPTIONS: &[ClientOption] = {
+pub(crate) static OPTIONS: &[ClientOption] = {
     use Effect::{Count, Ignore, Off, On, Read, Reject, Run, Zero};
     &[
         flag("help", Ignore),
@@ -566,7 +566,7 @@ const fn by_letter() -> [u16; 256] {
 
 /// The row of the option called `name` (as [`ClientOption::name`] spells
 /// it), and its position in [`OPTIONS`].
-pub fn lookup(name: &str) -> Option<(usize, &'static ClientOption)> {
+pub(crate) fn lookup(name: &str) -> Option<(usize, &'static ClientOption)> {
     OPTIONS
         .iter()
         .enumerate()
@@ -909,14 +909,14 @@ impl Options {
 
     /// Whether the client sent option `name` (as [`ClientOption::name`]
     /// spells it).
-    pub fn was_given(&self, name: &str) -> bool {
+    pub(crate) fn was_given(&self, name: &str) -> bool {
         self.given.iter().any(|option| option.name == name)
     }
 
     /// With `-s` (`--secluded-args`) the paths arrive a second time as
     /// `rsync`, `.`, then the paths, each ended by a NUL (rsync: rsync.c
     /// send_protected_args); they replace whatever the first list held.
-    pub fn set_protected_paths(&mut self, args: &[Vec<u8>]) {
+    pub(crate) fn set_protected_paths(&mut self, args: &[Vec<u8>]) {
         self.paths = match args.iter().position(|a| a.as_slice() == b".") {
             Some(dot) => args[dot + 1..].to_vec(),
             None => Vec::new(),

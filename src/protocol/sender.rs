@@ -26,10 +26,10 @@ use std::io;
 use std::time::{Duration, Instant};
 
 /// rsync's OLD_MAX_BLOCK_SIZE: the largest block length below protocol 30.
-pub const OLD_MAX_BLOCK_LEN: i32 = 1 << 29;
+pub(crate) const OLD_MAX_BLOCK_LEN: i32 = 1 << 29;
 /// rsync's MAX_BLOCK_SIZE: the largest block length from protocol 30 on
 /// (rsync: generator.c sum_sizes_sqroot).
-pub const MAX_BLOCK_LEN: i32 = 1 << 17;
+pub(crate) const MAX_BLOCK_LEN: i32 = 1 << 17;
 /// The largest `--files-from` file read from a module, and the most name
 /// bytes a client may send for `--files-from=-`.
 pub const MAX_FILES_FROM_LEN: u64 = 64 * 1024 * 1024;
@@ -37,7 +37,7 @@ pub const MAX_FILES_FROM_LEN: u64 = 64 * 1024 * 1024;
 /// memory. rsync's generator picks about the square root of the file size,
 /// so this covers files up to 64 TiB; larger blocks (`--block-size`) get
 /// the file whole instead.
-pub const MAX_MATCH_BLOCK_LEN: i32 = 8 << 20;
+pub(crate) const MAX_MATCH_BLOCK_LEN: i32 = 8 << 20;
 /// The most checksum bytes (weak + strong) we hold for one file. Beyond it
 /// the sums are read and dropped and the file goes whole, so a client's
 /// claims never decide how much memory we allocate. Held sums and their
@@ -45,7 +45,7 @@ pub const MAX_MATCH_BLOCK_LEN: i32 = 8 << 20;
 /// a set: 4 MiB keeps a connection near 25 MiB, and still covers the
 /// default block size (the square root of the size) of files up to
 /// about 40 GiB.
-pub const MAX_SUM_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_SUM_BYTES: usize = 4 * 1024 * 1024;
 
 const ITEM_BASIS_TYPE_FOLLOWS: u16 = 1 << 11;
 const ITEM_XNAME_FOLLOWS: u16 = 1 << 12;
@@ -55,7 +55,7 @@ const FNAMECMP_FNAME: u8 = 0x80;
 
 /// Why a pull ended early.
 #[derive(Debug)]
-pub enum TransferError {
+pub(crate) enum TransferError {
     /// The connection failed or timed out.
     Io(io::Error),
     /// The client broke the protocol; the text says how.
@@ -85,30 +85,30 @@ fn protocol_error<T>(text: impl Into<String>) -> Result<T, TransferError> {
 
 /// What one pull moved, for the transfer log line.
 #[derive(Debug, Default, Clone)]
-pub struct TransferStats {
-    pub files_listed: usize,
-    pub files_sent: u64,
-    pub literal_bytes: u64,
-    pub matched_bytes: u64,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
+pub(crate) struct TransferStats {
+    pub(crate) files_listed: usize,
+    pub(crate) files_sent: u64,
+    pub(crate) literal_bytes: u64,
+    pub(crate) matched_bytes: u64,
+    pub(crate) bytes_read: u64,
+    pub(crate) bytes_written: u64,
 }
 
 /// Everything the sender needs to know about one pull.
-pub struct Pull<'a> {
-    pub opts: &'a Options,
-    pub protocol: u32,
-    pub source: &'a Source,
-    pub module: &'a str,
+pub(crate) struct Pull<'a> {
+    pub(crate) opts: &'a Options,
+    pub(crate) protocol: u32,
+    pub(crate) source: &'a Source,
+    pub(crate) module: &'a str,
     /// Source paths relative to the module root, already sanitised.
-    pub paths: Vec<Vec<u8>>,
+    pub(crate) paths: Vec<Vec<u8>>,
     /// The module's own filter rules.
-    pub daemon_filters: FilterList,
+    pub(crate) daemon_filters: FilterList,
     /// The seed when the client sets none: a build's shared seed; `None`
     /// for the time-based one.
-    pub seed: Option<u32>,
+    pub(crate) seed: Option<u32>,
     /// For builds: the daemon's delta memo.
-    pub memo: Option<BuildMemo>,
+    pub(crate) memo: Option<BuildMemo>,
 }
 
 impl Reporter for Conn {
@@ -139,7 +139,7 @@ const REFUSAL_DELIVERY: Duration = Duration::from_secs(2);
 /// Tells the client about an option error the way rsyncd does: the protocol
 /// setup is finished so that the message can travel multiplexed, and the
 /// connection ends in a reset once the client has it.
-pub fn refuse(conn: &mut Conn, protocol: u32, message: &str) -> io::Result<()> {
+pub(crate) fn refuse(conn: &mut Conn, protocol: u32, message: &str) -> io::Result<()> {
     setup::run_for_refusal(conn, protocol)?;
     conn.start_multiplex();
     conn.send_msg(MsgTag::Error, format!("rsync: {message}\n").as_bytes())?;
@@ -148,7 +148,7 @@ pub fn refuse(conn: &mut Conn, protocol: u32, message: &str) -> io::Result<()> {
 
 /// Runs one pull on a connection whose handshake is done. A client that
 /// breaks the protocol is told why before the connection closes.
-pub fn run(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError> {
+pub(crate) fn run(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError> {
     let result = transfer(conn, pull);
     if let Err(TransferError::Protocol(text)) = &result {
         let line = format!("rsync: [sender] {text}\n");

@@ -14,28 +14,28 @@ use crate::delta::SumKind;
 use std::io;
 
 /// The receiver may send incremental file lists (never granted here).
-pub const CF_INC_RECURSE: u32 = 1 << 0;
+pub(crate) const CF_INC_RECURSE: u32 = 1 << 0;
 /// The receiver can set times on symlinks.
-pub const CF_SYMLINK_TIMES: u32 = 1 << 1;
+pub(crate) const CF_SYMLINK_TIMES: u32 = 1 << 1;
 /// Symlink targets go through `--iconv`.
-pub const CF_SYMLINK_ICONV: u32 = 1 << 2;
+pub(crate) const CF_SYMLINK_ICONV: u32 = 1 << 2;
 /// A file list may end with an I/O-error value (`f`).
-pub const CF_SAFE_FLIST: u32 = 1 << 3;
+pub(crate) const CF_SAFE_FLIST: u32 = 1 << 3;
 /// The xattr abbreviation is off (`x`).
-pub const CF_AVOID_XATTR_OPTIM: u32 = 1 << 4;
+pub(crate) const CF_AVOID_XATTR_OPTIM: u32 = 1 << 4;
 /// MD5 block sums put the seed first (`C`).
-pub const CF_CHKSUM_SEED_FIX: u32 = 1 << 5;
+pub(crate) const CF_CHKSUM_SEED_FIX: u32 = 1 << 5;
 /// `--inplace` with a partial dir (`I`).
-pub const CF_INPLACE_PARTIAL_DIR: u32 = 1 << 6;
+pub(crate) const CF_INPLACE_PARTIAL_DIR: u32 = 1 << 6;
 /// File-list flags as varints, and checksum and compression names
 /// negotiated (`v`).
-pub const CF_VARINT_FLIST_FLAGS: u32 = 1 << 7;
+pub(crate) const CF_VARINT_FLIST_FLAGS: u32 = 1 << 7;
 /// The id lists end with the name of id 0 (`u`).
-pub const CF_ID0_NAMES: u32 = 1 << 8;
+pub(crate) const CF_ID0_NAMES: u32 = 1 << 8;
 
 /// The longest name list either side sends (rsync's MAX_NSTR_STRLEN
 /// buffer).
-pub const MAX_NAME_LIST_LEN: usize = 256;
+pub(crate) const MAX_NAME_LIST_LEN: usize = 256;
 
 /// The checksums we offer, strongest first, as rsyncd lists them; the
 /// first of these the client also names is the one both sides use.
@@ -65,43 +65,43 @@ const COMPRESSIONS: &[(&str, Compression)] = &[
 
 /// What the setup decided.
 #[derive(Clone, Copy, Debug)]
-pub struct Setup {
-    pub protocol: u32,
+pub(crate) struct Setup {
+    pub(crate) protocol: u32,
     /// The compat flags sent (0 below protocol 30).
-    pub compat: u32,
+    pub(crate) compat: u32,
     /// Block and whole-file sums.
-    pub xfer_sum: SumKind,
+    pub(crate) xfer_sum: SumKind,
     /// `-c` file checksums.
-    pub file_sum: SumKind,
-    pub compression: Compression,
-    pub seed: u32,
+    pub(crate) file_sum: SumKind,
+    pub(crate) compression: Compression,
+    pub(crate) seed: u32,
 }
 
 impl Setup {
     /// File-list flags as varints (rsync's xfer_flags_as_varint).
-    pub fn varint_flags(&self) -> bool {
+    pub(crate) fn varint_flags(&self) -> bool {
         self.compat & CF_VARINT_FLIST_FLAGS != 0
     }
 
     /// The list may end with the I/O-error value (use_safe_inc_flist).
-    pub fn safe_flist(&self) -> bool {
+    pub(crate) fn safe_flist(&self) -> bool {
         self.protocol >= 31 || self.compat & CF_SAFE_FLIST != 0
     }
 
     /// Incremental recursion (rsync's inc_recurse).
-    pub fn inc_recurse(&self) -> bool {
+    pub(crate) fn inc_recurse(&self) -> bool {
         self.compat & CF_INC_RECURSE != 0
     }
 
     /// The id lists end with id 0's name.
-    pub fn id0_names(&self) -> bool {
+    pub(crate) fn id0_names(&self) -> bool {
         self.compat & CF_ID0_NAMES != 0
     }
 }
 
 /// Why the setup failed.
 #[derive(Debug)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     Io(io::Error),
     /// No name of the client's list is one we know; rsyncd exits without
     /// a word (the client prints the failure).
@@ -118,7 +118,7 @@ impl From<io::Error> for SetupError {
 /// client's `-e` argument): symlink times and iconv always (a Linux build
 /// with iconv), the rest as the client offers them. Incremental recursion
 /// is decided apart ([`incremental_recursion`]).
-pub fn compat_flags(client_info: &[u8]) -> u32 {
+pub(crate) fn compat_flags(client_info: &[u8]) -> u32 {
     let mut flags = CF_SYMLINK_TIMES | CF_SYMLINK_ICONV;
     for (letter, flag) in [
         (b'f', CF_SAFE_FLIST),
@@ -140,7 +140,7 @@ pub fn compat_flags(client_info: &[u8]) -> u32 {
 /// compat.c set_allow_inc_recurse). Not with `-R` or `--files-from`, whose
 /// implied directories would have to be deferred into the lists of the
 /// directories above them; without it the result is the same.
-pub fn incremental_recursion(opts: &Options) -> bool {
+pub(crate) fn incremental_recursion(opts: &Options) -> bool {
     opts.recurse
         && !opts.qsort
         && opts.client_info.contains(&b'i')
@@ -150,7 +150,7 @@ pub fn incremental_recursion(opts: &Options) -> bool {
 
 /// Runs the setup for a pull: compat flags and negotiation from protocol
 /// 30 on, then the seed.
-pub fn run(conn: &mut Conn, opts: &Options, protocol: u32, seed: u32) -> Result<Setup, SetupError> {
+pub(crate) fn run(conn: &mut Conn, opts: &Options, protocol: u32, seed: u32) -> Result<Setup, SetupError> {
     let mut setup = Setup {
         protocol,
         compat: 0,
@@ -174,7 +174,7 @@ pub fn run(conn: &mut Conn, opts: &Options, protocol: u32, seed: u32) -> Result<
 /// The setup before an error message, when the arguments were refused:
 /// flags without negotiation (so the client neither sends nor expects
 /// name lists), and a zero seed.
-pub fn run_for_refusal(conn: &mut Conn, protocol: u32) -> io::Result<()> {
+pub(crate) fn run_for_refusal(conn: &mut Conn, protocol: u32) -> io::Result<()> {
     if protocol >= 30 {
         conn.write_varint((CF_SYMLINK_TIMES | CF_SYMLINK_ICONV) as i32)?;
     }

@@ -21,12 +21,12 @@
 /// Most groups of consecutive `*` a pattern may hold. Each group is one level
 /// of recursion while matching, so this bounds the stack a pattern can use;
 /// real patterns hold a handful.
-pub const MAX_STAR_GROUPS: usize = 256;
+pub(crate) const MAX_STAR_GROUPS: usize = 256;
 
 /// Most steps (pattern elements compared, star positions tried) one call of
 /// [`wildmatch`] may take. Ordinary patterns on paths of a few thousand bytes
 /// stay far below it; a match that runs out counts as no match.
-pub const MATCH_STEP_BUDGET: u32 = 1 << 20;
+pub(crate) const MATCH_STEP_BUDGET: u32 = 1 << 20;
 
 /// Most parts a joined text may have: a directory prefix, its slash, the name
 /// and a trailing slash.
@@ -34,7 +34,7 @@ pub(crate) const MAX_TEXT_PARTS: usize = 4;
 
 /// How many groups of consecutive `*` `pattern` holds. An escaped `\*` is a
 /// literal star, no wildcard, and ends a group.
-pub fn star_groups(pattern: &[u8]) -> usize {
+pub(crate) fn star_groups(pattern: &[u8]) -> usize {
     let mut groups = 0;
     let mut prev_star = false;
     let mut bytes = pattern.iter();
@@ -55,7 +55,7 @@ pub fn star_groups(pattern: &[u8]) -> usize {
 /// [`MAX_STAR_GROUPS`] star groups matches nothing: callers hand in what
 /// clients send (a wildcard argument's components), and the limit is what
 /// bounds the recursion.
-pub fn wildmatch(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn wildmatch(pattern: &[u8], text: &[u8]) -> bool {
     if star_groups(pattern) > MAX_STAR_GROUPS {
         return false;
     }

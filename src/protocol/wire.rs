@@ -12,7 +12,7 @@ const LONGINT_ESCAPE: i32 = -1;
 
 /// Sources of wire bytes. `read_exact` fails with `UnexpectedEof` when the peer
 /// closed the stream.
-pub trait WireRead {
+pub(crate) trait WireRead {
     fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()>;
 
     fn read_u8(&mut self) -> io::Result<u8> {
@@ -109,7 +109,7 @@ fn var_bytes(x: u64, max: usize, min: usize) -> ([u8; 10], usize) {
 }
 
 /// Sinks of wire bytes.
-pub trait WireWrite {
+pub(crate) trait WireWrite {
     fn write_all(&mut self, data: &[u8]) -> io::Result<()>;
 
     fn write_u8(&mut self, v: u8) -> io::Result<()> {

@@ -36,14 +36,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 const MAX_OPENAT2_RETRIES: usize = 4;
 
 /// The longest symlink target read (PATH_MAX); a longer one is an error.
-pub const MAX_LINK_LEN: usize = 4096;
+pub(crate) const MAX_LINK_LEN: usize = 4096;
 
 /// Bytes asked of the kernel per `getdents64` call while listing.
 const DIRENT_BUF_LEN: usize = 32 * 1024;
 
 /// How paths are opened beneath the root.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Strategy {
+pub(crate) enum Strategy {
     /// One `openat2` call confined by the kernel.
     Openat2,
     /// A walk component by component (kernels before 5.6, or where a
@@ -99,7 +99,7 @@ impl Stat {
 
 /// A module root held open.
 #[derive(Debug)]
-pub struct Root {
+pub(crate) struct Root {
     fd: OwnedFd,
     strategy: Strategy,
     /// The directory of the last entry looked at, by its path.
@@ -109,7 +109,7 @@ pub struct Root {
 impl Root {
     /// Opens the directory the operator configured (following links in
     /// that path is the operator's choice).
-    pub fn at(path: &Path) -> io::Result<Root> {
+    pub(crate) fn at(path: &Path) -> io::Result<Root> {
         let strategy = if NO_OPENAT2.load(Ordering::Relaxed) {
             Strategy::Walk
         } else {
@@ -230,13 +230,13 @@ impl Root {
     }
 
     /// Opens `rel` for reading (with `flags` added), no link followed.
-    pub fn open_file(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    pub(crate) fn open_file(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
         self.at_parent(rel, |dir, name| openat(dir, name, libc::O_RDONLY | flags))
     }
 
     /// What the disk says about `rel` itself (a final symlink is
     /// described); no owner names.
-    pub fn lstat(&self, rel: &[u8]) -> io::Result<Stat> {
+    pub(crate) fn lstat(&self, rel: &[u8]) -> io::Result<Stat> {
         self.at_parent(rel, |dir, name| {
             if !NO_STATX.load(Ordering::Relaxed) {
                 // SAFETY: an all-zero statx is a valid buffer to fill.
@@ -267,7 +267,7 @@ impl Root {
     }
 
     /// The target of the symlink `rel`.
-    pub fn read_link(&self, rel: &[u8]) -> io::Result<Vec<u8>> {
+    pub(crate) fn read_link(&self, rel: &[u8]) -> io::Result<Vec<u8>> {
         self.at_parent(rel, |dir, name| {
             let mut buf = vec![0u8; MAX_LINK_LEN + 1];
             // SAFETY: `dir` is open, `name` a valid C string, and `buf` is
@@ -296,7 +296,7 @@ impl Root {
 
     /// Whether this process may read `rel` (access(2) on the entry itself,
     /// never through a final link).
-    pub fn readable(&self, rel: &[u8]) -> io::Result<bool> {
+    pub(crate) fn readable(&self, rel: &[u8]) -> io::Result<bool> {
         self.at_parent(rel, |dir, name| {
             // SAFETY: `dir` is an open directory and `name` a valid C string.
             let rc = unsafe {
@@ -320,7 +320,7 @@ impl Root {
 
     /// Calls `each` with every name in directory `rel` but `.` and `..`,
     /// read from the opened directory with `getdents64`.
-    pub fn list(&self, rel: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<()> {
+    pub(crate) fn list(&self, rel: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<()> {
         let dir = self.open(rel, libc::O_RDONLY | libc::O_DIRECTORY)?;
         let mut buf = vec![0u8; DIRENT_BUF_LEN];
         loop {
@@ -383,7 +383,7 @@ fn check_components(rel: &[u8]) -> io::Result<()> {
 }
 
 /// Splits off the last naming component; `None` for the root itself.
-pub fn split_last(rel: &[u8]) -> (&[u8], Option<&[u8]>) {
+pub(crate) fn split_last(rel: &[u8]) -> (&[u8], Option<&[u8]>) {
     let mut end = rel.len();
     loop {
         let start = rel[..end]

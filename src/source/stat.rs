@@ -5,43 +5,43 @@ use crate::meta::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, 
 
 /// The attributes of one entry, as the file list needs them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stat {
+pub(crate) struct Stat {
     /// Type and permission bits, as in `st_mode`.
-    pub mode: u32,
-    pub size: u64,
-    pub mtime: i64,
+    pub(crate) mode: u32,
+    pub(crate) size: u64,
+    pub(crate) mtime: i64,
     /// The nanoseconds of the mtime (0 where a build's table sets it).
-    pub mtime_nsec: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub rdev_major: u32,
-    pub rdev_minor: u32,
-    pub dev: u64,
-    pub ino: u64,
-    pub nlink: u64,
+    pub(crate) mtime_nsec: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) rdev_major: u32,
+    pub(crate) rdev_minor: u32,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) nlink: u64,
     /// Owner and group names when the metadata table knows them; otherwise
     /// the file list looks the ids up in the system databases.
-    pub user: Option<Box<[u8]>>,
-    pub group: Option<Box<[u8]>>,
+    pub(crate) user: Option<Box<[u8]>>,
+    pub(crate) group: Option<Box<[u8]>>,
 }
 
 impl Stat {
-    pub fn kind(&self) -> u32 {
+    pub(crate) fn kind(&self) -> u32 {
         self.mode & S_IFMT
     }
-    pub fn is_dir(&self) -> bool {
+    pub(crate) fn is_dir(&self) -> bool {
         self.kind() == S_IFDIR
     }
-    pub fn is_file(&self) -> bool {
+    pub(crate) fn is_file(&self) -> bool {
         self.kind() == S_IFREG
     }
-    pub fn is_symlink(&self) -> bool {
+    pub(crate) fn is_symlink(&self) -> bool {
         self.kind() == S_IFLNK
     }
-    pub fn is_device(&self) -> bool {
+    pub(crate) fn is_device(&self) -> bool {
         matches!(self.kind(), S_IFCHR | S_IFBLK)
     }
-    pub fn is_special(&self) -> bool {
+    pub(crate) fn is_special(&self) -> bool {
         matches!(self.kind(), S_IFIFO | S_IFSOCK)
     }
 }

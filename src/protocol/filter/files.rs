@@ -17,11 +17,11 @@ use super::parse::is_c_space;
 
 /// Largest merge file read, in bytes. Filter files are small text files; a
 /// bigger one is refused rather than loaded.
-pub const MAX_MERGE_FILE_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_MERGE_FILE_BYTES: u64 = 1 << 20;
 
 /// Longest line of a merge file that is kept, as rsync's line buffer
 /// (4096 + 1024 bytes with its terminator) allows; longer lines are dropped.
-pub const MAX_MERGE_LINE_LEN: usize = 5119;
+pub(crate) const MAX_MERGE_LINE_LEN: usize = 5119;
 
 /// Joins `name` to the module-relative directory `dir` (or to the module
 /// root when `name` starts with `/`) and normalises the result: no empty or
@@ -100,16 +100,16 @@ pub(super) fn read_bounded(file: File) -> io::Result<Vec<u8>> {
 #[derive(Clone, Copy)]
 pub(super) struct Splitting {
     /// Every whitespace-separated word is a rule (no comments).
-    pub words: bool,
+    pub(crate) words: bool,
     /// Lines end at NUL instead of CR/LF (`--from0`).
-    pub nul_lines: bool,
+    pub(crate) nul_lines: bool,
 }
 
 /// One piece of a merge file to parse as a rule, with its line number
 /// (`None` when splitting into words, where lines are not counted).
 pub(super) struct Piece<'a> {
-    pub text: &'a [u8],
-    pub line: Option<usize>,
+    pub(crate) text: &'a [u8],
+    pub(crate) line: Option<usize>,
 }
 
 /// Calls `each` with every piece of `bytes` that holds a rule. Pieces longer

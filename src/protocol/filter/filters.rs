@@ -51,7 +51,7 @@ impl Filters {
 
     /// With `--from0`, rsync reads per-directory merge files as
     /// NUL-separated rather than line-separated.
-    pub fn set_nul_separated_merge_files(&mut self, on: bool) {
+    pub(crate) fn set_nul_separated_merge_files(&mut self, on: bool) {
         self.daemon.set_nul_lines(on);
         self.client.set_nul_lines(on);
     }

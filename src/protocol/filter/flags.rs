@@ -12,15 +12,15 @@ use std::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign, Not};
 pub(super) struct RuleFlags(u32);
 
 impl RuleFlags {
-    pub const NONE: RuleFlags = RuleFlags(0);
+    pub(crate) const NONE: RuleFlags = RuleFlags(0);
 
     /// Both sets together (`|` for constants).
-    pub const fn or(self, other: RuleFlags) -> RuleFlags {
+    pub(crate) const fn or(self, other: RuleFlags) -> RuleFlags {
         RuleFlags(self.0 | other.0)
     }
 
     /// Whether any flag of `other` is set.
-    pub fn any(self, other: RuleFlags) -> bool {
+    pub(crate) fn any(self, other: RuleFlags) -> bool {
         self.0 & other.0 != 0
     }
 }
@@ -63,15 +63,15 @@ impl Not for RuleFlags {
 pub(super) struct ParseFlags(u32);
 
 impl ParseFlags {
-    pub const NONE: ParseFlags = ParseFlags(0);
+    pub(crate) const NONE: ParseFlags = ParseFlags(0);
 
     /// Both sets together (`|` for constants).
-    pub const fn or(self, other: ParseFlags) -> ParseFlags {
+    pub(crate) const fn or(self, other: ParseFlags) -> ParseFlags {
         ParseFlags(self.0 | other.0)
     }
 
     /// Whether any flag of `other` is set.
-    pub fn any(self, other: ParseFlags) -> bool {
+    pub(crate) fn any(self, other: ParseFlags) -> bool {
         self.0 & other.0 != 0
     }
 }
@@ -113,32 +113,32 @@ impl Not for ParseFlags {
 pub(super) mod flag {
     use super::RuleFlags;
 
-    pub const INCLUDE: RuleFlags = RuleFlags(1 << 0);
+    pub(crate) const INCLUDE: RuleFlags = RuleFlags(1 << 0);
     /// Matches directories only (the pattern had a trailing slash).
-    pub const DIRECTORY: RuleFlags = RuleFlags(1 << 1);
-    pub const NEGATE: RuleFlags = RuleFlags(1 << 2);
+    pub(crate) const DIRECTORY: RuleFlags = RuleFlags(1 << 1);
+    pub(crate) const NEGATE: RuleFlags = RuleFlags(1 << 2);
     /// Matched against the path from the module root, not the transfer root.
-    pub const ABS_PATH: RuleFlags = RuleFlags(1 << 3);
-    pub const PERISHABLE: RuleFlags = RuleFlags(1 << 4);
-    pub const MERGE_FILE: RuleFlags = RuleFlags(1 << 5);
-    pub const PERDIR_MERGE: RuleFlags = RuleFlags(1 << 6);
-    pub const NO_PREFIXES: RuleFlags = RuleFlags(1 << 7);
-    pub const WORD_SPLIT: RuleFlags = RuleFlags(1 << 8);
-    pub const NO_INHERIT: RuleFlags = RuleFlags(1 << 9);
-    pub const CVS_IGNORE: RuleFlags = RuleFlags(1 << 10);
-    pub const EXCLUDE_SELF: RuleFlags = RuleFlags(1 << 11);
-    pub const SENDER_SIDE: RuleFlags = RuleFlags(1 << 12);
-    pub const RECEIVER_SIDE: RuleFlags = RuleFlags(1 << 13);
-    pub const CLEAR_LIST: RuleFlags = RuleFlags(1 << 14);
-    pub const XATTR: RuleFlags = RuleFlags(1 << 15);
-    pub const WILD: RuleFlags = RuleFlags(1 << 16);
-    pub const WILD2: RuleFlags = RuleFlags(1 << 17);
-    pub const WILD2_PREFIX: RuleFlags = RuleFlags(1 << 18);
-    pub const WILD3_SUFFIX: RuleFlags = RuleFlags(1 << 19);
+    pub(crate) const ABS_PATH: RuleFlags = RuleFlags(1 << 3);
+    pub(crate) const PERISHABLE: RuleFlags = RuleFlags(1 << 4);
+    pub(crate) const MERGE_FILE: RuleFlags = RuleFlags(1 << 5);
+    pub(crate) const PERDIR_MERGE: RuleFlags = RuleFlags(1 << 6);
+    pub(crate) const NO_PREFIXES: RuleFlags = RuleFlags(1 << 7);
+    pub(crate) const WORD_SPLIT: RuleFlags = RuleFlags(1 << 8);
+    pub(crate) const NO_INHERIT: RuleFlags = RuleFlags(1 << 9);
+    pub(crate) const CVS_IGNORE: RuleFlags = RuleFlags(1 << 10);
+    pub(crate) const EXCLUDE_SELF: RuleFlags = RuleFlags(1 << 11);
+    pub(crate) const SENDER_SIDE: RuleFlags = RuleFlags(1 << 12);
+    pub(crate) const RECEIVER_SIDE: RuleFlags = RuleFlags(1 << 13);
+    pub(crate) const CLEAR_LIST: RuleFlags = RuleFlags(1 << 14);
+    pub(crate) const XATTR: RuleFlags = RuleFlags(1 << 15);
+    pub(crate) const WILD: RuleFlags = RuleFlags(1 << 16);
+    pub(crate) const WILD2: RuleFlags = RuleFlags(1 << 17);
+    pub(crate) const WILD2_PREFIX: RuleFlags = RuleFlags(1 << 18);
+    pub(crate) const WILD3_SUFFIX: RuleFlags = RuleFlags(1 << 19);
 
-    pub const SIDES: RuleFlags = SENDER_SIDE.or(RECEIVER_SIDE);
+    pub(crate) const SIDES: RuleFlags = SENDER_SIDE.or(RECEIVER_SIDE);
     /// What rules read from a merge file take over from the merge rule.
-    pub const FROM_CONTAINER: RuleFlags =
+    pub(crate) const FROM_CONTAINER: RuleFlags =
         ABS_PATH.or(INCLUDE).or(DIRECTORY).or(NEGATE).or(PERISHABLE);
 }
 
@@ -147,13 +147,13 @@ pub(super) mod xflag {
     use super::ParseFlags;
 
     /// Only `- `, `+ ` and `!` are prefixes (protocol < 29, old-style lists).
-    pub const OLD_PREFIXES: ParseFlags = ParseFlags(1 << 0);
+    pub(crate) const OLD_PREFIXES: ParseFlags = ParseFlags(1 << 0);
     /// A leading `/` anchors at the merge file's directory; rules for the
     /// receiver only are dropped (per-directory merge files on the sender).
-    pub const ANCHORED2ABS: ParseFlags = ParseFlags(1 << 1);
+    pub(crate) const ANCHORED2ABS: ParseFlags = ParseFlags(1 << 1);
     /// Any slash makes the rule module-absolute; rules for the sender only
     /// are dropped (daemon configuration, parsed before the side is known).
-    pub const ABS_IF_SLASH: ParseFlags = ParseFlags(1 << 2);
+    pub(crate) const ABS_IF_SLASH: ParseFlags = ParseFlags(1 << 2);
     /// An exclude of `dir/` becomes `dir/***` (daemon configuration).
-    pub const DIR2WILD3: ParseFlags = ParseFlags(1 << 3);
+    pub(crate) const DIR2WILD3: ParseFlags = ParseFlags(1 << 3);
 }

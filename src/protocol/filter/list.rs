@@ -330,14 +330,14 @@ impl FilterList {
     }
 
     /// Whether the list has no rules at all.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.top.is_empty()
     }
 
     /// Checks `name` (see `Filters` for the form) against the list: the
     /// first rule that applies decides. A check that needs more than
     /// [`CHECK_STEP_BUDGET`] steps gives up and answers `Exclude`.
-    pub fn check(&self, name: &[u8], is_dir: bool) -> Verdict {
+    pub(crate) fn check(&self, name: &[u8], is_dir: bool) -> Verdict {
         let name = Name::new(&self.transfer_root, name);
         self.check_name(&name, is_dir)
     }

@@ -73,7 +73,7 @@ mod rule;
 use std::fmt;
 use std::path::Path;
 
-pub use self::files::{MAX_MERGE_FILE_BYTES, MAX_MERGE_LINE_LEN};
+pub(crate) use self::files::{MAX_MERGE_FILE_BYTES, MAX_MERGE_LINE_LEN};
 pub use self::filters::{DirToken, Filters};
 pub use self::list::{
     FilterList, CHECK_STEP_BUDGET, MAX_DIR_MERGES, MAX_MERGE_DEPTH, MAX_PATTERN_LEN,
@@ -82,7 +82,7 @@ pub use self::list::{
 
 /// What a list says about a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Include,
     Exclude,
     /// No rule applies; the name is included.
@@ -91,7 +91,7 @@ pub enum Verdict {
 
 /// The broad cause of a [`FilterError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FilterErrorKind {
+pub(crate) enum FilterErrorKind {
     /// A rule that does not parse (rsync exits with code 1).
     Syntax,
     /// A merge file that must exist could not be read (rsync's code 11).
@@ -114,7 +114,7 @@ impl FilterError {
         FilterError { kind, message }
     }
 
-    pub fn kind(&self) -> FilterErrorKind {
+    pub(crate) fn kind(&self) -> FilterErrorKind {
         self.kind
     }
 }

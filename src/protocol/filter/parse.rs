@@ -14,9 +14,9 @@ use super::flags::{flag, xflag, ParseFlags, RuleFlags};
 /// One rule as written: its flags, its pattern and the text after it.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Token<'a> {
-    pub flags: RuleFlags,
-    pub pattern: &'a [u8],
-    pub rest: &'a [u8],
+    pub(crate) flags: RuleFlags,
+    pub(crate) pattern: &'a [u8],
+    pub(crate) rest: &'a [u8],
 }
 
 /// Why a rule could not be read.

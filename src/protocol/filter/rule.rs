@@ -20,8 +20,8 @@ const SLASH_WILD3_SUFFIX: &[u8] = b"/***";
 /// A rule whose pattern has been rewritten for matching.
 #[derive(Debug, Clone)]
 pub(super) struct Rule {
-    pub pattern: Box<[u8]>,
-    pub flags: RuleFlags,
+    pub(crate) pattern: Box<[u8]>,
+    pub(crate) flags: RuleFlags,
     /// Slashes in the pattern (not counting a stripped trailing one).
     slash_count: usize,
 }
@@ -36,18 +36,18 @@ pub(super) enum BuildError {
 #[derive(Clone, Copy)]
 pub(super) struct Name<'a> {
     /// The transfer root's path within the module ("" for the module root).
-    pub transfer_root: &'a [u8],
+    pub(crate) transfer_root: &'a [u8],
     /// The name without a leading slash.
-    pub path: &'a [u8],
+    pub(crate) path: &'a [u8],
     /// The name was given from the module root (it had a leading slash), so
     /// the transfer root is not put in front of it.
-    pub rooted: bool,
+    pub(crate) rooted: bool,
 }
 
 impl<'a> Name<'a> {
     /// A name as the file-list builder passes it; a leading slash means the
     /// name is already module-relative.
-    pub fn new(transfer_root: &'a [u8], name: &'a [u8]) -> Self {
+    pub(crate) fn new(transfer_root: &'a [u8], name: &'a [u8]) -> Self {
         match name.split_first() {
             Some((b'/', rest)) => Name {
                 transfer_root,
@@ -145,7 +145,7 @@ impl Rule {
     /// negated, does not). A directory-only rule tested on a non-directory
     /// counts as not matching, before negation. Matching takes its steps
     /// from `budget`; the caller must treat a budget left at 0 as "gave up".
-    pub fn matches(&self, name: &Name<'_>, is_dir: bool, budget: &mut u32) -> bool {
+    pub(crate) fn matches(&self, name: &Name<'_>, is_dir: bool, budget: &mut u32) -> bool {
         if name.path.is_empty() || self.flags.any(flag::XATTR) {
             return false;
         }

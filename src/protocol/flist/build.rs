@@ -17,7 +17,7 @@ use crate::source::{self, Source, Stat};
 use std::io;
 
 /// Builds the file list for one pull.
-pub struct Builder<'a> {
+pub(crate) struct Builder<'a> {
     opts: &'a Options,
     protocol: u32,
     source: &'a Source,
@@ -46,7 +46,7 @@ pub struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    pub fn new(
+    pub(crate) fn new(
         opts: &'a Options,
         protocol: u32,
         source: &'a Source,
@@ -74,7 +74,7 @@ impl<'a> Builder<'a> {
 
     /// Lists for incremental recursion: a `.` argument's contents without
     /// their subdirectories' contents, and other directory arguments alone.
-    pub fn incremental(mut self) -> Self {
+    pub(crate) fn incremental(mut self) -> Self {
         self.divert_dirs = true;
         self
     }
@@ -107,7 +107,7 @@ impl<'a> Builder<'a> {
     /// order rsync walks them. The list is sent in that order, then sorted
     /// with [`FileList::sort`]. `base` is empty for command-line sources and
     /// the source directory for `--files-from` names.
-    pub fn build(self, base: &[u8], paths: &[Vec<u8>]) -> io::Result<FileList> {
+    pub(crate) fn build(self, base: &[u8], paths: &[Vec<u8>]) -> io::Result<FileList> {
         let (list, scope) = self.build_first(base, paths)?;
         debug_assert!(scope.is_none(), "only incremental lists keep a scope");
         Ok(list)
@@ -116,7 +116,7 @@ impl<'a> Builder<'a> {
     /// [`Builder::build`], for the first list of an incremental pull as
     /// well: also returns the filter scope of the top directory, which the
     /// caller leaves once every list is sent.
-    pub fn build_first(
+    pub(crate) fn build_first(
         mut self,
         base: &[u8],
         paths: &[Vec<u8>],

@@ -47,7 +47,7 @@ const XMIT_GROUP_NAME_FOLLOWS: u16 = 1 << 11;
 
 /// Writes the list in rsync's flist encoding, the end marker, the uid/gid
 /// name lists and the I/O-error word or value.
-pub struct Encoder<'a> {
+pub(crate) struct Encoder<'a> {
     opts: &'a Options,
     protocol: u32,
     /// Flags as varints (the client's `v`).
@@ -80,7 +80,7 @@ pub struct Encoder<'a> {
 }
 
 impl<'a> Encoder<'a> {
-    pub fn new(opts: &'a Options, setup: &Setup) -> Encoder<'a> {
+    pub(crate) fn new(opts: &'a Options, setup: &Setup) -> Encoder<'a> {
         Encoder {
             opts,
             protocol: setup.protocol,
@@ -107,7 +107,7 @@ impl<'a> Encoder<'a> {
 
     /// For incremental recursion: names inline, and lists that start where
     /// [`Encoder::start_list`] says.
-    pub fn incremental(mut self) -> Self {
+    pub(crate) fn incremental(mut self) -> Self {
         self.incremental = true;
         self
     }
@@ -115,14 +115,14 @@ impl<'a> Encoder<'a> {
     /// The next list's entries start at file index `start`. The previous
     /// entry's attributes and name carry over from list to list, as in
     /// rsync (its send_file_entry keeps them in statics).
-    pub fn start_list(&mut self, start: u32) {
+    pub(crate) fn start_list(&mut self, start: u32) {
         self.sent = start;
         self.list_start = start;
     }
 
     /// Sends the list. Returns the I/O error still to report in a message
     /// of its own (protocol 30 without the safe file list), or 0.
-    pub fn send_list(&mut self, out: &mut impl WireWrite, list: &FileList) -> io::Result<i32> {
+    pub(crate) fn send_list(&mut self, out: &mut impl WireWrite, list: &FileList) -> io::Result<i32> {
         let names = &list.ids;
         let mut buf = Vec::with_capacity(64 * 1024);
         for e in &list.entries {

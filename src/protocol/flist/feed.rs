@@ -23,24 +23,24 @@ const NDX_FLIST_EOF: i32 = -2;
 /// working in, before it reads the client's next request (rsync's
 /// MIN_FILECNT_LOOKAHEAD). This, with the lists the client has not
 /// finished, is what bounds the entries held.
-pub const LOOKAHEAD_ENTRIES: usize = 1000;
+pub(crate) const LOOKAHEAD_ENTRIES: usize = 1000;
 
 /// How far ahead the sender goes while the client has nothing to say
 /// (rsync's MAX_FILECNT_LOOKAHEAD: io.c sends lists while it waits).
-pub const IDLE_LOOKAHEAD_ENTRIES: usize = 10_000;
+pub(crate) const IDLE_LOOKAHEAD_ENTRIES: usize = 10_000;
 
 /// What building each list needs.
-pub struct ListSource<'a> {
-    pub opts: &'a Options,
-    pub protocol: u32,
-    pub source: &'a Source,
-    pub module: &'a str,
-    pub filters: Filters,
+pub(crate) struct ListSource<'a> {
+    pub(crate) opts: &'a Options,
+    pub(crate) protocol: u32,
+    pub(crate) source: &'a Source,
+    pub(crate) module: &'a str,
+    pub(crate) filters: Filters,
 }
 
 /// The lists in flight and, with incremental recursion, those to come.
-pub struct Feed<'a> {
-    pub window: Window,
+pub(crate) struct Feed<'a> {
+    pub(crate) window: Window,
     more: Option<More<'a>>,
 }
 
@@ -57,7 +57,7 @@ struct More<'a> {
 
 impl<'a> Feed<'a> {
     /// The whole list, sent and sorted: indices from 0, nothing to come.
-    pub fn whole(list: FileList) -> Feed<'a> {
+    pub(crate) fn whole(list: FileList) -> Feed<'a> {
         let mut window = Window::new(0);
         window.push(list, false);
         Feed { window, more: None }
@@ -69,7 +69,7 @@ impl<'a> Feed<'a> {
     /// list to come, or more lists while the first holds the only entry
     /// (the client needs one more to tell a one-file pull; rsync: flist.c
     /// send_file_list).
-    pub fn incremental(
+    pub(crate) fn incremental(
         from: ListSource<'a>,
         walk: DirWalk,
         encoder: Encoder<'a>,
@@ -108,7 +108,7 @@ impl<'a> Feed<'a> {
     /// while the client has sent nothing, or until none are left. Lists
     /// that arrive early let the client's generator run ahead of its
     /// receiver as far as with rsyncd.
-    pub fn fill(&mut self, conn: &mut Conn, ndx_out: &mut NdxCodec) -> io::Result<()> {
+    pub(crate) fn fill(&mut self, conn: &mut Conn, ndx_out: &mut NdxCodec) -> io::Result<()> {
         if let Some(more) = &mut self.more {
             while !more.eof {
                 let ahead = self.window.ahead();
@@ -126,7 +126,7 @@ impl<'a> Feed<'a> {
     /// it for each list, oldest first: the list is dropped, and `true`
     /// means others remain, so this one did not end a phase (rsync:
     /// sender.c send_files).
-    pub fn list_done(&mut self) -> bool {
+    pub(crate) fn list_done(&mut self) -> bool {
         self.more.is_some() && !self.window.is_empty() && self.window.done()
     }
 }

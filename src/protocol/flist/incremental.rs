@@ -24,12 +24,12 @@ use std::io;
 /// The most directories waiting for their list at once, over all levels of
 /// the walk: a tree that is wide and deep at once (millions of
 /// subdirectories under each of many parents) is refused rather than held.
-pub const MAX_PENDING_DIRS: usize = super::MAX_ENTRIES;
+pub(crate) const MAX_PENDING_DIRS: usize = super::MAX_ENTRIES;
 
 /// One directory's list, ready to send after `NDX_FLIST_OFFSET - dir_ndx`.
-pub struct SubList {
-    pub dir_ndx: u32,
-    pub list: FileList,
+pub(crate) struct SubList {
+    pub(crate) dir_ndx: u32,
+    pub(crate) list: FileList,
 }
 
 /// A directory whose list is still to come.
@@ -55,7 +55,7 @@ struct Level {
 }
 
 /// What is left to list in an incremental pull.
-pub struct DirWalk {
+pub(crate) struct DirWalk {
     levels: Vec<Level>,
     /// The first list's transfer roots, which every later entry uses.
     roots: Vec<Vec<u8>>,
@@ -70,7 +70,7 @@ pub struct DirWalk {
 impl DirWalk {
     /// Starts after the first list has been sent and sorted, with the scope
     /// [`Builder::build_first`] returned.
-    pub fn new(first: &FileList, top_scope: Option<DirToken>) -> io::Result<DirWalk> {
+    pub(crate) fn new(first: &FileList, top_scope: Option<DirToken>) -> io::Result<DirWalk> {
         Self::with_limit(first, top_scope, MAX_PENDING_DIRS)
     }
 
@@ -96,7 +96,7 @@ impl DirWalk {
     /// Whether the first list starts with `.`, the directory of the
     /// transfer root: then index 0 (the one before the first list) names it
     /// (rsync: flist.c send_file_list sets `parent_ndx`).
-    pub fn first_has_parent(first: &FileList) -> bool {
+    pub(crate) fn first_has_parent(first: &FileList) -> bool {
         first
             .entries
             .first()
@@ -150,7 +150,7 @@ impl DirWalk {
     /// The next directory's list, sorted, or `None` when every directory
     /// has had its list (time for `NDX_FLIST_EOF`). `builder` is a fresh
     /// [`Builder`] for the pull; it is used up either way.
-    pub fn next_list(&mut self, mut builder: Builder) -> io::Result<Option<SubList>> {
+    pub(crate) fn next_list(&mut self, mut builder: Builder) -> io::Result<Option<SubList>> {
         let (dir, name) = loop {
             let Some(level) = self.levels.last_mut() else {
                 if let Some(scope) = self.top_scope.take() {
@@ -181,12 +181,12 @@ impl DirWalk {
     }
 
     /// Whether every directory has had its list.
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.pending == 0
     }
 
     /// Directories waiting for their list (for tests and measurements).
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.pending
     }
 }

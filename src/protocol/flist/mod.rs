@@ -25,12 +25,12 @@ mod incremental;
 mod order;
 mod window;
 
-pub use build::Builder;
-pub use encode::Encoder;
-pub use feed::{Feed, ListSource, LOOKAHEAD_ENTRIES};
-pub use incremental::{DirWalk, SubList, MAX_PENDING_DIRS};
-pub use order::{f_name_cmp, NameParts};
-pub use window::{Found, Window};
+pub(crate) use build::Builder;
+pub(crate) use encode::Encoder;
+pub(crate) use feed::{Feed, ListSource, LOOKAHEAD_ENTRIES};
+pub(crate) use incremental::{DirWalk, SubList, MAX_PENDING_DIRS};
+pub(crate) use order::{f_name_cmp, NameParts};
+pub(crate) use window::{Found, Window};
 
 use super::filter::FilterError;
 use super::io::MsgTag;
@@ -41,14 +41,14 @@ use std::cmp::Ordering;
 use std::io;
 
 /// rsync refuses names this long (MAXPATHLEN).
-pub const MAX_PATH_LEN: usize = 4096;
+pub(crate) const MAX_PATH_LEN: usize = 4096;
 /// Entries one file list may hold; beyond it the pull is refused rather than
 /// letting a huge tree exhaust a small server's memory.
-pub const MAX_ENTRIES: usize = 4_000_000;
+pub(crate) const MAX_ENTRIES: usize = 4_000_000;
 
 /// io_error bits (rsync.h IOERR_*), sent after the list.
-pub const IOERR_GENERAL: i32 = 1 << 0;
-pub const IOERR_VANISHED: i32 = 1 << 1;
+pub(crate) const IOERR_GENERAL: i32 = 1 << 0;
+pub(crate) const IOERR_VANISHED: i32 = 1 << 1;
 
 /// Entry flags of our own.
 const FLAG_TOP_DIR: u8 = 1 << 0;
@@ -67,7 +67,7 @@ enum NameType {
 
 /// One entry of the list.
 #[derive(Clone, Debug)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Offset and length of the full name (`dir/base`) in the arena.
     name_at: u32,
     name_len: u32,
@@ -79,15 +79,15 @@ pub struct Entry {
     /// Which transfer root (index into `FileList::roots`) the name is relative to.
     root: u32,
     flags: u8,
-    pub mode: u32,
-    pub size: u64,
-    pub mtime: i64,
+    pub(crate) mode: u32,
+    pub(crate) size: u64,
+    pub(crate) mtime: i64,
     /// The nanoseconds of the mtime (sent from protocol 31 on).
-    pub mtime_nsec: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub rdev_major: u32,
-    pub rdev_minor: u32,
+    pub(crate) mtime_nsec: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) rdev_major: u32,
+    pub(crate) rdev_minor: u32,
     /// Index into [`FileList::extras`] of what only `-H` (device and inode)
     /// or `-c` (the file's checksum) need, or [`NO_EXTRA`]: kept apart so
     /// that ordinary pulls do not pay for them in every entry.
@@ -105,10 +105,10 @@ struct Extra {
 }
 
 impl Entry {
-    pub fn is_dir(&self) -> bool {
+    pub(crate) fn is_dir(&self) -> bool {
         self.mode & source::S_IFMT == source::S_IFDIR
     }
-    pub fn is_file(&self) -> bool {
+    pub(crate) fn is_file(&self) -> bool {
         self.mode & source::S_IFMT == source::S_IFREG
     }
     fn is_symlink(&self) -> bool {
@@ -130,7 +130,7 @@ impl Entry {
 
 /// Which filters apply to a name (rsync: flist.c's filter levels).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum FilterLevel {
+pub(crate) enum FilterLevel {
     /// None: names the client gave on the command line.
     None,
     /// The module's rules only: directories implied by `--relative`.
@@ -145,13 +145,13 @@ fn filter_error(e: FilterError) -> io::Error {
 
 /// Where errors and warnings met while building go, and a chance to send
 /// keep-alives during a long walk.
-pub trait Reporter {
+pub(crate) trait Reporter {
     fn report(&mut self, tag: MsgTag, text: &str) -> io::Result<()>;
     fn tick(&mut self) -> io::Result<()>;
 }
 
 /// The list as built, then sorted.
-pub struct FileList {
+pub(crate) struct FileList {
     entries: Vec<Entry>,
     extras: Vec<Extra>,
     arena: Vec<u8>,
@@ -159,7 +159,7 @@ pub struct FileList {
     /// that entry names are relative to.
     roots: Vec<Vec<u8>>,
     ids: IdNames,
-    pub io_error: i32,
+    pub(crate) io_error: i32,
     protocol: u32,
 }
 
@@ -176,20 +176,20 @@ impl FileList {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    pub fn get(&self, index: usize) -> Option<&Entry> {
+    pub(crate) fn get(&self, index: usize) -> Option<&Entry> {
         self.entries.get(index)
     }
 
     /// The name as the client knows it (relative to its transfer root).
-    pub fn name(&self, e: &Entry) -> &[u8] {
+    pub(crate) fn name(&self, e: &Entry) -> &[u8] {
         &self.arena[e.name_at as usize..(e.name_at + e.name_len) as usize]
     }
 
@@ -219,19 +219,19 @@ impl FileList {
     }
 
     /// The entry's name in messages (see [`full_name`]).
-    pub fn full_name(&self, e: &Entry, module: &str) -> String {
+    pub(crate) fn full_name(&self, e: &Entry, module: &str) -> String {
         full_name(&self.roots[e.root as usize], self.name(e), module)
     }
 
     /// The entry's path relative to the module root.
-    pub fn module_path(&self, e: &Entry) -> Vec<u8> {
+    pub(crate) fn module_path(&self, e: &Entry) -> Vec<u8> {
         let name = self.name(e);
         let name = if name == b"." { &b""[..] } else { name };
         source::join(&self.roots[e.root as usize], name)
     }
 
     /// Total size of regular files and symlinks (rsync's `stats.total_size`).
-    pub fn total_size(&self) -> u64 {
+    pub(crate) fn total_size(&self) -> u64 {
         self.entries
             .iter()
             .filter(|e| e.is_file() || e.is_symlink())
@@ -240,7 +240,7 @@ impl FileList {
     }
 
     /// Sorts into the order both sides index files by.
-    pub fn sort(&mut self) {
+    pub(crate) fn sort(&mut self) {
         let mut entries = std::mem::take(&mut self.entries);
         entries.sort_by(|a, b| self.compare(a, b));
         self.entries = entries;
@@ -258,7 +258,7 @@ impl FileList {
 /// A file's name in messages, as rsync's full_fname writes it: quoted,
 /// relative to the module (with a leading `/` when the transfer root is a
 /// subdirectory), then `(in MODULE)`.
-pub fn full_name(root: &[u8], name: &[u8], module: &str) -> String {
+pub(crate) fn full_name(root: &[u8], name: &[u8], module: &str) -> String {
     let shown = if root.is_empty() {
         String::from_utf8_lossy(name).into_owned()
     } else {
@@ -272,7 +272,7 @@ pub fn full_name(root: &[u8], name: &[u8], module: &str) -> String {
 }
 
 /// strerror-style text with the errno, as rsync prints it.
-pub fn describe_os_error(err: &io::Error) -> String {
+pub(crate) fn describe_os_error(err: &io::Error) -> String {
     match err.raw_os_error() {
         Some(code) => {
             let text = err.to_string();

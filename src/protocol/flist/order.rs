@@ -7,14 +7,14 @@ use std::cmp::Ordering;
 /// The pieces `f_name_cmp` compares: an entry's directory, basename and
 /// whether it is a directory.
 #[derive(Clone, Copy)]
-pub struct NameParts<'a> {
+pub(crate) struct NameParts<'a> {
     dir: &'a [u8],
     base: &'a [u8],
     is_dir: bool,
 }
 
 impl<'a> NameParts<'a> {
-    pub fn of(dir: &'a [u8], base: &'a [u8], is_dir: bool) -> NameParts<'a> {
+    pub(crate) fn of(dir: &'a [u8], base: &'a [u8], is_dir: bool) -> NameParts<'a> {
         NameParts { dir, base, is_dir }
     }
 }
@@ -123,7 +123,7 @@ fn type_order(a: CmpType) -> Ordering {
 /// rsync's `f_name_cmp`: compares two names as if joined into paths. From
 /// protocol 29 on, a directory compares as if it had a trailing slash, sorts
 /// after every non-directory at the same depth, and "." sorts first.
-pub fn f_name_cmp(a: NameParts, b: NameParts, protocol: u32) -> Ordering {
+pub(crate) fn f_name_cmp(a: NameParts, b: NameParts, protocol: u32) -> Ordering {
     let path_type = if protocol >= 29 {
         CmpType::Path
     } else {

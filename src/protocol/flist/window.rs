@@ -23,7 +23,7 @@ struct Live {
 }
 
 /// What a file index names.
-pub enum Found<'a> {
+pub(crate) enum Found<'a> {
     /// An entry of a list held, with its list (for its name) and the flag
     /// that says whether it was sent before.
     Entry {
@@ -36,7 +36,7 @@ pub enum Found<'a> {
 }
 
 /// The lists in flight, oldest first.
-pub struct Window {
+pub(crate) struct Window {
     lists: VecDeque<Live>,
     next_start: u32,
     /// Position in `lists` of the list the client last named a file of.
@@ -50,7 +50,7 @@ pub struct Window {
 impl Window {
     /// An empty window whose first list will start at `first_start` (1 with
     /// incremental recursion, else 0).
-    pub fn new(first_start: u32) -> Window {
+    pub(crate) fn new(first_start: u32) -> Window {
         Window {
             lists: VecDeque::new(),
             next_start: first_start,
@@ -61,7 +61,7 @@ impl Window {
     }
 
     /// Adds the next list (sorted) as the client numbers it.
-    pub fn push(&mut self, list: FileList, has_dir: bool) {
+    pub(crate) fn push(&mut self, list: FileList, has_dir: bool) {
         let len = list.len() as u32;
         self.total_entries += u64::from(len);
         self.total_size += list.total_size();
@@ -76,7 +76,7 @@ impl Window {
 
     /// What `ndx` names, or `None` for an index outside every list held.
     /// The list it falls in becomes the client's current one.
-    pub fn find(&mut self, ndx: u32) -> Option<Found<'_>> {
+    pub(crate) fn find(&mut self, ndx: u32) -> Option<Found<'_>> {
         let at = self
             .lists
             .partition_point(|l| l.start.saturating_sub(u32::from(l.has_dir)) <= ndx)
@@ -98,7 +98,7 @@ impl Window {
 
     /// The client is done with the oldest list: drop it. Returns whether
     /// lists remain.
-    pub fn done(&mut self) -> bool {
+    pub(crate) fn done(&mut self) -> bool {
         if self.lists.pop_front().is_some() {
             self.current = self.current.saturating_sub(1);
         }
@@ -107,7 +107,7 @@ impl Window {
 
     /// Entries in the lists after the client's current one: how far the
     /// sender is ahead (rsync's `file_total - file_old_total`).
-    pub fn ahead(&self) -> usize {
+    pub(crate) fn ahead(&self) -> usize {
         self.lists
             .iter()
             .skip(self.current + 1)
@@ -116,30 +116,30 @@ impl Window {
     }
 
     /// Entries held now, over every list in flight.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.lists.iter().map(|l| l.list.len()).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.lists.is_empty()
     }
 
     /// The index one past the last entry of the newest list: what an old
     /// generator sends as a keep-alive.
-    pub fn end(&self) -> u32 {
+    pub(crate) fn end(&self) -> u32 {
         self.next_start.saturating_sub(1)
     }
 
     /// The index the next list added will start at.
-    pub fn next_start(&self) -> u32 {
+    pub(crate) fn next_start(&self) -> u32 {
         self.next_start
     }
 
-    pub fn total_entries(&self) -> u64 {
+    pub(crate) fn total_entries(&self) -> u64 {
         self.total_entries
     }
 
-    pub fn total_size(&self) -> u64 {
+    pub(crate) fn total_size(&self) -> u64 {
         self.total_size
     }
 }

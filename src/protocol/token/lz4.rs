@@ -14,7 +14,7 @@ use lz4_flex::block::{compress_into, get_maximum_output_size};
 use std::io;
 
 /// One connection's output buffer, big enough for any piece's block.
-pub struct Lz4Coder {
+pub(crate) struct Lz4Coder {
     buf: Vec<u8>,
 }
 
@@ -25,14 +25,14 @@ impl Default for Lz4Coder {
 }
 
 impl Lz4Coder {
-    pub fn new() -> Lz4Coder {
+    pub(crate) fn new() -> Lz4Coder {
         Lz4Coder {
             buf: vec![0; get_maximum_output_size(MAX_DATA_COUNT)],
         }
     }
 
     /// The token writer for the next file.
-    pub fn start_file<'a, W: WireWrite>(&'a mut self, out: &'a mut W) -> Lz4Tokens<'a, W> {
+    pub(crate) fn start_file<'a, W: WireWrite>(&'a mut self, out: &'a mut W) -> Lz4Tokens<'a, W> {
         Lz4Tokens {
             out,
             buf: &mut self.buf,
@@ -42,7 +42,7 @@ impl Lz4Coder {
 }
 
 /// One file's LZ4 token stream.
-pub struct Lz4Tokens<'a, W: WireWrite> {
+pub(crate) struct Lz4Tokens<'a, W: WireWrite> {
     out: &'a mut W,
     buf: &'a mut Vec<u8>,
     runs: BlockRuns,

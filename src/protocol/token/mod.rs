@@ -8,20 +8,20 @@
 //! bytes in DEFLATED_DATA chunks of at most [`MAX_DATA_COUNT`] bytes, matched
 //! blocks as [`BlockRuns`], END_FLAG at the end of a file.
 
-pub mod lz4;
-pub mod plain;
-pub mod zlib;
-pub mod zstd;
+pub(crate) mod lz4;
+pub(crate) mod plain;
+pub(crate) mod zlib;
+pub(crate) mod zstd;
 
 use super::options::Compression;
 use super::wire::WireWrite;
 use crate::delta::TokenSink;
-pub use plain::SimpleTokens;
+pub(crate) use plain::SimpleTokens;
 use std::io;
 
 /// The largest literal run in one token (rsync's CHUNK_SIZE): recent clients
 /// refuse longer ones.
-pub const CHUNK_SIZE: usize = 32 * 1024;
+pub(crate) const CHUNK_SIZE: usize = 32 * 1024;
 
 /// Flag byte that ends a file's token stream.
 const END_FLAG: u8 = 0x00;
@@ -45,12 +45,12 @@ const MAX_RUN_EXTRA: u32 = 0xffff;
 const MAX_DATA_COUNT: usize = 16383;
 
 /// A token sink that also knows how to end a file's stream.
-pub trait TokenWriter: TokenSink {
+pub(crate) trait TokenWriter: TokenSink {
     fn finish(&mut self) -> io::Result<()>;
 }
 
 /// One connection's compressor, kept from file to file.
-pub enum Codec {
+pub(crate) enum Codec {
     Zlib(zlib::Deflater),
     Zstd(zstd::ZstdCoder),
     Lz4(lz4::Lz4Coder),
@@ -59,7 +59,7 @@ pub enum Codec {
 impl Codec {
     /// The compressor the client's options ask for, or `None` for the
     /// plain token stream; `protocol` decides a deflate detail.
-    pub fn for_options(
+    pub(crate) fn for_options(
         compression: Compression,
         level: Option<i32>,
         protocol: u32,
@@ -72,7 +72,7 @@ impl Codec {
     }
 
     /// The token writer for the next file.
-    pub fn start_file<'a, W: WireWrite>(&'a mut self, out: &'a mut W) -> Tokens<'a, W> {
+    pub(crate) fn start_file<'a, W: WireWrite>(&'a mut self, out: &'a mut W) -> Tokens<'a, W> {
         match self {
             Codec::Zlib(d) => Tokens::Deflated(d.start_file(out)),
             Codec::Zstd(z) => Tokens::Zstd(z.start_file(out)),
@@ -82,7 +82,7 @@ impl Codec {
 }
 
 /// The token stream of one file, in the form the client asked for.
-pub enum Tokens<'a, W: WireWrite> {
+pub(crate) enum Tokens<'a, W: WireWrite> {
     Simple(SimpleTokens<'a, W>),
     Deflated(zlib::DeflatedTokens<'a, W>),
     Zstd(zstd::ZstdTokens<'a, W>),
@@ -91,7 +91,7 @@ pub enum Tokens<'a, W: WireWrite> {
 
 impl<'a, W: WireWrite> Tokens<'a, W> {
     /// The stream of the next file: plain without a codec.
-    pub fn new(codec: Option<&'a mut Codec>, out: &'a mut W) -> Self {
+    pub(crate) fn new(codec: Option<&'a mut Codec>, out: &'a mut W) -> Self {
         match codec {
             None => Tokens::Simple(SimpleTokens::new(out)),
             Some(codec) => codec.start_file(out),

@@ -7,12 +7,12 @@ use crate::delta::TokenSink;
 use crate::protocol::wire::WireWrite;
 use std::io;
 
-pub struct SimpleTokens<'a, W: WireWrite> {
+pub(crate) struct SimpleTokens<'a, W: WireWrite> {
     out: &'a mut W,
 }
 
 impl<'a, W: WireWrite> SimpleTokens<'a, W> {
-    pub fn new(out: &'a mut W) -> Self {
+    pub(crate) fn new(out: &'a mut W) -> Self {
         SimpleTokens { out }
     }
 }

@@ -42,7 +42,7 @@ const MAX_LEVEL: i32 = 9;
 
 /// One connection's compressor and buffers, reused for every file: the
 /// compressor's tables are large, and nothing here allocates per token.
-pub struct Deflater {
+pub(crate) struct Deflater {
     z: Compress,
     insert_history: bool,
     /// Below protocol 31 a long matched block enters the history in
@@ -62,7 +62,7 @@ impl Deflater {
     /// parse_compress_choice): a level alone implies `-z` as in rsync 3.x
     /// (2.6.x clients send `-z` with it anyway); level 0 turns compression
     /// off; -1 means the default; others are clamped to 1..=9.
-    pub fn for_options(
+    pub(crate) fn for_options(
         compression: Compression,
         level: Option<i32>,
         protocol: u32,
@@ -76,7 +76,7 @@ impl Deflater {
 
     /// A compressor at `level` (1..=9); `insert_history` is "zlib" (`-z`),
     /// its absence "zlibx" (`-zz`).
-    pub fn new(level: u32, insert_history: bool) -> Deflater {
+    pub(crate) fn new(level: u32, insert_history: bool) -> Deflater {
         Deflater {
             z: Compress::new(flate2::Compression::new(level), false),
             insert_history,
@@ -89,7 +89,7 @@ impl Deflater {
 
     /// The token writer for the next file, which starts with fresh
     /// compressor state as the receiver's inflater does.
-    pub fn start_file<'a, W: WireWrite>(&'a mut self, out: &'a mut W) -> DeflatedTokens<'a, W> {
+    pub(crate) fn start_file<'a, W: WireWrite>(&'a mut self, out: &'a mut W) -> DeflatedTokens<'a, W> {
         if self.dirty {
             self.z.reset();
             self.dirty = false;
@@ -124,7 +124,7 @@ fn choose(compression: Compression, level: Option<i32>) -> Option<(u32, bool)> {
 }
 
 /// One file's compressed token stream.
-pub struct DeflatedTokens<'a, W: WireWrite> {
+pub(crate) struct DeflatedTokens<'a, W: WireWrite> {
     out: &'a mut W,
     d: &'a mut Deflater,
     /// Literal data went into the compressor since the last sync flush.

@@ -28,7 +28,7 @@ const DEFAULT_LEVEL: i32 = zstd::DEFAULT_COMPRESSION_LEVEL;
 const MAX_LEVEL: i32 = 9;
 
 /// One connection's zstd compressor and its output buffer.
-pub struct ZstdCoder {
+pub(crate) struct ZstdCoder {
     z: Encoder<'static>,
     /// One chunk's worth of compressed output.
     buf: Vec<u8>,
@@ -38,7 +38,7 @@ impl ZstdCoder {
     /// A compressor at the client's `--compress-level`, clamped to the
     /// levels zstd knows as rsync does (rsync: token.c init_compression_level),
     /// and to [`MAX_LEVEL`].
-    pub fn new(level: Option<i32>) -> io::Result<ZstdCoder> {
+    pub(crate) fn new(level: Option<i32>) -> io::Result<ZstdCoder> {
         Ok(ZstdCoder {
             z: Encoder::new(effective_level(level))?,
             buf: vec![0; MAX_DATA_COUNT],
@@ -46,7 +46,7 @@ impl ZstdCoder {
     }
 
     /// The token writer for the next file; the stream goes on.
-    pub fn start_file<'a, W: WireWrite>(&'a mut self, out: &'a mut W) -> ZstdTokens<'a, W> {
+    pub(crate) fn start_file<'a, W: WireWrite>(&'a mut self, out: &'a mut W) -> ZstdTokens<'a, W> {
         ZstdTokens {
             out,
             z: self,
@@ -66,7 +66,7 @@ fn effective_level(level: Option<i32>) -> i32 {
 }
 
 /// One file's zstd token stream.
-pub struct ZstdTokens<'a, W: WireWrite> {
+pub(crate) struct ZstdTokens<'a, W: WireWrite> {
     out: &'a mut W,
     z: &'a mut ZstdCoder,
     /// Literal data went in since the last flush.
