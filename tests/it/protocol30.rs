@@ -1,0 +1,74 @@
+//! What protocol 30 and later add to a pull and that the option matrix
+//! cannot compare: access times (`-U`), which the snapshots leave out.
+
+use crate::support::*;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Source access times: after every mtime and ctime the test makes, and in
+/// the future, so that reading a file (the sender's, or the snapshot's on
+/// the destination) never moves them under `relatime`.
+const ATIME_BASE: i64 = 2_000_000_000;
+
+/// Sets the access time of `path` alone, not following a symlink.
+fn set_atime(path: &Path, secs: i64) {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let times = [
+        libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+    ];
+    // SAFETY: a NUL-terminated path and two timespecs, as utimensat wants.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(rc, 0, "utimensat {}", path.display());
+}
+
+fn atime(root: &Path, rel: &str) -> i64 {
+    root.join(rel).symlink_metadata().unwrap().atime()
+}
+
+#[test]
+fn atimes_pull_like_rsyncd() {
+    let tree = TestTree::new();
+    // Two files share an atime (XMIT_SAME_ATIME), the others differ.
+    let files = [
+        ("a.txt", 0),
+        ("b.txt", 0),
+        ("dir/c.txt", 77),
+        ("dir/sub/d.bin", 3_600),
+    ];
+    for (rel, offset) in files {
+        tree.file(rel, rel.as_bytes()).mtime(1_600_000_000);
+        set_atime(&tree.path(rel), ATIME_BASE + offset);
+    }
+    tree.symlink("link", "a.txt");
+    tree.settle();
+    let protocols = ProtocolSet(&[Protocol::V(30), Protocol::V(31), Protocol::Default]);
+    for opts in [&["-rtU"][..], &["-aU"]] {
+        for pair in Differential::new(&tree).run(opts, &protocols) {
+            for (rel, offset) in files {
+                let want = ATIME_BASE + offset;
+                let reference = atime(pair.reference_tree.root(), rel);
+                let candidate = atime(pair.candidate_tree.root(), rel);
+                assert_eq!(
+                    (reference, candidate),
+                    (want, want),
+                    "{rel} atime (rsyncd, upserv) with {opts:?} at {}",
+                    pair.protocol
+                );
+            }
+        }
+    }
+}
