@@ -239,7 +239,9 @@ fn pull(
 ) -> io::Result<Outcome> {
     // From protocol 30 on the arguments end with NULs, not newlines.
     let args = read_args(conn, protocol >= 30)?;
-    let parsed = Options::parse(&args).and_then(|o| module.policy.refusals.check(&o).map(|()| o));
+    let parsed = Options::parse(&args)
+        .and_then(|o| module.policy.refusals.check(&o).map(|()| o))
+        .and_then(|o| o.check_protocol(protocol).map(|()| o));
     let mut opts = match parsed {
         Ok(o) => o,
         Err(e) => {

@@ -58,6 +58,9 @@ pub struct Options {
     pub devices: bool,
     pub specials: bool,
     pub times: bool,
+    /// `-A` and `-X`: asked for, never served (see [`Options::check_protocol`]).
+    pub acls: bool,
+    pub xattrs: bool,
     /// `-U`: access times of non-directories go in the file list.
     pub atimes: bool,
     pub checksum: bool,
@@ -176,8 +179,6 @@ enum Effect {
 enum Rejected {
     /// It would delete files on the server, and every module is read-only.
     ReadOnly,
-    /// Its data (ACLs, xattrs) only exist in protocol 30 file lists.
-    NeedsProtocol30,
     /// upserv does not implement it.
     Unsupported,
 }
@@ -186,9 +187,6 @@ impl Rejected {
     fn error(self, name: &str) -> OptionError {
         OptionError(match self {
             Rejected::ReadOnly => format!("ERROR: --{name} cannot be used with a read-only module"),
-            Rejected::NeedsProtocol30 => {
-                format!("--{name} requires protocol 30 or higher (negotiated 29).")
-            }
             Rejected::Unsupported => format!("--{name}: not supported by this server"),
         })
     }
@@ -294,11 +292,11 @@ pub static OPTIONS: &[ClientOption] = {
         flag("no-perms", Off(|o| &mut o.perms)),
         flag("no-p", Off(|o| &mut o.perms)),
         flag("executability", On(|o| &mut o.executability)).short(b'E'),
-        flag("acls", Reject(Rejected::NeedsProtocol30)).short(b'A'),
-        flag("no-acls", Ignore),
+        flag("acls", On(|o| &mut o.acls)).short(b'A'),
+        flag("no-acls", Off(|o| &mut o.acls)),
         flag("no-A", Ignore),
-        flag("xattrs", Reject(Rejected::NeedsProtocol30)).short(b'X'),
-        flag("no-xattrs", Ignore),
+        flag("xattrs", On(|o| &mut o.xattrs)).short(b'X'),
+        flag("no-xattrs", Off(|o| &mut o.xattrs)),
         flag("no-X", Ignore),
         flag("times", On(|o| &mut o.times)).short(b't'),
         flag("no-times", Off(|o| &mut o.times)),
@@ -907,6 +905,25 @@ impl Options {
             self.given_seen[word] |= bit;
             self.given.push(option);
         }
+    }
+
+    /// Turns away `-A` and `-X`, after the module's refusals as in rsyncd.
+    /// Below protocol 30 with rsync's own words (rsync: compat.c
+    /// setup_protocol): their data only exist in protocol 30 file lists.
+    /// From 30 on rsyncd built with ACL and xattr support serves them;
+    /// upserv does not, and says so.
+    pub fn check_protocol(&self, protocol: u32) -> Result<(), OptionError> {
+        for (asked, name) in [(self.acls, "acls"), (self.xattrs, "xattrs")] {
+            if !asked {
+                continue;
+            }
+            return Err(OptionError(if protocol < 30 {
+                format!("--{name} requires protocol 30 or higher (negotiated {protocol}).")
+            } else {
+                format!("--{name}: not supported by this server (upserv serves no ACLs or xattrs)")
+            }));
+        }
+        Ok(())
     }
 
     /// Whether the client sent option `name` (as [`ClientOption::name`]

@@ -72,3 +72,41 @@ fn atimes_pull_like_rsyncd() {
         }
     }
 }
+
+/// Below 30 rsyncd turns `-A` and `-X` away in its own words, with the
+/// protocol it negotiated; upserv does the same.
+#[test]
+fn acls_and_xattrs_below_30_are_refused_like_rsyncd() {
+    let tree = TestTree::new();
+    tree.file("f", b"f\n");
+    let protocols = ProtocolSet(&[Protocol::V(27), Protocol::V(29)]);
+    for opt in ["-A", "-X"] {
+        let diff = Differential::new(&tree).stderr_exact();
+        for pair in diff.run(&["-r", opt], &protocols) {
+            assert_ne!(pair.candidate.code, 0, "{opt} at {}", pair.protocol);
+        }
+    }
+}
+
+/// From 30 on rsyncd (built with ACL and xattr support) serves `-A` and
+/// `-X`; upserv does not, and says so without naming a wrong protocol.
+#[test]
+fn acls_and_xattrs_from_30_are_refused_truthfully() {
+    let tree = TestTree::new();
+    tree.file("f", b"f\n");
+    let upserv = Upserv::start(&[Module::new("m", tree.root())]);
+    let scratch = tempfile::tempdir().unwrap();
+    for (opt, name) in [("-A", "acls"), ("-X", "xattrs")] {
+        for protocol in [Protocol::V(30), Protocol::V(31), Protocol::Default] {
+            let dest = scratch.path().join(format!("{name}-{protocol}"));
+            let got = pull(&upserv.url("m/"), &dest, &["-r", opt], protocol);
+            assert_ne!(got.code, 0, "{opt} at {protocol}");
+            let want = format!("--{name}: not supported by this server");
+            assert!(
+                got.stderr.contains(&want) && !got.stderr.contains("negotiated"),
+                "{opt} at {protocol}: {}",
+                got.stderr
+            );
+        }
+    }
+}
