@@ -181,13 +181,18 @@ enum Rejected {
     ReadOnly,
     /// upserv does not implement it.
     Unsupported,
+    /// rsyncd on Linux is built without it (`--crtimes`: Linux has no
+    /// settable creation times) and refuses it as if configured to.
+    NotBuilt,
 }
 
 impl Rejected {
-    fn error(self, name: &str) -> OptionError {
+    fn error(self, option: &ClientOption) -> OptionError {
+        let name = option.name;
         OptionError(match self {
             Rejected::ReadOnly => format!("ERROR: --{name} cannot be used with a read-only module"),
             Rejected::Unsupported => format!("--{name}: not supported by this server"),
+            Rejected::NotBuilt => return option.refusal(),
         })
     }
 }
@@ -210,6 +215,20 @@ pub struct ClientOption {
 
 impl ClientOption {
     /// The name rsync knows the option by, if it has one besides its letter.
+    /// rsyncd's words for a refused option: `--name (-c)`; the letter-only
+    /// options have no long name, which the printf of rsync: options.c
+    /// create_refuse_error shows as `(null)`.
+    pub fn refusal(&self) -> OptionError {
+        let mut text = format!(
+            "The server is configured to refuse --{}",
+            self.long().unwrap_or("(null)")
+        );
+        if let Some(c) = self.letter {
+            text.push_str(&format!(" (-{})", c as char));
+        }
+        OptionError(text)
+    }
+
     pub fn long(&self) -> Option<&'static str> {
         (!self.letter_only).then_some(self.name)
     }
@@ -306,7 +325,7 @@ pub static OPTIONS: &[ClientOption] = {
         flag("no-U", Ignore),
         flag("open-noatime", Ignore),
         flag("no-open-noatime", Ignore),
-        flag("crtimes", Reject(Rejected::Unsupported)).short(b'N'),
+        flag("crtimes", Reject(Rejected::NotBuilt)).short(b'N'),
         flag("no-crtimes", Ignore),
         flag("no-N", Ignore),
         flag("omit-dir-times", Ignore).short(b'O'),
@@ -889,7 +908,7 @@ impl Options {
             Effect::Zero(counter) => *counter(self) = 0,
             Effect::Run(run) => run(self),
             Effect::Read(read) => read(self, option.name, value.unwrap_or(b""))?,
-            Effect::Reject(why) => return Err(why.error(option.name)),
+            Effect::Reject(why) => return Err(why.error(option)),
         }
         Ok(())
     }

@@ -120,3 +120,30 @@ fn acls_and_xattrs_from_30_are_refused_truthfully() {
         }
     }
 }
+
+/// rsyncd on Linux is built without `--crtimes` and refuses it as if
+/// configured to; upserv answers the same. The stock client refuses `-N`
+/// itself, so a hand-made client asks both servers.
+#[test]
+fn crtimes_refused_like_rsyncd() {
+    let tree = TestTree::new();
+    tree.file("f", b"f\n");
+    let modules = [Module::new("m", tree.root())];
+    let rsyncd = Rsyncd::start(&modules);
+    let upserv = Upserv::start(&modules);
+    let want = "rsync: The server is configured to refuse --crtimes (-N)\n";
+    for (server, port) in [("rsyncd", rsyncd.port()), ("upserv", upserv.port())] {
+        for args in ["-rN", "--crtimes"] {
+            let mut raw = Raw::connect(port);
+            let lines = raw.open_module("m");
+            assert_eq!(lines.last().map(String::as_str), Some("@RSYNCD: OK\n"));
+            raw.send(format!("--server\n--sender\n{args}\n.\nm/\n\n").as_bytes());
+            // The seed and message header are binary: read bytes, not text
+            // (nothing is buffered past `@RSYNCD: OK`, the server waits).
+            let mut rest = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut raw.stream, &mut rest);
+            let rest = String::from_utf8_lossy(&rest);
+            assert!(rest.contains(want), "{server}, {args}: {rest:?}");
+        }
+    }
+}
