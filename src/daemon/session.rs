@@ -290,6 +290,7 @@ fn pull(
         daemon_filters: module.filters.clone(),
         seed,
         memo,
+        io_timeout: announced_timeout(module.timeout, opts.timeout),
     };
     let outcome = match sender::run(conn, pull) {
         Ok(stats) => Outcome::Pulled {
@@ -326,6 +327,19 @@ fn idle_timeout(module: Option<Duration>, client: Option<u32>) -> Duration {
     match client {
         Some(secs) if secs > 0 => daemon.min(Duration::from_secs(u64::from(secs))),
         _ => daemon,
+    }
+}
+
+/// The timeout rsyncd would tell the client (rsync: clientserver.c
+/// rsync_module): the module's `timeout` when the client's `--timeout` is
+/// unset or longer, else the client's; 0 when neither is set. upserv's
+/// default idle timeout is its own business and is not announced.
+fn announced_timeout(module: Option<Duration>, client: Option<u32>) -> u32 {
+    let module = module.map_or(0, |t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX));
+    match client.unwrap_or(0) {
+        0 => module,
+        c if module != 0 && module < c => module,
+        c => c,
     }
 }
 

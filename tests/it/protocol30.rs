@@ -147,3 +147,23 @@ fn crtimes_refused_like_rsyncd() {
         }
     }
 }
+
+/// At 31+ a daemon with a module `timeout` tells the client (MSG_IO_TIMEOUT),
+/// which adopts it when shorter than its own: the pull must go on as
+/// rsyncd's does, with and without a client `--timeout` either side of it.
+#[test]
+fn module_timeout_is_announced_like_rsyncd() {
+    let tree = TestTree::new();
+    tree.file("f", b"f\n").mtime(1_600_000_000);
+    let protocols = ProtocolSet(&[Protocol::V(30), Protocol::V(31), Protocol::Default]);
+    let diff = Differential::new(&tree)
+        .param("timeout", "7")
+        .stderr_exact();
+    for opts in [
+        &["-rt"][..],
+        &["-rt", "--timeout=3"],
+        &["-rt", "--timeout=60"],
+    ] {
+        diff.run(opts, &protocols);
+    }
+}
