@@ -430,6 +430,17 @@ mod tests {
     }
 
     #[test]
+    fn the_shorter_of_module_and_client_timeouts_is_announced() {
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(announced_timeout(None, None), 0);
+        assert_eq!(announced_timeout(secs(7), None), 7);
+        assert_eq!(announced_timeout(secs(7), Some(0)), 7);
+        assert_eq!(announced_timeout(secs(7), Some(3)), 3);
+        assert_eq!(announced_timeout(secs(7), Some(60)), 7);
+        assert_eq!(announced_timeout(None, Some(60)), 60);
+    }
+
+    #[test]
     fn module_prefix_is_stripped_and_paths_stay_inside() {
         assert_eq!(paths("mod", &["mod/"]), [""]);
         assert_eq!(paths("mod", &["mod/dir/file"]), ["dir/file"]);
