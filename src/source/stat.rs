@@ -12,6 +12,8 @@ pub struct Stat {
     pub mtime: i64,
     /// The nanoseconds of the mtime (0 where a build's table sets it).
     pub mtime_nsec: u32,
+    /// The access time, in seconds (sent with `--atimes`).
+    pub atime: i64,
     pub uid: u32,
     pub gid: u32,
     pub rdev_major: u32,
