@@ -338,7 +338,7 @@ fn classroom(
         bytes: bytes.unwrap_or(0),
         seconds,
         cpu_seconds,
-        matcher_runs: u64::from(clients) - shared.counts().replayed,
+        matcher_runs: u64::from(clients).saturating_sub(shared.counts().replayed),
     })
 }
 
