@@ -16,6 +16,8 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
+use crate::bench::MAX_CLIENTS;
+
 use crate::cache::is_build_name;
 use crate::config::{
     check_cache_size, check_workers, parse_level, parse_size, parse_socket_addrs, parse_whole,
@@ -51,10 +53,12 @@ pub enum Command {
     /// Validate the configuration and print the effective settings.
     CheckConfig,
     /// Measure the delta engine: on generated data of `size` bytes, or on
-    /// `pair` = (FILE, BASIS) when given.
+    /// `pair` = (FILE, BASIS) when given; with `clients`, that many
+    /// identical laptops with and without the delta memo.
     Bench {
         size: u64,
         pair: Option<(PathBuf, PathBuf)>,
+        clients: Option<u32>,
     },
     /// Print [`help`], or with a command name that command's [`command_help`].
     Help(Option<&'static str>),
@@ -251,13 +255,21 @@ are warnings.",
     },
     Spec {
         name: "bench",
-        usage: "[--size SIZE] [FILE BASIS]",
+        usage: "[--size SIZE] [--clients N] [FILE BASIS]",
         summary: "delta-engine throughput (MB/s) on this machine",
         details: "\
 Without FILE and BASIS, generates SIZE bytes of data (default 256M) and a
 changed copy and measures the delta engine on them. With them, measures
-sending FILE to a client that already holds BASIS.",
-        parse: |parsed, operands| bench(operands, parsed.size),
+sending FILE to a client that already holds BASIS.
+
+With --clients N, measures N identical laptops asking at once for the
+changed copy (or FILE) against the same basis, one thread each as the
+daemon serves a build: first through the delta memo (the matcher runs
+once, the others replay it), then without it (every laptop pays for its
+own matching). Prints each one's CPU seconds (the whole process's),
+wall seconds and how many requests ran the matcher, then the ratio of
+the two CPU times.",
+        parse: |parsed, operands| bench(operands, parsed.size, parsed.clients),
     },
     Spec {
         name: "help",
@@ -307,6 +319,8 @@ overrides the configuration file. `--` ends the options.
   --dry-run            gc only: print what would be evicted, delete nothing
   --json               status only: the same as one JSON object
   --size SIZE          bench only: size of the generated data; default 256M
+  --clients N          bench only: N identical laptops, with and without the
+                       delta memo (1 to 1024)
   -h, --help           print this help (after a command: its own) and exit
   -V, --version        print the version and exit
 
@@ -387,10 +401,11 @@ enum Opt {
     DryRun,
     Json,
     Size,
+    Clients,
 }
 
 /// Every long option with what it is.
-const OPTIONS: [(&str, Opt); 10] = [
+const OPTIONS: [(&str, Opt); 11] = [
     ("--config", Opt::Config),
     ("--builds", Opt::Builds),
     ("--listen", Opt::Listen),
@@ -401,6 +416,7 @@ const OPTIONS: [(&str, Opt); 10] = [
     ("--dry-run", Opt::DryRun),
     ("--json", Opt::Json),
     ("--size", Opt::Size),
+    ("--clients", Opt::Clients),
 ];
 
 impl Invocation {
@@ -486,6 +502,7 @@ struct Parsed {
     dry_run: bool,
     json: bool,
     size: Option<u64>,
+    clients: Option<u32>,
     operands: Vec<OsString>,
 }
 
@@ -573,6 +590,13 @@ impl Parsed {
                 }
                 self.size = Some(size);
             }
+            Opt::Clients => {
+                let n = parse_whole(text).map_err(|e| e.0)?;
+                match u32::try_from(n) {
+                    Ok(n) if (1..=MAX_CLIENTS).contains(&n) => self.clients = Some(n),
+                    _ => return Err(format!("`{n}` clients: expected 1 to {MAX_CLIENTS}")),
+                }
+            }
             Opt::Config | Opt::Builds | Opt::DryRun | Opt::Json => {}
         }
         Ok(())
@@ -602,6 +626,9 @@ impl Parsed {
         }
         if self.size.is_some() && !matches!(command, Command::Bench { .. }) {
             return Err(UsageError::new("`--size` only applies to bench"));
+        }
+        if self.clients.is_some() && !matches!(command, Command::Bench { .. }) {
+            return Err(UsageError::new("`--clients` only applies to bench"));
         }
         Ok(Invocation {
             command,
@@ -677,8 +704,12 @@ fn help_topic(operands: &[OsString]) -> Result<Command, UsageError> {
     }
 }
 
-/// `bench [--size SIZE] [FILE BASIS]`.
-fn bench(operands: Vec<OsString>, size: Option<u64>) -> Result<Command, UsageError> {
+/// `bench [--size SIZE] [--clients N] [FILE BASIS]`.
+fn bench(
+    operands: Vec<OsString>,
+    size: Option<u64>,
+    clients: Option<u32>,
+) -> Result<Command, UsageError> {
     let pair = match <[OsString; 2]>::try_from(operands) {
         Ok([file, basis]) => Some((PathBuf::from(file), PathBuf::from(basis))),
         Err(operands) if operands.is_empty() => None,
@@ -696,6 +727,7 @@ fn bench(operands: Vec<OsString>, size: Option<u64>) -> Result<Command, UsageErr
     Ok(Command::Bench {
         size: size.unwrap_or(DEFAULT_BENCH_SIZE),
         pair,
+        clients,
     })
 }
 
@@ -754,27 +786,41 @@ mod tests {
             command(&["bench"]),
             Command::Bench {
                 size: 268_435_456,
-                pair: None
+                pair: None,
+                clients: None
             }
         );
         assert_eq!(
             command(&["bench", "--size", "1G"]),
             Command::Bench {
                 size: 1 << 30,
-                pair: None
+                pair: None,
+                clients: None
             }
         );
         assert_eq!(
             command(&["bench", "new.img", "old.img"]),
             Command::Bench {
                 size: 268_435_456,
-                pair: Some(("new.img".into(), "old.img".into()))
+                pair: Some(("new.img".into(), "old.img".into())),
+                clients: None
             }
         );
         assert!(error(&["bench", "one"]).contains("FILE and BASIS"));
         assert!(error(&["bench", "a", "b", "c"]).contains("FILE and BASIS"));
         assert!(error(&["bench", "--size=1M", "a", "b"]).contains("--size"));
         assert!(error(&["bench", "--size=0"]).contains("more than 0"));
+        assert_eq!(
+            command(&["bench", "--clients", "30", "--size=1M"]),
+            Command::Bench {
+                size: 1 << 20,
+                pair: None,
+                clients: Some(30)
+            }
+        );
+        assert!(error(&["bench", "--clients=0"]).contains("1 to 1024"));
+        assert!(error(&["bench", "--clients=1025"]).contains("1 to 1024"));
+        assert!(error(&["list", "--clients=2"]).contains("only applies to bench"));
     }
 
     #[test]

@@ -27,7 +27,8 @@
 //!   metadata table that overrides owners, modes and device entries.
 //! - [`meta`]: that metadata table, which `cache` writes and `source` reads.
 //! - [`delta`]: the algorithm, without I/O: rolling sum, MD4 sums, block matching;
-//!   [`bench`](mod@bench): its throughput on this machine (`upserv bench`).
+//!   [`bench`](mod@bench): its throughput on this machine, and with the
+//!   memo a classroom's (`upserv bench`).
 //! - [`output`]: command results on stdout, ending quietly at a closed pipe;
 //!   [`sys`]: the user and group databases and the process's ids.
 //!
@@ -38,7 +39,7 @@
 //! (`tests/layers.rs` checks this, and that no files import one another
 //! round a loop):
 //!
-//! `sys` `output` < `delta` < `bench` `meta` < `source` < `protocol` < `cache` <
+//! `sys` `output` < `delta` < `meta` < `source` < `protocol` < `bench` `cache` <
 //! `config` < `logging` < `cli` < `daemon`
 
 pub mod bench;

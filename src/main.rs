@@ -145,7 +145,11 @@ fn run(inv: &Invocation, settings: &Settings) -> ExitCode {
         Command::Status { json } => {
             exit_code(daemon::control::status(&settings.global.builds_dir, *json))
         }
-        Command::Bench { size, pair } => run_bench(*size, pair.as_ref()),
+        Command::Bench {
+            size,
+            pair,
+            clients,
+        } => run_bench(*size, pair.as_ref(), *clients),
         Command::CheckConfig | Command::Help(_) | Command::Version => ExitCode::SUCCESS,
     }
 }
@@ -166,8 +170,25 @@ fn run_cache_command(command: &Command, cfg: CacheConfig) -> ExitCode {
 
 /// `upserv bench`: the delta engine's throughput on this machine, so the
 /// owner of a small box can tell how many laptops it can feed.
-fn run_bench(size: u64, pair: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> ExitCode {
+/// With `clients`, what that many identical laptops cost with the delta
+/// memo and without it.
+fn run_bench(
+    size: u64,
+    pair: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+    clients: Option<u32>,
+) -> ExitCode {
     let pair = pair.map(|(file, basis)| (file.as_path(), basis.as_path()));
+    if let Some(clients) = clients {
+        return match upserv::bench::run_clients(clients, size, pair) {
+            Ok([with, without]) => {
+                outln!("{with}");
+                outln!("{without}");
+                outln!("{}", upserv::bench::clients_ratio(&with, &without));
+                ExitCode::SUCCESS
+            }
+            Err(e) => runtime_failure(format!("bench: {e}")),
+        };
+    }
     match upserv::bench::run(size, pair) {
         Ok(results) => {
             outln!("{}", upserv::bench::BenchResult::HEADER);

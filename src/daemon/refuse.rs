@@ -15,9 +15,7 @@
 //! Options implied by others are refused with them: any `--delete-*` implies
 //! `--delete`, `--append` implies `--inplace`, which implies `--partial`.
 
-use crate::protocol::options::{
-    lookup, ClientOption, Compression, MissingArgs, OptionError, Options, OPTIONS,
-};
+use crate::protocol::options::{lookup, Compression, MissingArgs, OptionError, Options, OPTIONS};
 use crate::protocol::wildmatch::wildmatch;
 use std::collections::HashSet;
 
@@ -103,7 +101,7 @@ impl Refusals {
     /// for the first refused option, given or implied.
     pub(crate) fn check(&self, opts: &Options) -> Result<(), OptionError> {
         if let Some(option) = opts.given.iter().find(|o| self.is_refused(o.name)) {
-            return Err(refusal(option));
+            return Err(option.refusal());
         }
         let given = |name: &str| opts.was_given(name);
         let when_given = DELETE_WHEN.iter().any(|w| given(w));
@@ -139,24 +137,10 @@ impl Refusals {
     }
 }
 
-/// rsyncd's words for a refused option: `--name (-c)`; the letter-only
-/// options have no long name, which the printf of rsync: options.c
-/// create_refuse_error shows as `(null)`.
-fn refusal(option: &ClientOption) -> OptionError {
-    let mut text = format!(
-        "The server is configured to refuse --{}",
-        option.long().unwrap_or("(null)")
-    );
-    if let Some(c) = option.letter {
-        text.push_str(&format!(" (-{})", c as char));
-    }
-    OptionError(text)
-}
-
-/// [`refusal`] of the option called `name`, one of this module's constants.
+/// [`crate::protocol::options::ClientOption::refusal`] of the option called `name`, one of this module's constants.
 fn refusal_of(name: &str) -> OptionError {
     match lookup(name) {
-        Some((_, option)) => refusal(option),
+        Some((_, option)) => option.refusal(),
         None => OptionError(format!("The server is configured to refuse --{name}")),
     }
 }

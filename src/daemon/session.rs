@@ -239,7 +239,9 @@ fn pull(
 ) -> io::Result<Outcome> {
     // From protocol 30 on the arguments end with NULs, not newlines.
     let args = read_args(conn, protocol >= 30)?;
-    let parsed = Options::parse(&args).and_then(|o| module.policy.refusals.check(&o).map(|()| o));
+    let parsed = Options::parse(&args)
+        .and_then(|o| module.policy.refusals.check(&o).map(|()| o))
+        .and_then(|o| o.check_protocol(protocol).map(|()| o));
     let mut opts = match parsed {
         Ok(o) => o,
         Err(e) => {
@@ -288,6 +290,7 @@ fn pull(
         daemon_filters: module.filters.clone(),
         seed,
         memo,
+        io_timeout: announced_timeout(module.timeout, opts.timeout),
     };
     let outcome = match sender::run(conn, pull) {
         Ok(stats) => Outcome::Pulled {
@@ -324,6 +327,19 @@ fn idle_timeout(module: Option<Duration>, client: Option<u32>) -> Duration {
     match client {
         Some(secs) if secs > 0 => daemon.min(Duration::from_secs(u64::from(secs))),
         _ => daemon,
+    }
+}
+
+/// The timeout rsyncd would tell the client (rsync: clientserver.c
+/// rsync_module): the module's `timeout` when the client's `--timeout` is
+/// unset or longer, else the client's; 0 when neither is set. upserv's
+/// default idle timeout is its own business and is not announced.
+fn announced_timeout(module: Option<Duration>, client: Option<u32>) -> u32 {
+    let module = module.map_or(0, |t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX));
+    match client.unwrap_or(0) {
+        0 => module,
+        c if module != 0 && module < c => module,
+        c => c,
     }
 }
 
@@ -411,6 +427,17 @@ mod tests {
             .into_iter()
             .map(|p| String::from_utf8(p).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn the_shorter_of_module_and_client_timeouts_is_announced() {
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(announced_timeout(None, None), 0);
+        assert_eq!(announced_timeout(secs(7), None), 7);
+        assert_eq!(announced_timeout(secs(7), Some(0)), 7);
+        assert_eq!(announced_timeout(secs(7), Some(3)), 3);
+        assert_eq!(announced_timeout(secs(7), Some(60)), 7);
+        assert_eq!(announced_timeout(None, Some(60)), 60);
     }
 
     #[test]

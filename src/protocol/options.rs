@@ -58,6 +58,11 @@ pub struct Options {
     pub(crate) devices: bool,
     pub(crate) specials: bool,
     pub(crate) times: bool,
+    /// `-A` and `-X`: asked for, never served (see [`Options::check_protocol`]).
+    pub(crate) acls: bool,
+    pub(crate) xattrs: bool,
+    /// `-U`: access times of non-directories go in the file list.
+    pub(crate) atimes: bool,
     pub(crate) checksum: bool,
     pub(crate) cvs_exclude: bool,
     pub(crate) ignore_times: bool,
@@ -174,20 +179,20 @@ enum Effect {
 enum Rejected {
     /// It would delete files on the server, and every module is read-only.
     ReadOnly,
-    /// Its data (ACLs, xattrs) only exist in protocol 30 file lists.
-    NeedsProtocol30,
     /// upserv does not implement it.
     Unsupported,
+    /// rsyncd on Linux is built without it (`--crtimes`: Linux has no
+    /// settable creation times) and refuses it as if configured to.
+    NotBuilt,
 }
 
 impl Rejected {
-    fn error(self, name: &str) -> OptionError {
+    fn error(self, option: &ClientOption) -> OptionError {
+        let name = option.name;
         OptionError(match self {
             Rejected::ReadOnly => format!("ERROR: --{name} cannot be used with a read-only module"),
-            Rejected::NeedsProtocol30 => {
-                format!("--{name} requires protocol 30 or higher (negotiated 29).")
-            }
             Rejected::Unsupported => format!("--{name}: not supported by this server"),
+            Rejected::NotBuilt => return option.refusal(),
         })
     }
 }
@@ -210,6 +215,20 @@ pub(crate) struct ClientOption {
 
 impl ClientOption {
     /// The name rsync knows the option by, if it has one besides its letter.
+    /// rsyncd's words for a refused option: `--name (-c)`; the letter-only
+    /// options have no long name, which the printf of rsync: options.c
+    /// create_refuse_error shows as `(null)`.
+    pub(crate) fn refusal(&self) -> OptionError {
+        let mut text = format!(
+            "The server is configured to refuse --{}",
+            self.long().unwrap_or("(null)")
+        );
+        if let Some(c) = self.letter {
+            text.push_str(&format!(" (-{})", c as char));
+        }
+        OptionError(text)
+    }
+
     pub(crate) fn long(&self) -> Option<&'static str> {
         (!self.letter_only).then_some(self.name)
     }
@@ -292,21 +311,21 @@ pub(crate) static OPTIONS: &[ClientOption] = {
         flag("no-perms", Off(|o| &mut o.perms)),
         flag("no-p", Off(|o| &mut o.perms)),
         flag("executability", On(|o| &mut o.executability)).short(b'E'),
-        flag("acls", Reject(Rejected::NeedsProtocol30)).short(b'A'),
-        flag("no-acls", Ignore),
+        flag("acls", On(|o| &mut o.acls)).short(b'A'),
+        flag("no-acls", Off(|o| &mut o.acls)),
         flag("no-A", Ignore),
-        flag("xattrs", Reject(Rejected::NeedsProtocol30)).short(b'X'),
-        flag("no-xattrs", Ignore),
+        flag("xattrs", On(|o| &mut o.xattrs)).short(b'X'),
+        flag("no-xattrs", Off(|o| &mut o.xattrs)),
         flag("no-X", Ignore),
         flag("times", On(|o| &mut o.times)).short(b't'),
         flag("no-times", Off(|o| &mut o.times)),
         flag("no-t", Off(|o| &mut o.times)),
-        flag("atimes", Reject(Rejected::Unsupported)).short(b'U'),
-        flag("no-atimes", Ignore),
+        flag("atimes", On(|o| &mut o.atimes)).short(b'U'),
+        flag("no-atimes", Off(|o| &mut o.atimes)),
         flag("no-U", Ignore),
         flag("open-noatime", Ignore),
         flag("no-open-noatime", Ignore),
-        flag("crtimes", Reject(Rejected::Unsupported)).short(b'N'),
+        flag("crtimes", Reject(Rejected::NotBuilt)).short(b'N'),
         flag("no-crtimes", Ignore),
         flag("no-N", Ignore),
         flag("omit-dir-times", Ignore).short(b'O'),
@@ -889,7 +908,7 @@ impl Options {
             Effect::Zero(counter) => *counter(self) = 0,
             Effect::Run(run) => run(self),
             Effect::Read(read) => read(self, option.name, value.unwrap_or(b""))?,
-            Effect::Reject(why) => return Err(why.error(option.name)),
+            Effect::Reject(why) => return Err(why.error(option)),
         }
         Ok(())
     }
@@ -905,6 +924,25 @@ impl Options {
             self.given_seen[word] |= bit;
             self.given.push(option);
         }
+    }
+
+    /// Turns away `-A` and `-X`, after the module's refusals as in rsyncd.
+    /// Below protocol 30 with rsync's own words (rsync: compat.c
+    /// setup_protocol): their data only exist in protocol 30 file lists.
+    /// From 30 on rsyncd built with ACL and xattr support serves them;
+    /// upserv does not, and says so.
+    pub fn check_protocol(&self, protocol: u32) -> Result<(), OptionError> {
+        for (asked, name) in [(self.acls, "acls"), (self.xattrs, "xattrs")] {
+            if !asked {
+                continue;
+            }
+            return Err(OptionError(if protocol < 30 {
+                format!("--{name} requires protocol 30 or higher (negotiated {protocol}).")
+            } else {
+                format!("--{name}: not supported by this server (upserv serves no ACLs or xattrs)")
+            }));
+        }
+        Ok(())
     }
 
     /// Whether the client sent option `name` (as [`ClientOption::name`]

@@ -109,6 +109,10 @@ pub(crate) struct Pull<'a> {
     pub(crate) seed: Option<u32>,
     /// For builds: the daemon's delta memo.
     pub(crate) memo: Option<BuildMemo>,
+    /// The I/O timeout in seconds the client is told at 31+ (rsync:
+    /// main.c start_server, MSG_IO_TIMEOUT), so that it adopts a shorter
+    /// one; 0 for none.
+    pub(crate) io_timeout: u32,
 }
 
 impl Reporter for Conn {
@@ -171,6 +175,9 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
         }
     };
     conn.start_multiplex();
+    if pull.io_timeout != 0 && pull.protocol >= 31 {
+        conn.send_msg_bytes(MsgTag::IoTimeout, &pull.io_timeout.to_le_bytes())?;
+    }
     if pull.protocol >= 30 {
         conn.start_multiplex_in(pull.protocol >= 31);
     }

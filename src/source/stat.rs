@@ -12,6 +12,8 @@ pub(crate) struct Stat {
     pub(crate) mtime: i64,
     /// The nanoseconds of the mtime (0 where a build's table sets it).
     pub(crate) mtime_nsec: u32,
+    /// The access time, in seconds (sent with `--atimes`).
+    pub(crate) atime: i64,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) rdev_major: u32,

@@ -155,6 +155,26 @@ fn output_into_a_closed_pipe_ends_quietly() {
 }
 
 #[test]
+fn bench_clients_runs_the_matcher_once_through_the_memo() {
+    let scene = Scene::new();
+    let (code, out, err) = scene.run(&["bench", "--clients", "4", "--size", "1M"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    // The memo's counter: one request matched, three replayed it.
+    assert!(lines[0].starts_with("4 clients, memo on, cpu "), "{out}");
+    assert!(lines[0].contains("matcher ran 1 of 4"), "{out}");
+    assert!(lines[1].starts_with("4 clients, memo off, cpu "), "{out}");
+    assert!(lines[1].contains("matcher ran 4 of 4"), "{out}");
+    assert!(
+        lines[2].starts_with("cpu without the memo / with it: "),
+        "{out}"
+    );
+    let bytes = |line: &str| line.rsplit(", ").next().unwrap().to_string();
+    assert_eq!(bytes(lines[0]), bytes(lines[1]), "the same stream: {out}");
+}
+
+#[test]
 fn check_config_refuses_unknown_parameters_and_suggests_the_nearest() {
     let scene = Scene::new();
     let (code, out, err) = scene.check("upstrem = https://h/{name}.tar\n");

@@ -29,6 +29,7 @@ mod operation;
 mod options;
 mod packaging;
 mod parity;
+mod protocol30;
 mod reference;
 mod scale_out;
 mod support;

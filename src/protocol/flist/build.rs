@@ -481,6 +481,7 @@ impl<'a> Builder<'a> {
         let extra = Extra {
             dev_ino: (self.opts.hard_links && hard_link_candidate).then_some((st.dev, st.ino)),
             sum,
+            atime: (self.opts.atimes && !st.is_dir()).then_some(st.atime),
         };
         let entry = self.make_entry(root, name, &link, &st, flags, extra);
         self.list.entries.push(entry);
@@ -554,7 +555,7 @@ impl<'a> Builder<'a> {
         flags: u8,
         extra: Extra,
     ) -> Entry {
-        let extra = if extra.dev_ino.is_none() && extra.sum.is_none() {
+        let extra = if extra.dev_ino.is_none() && extra.sum.is_none() && extra.atime.is_none() {
             NO_EXTRA
         } else {
             self.list.extras.push(extra);

@@ -40,6 +40,8 @@ const XMIT_HLINK_FIRST: u16 = 1 << 12;
 const XMIT_IO_ERROR_ENDLIST: u16 = 1 << 12;
 /// The mtime has nanoseconds (31+).
 const XMIT_MOD_NSEC: u16 = 1 << 13;
+/// The access time is the previous one's (`--atimes`, non-directories).
+const XMIT_SAME_ATIME: u16 = 1 << 14;
 /// The owner's name follows its id (30+, incremental recursion).
 const XMIT_USER_NAME_FOLLOWS: u16 = 1 << 10;
 /// The group's name follows its id (30+, incremental recursion).
@@ -71,6 +73,7 @@ pub(crate) struct Encoder<'a> {
     last_name: Vec<u8>,
     mode: u32,
     mtime: i64,
+    atime: i64,
     uid: u32,
     gid: u32,
     rdev: u64,
@@ -96,6 +99,7 @@ impl<'a> Encoder<'a> {
             last_name: Vec::new(),
             mode: 0,
             mtime: 0,
+            atime: 0,
             uid: 0,
             gid: 0,
             rdev: 0,
@@ -276,6 +280,13 @@ impl<'a> Encoder<'a> {
             xflags |= XMIT_MOD_NSEC;
         }
         let extra = list.extra(e);
+        if let Some(atime) = extra.atime {
+            if atime == self.atime {
+                xflags |= XMIT_SAME_ATIME;
+            } else {
+                self.atime = atime;
+            }
+        }
         // The send index of the first of this entry's hard-link group,
         // when it is not the first (30+).
         let mut first_link = None;
@@ -377,6 +388,9 @@ impl<'a> Encoder<'a> {
         }
         if xflags & XMIT_SAME_MODE == 0 {
             out.write_i32(e.mode as i32)?;
+        }
+        if let Some(atime) = extra.atime.filter(|_| xflags & XMIT_SAME_ATIME == 0) {
+            out.write_varlong(atime, 4)?;
         }
         if self.opts.owner && xflags & XMIT_SAME_UID == 0 {
             self.write_int30(out, e.uid as i32)?;

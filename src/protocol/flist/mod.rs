@@ -102,6 +102,8 @@ const NO_EXTRA: u32 = u32::MAX;
 struct Extra {
     dev_ino: Option<(u64, u64)>,
     sum: Option<Digest>,
+    /// The access time of a non-directory, with `--atimes`.
+    atime: Option<i64>,
 }
 
 impl Entry {

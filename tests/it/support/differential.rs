@@ -37,8 +37,6 @@ const OUTPUT_TAIL_LINES: usize = 40;
 /// From this protocol on the sender echoes every itemized entry, which
 /// makes the client print names in one stream (rsync: generator.c itemize).
 const ORDERED_OUTPUT_PROTOCOL: u32 = 29;
-/// From this protocol on the client could ask for incremental recursion.
-const NO_INC_RECURSION_FROM: u32 = 30;
 /// From this many `-v`s on, the client's generator prints lines of its own.
 const CHATTY_VERBOSITY: usize = 2;
 /// Short options that take a value, so letters after them are not flags.
@@ -342,17 +340,10 @@ impl<'t> Differential<'t> {
             .scratch
             .path()
             .join(format!("protocol-{protocol}").replace(' ', "-"));
-        // upserv does not offer incremental recursion yet: from protocol 30
-        // on both servers are asked for the list in one piece, as a client
-        // naming `--no-inc-recursive` does, or rsyncd's would come in pieces
-        // and the client would print and check it differently.
-        // A test of incremental recursion names `--inc-recursive` itself.
-        let mut pull_opts = opts.to_vec();
-        if self.effective_protocol(protocol) >= NO_INC_RECURSION_FROM
-            && !opts.contains(&"--inc-recursive")
-        {
-            pull_opts.push("--no-inc-recursive");
-        }
+        // From protocol 30 on both servers give the client incremental
+        // recursion whenever it allows it, as a laptop pulls by default; a
+        // test that wants the list in one piece names `--no-inc-recursive`.
+        let pull_opts = opts.to_vec();
         let [reference, candidate] = [0, 1].map(|i| {
             let dest = dir.join(ROLES[i]).join("dest");
             std::fs::create_dir_all(dest.parent().expect("dest has a parent"))

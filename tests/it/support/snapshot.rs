@@ -122,6 +122,11 @@ impl Snapshot {
     }
 
     /// The entry at `rel` (as bytes, `"."` for the root).
+    /// The directory captured.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn get(&self, rel: impl AsRef<[u8]>) -> Option<&Node> {
         self.entries.get(rel.as_ref())
     }
