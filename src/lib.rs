@@ -42,6 +42,8 @@
 //! `sys` `output` < `delta` < `meta` < `source` < `protocol` < `bench` `cache` <
 //! `config` < `logging` < `cli` < `daemon`
 
+#![warn(unreachable_pub)]
+
 pub mod bench;
 pub mod cache;
 pub mod cli;
