@@ -189,7 +189,7 @@ impl Store {
     }
 
     /// Names of all cached builds, sorted.
-    pub fn list_builds(&self) -> io::Result<Vec<String>> {
+    pub(super) fn list_builds(&self) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in fs::read_dir(&self.builds)? {
             let entry = entry?;
@@ -208,7 +208,7 @@ impl Store {
         fs::symlink_metadata(self.sticky_path(name)).is_ok()
     }
 
-    pub fn set_sticky(&self, name: &str, sticky: bool) -> io::Result<()> {
+    pub(super) fn set_sticky(&self, name: &str, sticky: bool) -> io::Result<()> {
         let path = self.sticky_path(name);
         if sticky {
             OpenOptions::new()
