@@ -426,7 +426,7 @@ impl Invocation {
     }
 
     /// Parses arguments (without the program name).
-    pub(crate) fn parse<I, S>(args: I) -> Result<Invocation, UsageError>
+    pub fn parse<I, S>(args: I) -> Result<Invocation, UsageError>
     where
         I: IntoIterator<Item = S>,
         S: Into<OsString>,

@@ -69,7 +69,7 @@ pub struct EntryMeta<'a> {
 
 impl EntryMeta<'_> {
     /// Whether this entry exists only in the table (device, FIFO or socket).
-    pub(crate) fn is_table_only(&self) -> bool {
+    pub fn is_table_only(&self) -> bool {
         is_table_only_mode(self.mode)
     }
 }
@@ -78,6 +78,7 @@ fn is_table_only_mode(mode: u32) -> bool {
     matches!(mode & S_IFMT, S_IFCHR | S_IFBLK | S_IFIFO | S_IFSOCK)
 }
 
+#[cfg(test)]
 /// One entry as the unpacker collects it, before the table is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct MetaRecord {
@@ -149,6 +150,7 @@ impl MetaTable {
         }
     }
 
+    #[cfg(test)]
     /// Builds a table in memory (the unpacker's records, or tests').
     /// Later records for the same path replace earlier ones.
     pub(crate) fn from_records(records: &[MetaRecord]) -> io::Result<MetaTable> {
@@ -181,12 +183,9 @@ impl MetaTable {
     }
 
     /// Number of entries.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 
     /// The entry at `rel_path`; `""` or `"."` is the root directory itself.
@@ -216,7 +215,7 @@ impl MetaTable {
     }
 
     /// All entries in path order (for checks and tests).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], EntryMeta<'_>)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], EntryMeta<'_>)> + '_ {
         self.slots
             .iter()
             .map(move |slot| (self.path(slot), self.entry(slot)))
@@ -316,6 +315,7 @@ impl OwnerNames {
     }
 }
 
+#[cfg(test)]
 /// Writes `records` as a table file at `path` (sorted, later duplicates win).
 /// The file is written in place: callers write to a scratch path and rename.
 pub(crate) fn write_table(path: &Path, records: &[MetaRecord]) -> io::Result<()> {
@@ -340,7 +340,11 @@ pub(crate) struct TableWriter {
 impl TableWriter {
     /// Starts the file at `path` with its owner names and the number of
     /// entries that [`TableWriter::push`] will write.
-    pub(crate) fn create(path: &Path, owners: &[Box<str>], entries: usize) -> io::Result<TableWriter> {
+    pub(crate) fn create(
+        path: &Path,
+        owners: &[Box<str>],
+        entries: usize,
+    ) -> io::Result<TableWriter> {
         if entries > MAX_ENTRIES {
             return Err(invalid(format!("more than {MAX_ENTRIES} entries")));
         }

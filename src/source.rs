@@ -40,7 +40,9 @@ use beneath::Strategy;
 /// How many symlinks one resolution may cross (the kernel's MAXSYMLINKS).
 const MAX_SYMLINK_HOPS: usize = 40;
 
-pub(crate) use crate::meta::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
+pub(crate) use crate::meta::{
+    S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
+};
 
 /// Why [`Source::resolve`] refused a path: a link on the way leads out of
 /// the module. Callers tell it from other errors with [`leads_out`].

@@ -116,9 +116,9 @@ impl ArchiveKind {
 /// table, then `tree` to `DIR/NAME`.
 #[derive(Debug)]
 pub struct Unpacked {
-    pub(crate) tree: PathBuf,
+    pub tree: PathBuf,
     /// The metadata table, paths relative to the module root.
-    pub(crate) table: PathBuf,
+    pub table: PathBuf,
     pub(crate) entries: usize,
 }
 
@@ -623,7 +623,7 @@ fn owner_name(raw: Option<&[u8]>) -> Option<String> {
 }
 
 /// `a/./b//c/` → `a/b/c`; `./` → `` (the root). Absolute paths and `..` are refused.
-pub(crate) fn clean_path(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
+pub fn clean_path(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
     if raw.first() == Some(&b'/') {
         return Err("absolute path");
     }

@@ -38,8 +38,8 @@ pub use checks::{
     check_cache_size, check_upstream, check_workers, parse_level, parse_socket_addrs,
 };
 pub use error::{ConfigError, ConfigWarning, Origin};
+pub(crate) use values::parse_size;
 pub(crate) use values::parse_whole;
-pub(crate) use values::{format_size, parse_size, ValueError};
 
 /// The configuration file read when `--config` is not given, if it exists.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/upserv.conf";
@@ -266,6 +266,7 @@ impl Default for ModuleParams {
 }
 
 impl Settings {
+    #[cfg(test)]
     /// The static module called exactly `name` (case-sensitive, as rsyncd).
     pub(crate) fn module(&self, name: &str) -> Option<&Module> {
         self.modules.iter().find(|module| module.name == name)
@@ -274,6 +275,7 @@ impl Settings {
     /// The module serving build `name` from the builds directory, with the
     /// module defaults. The caller checks that `name` is a build (and not
     /// shadowed by a static module).
+    #[cfg(test)]
     pub(crate) fn build_module(&self, name: &str) -> Module {
         Module {
             name: name.to_owned(),
@@ -305,7 +307,9 @@ pub struct Overrides {
 }
 
 /// Reads a configuration file into settings (defaults where it is silent).
-pub(crate) fn parse_config_file(path: &Path) -> Result<(Settings, Vec<ConfigWarning>), ConfigError> {
+pub(crate) fn parse_config_file(
+    path: &Path,
+) -> Result<(Settings, Vec<ConfigWarning>), ConfigError> {
     let mut loader = parse::Loader::new();
     loader.load_main(path)?;
     loader.finish(Some(path))

@@ -45,7 +45,8 @@ pub(crate) enum Digest {
 }
 
 /// What upserv announces in its greeting, strongest first.
-pub(crate) const OFFERED_DIGESTS: [Digest; 4] = [Digest::Sha512, Digest::Sha256, Digest::Md5, Digest::Md4];
+pub(crate) const OFFERED_DIGESTS: [Digest; 4] =
+    [Digest::Sha512, Digest::Sha256, Digest::Md5, Digest::Md4];
 
 /// rsync's auth digests, strongest first, for the `auth digest` floor.
 const RSYNC_STRENGTH_ORDER: [&str; 5] = ["sha512", "sha256", "sha1", "md5", "md4"];

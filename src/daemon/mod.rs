@@ -19,7 +19,7 @@ pub(crate) mod metrics;
 pub(crate) mod opening;
 pub(crate) mod policy;
 pub mod pool;
-pub(crate) mod proxy_header;
+pub mod proxy_header;
 pub(crate) mod refuse;
 pub mod report;
 pub mod service_user;
@@ -46,9 +46,9 @@ use std::time::Duration;
 
 /// A `[section]` of the configuration.
 #[derive(Clone, Debug)]
-pub(crate) struct StaticModule {
+pub struct StaticModule {
     pub(crate) name: String,
-    pub(crate) path: PathBuf,
+    pub path: PathBuf,
     pub(crate) comment: String,
     pub(crate) policy: Arc<Policy>,
     pub(crate) timeout: Option<Duration>,
@@ -100,7 +100,7 @@ pub(crate) enum ModuleRoot {
 
 /// What every connection of a daemon shares.
 pub struct Server {
-    pub(crate) modules: Vec<StaticModule>,
+    pub modules: Vec<StaticModule>,
     pub(crate) motd: Option<Vec<u8>>,
     pub cache: Option<Cache>,
     /// Deltas of builds kept for identical requests (with a cache only).

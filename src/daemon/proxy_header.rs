@@ -28,25 +28,25 @@ pub(crate) const MAX_V2_PAYLOAD: usize = 512;
 /// The fixed head of a version 2 header.
 pub(crate) const V2_HEAD_LEN: usize = 16;
 /// The longest header of either version.
-pub(crate) const MAX_HEADER_LEN: usize = V2_HEAD_LEN + MAX_V2_PAYLOAD;
+pub const MAX_HEADER_LEN: usize = V2_HEAD_LEN + MAX_V2_PAYLOAD;
 
 const V1_PREFIX: &[u8] = b"PROXY ";
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
 /// What a complete header says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Header {
+pub struct Header {
     /// The client's address, an IPv4-mapped IPv6 one as IPv4 (as rsyncd
     /// reports it); `None` keeps the socket's peer (`UNKNOWN`, `LOCAL`, or
     /// an address family that is not TCP over IP).
     pub(crate) client: Option<IpAddr>,
     /// The header's length in bytes.
-    pub(crate) len: usize,
+    pub len: usize,
 }
 
 /// The outcome of feeding the bytes read so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Parse {
+pub enum Parse {
     Done(Header),
     /// A header may still come; every byte fed belongs to it.
     Incomplete,
@@ -54,7 +54,7 @@ pub(crate) enum Parse {
 
 /// Why the bytes are not a PROXY header.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ProxyError(String);
+pub struct ProxyError(String);
 
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -69,7 +69,7 @@ fn invalid(why: impl Into<String>) -> ProxyError {
 }
 
 /// Parses the start of a connection.
-pub(crate) fn parse(bytes: &[u8]) -> Result<Parse, ProxyError> {
+pub fn parse(bytes: &[u8]) -> Result<Parse, ProxyError> {
     let v2_seen = bytes.len().min(V2_SIGNATURE.len());
     if bytes[..v2_seen] == V2_SIGNATURE[..v2_seen] && !bytes.is_empty() {
         return parse_v2(bytes);

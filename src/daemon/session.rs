@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-pub(crate) use super::opening::{MAX_LINE_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+pub(crate) use super::opening::MAX_LINE_LEN;
 
 /// How long each wait for the client may take before the transfer starts:
 /// the opening (up to the module name), and separately, once a worker
@@ -165,7 +165,12 @@ pub(crate) fn opening(server: &Server, conn: &mut Conn) -> io::Result<Result<Req
 }
 
 /// Serves a request whose opening is done.
-pub(crate) fn serve(server: &Server, conn: &mut Conn, peer: Option<IpAddr>, request: Request) -> Outcome {
+pub(crate) fn serve(
+    server: &Server,
+    conn: &mut Conn,
+    peer: Option<IpAddr>,
+    request: Request,
+) -> Outcome {
     match &request.ask {
         Ask::List => send_listing(server, conn)
             .map(|()| Outcome::Listed)
@@ -377,7 +382,7 @@ fn send_listing(server: &Server, conn: &mut Conn) -> io::Result<()> {
 /// name is stripped, so is any leading `/`, and `..` can never climb above
 /// the root. Several paths may arrive in one argument, separated by
 /// ` module/` (old clients' space-splitting).
-pub(crate) fn source_paths(module: &str, args: &[Vec<u8>], keep_dot_dirs: bool) -> Vec<Vec<u8>> {
+pub fn source_paths(module: &str, args: &[Vec<u8>], keep_dot_dirs: bool) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let separator = format!(" {module}/").into_bytes();
     for arg in args {

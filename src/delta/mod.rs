@@ -30,7 +30,9 @@ mod tests;
 mod window;
 
 pub(crate) use matcher::{MatchError, MatchMode, MatchOutcome, Matcher, TokenSink};
-pub(crate) use strong::{
-    block_strong_sum, file_checksum, Digest, FileSum, StrongSum, SumKind, STRONG_SUM_LEN,
-};
-pub(crate) use sums::{block_len_for, generate, strong_len_for, BlockSums};
+#[cfg(test)]
+pub(crate) use strong::FileSum;
+pub(crate) use strong::{file_checksum, Digest, StrongSum, SumKind};
+pub(crate) use sums::BlockSums;
+#[cfg(test)]
+pub(crate) use sums::{block_len_for, generate, strong_len_for};

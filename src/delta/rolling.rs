@@ -48,12 +48,14 @@ impl RollingSum {
         (self.s1 & 0xffff) | (self.s2 << 16)
     }
 
+    #[cfg(test)]
     /// The number of bytes the window currently covers.
     pub(crate) fn len(&self) -> u32 {
         self.len
     }
 
     /// Whether the window covers no bytes.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -216,7 +216,11 @@ pub(crate) fn block_strong_sum(data: &[u8], sum: StrongSum, out: &mut [u8; STRON
 /// [`block_strong_sum`] of each of `blocks` (all of one length) into
 /// `out[i]`. MD4 sums are computed several blocks at a time, one per SIMD
 /// lane (the `md4x` module); the other digests one after another.
-pub(crate) fn block_strong_sums(blocks: &[&[u8]], sum: StrongSum, out: &mut [[u8; STRONG_SUM_LEN]]) {
+pub(crate) fn block_strong_sums(
+    blocks: &[&[u8]],
+    sum: StrongSum,
+    out: &mut [[u8; STRONG_SUM_LEN]],
+) {
     debug_assert!(out.len() >= blocks.len());
     if !matches!(sum.kind, SumKind::Md4Auto | SumKind::Md4) {
         for (block, out) in blocks.iter().zip(out.iter_mut()) {

@@ -53,7 +53,12 @@ impl BlockSums {
     /// Sums for `count` blocks, as announced by a sum head. The protocol layer
     /// has checked `strong_len` against the digest and `remainder <=
     /// block_len`; a strong length over [`STRONG_SUM_LEN`] is cut.
-    pub(crate) fn new(block_len: u32, remainder: u32, strong_len: usize, count: usize) -> BlockSums {
+    pub(crate) fn new(
+        block_len: u32,
+        remainder: u32,
+        strong_len: usize,
+        count: usize,
+    ) -> BlockSums {
         let strong_len = strong_len.min(STRONG_SUM_LEN);
         let reserve = count.min(MAX_RESERVED_BLOCKS);
         BlockSums {

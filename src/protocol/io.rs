@@ -46,7 +46,6 @@ const ACK_POLL: Duration = Duration::from_millis(5);
 /// with the protocol-30 error/warning codes mapped down as rsync: log.c does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum MsgTag {
-    Data = 0,
     Error = 1,
     Info = 2,
     /// The sender's I/O-error bits (protocol 30 without the safe file list).
@@ -245,10 +244,6 @@ impl Conn {
     /// From now on output is framed (io_start_multiplex_out).
     pub(crate) fn start_multiplex(&mut self) {
         self.multiplexed = true;
-    }
-
-    pub(crate) fn is_multiplexed(&self) -> bool {
-        self.multiplexed
     }
 
     /// From now on the client's bytes arrive framed (protocol 30 and

@@ -23,5 +23,5 @@ pub mod options;
 pub mod sender;
 pub(crate) mod setup;
 pub(crate) mod token;
-pub(crate) mod wildmatch;
+pub mod wildmatch;
 pub(crate) mod wire;

@@ -66,7 +66,7 @@ pub struct Options {
     pub(crate) checksum: bool,
     pub(crate) cvs_exclude: bool,
     pub(crate) ignore_times: bool,
-    pub(crate) relative: bool,
+    pub relative: bool,
     /// `--qsort`: the client sorts with qsort, which rules out incremental
     /// recursion (rsync: compat.c set_allow_inc_recurse).
     pub(crate) qsort: bool,
@@ -117,7 +117,7 @@ pub struct Options {
     /// (whole KiB, as rsync rounds it); `None` is unlimited.
     pub(crate) bwlimit: Option<u64>,
     /// The source paths, after the `.` that ends the options.
-    pub(crate) paths: Vec<Vec<u8>>,
+    pub paths: Vec<Vec<u8>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -85,7 +85,7 @@ fn protocol_error<T>(text: impl Into<String>) -> Result<T, TransferError> {
 
 /// What one pull moved, for the transfer log line.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct TransferStats {
+pub struct TransferStats {
     pub(crate) files_listed: usize,
     pub(crate) files_sent: u64,
     pub(crate) literal_bytes: u64,

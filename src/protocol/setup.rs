@@ -74,7 +74,6 @@ pub(crate) struct Setup {
     /// `-c` file checksums.
     pub(crate) file_sum: SumKind,
     pub(crate) compression: Compression,
-    pub(crate) seed: u32,
 }
 
 impl Setup {
@@ -150,14 +149,18 @@ pub(crate) fn incremental_recursion(opts: &Options) -> bool {
 
 /// Runs the setup for a pull: compat flags and negotiation from protocol
 /// 30 on, then the seed.
-pub(crate) fn run(conn: &mut Conn, opts: &Options, protocol: u32, seed: u32) -> Result<Setup, SetupError> {
+pub(crate) fn run(
+    conn: &mut Conn,
+    opts: &Options,
+    protocol: u32,
+    seed: u32,
+) -> Result<Setup, SetupError> {
     let mut setup = Setup {
         protocol,
         compat: 0,
         xfer_sum: opts.xfer_sum,
         file_sum: opts.file_sum,
         compression: opts.compression,
-        seed,
     };
     if protocol >= 30 {
         setup.compat = compat_flags(&opts.client_info);

@@ -55,7 +55,7 @@ pub(crate) fn star_groups(pattern: &[u8]) -> usize {
 /// [`MAX_STAR_GROUPS`] star groups matches nothing: callers hand in what
 /// clients send (a wildcard argument's components), and the limit is what
 /// bounds the recursion.
-pub(crate) fn wildmatch(pattern: &[u8], text: &[u8]) -> bool {
+pub fn wildmatch(pattern: &[u8], text: &[u8]) -> bool {
     if star_groups(pattern) > MAX_STAR_GROUPS {
         return false;
     }

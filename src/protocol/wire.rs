@@ -33,6 +33,7 @@ pub(crate) trait WireRead {
         Ok(i32::from_le_bytes(b))
     }
 
+    #[cfg(test)]
     /// rsync's read_longint: an int32, or -1 followed by a full 64-bit value.
     fn read_longint(&mut self) -> io::Result<i64> {
         let v = self.read_i32()?;

@@ -1,7 +1,9 @@
 //! The attributes of one entry, as the file list needs them: what the disk
 //! says (read by `beneath`), or the metadata table over it.
 
-use crate::meta::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
+#[cfg(test)]
+use crate::meta::{S_IFBLK, S_IFCHR};
+use crate::meta::{S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
 
 /// The attributes of one entry, as the file list needs them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,10 +42,8 @@ impl Stat {
     pub(crate) fn is_symlink(&self) -> bool {
         self.kind() == S_IFLNK
     }
+    #[cfg(test)]
     pub(crate) fn is_device(&self) -> bool {
         matches!(self.kind(), S_IFCHR | S_IFBLK)
-    }
-    pub(crate) fn is_special(&self) -> bool {
-        matches!(self.kind(), S_IFIFO | S_IFSOCK)
     }
 }

@@ -73,7 +73,6 @@ mod rule;
 use std::fmt;
 use std::path::Path;
 
-pub(crate) use self::files::{MAX_MERGE_FILE_BYTES, MAX_MERGE_LINE_LEN};
 pub use self::filters::{DirToken, Filters};
 pub use self::list::{
     FilterList, CHECK_STEP_BUDGET, MAX_DIR_MERGES, MAX_MERGE_DEPTH, MAX_PATTERN_LEN,
@@ -114,6 +113,7 @@ impl FilterError {
         FilterError { kind, message }
     }
 
+    #[cfg(test)]
     pub(crate) fn kind(&self) -> FilterErrorKind {
         self.kind
     }

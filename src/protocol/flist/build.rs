@@ -102,6 +102,7 @@ impl<'a> Builder<'a> {
         self.error(IOERR_GENERAL, MsgTag::Error, text)
     }
 
+    #[cfg(test)]
     /// Adds every argument (already sanitised paths, relative to `base`,
     /// itself relative to the module root) and everything below it, in the
     /// order rsync walks them. The list is sent in that order, then sorted

@@ -126,7 +126,11 @@ impl<'a> Encoder<'a> {
 
     /// Sends the list. Returns the I/O error still to report in a message
     /// of its own (protocol 30 without the safe file list), or 0.
-    pub(crate) fn send_list(&mut self, out: &mut impl WireWrite, list: &FileList) -> io::Result<i32> {
+    pub(crate) fn send_list(
+        &mut self,
+        out: &mut impl WireWrite,
+        list: &FileList,
+    ) -> io::Result<i32> {
         let names = &list.ids;
         let mut buf = Vec::with_capacity(64 * 1024);
         for e in &list.entries {

@@ -185,6 +185,7 @@ impl DirWalk {
         self.pending == 0
     }
 
+    #[cfg(test)]
     /// Directories waiting for their list (for tests and measurements).
     pub(crate) fn pending(&self) -> usize {
         self.pending

@@ -27,8 +27,8 @@ mod window;
 
 pub(crate) use build::Builder;
 pub(crate) use encode::Encoder;
-pub(crate) use feed::{Feed, ListSource, LOOKAHEAD_ENTRIES};
-pub(crate) use incremental::{DirWalk, SubList, MAX_PENDING_DIRS};
+pub(crate) use feed::{Feed, ListSource};
+pub(crate) use incremental::DirWalk;
 pub(crate) use order::{f_name_cmp, NameParts};
 pub(crate) use window::{Found, Window};
 
@@ -184,10 +184,6 @@ impl FileList {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    pub(crate) fn get(&self, index: usize) -> Option<&Entry> {
-        self.entries.get(index)
     }
 
     /// The name as the client knows it (relative to its transfer root).

@@ -115,6 +115,7 @@ impl Window {
             .sum()
     }
 
+    #[cfg(test)]
     /// Entries held now, over every list in flight.
     pub(crate) fn held(&self) -> usize {
         self.lists.iter().map(|l| l.list.len()).sum()

@@ -89,7 +89,10 @@ impl Deflater {
 
     /// The token writer for the next file, which starts with fresh
     /// compressor state as the receiver's inflater does.
-    pub(crate) fn start_file<'a, W: WireWrite>(&'a mut self, out: &'a mut W) -> DeflatedTokens<'a, W> {
+    pub(crate) fn start_file<'a, W: WireWrite>(
+        &'a mut self,
+        out: &'a mut W,
+    ) -> DeflatedTokens<'a, W> {
         if self.dirty {
             self.z.reset();
             self.dirty = false;
