@@ -9,8 +9,8 @@
 //! Semantics kept from rsync 3.5.0, so that the same blocks match as there:
 //! - candidates with the searched weak sum are tried from the highest block
 //!   index to the lowest (rsync prepends to its chains in index order);
-//! - at most [`MAX_CANDIDATES`] of them are tried per offset (MAX_CHAIN_LEN,
-//!   rsync issue #217); entries with other weak sums never count;
+//! - at most [`MAX_CANDIDATES`] of them are tried per offset (rsync: match.c
+//!   hash_search, MAX_CHAIN_LEN, since rsync 3.4); entries with other weak sums never count;
 //! - in-place mode drops, for good, blocks that lie behind the current offset
 //!   and have not been matched at their own offset, before counting.
 //!

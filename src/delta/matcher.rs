@@ -252,7 +252,7 @@ impl Matcher {
     }
 }
 
-/// Hands bytes to the sink in file order (match.c's `matched`), and every
+/// Hands bytes to the sink in file order (rsync: match.c matched), and every
 /// byte read to the whole-file sum as soon as it is read, while it is still
 /// in the cache.
 struct Emitter<'s, S> {
@@ -372,7 +372,7 @@ impl Repeat {
     }
 }
 
-/// The state of one file's search (match.c's hash_search locals).
+/// The state of one file's search (rsync: match.c hash_search, its locals).
 struct Search<'a, 'b, 's, R, S> {
     win: &'a mut Window<'b, R>,
     out: &'a mut Emitter<'s, S>,

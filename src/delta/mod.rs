@@ -11,7 +11,7 @@
 //!   chooses) and where the seed goes.
 //! - [`sums`]: the receiver's block sums ([`BlockSums`]) and the sizes
 //!   rsync's generator picks; [`generate`] computes them (tests, benchmarks).
-//! - [`matcher`]: [`Matcher::send`], match.c's search over a streamed file.
+//! - [`matcher`]: [`Matcher::send`], rsync: match.c hash_search over a streamed file.
 //! - [`bench`](mod@bench): synthetic inputs for the benchmark and tests.
 //!
 //! Internals: `index` (weak sum to blocks, bounded candidate walks),

@@ -88,7 +88,7 @@ fn push_literal(toks: &mut Vec<Tok>, n: u64) {
     }
 }
 
-/// match.c's hash_search, offset by offset: the weak and strong sums are
+/// rsync: match.c hash_search, offset by offset: the weak and strong sums are
 /// recomputed from scratch, candidates found by scanning every block.
 fn reference(target: &[u8], sums: &RefSums, seed: u32, inplace: bool) -> Vec<Tok> {
     let len = target.len();

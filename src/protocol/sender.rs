@@ -1,5 +1,5 @@
 //! The sending side of one pull, from the checksum seed to the goodbye
-//! (rsync: main.c do_server_sender, rsync: sender.c send_files, rsync: match.c's framing).
+//! (rsync: main.c do_server_sender, rsync: sender.c send_files, rsync: match.c match_sums).
 //!
 //! The client's generator asks for files by index, each with the block
 //! checksums of its basis; we answer with the index, the checksum head and

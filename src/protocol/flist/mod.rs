@@ -130,7 +130,7 @@ impl Entry {
     }
 }
 
-/// Which filters apply to a name (rsync: flist.c's filter levels).
+/// Which filters apply to a name (rsync: flist.c send_file_name, its filter levels).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum FilterLevel {
     /// None: names the client gave on the command line.

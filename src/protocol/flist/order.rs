@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn protocol_29_order_puts_files_before_dirs_and_dot_first() {
-        // Checked by hand against rsync: flist.c's rules: "." first; at each level
+        // Checked by hand against rsync: flist.c f_name_cmp's rules: "." first; at each level
         // files (in byte order) before directories; a directory's contents
         // follow it directly.
         assert_eq!(

@@ -341,8 +341,8 @@ impl HistoryTail {
 
 #[cfg(test)]
 mod tests {
-    //! The streams are checked by a receiver written here after rsync: token.c's
-    //! recv_deflated_token and see_deflate_token, on flate2's inflater: it
+    //! The streams are checked by a receiver written here after rsync: token.c
+    //! recv_deflated_token and rsync: token.c see_deflate_token, on flate2's inflater: it
     //! rebuilds each file from the tokens and a basis, and so fails on any
     //! framing, history or numbering mistake that a real client would hit.
 
