@@ -10,7 +10,7 @@
 //! - candidates with the searched weak sum are tried from the highest block
 //!   index to the lowest (rsync prepends to its chains in index order);
 //! - at most [`MAX_CANDIDATES`] of them are tried per offset (rsync: match.c
-//!   hash_search, MAX_CHAIN_LEN, since rsync 3.4); entries with other weak sums never count;
+//!   hash_search, its MAX_CHAIN_LEN); entries with other weak sums never count;
 //! - in-place mode drops, for good, blocks that lie behind the current offset
 //!   and have not been matched at their own offset, before counting.
 //!
