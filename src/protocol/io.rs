@@ -54,6 +54,9 @@ pub(crate) enum MsgTag {
     IoTimeout = 33,
     /// An error exit, echoed to a client that announces one (31+).
     ErrorExit = 86,
+    /// A requested file that will not come (30+), so that the client's
+    /// generator stops waiting for it.
+    NoSend = 102,
 }
 
 /// Tags of the messages a client's generator may send us.

@@ -610,6 +610,17 @@ impl FileSender<'_, '_> {
         }
     }
 
+    /// rsync: sender.c send_files: from protocol 30 on a requested file
+    /// that will not be sent is named to the client (MSG_NO_SEND), whose
+    /// generator would otherwise wait for it, as it does with incremental
+    /// recursion before finishing a directory.
+    fn not_sending(&mut self, ndx: i32) -> Result<(), TransferError> {
+        if self.pull.protocol >= 30 {
+            self.conn.send_msg_bytes(MsgTag::NoSend, &ndx.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
     /// rsync: sender.c write_ndx_and_attrs.
     fn echo(&mut self, req: &Request) -> io::Result<()> {
         self.ndx_out.write(self.conn, req.ndx)?;
@@ -736,14 +747,14 @@ impl FileSender<'_, '_> {
                     );
                     self.conn.send_msg(MsgTag::Error, text.as_bytes())?;
                 }
-                return Ok(());
+                return self.not_sending(req.ndx);
             }
         };
         let size = file.metadata().map(|m| m.len())?;
         if append && size < entry.size {
             let text = format!("skipped diminished file: {full}\n");
             self.conn.send_msg(MsgTag::Info, text.as_bytes())?;
-            return Ok(());
+            return self.not_sending(req.ndx);
         }
         let updating_basis = opts.inplace
             && if proto >= 29 {
