@@ -616,7 +616,8 @@ impl FileSender<'_, '_> {
     /// recursion before finishing a directory.
     fn not_sending(&mut self, ndx: i32) -> Result<(), TransferError> {
         if self.pull.protocol >= 30 {
-            self.conn.send_msg_bytes(MsgTag::NoSend, &ndx.to_le_bytes())?;
+            self.conn
+                .send_msg_bytes(MsgTag::NoSend, &ndx.to_le_bytes())?;
         }
         Ok(())
     }

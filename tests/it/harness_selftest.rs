@@ -82,7 +82,11 @@ fn assert_pulled_like_source(source: &Snapshot, pulled: &Snapshot, wraps: bool) 
     );
     for path in &wrapped {
         let mtime = source.get(path).expect("listed").mtime;
-        let expected = if wraps { i64::from(mtime as u32) } else { mtime };
+        let expected = if wraps {
+            i64::from(mtime as u32)
+        } else {
+            mtime
+        };
         let got = pulled.get(path).map(|n| n.mtime);
         assert_eq!(got, Some(expected), "32-bit mtime of {}", show_path(path));
     }
