@@ -44,6 +44,19 @@ fn fetch(cache: &Cache, name: &str) {
     drop(cache.acquire(name, &mut |_| {}).unwrap().unwrap());
 }
 
+/// Waits until no build is marked in use. A released build can still look
+/// busy for a moment: a process another test spawns at that instant holds a
+/// copy of the lock's descriptor until it executes (the close-on-exec
+/// window, long under qemu). The daemon spawns nothing, so only tests see it.
+fn await_idle(dir: &Path) {
+    wait_until("the released builds to be idle", || {
+        cache::list_builds(&dir.join("builds"))
+            .unwrap()
+            .iter()
+            .all(|b| !b.busy)
+    });
+}
+
 #[test]
 fn lru_with_sticky_busy_and_restarts() {
     let dir = scratch_dir("evict");
@@ -56,6 +69,7 @@ fn lru_with_sticky_busy_and_restarts() {
         fetch(&cache, name);
     }
     drop(cache);
+    await_idle(&dir);
     let size = du(&dir.join("builds/a"));
     assert_eq!(du(&dir.join("builds/b")), size);
     let budget = size * 2 + size / 2;
@@ -101,6 +115,7 @@ fn lru_with_sticky_busy_and_restarts() {
     assert!(cache.gc(true).unwrap().is_empty());
 
     // With room for one build only, e would go, but a dry run deletes nothing.
+    await_idle(&dir);
     let dry = Cache::open_with(config(&dir, &up, size), Startup::ReadOnly).unwrap();
     assert_eq!(dry.gc(true).unwrap().len(), 1);
     drop(dry);
@@ -117,6 +132,7 @@ fn lru_with_sticky_busy_and_restarts() {
 
     // A restart with room for one build: the sticky one stays.
     fetch(&Cache::open(config(&dir, &up, budget)).unwrap(), "e");
+    await_idle(&dir);
     let cache = Cache::open(config(&dir, &up, size)).unwrap();
     assert_eq!(cache.list_modules(), ["b"]);
     cache::set_sticky(&dir.join("builds"), "b", false).unwrap();
