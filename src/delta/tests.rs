@@ -253,6 +253,28 @@ fn matcher_with_read_ahead(read_ahead: usize) -> Matcher {
     m
 }
 
+/// The generator's block sums of the whole of `basis`.
+fn sums_of(basis: &[u8], blen: u32, strong_len: usize, strong: StrongSum) -> BlockSums {
+    generate(basis, basis.len() as u64, blen, strong_len, strong).unwrap()
+}
+
+/// `matcher` sends `source`, announced as `len` bytes, against `sums`;
+/// returns its outcome and the tokens it gave.
+fn record(
+    matcher: &mut Matcher,
+    source: impl Read,
+    len: u64,
+    sums: &BlockSums,
+    strong: StrongSum,
+    mode: MatchMode,
+) -> (MatchOutcome, Recorder) {
+    let mut rec = Recorder::default();
+    let out = matcher
+        .send(source, len, sums, strong, mode, &mut rec)
+        .unwrap();
+    (out, rec)
+}
+
 // ---------------------------------------------------------------------------
 // The randomized comparison.
 
@@ -306,13 +328,11 @@ fn random_target(rng: &mut Prng, basis: &[u8]) -> Vec<u8> {
 
 #[test]
 fn matcher_agrees_with_the_reference_on_random_cases() {
-    let mut rng = Prng::new(0x5eed_0001);
-    let mut totals = (0u64, 0u64);
-    for case in 0..400 {
+    let totals = compare_random_cases(0x5eed_0001, 400, |rng| {
         let blen = [1, 2, 3, 5, 8, 16, 64, 100, 333, 700][rng.below(10)];
         let len = rng.below((blen * 300).min(6000) + 1);
-        let basis = random_basis(&mut rng, len);
-        let target = random_target(&mut rng, &basis);
+        let basis = random_basis(rng, len);
+        let target = random_target(rng, &basis);
         let strong_len = if rng.below(3) == 0 { rng.below(17) } else { 16 };
         let seed = if rng.below(4) == 0 {
             0
@@ -327,63 +347,85 @@ fn matcher_agrees_with_the_reference_on_random_cases() {
             },
         };
         let read_ahead = [1, 5, 64, 1000, 300_000][rng.below(5)];
-        let what = format!(
-            "case {case}: len {len} target {} blen {blen} strong {strong_len} {mode:?} ra {read_ahead}",
-            target.len()
-        );
-        let found = check_case(
-            &basis, &target, blen, strong_len, seed, mode, read_ahead, &mut rng, &what,
-        );
-        totals.0 += found.0;
-        totals.1 += found.1;
-    }
+        let case = Case {
+            blen,
+            strong_len,
+            seed,
+            mode,
+            read_ahead,
+        };
+        (basis, target, case)
+    });
     // The cases must exercise both outcomes, or they prove little.
     assert!(totals.0 > 100_000 && totals.1 > 100_000, "{totals:?}");
 }
 
-/// One comparison; returns the literal and matched byte counts.
-#[allow(clippy::too_many_arguments)]
-fn check_case(
-    basis: &[u8],
-    target: &[u8],
+/// How one randomized case sums its basis and matches its target.
+struct Case {
     blen: usize,
     strong_len: usize,
     seed: u32,
     mode: MatchMode,
     read_ahead: usize,
-    rng: &mut Prng,
-    what: &str,
+}
+
+/// `count` comparisons with the reference, each case made by `make` from
+/// one generator seeded with `seed`; returns the literal and matched byte
+/// totals.
+fn compare_random_cases(
+    seed: u64,
+    count: usize,
+    mut make: impl FnMut(&mut Prng) -> (Vec<u8>, Vec<u8>, Case),
 ) -> (u64, u64) {
+    let mut rng = Prng::new(seed);
+    let mut totals = (0u64, 0u64);
+    for n in 0..count {
+        let (basis, target, case) = make(&mut rng);
+        let what = format!(
+            "case {n}: len {} target {} blen {} strong {} {:?} ra {}",
+            basis.len(),
+            target.len(),
+            case.blen,
+            case.strong_len,
+            case.mode,
+            case.read_ahead
+        );
+        let found = check_case(&basis, &target, &case, &mut rng, &what);
+        totals.0 += found.0;
+        totals.1 += found.1;
+    }
+    totals
+}
+
+/// One comparison; returns the literal and matched byte counts.
+fn check_case(basis: &[u8], target: &[u8], case: &Case, rng: &mut Prng, what: &str) -> (u64, u64) {
+    let &Case {
+        blen,
+        strong_len,
+        seed,
+        mode,
+        read_ahead,
+    } = case;
     let sums = match mode {
         MatchMode::Append { .. } => {
             let count = basis.len().div_ceil(blen);
             BlockSums::new(blen as u32, (basis.len() % blen) as u32, strong_len, count)
         }
-        _ => generate(
-            basis,
-            basis.len() as u64,
-            blen as u32,
-            strong_len,
-            StrongSum::md4_auto(seed),
-        )
-        .unwrap(),
+        _ => sums_of(basis, blen as u32, strong_len, StrongSum::md4_auto(seed)),
     };
-    let mut rec = Recorder::default();
     let reader = Awkward {
         data: target,
         rng: Prng::new(rng.next_u64()),
         max_piece: 1 + rng.below(5000),
     };
-    let out = matcher_with_read_ahead(read_ahead)
-        .send(
-            reader,
-            target.len() as u64,
-            &sums,
-            StrongSum::md4_auto(seed),
-            mode,
-            &mut rec,
-        )
-        .unwrap();
+    let (out, rec) = record(
+        &mut matcher_with_read_ahead(read_ahead),
+        reader,
+        target.len() as u64,
+        &sums,
+        StrongSum::md4_auto(seed),
+        mode,
+    );
 
     let (expected, summed) = match mode {
         MatchMode::Append { verify } => {
@@ -462,9 +504,7 @@ fn generate_agrees_with_the_reference_sums() {
 /// shuffled blocks, short strong sums, and windows of every size.
 #[test]
 fn fast_paths_agree_with_the_reference() {
-    let mut rng = Prng::new(0x5eed_0002);
-    let mut totals = (0u64, 0u64);
-    for case in 0..300 {
+    let totals = compare_random_cases(0x5eed_0002, 300, |rng| {
         let blen = [1, 2, 3, 8, 64, 100, 700][rng.below(7)];
         let blocks = [0, 1, 2, 7, 8, 9, 17, 40, 1100][rng.below(9)];
         let tail = if rng.below(2) == 0 {
@@ -473,7 +513,7 @@ fn fast_paths_agree_with_the_reference() {
             rng.below(blen)
         };
         let len = (blocks * blen + tail).min(12_000);
-        let mut basis = random_basis(&mut rng, len);
+        let mut basis = random_basis(rng, len);
         if rng.below(4) == 0 && len > 0 {
             // Every block alike: the weak-sum group is as long as the file.
             let period = blen.min(len);
@@ -499,23 +539,22 @@ fn fast_paths_agree_with_the_reference() {
             }
             _ => {
                 let edits = rng.below(4);
-                edit(&basis, edits, &mut rng)
+                edit(&basis, edits, rng)
             }
         };
         let strong_len = [0, 1, 2, 16][rng.below(4)];
         let seed = [0, rng.next_u64() as u32][rng.below(2)];
         let mode = [MatchMode::Normal, MatchMode::Normal, MatchMode::Inplace][rng.below(3)];
         let read_ahead = [1, 64, 1000, 300_000][rng.below(4)];
-        let what = format!(
-            "case {case}: len {len} target {} blen {blen} strong {strong_len} {mode:?} ra {read_ahead}",
-            target.len()
-        );
-        let found = check_case(
-            &basis, &target, blen, strong_len, seed, mode, read_ahead, &mut rng, &what,
-        );
-        totals.0 += found.0;
-        totals.1 += found.1;
-    }
+        let case = Case {
+            blen,
+            strong_len,
+            seed,
+            mode,
+            read_ahead,
+        };
+        (basis, target, case)
+    });
     assert!(totals.0 > 10_000 && totals.1 > 100_000, "{totals:?}");
 }
 
@@ -528,18 +567,15 @@ fn fast_paths_agree_for_every_digest() {
     let target = edit(&basis, 5, &mut rng);
     let tokens = |kind: SumKind| {
         let strong = StrongSum { kind, seed: 77 };
-        let sums = generate(&basis[..], basis.len() as u64, 700, 16, strong).unwrap();
-        let mut rec = Recorder::default();
-        let out = Matcher::new()
-            .send(
-                &target[..],
-                target.len() as u64,
-                &sums,
-                strong,
-                MatchMode::Normal,
-                &mut rec,
-            )
-            .unwrap();
+        let sums = sums_of(&basis, 700, 16, strong);
+        let (out, rec) = record(
+            &mut Matcher::new(),
+            &target[..],
+            target.len() as u64,
+            &sums,
+            strong,
+            MatchMode::Normal,
+        );
         let mut whole = FileSum::new(strong);
         whole.update(&target);
         assert_eq!(out.file_sum, whole.finish(), "{kind:?}");
@@ -565,19 +601,16 @@ fn fast_paths_agree_for_every_digest() {
 fn runs_of_matching_blocks_are_followed() {
     let data = Prng::new(12).bytes(1000 * 700 + 123);
     let strong = StrongSum::md4_auto(5);
-    let sums = generate(&data[..], data.len() as u64, 700, 2, strong).unwrap();
+    let sums = sums_of(&data, 700, 2, strong);
     let mut matcher = Matcher::new();
-    let mut rec = Recorder::default();
-    let out = matcher
-        .send(
-            &data[..],
-            data.len() as u64,
-            &sums,
-            strong,
-            MatchMode::Normal,
-            &mut rec,
-        )
-        .unwrap();
+    let (out, _) = record(
+        &mut matcher,
+        &data[..],
+        data.len() as u64,
+        &sums,
+        strong,
+        MatchMode::Normal,
+    );
     assert_eq!(out.matched_bytes, data.len() as u64);
     // Block 0 is searched for; the last, short one is checked alone.
     assert_eq!(matcher.fast.followed, 999);
@@ -595,19 +628,16 @@ fn repeated_blocks_are_recognised() {
     target.extend_from_slice(&[0; 50 * 700]);
     target.extend_from_slice(&basis[..3 * 700]);
     let strong = StrongSum::md4_auto(6);
-    let sums = generate(&basis[..], basis.len() as u64, 700, 16, strong).unwrap();
+    let sums = sums_of(&basis, 700, 16, strong);
     let mut matcher = Matcher::new();
-    let mut rec = Recorder::default();
-    matcher
-        .send(
-            &target[..],
-            target.len() as u64,
-            &sums,
-            strong,
-            MatchMode::Normal,
-            &mut rec,
-        )
-        .unwrap();
+    let (_, rec) = record(
+        &mut matcher,
+        &target[..],
+        target.len() as u64,
+        &sums,
+        strong,
+        MatchMode::Normal,
+    );
     let expected = reference(&target, &ref_sums(&basis, 700, 16, 6), 6, false);
     assert_eq!(rec.toks, expected);
     assert!(expected[1..51]
@@ -632,25 +662,15 @@ fn the_wanted_block_respects_the_candidate_limit() {
     target.extend_from_slice(&colliding_block(&base, 100));
     target.extend_from_slice(&colliding_block(&base, 1500));
     target.extend_from_slice(&colliding_block(&base, 1501));
-    let sums = generate(
-        &basis[..],
-        basis.len() as u64,
-        700,
-        16,
+    let sums = sums_of(&basis, 700, 16, StrongSum::md4_auto(3));
+    let (_, rec) = record(
+        &mut Matcher::new(),
+        &target[..],
+        target.len() as u64,
+        &sums,
         StrongSum::md4_auto(3),
-    )
-    .unwrap();
-    let mut rec = Recorder::default();
-    Matcher::new()
-        .send(
-            &target[..],
-            target.len() as u64,
-            &sums,
-            StrongSum::md4_auto(3),
-            MatchMode::Normal,
-            &mut rec,
-        )
-        .unwrap();
+        MatchMode::Normal,
+    );
     let block = |at, index| Tok::Block { at, index };
     assert_eq!(
         rec.toks,
@@ -674,27 +694,17 @@ fn zero_target_against_zero_basis_matches_block_after_block() {
     const BLOCK: usize = 8192;
     const LEN: usize = 64 << 20;
     let zeros = vec![0u8; LEN];
-    let sums = generate(
-        &zeros[..],
-        LEN as u64,
-        BLOCK as u32,
-        16,
-        StrongSum::md4_auto(77),
-    )
-    .unwrap();
+    let sums = sums_of(&zeros, BLOCK as u32, 16, StrongSum::md4_auto(77));
     for mode in [MatchMode::Normal, MatchMode::Inplace] {
         let mut matcher = Matcher::new();
-        let mut rec = Recorder::default();
-        let out = matcher
-            .send(
-                &zeros[..],
-                LEN as u64,
-                &sums,
-                StrongSum::md4_auto(77),
-                mode,
-                &mut rec,
-            )
-            .unwrap();
+        let (out, rec) = record(
+            &mut matcher,
+            &zeros[..],
+            LEN as u64,
+            &sums,
+            StrongSum::md4_auto(77),
+            mode,
+        );
         assert_eq!((out.literal_bytes, out.matched_bytes), (0, LEN as u64));
         // want_i makes every match the block after the previous one.
         let indices: Vec<u32> = rec
@@ -738,26 +748,16 @@ fn colliding_basis(blocks: usize, blen: usize, rng: &mut Prng) -> (Vec<u8>, Vec<
 fn weak_collisions_with_different_strong_sums_do_not_match() {
     let mut rng = Prng::new(3);
     let (base, basis) = colliding_basis(3, 700, &mut rng);
-    let sums = generate(
-        &basis[..],
-        basis.len() as u64,
-        700,
-        16,
-        StrongSum::md4_auto(0),
-    )
-    .unwrap();
+    let sums = sums_of(&basis, 700, 16, StrongSum::md4_auto(0));
     assert!((0..3).all(|i| sums.weak(i) == ref_weak(&base)));
-    let mut rec = Recorder::default();
-    let out = Matcher::new()
-        .send(
-            &base[..],
-            700,
-            &sums,
-            StrongSum::md4_auto(0),
-            MatchMode::Normal,
-            &mut rec,
-        )
-        .unwrap();
+    let (out, _) = record(
+        &mut Matcher::new(),
+        &base[..],
+        700,
+        &sums,
+        StrongSum::md4_auto(0),
+        MatchMode::Normal,
+    );
     assert_eq!((out.literal_bytes, out.matched_bytes), (700, 0));
 }
 
@@ -778,25 +778,15 @@ fn capped_case() -> (Vec<u8>, Vec<u8>) {
 #[test]
 fn the_candidate_walk_is_bounded_like_rsyncs() {
     let (basis, target) = capped_case();
-    let sums = generate(
-        &basis[..],
-        basis.len() as u64,
-        700,
-        16,
+    let sums = sums_of(&basis, 700, 16, StrongSum::md4_auto(9));
+    let (out, rec) = record(
+        &mut Matcher::new(),
+        &target[..],
+        target.len() as u64,
+        &sums,
         StrongSum::md4_auto(9),
-    )
-    .unwrap();
-    let mut rec = Recorder::default();
-    let out = Matcher::new()
-        .send(
-            &target[..],
-            target.len() as u64,
-            &sums,
-            StrongSum::md4_auto(9),
-            MatchMode::Normal,
-            &mut rec,
-        )
-        .unwrap();
+        MatchMode::Normal,
+    );
     assert_eq!(
         rec.toks,
         vec![
@@ -815,17 +805,14 @@ fn the_candidate_walk_is_bounded_like_rsyncs() {
 fn without_sums_everything_is_literal() {
     let data = Prng::new(5).bytes(700_000);
     for sums in [BlockSums::new(700, 0, 16, 0), BlockSums::new(0, 0, 16, 0)] {
-        let mut rec = Recorder::default();
-        let out = matcher_with_read_ahead(1000)
-            .send(
-                &data[..],
-                data.len() as u64,
-                &sums,
-                StrongSum::md4_auto(1),
-                MatchMode::Normal,
-                &mut rec,
-            )
-            .unwrap();
+        let (out, rec) = record(
+            &mut matcher_with_read_ahead(1000),
+            &data[..],
+            data.len() as u64,
+            &sums,
+            StrongSum::md4_auto(1),
+            MatchMode::Normal,
+        );
         assert_eq!(rec.toks, vec![Tok::Literal(700_000)]);
         assert_eq!(rec.literal, data);
         assert_eq!(out.file_sum, ref_file_sum(1, &data));
@@ -848,7 +835,7 @@ fn odd_sum_heads_do_not_panic() {
     zero_len.push(0, &[0, 0]);
     zero_len.push(0, &[0, 0]);
     heads.extend([long_tail, no_strong, zero_len]);
-    heads.push(generate(&data[..], 5000, 4000, 16, StrongSum::md4_auto(0)).unwrap());
+    heads.push(sums_of(&data, 4000, 16, StrongSum::md4_auto(0)));
     for sums in &heads {
         for mode in [
             MatchMode::Normal,
@@ -856,17 +843,14 @@ fn odd_sum_heads_do_not_panic() {
             MatchMode::Append { verify: true },
         ] {
             for len in [0usize, 1, 99, 5000] {
-                let mut rec = Recorder::default();
-                let out = Matcher::new()
-                    .send(
-                        &data[..len],
-                        len as u64,
-                        sums,
-                        StrongSum::md4_auto(0),
-                        mode,
-                        &mut rec,
-                    )
-                    .unwrap();
+                let (out, _) = record(
+                    &mut Matcher::new(),
+                    &data[..len],
+                    len as u64,
+                    sums,
+                    StrongSum::md4_auto(0),
+                    mode,
+                );
                 assert_eq!(out.source_len, len as u64);
             }
         }
@@ -876,19 +860,16 @@ fn odd_sum_heads_do_not_panic() {
 #[test]
 fn a_file_that_shrank_is_sent_as_read_with_a_spoiled_sum() {
     let basis = Prng::new(8).bytes(100_000);
-    let sums = generate(&basis[..], 100_000, 1000, 16, StrongSum::md4_auto(3)).unwrap();
+    let sums = sums_of(&basis, 1000, 16, StrongSum::md4_auto(3));
     let now = &basis[..60_500];
-    let mut rec = Recorder::default();
-    let out = matcher_with_read_ahead(2000)
-        .send(
-            now,
-            100_000,
-            &sums,
-            StrongSum::md4_auto(3),
-            MatchMode::Normal,
-            &mut rec,
-        )
-        .unwrap();
+    let (out, rec) = record(
+        &mut matcher_with_read_ahead(2000),
+        now,
+        100_000,
+        &sums,
+        StrongSum::md4_auto(3),
+        MatchMode::Normal,
+    );
     assert_eq!(out.source_len, 60_500);
     assert!(out.size_changed);
     assert_eq!(out.matched_bytes, 60_000);
@@ -900,18 +881,15 @@ fn a_file_that_shrank_is_sent_as_read_with_a_spoiled_sum() {
 #[test]
 fn a_file_that_grew_is_sent_at_its_announced_length() {
     let data = Prng::new(9).bytes(10_000);
-    let sums = generate(&data[..], 10_000, 700, 16, StrongSum::md4_auto(3)).unwrap();
-    let mut rec = Recorder::default();
-    let out = Matcher::new()
-        .send(
-            &data[..],
-            8_000,
-            &sums,
-            StrongSum::md4_auto(3),
-            MatchMode::Normal,
-            &mut rec,
-        )
-        .unwrap();
+    let sums = sums_of(&data, 700, 16, StrongSum::md4_auto(3));
+    let (out, _) = record(
+        &mut Matcher::new(),
+        &data[..],
+        8_000,
+        &sums,
+        StrongSum::md4_auto(3),
+        MatchMode::Normal,
+    );
     assert_eq!((out.source_len, out.size_changed), (8_000, true));
     assert_eq!(out.literal_bytes + out.matched_bytes, 8_000);
     assert_eq!(out.file_sum, ref_file_sum(3, &data[..8_000]));
@@ -940,7 +918,7 @@ impl TokenSink for FullSink {
 #[test]
 fn read_and_sink_failures_are_told_apart() {
     let data = vec![1u8; 5000];
-    let sums = generate(&data[..], 5000, 700, 16, StrongSum::md4_auto(0)).unwrap();
+    let sums = sums_of(&data, 700, 16, StrongSum::md4_auto(0));
     let mut rec = Recorder::default();
     let err = Matcher::new()
         .send(
@@ -975,26 +953,16 @@ fn one_matcher_serves_many_files() {
         let len = rng.below(20_000);
         let basis = random_basis(&mut rng, len);
         let target = random_target(&mut rng, &basis);
-        let sums = generate(
-            &basis[..],
-            basis.len() as u64,
-            blen as u32,
-            16,
-            StrongSum::md4_auto(1),
-        )
-        .unwrap();
+        let sums = sums_of(&basis, blen as u32, 16, StrongSum::md4_auto(1));
         let mode = [MatchMode::Normal, MatchMode::Inplace][round % 2];
-        let mut rec = Recorder::default();
-        matcher
-            .send(
-                &target[..],
-                target.len() as u64,
-                &sums,
-                StrongSum::md4_auto(1),
-                mode,
-                &mut rec,
-            )
-            .unwrap();
+        let (_, rec) = record(
+            &mut matcher,
+            &target[..],
+            target.len() as u64,
+            &sums,
+            StrongSum::md4_auto(1),
+            mode,
+        );
         let expected = reference(
             &target,
             &ref_sums(&basis, blen, 16, 1),
@@ -1144,25 +1112,20 @@ fn compare_with_rsync(name: &str, basis: &[u8], target: &[u8], mode: MatchMode, 
         strong_len_for(len, theirs.block_len, false, 16),
         "{name}"
     );
-    let sums = generate(
+    let sums = sums_of(
         basis,
-        len,
         theirs.block_len,
         theirs.strong_len,
         StrongSum::md4_auto(seed),
-    )
-    .unwrap();
-    let mut rec = Recorder::default();
-    let ours = Matcher::new()
-        .send(
-            target,
-            target.len() as u64,
-            &sums,
-            StrongSum::md4_auto(seed),
-            mode,
-            &mut rec,
-        )
-        .unwrap();
+    );
+    let (ours, rec) = record(
+        &mut Matcher::new(),
+        target,
+        target.len() as u64,
+        &sums,
+        StrongSum::md4_auto(seed),
+        mode,
+    );
     assert_eq!(rec.toks, theirs.matches, "{name}: matches");
     assert_eq!(
         (ours.literal_bytes, ours.matched_bytes),
@@ -1252,17 +1215,14 @@ fn same_literal_data_as_rsync_when_appending() {
     };
     let sums = BlockSums::new(theirs.block_len, theirs.remainder, 2, theirs.count);
     assert_eq!(sums.basis_len(), 612_345);
-    let mut rec = Recorder::default();
-    let out = Matcher::new()
-        .send(
-            &target[..],
-            1_000_000,
-            &sums,
-            StrongSum::md4_auto(1),
-            MatchMode::Append { verify: true },
-            &mut rec,
-        )
-        .unwrap();
+    let (out, _) = record(
+        &mut Matcher::new(),
+        &target[..],
+        1_000_000,
+        &sums,
+        StrongSum::md4_auto(1),
+        MatchMode::Append { verify: true },
+    );
     assert_eq!(
         (out.literal_bytes, out.matched_bytes),
         (theirs.literal, theirs.matched)
@@ -1295,17 +1255,14 @@ fn whole_file_sum_equals_rsyncs() {
     let written = std::fs::read(&batch).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     let sums = BlockSums::new(0, 0, 16, 0);
-    let mut rec = Recorder::default();
-    let ours = Matcher::new()
-        .send(
-            &data[..],
-            5000,
-            &sums,
-            StrongSum::md4_auto(seed),
-            MatchMode::Normal,
-            &mut rec,
-        )
-        .unwrap();
+    let (ours, _) = record(
+        &mut Matcher::new(),
+        &data[..],
+        5000,
+        &sums,
+        StrongSum::md4_auto(seed),
+        MatchMode::Normal,
+    );
     assert!(
         contains(&written, &ours.file_sum),
         "sum not in rsync's batch"
