@@ -140,4 +140,4 @@ pub struct DaemonRules<'a> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

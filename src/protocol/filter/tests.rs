@@ -4,7 +4,7 @@
 //! against rsync 3.5.0 where the manual is silent); they are written by hand.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::*;
 
@@ -20,32 +20,36 @@ fn verdict(list: &FilterList, name: &str, is_dir: bool) -> Verdict {
     list.check(name.as_bytes(), is_dir)
 }
 
-/// A scratch module directory, removed when dropped.
-struct Scratch(PathBuf);
+/// A scratch module directory, removed when dropped; the unit tests of the
+/// file list use it too.
+pub(crate) struct Scratch(tempfile::TempDir);
 
 impl Scratch {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("upserv-filter-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+    /// A fresh, empty directory whose name starts with `upserv-{tag}-`.
+    pub(crate) fn new(tag: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("upserv-{tag}-"))
+            .tempdir()
+            .unwrap();
         Scratch(dir)
     }
 
-    fn file(&self, rel: &str, contents: &str) -> &Self {
-        let path = self.0.join(rel);
+    /// Writes `contents` to `rel`, making its parent directories.
+    pub(crate) fn file(&self, rel: &str, contents: &str) -> &Self {
+        let path = self.path().join(rel);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, contents).unwrap();
         self
     }
 
-    fn path(&self) -> &Path {
-        &self.0
+    /// Makes the directory `rel` and its parents.
+    pub(crate) fn dir(&self, rel: &str) -> &Self {
+        fs::create_dir_all(self.path().join(rel)).unwrap();
+        self
     }
-}
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+    pub(crate) fn path(&self) -> &Path {
+        self.0.path()
     }
 }
 

@@ -195,45 +195,14 @@ impl DirWalk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::filter::tests::Scratch;
     use crate::protocol::filter::{FilterList, Filters};
     use crate::protocol::flist::Reporter;
     use crate::protocol::io::MsgTag;
     use crate::protocol::options::Options;
     use crate::source::Source;
     use std::fs;
-    use std::path::{Path, PathBuf};
-
-    /// A scratch module, removed when dropped.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(tag: &str) -> Scratch {
-            let dir =
-                std::env::temp_dir().join(format!("upserv-increc-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            Scratch(dir)
-        }
-        fn file(&self, rel: &str, text: &str) -> &Scratch {
-            let path = self.0.join(rel);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(path, text).unwrap();
-            self
-        }
-        fn dir(&self, rel: &str) -> &Scratch {
-            fs::create_dir_all(self.0.join(rel)).unwrap();
-            self
-        }
-        fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use std::path::Path;
 
     #[derive(Default)]
     struct Messages(Vec<String>);
