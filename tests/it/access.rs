@@ -787,10 +787,7 @@ fn serve_mode_applies_hosts_and_logins_too() {
         &["-a"],
         Protocol::Default,
     );
-    assert_eq!(walled.code, 5);
-    assert!(walled
-        .stderr
-        .contains("@ERROR: access denied to walled from UNDETERMINED (127.0.0.1)"));
+    walled.assert_refused("@ERROR: access denied to walled from UNDETERMINED (127.0.0.1)");
     assert!(server.stderr_text().is_empty(), "{}", server.stderr_text());
 }
 

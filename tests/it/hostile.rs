@@ -4,13 +4,11 @@
 
 use crate::support::proc::kill_group;
 use crate::support::procfs::rss_kib;
+use crate::support::raw::{file_request, Raw};
 use crate::support::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::time::Duration;
-
-const ITEM_TRANSFER: u16 = 1 << 15;
 
 fn tree_with_big_file() -> TestTree {
     let tree = TestTree::new();
@@ -40,34 +38,16 @@ fn assert_still_serves(server: &Upserv, tree: &TestTree) {
     );
 }
 
-/// A client speaking the handshake by hand: greeting, module, arguments,
-/// then the checksum seed. Returns the stream positioned after the seed.
-fn raw_pull(server: &Upserv, args: &[&str]) -> TcpStream {
-    let stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("greeting");
-    assert!(line.starts_with("@RSYNCD: 32"), "greeting {line:?}");
-    let mut w = stream.try_clone().expect("clone");
-    w.write_all(b"@RSYNCD: 29.0\nm\n").expect("module");
-    line.clear();
-    reader.read_line(&mut line).expect("OK line");
-    assert_eq!(line, "@RSYNCD: OK\n");
-    for a in args {
-        w.write_all(a.as_bytes()).expect("arg");
-        w.write_all(b"\n").expect("arg");
-    }
-    w.write_all(b"\n").expect("end of args");
-    let mut seed = [0u8; 4];
-    reader.read_exact(&mut seed).expect("seed");
-    stream
+/// A hand-made pull of `path` from module `m`, up to the checksum seed.
+fn raw_pull(server: &Upserv, path: &str) -> TcpStream {
+    Raw::start_pull(server.port(), "m", &["--server", "--sender", ".", path])
 }
 
-fn int(v: i32) -> [u8; 4] {
-    v.to_le_bytes()
+/// The daemon ends connection `s` (read here to its end) and logs `why`.
+fn assert_connection_ended(server: &Upserv, mut s: TcpStream, why: &str) {
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+    server.await_log(why, 1);
 }
 
 #[test]
@@ -75,18 +55,13 @@ fn unknown_module_gets_an_error_and_exit_code_5() {
     let tree = tree_with_big_file();
     let server = start(&tree);
     let scratch = tempfile::tempdir().expect("scratch");
-    let result = pull(
+    pull(
         &server.url("nosuch/"),
         &scratch.path().join("d"),
         &["-a"],
         Protocol::Default,
-    );
-    assert_eq!(result.code, 5, "{}", result.stderr);
-    assert!(
-        result.stderr.contains("@ERROR: Unknown module 'nosuch'"),
-        "{}",
-        result.stderr
-    );
+    )
+    .assert_refused("@ERROR: Unknown module 'nosuch'");
     assert_still_serves(&server, &tree);
 }
 
@@ -121,9 +96,7 @@ fn an_error_about_a_huge_module_name_still_reaches_the_client() {
 fn a_garbage_greeting_is_refused() {
     let tree = tree_with_big_file();
     let server = start(&tree);
-    let mut s = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
+    let mut s = Raw::connect(server.port()).stream;
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write");
     let mut answer = String::new();
     s.read_to_string(&mut answer).expect("read until close");
@@ -139,15 +112,11 @@ fn a_garbage_greeting_is_refused() {
 fn an_overlong_handshake_line_ends_the_connection() {
     let tree = tree_with_big_file();
     let server = start(&tree);
-    let mut s = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
+    let mut s = Raw::connect(server.port()).stream;
     // Far more than the line limit, with no newline.
     let junk = vec![b'x'; 1 << 20];
     let _ = s.write_all(&junk);
-    let mut sink = Vec::new();
-    let _ = s.read_to_end(&mut sink);
-    server.await_log("line longer than", 1);
+    assert_connection_ended(&server, s, "line longer than");
     assert_still_serves(&server, &tree);
 }
 
@@ -157,29 +126,15 @@ fn absurd_checksum_heads_are_refused_without_allocating() {
     let server = start(&tree);
     let before = rss_kib(server.pid());
     // Block length above the protocol's limit.
-    let mut s = raw_pull(&server, &["--server", "--sender", ".", "m/big.bin"]);
-    let mut req = Vec::new();
-    req.extend_from_slice(&int(0)); // end of filter rules
-    req.extend_from_slice(&int(0)); // file index 0
-    req.extend_from_slice(&ITEM_TRANSFER.to_le_bytes());
-    for v in [1000, (1 << 30) + 5, 16, 0] {
-        req.extend_from_slice(&int(v));
-    }
-    s.write_all(&req).expect("request");
-    let mut sink = Vec::new();
-    let _ = s.read_to_end(&mut sink);
-    server.await_log("invalid block length", 1);
+    let mut s = raw_pull(&server, "m/big.bin");
+    s.write_all(&file_request(0, &[1000, (1 << 30) + 5, 16, 0]))
+        .expect("request");
+    assert_connection_ended(&server, s, "invalid block length");
 
     // A count of two billion blocks, then the client goes away: upserv must
     // not have reserved room for them.
-    let mut s = raw_pull(&server, &["--server", "--sender", ".", "m/big.bin"]);
-    let mut req = Vec::new();
-    req.extend_from_slice(&int(0));
-    req.extend_from_slice(&int(0));
-    req.extend_from_slice(&ITEM_TRANSFER.to_le_bytes());
-    for v in [i32::MAX, 1 << 20, 16, 0] {
-        req.extend_from_slice(&int(v));
-    }
+    let mut s = raw_pull(&server, "m/big.bin");
+    let mut req = file_request(0, &[i32::MAX, 1 << 20, 16, 0]);
     // A few real-looking sums, then silence.
     req.extend(std::iter::repeat_n(7u8, 20 * 1000));
     s.write_all(&req).expect("request");
@@ -197,15 +152,9 @@ fn absurd_checksum_heads_are_refused_without_allocating() {
 fn a_request_for_a_nonexistent_index_is_a_protocol_error() {
     let tree = tree_with_big_file();
     let server = start(&tree);
-    let mut s = raw_pull(&server, &["--server", "--sender", ".", "m/small.txt"]);
-    let mut req = Vec::new();
-    req.extend_from_slice(&int(0));
-    req.extend_from_slice(&int(12345));
-    req.extend_from_slice(&ITEM_TRANSFER.to_le_bytes());
-    s.write_all(&req).expect("request");
-    let mut sink = Vec::new();
-    let _ = s.read_to_end(&mut sink);
-    server.await_log("invalid file index 12345", 1);
+    let mut s = raw_pull(&server, "m/small.txt");
+    s.write_all(&file_request(12345, &[])).expect("request");
+    assert_connection_ended(&server, s, "invalid file index 12345");
     assert_still_serves(&server, &tree);
 }
 

@@ -8,15 +8,14 @@
 //! Every loop here is bounded and talks to loopback only.
 
 use crate::support::client::{rsync, stderr};
-use crate::support::procfs::{await_fd_count, fd_count, rss_kib, thread_count};
-use crate::support::raw::Raw;
+use crate::support::procfs::{await_fd_count, fd_count, peak_rss_kib, rss_kib, thread_count};
+use crate::support::raw::{file_request, Raw};
 use crate::support::tree::sparse_file;
 use crate::support::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-const ITEM_TRANSFER: u16 = 1 << 15;
 /// Growth of the daemon's resident memory tolerated after a storm: the
 /// allocator keeps some freed memory, but nothing may scale with the storm.
 const RSS_SLACK_KIB: u64 = 8 * 1024;
@@ -48,25 +47,58 @@ fn assert_pull_works(server: &Upserv) -> Duration {
     r.elapsed
 }
 
+/// upserv serving the module of `conf` with `workers` workers.
+fn with_workers(conf: &str, workers: &str) -> Upserv {
+    Upserv::launch(
+        &[],
+        &Launch {
+            conf: Some(conf),
+            args: &["--workers", workers],
+            ..Launch::default()
+        },
+    )
+}
+
 /// Descriptors and threads of the daemon, to compare before and after.
 fn census(server: &Upserv) -> (usize, usize) {
     (fd_count(server.pid()), thread_count(server.pid()))
 }
 
-/// Waits for the descriptors to come back to `before` (a refused or
-/// listed connection is logged before its socket closes), then compares.
-fn assert_census(server: &Upserv, before: (usize, usize)) {
-    await_fd_count(server.pid(), before.0);
-    assert_eq!(census(server), before, "descriptors and threads");
+/// What the daemon holds once it has served a pull, to compare with after
+/// a storm.
+struct Baseline {
+    /// Descriptors and threads.
+    census: (usize, usize),
+    /// Resident memory, KiB.
+    rss: u64,
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM line")
+impl Baseline {
+    /// A pull that must work, then the daemon's census and memory.
+    fn take(server: &Upserv) -> Baseline {
+        assert_pull_works(server);
+        Baseline {
+            census: census(server),
+            rss: rss_kib(server.pid()),
+        }
+    }
+
+    /// Waits for the descriptors to come back (a refused or listed
+    /// connection is logged before its socket closes), then compares the
+    /// census, and the memory within [`RSS_SLACK_KIB`].
+    fn assert_back(&self, server: &Upserv) {
+        await_fd_count(server.pid(), self.census.0);
+        assert_eq!(census(server), self.census, "descriptors and threads");
+        let grown = rss_kib(server.pid()).saturating_sub(self.rss);
+        assert!(grown < RSS_SLACK_KIB, "RSS grew by {grown} KiB");
+    }
+}
+
+/// A pull of `m/` from `server` is refused with `message`.
+fn assert_pull_refused(server: &dyn Server, message: &str) {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let dest = scratch.path().join("d");
+    pull(&server.url("m/"), &dest, &["-a"], Protocol::Default).assert_refused(message);
 }
 
 // -------------------------------------------------- connection limits
@@ -99,13 +131,10 @@ fn module_max_connections_refuse_like_rsyncd() {
             assert_eq!(last, Some("@RSYNCD: OK\n"), "port {port}, {module}");
             let scratch = tempfile::tempdir().expect("scratch");
             let url = format!("rsync://127.0.0.1:{port}/{module}/");
-            let f = rsync(client, scratch.path(), &["-a", &url, "d"], &[]);
-            assert_eq!(f.code, 5, "port {port}: {}", stderr(&f));
-            assert!(
-                stderr(&f).contains("@ERROR: max connections (1) reached -- try again later"),
-                "port {port}: {}",
-                stderr(&f)
-            );
+            let dest = scratch.path().join("d");
+            client
+                .pull(&url, &dest, &["-a"], Protocol::Default)
+                .assert_refused("@ERROR: max connections (1) reached -- try again later");
         }
     }
 }
@@ -132,19 +161,9 @@ fn global_max_connections_count_every_module() {
     let server = Upserv::with_conf(&text);
     let mut holder = Raw::connect(server.port());
     holder.open_module("n");
-    let scratch = tempfile::tempdir().expect("scratch");
-    let r = pull(
-        &server.url("m/"),
-        &scratch.path().join("d"),
-        &["-a"],
-        Protocol::Default,
-    );
-    assert_eq!(r.code, 5, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("@ERROR: max connections (1) reached -- try again later"),
-        "{}",
-        r.stderr
+    assert_pull_refused(
+        &server,
+        "@ERROR: max connections (1) reached -- try again later",
     );
 }
 
@@ -157,19 +176,7 @@ fn module_limits_hold_across_serve_processes() {
         holder.open_module("m").last().map(String::as_str),
         Some("@RSYNCD: OK\n")
     );
-    let scratch = tempfile::tempdir().expect("scratch");
-    let r = pull(
-        &server.url("m/"),
-        &scratch.path().join("d"),
-        &["-a"],
-        Protocol::Default,
-    );
-    assert_eq!(r.code, 5, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("max connections (1) reached"),
-        "{}",
-        r.stderr
-    );
+    assert_pull_refused(&server, "max connections (1) reached");
     drop(holder);
 }
 
@@ -185,8 +192,7 @@ fn greeted_from(source: &str, port: u16) -> (bool, Raw) {
 fn one_address_gets_a_few_connections_and_the_others_are_unaffected() {
     let tree = tree();
     let server = Upserv::with_conf(&conf("max connections per host = 3", &tree, ""));
-    assert_pull_works(&server);
-    let before = census(&server);
+    let before = Baseline::take(&server);
     // Another host (127.0.0.2) holds three silent connections.
     let mut held: Vec<Raw> = (0..3)
         .map(|_| {
@@ -197,20 +203,11 @@ fn one_address_gets_a_few_connections_and_the_others_are_unaffected() {
         .collect();
     // Its next pull is refused with the reason...
     let scratch = tempfile::tempdir().expect("scratch");
-    let url = server.url("m/");
-    let f = rsync(
-        &Client::current(),
-        scratch.path(),
-        &["-a", "--address=127.0.0.2", &url, "d"],
-        &[],
-    );
-    assert_eq!(f.code, 5, "{}", stderr(&f));
-    assert!(
-        stderr(&f).contains("@ERROR: max connections per host (3) reached -- try again later"),
-        "{}",
-        stderr(&f)
-    );
-    await_fd_count(server.pid(), before.0 + 3);
+    let dest = scratch.path().join("d");
+    let opts = ["-a", "--address=127.0.0.2"];
+    pull(&server.url("m/"), &dest, &opts, Protocol::Default)
+        .assert_refused("@ERROR: max connections per host (3) reached -- try again later");
+    await_fd_count(server.pid(), before.census.0 + 3);
     // ...four more still hear why, then the address is just closed on.
     let outcomes: Vec<bool> = (0..10)
         .map(|_| {
@@ -226,7 +223,7 @@ fn one_address_gets_a_few_connections_and_the_others_are_unaffected() {
     assert_pull_works(&server);
     drop(held);
     server.await_log("127.0.0.2: failed: connection closed by client", 7);
-    assert_census(&server, before);
+    before.assert_back(&server);
 }
 
 // ------------------------------------------------------ silent clients
@@ -234,17 +231,9 @@ fn one_address_gets_a_few_connections_and_the_others_are_unaffected() {
 #[test]
 fn silent_clients_never_occupy_a_worker() {
     let tree = tree();
-    let server = Upserv::launch(
-        &[],
-        &Launch {
-            conf: Some(&conf("", &tree, "")),
-            args: &["--workers", "2"],
-            ..Launch::default()
-        },
-    );
-    assert_pull_works(&server);
-    let (fds, threads) = census(&server);
-    let rss = rss_kib(server.pid());
+    let server = with_workers(&conf("", &tree, ""), "2");
+    let before = Baseline::take(&server);
+    let (fds, threads) = before.census;
     // Far more silent connections than workers; each has been greeted.
     let silent: Vec<Raw> = (0..100)
         .map(|_| {
@@ -267,8 +256,17 @@ fn silent_clients_never_occupy_a_worker() {
         "failed: connection closed by client during the handshake",
         100,
     );
-    assert_census(&server, (fds, threads));
-    assert!(rss_kib(server.pid()) < rss + RSS_SLACK_KIB);
+    before.assert_back(&server);
+}
+
+/// The daemon's `timeout = 2` ended a connection opened at `started`: not
+/// sooner, and not much later.
+fn assert_timed_out_after_two_seconds(started: Instant) {
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
 }
 
 #[test]
@@ -280,22 +278,14 @@ fn the_handshake_is_bounded_by_the_timeout() {
     let mut silent = Raw::connect(server.port());
     assert!(silent.line().starts_with("@RSYNCD:"));
     assert_eq!(silent.line(), "", "the daemon should close the connection");
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
-        "{took:?}"
-    );
+    assert_timed_out_after_two_seconds(started);
     server.await_log("failed: handshake took too long", 1);
     // Silent after `@RSYNCD: OK`, in a worker: the module's deadline.
     let started = Instant::now();
     let mut quiet = Raw::connect(server.port());
     quiet.open_module("m");
     assert_eq!(quiet.rest(), "");
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
-        "{took:?}"
-    );
+    assert_timed_out_after_two_seconds(started);
     server.await_log("module m: failed: handshake took too long", 1);
 }
 
@@ -304,20 +294,11 @@ fn the_handshake_is_bounded_by_the_timeout() {
 /// A hand-made pull of `m/big.bin` that asks for the whole file and then
 /// never reads a byte.
 fn request_and_never_read(port: u16) -> TcpStream {
-    let mut raw = Raw::connect(port);
-    raw.open_module("m");
-    raw.send(b"--server\n--sender\n.\nm/big.bin\n\n");
-    let mut stream = raw.stream;
-    let mut seed = [0u8; 4];
-    stream.read_exact(&mut seed).expect("seed");
-    let mut req = Vec::new();
-    req.extend_from_slice(&0i32.to_le_bytes()); // no filter rules
-    req.extend_from_slice(&0i32.to_le_bytes()); // file index 0
-    req.extend_from_slice(&ITEM_TRANSFER.to_le_bytes());
-    for v in [0i32, 0, 0, 0] {
-        req.extend_from_slice(&v.to_le_bytes()); // no basis: all literal
-    }
-    stream.write_all(&req).expect("request");
+    let mut stream = Raw::start_pull(port, "m", &["--server", "--sender", ".", "m/big.bin"]);
+    // No basis: all literal.
+    stream
+        .write_all(&file_request(0, &[0, 0, 0, 0]))
+        .expect("request");
     stream
 }
 
@@ -325,25 +306,14 @@ fn request_and_never_read(port: u16) -> TcpStream {
 fn a_client_that_never_reads_is_timed_out_and_leaves_nothing_behind() {
     let tree = tree();
     sparse_file(&tree.path("big.bin"), 256 << 20);
-    let server = Upserv::launch(
-        &[],
-        &Launch {
-            conf: Some(&conf("", &tree, "timeout = 2")),
-            args: &["--workers", "2"],
-            ..Launch::default()
-        },
-    );
-    assert_pull_works(&server);
-    let before = census(&server);
-    let rss = rss_kib(server.pid());
+    let server = with_workers(&conf("", &tree, "timeout = 2"), "2");
+    let before = Baseline::take(&server);
     let stalled = request_and_never_read(server.port());
     // The other worker still serves.
     assert_pull_works(&server);
     server.await_log("module m: failed: no I/O for 2 seconds", 1);
     drop(stalled);
-    assert_census(&server, before);
-    let grown = rss_kib(server.pid()).saturating_sub(rss);
-    assert!(grown < RSS_SLACK_KIB, "RSS grew by {grown} KiB");
+    before.assert_back(&server);
     assert_pull_works(&server);
 }
 
@@ -353,16 +323,12 @@ fn a_client_that_never_reads_is_timed_out_and_leaves_nothing_behind() {
 fn a_thousand_dropped_connections_leave_no_trace() {
     let tree = tree();
     let server = Upserv::with_conf(&conf("", &tree, ""));
-    assert_pull_works(&server);
-    let before = census(&server);
-    let rss = rss_kib(server.pid());
+    let before = Baseline::take(&server);
     for _ in 0..1000 {
         drop(TcpStream::connect(("127.0.0.1", server.port())).expect("connect"));
     }
     server.await_log("127.0.0.1: failed:", 1000);
-    assert_census(&server, before);
-    let grown = rss_kib(server.pid()).saturating_sub(rss);
-    assert!(grown < RSS_SLACK_KIB, "RSS grew by {grown} KiB");
+    before.assert_back(&server);
     assert_pull_works(&server);
 }
 
@@ -377,17 +343,8 @@ fn list_modules(port: u16) -> String {
 fn a_flood_of_module_lists_costs_no_worker_and_no_memory() {
     let tree = tree();
     sparse_file(&tree.path("big.bin"), 64 << 20);
-    let server = Upserv::launch(
-        &[],
-        &Launch {
-            conf: Some(&conf("", &tree, "comment = the module")),
-            args: &["--workers", "1"],
-            ..Launch::default()
-        },
-    );
-    assert_pull_works(&server);
-    let before = census(&server);
-    let rss = rss_kib(server.pid());
+    let server = with_workers(&conf("", &tree, "comment = the module"), "1");
+    let before = Baseline::take(&server);
     let port = server.port();
     // The only worker is busy with a slow pull all along.
     let scratch = tempfile::tempdir().expect("scratch");
@@ -410,9 +367,7 @@ fn a_flood_of_module_lists_costs_no_worker_and_no_memory() {
     assert_eq!(answered, 800);
     slow.join().expect("slow pull").assert_ok();
     server.await_log("module list", 800);
-    assert_census(&server, before);
-    let grown = rss_kib(server.pid()).saturating_sub(rss);
-    assert!(grown < RSS_SLACK_KIB, "RSS grew by {grown} KiB");
+    before.assert_back(&server);
 }
 
 // ------------------------------------------- arguments, filters, paths
@@ -441,12 +396,8 @@ fn too_many_or_too_long_arguments_end_the_connection() {
 fn too_many_filter_rules_are_refused() {
     let tree = tree();
     let server = Upserv::with_conf(&conf("", &tree, ""));
-    let mut raw = Raw::connect(server.port());
-    raw.open_module("m");
-    raw.send(b"--server\n--sender\n-r\n.\nm/\n\n");
-    let mut stream = raw.stream;
-    let mut seed = [0u8; 4];
-    stream.read_exact(&mut seed).expect("seed");
+    let args = ["--server", "--sender", "-r", ".", "m/"];
+    let mut stream = Raw::start_pull(server.port(), "m", &args);
     let rule = b"- x";
     let mut rules = Vec::with_capacity(60_000 * 7);
     for _ in 0..60_000 {
@@ -492,21 +443,13 @@ fn repeating_a_source_thousands_of_times_costs_no_memory() {
 /// A hand-made request for `m/{file}` with a sum head of `count` blocks
 /// of 700 bytes and 4-byte sums, all of which are then sent.
 fn send_sums(server: &Upserv, file: &str, count: usize) {
-    let mut raw = Raw::connect(server.port());
-    raw.open_module("m");
-    raw.send(format!("--server\n--sender\n.\nm/{file}\n\n").as_bytes());
-    let mut stream = raw.stream;
-    let mut seed = [0u8; 4];
-    stream.read_exact(&mut seed).expect("seed");
-    let mut req = Vec::new();
-    req.extend_from_slice(&0i32.to_le_bytes()); // no filter rules
-    req.extend_from_slice(&0i32.to_le_bytes()); // file index 0
-    req.extend_from_slice(&ITEM_TRANSFER.to_le_bytes());
+    let path = format!("m/{file}");
+    let args = ["--server", "--sender", ".", &path];
+    let mut stream = Raw::start_pull(server.port(), "m", &args);
     let count_field = i32::try_from(count).expect("count");
-    for v in [count_field, 700, 0, 0] {
-        req.extend_from_slice(&v.to_le_bytes());
-    }
-    stream.write_all(&req).expect("sum head");
+    stream
+        .write_all(&file_request(0, &[count_field, 700, 0, 0]))
+        .expect("sum head");
     // The daemon answers while it reads: drain it so it never stalls.
     let mut reader = stream.try_clone().expect("clone");
     let drain = std::thread::spawn(move || {

@@ -27,6 +27,25 @@ fn module_conf(name: &str, tree: &TestTree) -> String {
     format!("[{name}]\npath = {}\n", tree.root().display())
 }
 
+/// upserv serving `tree` as module `m`, logging to a `log file`.
+fn logging_to_a_file(tree: &TestTree) -> Upserv {
+    Upserv::launch(
+        &[],
+        &Launch {
+            conf: Some(&module_conf("m", tree)),
+            log_file: true,
+            ..Launch::default()
+        },
+    )
+}
+
+/// The module list of `server`, asked by the real client, which must succeed.
+fn list_modules(server: &Upserv) {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let listing = rsync(&Client::current(), scratch.path(), &[&server.url("")], &[]);
+    assert_eq!(listing.code, 0, "{}", stderr(&listing));
+}
+
 /// A pull of `name/big.bin` through a relay that holds it in flight
 /// after its first bytes, until the relay is released.
 fn held_pull(
@@ -136,17 +155,8 @@ fn a_second_daemon_on_the_same_pid_file_refuses_to_start() {
 #[test]
 fn the_log_file_has_one_line_per_connection() {
     let tree = tree_with_big_file();
-    let server = Upserv::launch(
-        &[],
-        &Launch {
-            conf: Some(&module_conf("m", &tree)),
-            log_file: true,
-            ..Launch::default()
-        },
-    );
-    let scratch = tempfile::tempdir().expect("scratch");
-    let listing = rsync(&Client::current(), scratch.path(), &[&server.url("")], &[]);
-    assert_eq!(listing.code, 0, "{}", stderr(&listing));
+    let server = logging_to_a_file(&tree);
+    list_modules(&server);
     pull_result(&server, "m/").assert_ok();
     assert_eq!(pull_result(&server, "nope/").code, 5);
     server.await_log("127.0.0.1: ", 3);
@@ -198,13 +208,7 @@ fn sighup_reloads_modules_for_new_connections_only() {
     server.await_log("configuration reloaded", 1);
     assert!(server.log().contains("`workers` changed"));
     pull_result(&server, "new/hello.txt").assert_ok();
-    let gone = pull_result(&server, "old/");
-    assert_eq!(gone.code, 5);
-    assert!(
-        gone.stderr.contains("@ERROR: Unknown module 'old'"),
-        "{}",
-        gone.stderr
-    );
+    pull_result(&server, "old/").assert_refused("@ERROR: Unknown module 'old'");
     relay.release();
     pulling.join().expect("pull thread").assert_ok();
     assert_eq!(
@@ -246,14 +250,7 @@ fn a_second_stop_signal_ends_the_grace_period() {
 #[test]
 fn logrotate_and_sigusr1_start_a_fresh_log_file() {
     let tree = tree_with_big_file();
-    let server = Upserv::launch(
-        &[],
-        &Launch {
-            conf: Some(&module_conf("m", &tree)),
-            log_file: true,
-            ..Launch::default()
-        },
-    );
+    let server = logging_to_a_file(&tree);
     let log = server.dir().join("upserv.log");
     let rotated = server.dir().join("upserv.log.1");
     let conf = server.dir().join("logrotate.conf");
@@ -284,9 +281,7 @@ fn logrotate_and_sigusr1_start_a_fresh_log_file() {
     assert!(old.contains("listening on"), "{old}");
 
     // The first connection after the signal lands in the new file.
-    let scratch = tempfile::tempdir().expect("scratch");
-    let listing = rsync(&Client::current(), scratch.path(), &[&server.url("")], &[]);
-    assert_eq!(listing.code, 0, "{}", stderr(&listing));
+    list_modules(&server);
     server.await_log("127.0.0.1: module list", 1);
     let old = std::fs::read_to_string(&rotated).expect("the rotated log");
     assert!(!old.contains("module list"), "{old}");

@@ -256,6 +256,20 @@ impl PullResult {
         self
     }
 
+    /// Panics unless the server refused the pull before the transfer: exit
+    /// code 5 (error starting the client-server protocol) and `message` in
+    /// the client's stderr.
+    pub fn assert_refused(&self, message: &str) -> &PullResult {
+        assert!(
+            self.code == 5 && self.stderr.contains(message),
+            "expected exit code 5 and {message:?}, got {}\ncommand: {}\n--- stderr ---\n{}",
+            self.code,
+            self.command,
+            self.stderr
+        );
+        self
+    }
+
     /// Exit codes named in `rsync error: ... (code N)` lines, in order.
     /// The codes of the `rsync error:` lines on stderr, sorted: the
     /// client's processes may each print one, in either order.

@@ -1,5 +1,6 @@
 //! What /proc tells about a process the tests started: its open
-//! descriptors, threads and resident memory, to show that nothing leaks.
+//! descriptors, threads and resident memory (now and at its peak), to show
+//! that nothing leaks.
 
 use super::wait::{poll, WAIT_LIMIT};
 
@@ -33,10 +34,20 @@ pub fn thread_count(pid: u32) -> usize {
 
 /// Resident memory of process `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// Peak resident memory of process `pid` so far, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM")
+}
+
+/// The `field` line of /proc/`pid`/status, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line")
+        .unwrap_or_else(|| panic!("{field} line"))
 }

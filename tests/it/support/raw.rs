@@ -57,6 +57,36 @@ impl Raw {
         // upserv offers 29; the reference rsyncd offers its own newest and
         // settles on the 29 this client asks for.
         assert!(greeting.starts_with("@RSYNCD: "), "greeting {greeting:?}");
+        self.ask_for_module(module)
+    }
+
+    /// A hand-made pull from upserv's `module`: the handshake (upserv
+    /// greets with protocol 32 and accepts the module), the server
+    /// arguments `args`, one a line and then an empty line, and the
+    /// checksum seed read. The stream takes the client's filter rules next.
+    pub fn start_pull(port: u16, module: &str, args: &[&str]) -> TcpStream {
+        let mut raw = Raw::connect(port);
+        let greeting = raw.line();
+        assert!(greeting.starts_with("@RSYNCD: 32"), "greeting {greeting:?}");
+        let lines = raw.ask_for_module(module);
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("@RSYNCD: OK\n"),
+            "{lines:?}"
+        );
+        for arg in args {
+            raw.send(arg.as_bytes());
+            raw.send(b"\n");
+        }
+        raw.send(b"\n");
+        let mut seed = [0u8; 4];
+        raw.reader.read_exact(&mut seed).expect("seed");
+        raw.stream
+    }
+
+    /// After the greeting: asks for protocol 29 and `module`; returns the
+    /// lines of [`Raw::open_module`].
+    fn ask_for_module(&mut self, module: &str) -> Vec<String> {
         self.send(format!("@RSYNCD: 29.0\n{module}\n").as_bytes());
         let mut lines = Vec::new();
         loop {
@@ -68,6 +98,24 @@ impl Raw {
             }
         }
     }
+}
+
+/// rsync's ITEM_TRANSFER: the client wants the file's data.
+const ITEM_TRANSFER: u16 = 1 << 15;
+
+/// What a hand-made client sends after the seed to ask for one file: no
+/// filter rules, then file `index` with ITEM_TRANSFER, then `head`: the
+/// sum head (block count, block length, remainder, strong sum length), or
+/// less, or more, to provoke the server.
+pub fn file_request(index: i32, head: &[i32]) -> Vec<u8> {
+    let mut req = Vec::new();
+    req.extend_from_slice(&0i32.to_le_bytes()); // no filter rules
+    req.extend_from_slice(&index.to_le_bytes());
+    req.extend_from_slice(&ITEM_TRANSFER.to_le_bytes());
+    for v in head {
+        req.extend_from_slice(&v.to_le_bytes());
+    }
+    req
 }
 
 /// A TCP connection to 127.0.0.1:`port` from the loopback address `source`.
