@@ -14,7 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::builds::{
-    private_leftovers, remove_sockets, small_tree_and_archive, tar_tree, upserv_for,
+    assert_pulled_tree, private_leftovers, remove_sockets, small_build_upstream,
+    small_tree_and_archive, tar_tree, upserv_checked, upserv_for,
 };
 use crate::support::live::LiveClient;
 use crate::support::scratch::scratch_dir;
@@ -64,12 +65,6 @@ fn pull_build(server: &dyn Server, name: &str, dest: &Path) -> PullResult {
     );
     result.assert_ok();
     result
-}
-
-/// The pulled tree must be the source tree (both were made by root, and
-/// a root client with -aH keeps every attribute).
-fn assert_pulled_tree(source: &TestTree, dest: &Path) {
-    assert_same(&Snapshot::of(source.root()), &Snapshot::of(dest));
 }
 
 #[test]
@@ -129,12 +124,10 @@ fn every_archive_format_pulls_like_rsyncd() {
 
 #[test]
 fn progress_lines_reach_a_client_without_no_motd_every_two_seconds() {
-    let (tree, archive) = small_tree_and_archive();
+    let (tree, archive, up) = small_build_upstream(&["build-p"]);
     let dir = scratch_dir("builds-progress");
-    let up = Upstream::start();
     // About five seconds of download: room for two or three lines.
     let piece = archive.len() / 16 + 1;
-    up.put("/b/build-p.tar", archive);
     up.set_behavior(
         "/b/build-p.tar",
         Behavior {
@@ -209,7 +202,7 @@ fn ten_clients_share_one_download() {
     // Every client is waiting for the download before any byte more comes.
     up.wait_at_gate(1);
     for client in &clients {
-        client.wait_for_line("upserv: fetching build-ten from upstream: ");
+        client.wait_for_fetching("build-ten");
     }
     up.open_gate();
     for client in clients {
@@ -223,17 +216,14 @@ fn ten_clients_share_one_download() {
 
 #[test]
 fn a_cached_build_is_served_while_a_slow_download_waits() {
-    let (tree, archive) = small_tree_and_archive();
+    let (tree, _, up) = small_build_upstream(&["cached", "slow"]);
     let dir = scratch_dir("builds-no-wait");
-    let up = Upstream::start();
-    up.put("/b/cached.tar", archive.clone());
-    up.put("/b/slow.tar", archive);
     let upserv = upserv_for(&up, "/b/{name}.tar", &dir.join("builds"), &[]);
     pull_build(&upserv, "cached", &dir.join("first"));
 
     up.gate_after("/b/slow.tar", 1000);
     let mut slow = LiveClient::start(&upserv.url("slow/"), &dir.join("slow"), &["-aH"]);
-    slow.wait_for_line("upserv: fetching slow from upstream: ");
+    slow.wait_for_fetching("slow");
     let cached = pull_build(&upserv, "cached", &dir.join("second"));
     assert!(
         slow.is_running(),
@@ -252,15 +242,12 @@ fn a_cached_build_is_served_while_a_slow_download_waits() {
 
 #[test]
 fn a_second_missing_build_waits_its_turn_and_says_so() {
-    let (tree, archive) = small_tree_and_archive();
+    let (tree, _, up) = small_build_upstream(&["first", "second"]);
     let dir = scratch_dir("builds-queue");
-    let up = Upstream::start();
-    up.put("/b/first.tar", archive.clone());
-    up.put("/b/second.tar", archive);
     up.gate_after("/b/first.tar", 1000);
     let upserv = upserv_for(&up, "/b/{name}.tar", &dir.join("builds"), &[]);
     let first = LiveClient::start(&upserv.url("first/"), &dir.join("first"), &["-aH"]);
-    first.wait_for_line("upserv: fetching first from upstream: ");
+    first.wait_for_fetching("first");
     let second = LiveClient::start(&upserv.url("second/"), &dir.join("second"), &["-aH"]);
     second.wait_for_line("upserv: second waits for another download to finish");
     assert_eq!(up.gets("/b/second.tar"), 0, "one download at a time");
@@ -317,15 +304,7 @@ fn pull_after_a_cut(name: &str, ignore_range: bool, origin: Origin) {
     let checksum = up.url(&format!("{served_from}/{{name}}.tar.md5"));
     let upstream = up.url(&format!("{served_from}/{{name}}.tar"));
     let builds = dir.join("builds");
-    let upserv = Upserv::launch(
-        &[],
-        &Launch {
-            builds: Some(&builds),
-            args: &["--upstream", &upstream],
-            globals: &[("upstream checksum", &checksum)],
-            ..Launch::default()
-        },
-    );
+    let upserv = upserv_checked(&upstream, &checksum, &builds);
     pull_build(&upserv, name, &dir.join("dest"));
     assert_pulled_tree(&tree, &dir.join("dest"));
     assert_eq!(up.ranges(&path), [None, Some(format!("bytes={half}-"))]);
@@ -359,14 +338,12 @@ fn a_cut_download_restarts_when_range_is_ignored() {
 
 #[test]
 fn a_download_longer_than_the_handshake_timeout_is_served() {
-    let (tree, archive) = small_tree_and_archive();
+    let (tree, _, up) = small_build_upstream(&["build-long"]);
     let dir = scratch_dir("builds-long");
-    let up = Upstream::start();
-    up.put("/b/build-long.tar", archive);
     up.gate_after("/b/build-long.tar", 1000);
     let upserv = upserv_for(&up, "/b/{name}.tar", &dir.join("builds"), &[]);
     let client = LiveClient::start(&upserv.url("build-long/"), &dir.join("dest"), &["-aH"]);
-    client.wait_for_line("upserv: fetching build-long from upstream: ");
+    client.wait_for_fetching("build-long");
     // The download outlasts the handshake deadline: time itself is what is
     // tested here, so this waits rather than awaiting a condition.
     std::thread::sleep(HANDSHAKE_TIMEOUT + Duration::from_secs(2));
@@ -413,7 +390,7 @@ fn refusal(server: &dyn Server, name: &str, dest: &Path) -> String {
         PULL_OPTS,
         Protocol::Default,
     );
-    assert_eq!(result.code, 5, "{result:?}");
+    result.assert_refused("@ERROR: ");
     assert!(!dest.exists(), "a refused pull left {dest:?}");
     result
         .stderr
@@ -468,15 +445,7 @@ fn a_download_with_a_wrong_checksum_is_never_served() {
     let checksum = up.url("/b/{name}.tar.sha256");
     let upstream = up.url("/b/{name}.tar");
     let builds = dir.join("builds");
-    let upserv = Upserv::launch(
-        &[],
-        &Launch {
-            builds: Some(&builds),
-            args: &["--upstream", &upstream],
-            globals: &[("upstream checksum", &checksum)],
-            ..Launch::default()
-        },
-    );
+    let upserv = upserv_checked(&upstream, &checksum, &builds);
     let error = refusal(&upserv, "build-bad", &dir.join("dest"));
     assert!(
         error.starts_with("@ERROR: fetching build-bad from upstream failed: sha256 of ")
@@ -512,7 +481,7 @@ fn a_waiting_client_that_hangs_up_frees_its_worker() {
         &["--upstream", &template, "--workers", "1"],
     );
     let waiting = LiveClient::start(&upserv.url("build-h/"), &dir.join("w"), &["-a"]);
-    waiting.wait_for_line("upserv: fetching build-h from upstream: ");
+    waiting.wait_for_fetching("build-h");
     up.wait_at_gate(1);
     drop(waiting); // kills the client
     let after = Client::current().pull_within(
@@ -533,10 +502,8 @@ fn a_waiting_client_that_hangs_up_frees_its_worker() {
 /// serves it, and the log says the first mirror counts as down.
 #[test]
 fn a_refusing_first_mirror_is_skipped_for_the_second() {
-    let (tree, archive) = small_tree_and_archive();
+    let (tree, _, second) = small_build_upstream(&["build-m"]);
     let dir = scratch_dir("builds-mirrors");
-    let second = Upstream::start();
-    second.put("/b/build-m.tar", archive);
     let first = refused_url("/b/{name}.tar");
     let mirrors = format!("{first} {}", second.url("/b/{name}.tar"));
     let upserv = Upserv::start_with(&[], Some(&dir.join("builds")), &["--upstream", &mirrors]);
@@ -576,15 +543,13 @@ fn a_build_missing_at_every_mirror_is_not_found_upstream() {
 /// getting lines that show the half, not 0% and not silence.
 #[test]
 fn progress_lines_show_the_bytes_received_through_a_stall() {
-    let (tree, archive) = small_tree_and_archive();
+    let (tree, archive, up) = small_build_upstream(&["build-st"]);
     let dir = scratch_dir("builds-stall-progress");
-    let up = Upstream::start();
     let half = archive.len() / 2;
     let percent = format!(
         "upserv: fetching build-st from upstream: {}% ",
         half * 100 / archive.len()
     );
-    up.put("/b/build-st.tar", archive);
     up.gate_after("/b/build-st.tar", half);
     let upserv = upserv_for(&up, "/b/{name}.tar", &dir.join("builds"), &[]);
     let client = LiveClient::start(&upserv.url("build-st/"), &dir.join("dest"), &["-aH"]);

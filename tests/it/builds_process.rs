@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use crate::support::builds::{private_leftovers, small_tree_and_archive, tar_tree, upserv_for};
+use crate::support::builds::{
+    assert_pulled_tree, private_leftovers, small_build_upstream, tar_tree, upserv_for,
+};
 use crate::support::live::LiveClient;
 use crate::support::scratch::scratch_dir;
 use crate::support::upstream::{compress, Behavior, Upstream};
@@ -34,10 +36,6 @@ fn many_files_tree_and_archive() -> (TestTree, Vec<u8>) {
     tree.settle();
     let archive = tar_tree(tree.root().parent().expect("a parent"), "tree");
     (tree, compress(&archive, &["gzip", "-1", "-c"]))
-}
-
-fn assert_pulled_tree(source: &TestTree, dest: &Path) {
-    assert_same(&Snapshot::of(source.root()), &Snapshot::of(dest));
 }
 
 /// A client that was waiting when its server died: it failed, and it
@@ -70,16 +68,14 @@ fn listed_modules(server: &dyn Server, scratch: &Path) -> Vec<String> {
 
 #[test]
 fn kill_9_during_a_download_then_the_restart_resumes_it() {
-    let (tree, archive) = small_tree_and_archive();
+    let (tree, archive, up) = small_build_upstream(&["build-k"]);
     let dir = scratch_dir("builds-kill-download");
     let builds = dir.join("builds");
-    let up = Upstream::start();
     let half = archive.len() / 2;
-    up.put("/b/build-k.tar", archive);
     up.gate_after("/b/build-k.tar", half);
     let upserv = upserv_for(&up, "/b/{name}.tar", &builds, &[]);
     let first = LiveClient::start(&upserv.url("build-k/"), &dir.join("first"), &["-aH"]);
-    first.wait_for_line("upserv: fetching build-k from upstream: ");
+    first.wait_for_fetching("build-k");
     up.wait_at_gate(1);
     let part = builds.join(".upserv/partial/build-k.part");
     wait_until("half the archive on disk", || {
@@ -87,7 +83,7 @@ fn kill_9_during_a_download_then_the_restart_resumes_it() {
     });
     // Another client asking now waits too, and the build is not listed.
     let second = LiveClient::start(&upserv.url("build-k/"), &dir.join("second"), &["-aH"]);
-    second.wait_for_line("upserv: fetching build-k from upstream: ");
+    second.wait_for_fetching("build-k");
     assert!(!listed_modules(&upserv, &dir).contains(&"build-k".to_string()));
 
     drop(upserv); // SIGKILL to the daemon's process group
@@ -176,17 +172,15 @@ fn assert_completed_after_restart(
 
 #[test]
 fn two_serve_processes_share_one_download() {
-    let (tree, archive) = small_tree_and_archive();
+    let (tree, archive, up) = small_build_upstream(&["build-s"]);
     let dir = scratch_dir("builds-serve-two");
-    let up = Upstream::start();
     let half = archive.len() / 2;
-    up.put("/b/build-s.tar", archive);
     up.gate_after("/b/build-s.tar", half);
     let upstream = up.url("/b/{name}.tar");
     let builds = dir.join("builds");
     let serve = UpservServe::start_with(&[], Some(&builds), &["--upstream", &upstream]);
     let first = LiveClient::start(&serve.url("build-s/"), &dir.join("first"), &["-aH"]);
-    first.wait_for_line("upserv: fetching build-s from upstream: ");
+    first.wait_for_fetching("build-s");
     up.wait_at_gate(1);
     let second = LiveClient::start(&serve.url("build-s/"), &dir.join("second"), &["-aH"]);
     second.wait_for_line("upserv: waiting for another download of build-s to finish");
@@ -238,13 +232,17 @@ fn serve_mode_reports_a_build_missing_upstream_once() {
     );
 }
 
+/// Cuts the metadata table at `table` to half its length.
+fn truncate_to_half(table: &Path) {
+    let bytes = std::fs::read(table).expect("the build's metadata table");
+    std::fs::write(table, &bytes[..bytes.len() / 2]).expect("truncating the table");
+}
+
 #[test]
 fn a_damaged_metadata_table_is_never_served_the_build_is_fetched_again() {
-    let (tree, archive) = small_tree_and_archive();
+    let (tree, _, up) = small_build_upstream(&["build-d"]);
     let dir = scratch_dir("builds-damaged-table");
     let builds = dir.join("builds");
-    let up = Upstream::start();
-    up.put("/b/build-d.tar", archive);
     let upserv = upserv_for(&up, "/b/{name}.tar", &builds, &[]);
     pull(
         &upserv.url("build-d/"),
@@ -256,8 +254,7 @@ fn a_damaged_metadata_table_is_never_served_the_build_is_fetched_again() {
     // Damage such as a bad sector or a crash of the disk: the table is
     // truncated.
     let table = builds.join(".upserv/meta/build-d");
-    let bytes = std::fs::read(&table).expect("the build's metadata table");
-    std::fs::write(&table, &bytes[..bytes.len() / 2]).expect("truncating the table");
+    truncate_to_half(&table);
 
     // The running daemon does not serve it with the disk's metadata: it
     // deletes the build and fetches it again.
@@ -268,8 +265,7 @@ fn a_damaged_metadata_table_is_never_served_the_build_is_fetched_again() {
 
     // Damaged while stopped: the restart drops the build; it comes again.
     drop(upserv);
-    let bytes = std::fs::read(&table).expect("the build's metadata table");
-    std::fs::write(&table, &bytes[..bytes.len() / 2]).expect("truncating the table");
+    truncate_to_half(&table);
     let upserv = upserv_for(&up, "/b/{name}.tar", &builds, &[]);
     assert!(!listed_modules(&upserv, &dir).contains(&"build-d".to_string()));
     let dest = dir.join("after");

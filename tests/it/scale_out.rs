@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::builds::small_tree_and_archive;
+use crate::support::builds::{assert_pulled_tree, small_tree_and_archive};
 use crate::support::live::LiveClient;
 use crate::support::proc::Daemon;
 use crate::support::rsyncd::free_port;
@@ -216,6 +216,13 @@ fn pull_from(addr: &str, url: &str, dest: &Path, opts: &[&str]) -> PullResult {
     pull(url, dest, &opts, Protocol::Default)
 }
 
+/// A pull of `url` from the loopback address `addr` that must bring all
+/// of `tree` to `dest`.
+fn pull_tree_from(addr: &str, url: &str, dest: &Path, tree: &TestTree) {
+    pull_from(addr, url, dest, &["-a"]).assert_ok();
+    assert_pulled_tree(tree, dest);
+}
+
 /// A static module over a small tree.
 fn static_tree() -> (TestTree, Module) {
     let tree = TestTree::new();
@@ -224,13 +231,6 @@ fn static_tree() -> (TestTree, Module) {
     tree.settle();
     let module = Module::new("m", tree.root());
     (tree, module)
-}
-
-/// The client was refused with `@ERROR: why`.
-fn assert_refused(result: &PullResult, why: &str) {
-    assert_eq!(result.code, 5, "{}", result.stderr);
-    let line = format!("@ERROR: {why}");
-    assert!(result.stderr.contains(&line), "{}", result.stderr);
 }
 
 fn served_lines<'a>(log: &'a str, module: &str) -> Vec<&'a str> {
@@ -286,10 +286,7 @@ fn six_clients_through_haproxy_share_one_download_through_nginx() {
         client.finish().assert_ok();
     }
     for i in 0..CLIENTS {
-        assert_same(
-            &Snapshot::of(tree.root()),
-            &Snapshot::of(&dir.join(format!("dest-{i}"))),
-        );
+        assert_pulled_tree(&tree, &dir.join(format!("dest-{i}")));
     }
     assert_eq!(
         origin.gets("/b/build-six.tar.gz"),
@@ -335,10 +332,9 @@ fn hosts_deny_and_the_per_host_limit_judge_the_client_behind_haproxy() {
     );
     let balancer = haproxy(&[upserv.port()], "send-proxy-v2");
 
-    pull_from("127.0.0.2", &balancer.url("m/"), &dir.join("ok"), &["-a"]).assert_ok();
-    assert_same(&Snapshot::of(tree.root()), &Snapshot::of(&dir.join("ok")));
+    pull_tree_from("127.0.0.2", &balancer.url("m/"), &dir.join("ok"), &tree);
     let denied = pull_from("127.0.0.3", &balancer.url("m/"), &dir.join("no"), &["-a"]);
-    assert_refused(&denied, "access denied to m from UNDETERMINED (127.0.0.3)");
+    denied.assert_refused("@ERROR: access denied to m from UNDETERMINED (127.0.0.3)");
     assert!(upserv.log().contains("denied on module m from 127.0.0.3"));
 
     // 127.0.0.2 holds its one connection while a build downloads.
@@ -348,12 +344,9 @@ fn hosts_deny_and_the_per_host_limit_judge_the_client_behind_haproxy() {
         &["-a", "--address=127.0.0.2"],
     );
     origin.wait_at_gate(1);
-    held.wait_for_line("upserv: fetching build-held from upstream: ");
+    held.wait_for_fetching("build-held");
     let second = pull_from("127.0.0.2", &balancer.url("m/"), &dir.join("2nd"), &["-a"]);
-    assert_refused(
-        &second,
-        "max connections per host (1) reached -- try again later",
-    );
+    second.assert_refused("@ERROR: max connections per host (1) reached -- try again later");
     // Another client behind the same balancer is not counted with it.
     pull_from(
         "127.0.0.4",
@@ -372,8 +365,7 @@ fn proxy_v1_from_haproxy_send_proxy_names_the_client() {
     let dir = scratch_dir("scale-v1");
     let upserv = proxied_box(&[module], &dir, None, &[]);
     let balancer = haproxy(&[upserv.port()], "send-proxy");
-    pull_from("127.0.0.5", &balancer.url("m/"), &dir.join("dest"), &["-a"]).assert_ok();
-    assert_same(&Snapshot::of(tree.root()), &Snapshot::of(&dir.join("dest")));
+    pull_tree_from("127.0.0.5", &balancer.url("m/"), &dir.join("dest"), &tree);
     let log = upserv.log();
     assert_eq!(
         served_lines(&log, "m")
@@ -435,8 +427,7 @@ fn proxy_protocol_from_takes_headers_only_from_the_balancers_listed() {
     assert!(elsewhere
         .log()
         .contains("127.0.0.1: refused: not a trusted PROXY protocol peer"));
-    pull_from("127.0.0.6", &to_listed.url("m/"), &dir.join("ok"), &["-a"]).assert_ok();
-    assert_same(&Snapshot::of(tree.root()), &Snapshot::of(&dir.join("ok")));
+    pull_tree_from("127.0.0.6", &to_listed.url("m/"), &dir.join("ok"), &tree);
     assert!(listed.log().contains("127.0.0.6: module m: "));
 }
 
@@ -468,7 +459,7 @@ fn a_resumed_download_survives_the_nginx_cache() {
         Protocol::Default,
     )
     .assert_ok();
-    assert_same(&Snapshot::of(tree.root()), &Snapshot::of(&dir.join("dest")));
+    assert_pulled_tree(&tree, &dir.join("dest"));
     let access = std::fs::read_to_string(cache.dir.path().join("access.log")).unwrap();
     let resumed: Vec<&str> = access
         .lines()
@@ -496,8 +487,7 @@ fn serve_mode_reads_the_header_from_its_socket() {
         },
     );
     let balancer = haproxy(&[serve.port()], "send-proxy");
-    pull_from("127.0.0.7", &balancer.url("m/"), &dir.join("dest"), &["-a"]).assert_ok();
-    assert_same(&Snapshot::of(tree.root()), &Snapshot::of(&dir.join("dest")));
+    pull_tree_from("127.0.0.7", &balancer.url("m/"), &dir.join("dest"), &tree);
     wait_until("the client's address in the serve log", || {
         serve.log_tail(50).contains("127.0.0.7: module m: ")
     });
@@ -569,7 +559,7 @@ fn through_haproxy_upserv_admits_and_refuses_as_rsyncd_does() {
     for (name, balancer, direct_url) in &sides {
         let ok = dir.join(format!("{name}-ok"));
         pull_from("127.0.0.2", &balancer.url("m/"), &ok, &["-a"]).assert_ok();
-        assert_same(&Snapshot::of(tree.root()), &Snapshot::of(&ok));
+        assert_pulled_tree(&tree, &ok);
         let denied = pull_from(
             "127.0.0.3",
             &balancer.url("m/"),

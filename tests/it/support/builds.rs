@@ -1,7 +1,8 @@
 //! Builds on demand, as the tests prepare them: archives made by GNU tar
 //! from real trees and unpacked by it as root (the independent reference
 //! for what upserv must serve), what upserv leaves in its private
-//! directory, and upserv started on an upstream.
+//! directory, upserv started on an upstream, and a pulled build checked
+//! against its tree.
 //!
 //! Nothing here may use upserv's library: the tests judge the binary from
 //! outside.
@@ -15,7 +16,7 @@ use std::thread;
 use super::proc::run_with_deadline;
 use super::upstream::Upstream;
 use super::wait::{wait_until, WAIT_LIMIT};
-use super::{TestTree, Upserv};
+use super::{assert_same, Launch, Snapshot, TestTree, Upserv};
 
 /// Seconds since the epoch, as upserv's access record counts them.
 pub fn unix_now() -> u64 {
@@ -135,4 +136,37 @@ pub fn upserv_for(upstream: &Upstream, template: &str, builds: &Path, args: &[&s
     let mut all = vec!["--upstream", url.as_str()];
     all.extend_from_slice(args);
     Upserv::start_with(&[], Some(builds), &all)
+}
+
+/// The upserv daemon for build tests that check a sum file: builds in
+/// `builds`, archives from the URL template `upstream`, their sum files
+/// from the URL template `checksum`.
+pub fn upserv_checked(upstream: &str, checksum: &str, builds: &Path) -> Upserv {
+    Upserv::launch(
+        &[],
+        &Launch {
+            builds: Some(builds),
+            args: &["--upstream", upstream],
+            globals: &[("upstream checksum", checksum)],
+            ..Launch::default()
+        },
+    )
+}
+
+/// A fresh upstream serving the small build ([`small_tree_and_archive`])
+/// as `/b/NAME.tar` for each of `names`; returns the tree, the archive and
+/// the upstream.
+pub fn small_build_upstream(names: &[&str]) -> (TestTree, Vec<u8>, Upstream) {
+    let (tree, archive) = small_tree_and_archive();
+    let up = Upstream::start();
+    for name in names {
+        up.put(&format!("/b/{name}.tar"), archive.clone());
+    }
+    (tree, archive, up)
+}
+
+/// A pulled build must be its source tree (both were made by root, and a
+/// root client with -aH keeps every attribute).
+pub fn assert_pulled_tree(source: &TestTree, dest: &Path) {
+    assert_same(&Snapshot::of(source.root()), &Snapshot::of(dest));
 }

@@ -104,6 +104,12 @@ impl LiveClient {
         })
     }
 
+    /// Waits until upserv tells the client that `build` is being fetched
+    /// from the upstream (the first progress line).
+    pub fn wait_for_fetching(&self, build: &str) {
+        self.wait_for_line(&format!("upserv: fetching {build} from upstream: "));
+    }
+
     fn find_line(&self, needle: &str) -> Option<(Instant, String)> {
         let lines = self.lines.lock().unwrap();
         lines.iter().find(|(_, l)| l.contains(needle)).cloned()
