@@ -2,6 +2,7 @@
 //! cannot compare: access times (`-U`), which the snapshots leave out.
 
 use crate::support::raw::Raw;
+use crate::support::tree::set_atime;
 use crate::support::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -11,30 +12,8 @@ use std::path::Path;
 /// the destination) never moves them under `relatime`.
 const ATIME_BASE: i64 = 2_000_000_000;
 
-/// Sets the access time of `path` alone, not following a symlink.
-fn set_atime(path: &Path, secs: i64) {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let times = [
-        libc::timespec {
-            tv_sec: secs as libc::time_t,
-            tv_nsec: 0,
-        },
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-    ];
-    // SAFETY: a NUL-terminated path and two timespecs, as utimensat wants.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(rc, 0, "utimensat {}", path.display());
-}
+/// The protocols this file is about: 30, 31 and the client's default.
+const FROM_30: ProtocolSet = ProtocolSet(&[Protocol::V(30), Protocol::V(31), Protocol::Default]);
 
 fn atime(root: &Path, rel: &str) -> i64 {
     root.join(rel).symlink_metadata().unwrap().atime()
@@ -56,9 +35,8 @@ fn atimes_pull_like_rsyncd() {
     }
     tree.symlink("link", "a.txt");
     tree.settle();
-    let protocols = ProtocolSet(&[Protocol::V(30), Protocol::V(31), Protocol::Default]);
     for opts in [&["-rtU"][..], &["-aU"]] {
-        for pair in Differential::new(&tree).run(opts, &protocols) {
+        for pair in Differential::new(&tree).run(opts, &FROM_30) {
             for (rel, offset) in files {
                 let want = ATIME_BASE + offset;
                 let reference = atime(pair.reference_tree.root(), rel);
@@ -107,7 +85,7 @@ fn acls_and_xattrs_from_30_are_refused_truthfully() {
     let upserv = Upserv::start(&[Module::new("m", tree.root())]);
     let scratch = tempfile::tempdir().unwrap();
     for (opt, name) in [("-A", "acls"), ("-X", "xattrs")] {
-        for protocol in [Protocol::V(30), Protocol::V(31), Protocol::Default] {
+        for &protocol in FROM_30.0 {
             let dest = scratch.path().join(format!("{name}-{protocol}"));
             let got = pull(&upserv.url("m/"), &dest, &["-r", opt], protocol);
             assert_ne!(got.code, 0, "{opt} at {protocol}");
@@ -155,7 +133,6 @@ fn crtimes_refused_like_rsyncd() {
 fn module_timeout_is_announced_like_rsyncd() {
     let tree = TestTree::new();
     tree.file("f", b"f\n").mtime(1_600_000_000);
-    let protocols = ProtocolSet(&[Protocol::V(30), Protocol::V(31), Protocol::Default]);
     let diff = Differential::new(&tree)
         .param("timeout", "7")
         .stderr_exact();
@@ -164,6 +141,6 @@ fn module_timeout_is_announced_like_rsyncd() {
         &["-rt", "--timeout=3"],
         &["-rt", "--timeout=60"],
     ] {
-        diff.run(opts, &protocols);
+        diff.run(opts, &FROM_30);
     }
 }

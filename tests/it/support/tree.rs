@@ -285,12 +285,31 @@ pub fn set_mtime(path: &Path, secs: i64) {
 /// Sets the mtime (and atime) of `path` to `secs` and `nsec` nanoseconds
 /// without following a symlink.
 pub fn set_mtime_ns(path: &Path, secs: i64, nsec: i64) {
-    let c_path = c_path(path);
     let time = libc::timespec {
         tv_sec: secs as libc::time_t,
         tv_nsec: nsec as _,
     };
-    let times = [time, time];
+    set_times(path, [time, time], "mtime");
+}
+
+/// Sets the access time of `path` alone to `secs`, without following a
+/// symlink.
+pub fn set_atime(path: &Path, secs: i64) {
+    let atime = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: 0,
+    };
+    let keep = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_OMIT,
+    };
+    set_times(path, [atime, keep], "atime");
+}
+
+/// utimensat(2) on `path` with `times` (access, modification), not
+/// following a symlink; `what` names the time set, for the panic.
+fn set_times(path: &Path, times: [libc::timespec; 2], what: &str) {
+    let c_path = c_path(path);
     // SAFETY: valid path and a two-element timespec array, as utimensat wants.
     let rc = unsafe {
         libc::utimensat(
@@ -302,7 +321,7 @@ pub fn set_mtime_ns(path: &Path, secs: i64, nsec: i64) {
     };
     if rc != 0 {
         panic!(
-            "setting mtime of {path:?}: {}",
+            "setting {what} of {path:?}: {}",
             std::io::Error::last_os_error()
         );
     }
