@@ -6,7 +6,7 @@
 //! same tree: trees, exit codes, itemized lines and data counts.
 
 use crate::support::builds::{tar_tree, upserv_for};
-use crate::support::scratch::scratch_dir;
+use crate::support::scratch::{scratch_dir, Scratch};
 use crate::support::tree::Rng;
 use crate::support::upstream::Upstream;
 use crate::support::*;
@@ -162,24 +162,86 @@ fn compare(laptop: Laptop, build: &Path, ours: (&PullResult, &Path), theirs: (&P
     assert_same(&Snapshot::of(theirs.1), &Snapshot::of(ours.1));
 }
 
+/// The new build, served by upserv from its builds directory and by
+/// rsyncd, and a scratch directory for the laptops. Fields drop in order:
+/// the servers go before the trees they serve.
+struct Room {
+    upserv: Upserv,
+    rsyncd: Rsyncd,
+    builds: PathBuf,
+    dir: Scratch,
+    build: TestTree,
+}
+
+impl Room {
+    fn new(test: &str) -> Room {
+        let build = new_build();
+        let dir = scratch_dir(test);
+        let builds = dir.join("builds");
+        std::fs::create_dir_all(&builds).expect("the builds dir");
+        basis_copy(build.root(), &builds.join("build-2"));
+        let upserv = Upserv::start_with(&[], Some(&builds), &[]);
+        let rsyncd = Rsyncd::start(&[Module::new("build-2", build.root())]);
+        Room {
+            upserv,
+            rsyncd,
+            builds,
+            dir,
+            build,
+        }
+    }
+
+    /// A laptop holding `laptop` at `name` pulls the build from `server`
+    /// at protocol 29, with `extra` options.
+    fn pull_one(
+        &self,
+        server: &dyn Server,
+        laptop: Laptop,
+        name: &str,
+        extra: &[&str],
+    ) -> (PullResult, PathBuf) {
+        let dest = self.dir.join(name);
+        prepare(laptop, self.build.root(), &dest);
+        let opts: Vec<&str> = PULL_OPTS.iter().chain(extra).copied().collect();
+        let r = Client::current().pull(&server.url("build-2/"), &dest, &opts, Protocol::V(29));
+        (r, dest)
+    }
+
+    /// The same laptop pulls from upserv at `name` and from rsyncd beside
+    /// it; both results are compared.
+    fn pull_twins(&self, laptop: Laptop, name: &str, extra: &[&str]) -> (PullResult, PathBuf) {
+        let (ours, ours_dest) = self.pull_one(&self.upserv, laptop, name, extra);
+        let twin_name = format!("{name}-rsyncd");
+        let (twin, twin_dest) = self.pull_one(&self.rsyncd, laptop, &twin_name, extra);
+        compare(
+            laptop,
+            self.build.root(),
+            (&ours, &ours_dest),
+            (&twin, &twin_dest),
+        );
+        (ours, ours_dest)
+    }
+}
+
 /// The whole class pulls from upserv at once, then from rsyncd at once;
 /// each laptop's result is its rsyncd twin's and the build. The memo
 /// served the identical requests: replayed, not computed again.
 #[test]
 fn a_classroom_pulls_one_build_at_once() {
-    let build = new_build();
-    let dir = scratch_dir("classroom-at-once");
-    let builds = dir.join("builds");
-    std::fs::create_dir_all(&builds).expect("the builds dir");
-    basis_copy(build.root(), &builds.join("build-2"));
-    let upserv = Upserv::start_with(&[], Some(&builds), &[]);
-    let rsyncd = Rsyncd::start(&[Module::new("build-2", build.root())]);
+    let room = Room::new("classroom-at-once");
+    let Room {
+        upserv,
+        rsyncd,
+        builds,
+        dir,
+        build,
+    } = &room;
 
     let mut rounds = 0;
     for client in Client::all() {
         for protocol in [Protocol::V(29), Protocol::Default] {
             rounds += 1;
-            let replayed_before = memo_count(&builds, "replayed");
+            let replayed_before = memo_count(builds, "replayed");
             let dests = |side: &str| -> Vec<PathBuf> {
                 CLASS
                     .iter()
@@ -209,7 +271,7 @@ fn a_classroom_pulls_one_build_at_once() {
             // At least the image of the old-build laptops after the first
             // (three), of the second one a byte off, and every file of the
             // second empty laptop were replayed.
-            let replayed = memo_count(&builds, "replayed") - replayed_before;
+            let replayed = memo_count(builds, "replayed") - replayed_before;
             let least = 3 + 1 + (SMALL_FILES as u64 + 1);
             assert!(
                 replayed >= least,
@@ -226,37 +288,14 @@ fn a_classroom_pulls_one_build_at_once() {
 /// the class's replays leave alone.
 #[test]
 fn sums_that_differ_in_one_byte_get_their_own_delta() {
-    let build = new_build();
-    let dir = scratch_dir("classroom-one-byte");
-    let builds = dir.join("builds");
-    std::fs::create_dir_all(&builds).expect("the builds dir");
-    basis_copy(build.root(), &builds.join("build-2"));
-    let upserv = Upserv::start_with(&[], Some(&builds), &[]);
-    let rsyncd = Rsyncd::start(&[Module::new("build-2", build.root())]);
-    let client = Client::current();
-    let pull_one = |server: &dyn Server, laptop: Laptop, name: &str| {
-        let dest = dir.join(name);
-        prepare(laptop, build.root(), &dest);
-        let r = client.pull(&server.url("build-2/"), &dest, PULL_OPTS, Protocol::V(29));
-        (r, dest)
-    };
+    let room = Room::new("classroom-one-byte");
     // The class first: its deltas are in the memo.
-    let (first, first_dest) = pull_one(&upserv, Laptop::OldBuild, "class");
-    let (twin, twin_dest) = pull_one(&rsyncd, Laptop::OldBuild, "class-rsyncd");
-    compare(
-        Laptop::OldBuild,
-        build.root(),
-        (&first, &first_dest),
-        (&twin, &twin_dest),
-    );
-    let computed = memo_count(&builds, "computed");
+    room.pull_twins(Laptop::OldBuild, "class", &[]);
+    let computed = memo_count(&room.builds, "computed");
     // Then the odd one.
-    let (odd, odd_dest) = pull_one(&upserv, Laptop::OldBuildOneByteOff, "odd");
-    let (twin, twin_dest) = pull_one(&rsyncd, Laptop::OldBuildOneByteOff, "odd-rsyncd");
-    let what = Laptop::OldBuildOneByteOff;
-    compare(what, build.root(), (&odd, &odd_dest), (&twin, &twin_dest));
+    room.pull_twins(Laptop::OldBuildOneByteOff, "odd", &[]);
     assert_eq!(
-        memo_count(&builds, "computed"),
+        memo_count(&room.builds, "computed"),
         computed + 1,
         "the image alone differs, and is computed again"
     );
@@ -319,36 +358,15 @@ fn the_memo_goes_with_its_evicted_build() {
 /// its result is its rsyncd twin's.
 #[test]
 fn a_client_seed_wins_over_the_build_seed() {
-    let build = new_build();
-    let dir = scratch_dir("classroom-client-seed");
-    let builds = dir.join("builds");
-    std::fs::create_dir_all(&builds).expect("the builds dir");
-    basis_copy(build.root(), &builds.join("build-2"));
-    let upserv = Upserv::start_with(&[], Some(&builds), &[]);
-    let rsyncd = Rsyncd::start(&[Module::new("build-2", build.root())]);
-    let client = Client::current();
-    let pull_one = |server: &dyn Server, name: &str, extra: &[&str]| {
-        let dest = dir.join(name);
-        prepare(Laptop::OldBuild, build.root(), &dest);
-        let opts: Vec<&str> = PULL_OPTS.iter().chain(extra).copied().collect();
-        let r = client.pull(&server.url("build-2/"), &dest, &opts, Protocol::V(29));
-        (r, dest)
-    };
-    let (class, class_dest) = pull_one(&upserv, "class", &[]);
+    let room = Room::new("classroom-client-seed");
+    let (class, class_dest) = room.pull_one(&room.upserv, Laptop::OldBuild, "class", &[]);
     class.assert_ok();
-    let computed = memo_count(&builds, "computed");
+    let computed = memo_count(&room.builds, "computed");
     let seeded = ["--checksum-seed=4242"];
-    let (own, own_dest) = pull_one(&upserv, "own-seed", &seeded);
-    let (twin, twin_dest) = pull_one(&rsyncd, "own-seed-rsyncd", &seeded);
-    compare(
-        Laptop::OldBuild,
-        build.root(),
-        (&own, &own_dest),
-        (&twin, &twin_dest),
-    );
+    let (_, own_dest) = room.pull_twins(Laptop::OldBuild, "own-seed", &seeded);
     assert_same(&Snapshot::of(&class_dest), &Snapshot::of(&own_dest));
     assert!(
-        memo_count(&builds, "computed") > computed,
+        memo_count(&room.builds, "computed") > computed,
         "the client's seed makes other sums: computed afresh"
     );
 }
