@@ -10,6 +10,7 @@
 //! directory and the reference daemon it starts.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -226,11 +227,36 @@ impl Scratch {
     }
 }
 
-/// An rsync command that ignores the user's CVS settings.
-fn rsync(home: &Path) -> Command {
+/// `rsync -r --list-only --protocol=29 ARGS SOURCE`, ignoring the user's
+/// CVS settings.
+fn list_only<A: AsRef<OsStr>>(
+    scratch: &Scratch,
+    args: impl IntoIterator<Item = A>,
+    source: impl AsRef<OsStr>,
+) -> Command {
     let mut cmd = Command::new("rsync");
-    cmd.env("HOME", home).env_remove("CVSIGNORE");
+    cmd.env("HOME", &scratch.dir).env_remove("CVSIGNORE");
+    cmd.args(["-r", "--list-only", "--protocol=29"])
+        .args(args)
+        .arg(source);
     cmd
+}
+
+/// `src/` of a local transfer, as rsync names its source.
+fn local_source(src: &Path) -> String {
+    format!("{}/", src.display())
+}
+
+/// The transfer root of a local transfer of `src/`: a local sender matches
+/// "module-absolute" rules against the absolute path, its module root
+/// being "/".
+fn local_root(src: &Path) -> String {
+    String::from_utf8(src.as_os_str().as_bytes()[1..].to_vec()).unwrap()
+}
+
+/// `--filter=RULE` for each rule.
+fn filter_args<'a>(rules: &'a [&str]) -> impl Iterator<Item = String> + 'a {
+    rules.iter().map(|r| format!("--filter={r}"))
 }
 
 /// The names in `rsync --list-only` output (the fifth column onwards).
@@ -318,13 +344,15 @@ fn upserv_listing(
     kept
 }
 
-fn client_list(case: &Case) -> FilterList {
+/// The client's rules as the sender receives them: `wire` at `protocol`,
+/// and the CVS excludes when the client runs with `-C`.
+fn client_list(wire: &[&str], protocol: u32, cvs: bool) -> FilterList {
     let mut list = FilterList::new();
-    for rule in case.wire {
-        list.add_wire_rule(rule.as_bytes(), case.protocol)
+    for rule in wire {
+        list.add_wire_rule(rule.as_bytes(), protocol)
             .unwrap_or_else(|e| panic!("rule {rule:?}: {e}"));
     }
-    if case.cvs {
+    if cvs {
         list.add_cvs_exclude().unwrap();
     }
     list
@@ -334,22 +362,13 @@ fn client_list(case: &Case) -> FilterList {
 fn local_listings_match_rsync() {
     let scratch = Scratch::new("local");
     let src = scratch.src();
-    // A local transfer's sender matches "module-absolute" rules against the
-    // absolute path: its module root is "/".
-    let transfer_root = String::from_utf8(src.as_os_str().as_bytes()[1..].to_vec()).unwrap();
+    let transfer_root = local_root(&src);
     let mut failures = Vec::new();
     for case in cases() {
-        let mut cmd = rsync(&scratch.dir);
-        cmd.args(["-r", "--list-only", "--protocol=29"])
-            .args(&case.args);
-        cmd.arg(format!("{}/", src.display()));
+        let cmd = list_only(&scratch, &case.args, local_source(&src));
         let expected = run_listing(cmd, &format!("{:?}", case.args));
-        let got = upserv_listing(
-            Path::new("/"),
-            &transfer_root,
-            FilterList::new(),
-            client_list(&case),
-        );
+        let client = client_list(case.wire, case.protocol, case.cvs);
+        let got = upserv_listing(Path::new("/"), &transfer_root, FilterList::new(), client);
         if got != expected {
             failures.push(format!(
                 "{:?}: upserv only {:?}, rsync only {:?}",
@@ -367,19 +386,12 @@ fn bad_merge_files_fail_like_rsync() {
     let scratch = Scratch::new("bad");
     let src = scratch.src();
     for rule in [":w .words", ": .excl", ": /dir2/.excl"] {
-        let mut cmd = rsync(&scratch.dir);
-        cmd.args([
-            "-r",
-            "--list-only",
-            "--protocol=29",
-            &format!("--filter={rule}"),
-        ]);
-        cmd.arg(format!("{}/", src.display()));
-        let out = cmd.output().unwrap();
+        let out = list_only(&scratch, filter_args(&[rule]), local_source(&src))
+            .output()
+            .unwrap();
         // rsync's exit code for a syntax error.
         assert_eq!(out.status.code(), Some(1), "{rule}");
-        let mut client = FilterList::new();
-        client.add_wire_rule(rule.as_bytes(), 29).unwrap();
+        let client = client_list(&[rule], 29, false);
         let mut filters = Filters::new(&src, FilterList::new(), client);
         let mut kept = BTreeSet::new();
         assert!(walk(&mut filters, &src, "", &mut kept).is_err(), "{rule}");
@@ -390,23 +402,15 @@ fn bad_merge_files_fail_like_rsync() {
 fn absolute_rules_match_rsync() {
     let scratch = Scratch::new("abs");
     let src = scratch.src();
-    let transfer_root = String::from_utf8(src.as_os_str().as_bytes()[1..].to_vec()).unwrap();
+    let transfer_root = local_root(&src);
     for rule in [
         format!("-/ {}/dir1/foo", src.display()),
         format!("-/ /{transfer_root}/dir*/**/foo"),
         "-/ dir1/sub".to_string(),
     ] {
-        let mut cmd = rsync(&scratch.dir);
-        cmd.args([
-            "-r",
-            "--list-only",
-            "--protocol=29",
-            &format!("--filter={rule}"),
-        ]);
-        cmd.arg(format!("{}/", src.display()));
+        let cmd = list_only(&scratch, filter_args(&[&rule]), local_source(&src));
         let expected = run_listing(cmd, &rule);
-        let mut client = FilterList::new();
-        client.add_wire_rule(rule.as_bytes(), 29).unwrap();
+        let client = client_list(&[&rule], 29, false);
         let got = upserv_listing(Path::new("/"), &transfer_root, FilterList::new(), client);
         assert_eq!(got, expected, "{rule}");
     }
@@ -546,23 +550,13 @@ fn daemon_listings_match_rsyncd() {
         let params = case.params(&scratch);
         let daemon = scratch.rsyncd(&params);
         for path in case.paths {
-            let mut cmd = rsync(&scratch.dir);
-            cmd.args(["-r", "--list-only", "--protocol=29"]);
-            cmd.args(case.client.iter().map(|r| format!("--filter={r}")));
-            if case.cvs {
-                cmd.arg("-C");
-            }
-            cmd.arg(daemon.url(&format!("m/{path}")));
+            let cvs = case.cvs.then(|| "-C".to_string());
+            let args = filter_args(case.client).chain(cvs);
+            let cmd = list_only(&scratch, args, daemon.url(&format!("m/{path}")));
             let what = format!("{params:?} with {:?} on {path:?}", case.client);
             let expected = run_listing(cmd, &what);
             let daemon_list = case.daemon_list(&scratch);
-            let mut client = FilterList::new();
-            for rule in case.client {
-                client.add_wire_rule(rule.as_bytes(), 29).unwrap();
-            }
-            if case.cvs {
-                client.add_cvs_exclude().unwrap();
-            }
+            let client = client_list(case.client, 29, case.cvs);
             let transfer_root = path.trim_end_matches('/');
             let got = upserv_listing(&src, transfer_root, daemon_list, client);
             assert_eq!(got, expected, "{what}");
@@ -612,16 +606,11 @@ fn relative_daemon_listings_match_rsyncd() {
         (&["- *.c", ": .nest"], "dir3/sub"),
     ];
     for (rules, path) in cases {
-        let mut cmd = rsync(&scratch.dir);
-        cmd.args(["-r", "-R", "--list-only", "--protocol=29"]);
-        cmd.args(rules.iter().map(|r| format!("--filter={r}")));
-        cmd.arg(daemon.url(&format!("m/{path}")));
+        let args = std::iter::once("-R".to_string()).chain(filter_args(rules));
+        let cmd = list_only(&scratch, args, daemon.url(&format!("m/{path}")));
         let what = format!("{rules:?} on {path}");
         let expected = run_listing(cmd, &what);
-        let mut client = FilterList::new();
-        for rule in *rules {
-            client.add_wire_rule(rule.as_bytes(), 29).unwrap();
-        }
+        let client = client_list(rules, 29, false);
         assert_eq!(
             upserv_relative_listing(&src, path, client),
             expected,
