@@ -23,43 +23,57 @@ const OLPC_UPDATE_OPTS: &[&str] = &["-rlHpogDtz", "--no-motd", "-i", "--stats"];
 /// The pristine tree's directory name in the olpc archive.
 const PRISTINE_HASH: &str = "0b5c2a8e7d41";
 
+/// A file of [`os_tree`]: path, contents, owner, mode, mtime.
+type FileSpec = (&'static str, &'static [u8], (u32, u32), u32, i64);
+
 /// An OS-like tree, made as root: set-id programs, root- and user-owned
 /// entries, a private home, a sticky /tmp, device nodes, a FIFO, a hard
 /// link and symlinks (one pointing outside the tree).
 fn os_tree() -> TestTree {
     let tree = TestTree::new();
-    tree.file("bin/su", b"#!su\n")
-        .owner(0, 0)
-        .mode(0o4755)
-        .mtime(1_500_000_001);
-    tree.file("bin/wall", b"#!wall\n")
-        .owner(0, 5)
-        .mode(0o2755)
-        .mtime(1_500_000_002);
-    tree.file("usr/bin/sudo", b"#!sudo\n")
-        .owner(0, 0)
-        .mode(0o4711)
-        .mtime(1_500_000_003);
-    tree.file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n")
-        .owner(0, 0)
-        .mode(0o644)
-        .mtime(1_500_000_004);
+    let files: [FileSpec; 7] = [
+        ("bin/su", b"#!su\n", (0, 0), 0o4755, 1_500_000_001),
+        ("bin/wall", b"#!wall\n", (0, 5), 0o2755, 1_500_000_002),
+        ("usr/bin/sudo", b"#!sudo\n", (0, 0), 0o4711, 1_500_000_003),
+        (
+            "etc/passwd",
+            b"root:x:0:0::/root:/bin/sh\n",
+            (0, 0),
+            0o644,
+            1_500_000_004,
+        ),
+        (
+            "etc/shadow",
+            b"root:*:1::::::\n",
+            (0, 42),
+            0o640,
+            1_500_000_005,
+        ),
+        (
+            "etc/secret",
+            b"nobody may read this\n",
+            (0, 0),
+            0o000,
+            1_500_000_006,
+        ),
+        (
+            "home/olpc/.profile",
+            b"export PS1='$ '\n",
+            (500, 500),
+            0o644,
+            1_500_000_008,
+        ),
+    ];
+    for (path, contents, (uid, gid), mode, mtime) in files {
+        tree.file(path, contents)
+            .owner(uid, gid)
+            .mode(mode)
+            .mtime(mtime);
+    }
     tree.hard_link("etc/passwd-", "etc/passwd");
-    tree.file("etc/shadow", b"root:*:1::::::\n")
-        .owner(0, 42)
-        .mode(0o640)
-        .mtime(1_500_000_005);
-    tree.file("etc/secret", b"nobody may read this\n")
-        .owner(0, 0)
-        .mode(0o000)
-        .mtime(1_500_000_006);
     tree.symlink("etc/localtime", "/usr/share/zoneinfo/UTC")
         .owner(0, 0)
         .mtime(1_500_000_007);
-    tree.file("home/olpc/.profile", b"export PS1='$ '\n")
-        .owner(500, 500)
-        .mode(0o644)
-        .mtime(1_500_000_008);
     tree.symlink("home/olpc/Desktop", "../../tmp")
         .owner(500, 500)
         .mtime(1_500_000_009);
@@ -227,6 +241,27 @@ fn a_non_root_upserv_serves_owners_set_id_bits_and_devices_exactly() {
     assert!(on_disk.get("dev/console").is_none(), "no device on disk");
 }
 
+/// Runs `run` with the launch of an upserv in olpc layout with builds in
+/// `builds`, fetching archives from the path `template` on `up` and their
+/// manifests from `/c/{name}.contents`.
+fn olpc_launch<R>(
+    up: &Upstream,
+    template: &str,
+    builds: &Path,
+    run: impl FnOnce(&Launch) -> R,
+) -> R {
+    let upstream = up.url(template);
+    let contents = up.url("/c/{name}.contents");
+    let args = ["--upstream", upstream.as_str()];
+    let globals = [("layout", "olpc"), ("upstream contents", contents.as_str())];
+    run(&Launch {
+        builds: Some(builds),
+        args: &args,
+        globals: &globals,
+        ..Launch::default()
+    })
+}
+
 #[test]
 fn olpc_layout_serves_root_and_contents_from_the_pristine_tree() {
     let source = TestTree::new();
@@ -263,56 +298,48 @@ fn olpc_layout_serves_root_and_contents_from_the_pristine_tree() {
         compress(&archive_of(&source), &["bzip2", "-c"]),
     );
     up.put("/c/build-o.contents", manifest.clone());
-    let upstream = up.url("/b/{name}.tar.bz2");
-    let contents = up.url("/c/{name}.contents");
-    let args = ["--upstream", upstream.as_str()];
-    let globals = [("layout", "olpc"), ("upstream contents", contents.as_str())];
     let builds = dir.join("builds");
-    let launch = Launch {
-        builds: Some(&builds),
-        args: &args,
-        globals: &globals,
-        ..Launch::default()
-    };
-    Differential::new(&source)
-        .name("olpc layout: NAME/root/ is the pristine tree")
-        .url_path(&format!("m/{pristine}/"))
-        .candidate_side(Side {
-            modules: Vec::new(),
-            url_path: "build-o/root/".to_string(),
-        })
-        .upserv_launch(&launch)
-        .run(OLPC_UPDATE_OPTS, &ProtocolSet::V29);
+    olpc_launch(&up, "/b/{name}.tar.bz2", &builds, |launch| {
+        Differential::new(&source)
+            .name("olpc layout: NAME/root/ is the pristine tree")
+            .url_path(&format!("m/{pristine}/"))
+            .candidate_side(Side {
+                modules: Vec::new(),
+                url_path: "build-o/root/".to_string(),
+            })
+            .upserv_launch(launch)
+            .run(OLPC_UPDATE_OPTS, &ProtocolSet::V29);
 
-    // The manifest, as olpc-update fetches it, and the module's top level.
-    let upserv = Upserv::launch(&[], &launch);
-    let file = dir.join("fetched-contents");
-    pull(
-        &upserv.url("build-o/contents"),
-        &file,
-        &["--no-motd"],
-        Protocol::Default,
-    )
-    .assert_ok();
-    assert_eq!(
-        std::fs::read(file.join("contents")).expect("the pulled manifest"),
-        manifest
-    );
-    let top = pull(
-        &upserv.url("build-o/"),
-        &dir.join("top"),
-        &["--no-motd", "--list-only"],
-        Protocol::Default,
-    );
-    top.assert_ok();
-    let names: Vec<&str> = top
-        .stdout
-        .lines()
-        .filter_map(|l| l.split_whitespace().last())
-        .collect();
-    assert_eq!(names, [".", "contents", "root"], "{}", top.stdout);
-    assert_eq!(up.gets("/b/build-o.tar.bz2"), 1);
-    assert_eq!(up.gets("/c/build-o.contents"), 1);
+        // The manifest, as olpc-update fetches it, and the module's top level.
+        let upserv = Upserv::launch(&[], launch);
+        let file = dir.join("fetched-contents");
+        pull(
+            &upserv.url("build-o/contents"),
+            &file,
+            &["--no-motd"],
+            Protocol::Default,
+        )
+        .assert_ok();
+        assert_eq!(
+            std::fs::read(file.join("contents")).expect("the pulled manifest"),
+            manifest
+        );
+        let top = pull(
+            &upserv.url("build-o/"),
+            &dir.join("top"),
+            &["--no-motd", "--list-only"],
+            Protocol::Default,
+        );
+        top.assert_ok();
+        let names: Vec<&str> = top
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().last())
+            .collect();
+        assert_eq!(names, [".", "contents", "root"], "{}", top.stdout);
+        assert_eq!(up.gets("/b/build-o.tar.bz2"), 1);
+        assert_eq!(up.gets("/c/build-o.contents"), 1);
+    });
 }
 
 #[test]
@@ -332,24 +359,17 @@ fn olpc_layout_without_a_pristine_tree_serves_the_archive_as_root() {
     let up = Upstream::start();
     up.put("/b/build-q.tar", archive_of(&source));
     up.put("/c/build-q.contents", b"manifest\n".to_vec());
-    let upstream = up.url("/b/{name}.tar");
-    let contents = up.url("/c/{name}.contents");
-    let args = ["--upstream", upstream.as_str()];
-    let globals = [("layout", "olpc"), ("upstream contents", contents.as_str())];
     let builds = dir.join("builds");
-    Differential::new(&source)
-        .name("olpc layout without versions/pristine")
-        .candidate_side(Side {
-            modules: Vec::new(),
-            url_path: "build-q/root/".to_string(),
-        })
-        .upserv_launch(&Launch {
-            builds: Some(&builds),
-            args: &args,
-            globals: &globals,
-            ..Launch::default()
-        })
-        .run(OLPC_UPDATE_OPTS, &ProtocolSet::V29);
+    olpc_launch(&up, "/b/{name}.tar", &builds, |launch| {
+        Differential::new(&source)
+            .name("olpc layout without versions/pristine")
+            .candidate_side(Side {
+                modules: Vec::new(),
+                url_path: "build-q/root/".to_string(),
+            })
+            .upserv_launch(launch)
+            .run(OLPC_UPDATE_OPTS, &ProtocolSet::V29)
+    });
     assert_eq!(
         std::fs::read(builds.join("build-q/contents")).expect("the stored manifest"),
         b"manifest\n"
