@@ -15,13 +15,39 @@ use crate::support::upstream::{
 use crate::support::wait::WAIT_LIMIT;
 use upserv::cache::{Cache, CacheConfig};
 
+/// Settings fetching `/b/NAME{ending}` from `upstream`, three attempts.
 fn config(dir: &Path, upstream: &Upstream, ending: &str) -> CacheConfig {
+    settings(dir, &upstream.url(&format!("/b/{{name}}{ending}")), 3)
+}
+
+/// Settings whose `upstream` lists these mirrors' templates, in order.
+fn mirrored(dir: &Path, upstream: &str) -> CacheConfig {
+    settings(dir, upstream, 2)
+}
+
+/// Builds in `dir/builds` from the `upstream` templates, with `attempts`
+/// per download and short timeouts.
+fn settings(dir: &Path, upstream: &str, attempts: u32) -> CacheConfig {
     let mut cfg = CacheConfig::new(dir.join("builds"));
-    cfg.upstream = Some(upstream.url(&format!("/b/{{name}}{ending}")));
+    cfg.upstream = Some(upstream.to_string());
     cfg.fetch_timeout = Duration::from_secs(10);
-    cfg.fetch_attempts = 3;
+    cfg.fetch_attempts = attempts;
     cfg.retry_backoff = Duration::from_millis(10);
     cfg
+}
+
+/// A cache fetching `/b/NAME.tar` from `up`, checked against the sum file
+/// `/b/NAME.tar{sum_ending}`.
+fn checked_cache(dir: &Path, up: &Upstream, sum_ending: &str) -> Cache {
+    let mut cfg = config(dir, up, ".tar");
+    cfg.upstream_checksum = Some(up.url(&format!("/b/{{name}}.tar{sum_ending}")));
+    Cache::open(cfg).unwrap()
+}
+
+/// The README of build `name`, acquired from `cache`.
+fn readme(cache: &Cache, name: &str) -> Vec<u8> {
+    let guard = cache.acquire(name, &mut |_| {}).unwrap().unwrap();
+    std::fs::read(guard.root().join("README")).unwrap()
 }
 
 fn expected_listing() -> Vec<String> {
@@ -180,15 +206,8 @@ fn cut_body_resumes_with_range_and_verifies() {
     up.put("/b/build-r.tar.md5", digest_file("md5sum", &archive));
     up.put("/b/build-r.tar", archive);
     up.cut_once("/b/build-r.tar", half);
-    let mut cfg = config(&dir, &up, ".tar");
-    cfg.upstream_checksum = Some(up.url("/b/{name}.tar.md5"));
-    let cache = Cache::open(cfg).unwrap();
-
-    let guard = cache.acquire("build-r", &mut |_| {}).unwrap().unwrap();
-    assert_eq!(
-        std::fs::read(guard.root().join("README")).unwrap(),
-        b"resumed"
-    );
+    let cache = checked_cache(&dir, &up, ".md5");
+    assert_eq!(readme(&cache, "build-r"), b"resumed");
     assert_eq!(
         up.ranges("/b/build-r.tar"),
         [None, Some(format!("bytes={half}-"))]
@@ -211,9 +230,7 @@ fn ignored_range_restarts_from_zero() {
             ..Behavior::default()
         },
     );
-    let mut cfg = config(&dir, &up, ".tar");
-    cfg.upstream_checksum = Some(up.url("/b/{name}.tar.sha256"));
-    let cache = Cache::open(cfg).unwrap();
+    let cache = checked_cache(&dir, &up, ".sha256");
 
     let guard = cache.acquire("build-i", &mut |_| {}).unwrap().unwrap();
     assert_eq!(
@@ -291,10 +308,7 @@ fn wrong_checksum_is_never_served() {
         b"0123456789abcdef0123456789abcdef  build-c.tar\n".to_vec(),
     );
     up.put("/b/build-c.tar", archive.clone());
-    let mut cfg = config(&dir, &up, ".tar");
-    cfg.upstream_checksum = Some(up.url("/b/{name}.tar.md5"));
-    let cache = Cache::open(cfg).unwrap();
-
+    let cache = checked_cache(&dir, &up, ".md5");
     let err = cache
         .acquire("build-c", &mut |_| {})
         .unwrap_err()
@@ -308,11 +322,7 @@ fn wrong_checksum_is_never_served() {
     assert!(!dir.join("builds/.upserv/partial/build-c.part").exists());
 
     up.put("/b/build-c.tar.md5", digest_file("md5sum", &archive));
-    let guard = cache.acquire("build-c", &mut |_| {}).unwrap().unwrap();
-    assert_eq!(
-        std::fs::read(guard.root().join("README")).unwrap(),
-        b"checked"
-    );
+    assert_eq!(readme(&cache, "build-c"), b"checked");
 }
 
 #[test]
@@ -528,21 +538,6 @@ fn progress_keeps_showing_received_bytes_through_a_stall() {
 fn at_each(mirrors: &[&Upstream], path: &str) -> String {
     let urls: Vec<String> = mirrors.iter().map(|m| m.url(path)).collect();
     urls.join(" ")
-}
-
-/// Settings whose `upstream` lists these mirrors' templates, in order.
-fn mirrored(dir: &Path, upstream: &str) -> CacheConfig {
-    let mut cfg = CacheConfig::new(dir.join("builds"));
-    cfg.upstream = Some(upstream.to_string());
-    cfg.fetch_timeout = Duration::from_secs(10);
-    cfg.fetch_attempts = 2;
-    cfg.retry_backoff = Duration::from_millis(10);
-    cfg
-}
-
-fn readme(cache: &Cache, name: &str) -> Vec<u8> {
-    let guard = cache.acquire(name, &mut |_| {}).unwrap().unwrap();
-    std::fs::read(guard.root().join("README")).unwrap()
 }
 
 #[test]

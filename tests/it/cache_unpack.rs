@@ -10,7 +10,7 @@ use crate::support::builds::private_leftovers;
 use crate::support::scratch::scratch_dir;
 use crate::support::upstream::{tar_of, tree_listing, Entry, Upstream};
 use tar::EntryType;
-use upserv::cache::{Cache, CacheConfig, Layout};
+use upserv::cache::{BuildGuard, Cache, CacheConfig, Layout};
 
 fn cache(dir: &Path, up: &Upstream) -> Cache {
     let mut cfg = CacheConfig::new(dir.join("builds"));
@@ -18,6 +18,12 @@ fn cache(dir: &Path, up: &Upstream) -> Cache {
     cfg.fetch_timeout = Duration::from_secs(10);
     cfg.fetch_attempts = 1;
     Cache::open(cfg).unwrap()
+}
+
+/// Build `name`, a tar archive of `entries`, put on `up` and acquired.
+fn unpacked(up: &Upstream, cache: &Cache, name: &str, entries: &[Entry]) -> BuildGuard {
+    up.put(&format!("/b/{name}.tar"), tar_of(entries));
+    cache.acquire(name, &mut |_| {}).unwrap().unwrap()
 }
 
 #[test]
@@ -99,17 +105,18 @@ fn symlinks_pointing_outside_are_stored_not_followed() {
     let dir = scratch_dir("symlinks");
     let up = Upstream::start();
     let cache = cache(&dir, &up);
-    up.put(
-        "/b/links.tar",
-        tar_of(&[
+    let guard = unpacked(
+        &up,
+        &cache,
+        "links",
+        &[
             Entry::symlink("passwd", "/etc/passwd"),
             Entry::symlink("up", "../../.."),
             // A later file at a symlink's path replaces the link, not its target.
             Entry::symlink("replaced", "/etc/hostname"),
             Entry::file("replaced", b"mine"),
-        ]),
+        ],
     );
-    let guard = cache.acquire("links", &mut |_| {}).unwrap().unwrap();
     let root = guard.root();
     assert_eq!(
         std::fs::read_link(root.join("passwd")).unwrap(),
@@ -132,9 +139,11 @@ fn metadata_table_records_owners_modes_and_devices() {
     let up = Upstream::start();
     let cache = cache(&dir, &up);
     let root = |e: Entry| e.owner(0, 0, "root", "root");
-    up.put(
-        "/b/os.tar",
-        tar_of(&[
+    let guard = unpacked(
+        &up,
+        &cache,
+        "os",
+        &[
             root(Entry::dir("./")).mtime(1_111_111_111),
             root(Entry::dir("./bin")),
             root(Entry::file("./bin/su", b"#!su"))
@@ -152,9 +161,8 @@ fn metadata_table_records_owners_modes_and_devices() {
                 .owner(500, 500, "olpc", "olpc")
                 .mode(0o700),
             root(Entry::dir("./tmp")).mode(0o1777),
-        ]),
+        ],
     );
-    let guard = cache.acquire("os", &mut |_| {}).unwrap().unwrap();
     let meta = guard.meta().unwrap();
 
     let su = meta.get(b"bin/su").unwrap();
@@ -211,16 +219,17 @@ fn hard_links_stay_hard_links() {
     let dir = scratch_dir("hardlinks");
     let up = Upstream::start();
     let cache = cache(&dir, &up);
-    up.put(
-        "/b/hl.tar",
-        tar_of(&[
+    let guard = unpacked(
+        &up,
+        &cache,
+        "hl",
+        &[
             Entry::file("a", b"shared")
                 .owner(0, 0, "root", "root")
                 .mode(0o4755),
             Entry::hard_link("b", "a"),
-        ]),
+        ],
     );
-    let guard = cache.acquire("hl", &mut |_| {}).unwrap().unwrap();
     let a = std::fs::metadata(guard.root().join("a")).unwrap();
     let b = std::fs::metadata(guard.root().join("b")).unwrap();
     assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
@@ -232,25 +241,26 @@ fn plain_layout_strips_only_a_single_top_directory() {
     let dir = scratch_dir("plain");
     let up = Upstream::start();
     let cache = cache(&dir, &up);
-    up.put(
-        "/b/two-tops.tar",
-        tar_of(&[Entry::file("a/x", b"1"), Entry::file("b/y", b"2")]),
+    let guard = unpacked(
+        &up,
+        &cache,
+        "two-tops",
+        &[Entry::file("a/x", b"1"), Entry::file("b/y", b"2")],
     );
-    let guard = cache.acquire("two-tops", &mut |_| {}).unwrap().unwrap();
     assert_eq!(tree_listing(guard.root()), ["a/", "a/x", "b/", "b/y"]);
     assert!(guard.meta().unwrap().get(b"a/x").is_some());
 
-    up.put(
-        "/b/one-top.tar",
-        tar_of(&[Entry::dir("top/"), Entry::file("top/x", b"1")]),
+    let guard = unpacked(
+        &up,
+        &cache,
+        "one-top",
+        &[Entry::dir("top/"), Entry::file("top/x", b"1")],
     );
-    let guard = cache.acquire("one-top", &mut |_| {}).unwrap().unwrap();
     assert_eq!(tree_listing(guard.root()), ["x"]);
     assert!(guard.meta().unwrap().get(b"x").is_some());
 
     // A lone top-level file is not a directory to strip.
-    up.put("/b/one-file.tar", tar_of(&[Entry::file("only", b"1")]));
-    let guard = cache.acquire("one-file", &mut |_| {}).unwrap().unwrap();
+    let guard = unpacked(&up, &cache, "one-file", &[Entry::file("only", b"1")]);
     assert_eq!(tree_listing(guard.root()), ["only"]);
 }
 
