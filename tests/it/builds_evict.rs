@@ -125,6 +125,25 @@ impl Scene {
         assert_same(&Snapshot::of(self.tree(name).root()), &Snapshot::of(&dest));
     }
 
+    /// A client of `server` held in the middle of its pull of `name`, into
+    /// `NAME-held`, once `upserv list` shows the build in use.
+    fn hold(&self, server: &dyn Server, name: &str) -> StalledClient {
+        let held = StalledClient::start(
+            &server.url(&format!("{name}/")),
+            &self.dir.join(format!("{name}-held")),
+            &["-a", "-i", "--no-motd"],
+        );
+        wait_until(&format!("{name} to be in use"), || self.is_busy(name));
+        held
+    }
+
+    /// Lets the client of [`Scene::hold`] go on: it must get all of `name`.
+    fn release_whole(&self, held: StalledClient, name: &str) {
+        assert_eq!(held.release(), 0);
+        let dest = self.dir.join(format!("{name}-held"));
+        assert_same(&Snapshot::of(self.tree(name).root()), &Snapshot::of(&dest));
+    }
+
     fn tree(&self, name: &str) -> &TestTree {
         let index: usize = name[1..].parse().expect("a build named bN");
         &self.trees[index - 1]
@@ -222,12 +241,7 @@ fn least_recently_pulled_goes_first_never_sticky_or_busy_and_the_order_survives_
 
     // b4 is being pulled (held in the middle), b3 pinned, b5 touched sticky:
     // nothing may go, so b6 pushes the cache over its budget with a warning.
-    let mut held = StalledClient::start(
-        &upserv.url("b4/"),
-        &scene.dir.join("b4-held"),
-        &["-a", "-i", "--no-motd"],
-    );
-    wait_until("b4 to be in use", || scene.is_busy("b4"));
+    let mut held = scene.hold(&upserv, "b4");
     next_second();
     let (code, _, stderr) = scene.admin(&["pin", "b3"]);
     assert_eq!((code, stderr.as_str()), (0, ""));
@@ -254,11 +268,7 @@ fn least_recently_pulled_goes_first_never_sticky_or_busy_and_the_order_survives_
 
     // The held pull completes, unharmed.
     assert!(held.is_running(), "the held client waited");
-    assert_eq!(held.release(), 0);
-    assert_same(
-        &Snapshot::of(scene.tree("b4").root()),
-        &Snapshot::of(&scene.dir.join("b4-held")),
-    );
+    scene.release_whole(held, "b4");
     // No longer in use while the cache is over budget: the daemon evicts it
     // then, without waiting for a gc.
     wait_until("b4 to be evicted", || {
@@ -301,23 +311,14 @@ fn serve_mode_never_evicts_a_build_another_process_serves() {
         next_second();
     }
     // b1, the oldest, is being pulled by another process.
-    let held = StalledClient::start(
-        &serve.url("b1/"),
-        &scene.dir.join("b1-held"),
-        &["-a", "-i", "--no-motd"],
-    );
-    wait_until("b1 to be in use", || scene.is_busy("b1"));
+    let held = scene.hold(&serve, "b1");
     scene.pull(&serve, "b4", "b4-first");
     assert_eq!(
         scene.cached(),
         names(&["b1", "b3", "b4"]),
         "b2 went: b1 is busy in another process"
     );
-    assert_eq!(held.release(), 0);
-    assert_same(
-        &Snapshot::of(scene.tree("b1").root()),
-        &Snapshot::of(&scene.dir.join("b1-held")),
-    );
+    scene.release_whole(held, "b1");
     assert_eq!(
         serve.stderr_text(),
         "",
@@ -472,12 +473,7 @@ fn evict_removes_one_idle_unpinned_build() {
     assert_eq!(stderr, "upserv: build b2 is pinned; unpin it first\n");
     scene.admin(&["unpin", "b2"]);
 
-    let held = StalledClient::start(
-        &upserv.url("b2/"),
-        &scene.dir.join("b2-held"),
-        &["-a", "-i", "--no-motd"],
-    );
-    wait_until("b2 to be in use", || scene.is_busy("b2"));
+    let held = scene.hold(&upserv, "b2");
     let (code, _, stderr) = scene.admin(&["evict", "b2"]);
     assert_eq!(code, 1);
     assert_eq!(stderr, "upserv: build b2 is in use; kept\n");
@@ -499,12 +495,7 @@ fn refetch_swaps_in_the_new_tree_only_when_complete_and_idle() {
 
     // A laptop is pulling the old tree: the new one waits, complete, in
     // scratch space until it is done.
-    let held = StalledClient::start(
-        &upserv.url("b1/"),
-        &scene.dir.join("b1-held"),
-        &["-a", "-i", "--no-motd"],
-    );
-    wait_until("b1 to be in use", || scene.is_busy("b1"));
+    let held = scene.hold(&upserv, "b1");
     let args = scene.admin_args(&["refetch", "b1"]);
     let mut refetch = upserv_command()
         .args(&args)
