@@ -258,6 +258,18 @@ fn sums_of(basis: &[u8], blen: u32, strong_len: usize, strong: StrongSum) -> Blo
     generate(basis, basis.len() as u64, blen, strong_len, strong).unwrap()
 }
 
+/// `matcher` sends all of `target` against `sums`, as usual (no in-place
+/// or append mode); returns its outcome and the tokens it gave.
+fn record_whole(
+    matcher: &mut Matcher,
+    target: &[u8],
+    sums: &BlockSums,
+    strong: StrongSum,
+) -> (MatchOutcome, Recorder) {
+    let len = target.len() as u64;
+    record(matcher, target, len, sums, strong, MatchMode::Normal)
+}
+
 /// `matcher` sends `source`, announced as `len` bytes, against `sums`;
 /// returns its outcome and the tokens it gave.
 fn record(
@@ -333,26 +345,23 @@ fn matcher_agrees_with_the_reference_on_random_cases() {
         let len = rng.below((blen * 300).min(6000) + 1);
         let basis = random_basis(rng, len);
         let target = random_target(rng, &basis);
-        let strong_len = if rng.below(3) == 0 { rng.below(17) } else { 16 };
-        let seed = if rng.below(4) == 0 {
-            0
-        } else {
-            rng.next_u64() as u32
-        };
-        let mode = match rng.below(7) {
-            0..=2 => MatchMode::Normal,
-            3..=5 => MatchMode::Inplace,
-            _ => MatchMode::Append {
-                verify: rng.below(2) == 0,
-            },
-        };
-        let read_ahead = [1, 5, 64, 1000, 300_000][rng.below(5)];
+        // Fields in the order of the draws.
         let case = Case {
             blen,
-            strong_len,
-            seed,
-            mode,
-            read_ahead,
+            strong_len: if rng.below(3) == 0 { rng.below(17) } else { 16 },
+            seed: if rng.below(4) == 0 {
+                0
+            } else {
+                rng.next_u64() as u32
+            },
+            mode: match rng.below(7) {
+                0..=2 => MatchMode::Normal,
+                3..=5 => MatchMode::Inplace,
+                _ => MatchMode::Append {
+                    verify: rng.below(2) == 0,
+                },
+            },
+            read_ahead: [1, 5, 64, 1000, 300_000][rng.below(5)],
         };
         (basis, target, case)
     });
@@ -542,16 +551,13 @@ fn fast_paths_agree_with_the_reference() {
                 edit(&basis, edits, rng)
             }
         };
-        let strong_len = [0, 1, 2, 16][rng.below(4)];
-        let seed = [0, rng.next_u64() as u32][rng.below(2)];
-        let mode = [MatchMode::Normal, MatchMode::Normal, MatchMode::Inplace][rng.below(3)];
-        let read_ahead = [1, 64, 1000, 300_000][rng.below(4)];
+        // Fields in the order of the draws.
         let case = Case {
             blen,
-            strong_len,
-            seed,
-            mode,
-            read_ahead,
+            strong_len: [0, 1, 2, 16][rng.below(4)],
+            seed: [0, rng.next_u64() as u32][rng.below(2)],
+            mode: [MatchMode::Normal, MatchMode::Normal, MatchMode::Inplace][rng.below(3)],
+            read_ahead: [1, 64, 1000, 300_000][rng.below(4)],
         };
         (basis, target, case)
     });
@@ -568,14 +574,7 @@ fn fast_paths_agree_for_every_digest() {
     let tokens = |kind: SumKind| {
         let strong = StrongSum { kind, seed: 77 };
         let sums = sums_of(&basis, 700, 16, strong);
-        let (out, rec) = record(
-            &mut Matcher::new(),
-            &target[..],
-            target.len() as u64,
-            &sums,
-            strong,
-            MatchMode::Normal,
-        );
+        let (out, rec) = record_whole(&mut Matcher::new(), &target, &sums, strong);
         let mut whole = FileSum::new(strong);
         whole.update(&target);
         assert_eq!(out.file_sum, whole.finish(), "{kind:?}");
@@ -603,14 +602,7 @@ fn runs_of_matching_blocks_are_followed() {
     let strong = StrongSum::md4_auto(5);
     let sums = sums_of(&data, 700, 2, strong);
     let mut matcher = Matcher::new();
-    let (out, _) = record(
-        &mut matcher,
-        &data[..],
-        data.len() as u64,
-        &sums,
-        strong,
-        MatchMode::Normal,
-    );
+    let (out, _) = record_whole(&mut matcher, &data, &sums, strong);
     assert_eq!(out.matched_bytes, data.len() as u64);
     // Block 0 is searched for; the last, short one is checked alone.
     assert_eq!(matcher.fast.followed, 999);
@@ -630,14 +622,7 @@ fn repeated_blocks_are_recognised() {
     let strong = StrongSum::md4_auto(6);
     let sums = sums_of(&basis, 700, 16, strong);
     let mut matcher = Matcher::new();
-    let (_, rec) = record(
-        &mut matcher,
-        &target[..],
-        target.len() as u64,
-        &sums,
-        strong,
-        MatchMode::Normal,
-    );
+    let (_, rec) = record_whole(&mut matcher, &target, &sums, strong);
     let expected = reference(&target, &ref_sums(&basis, 700, 16, 6), 6, false);
     assert_eq!(rec.toks, expected);
     assert!(expected[1..51]
@@ -663,14 +648,7 @@ fn the_wanted_block_respects_the_candidate_limit() {
     target.extend_from_slice(&colliding_block(&base, 1500));
     target.extend_from_slice(&colliding_block(&base, 1501));
     let sums = sums_of(&basis, 700, 16, StrongSum::md4_auto(3));
-    let (_, rec) = record(
-        &mut Matcher::new(),
-        &target[..],
-        target.len() as u64,
-        &sums,
-        StrongSum::md4_auto(3),
-        MatchMode::Normal,
-    );
+    let (_, rec) = record_whole(&mut Matcher::new(), &target, &sums, StrongSum::md4_auto(3));
     let block = |at, index| Tok::Block { at, index };
     assert_eq!(
         rec.toks,
@@ -750,14 +728,7 @@ fn weak_collisions_with_different_strong_sums_do_not_match() {
     let (base, basis) = colliding_basis(3, 700, &mut rng);
     let sums = sums_of(&basis, 700, 16, StrongSum::md4_auto(0));
     assert!((0..3).all(|i| sums.weak(i) == ref_weak(&base)));
-    let (out, _) = record(
-        &mut Matcher::new(),
-        &base[..],
-        700,
-        &sums,
-        StrongSum::md4_auto(0),
-        MatchMode::Normal,
-    );
+    let (out, _) = record_whole(&mut Matcher::new(), &base, &sums, StrongSum::md4_auto(0));
     assert_eq!((out.literal_bytes, out.matched_bytes), (700, 0));
 }
 
@@ -779,14 +750,7 @@ fn capped_case() -> (Vec<u8>, Vec<u8>) {
 fn the_candidate_walk_is_bounded_like_rsyncs() {
     let (basis, target) = capped_case();
     let sums = sums_of(&basis, 700, 16, StrongSum::md4_auto(9));
-    let (out, rec) = record(
-        &mut Matcher::new(),
-        &target[..],
-        target.len() as u64,
-        &sums,
-        StrongSum::md4_auto(9),
-        MatchMode::Normal,
-    );
+    let (out, rec) = record_whole(&mut Matcher::new(), &target, &sums, StrongSum::md4_auto(9));
     assert_eq!(
         rec.toks,
         vec![
@@ -805,13 +769,11 @@ fn the_candidate_walk_is_bounded_like_rsyncs() {
 fn without_sums_everything_is_literal() {
     let data = Prng::new(5).bytes(700_000);
     for sums in [BlockSums::new(700, 0, 16, 0), BlockSums::new(0, 0, 16, 0)] {
-        let (out, rec) = record(
+        let (out, rec) = record_whole(
             &mut matcher_with_read_ahead(1000),
-            &data[..],
-            data.len() as u64,
+            &data,
             &sums,
             StrongSum::md4_auto(1),
-            MatchMode::Normal,
         );
         assert_eq!(rec.toks, vec![Tok::Literal(700_000)]);
         assert_eq!(rec.literal, data);
@@ -1255,14 +1217,7 @@ fn whole_file_sum_equals_rsyncs() {
     let written = std::fs::read(&batch).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     let sums = BlockSums::new(0, 0, 16, 0);
-    let (ours, _) = record(
-        &mut Matcher::new(),
-        &data[..],
-        5000,
-        &sums,
-        StrongSum::md4_auto(seed),
-        MatchMode::Normal,
-    );
+    let (ours, _) = record_whole(&mut Matcher::new(), &data, &sums, StrongSum::md4_auto(seed));
     assert!(
         contains(&written, &ours.file_sum),
         "sum not in rsync's batch"

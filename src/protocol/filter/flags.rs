@@ -7,107 +7,73 @@
 
 use std::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign, Not};
 
-/// A set of rule flags; the names are in [`flag`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct RuleFlags(u32);
+/// Defines a set of flags `$name`, a `u32` newtype with `NONE`, `or`,
+/// `any` and the bit operators, so that the two sets share one definition
+/// and stay two types.
+macro_rules! flag_set {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub(super) struct $name(u32);
 
-impl RuleFlags {
-    pub(crate) const NONE: RuleFlags = RuleFlags(0);
+        impl $name {
+            pub(crate) const NONE: $name = $name(0);
 
-    /// Both sets together (`|` for constants).
-    pub(crate) const fn or(self, other: RuleFlags) -> RuleFlags {
-        RuleFlags(self.0 | other.0)
-    }
+            /// Both sets together (`|` for constants).
+            pub(crate) const fn or(self, other: $name) -> $name {
+                $name(self.0 | other.0)
+            }
 
-    /// Whether any flag of `other` is set.
-    pub(crate) fn any(self, other: RuleFlags) -> bool {
-        self.0 & other.0 != 0
-    }
+            /// Whether any flag of `other` is set.
+            pub(crate) fn any(self, other: $name) -> bool {
+                self.0 & other.0 != 0
+            }
+        }
+
+        impl BitOr for $name {
+            type Output = $name;
+            fn bitor(self, other: $name) -> $name {
+                self.or(other)
+            }
+        }
+
+        impl BitOrAssign for $name {
+            fn bitor_assign(&mut self, other: $name) {
+                self.0 |= other.0;
+            }
+        }
+
+        impl BitAnd for $name {
+            type Output = $name;
+            fn bitand(self, other: $name) -> $name {
+                $name(self.0 & other.0)
+            }
+        }
+
+        impl BitAndAssign for $name {
+            fn bitand_assign(&mut self, other: $name) {
+                self.0 &= other.0;
+            }
+        }
+
+        impl Not for $name {
+            type Output = $name;
+            fn not(self) -> $name {
+                $name(!self.0)
+            }
+        }
+    };
 }
 
-impl BitOr for RuleFlags {
-    type Output = RuleFlags;
-    fn bitor(self, other: RuleFlags) -> RuleFlags {
-        self.or(other)
-    }
-}
+flag_set!(
+    /// A set of rule flags; the names are in [`flag`].
+    RuleFlags
+);
 
-impl BitOrAssign for RuleFlags {
-    fn bitor_assign(&mut self, other: RuleFlags) {
-        self.0 |= other.0;
-    }
-}
-
-impl BitAnd for RuleFlags {
-    type Output = RuleFlags;
-    fn bitand(self, other: RuleFlags) -> RuleFlags {
-        RuleFlags(self.0 & other.0)
-    }
-}
-
-impl BitAndAssign for RuleFlags {
-    fn bitand_assign(&mut self, other: RuleFlags) {
-        self.0 &= other.0;
-    }
-}
-
-impl Not for RuleFlags {
-    type Output = RuleFlags;
-    fn not(self) -> RuleFlags {
-        RuleFlags(!self.0)
-    }
-}
-
-/// A set of parsing switches; the names are in [`xflag`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct ParseFlags(u32);
-
-impl ParseFlags {
-    pub(crate) const NONE: ParseFlags = ParseFlags(0);
-
-    /// Both sets together (`|` for constants).
-    pub(crate) const fn or(self, other: ParseFlags) -> ParseFlags {
-        ParseFlags(self.0 | other.0)
-    }
-
-    /// Whether any flag of `other` is set.
-    pub(crate) fn any(self, other: ParseFlags) -> bool {
-        self.0 & other.0 != 0
-    }
-}
-
-impl BitOr for ParseFlags {
-    type Output = ParseFlags;
-    fn bitor(self, other: ParseFlags) -> ParseFlags {
-        self.or(other)
-    }
-}
-
-impl BitOrAssign for ParseFlags {
-    fn bitor_assign(&mut self, other: ParseFlags) {
-        self.0 |= other.0;
-    }
-}
-
-impl BitAnd for ParseFlags {
-    type Output = ParseFlags;
-    fn bitand(self, other: ParseFlags) -> ParseFlags {
-        ParseFlags(self.0 & other.0)
-    }
-}
-
-impl BitAndAssign for ParseFlags {
-    fn bitand_assign(&mut self, other: ParseFlags) {
-        self.0 &= other.0;
-    }
-}
-
-impl Not for ParseFlags {
-    type Output = ParseFlags;
-    fn not(self) -> ParseFlags {
-        ParseFlags(!self.0)
-    }
-}
+flag_set!(
+    /// A set of parsing switches; the names are in [`xflag`].
+    ParseFlags
+);
 
 /// Rule flags (rsync's FILTRULE_* bits, under our own names).
 pub(super) mod flag {

@@ -225,6 +225,38 @@ mod tests {
         Options::parse(&v).unwrap()
     }
 
+    /// What a sender holds to build the lists of the module at `root`.
+    struct Sender {
+        opts: Options,
+        source: Source,
+        filters: Filters,
+        messages: Messages,
+    }
+
+    impl Sender {
+        /// With the options `args` and the client's rules `client`.
+        fn new(root: &Path, args: &[&str], client: FilterList) -> Sender {
+            Sender {
+                opts: options(args),
+                source: Source::new(root.to_path_buf(), None).unwrap(),
+                filters: Filters::new(root, FilterList::new(), client),
+                messages: Messages::default(),
+            }
+        }
+
+        /// A builder of the next list, at protocol 31, in module `mod`.
+        fn builder(&mut self) -> Builder<'_> {
+            Builder::new(
+                &self.opts,
+                31,
+                &self.source,
+                &mut self.filters,
+                &mut self.messages,
+                "mod",
+            )
+        }
+    }
+
     fn names(list: &FileList) -> Vec<String> {
         list.entries
             .iter()
@@ -245,24 +277,14 @@ mod tests {
         paths: &[&str],
         max_pending: usize,
     ) -> io::Result<(Lists, usize)> {
-        let opts = options(args);
-        let source = Source::new(root.to_path_buf(), None).unwrap();
-        let mut filters = Filters::new(root, FilterList::new(), client);
-        let mut messages = Messages::default();
+        let mut sender = Sender::new(root, args, client);
         let paths: Vec<Vec<u8>> = paths.iter().map(|p| p.as_bytes().to_vec()).collect();
-        let (mut first, scope) =
-            Builder::new(&opts, 31, &source, &mut filters, &mut messages, "mod")
-                .incremental()
-                .build_first(b"", &paths)?;
+        let (mut first, scope) = sender.builder().incremental().build_first(b"", &paths)?;
         first.sort();
         let mut walk = DirWalk::with_limit(&first, scope, max_pending)?;
         let mut lists = vec![(None, names(&first))];
         let mut most = walk.pending();
-        loop {
-            let builder = Builder::new(&opts, 31, &source, &mut filters, &mut messages, "mod");
-            let Some(sub) = walk.next_list(builder.incremental())? else {
-                break;
-            };
+        while let Some(sub) = walk.next_list(sender.builder().incremental())? {
             lists.push((Some(sub.dir_ndx), names(&sub.list)));
             most = most.max(walk.pending());
         }
@@ -375,11 +397,8 @@ mod tests {
         let (lists, _) = walk(s.path(), &["-r"], FilterList::new(), &[""], 100).unwrap();
         let mut walked: Vec<String> = lists.into_iter().flat_map(|(_, l)| l).collect();
         walked.sort();
-        let opts = options(&["-r"]);
-        let source = Source::new(s.path().to_path_buf(), None).unwrap();
-        let mut filters = Filters::new(s.path(), FilterList::new(), FilterList::new());
-        let mut messages = Messages::default();
-        let full = Builder::new(&opts, 31, &source, &mut filters, &mut messages, "mod")
+        let full = Sender::new(s.path(), &["-r"], FilterList::new())
+            .builder()
             .build(b"", &[Vec::new()])
             .unwrap();
         let mut all = names(&full);
@@ -391,32 +410,35 @@ mod tests {
     fn a_directory_gone_before_its_list_is_reported_and_listed_empty() {
         let s = Scratch::new("vanish");
         s.file("a/f", "x").file("b/g", "x");
-        let opts = options(&["-r"]);
-        let source = Source::new(s.path().to_path_buf(), None).unwrap();
-        let mut filters = Filters::new(s.path(), FilterList::new(), FilterList::new());
-        let mut messages = Messages::default();
-        let (mut first, scope) =
-            Builder::new(&opts, 31, &source, &mut filters, &mut messages, "mod")
-                .incremental()
-                .build_first(b"", &[Vec::new()])
-                .unwrap();
+        let mut sender = Sender::new(s.path(), &["-r"], FilterList::new());
+        let (mut first, scope) = sender
+            .builder()
+            .incremental()
+            .build_first(b"", &[Vec::new()])
+            .unwrap();
         first.sort();
         let mut walk = DirWalk::new(&first, scope).unwrap();
         fs::remove_dir_all(s.path().join("a")).unwrap();
-        let builder = Builder::new(&opts, 31, &source, &mut filters, &mut messages, "mod");
-        let sub = walk.next_list(builder.incremental()).unwrap().unwrap();
+        let sub = walk
+            .next_list(sender.builder().incremental())
+            .unwrap()
+            .unwrap();
         assert_eq!(sub.dir_ndx, 1);
         assert!(sub.list.is_empty());
         assert_eq!(sub.list.io_error, crate::protocol::flist::IOERR_VANISHED);
         assert_eq!(
-            messages.0,
+            sender.messages.0,
             vec!["directory has vanished: \"a\" (in mod)\n".to_string()]
         );
-        let builder = Builder::new(&opts, 31, &source, &mut filters, &mut messages, "mod");
-        let sub = walk.next_list(builder.incremental()).unwrap().unwrap();
+        let sub = walk
+            .next_list(sender.builder().incremental())
+            .unwrap()
+            .unwrap();
         assert_eq!(names(&sub.list), vec!["b/g".to_string()]);
-        let builder = Builder::new(&opts, 31, &source, &mut filters, &mut messages, "mod");
-        assert!(walk.next_list(builder.incremental()).unwrap().is_none());
+        assert!(walk
+            .next_list(sender.builder().incremental())
+            .unwrap()
+            .is_none());
         assert!(walk.is_finished());
     }
 }
