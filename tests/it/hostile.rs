@@ -10,15 +10,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 
-fn tree_with_big_file() -> TestTree {
+/// upserv serving module `m`: a small file and a big one.
+fn start() -> (TestTree, Upserv) {
     let tree = TestTree::new();
     tree.file("small.txt", b"small\n");
     tree.file("big.bin", &crate::support::tree::Rng::new(9).bytes(8 << 20));
-    tree
-}
-
-fn start(tree: &TestTree) -> Upserv {
-    Upserv::start(&[Module::new("m", tree.root())])
+    let server = Upserv::start(&[Module::new("m", tree.root())]);
+    (tree, server)
 }
 
 /// A real pull that must still work while something hostile goes on.
@@ -52,8 +50,7 @@ fn assert_connection_ended(server: &Upserv, mut s: TcpStream, why: &str) {
 
 #[test]
 fn unknown_module_gets_an_error_and_exit_code_5() {
-    let tree = tree_with_big_file();
-    let server = start(&tree);
+    let (tree, server) = start();
     let scratch = tempfile::tempdir().expect("scratch");
     pull(
         &server.url("nosuch/"),
@@ -71,8 +68,7 @@ fn unknown_module_gets_an_error_and_exit_code_5() {
 #[test]
 fn an_error_about_a_huge_module_name_still_reaches_the_client() {
     use std::os::unix::ffi::OsStrExt;
-    let tree = tree_with_big_file();
-    let server = start(&tree);
+    let (tree, server) = start();
     let scratch = tempfile::tempdir().expect("scratch");
     let mut url = server.url("").into_bytes();
     url.extend(std::iter::repeat_n(0xffu8, 3000));
@@ -94,8 +90,7 @@ fn an_error_about_a_huge_module_name_still_reaches_the_client() {
 
 #[test]
 fn a_garbage_greeting_is_refused() {
-    let tree = tree_with_big_file();
-    let server = start(&tree);
+    let (tree, server) = start();
     let mut s = Raw::connect(server.port()).stream;
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write");
     let mut answer = String::new();
@@ -110,8 +105,7 @@ fn a_garbage_greeting_is_refused() {
 
 #[test]
 fn an_overlong_handshake_line_ends_the_connection() {
-    let tree = tree_with_big_file();
-    let server = start(&tree);
+    let (tree, server) = start();
     let mut s = Raw::connect(server.port()).stream;
     // Far more than the line limit, with no newline.
     let junk = vec![b'x'; 1 << 20];
@@ -122,8 +116,7 @@ fn an_overlong_handshake_line_ends_the_connection() {
 
 #[test]
 fn absurd_checksum_heads_are_refused_without_allocating() {
-    let tree = tree_with_big_file();
-    let server = start(&tree);
+    let (tree, server) = start();
     let before = rss_kib(server.pid());
     // Block length above the protocol's limit.
     let mut s = raw_pull(&server, "m/big.bin");
@@ -150,8 +143,7 @@ fn absurd_checksum_heads_are_refused_without_allocating() {
 
 #[test]
 fn a_request_for_a_nonexistent_index_is_a_protocol_error() {
-    let tree = tree_with_big_file();
-    let server = start(&tree);
+    let (tree, server) = start();
     let mut s = raw_pull(&server, "m/small.txt");
     s.write_all(&file_request(12345, &[])).expect("request");
     assert_connection_ended(&server, s, "invalid file index 12345");
@@ -160,8 +152,7 @@ fn a_request_for_a_nonexistent_index_is_a_protocol_error() {
 
 #[test]
 fn a_client_that_disconnects_mid_file_ends_only_its_connection() {
-    let tree = tree_with_big_file();
-    let server = start(&tree);
+    let (tree, server) = start();
     let scratch = tempfile::tempdir().expect("scratch");
     let dest = scratch.path().join("dest");
     std::fs::create_dir_all(&dest).expect("dest");
@@ -191,8 +182,7 @@ fn a_client_that_disconnects_mid_file_ends_only_its_connection() {
 
 #[test]
 fn a_push_is_refused_with_a_clear_error() {
-    let tree = tree_with_big_file();
-    let server = start(&tree);
+    let (tree, server) = start();
     let scratch = tempfile::tempdir().expect("scratch");
     let src = scratch.path().join("upload.txt");
     std::fs::write(&src, b"not welcome").expect("file to push");
