@@ -125,6 +125,15 @@ impl Scene {
         assert_same(&Snapshot::of(self.tree(name).root()), &Snapshot::of(&dest));
     }
 
+    /// Pulls each of `names` into `NAME-first`, a second apart, so that
+    /// their access times are ordered.
+    fn pull_in_turn(&self, server: &dyn Server, names: &[&str]) {
+        for name in names {
+            self.pull(server, name, &format!("{name}-first"));
+            next_second();
+        }
+    }
+
     /// A client of `server` held in the middle of its pull of `name`, into
     /// `NAME-held`, once `upserv list` shows the build in use.
     fn hold(&self, server: &dyn Server, name: &str) -> StalledClient {
@@ -215,10 +224,7 @@ fn least_recently_pulled_goes_first_never_sticky_or_busy_and_the_order_survives_
     let upserv = scene.daemon();
 
     // b1, b2, b3 fit; then b1 is pulled again, so b2 is the oldest.
-    for name in ["b1", "b2", "b3"] {
-        scene.pull(&upserv, name, &format!("{name}-first"));
-        next_second();
-    }
+    scene.pull_in_turn(&upserv, &["b1", "b2", "b3"]);
     scene.pull(&upserv, "b1", "b1-again");
     next_second();
     scene.pull(&upserv, "b4", "b4-first");
@@ -306,10 +312,7 @@ fn least_recently_pulled_goes_first_never_sticky_or_busy_and_the_order_survives_
 fn serve_mode_never_evicts_a_build_another_process_serves() {
     let scene = Scene::new("builds-evict-serve");
     let serve = scene.serve();
-    for name in ["b1", "b2", "b3"] {
-        scene.pull(&serve, name, &format!("{name}-first"));
-        next_second();
-    }
+    scene.pull_in_turn(&serve, &["b1", "b2", "b3"]);
     // b1, the oldest, is being pulled by another process.
     let held = scene.hold(&serve, "b1");
     scene.pull(&serve, "b4", "b4-first");
