@@ -223,6 +223,12 @@ fn pull_tree_from(addr: &str, url: &str, dest: &Path, tree: &TestTree) {
     assert_pulled_tree(tree, dest);
 }
 
+/// A pull of `m/` straight from a box that wants PROXY headers fails.
+fn assert_direct_pull_fails(server: &dyn Server, dest: &Path) {
+    let direct = pull(&server.url("m/"), dest, &["-a"], Protocol::Default);
+    assert_ne!(direct.code, 0, "{}", direct.stderr);
+}
+
 /// A static module over a small tree.
 fn static_tree() -> (TestTree, Module) {
     let tree = TestTree::new();
@@ -382,13 +388,7 @@ fn a_direct_connection_without_the_header_is_refused() {
     let (_tree, module) = static_tree();
     let dir = scratch_dir("scale-direct");
     let upserv = proxied_box(&[module], &dir, None, &[]);
-    let direct = pull(
-        &upserv.url("m/"),
-        &dir.join("dest"),
-        &["-a"],
-        Protocol::Default,
-    );
-    assert_ne!(direct.code, 0, "{}", direct.stderr);
+    assert_direct_pull_fails(&upserv, &dir.join("dest"));
     assert!(!dir.join("dest").join("hello").exists());
     wait_until("the refusal in the log", || {
         upserv
@@ -491,13 +491,7 @@ fn serve_mode_reads_the_header_from_its_socket() {
     wait_until("the client's address in the serve log", || {
         serve.log_tail(50).contains("127.0.0.7: module m: ")
     });
-    let direct = pull(
-        &serve.url("m/"),
-        &dir.join("direct"),
-        &["-a"],
-        Protocol::Default,
-    );
-    assert_ne!(direct.code, 0, "{}", direct.stderr);
+    assert_direct_pull_fails(&serve, &dir.join("direct"));
     assert!(serve.stderr_text().is_empty(), "{}", serve.stderr_text());
 }
 
