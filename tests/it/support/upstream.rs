@@ -183,6 +183,16 @@ impl Upstream {
             .collect()
     }
 
+    /// Panics unless `path` was asked for twice: whole, then from byte
+    /// `from` on (the Range request that follows a cut).
+    pub fn assert_asked_again_from(&self, path: &str, from: usize) {
+        assert_eq!(
+            self.ranges(path),
+            [None, Some(format!("bytes={from}-"))],
+            "requests for {path}"
+        );
+    }
+
     /// Waits until `count` responses are held at the gate.
     pub fn wait_at_gate(&self, count: usize) {
         self.wait_for(|s| s.at_gate >= count, "a request at the gate");
