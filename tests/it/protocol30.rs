@@ -15,6 +15,22 @@ const ATIME_BASE: i64 = 2_000_000_000;
 /// The protocols this file is about: 30, 31 and the client's default.
 const FROM_30: ProtocolSet = ProtocolSet(&[Protocol::V(30), Protocol::V(31), Protocol::Default]);
 
+/// What a server on `port` answers a hand-made client that asks for
+/// protocol `protocol` and module `m`, then sends the server arguments
+/// `--server --sender ARGS . m/` (`args` one a line): everything until it
+/// closes.
+fn answer_to(port: u16, protocol: u32, args: &str) -> String {
+    let mut raw = Raw::connect(port);
+    let lines = raw.open_module_at("m", protocol);
+    assert_eq!(lines.last().map(String::as_str), Some("@RSYNCD: OK\n"));
+    raw.send(format!("--server\n--sender\n{args}\n.\nm/\n\n").as_bytes());
+    // The seed and message header are binary: read bytes, not text
+    // (nothing is buffered past `@RSYNCD: OK`, the server waits).
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut raw.stream, &mut rest);
+    String::from_utf8_lossy(&rest).into_owned()
+}
+
 fn atime(root: &Path, rel: &str) -> i64 {
     root.join(rel).symlink_metadata().unwrap().atime()
 }
@@ -65,13 +81,7 @@ fn acls_and_xattrs_below_30_are_refused_with_the_protocol() {
     let upserv = Upserv::start(&modules);
     for name in ["acls", "xattrs"] {
         let want = format!("--{name} requires protocol 30 or higher (negotiated 27).");
-        let mut raw = Raw::connect(upserv.port());
-        let greeting = raw.line();
-        assert!(greeting.starts_with("@RSYNCD: "), "{greeting:?}");
-        raw.send(b"@RSYNCD: 27.0\nm\n");
-        assert_eq!(raw.line(), "@RSYNCD: OK\n");
-        raw.send(format!("--server\n--sender\n-r\n--{name}\n.\nm/\n\n").as_bytes());
-        let rest = raw.rest();
+        let rest = answer_to(upserv.port(), 27, &format!("-r\n--{name}"));
         assert!(rest.contains(&want), "--{name}: {rest:?}");
     }
 }
@@ -112,15 +122,7 @@ fn crtimes_refused_like_rsyncd() {
     let want = "rsync: The server is configured to refuse --crtimes (-N)\n";
     for (server, port) in [("rsyncd", rsyncd.port()), ("upserv", upserv.port())] {
         for args in ["-rN", "--crtimes"] {
-            let mut raw = Raw::connect(port);
-            let lines = raw.open_module("m");
-            assert_eq!(lines.last().map(String::as_str), Some("@RSYNCD: OK\n"));
-            raw.send(format!("--server\n--sender\n{args}\n.\nm/\n\n").as_bytes());
-            // The seed and message header are binary: read bytes, not text
-            // (nothing is buffered past `@RSYNCD: OK`, the server waits).
-            let mut rest = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut raw.stream, &mut rest);
-            let rest = String::from_utf8_lossy(&rest);
+            let rest = answer_to(port, 29, args);
             assert!(rest.contains(want), "{server}, {args}: {rest:?}");
         }
     }

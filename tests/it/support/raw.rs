@@ -53,11 +53,16 @@ impl Raw {
     /// Greeting and module name sent; returns the server's lines up to
     /// and including `@RSYNCD: OK` or the first `@ERROR`/`@RSYNCD:` line.
     pub fn open_module(&mut self, module: &str) -> Vec<String> {
+        self.open_module_at(module, 29)
+    }
+
+    /// As [`Raw::open_module`], asking for `protocol`.
+    pub fn open_module_at(&mut self, module: &str, protocol: u32) -> Vec<String> {
         let greeting = self.line();
-        // upserv offers 29; the reference rsyncd offers its own newest and
-        // settles on the 29 this client asks for.
+        // Both servers offer their own newest and settle on what this
+        // client asks for.
         assert!(greeting.starts_with("@RSYNCD: "), "greeting {greeting:?}");
-        self.ask_for_module(module)
+        self.ask_for_module(module, protocol)
     }
 
     /// A hand-made pull from upserv's `module`: the handshake (upserv
@@ -68,7 +73,7 @@ impl Raw {
         let mut raw = Raw::connect(port);
         let greeting = raw.line();
         assert!(greeting.starts_with("@RSYNCD: 32"), "greeting {greeting:?}");
-        let lines = raw.ask_for_module(module);
+        let lines = raw.ask_for_module(module, 29);
         assert_eq!(
             lines.last().map(String::as_str),
             Some("@RSYNCD: OK\n"),
@@ -84,10 +89,10 @@ impl Raw {
         raw.stream
     }
 
-    /// After the greeting: asks for protocol 29 and `module`; returns the
+    /// After the greeting: asks for `protocol` and `module`; returns the
     /// lines of [`Raw::open_module`].
-    fn ask_for_module(&mut self, module: &str) -> Vec<String> {
-        self.send(format!("@RSYNCD: 29.0\n{module}\n").as_bytes());
+    fn ask_for_module(&mut self, module: &str, protocol: u32) -> Vec<String> {
+        self.send(format!("@RSYNCD: {protocol}.0\n{module}\n").as_bytes());
         let mut lines = Vec::new();
         loop {
             let line = self.line();
