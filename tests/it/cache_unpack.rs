@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::builds::private_leftovers;
-use crate::support::scratch::scratch_dir;
+use crate::support::scratch::{scratch_dir, Scratch};
 use crate::support::upstream::{tar_of, tree_listing, Entry, Upstream};
 use tar::EntryType;
 use upserv::cache::{BuildGuard, Cache, CacheConfig, Layout};
@@ -20,6 +20,15 @@ fn cache(dir: &Path, up: &Upstream) -> Cache {
     Cache::open(cfg).unwrap()
 }
 
+/// A test's scratch directory (named after `test`), its upstream, and a
+/// [`cache`] of builds there.
+fn start(test: &str) -> (Scratch, Upstream, Cache) {
+    let dir = scratch_dir(test);
+    let up = Upstream::start();
+    let cache = cache(&dir, &up);
+    (dir, up, cache)
+}
+
 /// Build `name`, a tar archive of `entries`, put on `up` and acquired.
 fn unpacked(up: &Upstream, cache: &Cache, name: &str, entries: &[Entry]) -> BuildGuard {
     up.put(&format!("/b/{name}.tar"), tar_of(entries));
@@ -28,12 +37,10 @@ fn unpacked(up: &Upstream, cache: &Cache, name: &str, entries: &[Entry]) -> Buil
 
 #[test]
 fn hostile_archives_are_refused_leaving_nothing() {
-    let dir = scratch_dir("hostile");
+    let (dir, up, cache) = start("hostile");
     let outside = dir.join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     let outside_str = outside.to_str().unwrap().to_string();
-    let up = Upstream::start();
-    let cache = cache(&dir, &up);
     let cases: Vec<(&str, Vec<Entry>, &str)> = vec![
         ("dotdot", vec![Entry::file("../evil", b"x")], "`..`"),
         (
@@ -102,9 +109,7 @@ fn hostile_archives_are_refused_leaving_nothing() {
 
 #[test]
 fn symlinks_pointing_outside_are_stored_not_followed() {
-    let dir = scratch_dir("symlinks");
-    let up = Upstream::start();
-    let cache = cache(&dir, &up);
+    let (_dir, up, cache) = start("symlinks");
     let guard = unpacked(
         &up,
         &cache,
@@ -135,9 +140,7 @@ fn symlinks_pointing_outside_are_stored_not_followed() {
 
 #[test]
 fn metadata_table_records_owners_modes_and_devices() {
-    let dir = scratch_dir("metadata");
-    let up = Upstream::start();
-    let cache = cache(&dir, &up);
+    let (_dir, up, cache) = start("metadata");
     let root = |e: Entry| e.owner(0, 0, "root", "root");
     let guard = unpacked(
         &up,
@@ -216,9 +219,7 @@ fn metadata_table_records_owners_modes_and_devices() {
 
 #[test]
 fn hard_links_stay_hard_links() {
-    let dir = scratch_dir("hardlinks");
-    let up = Upstream::start();
-    let cache = cache(&dir, &up);
+    let (_dir, up, cache) = start("hardlinks");
     let guard = unpacked(
         &up,
         &cache,
@@ -238,9 +239,7 @@ fn hard_links_stay_hard_links() {
 
 #[test]
 fn plain_layout_strips_only_a_single_top_directory() {
-    let dir = scratch_dir("plain");
-    let up = Upstream::start();
-    let cache = cache(&dir, &up);
+    let (_dir, up, cache) = start("plain");
     let guard = unpacked(
         &up,
         &cache,
