@@ -167,6 +167,31 @@ fn global_max_connections_count_every_module() {
     );
 }
 
+/// In the inetd model each connection is a process of its own: the
+/// server-wide limit is counted across them, as the module limits are.
+#[test]
+fn global_max_connections_hold_across_serve_processes() {
+    let tree = tree();
+    let modules = [Module::new("m", tree.root()), Module::new("n", tree.root())];
+    let server = UpservServe::launch(
+        &modules,
+        &Launch {
+            globals: &[("max connections", "1")],
+            ..Launch::default()
+        },
+    );
+    let mut holder = Raw::connect(server.port());
+    assert_eq!(
+        holder.open_module("n").last().map(String::as_str),
+        Some("@RSYNCD: OK\n")
+    );
+    assert_pull_refused(
+        &server,
+        "@ERROR: max connections (1) reached -- try again later",
+    );
+    drop(holder);
+}
+
 #[test]
 fn module_limits_hold_across_serve_processes() {
     let tree = tree();
