@@ -12,10 +12,12 @@ use super::admit::{self, Admitted};
 use super::opening::{self, Ask, Need, Opening, Request, Step};
 use super::{Module, ModuleRoot, Server};
 use crate::cache::Lookup;
+use crate::protocol::flist::shared::BuildLists;
 use crate::protocol::io::Conn;
 use crate::protocol::memo::Memo;
 use crate::protocol::options::{self, Options};
 use crate::protocol::sender::{self, Pull, TransferStats};
+use crate::protocol::share::TreeId;
 use crate::protocol::wire::{WireRead, WireWrite};
 use crate::source::Source;
 use std::fmt;
@@ -274,7 +276,8 @@ fn pull(
     // Builds never change under their name: every laptop gets the same
     // seed, so identical requests can share one delta. Static modules can
     // change under us and keep rsync's time-based seed.
-    let (cache, seed, memo) = match (&module.root, &server.cache) {
+    // For the same reason they share one file list per list shape.
+    let (cache, seed, memo, lists) = match (&module.root, &server.cache) {
         (ModuleRoot::Build(guard), Some(c)) => (
             Some(guard.lookup()),
             Some(c.build_seed(guard.name())),
@@ -282,9 +285,14 @@ fn pull(
                 let tree = std::fs::symlink_metadata(guard.root()).ok()?.ino();
                 Some(Memo::for_build(memo, guard.name(), tree))
             }),
+            server.lists.as_ref().and_then(|lists| {
+                let tree = TreeId::of(guard.root()).ok()?;
+                let rules = server.rules_generation;
+                Some(BuildLists::for_build(lists, guard.name(), tree, rules))
+            }),
         ),
-        (ModuleRoot::Build(guard), None) => (Some(guard.lookup()), None, None),
-        (ModuleRoot::Static(_), _) => (None, None, None),
+        (ModuleRoot::Build(guard), None) => (Some(guard.lookup()), None, None, None),
+        (ModuleRoot::Static(_), _) => (None, None, None, None),
     };
     let pull = Pull {
         opts: &opts,
@@ -295,6 +303,7 @@ fn pull(
         daemon_filters: module.filters.clone(),
         seed,
         memo,
+        lists,
         io_timeout: announced_timeout(module.timeout, opts.timeout),
     };
     let outcome = match sender::run(conn, pull) {
