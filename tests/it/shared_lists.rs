@@ -322,14 +322,18 @@ fn options_that_change_the_list_get_their_own() {
 /// Budget for one build of [`small_build`] but not two.
 const BUDGET: &str = "200K";
 
-/// A build of about 120 KiB for the upstream: `fill` makes it differ.
-fn small_build(fill: u8, readme_len: usize) -> (TestTree, Vec<u8>) {
+/// A build of about 120 KiB for the upstream: `fill` makes it differ;
+/// a second edition has one file more.
+fn small_build(fill: u8, second_edition: bool) -> (TestTree, Vec<u8>) {
     let tree = TestTree::new();
     let mut rng = Rng::new(u64::from(fill));
     tree.file("image.bin", &rng.bytes(100 * 1024))
         .mtime(1_650_000_100);
-    tree.file("doc/README", &vec![fill; readme_len])
+    tree.file("doc/README", &[fill; 100])
         .mtime(1_650_000_000 + i64::from(fill));
+    if second_edition {
+        tree.file("doc/NEWS", b"new\n").mtime(1_650_000_050);
+    }
     tree.dir("doc").mtime(1_650_000_150);
     tree.dir("").mtime(1_650_000_200);
     tree.settle();
@@ -345,9 +349,9 @@ fn small_build(fill: u8, readme_len: usize) -> (TestTree, Vec<u8>) {
 fn lists_go_with_their_build() {
     let dir = scratch_dir("shared-lists-evict");
     let up = Upstream::start();
-    let (b1, archive) = small_build(1, 100);
+    let (b1, archive) = small_build(1, false);
     up.put("/b/b1.tar", archive);
-    let (b2, archive) = small_build(2, 100);
+    let (b2, archive) = small_build(2, false);
     up.put("/b/b2.tar", archive);
     let builds = dir.join("builds");
     let template = "/b/{name}.tar";
@@ -384,7 +388,7 @@ fn lists_go_with_their_build() {
     // b2 again, then replaced upstream and refetched by the admin
     // command, another process: the daemon is not told, and must see
     // the new tree for itself.
-    let (b2_new, archive) = small_build(2, 300);
+    let (b2_new, archive) = small_build(2, true);
     up.put("/b/b2.tar", archive);
     let upstream = format!("--upstream={}", up.url(template));
     let builds_str = builds.to_str().expect("a UTF-8 path");
