@@ -23,7 +23,6 @@ use crate::source::Source;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 pub(crate) use super::opening::MAX_LINE_LEN;
@@ -277,23 +276,27 @@ fn pull(
     // seed, so identical requests can share one delta. Static modules can
     // change under us and keep rsync's time-based seed.
     // For the same reason they share one file list per list shape.
-    let (cache, seed, memo, lists) = match (&module.root, &server.cache) {
-        (ModuleRoot::Build(guard), Some(c)) => (
-            Some(guard.lookup()),
-            Some(c.build_seed(guard.name())),
-            server.memo.as_ref().and_then(|memo| {
-                let tree = std::fs::symlink_metadata(guard.root()).ok()?.ino();
-                Some(Memo::for_build(memo, guard.name(), tree))
-            }),
-            server.lists.as_ref().and_then(|lists| {
-                let tree = TreeId::of(guard.root()).ok()?;
+    let (cache, seed, memo, lists) =
+        match (&module.root, &server.cache) {
+            (ModuleRoot::Build(guard), Some(c)) => {
+                let tree = TreeId::of(guard.root()).ok();
                 let rules = server.rules_generation;
-                Some(BuildLists::for_build(lists, guard.name(), tree, rules))
-            }),
-        ),
-        (ModuleRoot::Build(guard), None) => (Some(guard.lookup()), None, None, None),
-        (ModuleRoot::Static(_), _) => (None, None, None, None),
-    };
+                (
+                    Some(guard.lookup()),
+                    Some(c.build_seed(guard.name())),
+                    server
+                        .memo
+                        .as_ref()
+                        .zip(tree)
+                        .map(|(memo, tree)| Memo::for_build(memo, guard.name(), tree)),
+                    server.lists.as_ref().zip(tree).map(|(lists, tree)| {
+                        BuildLists::for_build(lists, guard.name(), tree, rules)
+                    }),
+                )
+            }
+            (ModuleRoot::Build(guard), None) => (Some(guard.lookup()), None, None, None),
+            (ModuleRoot::Static(_), _) => (None, None, None, None),
+        };
     let pull = Pull {
         opts: &opts,
         protocol,

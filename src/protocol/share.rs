@@ -1,6 +1,6 @@
 //! A table of values computed once for a build and shared read-only
-//! between the connections that ask for them: the file lists of
-//! [`super::flist::shared`].
+//! between the connections that ask for them: the deltas of
+//! [`super::memo`] and the file lists of [`super::flist::shared`].
 //!
 //! Owns the entries, their memory, the LRU order, who computes what and how
 //! long the others wait, and which tree of each build the entries were made
@@ -33,7 +33,7 @@ pub(crate) const WAIT_SLICE: Duration = Duration::from_secs(1);
 
 /// What an entry costs besides its declared memory: the key, the map and
 /// LRU slots.
-const ENTRY_OVERHEAD: u64 = 256;
+pub(crate) const ENTRY_OVERHEAD: u64 = 256;
 
 /// A key names its build, so that a build's entries can be dropped.
 pub(crate) trait BuildKey: Eq + Hash {
@@ -207,6 +207,11 @@ impl<K: BuildKey, V> Table<K, V> {
         self.inner.lock().counts
     }
 
+    /// The most one entry may take.
+    pub(crate) fn entry_limit(&self) -> u64 {
+        self.limit / self.share
+    }
+
     /// Forgets every entry of `build` (its tree left the cache); returns
     /// how many were held. Productions under way finish for their waiters
     /// and are not kept.
@@ -323,7 +328,7 @@ impl<K: BuildKey, V> Producer<'_, K, V> {
         if !ours {
             return;
         }
-        if memory > table.limit / table.share {
+        if memory > table.entry_limit() {
             t.entries.remove(&self.key);
             return;
         }
