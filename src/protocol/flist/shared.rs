@@ -347,9 +347,6 @@ impl Reporter for Recorder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::filter::{FilterList, Filters};
-    use crate::protocol::flist::Builder;
-    use crate::source::Source;
 
     #[derive(Default)]
     struct Messages(Vec<String>);
@@ -381,48 +378,38 @@ mod tests {
         shape.finish(false)
     }
 
-    /// The names of the whole list of `root` through the table, and the
-    /// messages the pull heard.
-    fn pull(
-        table: &Arc<SharedLists>,
-        root: &std::path::Path,
-        args: &[&str],
-    ) -> (Vec<String>, Vec<String>) {
-        let opts = options(args);
-        let source = Source::new(root.to_path_buf(), None).unwrap();
-        let mut filters = Filters::new(root, FilterList::new(), FilterList::new());
+    /// Obtains the whole list of a pull with `args` through the table:
+    /// building it reports one message. Returns whether it was built here
+    /// and the messages this pull heard.
+    fn pull(table: &Arc<SharedLists>, args: &[&str]) -> (bool, Vec<String>) {
         let mut messages = Messages::default();
-        let share = share(table, args, &[]);
-        let built = obtain(Some(&share), Which::Whole, &mut messages, |rep| {
-            let (mut list, _) = Builder::new(&opts, 31, &source, &mut filters, rep, "mod")
-                .build_first(b"", &[Vec::new()])?;
-            let order = list.sort_keeping_walk_order();
-            Ok(Built::new(list, Some(order)))
-        })
+        let mut built_here = false;
+        obtain(
+            Some(&share(table, args, &[])),
+            Which::Whole,
+            &mut messages,
+            |rep| {
+                built_here = true;
+                rep.report(MsgTag::Info, "file has vanished: \"x\" (in b)\n")?;
+                let mut list = FileList::empty(31);
+                list.io_error = super::super::IOERR_VANISHED;
+                Ok(Built::new(list, None))
+            },
+        )
         .unwrap();
-        let names = built
-            .list
-            .entries
-            .iter()
-            .map(|e| String::from_utf8_lossy(built.list.name(e)).into_owned())
-            .collect();
-        (names, messages.0)
+        (built_here, messages.0)
     }
 
     #[test]
     fn a_shared_list_is_built_once_and_its_messages_reach_everyone() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("f"), "x").unwrap();
-        std::fs::create_dir(dir.path().join("d")).unwrap();
-        std::fs::write(dir.path().join("d/g"), "y").unwrap();
         let table = Arc::new(SharedLists::new());
-        let first = pull(&table, dir.path(), &["-r"]);
-        let second = pull(&table, dir.path(), &["-r"]);
-        assert_eq!(first, second);
+        let vanished = vec!["file has vanished: \"x\" (in b)\n".to_string()];
+        assert_eq!(pull(&table, &["-r"]), (true, vanished.clone()));
+        assert_eq!(pull(&table, &["-r"]), (false, vanished.clone()));
         let c = table.counts();
         assert_eq!((c.built, c.hits, c.held), (1, 1, 1));
         // -c puts sums in the list: its own list.
-        pull(&table, dir.path(), &["-r", "-c"]);
+        assert_eq!(pull(&table, &["-r", "-c"]), (true, vanished));
         assert_eq!(table.counts().built, 2);
         assert!(table.counts().bytes > 0);
         assert_eq!(table.drop_build("b"), 2);
