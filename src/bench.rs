@@ -20,6 +20,7 @@
 use crate::delta::bench::{disk_image, edit, edits_for, sums_for, Prng};
 use crate::delta::{BlockSums, MatchMode, Matcher, StrongSum, SumKind, TokenSink};
 use crate::protocol::memo::{BuildMemo, FileRequest, Memo, Session, MEMO_MAX_BYTES};
+use crate::protocol::share::TreeId;
 use crate::protocol::token::{TokenWriter, Tokens};
 use crate::protocol::wire::WireWrite;
 use std::fmt;
@@ -305,7 +306,8 @@ fn classroom(
     memo: bool,
 ) -> io::Result<ClientsResult> {
     let shared = std::sync::Arc::new(Memo::new(MEMO_MAX_BYTES));
-    let build = memo.then(|| Memo::for_build(&shared, CLIENTS_BUILD, 0));
+    let tree = TreeId::of(file)?;
+    let build = memo.then(|| Memo::for_build(&shared, CLIENTS_BUILD, tree));
     let started = Instant::now();
     let cpu_started = process_cpu_seconds();
     let sent: Vec<io::Result<u64>> = std::thread::scope(|s| {

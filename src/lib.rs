@@ -21,8 +21,9 @@
 //!   and pinning the admin commands print.
 //! - [`protocol`]: the rsync wire, without policy: integers and multiplexing,
 //!   server arguments, the protocol setup (compat flags, negotiated names),
-//!   the file list, filters, the sender loop, token streams, and the memo
-//!   that replays a build's deltas for identical requests.
+//!   the file list, filters, the sender loop, token streams, the memo
+//!   that replays a build's deltas for identical requests, and the file
+//!   lists a build's connections share.
 //! - [`source`]: what the sender reads: a tree on disk, plus for builds the
 //!   metadata table that overrides owners, modes and device entries.
 //! - [`meta`]: that metadata table, which `cache` writes and `source` reads.

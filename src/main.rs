@@ -13,6 +13,7 @@ use upserv::daemon::{self, gatekeeper, pool, service_user, signals::Signals, Ser
 use upserv::logging::{self, Role};
 use upserv::outln;
 use upserv::protocol::memo::Memo;
+use upserv::protocol::SharedLists;
 
 fn usage_failure(message: impl std::fmt::Display) -> ExitCode {
     logging::error(&message);
@@ -243,6 +244,7 @@ fn reload_server(
     cache: &Option<Cache>,
     slots: &Arc<daemon::slots::Slots>,
     memo: &Option<Arc<Memo>>,
+    lists: &Option<Arc<SharedLists>>,
 ) -> Result<Arc<Server>, String> {
     let (fresh, warnings) = config::load_settings(&inv.overrides).map_err(|e| e.to_string())?;
     for w in &warnings {
@@ -253,7 +255,10 @@ fn reload_server(
     }
     let server = Server::new(&fresh, cache.clone())?;
     Ok(Arc::new(
-        server.with_slots(Arc::clone(slots)).with_memo(memo.clone()),
+        server
+            .with_slots(Arc::clone(slots))
+            .with_memo(memo.clone())
+            .with_lists(lists.clone()),
     ))
 }
 
@@ -317,17 +322,19 @@ fn run_daemon(inv: &Invocation, settings: &Settings) -> ExitCode {
     };
     let (cache, slots) = (server.cache.clone(), Arc::clone(&server.slots));
     let memo = server.memo.clone();
+    let lists = server.lists.clone();
     let stats = daemon::stats::Stats::new();
     let observed = daemon::report::Observed {
         stats: Arc::clone(&stats),
         cache: cache.as_ref().map(Cache::watch),
         memo: memo.clone(),
+        lists: lists.clone(),
     };
     let _control = match daemon::start_observers(&settings.global, observed) {
         Ok(control) => control,
         Err(e) => return runtime_failure(e),
     };
-    let mut reload = || reload_server(inv, settings, &cache, &slots, &memo);
+    let mut reload = || reload_server(inv, settings, &cache, &slots, &memo, &lists);
     let pool = pool::PoolConfig {
         workers: settings.global.workers,
         stats,

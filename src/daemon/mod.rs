@@ -34,6 +34,7 @@ use crate::protocol::filter::{DaemonRules, FilterList};
 use crate::protocol::io::Conn;
 use crate::protocol::memo::{Memo, MEMO_MAX_BYTES};
 use crate::protocol::wire::{WireRead, WireWrite};
+use crate::protocol::SharedLists;
 use access::Access;
 use policy::Policy;
 use slots::Slots;
@@ -105,6 +106,11 @@ pub struct Server {
     pub cache: Option<Cache>,
     /// Deltas of builds kept for identical requests (with a cache only).
     pub memo: Option<Arc<Memo>>,
+    /// File lists of builds shared between connections (with a cache only).
+    pub lists: Option<Arc<SharedLists>>,
+    /// The generation of the module rules (`build_filters`): part of a
+    /// shared list's key, new with every configuration read.
+    pub(crate) rules_generation: u64,
     /// Who may use build modules, their timeout and filters (the global
     /// settings).
     pub(crate) build_policy: Arc<Policy>,
@@ -140,6 +146,30 @@ fn delta_memo(cache: &Cache) -> Arc<Memo> {
     memo
 }
 
+/// Shared file lists for the builds of `cache`, which forget a build when
+/// its tree leaves the cache, as the memo does ([`delta_memo`]).
+fn shared_lists(cache: &Cache) -> Arc<SharedLists> {
+    let lists = Arc::new(SharedLists::new());
+    let weak = Arc::downgrade(&lists);
+    cache.on_build_gone(move |name| {
+        let Some(lists) = weak.upgrade() else {
+            return false;
+        };
+        let dropped = lists.drop_build(name);
+        if dropped > 0 {
+            log::info!("shared lists: dropped {dropped} lists of build {name}");
+        }
+        true
+    });
+    lists
+}
+
+/// A new generation of module rules for every configuration read.
+fn next_rules_generation() -> u64 {
+    static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// `max connections` and `max connections per host` of the global part.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ConnLimits {
@@ -169,6 +199,8 @@ impl Server {
                 .collect::<Result<_, _>>()?,
             motd,
             memo: cache.as_ref().map(delta_memo),
+            lists: cache.as_ref().map(shared_lists),
+            rules_generation: next_rules_generation(),
             cache,
             build_policy: Arc::new(Policy::from_params(defaults)),
             build_timeout: defaults.timeout,
@@ -198,6 +230,13 @@ impl Server {
     /// The same server using the delta memo a reload carries over.
     pub fn with_memo(mut self, memo: Option<Arc<Memo>>) -> Server {
         self.memo = memo;
+        self
+    }
+
+    /// The same server using the shared lists a reload carries over (its
+    /// rules are new, so are its lists' keys).
+    pub fn with_lists(mut self, lists: Option<Arc<SharedLists>>) -> Server {
+        self.lists = lists;
         self
     }
 

@@ -11,6 +11,8 @@ use crate::cache::human_size;
 use crate::cache::stats::{DownloadView, REQUEST_RESULTS};
 use crate::cache::{CacheReport, CacheWatch};
 use crate::protocol::memo::{Memo, MemoCounts};
+use crate::protocol::share::Counts;
+use crate::protocol::SharedLists;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -21,6 +23,8 @@ pub struct Observed {
     pub cache: Option<CacheWatch>,
     /// The delta memo of the builds, with a cache.
     pub memo: Option<Arc<Memo>>,
+    /// The file lists the builds' connections share, with a cache.
+    pub lists: Option<Arc<SharedLists>>,
 }
 
 impl Observed {
@@ -29,6 +33,7 @@ impl Observed {
             daemon: self.stats.report(),
             cache: self.cache.as_ref().map(CacheWatch::report),
             memo: self.memo.as_ref().map(|m| m.counts()),
+            lists: self.lists.as_ref().map(|l| l.counts()),
         }
     }
 }
@@ -38,6 +43,7 @@ pub(crate) struct Report {
     pub(crate) daemon: DaemonReport,
     pub(crate) cache: Option<CacheReport>,
     pub(crate) memo: Option<MemoCounts>,
+    pub(crate) lists: Option<Counts>,
 }
 
 /// The downloads in progress, one line each, as `status` and `list` show
@@ -203,6 +209,17 @@ impl Report {
             }
             None => out.push_str("null"),
         }
+        out.push_str(",\"lists\":");
+        match &self.lists {
+            Some(l) => {
+                let _ = write!(
+                    out,
+                    "{{\"held\":{},\"bytes\":{},\"hits\":{},\"built\":{},\"evicted\":{},\"dropped\":{}}}",
+                    l.held, l.bytes, l.hits, l.built, l.evicted, l.dropped
+                );
+            }
+            None => out.push_str("null"),
+        }
         out.push_str("}\n");
         out
     }
@@ -271,6 +288,32 @@ impl Report {
                 "counter",
                 "Deltas computed and kept.",
                 m.computed,
+            );
+        }
+        if let Some(l) = &self.lists {
+            metric(
+                "upserv_lists_held",
+                "gauge",
+                "File lists of builds kept for connections that pull alike.",
+                l.held,
+            );
+            metric(
+                "upserv_lists_bytes",
+                "gauge",
+                "Memory the kept file lists take.",
+                l.bytes,
+            );
+            metric(
+                "upserv_lists_hits_total",
+                "counter",
+                "File lists taken from another connection instead of built.",
+                l.hits,
+            );
+            metric(
+                "upserv_lists_built_total",
+                "counter",
+                "File lists built for sharing.",
+                l.built,
             );
         }
         let Some(c) = &self.cache else {

@@ -12,16 +12,17 @@ use super::admit::{self, Admitted};
 use super::opening::{self, Ask, Need, Opening, Request, Step};
 use super::{Module, ModuleRoot, Server};
 use crate::cache::Lookup;
+use crate::protocol::flist::shared::BuildLists;
 use crate::protocol::io::Conn;
 use crate::protocol::memo::Memo;
 use crate::protocol::options::{self, Options};
 use crate::protocol::sender::{self, Pull, TransferStats};
+use crate::protocol::share::TreeId;
 use crate::protocol::wire::{WireRead, WireWrite};
 use crate::source::Source;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 pub(crate) use super::opening::MAX_LINE_LEN;
@@ -274,18 +275,28 @@ fn pull(
     // Builds never change under their name: every laptop gets the same
     // seed, so identical requests can share one delta. Static modules can
     // change under us and keep rsync's time-based seed.
-    let (cache, seed, memo) = match (&module.root, &server.cache) {
-        (ModuleRoot::Build(guard), Some(c)) => (
-            Some(guard.lookup()),
-            Some(c.build_seed(guard.name())),
-            server.memo.as_ref().and_then(|memo| {
-                let tree = std::fs::symlink_metadata(guard.root()).ok()?.ino();
-                Some(Memo::for_build(memo, guard.name(), tree))
-            }),
-        ),
-        (ModuleRoot::Build(guard), None) => (Some(guard.lookup()), None, None),
-        (ModuleRoot::Static(_), _) => (None, None, None),
-    };
+    // For the same reason they share one file list per list shape.
+    let (cache, seed, memo, lists) =
+        match (&module.root, &server.cache) {
+            (ModuleRoot::Build(guard), Some(c)) => {
+                let tree = TreeId::of(guard.root()).ok();
+                let rules = server.rules_generation;
+                (
+                    Some(guard.lookup()),
+                    Some(c.build_seed(guard.name())),
+                    server
+                        .memo
+                        .as_ref()
+                        .zip(tree)
+                        .map(|(memo, tree)| Memo::for_build(memo, guard.name(), tree)),
+                    server.lists.as_ref().zip(tree).map(|(lists, tree)| {
+                        BuildLists::for_build(lists, guard.name(), tree, rules)
+                    }),
+                )
+            }
+            (ModuleRoot::Build(guard), None) => (Some(guard.lookup()), None, None, None),
+            (ModuleRoot::Static(_), _) => (None, None, None, None),
+        };
     let pull = Pull {
         opts: &opts,
         protocol,
@@ -295,6 +306,7 @@ fn pull(
         daemon_filters: module.filters.clone(),
         seed,
         memo,
+        lists,
         io_timeout: announced_timeout(module.timeout, opts.timeout),
     };
     let outcome = match sender::run(conn, pull) {

@@ -3,8 +3,9 @@
 //! checksum seed), so the result of matching one file against one set of
 //! sums is kept and replayed instead of searched for again.
 //!
-//! Owns the memo ([`Memo`]: entries, their memory, the LRU order, who
-//! computes what) and one connection's use of it ([`Session`]). It must not
+//! Owns the memo ([`Memo`]: its key and values, on the table of
+//! [`super::share`], which keeps the entries, their memory, the LRU order
+//! and who computes what) and one connection's use of it ([`Session`]). It must not
 //! know the wire or compression: it sits between the sender and the token
 //! writer, so `-z` still compresses per connection, and it hands the token
 //! writer exactly the calls the matcher would (the same literal pieces, the
@@ -34,16 +35,15 @@
 //! Only builds use it: a build's files never change under a name and
 //! identity, while a static module's may.
 
+use super::share::{BuildKey, Claim, Counts, Table, TreeId, ENTRY_OVERHEAD};
 use crate::delta::{BlockSums, MatchError, MatchMode, MatchOutcome, Matcher, StrongSum, TokenSink};
-use parking_lot::{Condvar, Mutex};
 use sha2::digest::Digest as _;
 use sha2::Sha256;
-use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The memory the daemon's memo may hold: the recorded calls and keys of
 /// all entries. A 64 MiB file against 8 KiB blocks records about 100 KiB,
@@ -59,9 +59,6 @@ pub(crate) const ENTRY_SHARE: u64 = 4;
 /// before it computes for itself (a computing connection whose client
 /// stops reading must not hold up the others for its whole timeout).
 pub(crate) const MEMO_WAIT_LIMIT: Duration = Duration::from_secs(30);
-
-/// What an entry costs besides its calls: the key, the map and LRU slots.
-const ENTRY_OVERHEAD: u64 = 256;
 
 /// One call the matcher made on its sink. Literal pieces are the matcher's
 /// own (a window's worth at most, far below 4 GiB), blocks are at most
@@ -80,11 +77,9 @@ pub(crate) struct Delta {
 }
 
 impl Delta {
-    /// The memory it takes in the memo.
-    fn memory(&self, key: &Key) -> u64 {
-        (self.calls.len() * std::mem::size_of::<Call>()) as u64
-            + key.path.len() as u64
-            + ENTRY_OVERHEAD
+    /// The memory it takes in the memo, with the path of its key.
+    fn memory(&self, path_len: usize) -> u64 {
+        (self.calls.len() * std::mem::size_of::<Call>() + path_len) as u64
     }
 
     /// Hands the sink the calls the matcher made, reading their bytes from
@@ -155,6 +150,12 @@ struct Key {
     sums: [u8; 32],
 }
 
+impl BuildKey for Key {
+    fn build(&self) -> &str {
+        &self.build
+    }
+}
+
 /// SHA-256 over the head and every sum, in order.
 fn digest_sums(sums: &BlockSums) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -173,35 +174,6 @@ fn digest_sums(sums: &BlockSums) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Where one computation stands, for those waiting on it.
-enum Progress {
-    Computing,
-    Ready(Arc<Delta>),
-    Failed,
-}
-
-struct Pending {
-    progress: Mutex<Progress>,
-    changed: Condvar,
-}
-
-impl Pending {
-    fn settle(&self, to: Progress) {
-        *self.progress.lock() = to;
-        self.changed.notify_all();
-    }
-}
-
-enum State {
-    Computing(Arc<Pending>),
-    Ready {
-        delta: Arc<Delta>,
-        /// Position in the LRU order.
-        tick: u64,
-        memory: u64,
-    },
-}
-
 /// What the memo did, for status and the log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct MemoCounts {
@@ -210,79 +182,16 @@ pub(crate) struct MemoCounts {
     pub(crate) bytes: u64,
     /// Files sent by replaying an entry (including after waiting).
     pub(crate) replayed: u64,
-    /// Files computed and kept.
+    /// Files computed for the others (kept, or too large to keep).
     pub(crate) computed: u64,
     /// Entries evicted for room, and dropped with their build.
     pub(crate) evicted: u64,
     pub(crate) dropped: u64,
 }
 
-#[derive(Default)]
-struct Table {
-    entries: HashMap<Arc<Key>, State>,
-    /// The tree (root inode) each build's entries were made from.
-    trees: HashMap<Box<str>, u64>,
-    lru: BTreeMap<u64, Arc<Key>>,
-    tick: u64,
-    counts: MemoCounts,
-}
-
-impl Table {
-    /// Forgets `key`, ready or computing.
-    fn remove(&mut self, key: &Key) {
-        if let Some(State::Ready { tick, memory, .. }) = self.entries.remove(key) {
-            self.lru.remove(&tick);
-            self.counts.bytes -= memory;
-            self.counts.entries -= 1;
-        }
-    }
-
-    /// Forgets every entry of `build`; returns how many were ready.
-    fn drop_build(&mut self, build: &str) -> u64 {
-        let keys: Vec<Arc<Key>> = self
-            .entries
-            .keys()
-            .filter(|k| &*k.build == build)
-            .cloned()
-            .collect();
-        let mut dropped = 0;
-        for key in keys {
-            if matches!(self.entries.get(&key), Some(State::Ready { .. })) {
-                dropped += 1;
-            }
-            self.remove(&key);
-        }
-        self.counts.dropped += dropped;
-        dropped
-    }
-
-    /// Evicts the least recently used entry; `false` when there is none.
-    fn evict_oldest(&mut self) -> bool {
-        let Some((_, oldest)) = self.lru.pop_first() else {
-            return false;
-        };
-        if let Some(State::Ready { memory, .. }) = self.entries.remove(&oldest) {
-            self.counts.bytes -= memory;
-            self.counts.entries -= 1;
-            self.counts.evicted += 1;
-        }
-        true
-    }
-}
-
 /// The memo of one daemon; see the module comment.
 pub struct Memo {
-    limit: u64,
-    /// How long an identical request waits ([`MEMO_WAIT_LIMIT`]).
-    wait: Duration,
-    table: Mutex<Table>,
-}
-
-/// What a request gets from the memo.
-enum Claim<'m> {
-    Replay(Arc<Delta>),
-    /// Compute, and record for the others when holding the producer.
-    Compute(Option<Producer<'m>>),
+    table: Table<Key, Delta>,
 }
 
 impl Memo {
@@ -295,167 +204,50 @@ impl Memo {
     /// A memo whose identical requests wait `wait` for each other.
     pub(crate) fn with_wait(limit: u64, wait: Duration) -> Memo {
         Memo {
-            limit,
-            wait,
-            table: Mutex::new(Table::default()),
+            table: Table::new(limit, ENTRY_SHARE, wait),
         }
-    }
-
-    /// The most one entry may take.
-    fn entry_limit(&self) -> u64 {
-        self.limit / ENTRY_SHARE
     }
 
     /// The counters now.
     pub(crate) fn counts(&self) -> MemoCounts {
-        self.table.lock().counts
+        let Counts {
+            held,
+            bytes,
+            hits,
+            built,
+            evicted,
+            dropped,
+        } = self.table.counts();
+        MemoCounts {
+            entries: held,
+            bytes,
+            replayed: hits,
+            computed: built,
+            evicted,
+            dropped,
+        }
     }
 
     /// Forgets every entry of `build` (its tree left the cache); returns
     /// how many went. Computations under way finish for their waiters and
     /// are not kept.
     pub(crate) fn drop_build(&self, build: &str) -> u64 {
-        let mut t = self.table.lock();
-        t.trees.remove(build);
-        t.drop_build(build)
+        self.table.drop_build(build)
     }
 
-    /// A connection's handle on the memo for the build `name` whose tree
-    /// (its root directory) has inode `tree`. A tree other than the one
-    /// seen before means the build was replaced or evicted by another
-    /// process (the admin commands): its old entries are dropped here.
-    pub(crate) fn for_build(memo: &Arc<Memo>, name: &str, tree: u64) -> BuildMemo {
-        let mut t = memo.table.lock();
-        if t.trees
-            .insert(name.into(), tree)
-            .is_some_and(|old| old != tree)
-        {
-            let dropped = t.drop_build(name);
-            if dropped > 0 {
-                log::info!("delta memo: dropped {dropped} entries of build {name}: a new tree");
-            }
+    /// A connection's handle on the memo for the build `name` served from
+    /// `tree`. A tree other than the one seen before means the build was
+    /// replaced or evicted by another process (the admin commands): its
+    /// old entries are dropped here.
+    pub(crate) fn for_build(memo: &Arc<Memo>, name: &str, tree: TreeId) -> BuildMemo {
+        let dropped = memo.table.note_tree(name, tree);
+        if dropped > 0 {
+            log::info!("delta memo: dropped {dropped} entries of build {name}: a new tree");
         }
         BuildMemo {
             memo: Arc::clone(memo),
             build: name.into(),
         }
-    }
-
-    fn claim(&self, key: Key) -> Claim<'_> {
-        let key = Arc::new(key);
-        let deadline = Instant::now() + self.wait;
-        loop {
-            let pending = {
-                let mut t = self.table.lock();
-                let t = &mut *t;
-                match t.entries.get_mut(&key) {
-                    Some(State::Ready { delta, tick, .. }) => {
-                        let delta = Arc::clone(delta);
-                        t.lru.remove(tick);
-                        t.tick += 1;
-                        *tick = t.tick;
-                        t.lru.insert(t.tick, Arc::clone(&key));
-                        t.counts.replayed += 1;
-                        return Claim::Replay(delta);
-                    }
-                    Some(State::Computing(p)) => Arc::clone(p),
-                    None => {
-                        let pending = Arc::new(Pending {
-                            progress: Mutex::new(Progress::Computing),
-                            changed: Condvar::new(),
-                        });
-                        let state = State::Computing(Arc::clone(&pending));
-                        t.entries.insert(Arc::clone(&key), state);
-                        return Claim::Compute(Some(Producer {
-                            memo: self,
-                            key,
-                            pending,
-                            settled: false,
-                        }));
-                    }
-                }
-            };
-            let mut progress = pending.progress.lock();
-            while matches!(*progress, Progress::Computing) {
-                if pending
-                    .changed
-                    .wait_until(&mut progress, deadline)
-                    .timed_out()
-                {
-                    return Claim::Compute(None);
-                }
-            }
-            if let Progress::Ready(delta) = &*progress {
-                self.table.lock().counts.replayed += 1;
-                return Claim::Replay(Arc::clone(delta));
-            }
-            // It failed and is gone from the table: try to compute it (or
-            // wait for whoever got there first), until the deadline.
-            if Instant::now() >= deadline {
-                return Claim::Compute(None);
-            }
-        }
-    }
-}
-
-/// The right and duty to compute one key: settled on success by
-/// [`Producer::keep`]; dropped unsettled (a failure), it tells the waiters
-/// to compute for themselves.
-struct Producer<'m> {
-    memo: &'m Memo,
-    key: Arc<Key>,
-    pending: Arc<Pending>,
-    settled: bool,
-}
-
-impl Producer<'_> {
-    /// Hands `delta` to the waiters, and keeps it unless it is too large
-    /// or its build was dropped meanwhile.
-    fn keep(mut self, delta: Arc<Delta>) {
-        self.settled = true;
-        self.pending.settle(Progress::Ready(Arc::clone(&delta)));
-        let memory = delta.memory(&self.key);
-        let mut t = self.memo.table.lock();
-        let ours = matches!(t.entries.get(&self.key),
-            Some(State::Computing(p)) if Arc::ptr_eq(p, &self.pending));
-        if !ours {
-            return;
-        }
-        if memory > self.memo.entry_limit() {
-            t.entries.remove(&self.key);
-            return;
-        }
-        while t.counts.bytes + memory > self.memo.limit && t.evict_oldest() {}
-        t.tick += 1;
-        let tick = t.tick;
-        t.lru.insert(tick, Arc::clone(&self.key));
-        t.entries.insert(
-            Arc::clone(&self.key),
-            State::Ready {
-                delta,
-                tick,
-                memory,
-            },
-        );
-        t.counts.bytes += memory;
-        t.counts.entries += 1;
-        t.counts.computed += 1;
-    }
-}
-
-impl Drop for Producer<'_> {
-    fn drop(&mut self) {
-        if self.settled {
-            return;
-        }
-        let mut t = self.memo.table.lock();
-        if matches!(t.entries.get(&self.key),
-            Some(State::Computing(p)) if Arc::ptr_eq(p, &self.pending))
-        {
-            t.entries.remove(&self.key);
-        }
-        drop(t);
-        self.pending.settle(Progress::Failed);
     }
 }
 
@@ -545,17 +337,18 @@ impl Session {
             return matcher.send(file, req.size, req.sums, req.strong, req.mode, sink);
         };
         let memo = &self.memo.as_ref().expect("a key needs a memo").memo;
-        match memo.claim(key) {
-            Claim::Replay(delta) => delta.replay(file, req.with_matched_data, &mut self.buf, sink),
-            Claim::Compute(None) => {
+        let claim = memo.table.claim(key, &mut || Ok(()));
+        match claim.map_err(MatchError::Sink)? {
+            Claim::Ready(delta) => delta.replay(file, req.with_matched_data, &mut self.buf, sink),
+            Claim::Produce(None) => {
                 matcher.send(file, req.size, req.sums, req.strong, req.mode, sink)
             }
-            Claim::Compute(Some(producer)) => {
+            Claim::Produce(Some(producer)) => {
                 // Computed apart from this connection's client, so that
                 // the identical requests waiting meanwhile wait for the
                 // matching only, never for a slow laptop; then sent to
                 // this client like to every other.
-                let max_bytes = memo.entry_limit().saturating_sub(ENTRY_OVERHEAD);
+                let max_bytes = memo.table.entry_limit().saturating_sub(ENTRY_OVERHEAD);
                 let mut rec = Recording {
                     calls: Vec::new(),
                     max_calls: (max_bytes / std::mem::size_of::<Call>() as u64) as usize,
@@ -572,7 +365,7 @@ impl Session {
                             calls: rec.calls,
                             outcome,
                         });
-                        producer.keep(Arc::clone(&delta));
+                        producer.keep(Arc::clone(&delta), delta.memory(req.path.len()));
                         delta.replay(file, req.with_matched_data, &mut self.buf, sink)
                     }
                     _ => {
@@ -810,77 +603,5 @@ mod tests {
         assert_eq!(memo.drop_build("build-1"), 4);
         assert_eq!(memo.counts().entries, 0);
         assert_eq!(memo.counts().bytes, 0);
-    }
-
-    fn test_key(n: u8) -> Key {
-        Key {
-            build: "b".into(),
-            path: Box::new([n]),
-            size: 0,
-            mtime: 0,
-            mtime_nsec: 0,
-            ino: 0,
-            dev: 0,
-            protocol: 29,
-            sum_kind: "md4",
-            seed: 1,
-            head: [0; 4],
-            inplace: false,
-            sums: [0; 32],
-        }
-    }
-
-    #[test]
-    fn a_waiter_gives_up_after_the_wait_limit() {
-        let memo = Memo::with_wait(MEMO_MAX_BYTES, Duration::from_millis(50));
-        let key = test_key(1);
-        let Claim::Compute(Some(_producer)) = memo.claim(key.clone()) else {
-            panic!("first claim computes")
-        };
-        let started = Instant::now();
-        assert!(matches!(memo.claim(key), Claim::Compute(None)));
-        assert!(started.elapsed() >= Duration::from_millis(50));
-    }
-
-    #[test]
-    fn waiters_get_the_first_result_and_a_failure_hangs_nobody() {
-        let memo = Memo::new(MEMO_MAX_BYTES);
-        let key = test_key;
-        let delta = || Delta {
-            calls: vec![Call::Literal(3)],
-            outcome: MatchOutcome {
-                file_sum: crate::delta::Digest::zeros(16),
-                literal_bytes: 3,
-                matched_bytes: 0,
-                source_len: 3,
-                size_changed: false,
-            },
-        };
-        // A producer that succeeds while others wait.
-        let Claim::Compute(Some(p)) = memo.claim(key(1)) else {
-            panic!("first claim computes")
-        };
-        std::thread::scope(|s| {
-            let waiters: Vec<_> = (0..4).map(|_| s.spawn(|| memo.claim(key(1)))).collect();
-            while Arc::strong_count(&p.pending) < 6 {
-                std::thread::yield_now();
-            }
-            p.keep(Arc::new(delta()));
-            for w in waiters {
-                assert!(matches!(w.join().unwrap(), Claim::Replay(d) if *d == delta()));
-            }
-        });
-        // A producer that fails: one waiter takes over, nobody hangs.
-        let Claim::Compute(Some(p)) = memo.claim(key(2)) else {
-            panic!("first claim computes")
-        };
-        std::thread::scope(|s| {
-            let waiter = s.spawn(|| matches!(memo.claim(key(2)), Claim::Compute(Some(_))));
-            while Arc::strong_count(&p.pending) < 3 {
-                std::thread::yield_now();
-            }
-            drop(p);
-            assert!(waiter.join().unwrap());
-        });
     }
 }

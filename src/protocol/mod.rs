@@ -10,7 +10,10 @@
 //! - [`flist`]: the file list: building, sorting, encoding.
 //! - [`sender`]: the per-file loop; [`token`]: how deltas are encoded,
 //!   plain or compressed; [`memo`]: deltas of builds kept and replayed
-//!   for identical requests.
+//!   for identical requests; [`share`]: the table behind the file lists
+//!   builds share between connections (`flist::shared`).
+
+pub use flist::shared::SharedLists;
 
 pub(crate) mod bwlimit;
 pub mod filter;
@@ -22,6 +25,7 @@ pub(crate) mod ndx;
 pub mod options;
 pub mod sender;
 pub(crate) mod setup;
+pub(crate) mod share;
 pub(crate) mod token;
 pub mod wildmatch;
 pub(crate) mod wire;

@@ -962,6 +962,132 @@ impl Options {
     }
 }
 
+impl Options {
+    /// What of the options shapes the file list, in one canonical byte
+    /// string: two pulls whose strings differ may list different entries
+    /// or hold different values in them, so they must not share a list
+    /// (`flist::shared`). Every field is named here, so that a new one
+    /// needs a decision; when in doubt a field goes in (a missed share
+    /// costs time, a wrong one serves a wrong list).
+    pub(crate) fn list_shape(&self) -> Vec<u8> {
+        let Options {
+            // The walk: which entries, and what each holds.
+            recurse,
+            dirs,
+            list_only,
+            links,
+            copy_links,
+            copy_dirlinks,
+            copy_unsafe_links,
+            safe_links,
+            hard_links,
+            owner,
+            group,
+            devices,
+            specials,
+            acls,
+            xattrs,
+            atimes,
+            checksum,
+            cvs_exclude,
+            relative,
+            qsort,
+            implied_dirs,
+            one_file_system,
+            numeric_ids,
+            ignore_errors,
+            names_withheld,
+            skip_unreadable,
+            files_from,
+            from0,
+            missing_args,
+            prune_empty_dirs,
+            max_size,
+            min_size,
+            file_sum,
+            checksum_seed,
+            paths,
+            // Capabilities: the encoding and incremental recursion, which
+            // the caller keys apart; in, as a client that differs here
+            // may differ elsewhere.
+            client_info,
+            // Not in the list: the encoder writes what every entry holds
+            // (mode, mtime) as these ask, per connection.
+            perms: _,
+            executability: _,
+            times: _,
+            // Not in the list: the transfer, the transport and the log.
+            server: _,
+            sender: _,
+            verbose: _,
+            dry_run: _,
+            ignore_times: _,
+            whole_file: _,
+            compression: _,
+            compress_named: _,
+            compress_level: _,
+            block_size: _,
+            timeout: _,
+            xfer_sum: _,
+            inplace: _,
+            append: _,
+            bwlimit: _,
+            // How the options and paths arrived; their effect is above.
+            given: _,
+            given_seen: _,
+            protect_args: _,
+        } = self;
+        let mut out = Vec::new();
+        let flags = [
+            *recurse,
+            *dirs,
+            *list_only,
+            *links,
+            *copy_links,
+            *copy_dirlinks,
+            *copy_unsafe_links,
+            *safe_links,
+            *hard_links,
+            *owner,
+            *group,
+            *devices,
+            *specials,
+            *acls,
+            *xattrs,
+            *atimes,
+            *checksum,
+            *cvs_exclude,
+            *relative,
+            *qsort,
+            *implied_dirs,
+            *numeric_ids,
+            *ignore_errors,
+            *names_withheld,
+            *skip_unreadable,
+            *from0,
+            *prune_empty_dirs,
+        ];
+        out.extend(flags.map(u8::from));
+        out.push(*one_file_system);
+        let mut field = |bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend_from_slice(bytes);
+        };
+        field(format!("{missing_args:?} {max_size:?} {min_size:?}").as_bytes());
+        // The file sums in the list (-c), their kind and seed.
+        if *checksum {
+            field(format!("{file_sum:?} {checksum_seed:?}").as_bytes());
+        }
+        field(&[u8::from(files_from.is_some())]);
+        field(files_from.as_deref().unwrap_or_default());
+        field(client_info);
+        for path in paths {
+            field(path);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

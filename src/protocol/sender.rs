@@ -9,6 +9,7 @@
 //! statistics, and from 31 on one more exchange of end markers.
 
 use super::filter::{FilterList, Filters, MAX_WIRE_RULE_LEN};
+use super::flist::shared::{self, BuildLists, Built, Shape, Which};
 use super::flist::{self, Builder, DirWalk, Encoder, Feed, ListSource, Reporter};
 use super::glob;
 use super::io::{Conn, MsgTag};
@@ -23,6 +24,7 @@ use crate::delta::{BlockSums, MatchError, MatchMode, Matcher};
 use crate::source::Source;
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// rsync's OLD_MAX_BLOCK_SIZE: the largest block length below protocol 30.
@@ -109,6 +111,8 @@ pub(crate) struct Pull<'a> {
     pub(crate) seed: Option<u32>,
     /// For builds: the daemon's delta memo.
     pub(crate) memo: Option<BuildMemo>,
+    /// For builds: the file lists shared between connections.
+    pub(crate) lists: Option<BuildLists>,
     /// The I/O timeout in seconds the client is told at 31+ (rsync:
     /// main.c start_server, MSG_IO_TIMEOUT), so that it adopts a shorter
     /// one; 0 for none.
@@ -191,7 +195,11 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
         ..pull
     };
     let opts = pull.opts;
-    let client_filters = receive_filter_rules(conn, opts, pull.protocol)?;
+    let mut shape = pull
+        .lists
+        .as_ref()
+        .map(|l| l.shape(opts, pull.protocol, seed));
+    let client_filters = receive_filter_rules(conn, opts, pull.protocol, shape.as_mut())?;
     let mut filters = Filters::new(
         pull.source.root(),
         pull.daemon_filters.clone(),
@@ -221,19 +229,53 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
             (base, names)
         }
     };
+    let share = shape.map(|mut shape| {
+        shape.add(&base);
+        for name in &names {
+            shape.add(name);
+        }
+        shape.finish(setup.inc_recurse())
+    });
     let started = Instant::now();
-    let mut builder = Builder::new(
-        opts,
-        pull.protocol,
-        pull.source,
-        &mut filters,
-        conn,
-        pull.module,
-    );
-    if setup.inc_recurse() {
-        builder = builder.incremental();
-    }
-    let (mut list, top_scope) = match builder.build_first(&base, &names) {
+    // The whole list, or the first of an incremental pull, built in the
+    // order rsync walks and sent in it, then sorted. The whole list of a
+    // build is shared; the first list of an incremental pull is each
+    // connection's own (it enters the filter scopes the later lists use).
+    let first = if setup.inc_recurse() {
+        Builder::new(
+            opts,
+            pull.protocol,
+            pull.source,
+            &mut filters,
+            conn,
+            pull.module,
+        )
+        .incremental()
+        .build_first(&base, &names)
+        .map(|(mut list, top_scope)| {
+            let order = list.sort_keeping_walk_order();
+            (Arc::new(Built::new(list, Some(order))), top_scope)
+        })
+    } else {
+        shared::obtain(share.as_ref(), Which::Whole, conn, |reporter| {
+            let (mut list, _) = Builder::new(
+                opts,
+                pull.protocol,
+                pull.source,
+                &mut filters,
+                reporter,
+                pull.module,
+            )
+            .build_first(&base, &names)?;
+            let order = list.sort_keeping_walk_order();
+            if share.is_some() {
+                list.shrink_to_fit();
+            }
+            Ok(Built::new(list, Some(order)))
+        })
+        .map(|built| (built, None))
+    };
+    let (first, top_scope) = match first {
         Ok(built) => built,
         Err(e) => {
             let text = format!("rsync: [sender] {e}");
@@ -247,12 +289,14 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
         encoder = encoder.incremental();
         encoder.start_list(1);
     }
-    let io_error = encoder.send_list(conn, &list)?;
+    let list = Arc::clone(&first.list);
+    let io_error = encoder.send_list(conn, &list, first.walk_order.as_deref(), list.io_error)?;
     if io_error != 0 {
         conn.send_msg_bytes(MsgTag::IoError, &io_error.to_le_bytes())?;
     }
     let xfer_ms = started.elapsed().as_millis() as i64;
-    list.sort();
+    // The order it was built in is not needed again.
+    drop(first);
     let mut ndx_out = NdxCodec::new(pull.protocol);
     let feed = if setup.inc_recurse() {
         let walk = DirWalk::new(&list, top_scope)?;
@@ -262,6 +306,7 @@ fn transfer(conn: &mut Conn, pull: Pull) -> Result<TransferStats, TransferError>
             source: pull.source,
             module: pull.module,
             filters,
+            share: share.as_ref(),
         };
         Feed::incremental(from, walk, encoder, list, conn, &mut ndx_out)?
     } else if list.is_empty() {
@@ -357,11 +402,13 @@ fn fatal<T>(conn: &mut Conn, protocol: u32, code: i32, text: String) -> Result<T
 }
 
 /// rsync: exclude.c recv_filter_list: (length, rule) pairs ended by a zero length,
-/// then the CVS rules when the client asked for `-C`.
+/// then the CVS rules when the client asked for `-C`. Each rule as sent
+/// goes into the pull's `shape`, when its list may be shared.
 fn receive_filter_rules(
     conn: &mut Conn,
     opts: &Options,
     protocol: u32,
+    mut shape: Option<&mut Shape>,
 ) -> Result<FilterList, TransferError> {
     let mut list = FilterList::new();
     let mut rule = Vec::new();
@@ -380,6 +427,9 @@ fn receive_filter_rules(
         }
         rule.resize(len as usize, 0);
         conn.read_exact(&mut rule)?;
+        if let Some(shape) = shape.as_deref_mut() {
+            shape.add(&rule);
+        }
         if let Err(e) = list.add_wire_rule(&rule, protocol) {
             return fatal(conn, protocol, RERR_SYNTAX, format!("rsync: [sender] {e}"));
         }

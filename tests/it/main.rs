@@ -32,6 +32,7 @@ mod parity;
 mod protocol30;
 mod reference;
 mod scale_out;
+mod shared_lists;
 mod support;
 mod transfer;
 mod unprivileged;

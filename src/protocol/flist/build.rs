@@ -4,6 +4,7 @@
 //! in the order rsync reads them; filters, the link options, `-x`, `-R`'s
 //! implied directories and the module's confinement decide what is listed.
 
+use super::shared::{self, Built, PullShare, Which};
 use super::{
     describe_os_error, filter_error, full_name, Entry, Extra, FileList, FilterLevel, NameType,
     Reporter, FLAG_CONTENT_DIR, FLAG_IMPLIED_DIR, FLAG_TOP_DIR, IOERR_GENERAL, IOERR_VANISHED,
@@ -15,6 +16,7 @@ use crate::protocol::io::MsgTag;
 use crate::protocol::options::{MissingArgs, Options};
 use crate::source::{self, Source, Stat};
 use std::io;
+use std::sync::Arc;
 
 /// Builds the file list for one pull.
 pub(crate) struct Builder<'a> {
@@ -43,6 +45,8 @@ pub(crate) struct Builder<'a> {
     /// contents open the transfer; its merge files apply to every later
     /// list, so it stays entered after the first list is built.
     top_scope: Option<DirToken>,
+    /// For builds: where directories' lists are shared ([`Builder::dir_list`]).
+    share: Option<&'a PullShare>,
 }
 
 impl<'a> Builder<'a> {
@@ -69,7 +73,14 @@ impl<'a> Builder<'a> {
             implied_scopes: Vec::new(),
             divert_dirs: false,
             top_scope: None,
+            share: None,
         }
+    }
+
+    /// Takes directories' lists from `share`, or builds them for it.
+    pub(crate) fn sharing(mut self, share: Option<&'a PullShare>) -> Self {
+        self.share = share;
+        self
     }
 
     /// Lists for incremental recursion: a `.` argument's contents without
@@ -138,7 +149,7 @@ impl<'a> Builder<'a> {
     /// of incremental recursion (rsync: flist.c send1extra). `roots` are
     /// the first list's transfer roots, which `root` indexes; the caller
     /// has entered the directory's filter scope.
-    pub(super) fn build_dir(
+    fn build_dir(
         &mut self,
         roots: &[Vec<u8>],
         root: u32,
@@ -151,6 +162,36 @@ impl<'a> Builder<'a> {
         }
         let empty = FileList::empty(self.protocol);
         Ok(std::mem::replace(&mut self.list, empty))
+    }
+
+    /// [`Builder::build_dir`], sorted, through the shared lists when the
+    /// pull has them. The filters are left as building leaves them.
+    pub(super) fn dir_list(
+        &mut self,
+        roots: &[Vec<u8>],
+        root: u32,
+        dir_name: &[u8],
+        content: bool,
+    ) -> io::Result<Arc<FileList>> {
+        let (opts, protocol, source, module) = (self.opts, self.protocol, self.source, self.module);
+        let divert_dirs = self.divert_dirs;
+        let filters = &mut *self.filters;
+        let which = Which::Dir {
+            root: roots[root as usize].as_slice().into(),
+            name: dir_name.into(),
+            content,
+        };
+        let built = shared::obtain(self.share, which, &mut *self.reporter, |reporter| {
+            let mut builder = Builder::new(opts, protocol, source, filters, reporter, module);
+            builder.divert_dirs = divert_dirs;
+            let mut list = builder.build_dir(roots, root, dir_name, content)?;
+            list.sort();
+            Ok(Built::new(list, None))
+        })?;
+        if content {
+            self.filters.set_transfer_root(&roots[root as usize]);
+        }
+        Ok(Arc::clone(&built.list))
     }
 
     fn add_dir_contents(&mut self, root: u32, dir_name: &[u8]) -> io::Result<()> {

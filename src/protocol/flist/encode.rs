@@ -124,27 +124,31 @@ impl<'a> Encoder<'a> {
         self.list_start = start;
     }
 
-    /// Sends the list. Returns the I/O error still to report in a message
-    /// of its own (protocol 30 without the safe file list), or 0.
+    /// Sends the list, in `order` (positions in the list: the order it
+    /// was built in) or else in its own order, ending with `io_error` (the
+    /// pull's I/O errors so far). Returns the I/O error still to report in
+    /// a message of its own (protocol 30 without the safe file list), or 0.
     pub(crate) fn send_list(
         &mut self,
         out: &mut impl WireWrite,
         list: &FileList,
+        order: Option<&[u32]>,
+        io_error: i32,
     ) -> io::Result<i32> {
         let names = &list.ids;
+        let in_order = |k: usize| match order {
+            Some(order) => &list.entries[order[k] as usize],
+            None => &list.entries[k],
+        };
         let mut buf = Vec::with_capacity(64 * 1024);
-        for e in &list.entries {
-            self.encode(&mut buf, list, e)?;
+        for k in 0..list.entries.len() {
+            self.encode(&mut buf, list, in_order(k))?;
             if buf.len() >= 32 * 1024 {
                 out.write_all(&buf)?;
                 buf.clear();
             }
         }
-        let io_error = if self.opts.ignore_errors {
-            0
-        } else {
-            list.io_error
-        };
+        let io_error = if self.opts.ignore_errors { 0 } else { io_error };
         let ended_with_error = self.write_end(&mut buf, io_error)?;
         if !self.opts.numeric_ids && !self.incremental {
             // A module's `numeric ids` withholds the names (id 0's too);
@@ -152,7 +156,7 @@ impl<'a> Encoder<'a> {
             let withheld = self.opts.names_withheld;
             let id0 = self.id0_names;
             if self.opts.owner {
-                let ids = list.entries.iter().map(|e| e.uid);
+                let ids = (0..list.entries.len()).map(|k| in_order(k).uid);
                 let name_of = |id| names.user(id).filter(|_| !withheld);
                 write_id_list(
                     &mut buf,
@@ -163,7 +167,7 @@ impl<'a> Encoder<'a> {
                 )?;
             }
             if self.opts.group {
-                let ids = list.entries.iter().map(|e| e.gid);
+                let ids = (0..list.entries.len()).map(|k| in_order(k).gid);
                 let name_of = |id| names.group(id).filter(|_| !withheld);
                 write_id_list(
                     &mut buf,

@@ -7,6 +7,7 @@
 //! last is followed by `NDX_FLIST_EOF`. The lists sent stay in the
 //! [`Window`] until the client says it is done with them.
 
+use super::shared::PullShare;
 use super::{Builder, DirWalk, Encoder, FileList, Window};
 use crate::protocol::filter::Filters;
 use crate::protocol::io::{Conn, MsgTag};
@@ -14,6 +15,7 @@ use crate::protocol::ndx::NdxCodec;
 use crate::protocol::options::Options;
 use crate::source::Source;
 use std::io;
+use std::sync::Arc;
 
 /// A list's number on the wire is this minus its directory's number.
 const NDX_FLIST_OFFSET: i32 = -101;
@@ -36,6 +38,8 @@ pub(crate) struct ListSource<'a> {
     pub(crate) source: &'a Source,
     pub(crate) module: &'a str,
     pub(crate) filters: Filters,
+    /// For builds: the lists shared between connections.
+    pub(crate) share: Option<&'a PullShare>,
 }
 
 /// The lists in flight and, with incremental recursion, those to come.
@@ -57,7 +61,7 @@ struct More<'a> {
 
 impl<'a> Feed<'a> {
     /// The whole list, sent and sorted: indices from 0, nothing to come.
-    pub(crate) fn whole(list: FileList) -> Feed<'a> {
+    pub(crate) fn whole(list: Arc<FileList>) -> Feed<'a> {
         let mut window = Window::new(0);
         window.push(list, false);
         Feed { window, more: None }
@@ -73,7 +77,7 @@ impl<'a> Feed<'a> {
         from: ListSource<'a>,
         walk: DirWalk,
         encoder: Encoder<'a>,
-        first: FileList,
+        first: Arc<FileList>,
         conn: &mut Conn,
         ndx_out: &mut NdxCodec,
     ) -> io::Result<Feed<'a>> {
@@ -147,19 +151,23 @@ impl More<'_> {
             conn,
             from.module,
         )
-        .incremental();
-        let Some(mut sub) = self.walk.next_list(builder)? else {
+        .incremental()
+        .sharing(from.share);
+        let Some(sub) = self.walk.next_list(builder)? else {
             ndx_out.write(conn, NDX_FLIST_EOF)?;
             self.eof = true;
             return Ok(());
         };
         ndx_out.write(conn, NDX_FLIST_OFFSET - sub.dir_ndx as i32)?;
-        if sub.list.io_error != 0 {
+        // A list that met an error ends with every error so far.
+        let io_error = if sub.list.io_error != 0 {
             self.io_error |= sub.list.io_error;
-            sub.list.io_error = self.io_error;
-        }
+            self.io_error
+        } else {
+            0
+        };
         self.encoder.start_list(window.next_start());
-        let io_error = self.encoder.send_list(conn, &sub.list)?;
+        let io_error = self.encoder.send_list(conn, &sub.list, None, io_error)?;
         if io_error != 0 {
             conn.send_msg_bytes(MsgTag::IoError, &io_error.to_le_bytes())?;
         }

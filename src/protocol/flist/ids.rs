@@ -20,6 +20,16 @@ impl IdNames {
         self.groups.entry(id).or_insert_with(|| Some(name.into()));
     }
 
+    /// The memory the names hold, roughly: each slot of the maps and the
+    /// names' bytes.
+    pub(super) fn memory(&self) -> u64 {
+        let slot = std::mem::size_of::<(u32, Option<Box<[u8]>>)>() + 8;
+        let names = |m: &HashMap<u32, Option<Box<[u8]>>>| -> usize {
+            m.capacity() * slot + m.values().flatten().map(|n| n.len()).sum::<usize>()
+        };
+        (names(&self.users) + names(&self.groups)) as u64
+    }
+
     pub(super) fn user(&self, id: u32) -> Option<Vec<u8>> {
         match self.users.get(&id) {
             Some(name) => name.as_ref().map(|n| n.to_vec()),

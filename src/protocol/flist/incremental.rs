@@ -20,6 +20,7 @@
 use super::{Builder, FileList, FLAG_CONTENT_DIR};
 use crate::protocol::filter::DirToken;
 use std::io;
+use std::sync::Arc;
 
 /// The most directories waiting for their list at once, over all levels of
 /// the walk: a tree that is wide and deep at once (millions of
@@ -29,7 +30,7 @@ pub(crate) const MAX_PENDING_DIRS: usize = super::MAX_ENTRIES;
 /// One directory's list, ready to send after `NDX_FLIST_OFFSET - dir_ndx`.
 pub(crate) struct SubList {
     pub(crate) dir_ndx: u32,
-    pub(crate) list: FileList,
+    pub(crate) list: Arc<FileList>,
 }
 
 /// A directory whose list is still to come.
@@ -169,8 +170,7 @@ impl DirWalk {
         };
         self.pending -= 1;
         let scope = builder.enter_dir(&name)?;
-        let mut list = builder.build_dir(&self.roots, dir.root, &name, dir.content)?;
-        list.sort();
+        let list = builder.dir_list(&self.roots, dir.root, &name, dir.content)?;
         if let Some(scope) = self.add_level(&list, Some(scope))? {
             builder.leave_dir(scope);
         }

@@ -7,6 +7,8 @@
 //! - `incremental`: with incremental recursion, which directory's list
 //!   comes next; `window`: the lists the client still works on, and which
 //!   file an index names.
+//! - `shared`: for builds, lists built once and shared between the
+//!   connections that pull the same build with the same options.
 //!
 //! Entries are kept compactly: every name and symlink target lives in one
 //! byte arena and what only some options need lives apart, so a list of
@@ -23,6 +25,7 @@ mod feed;
 mod ids;
 mod incremental;
 mod order;
+pub(crate) mod shared;
 mod window;
 
 pub(crate) use build::Builder;
@@ -242,6 +245,42 @@ impl FileList {
         let mut entries = std::mem::take(&mut self.entries);
         entries.sort_by(|a, b| self.compare(a, b));
         self.entries = entries;
+    }
+
+    /// Sorts as [`FileList::sort`] does and returns the order the entries
+    /// were built in, as positions in the sorted list: the list goes out
+    /// in that order (rsync sends before it sorts), and a list shared
+    /// between connections is held sorted once.
+    pub(crate) fn sort_keeping_walk_order(&mut self) -> Box<[u32]> {
+        let mut by_name: Vec<u32> = (0..self.entries.len() as u32).collect();
+        by_name
+            .sort_by(|&a, &b| self.compare(&self.entries[a as usize], &self.entries[b as usize]));
+        let mut walk_order = vec![0u32; by_name.len()].into_boxed_slice();
+        for (sorted_at, &built_at) in by_name.iter().enumerate() {
+            walk_order[built_at as usize] = sorted_at as u32;
+        }
+        self.entries = by_name
+            .iter()
+            .map(|&i| self.entries[i as usize].clone())
+            .collect();
+        walk_order
+    }
+
+    /// Frees what the building left unused, before the list is shared.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+        self.extras.shrink_to_fit();
+        self.arena.shrink_to_fit();
+    }
+
+    /// The memory the list holds, in bytes.
+    pub(crate) fn memory(&self) -> u64 {
+        let roots: usize = self.roots.iter().map(|r| r.capacity() + 24).sum();
+        (self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.extras.capacity() * std::mem::size_of::<Extra>()
+            + self.arena.capacity()
+            + roots) as u64
+            + self.ids.memory()
     }
 
     fn compare(&self, a: &Entry, b: &Entry) -> Ordering {

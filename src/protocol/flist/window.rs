@@ -11,13 +11,15 @@
 
 use super::{Entry, FileList};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// A list in flight.
 struct Live {
     start: u32,
     /// Whether the index before `start` names this list's directory.
     has_dir: bool,
-    list: FileList,
+    /// Held by reference: a list shared between connections is not copied.
+    list: Arc<FileList>,
     /// Files already sent once: a second request is a redo.
     sent: Vec<bool>,
 }
@@ -61,7 +63,7 @@ impl Window {
     }
 
     /// Adds the next list (sorted) as the client numbers it.
-    pub(crate) fn push(&mut self, list: FileList, has_dir: bool) {
+    pub(crate) fn push(&mut self, list: Arc<FileList>, has_dir: bool) {
         let len = list.len() as u32;
         self.total_entries += u64::from(len);
         self.total_size += list.total_size();
@@ -150,7 +152,7 @@ mod tests {
     use super::*;
 
     /// A list of `n` plain entries (only their count matters here).
-    fn list(n: usize) -> FileList {
+    fn list(n: usize) -> Arc<FileList> {
         let mut l = FileList::empty(31);
         for _ in 0..n {
             l.entries.push(Entry {
@@ -172,7 +174,7 @@ mod tests {
                 extra: super::super::NO_EXTRA,
             });
         }
-        l
+        Arc::new(l)
     }
 
     fn kind(w: &mut Window, ndx: u32) -> &'static str {
