@@ -10,9 +10,7 @@
 //! digest cannot use a vector unit; independent messages can. The rounds
 //! are written once (`rounds`), over a lane type with the dozen operations
 //! MD4 needs; each path instantiates them with its own:
-//! - AVX2, 8 lanes: the portable lanes (`[u32; 8]`) in a function compiled
-//!   for AVX2, which the compiler turns into 256-bit instructions; used when
-//!   the CPU reports AVX2 at run time.
+//! - AVX2, 8 lanes (`avx2`): when the CPU reports AVX2 at run time.
 //! - SSE2, 4 lanes (`sse2`): every x86-64 CPU has it, so nothing is
 //!   detected; for the x86-64 CPUs without AVX2.
 //! - NEON, 4 lanes (`neon`): every aarch64 CPU has it.
@@ -26,24 +24,32 @@
 //! [`Path::best`] picks the widest once per process. `upserv bench` reports
 //! each path's rate ("md4 only" rows).
 
-/// Safe functions, under the intrinsics' own names, for intrinsics of the
-/// target feature `$feature`, which every CPU of the target architecture
-/// has: SSE2 on x86-64, NEON on aarch64. Rust still asks for `unsafe` to
-/// call them outside a function marked with the feature, and methods of a
-/// trait cannot be marked. The build fails if it does not enable the
-/// feature everywhere (a target without it is none upserv builds for).
-/// Each wrapper calls `arch::NAME`, `arch` being the caller's
-/// `std::arch::...` module.
-macro_rules! baseline_intrinsics {
-    ($feature:tt: $($name:ident $(<$imm:ident>)? ($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+/// Safe functions, under the intrinsics' own names, that call
+/// `arch::NAME` (`arch` being the caller's `std::arch::...` module). Rust
+/// asks for `unsafe` to call an intrinsic outside a function marked with
+/// its target feature, and a trait's methods cannot be marked. Two cases
+/// make the call sound:
+/// - `baseline "feature"`: every CPU of the architecture has the feature
+///   (SSE2 on x86-64, NEON on aarch64); the build fails unless it enables
+///   it everywhere;
+/// - `detected`: the wrappers are private to a module whose lane type is
+///   private too and made only inside its one function compiled for the
+///   feature, which callers reach only after detecting it on the CPU.
+macro_rules! safe_intrinsics {
+    (baseline $feature:tt: $($sig:tt)*) => {
         #[cfg(not(target_feature = $feature))]
         compile_error!(concat!("this target does not enable ", $feature));
+        safe_intrinsics!(@wrap $($sig)*);
+    };
+    (detected: $($sig:tt)*) => {
+        safe_intrinsics!(@wrap $($sig)*);
+    };
+    (@wrap $($name:ident $(<$imm:ident>)? ($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
         $(
             #[inline(always)]
             fn $name$(<const $imm: i32>)?($($arg: $ty),*) -> $ret {
-                // SAFETY: the check above makes the build enable the
-                // feature for every CPU it targets, so the CPU running
-                // this has it.
+                // SAFETY: the CPU running this has the feature, by one of
+                // the two cases above.
                 unsafe { arch::$name$(::<$imm>)?($($arg),*) }
             }
         )*
@@ -52,6 +58,8 @@ macro_rules! baseline_intrinsics {
 
 mod rounds;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(target_arch = "x86_64")]
@@ -59,7 +67,7 @@ mod sse2;
 #[cfg(test)]
 mod tests;
 
-use rounds::{digest, Words};
+use rounds::digest;
 use std::sync::OnceLock;
 
 /// The most messages hashed side by side (AVX2: eight 32-bit lanes).
@@ -136,12 +144,6 @@ fn avx2() -> bool {
     std::is_x86_feature_detected!("avx2")
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn digest_avx2(msgs: [&[u8]; 8], suffix: &[u8], out: &mut [[u8; 16]]) {
-    digest::<Words<8>, 8>(msgs, suffix, out)
-}
-
 /// MD4 of `msg ‖ suffix` for every message of `msgs` (all of one length),
 /// into `out[i]` (at least as many as messages), as wide as `path` goes.
 /// A suffix over [`MAX_SUFFIX`] bytes is cut.
@@ -154,14 +156,14 @@ pub(crate) fn md4_many_with(path: Path, msgs: &[&[u8]], suffix: &[u8], out: &mut
     while done < msgs.len() {
         let (msgs, out) = (&msgs[done..], &mut out[done..]);
         done += match path {
-            Path::Scalar => in_groups(msgs, suffix, out, digest::<Words<1>, 1>),
+            Path::Scalar => in_groups(msgs, suffix, out, digest::<u32, 1>),
             #[cfg(target_arch = "x86_64")]
             Path::Sse2 => in_groups(msgs, suffix, out, digest::<sse2::Sse2, 4>),
             #[cfg(target_arch = "x86_64")]
             Path::Avx2 if avx2() => in_groups(msgs, suffix, out, |msgs, suffix, out| {
                 // SAFETY: avx2() just found AVX2 on this CPU, the one
-                // feature digest_avx2 is compiled for.
-                unsafe { digest_avx2(msgs, suffix, out) }
+                // feature avx2::digest is compiled for.
+                unsafe { avx2::digest(msgs, suffix, out) }
             }),
             #[cfg(target_arch = "x86_64")]
             Path::Avx2 => 0,

@@ -9,7 +9,7 @@ use super::rounds::{word, Lanes, CHUNK};
 use std::arch::aarch64 as arch;
 use std::arch::aarch64::{uint32x2_t, uint32x4_t, uint64x2_t};
 
-baseline_intrinsics! { "neon":
+safe_intrinsics! { baseline "neon":
     vdupq_n_u32(value: u32) -> uint32x4_t;
     vcreate_u32(a: u64) -> uint32x2_t;
     vcombine_u32(low: uint32x2_t, high: uint32x2_t) -> uint32x4_t;

@@ -1,9 +1,11 @@
 //! MD4 (RFC 1320) over lanes, written once: the padding, the three rounds
 //! and the digest, for any type that holds one 32-bit word of each of N
-//! messages and implements [`Lanes`]; and [`Words`], the portable such type.
+//! messages and implements [`Lanes`]; and that for a plain `u32`, one
+//! message at a time.
 //!
 //! Owns only the arithmetic. Which lane type runs where is the parent's
-//! choice; the SIMD lane types live beside this file (`sse2`, `neon`).
+//! choice; the SIMD lane types live beside this file (`avx2`, `sse2`,
+//! `neon`).
 
 /// Bytes per MD4 block.
 pub(super) const CHUNK: usize = 64;
@@ -67,62 +69,47 @@ pub(super) fn word(chunk: &[u8; CHUNK], j: usize) -> u32 {
     u32::from_le_bytes([a, b, c, d])
 }
 
-/// Lanes as plain `u32`s: one message at a time with N = 1 (the scalar
-/// path), and eight at a time in a function compiled for AVX2, where the
-/// compiler turns each operation into one 256-bit instruction.
-#[derive(Clone, Copy)]
-pub(super) struct Words<const N: usize>([u32; N]);
-
-impl<const N: usize> Words<N> {
-    #[inline(always)]
-    fn zip(self, o: Self, f: impl Fn(u32, u32) -> u32) -> Self {
-        let mut r = self.0;
-        for (r, o) in r.iter_mut().zip(o.0) {
-            *r = f(*r, o);
-        }
-        Words(r)
-    }
-}
-
-impl<const N: usize> Lanes<N> for Words<N> {
+/// One message at a time: the scalar path, and the reference the SIMD
+/// paths are tested against.
+impl Lanes<1> for u32 {
     #[inline(always)]
     fn splat(x: u32) -> Self {
-        Words([x; N])
+        x
     }
 
     #[inline(always)]
-    fn from_lanes(words: [u32; N]) -> Self {
-        Words(words)
+    fn from_lanes([x]: [u32; 1]) -> Self {
+        x
     }
 
     #[inline(always)]
-    fn to_lanes(self) -> [u32; N] {
-        self.0
+    fn to_lanes(self) -> [u32; 1] {
+        [self]
     }
 
     #[inline(always)]
     fn add(self, o: Self) -> Self {
-        self.zip(o, u32::wrapping_add)
+        self.wrapping_add(o)
     }
 
     #[inline(always)]
     fn and(self, o: Self) -> Self {
-        self.zip(o, |a, b| a & b)
+        self & o
     }
 
     #[inline(always)]
     fn or(self, o: Self) -> Self {
-        self.zip(o, |a, b| a | b)
+        self | o
     }
 
     #[inline(always)]
     fn xor(self, o: Self) -> Self {
-        self.zip(o, |a, b| a ^ b)
+        self ^ o
     }
 
     #[inline(always)]
     fn rotl<const L: i32, const R: i32>(self) -> Self {
-        Words(self.0.map(|w| w.rotate_left(L as u32)))
+        self.rotate_left(L as u32)
     }
 }
 

@@ -7,7 +7,7 @@ use super::rounds::{word, Lanes, CHUNK};
 use std::arch::x86_64 as arch;
 use std::arch::x86_64::__m128i;
 
-baseline_intrinsics! { "sse2":
+safe_intrinsics! { baseline "sse2":
     _mm_set1_epi32(a: i32) -> __m128i;
     _mm_set_epi32(e3: i32, e2: i32, e1: i32, e0: i32) -> __m128i;
     _mm_cvtsi128_si32(a: __m128i) -> i32;
