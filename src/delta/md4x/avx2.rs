@@ -12,9 +12,7 @@ use std::arch::x86_64::__m256i;
 
 safe_intrinsics! { detected:
     _mm256_set1_epi32(a: i32) -> __m256i;
-    _mm256_set_epi32(
-        e7: i32, e6: i32, e5: i32, e4: i32, e3: i32, e2: i32, e1: i32, e0: i32
-    ) -> __m256i;
+    _mm256_set_epi64x(e3: i64, e2: i64, e1: i64, e0: i64) -> __m256i;
     _mm256_extract_epi32<INDEX>(a: __m256i) -> i32;
     _mm256_add_epi32(a: __m256i, b: __m256i) -> __m256i;
     _mm256_and_si256(a: __m256i, b: __m256i) -> __m256i;
@@ -48,8 +46,9 @@ impl Lanes<8> for Avx2 {
 
     #[inline(always)]
     fn from_lanes(w: [u32; 8]) -> Self {
-        let [w0, w1, w2, w3, w4, w5, w6, w7] = w.map(|w| w as i32);
-        Avx2(_mm256_set_epi32(w7, w6, w5, w4, w3, w2, w1, w0))
+        // Lane 2i in the low half of the i-th 64-bit element.
+        let pair = |i: usize| (u64::from(w[2 * i]) | u64::from(w[2 * i + 1]) << 32) as i64;
+        Avx2(_mm256_set_epi64x(pair(3), pair(2), pair(1), pair(0)))
     }
 
     #[inline(always)]
