@@ -67,25 +67,9 @@ impl Lanes<8> for Avx2 {
         .map(|w| w as u32)
     }
 
-    #[inline(always)]
-    fn add(self, o: Self) -> Self {
-        Avx2(_mm256_add_epi32(self.0, o.0))
-    }
-
-    #[inline(always)]
-    fn and(self, o: Self) -> Self {
-        Avx2(_mm256_and_si256(self.0, o.0))
-    }
-
-    #[inline(always)]
-    fn or(self, o: Self) -> Self {
-        Avx2(_mm256_or_si256(self.0, o.0))
-    }
-
-    #[inline(always)]
-    fn xor(self, o: Self) -> Self {
-        Avx2(_mm256_xor_si256(self.0, o.0))
-    }
+    one_instruction_ops!(
+        add _mm256_add_epi32, and _mm256_and_si256, or _mm256_or_si256, xor _mm256_xor_si256
+    );
 
     /// AVX2 has no rotation: two shifts and an or.
     #[inline(always)]

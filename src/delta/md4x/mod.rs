@@ -56,6 +56,19 @@ macro_rules! safe_intrinsics {
     };
 }
 
+/// The [`rounds::Lanes`] methods that are one intrinsic each, in an impl
+/// for a newtype over a SIMD register: `method intrinsic` pairs.
+macro_rules! one_instruction_ops {
+    ($($op:ident $intrinsic:ident),*) => {
+        $(
+            #[inline(always)]
+            fn $op(self, o: Self) -> Self {
+                Self($intrinsic(self.0, o.0))
+            }
+        )*
+    };
+}
+
 mod rounds;
 
 #[cfg(target_arch = "x86_64")]

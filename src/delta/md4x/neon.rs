@@ -56,25 +56,7 @@ impl Lanes<4> for Neon {
         ]
     }
 
-    #[inline(always)]
-    fn add(self, o: Self) -> Self {
-        Neon(vaddq_u32(self.0, o.0))
-    }
-
-    #[inline(always)]
-    fn and(self, o: Self) -> Self {
-        Neon(vandq_u32(self.0, o.0))
-    }
-
-    #[inline(always)]
-    fn or(self, o: Self) -> Self {
-        Neon(vorrq_u32(self.0, o.0))
-    }
-
-    #[inline(always)]
-    fn xor(self, o: Self) -> Self {
-        Neon(veorq_u32(self.0, o.0))
-    }
+    one_instruction_ops!(add vaddq_u32, and vandq_u32, or vorrq_u32, xor veorq_u32);
 
     #[inline(always)]
     fn rotl<const L: i32, const R: i32>(self) -> Self {

@@ -56,25 +56,7 @@ impl Lanes<4> for Sse2 {
         .map(|w| w as u32)
     }
 
-    #[inline(always)]
-    fn add(self, o: Self) -> Self {
-        Sse2(_mm_add_epi32(self.0, o.0))
-    }
-
-    #[inline(always)]
-    fn and(self, o: Self) -> Self {
-        Sse2(_mm_and_si128(self.0, o.0))
-    }
-
-    #[inline(always)]
-    fn or(self, o: Self) -> Self {
-        Sse2(_mm_or_si128(self.0, o.0))
-    }
-
-    #[inline(always)]
-    fn xor(self, o: Self) -> Self {
-        Sse2(_mm_xor_si128(self.0, o.0))
-    }
+    one_instruction_ops!(add _mm_add_epi32, and _mm_and_si128, or _mm_or_si128, xor _mm_xor_si128);
 
     /// SSE2 has no rotation: two shifts and an or.
     #[inline(always)]
