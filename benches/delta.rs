@@ -1,5 +1,6 @@
 //! `cargo bench --bench delta [-- --size 64M] [FILE BASIS]`: the delta
-//! engine's matcher throughput, printed as a table.
+//! engine's matcher throughput, printed as a table; on generated data also
+//! MD4 alone on each SIMD path this CPU runs ("md4 only" rows).
 //!
 //! Owns only argument handling and printing; the cases and timing live in
 //! `upserv::bench`, which `upserv bench` runs too. It never asserts

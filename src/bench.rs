@@ -8,7 +8,9 @@
 //! length and strong-sum length as rsync's generator picks at protocol 29).
 //! Every case runs with each digest a client can choose, since the strong
 //! sum is what a matching block costs and the whole-file sum what every byte
-//! costs. It must not assert anything about speed; it reports.
+//! costs. Last, MD4 alone on each of its SIMD paths this CPU runs (the one
+//! the matcher uses marked), since which one a server gets depends on its
+//! CPU. It must not assert anything about speed; it reports.
 //!
 //! With `--clients N` it measures a classroom instead: N identical laptops
 //! asking for one file against the same basis, each on its own thread as
@@ -18,6 +20,7 @@
 //! when nothing is shared. It reports the process's CPU time for each.
 
 use crate::delta::bench::{disk_image, edit, edits_for, sums_for, Prng};
+use crate::delta::md4x::{md4_many_with, Path as Md4Path, MAX_LANES};
 use crate::delta::{BlockSums, MatchMode, Matcher, StrongSum, SumKind, TokenSink};
 use crate::protocol::memo::{BuildMemo, FileRequest, Memo, Session, MEMO_MAX_BYTES};
 use crate::protocol::share::TreeId;
@@ -144,7 +147,7 @@ fn run_synthetic(size: u64) -> io::Result<Vec<BenchResult>> {
             results.push(measure(&name, &data[..], data.len() as u64, &sums, sum)?);
         }
     }
-    drop((edited, other, basis));
+    drop((edited, other));
 
     let md4 = StrongSum::md4_auto(SEED);
     let disk = disk_image(len, &mut rng);
@@ -155,6 +158,7 @@ fn run_synthetic(size: u64) -> io::Result<Vec<BenchResult>> {
     rng.fill(&mut changed[at..at + fresh]);
     let n = changed.len() as u64;
     results.push(measure("disk image, 2% new", &changed[..], n, &sums, md4)?);
+    results.extend(md4_paths(&basis, sums.block_len() as usize));
     Ok(results)
 }
 
@@ -184,6 +188,43 @@ fn measure(
         literal_bytes: outcome.literal_bytes,
         matched_bytes: outcome.matched_bytes,
     })
+}
+
+/// MD4 alone, on each path this CPU runs (`delta::md4x`): `data` in blocks
+/// of `block_len`, hashed with a seed as the matcher hashes consecutive
+/// blocks, `MAX_LANES` at a time. The path the matcher uses is marked.
+fn md4_paths(data: &[u8], block_len: usize) -> Vec<BenchResult> {
+    let seed = SEED.to_le_bytes();
+    let blocks: Vec<&[u8]> = data.chunks_exact(block_len.max(1)).collect();
+    let bytes = (blocks.len() * block_len) as u64;
+    let mut digests = [[0u8; 16]; MAX_LANES];
+    Md4Path::available()
+        .into_iter()
+        .map(|path| {
+            let started = Instant::now();
+            let cpu_started = thread_cpu_seconds();
+            for group in blocks.chunks(MAX_LANES) {
+                md4_many_with(path, group, &seed, &mut digests);
+                std::hint::black_box(&digests);
+            }
+            let cpu_seconds = thread_cpu_seconds() - cpu_started;
+            let seconds = started.elapsed().as_secs_f64();
+            let used = if path == Md4Path::best() {
+                " (used)"
+            } else {
+                ""
+            };
+            BenchResult {
+                name: format!("md4 only, {}{used}", path.name()),
+                bytes,
+                seconds,
+                cpu_seconds,
+                mb_per_s: bytes as f64 / seconds.max(f64::MIN_POSITIVE) / MEGA,
+                literal_bytes: 0,
+                matched_bytes: 0,
+            }
+        })
+        .collect()
 }
 
 /// N laptops pulling one file, with or without the memo.
@@ -447,7 +488,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            names[15..],
+            names[15..19],
             [
                 "unchanged, xxh128",
                 "1% edited, xxh128",
@@ -455,6 +496,18 @@ mod tests {
                 "disk image, 2% new"
             ]
         );
+        // Then MD4 alone on each path, the one in use marked.
+        let paths = Md4Path::available();
+        let md4_rows: Vec<String> = paths
+            .iter()
+            .map(|p| {
+                let used = if *p == Md4Path::best() { " (used)" } else { "" };
+                format!("md4 only, {}{used}", p.name())
+            })
+            .collect();
+        assert_eq!(names[19..], md4_rows);
+        // 4 MiB in blocks of 2048: every byte hashed on every path.
+        assert!(results[19..].iter().all(|r| r.bytes == 4 << 20));
         // Every digest matches what the default does.
         for three in results[..18].chunks(3) {
             for (r, md4) in three.iter().zip(&results[..3]) {
@@ -472,7 +525,7 @@ mod tests {
         assert!(edited.literal_bytes > 0 && edited.literal_bytes < 40 * 2048 + 20 * 64);
         // Random data never matches random blocks.
         assert_eq!(results[2].matched_bytes, 0);
-        for r in &results {
+        for r in &results[..19] {
             assert_eq!(r.literal_bytes + r.matched_bytes, r.bytes, "{r}");
         }
         assert!(results[18].matched_bytes > results[18].bytes / 2);

@@ -13,15 +13,16 @@
 //!   rsync's generator picks; [`generate`] computes them (tests, benchmarks).
 //! - [`matcher`]: [`Matcher::send`], rsync: match.c hash_search over a streamed file.
 //! - [`bench`](mod@bench): synthetic inputs for the benchmark and tests.
+//! - [`md4x`]: MD4 of several blocks at once, in SIMD lanes (AVX2, SSE2,
+//!   NEON or scalar, chosen at run time); `upserv bench` times each path.
 //!
-//! Internals: `index` (weak sum to blocks, bounded candidate walks),
-//! `md4x` (MD4 of several blocks at once, in SIMD lanes) and `window` (the
-//! bounded buffer over the file).
+//! Internals: `index` (weak sum to blocks, bounded candidate walks) and
+//! `window` (the bounded buffer over the file).
 
 pub(crate) mod bench;
 mod index;
 pub(crate) mod matcher;
-mod md4x;
+pub(crate) mod md4x;
 pub(crate) mod rolling;
 pub(crate) mod strong;
 pub(crate) mod sums;
