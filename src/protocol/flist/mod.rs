@@ -26,6 +26,7 @@ mod order;
 mod window;
 
 pub(crate) use build::Builder;
+use build::Deferred;
 pub(crate) use encode::Encoder;
 pub(crate) use feed::{Feed, ListSource};
 pub(crate) use incremental::DirWalk;
@@ -58,7 +59,7 @@ const FLAG_CONTENT_DIR: u8 = 1 << 1;
 /// implied directories, the `.` of `/./`).
 const FLAG_IMPLIED_DIR: u8 = 1 << 2;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum NameType {
     Normal,
     DotDir,
@@ -163,6 +164,9 @@ pub(crate) struct FileList {
     ids: IdNames,
     pub(crate) io_error: i32,
     protocol: u32,
+    /// With `-R` and incremental recursion, the names that come in the
+    /// lists of this list's implied directories.
+    deferred: Vec<Deferred>,
 }
 
 impl FileList {
@@ -175,6 +179,7 @@ impl FileList {
             ids: IdNames::default(),
             io_error: 0,
             protocol,
+            deferred: Vec::new(),
         }
     }
 
