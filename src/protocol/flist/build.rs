@@ -183,6 +183,10 @@ impl<'a> Builder<'a> {
             if part.content {
                 self.add_dir_contents(part.root, dir_name)?;
             }
+            if !part.deferred.is_empty() {
+                let root = self.list.roots[part.root as usize].clone();
+                self.filters.set_transfer_root(&root);
+            }
             for name in &part.deferred {
                 self.add_deferred(name)?;
             }
