@@ -136,15 +136,9 @@ pub(crate) fn compat_flags(client_info: &[u8]) -> u32 {
 
 /// Whether a pull gets incremental recursion: as rsyncd, when it recurses,
 /// the client can (its `i` letter) and did not ask for `--qsort` (rsync:
-/// compat.c set_allow_inc_recurse). Not with `-R` or `--files-from`, whose
-/// implied directories would have to be deferred into the lists of the
-/// directories above them; without it the result is the same.
+/// compat.c set_allow_inc_recurse), `-R` and `--files-from` included.
 pub(crate) fn incremental_recursion(opts: &Options) -> bool {
-    opts.recurse
-        && !opts.qsort
-        && opts.client_info.contains(&b'i')
-        && !opts.relative
-        && opts.files_from.is_none()
+    opts.recurse && !opts.qsort && opts.client_info.contains(&b'i')
 }
 
 /// Runs the setup for a pull: compat flags and negotiation from protocol

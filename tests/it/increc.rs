@@ -211,23 +211,58 @@ fn memory_follows_the_directories_in_flight_not_the_tree() {
     );
 }
 
+/// A copy of the tree with stale files in a named directory and in the
+/// implied one above it.
+fn stale_under_a2(source: &Path, dest: &Path) {
+    basis_copy(source, dest);
+    for stale in ["a2/stale", "a2/b1/stale", "a2/b1/empty/stale"] {
+        std::fs::write(dest.join(stale), b"stale\n").expect("stale file");
+    }
+}
+
+/// `-R` and `--files-from` (with `-r`) get incremental recursion from both
+/// servers: leading directories come one list at a time, the names
+/// themselves in their parents' lists, a directory two arguments name
+/// apart in one list for both. `-v` tells whether the pull was incremental.
 #[test]
 fn relative_paths_and_files_from() {
     let tree = TestTree::new();
     nested_tree(&tree);
     let list = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(list.path(), "a1/b0\ndeep/l0\ntop.txt\n").unwrap();
+    std::fs::write(
+        list.path(),
+        "a1/b0\ndeep/l0\ntop.txt\na1/b2/data.bin\ndeep/l0/l1/l2/\n",
+    )
+    .unwrap();
     let list_opt = format!("--files-from={}", list.path().display());
-    // upserv declines incremental recursion for these (rsyncd does not):
-    // the results must not differ.
-    Differential::new(&tree)
-        .name("-R")
-        .url_path("m/a2/b1")
-        .run(&["-a", "-i", "-R", "--inc-recursive"], &INC_PROTOCOLS);
-    Differential::new(&tree).name("--files-from").run(
-        &["-a", "-i", "-r", "--inc-recursive", list_opt.as_str()],
-        &INC_PROTOCOLS,
-    );
+    for client in Client::all() {
+        let version = client.version.clone();
+        Differential::new(&tree)
+            .name(&format!("-R ({version})"))
+            .client(client.clone())
+            .url_path("m/a2/b1 m/a2/./b0/data.bin m/deep/l0/l1 m/a2/b2/ m/a2/b1/empty")
+            .run(&["-a", "-i", "-v", "-R"], &INC_PROTOCOLS);
+        // Deletions happen in the named directories, not in the implied
+        // ones above them.
+        Differential::new(&tree)
+            .name(&format!("-R --delete ({version})"))
+            .client(client.clone())
+            .basis(stale_under_a2)
+            .url_path("m/a2/b1 m/deep/l0/l1")
+            .run(&["-a", "-i", "-v", "-R", "--delete"], &INC_PROTOCOLS);
+        Differential::new(&tree)
+            .name(&format!("-R, no implied dirs ({version})"))
+            .client(client.clone())
+            .url_path("m/a3/b0/data.bin m/deep/l0/l1/l2/f3")
+            .run(
+                &["-a", "-i", "-v", "-R", "--no-implied-dirs"],
+                &INC_PROTOCOLS,
+            );
+        Differential::new(&tree)
+            .name(&format!("--files-from ({version})"))
+            .client(client)
+            .run(&["-a", "-i", "-v", "-r", list_opt.as_str()], &INC_PROTOCOLS);
+    }
 }
 
 #[test]

@@ -102,13 +102,17 @@ const LINK_OPTIONS: &[&[&str]] = &[
     &["-a", "-i", "-L"],
 ];
 
-/// The protocols the links are compared at. From 30 on the client prints
-/// the same deletion lines against both servers but, with --delete, not
-/// always in the same order relative to the directories' own lines (it
-/// changed between runs; not understood yet), so the comparison stays
-/// below 30 until it is.
-const LINK_PROTOCOLS: ProtocolSet =
-    ProtocolSet(&[Protocol::V(27), Protocol::V(28), Protocol::V(29)]);
+/// The links are compared at every protocol: from 30 on the client prints
+/// its deletions apart from its other lines, which the harness allows for
+/// (`support::differential`, deletion lines).
+const LINK_PROTOCOLS: ProtocolSet = ProtocolSet(&[
+    Protocol::V(27),
+    Protocol::V(28),
+    Protocol::V(29),
+    Protocol::V(30),
+    Protocol::V(31),
+    Protocol::Default,
+]);
 
 #[test]
 fn links_leading_out_are_not_followed_and_deletions_still_happen() {

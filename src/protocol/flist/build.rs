@@ -4,11 +4,11 @@
 //! in the order rsync reads them; filters, the link options, `-x`, `-R`'s
 //! implied directories and the module's confinement decide what is listed.
 
-use super::shared::{self, Built, PullShare, Which};
+use super::shared::{self, Built, PartKey, PullShare, Which};
 use super::{
-    describe_os_error, filter_error, full_name, Entry, Extra, FileList, FilterLevel, NameType,
-    Reporter, FLAG_CONTENT_DIR, FLAG_IMPLIED_DIR, FLAG_TOP_DIR, IOERR_GENERAL, IOERR_VANISHED,
-    MAX_ENTRIES, MAX_PATH_LEN, NO_EXTRA,
+    describe_os_error, filter_error, full_name, Deferred, Entry, Extra, FileList, FilterLevel,
+    NameType, Reporter, FLAG_CONTENT_DIR, FLAG_IMPLIED_DIR, FLAG_TOP_DIR, IOERR_GENERAL,
+    IOERR_VANISHED, MAX_ENTRIES, MAX_PATH_LEN, NO_EXTRA,
 };
 use crate::delta::{self, Digest, SumKind};
 use crate::protocol::filter::{DirToken, Filters};
@@ -17,6 +17,17 @@ use crate::protocol::options::{MissingArgs, Options};
 use crate::source::{self, Source, Stat};
 use std::io;
 use std::sync::Arc;
+
+/// One directory's share of a list of incremental recursion: a directory
+/// named twice in a list (from two arguments) gets one list for both
+/// (rsync: flist.c send_extra_file_list, FLAG_DUPLICATE).
+pub(super) struct DirPart {
+    pub(super) root: u32,
+    /// Whether its contents are listed.
+    pub(super) content: bool,
+    /// The names deferred to it, in the order the arguments named them.
+    pub(super) deferred: Vec<Deferred>,
+}
 
 /// Builds the file list for one pull.
 pub(crate) struct Builder<'a> {
@@ -32,6 +43,11 @@ pub(crate) struct Builder<'a> {
     follow_links: bool,
     /// With -R: the implied directories already sent for the previous argument.
     last_implied: Vec<u8>,
+    /// With -R and incremental recursion, the last implied directory sent
+    /// (root, name) and whether it is a directory names can be deferred to;
+    /// the next argument under it reuses it (rsync: flist.c
+    /// send_implied_dirs, lastpath).
+    last_deferred: Option<(u32, Vec<u8>, bool)>,
     /// With -R, a leading `./` in an argument lists the transfer root "."
     /// itself, once.
     sent_implied_dot: bool,
@@ -69,6 +85,7 @@ impl<'a> Builder<'a> {
             filesystem_dev: 0,
             follow_links: opts.copy_links || opts.copy_dirlinks || opts.copy_unsafe_links,
             last_implied: Vec::new(),
+            last_deferred: None,
             sent_implied_dot: false,
             implied_scopes: Vec::new(),
             divert_dirs: false,
@@ -146,19 +163,29 @@ impl<'a> Builder<'a> {
     }
 
     /// The contents of one directory of an earlier list, alone: one list
-    /// of incremental recursion (rsync: flist.c send1extra). `roots` are
-    /// the first list's transfer roots, which `root` indexes; the caller
-    /// has entered the directory's filter scope.
+    /// of incremental recursion (rsync: flist.c send1extra): for each
+    /// part, the directory's entries when they are listed, then the names
+    /// deferred to it. `roots` are the first list's transfer roots, which
+    /// each part's `root` indexes; the caller has entered the directory's
+    /// filter scope.
     fn build_dir(
         &mut self,
         roots: &[Vec<u8>],
-        root: u32,
         dir_name: &[u8],
-        content: bool,
+        parts: &[DirPart],
     ) -> io::Result<FileList> {
         self.list.roots = roots.to_vec();
-        if content {
-            self.add_dir_contents(root, dir_name)?;
+        for part in parts {
+            if part.content {
+                self.add_dir_contents(part.root, dir_name)?;
+            }
+            if !part.deferred.is_empty() {
+                let root = self.list.roots[part.root as usize].clone();
+                self.filters.set_transfer_root(&root);
+            }
+            for name in &part.deferred {
+                self.add_deferred(name)?;
+            }
         }
         let empty = FileList::empty(self.protocol);
         Ok(std::mem::replace(&mut self.list, empty))
@@ -169,29 +196,89 @@ impl<'a> Builder<'a> {
     pub(super) fn dir_list(
         &mut self,
         roots: &[Vec<u8>],
-        root: u32,
         dir_name: &[u8],
-        content: bool,
+        parts: &[DirPart],
     ) -> io::Result<Arc<FileList>> {
         let (opts, protocol, source, module) = (self.opts, self.protocol, self.source, self.module);
         let divert_dirs = self.divert_dirs;
         let filters = &mut *self.filters;
         let which = Which::Dir {
-            root: roots[root as usize].as_slice().into(),
             name: dir_name.into(),
-            content,
+            parts: parts
+                .iter()
+                .map(|part| PartKey {
+                    root: roots[part.root as usize].as_slice().into(),
+                    content: part.content,
+                    deferred: part.deferred.as_slice().into(),
+                })
+                .collect(),
         };
         let built = shared::obtain(self.share, which, &mut *self.reporter, |reporter| {
             let mut builder = Builder::new(opts, protocol, source, filters, reporter, module);
             builder.divert_dirs = divert_dirs;
-            let mut list = builder.build_dir(roots, root, dir_name, content)?;
+            let mut list = builder.build_dir(roots, dir_name, parts)?;
             list.sort();
             Ok(Built::new(list, None))
         })?;
-        if content {
-            self.filters.set_transfer_root(&roots[root as usize]);
+        // Building sets the transfer root of each part that lists anything;
+        // the last one stays.
+        let last = parts
+            .iter()
+            .rev()
+            .find(|part| part.content || !part.deferred.is_empty());
+        if let Some(part) = last {
+            self.filters.set_transfer_root(&roots[part.root as usize]);
         }
         Ok(Arc::clone(&built.list))
+    }
+
+    /// A name deferred to the directory being listed: its next directory,
+    /// implied, with the rest deferred again, or the name itself, as its
+    /// argument would have listed it (rsync: flist.c send1extra).
+    fn add_deferred(&mut self, deferred: &Deferred) -> io::Result<()> {
+        let name = source::join(&deferred.dir, &deferred.rest);
+        let (root, below) = (deferred.root, deferred.dir.len() + 1);
+        if let Some(slash) = name[below..].iter().position(|&b| b == b'/') {
+            let at = below + slash;
+            return self.defer(root, &name[..at], &name[at + 1..], deferred.name_type);
+        }
+        let flags = FLAG_TOP_DIR | FLAG_CONTENT_DIR;
+        let st = if deferred.name_type == NameType::Normal {
+            None
+        } else {
+            match self.stat_arg(root, &name, true) {
+                Ok(st) => Some(st),
+                Err(err) => return self.dir_stat_failed(root, &name, &err),
+            }
+        };
+        self.send_file_name(root, &name, st, flags, FilterLevel::All)?;
+        Ok(())
+    }
+
+    /// With `-R` and incremental recursion: lists `dir`, implied, unless
+    /// the previous name deferred went to the same one, and defers `rest`
+    /// to it (rsync: flist.c send_implied_dirs). Links are followed and
+    /// only the module's rules apply, as for every implied directory.
+    fn defer(&mut self, root: u32, dir: &[u8], rest: &[u8], name_type: NameType) -> io::Result<()> {
+        let reuse = matches!(&self.last_deferred, Some((r, d, _)) if *r == root && d == dir);
+        if !reuse {
+            let listed = match self.source.stat_confined(&self.list_path(root, dir)) {
+                Ok((_, st)) if st.is_dir() => self
+                    .send_file_name(root, dir, Some(st), FLAG_IMPLIED_DIR, FilterLevel::Daemon)?
+                    .is_some(),
+                _ => false,
+            };
+            self.last_deferred = Some((root, dir.to_vec(), listed));
+        }
+        if matches!(self.last_deferred, Some((_, _, true))) {
+            self.list.deferred.push(Deferred {
+                root,
+                dir: dir.to_vec(),
+                rest: rest.to_vec(),
+                name_type,
+            });
+        }
+        Ok(())
     }
 
     fn add_dir_contents(&mut self, root: u32, dir_name: &[u8]) -> io::Result<()> {
@@ -296,7 +383,15 @@ impl<'a> Builder<'a> {
             let text = format!("skipping directory {}\n", String::from_utf8_lossy(&name));
             return self.reporter.report(MsgTag::Info, &text);
         }
-        if self.opts.relative && self.opts.implied_dirs {
+        if self.divert_dirs && self.opts.relative {
+            // rsync: flist.c send_file_list: with incremental recursion an
+            // argument's first directory is listed (implied, even with
+            // --no-implied-dirs) and the rest of it comes in that
+            // directory's list.
+            if let Some(slash) = name.iter().position(|&b| b == b'/') {
+                return self.defer(root, &name[..slash], &name[slash + 1..], name_type);
+            }
+        } else if self.opts.relative && self.opts.implied_dirs {
             if let Some(slash) = name.iter().rposition(|&b| b == b'/') {
                 if slash > 0 {
                     self.send_implied_dirs(root, &name[..slash])?;
@@ -474,9 +569,12 @@ impl<'a> Builder<'a> {
                     self.reporter.report(MsgTag::Info, &text)?;
                     return Ok(None);
                 }
+                // A top-level name (a `-R` name deferred to a later list)
+                // is listed whatever its device, as on the command line.
                 if self.opts.one_file_system > 0
                     && st.dev != self.filesystem_dev
                     && flags & FLAG_CONTENT_DIR != 0
+                    && flags & FLAG_TOP_DIR == 0
                 {
                     if self.opts.one_file_system > 1 {
                         return Ok(None);

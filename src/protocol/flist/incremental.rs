@@ -11,13 +11,19 @@
 //! directories of all lists in the order they were sent (the first list's
 //! `.` included), so a counter is all that numbering needs.
 //!
+//! With `-R` an argument's leading directories are implied: each list
+//! holds one more of them, and the name itself comes in its parent's list
+//! ([`super::build::Deferred`]). A directory named twice in one list (by
+//! two arguments) gets one list for both, under the first's number.
+//!
 //! Only the directories still to be listed are held: each level of the walk
 //! keeps its remaining siblings' names, so memory follows the width of the
 //! tree along the current path, not the size of the tree. Filter scopes
 //! follow the same levels: a directory's per-directory merge files stay
 //! entered while its subdirectories are listed.
 
-use super::{Builder, FileList, FLAG_CONTENT_DIR};
+use super::build::DirPart;
+use super::{Builder, Deferred, FileList, FLAG_CONTENT_DIR};
 use crate::protocol::filter::DirToken;
 use std::io;
 use std::sync::Arc;
@@ -51,6 +57,9 @@ struct Level {
     names: Vec<u8>,
     dirs: Vec<Pending>,
     next: usize,
+    /// With `-R`, the names deferred to these directories, by directory
+    /// name and, for each, in the order they were listed.
+    deferred: Vec<Deferred>,
     /// The listed directory's filter scope, left with the level.
     scope: Option<DirToken>,
 }
@@ -115,8 +124,10 @@ impl DirWalk {
             names: Vec::new(),
             dirs: Vec::new(),
             next: 0,
+            deferred: list.deferred.clone(),
             scope: None,
         };
+        level.deferred.sort_by(|a, b| a.dir.cmp(&b.dir));
         for e in list.entries.iter().filter(|e| e.is_dir()) {
             let dir_ndx = self.next_dir_ndx;
             self.next_dir_ndx += 1;
@@ -152,32 +163,27 @@ impl DirWalk {
     /// has had its list (time for `NDX_FLIST_EOF`). `builder` is a fresh
     /// [`Builder`] for the pull; it is used up either way.
     pub(crate) fn next_list(&mut self, mut builder: Builder) -> io::Result<Option<SubList>> {
-        let (dir, name) = loop {
+        let (dir_ndx, name, parts) = loop {
             let Some(level) = self.levels.last_mut() else {
                 if let Some(scope) = self.top_scope.take() {
                     builder.leave_dir(scope);
                 }
                 return Ok(None);
             };
-            if let Some(&dir) = level.dirs.get(level.next) {
-                level.next += 1;
-                let at = dir.name_at as usize;
-                break (dir, level.names[at..at + dir.name_len as usize].to_vec());
+            if level.next < level.dirs.len() {
+                break level.take_next();
             }
             if let Some(scope) = self.levels.pop().and_then(|l| l.scope) {
                 builder.leave_dir(scope);
             }
         };
-        self.pending -= 1;
+        self.pending -= parts.len();
         let scope = builder.enter_dir(&name)?;
-        let list = builder.dir_list(&self.roots, dir.root, &name, dir.content)?;
+        let list = builder.dir_list(&self.roots, &name, &parts)?;
         if let Some(scope) = self.add_level(&list, Some(scope))? {
             builder.leave_dir(scope);
         }
-        Ok(Some(SubList {
-            dir_ndx: dir.dir_ndx,
-            list,
-        }))
+        Ok(Some(SubList { dir_ndx, list }))
     }
 
     /// Whether every directory has had its list.
@@ -189,6 +195,47 @@ impl DirWalk {
     /// Directories waiting for their list (for tests and measurements).
     pub(crate) fn pending(&self) -> usize {
         self.pending
+    }
+}
+
+impl Level {
+    fn name(&self, dir: &Pending) -> &[u8] {
+        let at = dir.name_at as usize;
+        &self.names[at..at + dir.name_len as usize]
+    }
+
+    /// The next directory to list, with those of the same name right after
+    /// it (rsync: flist.c send_extra_file_list sends FLAG_DUPLICATE
+    /// directories in one list): its number, name and parts, each with the
+    /// names deferred to it. A duplicate under the same root as the first
+    /// is not read again once one before it was (rsync clears its
+    /// FLAG_CONTENT_DIR).
+    fn take_next(&mut self) -> (u32, Vec<u8>, Vec<DirPart>) {
+        let first = self.dirs[self.next];
+        let name = self.name(&first).to_vec();
+        let lo = self.deferred.partition_point(|d| d.dir < name);
+        let hi = lo + self.deferred[lo..].partition_point(|d| d.dir == name);
+        let mut parts: Vec<DirPart> = Vec::new();
+        while let Some(&dir) = self.dirs.get(self.next) {
+            if self.name(&dir) != name.as_slice() {
+                break;
+            }
+            self.next += 1;
+            let read_before = parts.last().is_some_and(|p| p.content) && dir.root == first.root;
+            // The names deferred under this root go with its first part.
+            let served = parts.iter().any(|p| p.root == dir.root);
+            let deferred = self.deferred[lo..hi]
+                .iter()
+                .filter(|d| !served && d.root == dir.root)
+                .cloned()
+                .collect();
+            parts.push(DirPart {
+                root: dir.root,
+                content: dir.content && !read_before,
+                deferred,
+            });
+        }
+        (first.dir_ndx, name, parts)
     }
 }
 
@@ -328,6 +375,42 @@ mod tests {
             (None, &["a"]),
             (Some(0), &["a/f1", "a/b"]),
             (Some(1), &["a/b/f2"]),
+        ]);
+        assert_eq!(lists, expected);
+    }
+
+    #[test]
+    fn relative_names_come_one_directory_per_list() {
+        let s = Scratch::new("relative");
+        s.file("a/b/c/f", "x").file("a/b/g", "x").file("x/y", "x");
+        let args = ["a/b/c", "a/b/g", "x/y"];
+        let (lists, _) = walk(s.path(), &["-r", "-R"], FilterList::new(), &args, 100).unwrap();
+        // a 0, x 1; a's list adds a/b 2 (implied, once for both names
+        // under it), whose list adds a/b/c 3.
+        let expected = owned(&[
+            (None, &["a", "x"]),
+            (Some(0), &["a/b"]),
+            (Some(2), &["a/b/g", "a/b/c"]),
+            (Some(3), &["a/b/c/f"]),
+            (Some(1), &["x/y"]),
+        ]);
+        assert_eq!(lists, expected);
+    }
+
+    #[test]
+    fn a_directory_implied_twice_gets_one_list() {
+        let s = Scratch::new("twice");
+        s.file("a/b/c/f", "x").file("a/b/g", "x").file("x/y", "x");
+        let args = ["a/b/g", "x/y", "a/b/c"];
+        let (lists, _) = walk(s.path(), &["-r", "-R"], FilterList::new(), &args, 100).unwrap();
+        // Both a's are numbered (0 and 1), x 2; the second a's names come
+        // in the first's list, and a/b (3) once.
+        let expected = owned(&[
+            (None, &["a", "a", "x"]),
+            (Some(0), &["a/b"]),
+            (Some(3), &["a/b/g", "a/b/c"]),
+            (Some(4), &["a/b/c/f"]),
+            (Some(2), &["x/y"]),
         ]);
         assert_eq!(lists, expected);
     }

@@ -61,11 +61,26 @@ const FLAG_CONTENT_DIR: u8 = 1 << 1;
 /// implied directories, the `.` of `/./`).
 const FLAG_IMPLIED_DIR: u8 = 1 << 2;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum NameType {
     Normal,
     DotDir,
     SlashEnding,
+}
+
+/// With `-R` and incremental recursion, a name that comes in a later list:
+/// its leading directory (implied) was listed in its place, and the rest of
+/// the name comes in that directory's list, one more directory at a time
+/// (rsync: flist.c send_implied_dirs keeps it in the directory's relnames,
+/// send1extra sends it).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Deferred {
+    /// The implied directory's transfer root and name.
+    root: u32,
+    dir: Vec<u8>,
+    /// The rest of the name, below `dir`.
+    rest: Vec<u8>,
+    name_type: NameType,
 }
 
 /// One entry of the list.
@@ -166,6 +181,9 @@ pub(crate) struct FileList {
     ids: IdNames,
     pub(crate) io_error: i32,
     protocol: u32,
+    /// With `-R` and incremental recursion, the names that come in the
+    /// lists of this list's implied directories.
+    deferred: Vec<Deferred>,
 }
 
 impl FileList {
@@ -178,6 +196,7 @@ impl FileList {
             ids: IdNames::default(),
             io_error: 0,
             protocol,
+            deferred: Vec::new(),
         }
     }
 

@@ -34,7 +34,7 @@
 //! - Only builds share: a build's tree never changes under its identity,
 //!   a static module's may.
 
-use super::{FileList, Reporter};
+use super::{Deferred, FileList, Reporter};
 use crate::protocol::io::MsgTag;
 use crate::protocol::options::Options;
 use crate::protocol::share::{BuildKey, Claim, Counts, Table, TreeId};
@@ -93,12 +93,22 @@ impl SharedLists {
 pub(crate) enum Which {
     /// The whole list of a pull without incremental recursion.
     Whole,
-    /// One directory's list of an incremental pull.
+    /// One directory's list of an incremental pull, with its parts (a
+    /// directory named under several roots gets one list for all).
     Dir {
-        root: Box<[u8]>,
         name: Box<[u8]>,
-        content: bool,
+        parts: Box<[PartKey]>,
     },
+}
+
+/// One part of a directory's list, as it decides the list: its transfer
+/// root, whether the directory's contents are listed, and the `-R` names
+/// deferred to it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PartKey {
+    pub(super) root: Box<[u8]>,
+    pub(super) content: bool,
+    pub(super) deferred: Box<[Deferred]>,
 }
 
 /// Everything that decides a list; see the module comment.

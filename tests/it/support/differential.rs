@@ -39,6 +39,9 @@ const OUTPUT_TAIL_LINES: usize = 40;
 const ORDERED_OUTPUT_PROTOCOL: u32 = 29;
 /// From this many `-v`s on, the client's generator prints lines of its own.
 const CHATTY_VERBOSITY: usize = 2;
+/// From this protocol on the client may be given incremental recursion,
+/// and then its generator deletes while its receiver itemizes.
+const INC_RECURSE_PROTOCOL: u32 = 30;
 /// Short options that take a value, so letters after them are not flags.
 const SHORT_OPTS_WITH_VALUE: &str = "BefMT@";
 
@@ -385,10 +388,12 @@ impl<'t> Differential<'t> {
                 r.code, c.code
             ));
         }
-        compare_itemized(r, c, &mut found);
+        let deleting_apart = self.effective_protocol(pair.protocol) >= INC_RECURSE_PROTOCOL
+            && !opts.iter().any(|o| NO_INC_RECURSE.contains(o));
+        compare_itemized(r, c, deleting_apart, &mut found);
         let racing = self.effective_protocol(pair.protocol) < ORDERED_OUTPUT_PROTOCOL
             || generator_chatter(opts);
-        compare_other_stdout(r, c, &paths, racing, &mut found);
+        compare_other_stdout(r, c, &paths, racing, deleting_apart, &mut found);
         if r.error_codes() != c.error_codes() {
             found.push(format!(
                 "error codes on stderr: {:?} (reference) vs {:?} (candidate)",
@@ -484,12 +489,20 @@ impl Arena<'_> {
     }
 }
 
-fn compare_itemized(r: &PullResult, c: &PullResult, found: &mut Vec<String>) {
+/// `deleting_apart`: the deletion lines are compared as a stream of their
+/// own (see [`is_deletion`]).
+fn compare_itemized(r: &PullResult, c: &PullResult, deleting_apart: bool, found: &mut Vec<String>) {
     let (r, c) = (
-        ItemizedStreams::of(&r.itemized),
-        ItemizedStreams::of(&c.itemized),
+        ItemizedStreams::of(&r.itemized, deleting_apart),
+        ItemizedStreams::of(&c.itemized, deleting_apart),
     );
     push_difference(found, "itemized lines", &r.ordered, &c.ordered);
+    push_difference(
+        found,
+        "deletion lines (protocol 30+, in their own order)",
+        &r.deletions,
+        &c.deletions,
+    );
     push_difference(
         found,
         "itemized lines of received files (protocol < 29)",
@@ -509,17 +522,24 @@ fn compare_other_stdout(
     c: &PullResult,
     paths: &[&Path],
     racing: bool,
+    deleting_apart: bool,
     found: &mut Vec<String>,
 ) {
     let (r, c) = (
-        OtherStdout::of(r, paths, racing),
-        OtherStdout::of(c, paths, racing),
+        OtherStdout::of(r, paths, racing, deleting_apart),
+        OtherStdout::of(c, paths, racing, deleting_apart),
     );
     push_difference(
         found,
         "stdout besides itemized lines",
         &r.ordered,
         &c.ordered,
+    );
+    push_difference(
+        found,
+        "deletion lines of -v (protocol 30+, in their own order)",
+        &r.deletions,
+        &c.deletions,
     );
     push_difference(
         found,
@@ -535,28 +555,50 @@ fn push_difference(found: &mut Vec<String>, what: &str, r: &[String], c: &[Strin
     }
 }
 
+/// Options with which the client asks for no incremental recursion.
+const NO_INC_RECURSE: &[&str] = &["--no-inc-recursive", "--no-i-r"];
+
+/// Whether `line` says the client deleted something: printed by the client's
+/// generator itself (rsync: log.c log_delete), never echoed by the sender.
+/// From protocol 30 on, with incremental recursion, the generator deletes in
+/// each directory when that directory's list arrives (rsync: generator.c
+/// generate_files calls delete_in_dir), while the receiver prints the lines
+/// of earlier lists: the two processes' lines interleave differently from
+/// run to run, rsyncd against rsyncd on the same tree (a tree of a few
+/// thousand entries shows it on every run). Each process's own lines keep
+/// their order, so the deletion lines are compared as one ordered stream
+/// and the rest as another: only how the two interleave is left out.
+fn is_deletion(line: &str) -> bool {
+    line.starts_with("*deleting ") || line.starts_with("deleting ")
+}
+
 /// Itemized lines split by the order they are bound to. The client's
 /// generator and receiver run concurrently: from protocol 29 on every line
 /// comes in the order the sender echoes entries back, but below 29 the
 /// receiver itemizes the files it receives (`>f?????????`) while the
 /// generator itemizes the rest, and at any protocol a hard link (`-H`) is
 /// itemized whenever the receiver has finished its group's first file.
+/// Deletions go apart when asked (see [`is_deletion`]).
 struct ItemizedStreams {
     ordered: Vec<String>,
     received: Vec<String>,
     hard_links: Vec<String>,
+    deletions: Vec<String>,
 }
 
 impl ItemizedStreams {
-    fn of(lines: &[String]) -> ItemizedStreams {
+    fn of(lines: &[String], deleting_apart: bool) -> ItemizedStreams {
         let mut streams = ItemizedStreams {
             ordered: Vec::new(),
             received: Vec::new(),
             hard_links: Vec::new(),
+            deletions: Vec::new(),
         };
         for line in lines {
             let field = line.split(' ').next().unwrap_or_default();
-            let stream = if field.starts_with('h') {
+            let stream = if deleting_apart && is_deletion(line) {
+                &mut streams.deletions
+            } else if field.starts_with('h') {
                 &mut streams.hard_links
             } else if field.contains('?') {
                 &mut streams.received
@@ -578,9 +620,11 @@ impl ItemizedStreams {
 /// whenever the receiver finishes a group's first file, at any protocol.
 /// With `-vv` and more (or `--debug`, `--info`) the generator prints lines
 /// of its own (`NAME is uptodate`, debug output) at the same time.
+/// Deletion lines (`deleting NAME`) go apart when asked, as itemized ones.
 struct OtherStdout {
     ordered: Vec<String>,
     unordered: Vec<String>,
+    deletions: Vec<String>,
 }
 
 impl OtherStdout {
@@ -590,21 +634,28 @@ impl OtherStdout {
     /// to it, and the generator names only directories it creates itself,
     /// so whether the line appears depends on the client's own timing. (The
     /// directories themselves are checked with the trees.)
-    fn of(pull: &PullResult, paths: &[&Path], racing: bool) -> OtherStdout {
+    fn of(pull: &PullResult, paths: &[&Path], racing: bool, deleting_apart: bool) -> OtherStdout {
         let rest: String = pull
             .stdout
             .lines()
             .filter(|l| !is_itemized(l))
             .map(|l| format!("{l}\n"))
             .collect();
-        let (mut unordered, ordered): (Vec<String>, Vec<String>) = comparable_lines(&rest, paths)
+        let (mut unordered, rest): (Vec<String>, Vec<String>) = comparable_lines(&rest, paths)
             .into_iter()
             .partition(|l| racing || l.contains(" => "));
+        let (deletions, ordered) = rest
+            .into_iter()
+            .partition(|l| deleting_apart && is_deletion(l));
         if racing {
             unordered.retain(|l| !l.ends_with('/'));
         }
         unordered.sort();
-        OtherStdout { ordered, unordered }
+        OtherStdout {
+            ordered,
+            unordered,
+            deletions,
+        }
     }
 }
 
@@ -651,7 +702,8 @@ pub fn compare_stats(r: Option<Stats>, c: Option<Stats>, policy: StatsPolicy) ->
 }
 
 /// Which mtimes the options leave to the receiver's clock: file and link
-/// times without `-t` (or `-a`), directory times also with `-O`, link times
+/// times without `-t` (or `-a`), directory times also with `-O` or
+/// `--no-implied-dirs`, link times
 /// also with `-J`, and the destination directory's own when the URL names
 /// the source directory itself (no trailing slash).
 pub fn volatile_mtimes(opts: &[&str], url_path: &str) -> Volatile {
@@ -663,7 +715,14 @@ pub fn volatile_mtimes(opts: &[&str], url_path: &str) -> Volatile {
             && !long("--no-t");
     Volatile {
         file_mtimes: !times,
-        dir_mtimes: !times || flags.contains('O') || long("--omit-dir-times"),
+        // With --no-implied-dirs the client leaves the directories leading
+        // to a `-R` name alone and its receiver makes them when a file
+        // needs them, at the time of the pull (rsync: generator.c
+        // recv_generator skips FLAG_IMPLIED_DIR entries).
+        dir_mtimes: !times
+            || flags.contains('O')
+            || long("--omit-dir-times")
+            || long("--no-implied-dirs"),
         link_mtimes: !times || flags.contains('J') || long("--omit-link-times"),
         // The destination's root is the source's "." only for a trailing
         // slash, and never with --files-from (whose names are listed alone).
