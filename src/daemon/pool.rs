@@ -228,7 +228,38 @@ fn worker(jobs: Receiver<Job>, stopping: Arc<AtomicBool>, stats: Arc<Stats>) {
         if result.is_err() {
             log::error!("{peer}: connection handler panicked; connection dropped");
         }
+        give_back_freed_memory();
     }
+}
+
+/// Above this size an allocation gets pages of its own, given back when
+/// freed: glibc's default, which it would otherwise raise to the largest
+/// buffer ever freed (a connection's read window, its block index), after
+/// which such buffers stay in the worker's arena for good.
+const OWN_PAGES_FROM: usize = 128 * 1024;
+
+/// Fixes glibc's thresholds for buffers of their own pages and for
+/// trimming an arena's free top at [`OWN_PAGES_FROM`] (process-wide; the
+/// workers do nearly all the allocating).
+fn keep_large_buffers_out_of_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets allocator parameters; no pointer is passed.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, OWN_PAGES_FROM as libc::c_int);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, OWN_PAGES_FROM as libc::c_int);
+    };
+}
+
+/// Returns to the system what the allocator kept of a finished
+/// connection's buffers (its read window, block sums and index): glibc
+/// keeps freed memory in each thread's arena, so without this every worker
+/// that ever served a large delta would hold its peak for good.
+fn give_back_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory; no pointer is passed.
+    unsafe {
+        libc::malloc_trim(0);
+    };
 }
 
 /// The running workers, and what the feeder needs to hand them jobs.
@@ -246,6 +277,7 @@ impl Pool {
     /// Starts the workers.
     pub(super) fn start(cfg: &PoolConfig) -> io::Result<Pool> {
         let workers = cfg.workers.max(1);
+        keep_large_buffers_out_of_arenas();
         let queue = workers * QUEUE_PER_WORKER;
         let (jobs, job_rx) = bounded::<Job>(queue);
         let stopping = Arc::new(AtomicBool::new(false));

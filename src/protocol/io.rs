@@ -5,7 +5,9 @@
 //! both socket buffers fill, so, like rsync: io.c, every wait here polls both
 //! directions: while output is pending we also read whatever input arrives into
 //! a fixed-size buffer. Memory per connection is therefore bounded by
-//! [`IN_CAP`] + [`OUT_CAP`], whatever the client does.
+//! [`IN_CAP`] + [`OUT_CAP`], whatever the client does. A write is tried
+//! before any poll: a socket that takes the bytes needs no wait, and only a
+//! write that blocks (or a read that must wait) polls both directions.
 //!
 //! Output is raw during the handshake and multiplexed afterwards: data goes in
 //! `MSG_DATA` frames, log lines in their own message frames (rsync: io.c
@@ -29,8 +31,11 @@ use std::time::{Duration, Instant};
 
 /// Input buffered ahead of the sender's needs while it writes (rsync uses 32 KiB).
 pub(crate) const IN_CAP: usize = 64 * 1024;
-/// Output gathered before it is written; also the largest data frame.
-pub(crate) const OUT_CAP: usize = 32 * 1024;
+/// The largest data frame: rsync's IO_BUFFER_SIZE, which the oldest
+/// clients' input buffers are sized for.
+pub(crate) const MAX_FRAME: usize = 32 * 1024;
+/// Output gathered before it is written: several frames per system call.
+pub(crate) const OUT_CAP: usize = 4 * MAX_FRAME;
 /// Added to a message tag in the frame header (rsync's MPLEX_BASE).
 const MPLEX_BASE: u32 = 7;
 /// Protocol-29 clients read log messages into a 1 KiB line buffer.
@@ -78,6 +83,8 @@ pub struct Conn {
     in_eof: bool,
     out: Vec<u8>,
     out_pos: usize,
+    /// The last write did not take all it was offered.
+    write_blocked: bool,
     /// Offset in `out` of the header of the data frame being filled.
     open_frame: Option<usize>,
     multiplexed: bool,
@@ -137,6 +144,7 @@ impl Conn {
             in_eof: false,
             out: Vec::with_capacity(OUT_CAP + 64),
             out_pos: 0,
+            write_blocked: false,
             open_frame: None,
             multiplexed: false,
             multiplexed_in: false,
@@ -522,6 +530,11 @@ impl Conn {
                 self.in_end -= self.in_start;
                 self.in_start = 0;
             }
+            // Poll first only when the last write could not finish: the
+            // socket is likely still full.
+            if out_pending && !self.write_blocked && self.write_some()? {
+                continue;
+            }
             let want_read = !self.in_eof && self.in_end < self.inbuf.len();
             let mut fds = [
                 libc::pollfd {
@@ -619,16 +632,23 @@ impl Conn {
         Ok(())
     }
 
-    fn write_some(&mut self) -> io::Result<()> {
+    /// Writes what the socket takes now; returns whether it took all that
+    /// was offered (so that it may well take more without a wait).
+    fn write_some(&mut self) -> io::Result<bool> {
         let mut pending = &self.out[self.out_pos..];
         if let Some(throttle) = &self.throttle {
             pending = &pending[..pending.len().min(throttle.max_write())];
         }
+        let offered = pending.len();
         let n = match (&self.wfd).write(pending) {
             Ok(n) => n,
-            Err(e) if is_transient(&e) => return Ok(()),
+            Err(e) if is_transient(&e) => {
+                self.write_blocked = true;
+                return Ok(false);
+            }
             Err(e) => return Err(e),
         };
+        self.write_blocked = n < offered;
         self.out_pos += n;
         self.bytes_written += n as u64;
         if let Some(throttle) = &mut self.throttle {
@@ -644,7 +664,7 @@ impl Conn {
             self.out.clear();
             self.out_pos = 0;
         }
-        Ok(())
+        Ok(!self.write_blocked)
     }
 }
 
@@ -674,16 +694,18 @@ impl WireWrite for Conn {
         }
         while !data.is_empty() {
             if self.open_frame.is_none() {
-                self.reserve_out(4 + data.len().min(OUT_CAP))?;
+                // Room for a whole frame, which later writes may fill
+                // without the buffer growing.
+                self.reserve_out(4 + MAX_FRAME)?;
                 self.open_frame = Some(self.out.len());
                 self.out.extend_from_slice(&[0; 4]);
             }
             let at = self.open_frame.unwrap_or(0);
-            let room = (OUT_CAP + 4).saturating_sub(self.out.len() - at);
+            let room = (MAX_FRAME + 4).saturating_sub(self.out.len() - at);
             let n = room.min(data.len());
             self.out.extend_from_slice(&data[..n]);
             data = &data[n..];
-            if self.out.len() - at >= OUT_CAP + 4 {
+            if self.out.len() - at >= MAX_FRAME + 4 {
                 self.close_frame();
             }
         }
@@ -734,6 +756,35 @@ mod tests {
         assert_eq!(&got[4..9], b"hello");
         assert_eq!(&got[9..13], &[5, 0, 0, 8]);
         assert_eq!(&got[13..], b"oops\n");
+    }
+
+    #[test]
+    fn data_frames_stay_within_the_oldest_clients_limit() {
+        let (mut conn, peer) = pair();
+        conn.start_multiplex();
+        let reader = std::thread::spawn(move || {
+            let mut peer = peer;
+            let mut sink = Vec::new();
+            peer.read_to_end(&mut sink).unwrap();
+            sink
+        });
+        // Writes of every size, gathered several frames at a time.
+        let total: usize = (1..=40).map(|i| i * 997).sum();
+        for i in 1..=40 {
+            conn.write_all(&vec![i as u8; i * 997]).unwrap();
+        }
+        conn.flush().unwrap();
+        drop(conn);
+        let wire = reader.join().unwrap();
+        let (mut at, mut data) = (0, 0);
+        while at < wire.len() {
+            let header = u32::from_le_bytes(wire[at..at + 4].try_into().unwrap());
+            assert_eq!(header >> 24, MPLEX_BASE);
+            let len = (header & 0x00ff_ffff) as usize;
+            assert!(len > 0 && len <= MAX_FRAME, "frame of {len} bytes");
+            (at, data) = (at + 4 + len, data + len);
+        }
+        assert_eq!(data, total);
     }
 
     #[test]
