@@ -244,33 +244,11 @@ mod tests {
     use super::*;
     use crate::protocol::filter::tests::Scratch;
     use crate::protocol::filter::{FilterList, Filters};
-    use crate::protocol::flist::Reporter;
-    use crate::protocol::io::MsgTag;
+    use crate::protocol::flist::tests::{options, Messages};
     use crate::protocol::options::Options;
     use crate::source::Source;
     use std::fs;
     use std::path::Path;
-
-    #[derive(Default)]
-    struct Messages(Vec<String>);
-
-    impl Reporter for Messages {
-        fn report(&mut self, _tag: MsgTag, text: &str) -> io::Result<()> {
-            self.0.push(text.to_string());
-            Ok(())
-        }
-        fn tick(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn options(args: &[&str]) -> Options {
-        let mut all = vec!["--server", "--sender"];
-        all.extend_from_slice(args);
-        all.push(".");
-        let v: Vec<Vec<u8>> = all.iter().map(|a| a.as_bytes().to_vec()).collect();
-        Options::parse(&v).unwrap()
-    }
 
     /// What a sender holds to build the lists of the module at `root`.
     struct Sender {

@@ -342,6 +342,30 @@ pub(crate) fn describe_os_error(err: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::options::Options;
+
+    /// A reporter that keeps what it is told, for the builders' tests.
+    #[derive(Default)]
+    pub(super) struct Messages(pub(super) Vec<String>);
+
+    impl Reporter for Messages {
+        fn report(&mut self, _tag: MsgTag, text: &str) -> io::Result<()> {
+            self.0.push(text.to_string());
+            Ok(())
+        }
+        fn tick(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A sender's options for the client's `args`, sending `.`.
+    pub(super) fn options(args: &[&str]) -> Options {
+        let mut all = vec!["--server", "--sender"];
+        all.extend_from_slice(args);
+        all.push(".");
+        let v: Vec<Vec<u8>> = all.iter().map(|a| a.as_bytes().to_vec()).collect();
+        Options::parse(&v).unwrap()
+    }
 
     #[test]
     fn entries_stay_small() {

@@ -357,27 +357,7 @@ impl Reporter for Recorder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Default)]
-    struct Messages(Vec<String>);
-
-    impl Reporter for Messages {
-        fn report(&mut self, _tag: MsgTag, text: &str) -> io::Result<()> {
-            self.0.push(text.to_string());
-            Ok(())
-        }
-        fn tick(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn options(args: &[&str]) -> Options {
-        let mut all = vec!["--server", "--sender"];
-        all.extend_from_slice(args);
-        all.push(".");
-        let v: Vec<Vec<u8>> = all.iter().map(|a| a.as_bytes().to_vec()).collect();
-        Options::parse(&v).unwrap()
-    }
+    use crate::protocol::flist::tests::{options, Messages};
 
     fn share(table: &Arc<SharedLists>, args: &[&str], rules: &[&str]) -> PullShare {
         let lists = BuildLists::for_build(table, "b", TreeId::fake(1), 0);
