@@ -35,6 +35,7 @@
 /// - `detected`: the wrappers are private to a module whose lane type is
 ///   private too and made only inside its one function compiled for the
 ///   feature, which callers reach only after detecting it on the CPU.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! safe_intrinsics {
     (baseline $feature:tt: $($sig:tt)*) => {
         #[cfg(not(target_feature = $feature))]
@@ -58,6 +59,7 @@ macro_rules! safe_intrinsics {
 
 /// The [`rounds::Lanes`] methods that are one intrinsic each, in an impl
 /// for a newtype over a SIMD register: `method intrinsic` pairs.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! one_instruction_ops {
     ($($op:ident $intrinsic:ident),*) => {
         $(
@@ -114,6 +116,10 @@ impl Path {
 
     /// The paths this CPU runs, narrowest first.
     pub(crate) fn available() -> Vec<Path> {
+        #[cfg_attr(
+            not(any(target_arch = "x86_64", target_arch = "aarch64")),
+            allow(unused_mut)
+        )]
         let mut paths = vec![Path::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
