@@ -341,7 +341,7 @@ fn hosts_deny_and_the_per_host_limit_judge_the_client_behind_haproxy() {
     pull_tree_from("127.0.0.2", &balancer.url("m/"), &dir.join("ok"), &tree);
     let denied = pull_from("127.0.0.3", &balancer.url("m/"), &dir.join("no"), &["-a"]);
     denied.assert_refused("@ERROR: access denied to m from UNDETERMINED (127.0.0.3)");
-    assert!(upserv.log().contains("denied on module m from 127.0.0.3"));
+    upserv.await_log("denied on module m from 127.0.0.3", 1);
 
     // 127.0.0.2 holds its one connection while a build downloads.
     let held = LiveClient::start(
@@ -372,6 +372,7 @@ fn proxy_v1_from_haproxy_send_proxy_names_the_client() {
     let upserv = proxied_box(&[module], &dir, None, &[]);
     let balancer = haproxy(&[upserv.port()], "send-proxy");
     pull_tree_from("127.0.0.5", &balancer.url("m/"), &dir.join("dest"), &tree);
+    upserv.await_log("127.0.0.5: module m: ", 1);
     let log = upserv.log();
     assert_eq!(
         served_lines(&log, "m")
@@ -424,11 +425,11 @@ fn proxy_protocol_from_takes_headers_only_from_the_balancers_listed() {
     );
     assert_ne!(refused.code, 0, "{}", refused.stderr);
     assert!(!dir.join("refused").join("hello").exists());
-    assert!(elsewhere
-        .log()
-        .contains("127.0.0.1: refused: not a trusted PROXY protocol peer"));
+    elsewhere.await_log("127.0.0.1: refused: not a trusted PROXY protocol peer", 1);
     pull_tree_from("127.0.0.6", &to_listed.url("m/"), &dir.join("ok"), &tree);
-    assert!(listed.log().contains("127.0.0.6: module m: "));
+    // The served line is written when the connection ends, which may be
+    // after the client has exited.
+    listed.await_log("127.0.0.6: module m: ", 1);
 }
 
 #[test]
